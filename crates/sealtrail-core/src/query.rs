@@ -1,0 +1,437 @@
+//! The query vocabulary shared by the API, the CLI and the stores: which events (a filter),
+//! in which order, how many, and where the previous page ended (an opaque keyset cursor).
+//!
+//! Parsing lives here rather than in the HTTP layer so the same rules — and the same error
+//! messages — apply to every way a filter arrives, and so they can be fuzzed without I/O.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as BASE64URL;
+
+use crate::event::{EventLimits, FieldError, Severity, validate_tenant_id};
+use crate::time_format::parse_rfc3339_micros;
+
+/// How an `action` filter matches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ActionMatch {
+    /// `guest.rsvp.updated`: this action only.
+    Exact(String),
+    /// `guest.*`: every action starting with `guest.`.
+    Prefix(String),
+}
+
+impl ActionMatch {
+    /// Parses `name` or `prefix.*`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if text.is_empty() {
+            return Err("must not be empty".into());
+        }
+        let (body, is_prefix) = match text.strip_suffix('*') {
+            Some(prefix) => (prefix, true),
+            None => (text, false),
+        };
+        if let Some(bad) = body
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '/')))
+        {
+            return Err(format!(
+                "contains {bad:?}; give an action name, or a prefix ending in * such as guest.*"
+            ));
+        }
+        Ok(if is_prefix {
+            ActionMatch::Prefix(body.to_owned())
+        } else {
+            ActionMatch::Exact(body.to_owned())
+        })
+    }
+
+    /// Whether `action` matches.
+    pub fn matches(&self, action: &str) -> bool {
+        match self {
+            ActionMatch::Exact(a) => a == action,
+            ActionMatch::Prefix(p) => action.starts_with(p.as_str()),
+        }
+    }
+}
+
+/// Which events. Every present condition must hold; `from` is inclusive, `to` exclusive,
+/// both on `occurred_at`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    /// One tenant, or all the caller may see.
+    pub tenant_id: Option<String>,
+    /// Any of these severities; empty means all.
+    pub severities: Vec<Severity>,
+    /// Action name or prefix.
+    pub action: Option<ActionMatch>,
+    /// Acting user.
+    pub user_id: Option<String>,
+    /// Resource type.
+    pub resource_type: Option<String>,
+    /// Resource id.
+    pub resource_id: Option<String>,
+    /// `occurred_at >= from`, UTC microseconds.
+    pub from: Option<i64>,
+    /// `occurred_at < to`, UTC microseconds.
+    pub to: Option<i64>,
+}
+
+/// Newest first (the default) or oldest first.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Order {
+    /// Descending `(occurred_at, seq)`.
+    #[default]
+    Desc,
+    /// Ascending `(occurred_at, seq)`.
+    Asc,
+}
+
+/// Where a page ended: the sort key of its last event. Pages continue strictly after it, so
+/// no event is skipped or repeated however many arrive meanwhile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageCursor {
+    /// `occurred_at` of the last event returned, UTC microseconds.
+    pub occurred_at: i64,
+    /// `seq` of the last event returned.
+    pub seq: u64,
+}
+
+const CURSOR_VERSION: &str = "v1";
+
+impl PageCursor {
+    /// The opaque text clients pass back as `cursor`.
+    pub fn encode(&self, order: Order) -> String {
+        let order = match order {
+            Order::Desc => "d",
+            Order::Asc => "a",
+        };
+        BASE64URL.encode(format!("{CURSOR_VERSION}:{order}:{}:{}", self.occurred_at, self.seq))
+    }
+
+    /// Decodes a cursor, checking it was made for the same order.
+    pub fn decode(text: &str, order: Order) -> Result<Self, String> {
+        let invalid = || "is not a cursor this server issued".to_owned();
+        let raw = BASE64URL.decode(text).map_err(|_| invalid())?;
+        let raw = String::from_utf8(raw).map_err(|_| invalid())?;
+        let mut parts = raw.split(':');
+        let (Some(CURSOR_VERSION), Some(o), Some(at), Some(seq), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(invalid());
+        };
+        let expected = match order {
+            Order::Desc => "d",
+            Order::Asc => "a",
+        };
+        if o != expected {
+            return Err("was issued for the other order; keep `order` the same while paging".into());
+        }
+        Ok(Self {
+            occurred_at: at.parse().map_err(|_| invalid())?,
+            seq: seq.parse().map_err(|_| invalid())?,
+        })
+    }
+}
+
+/// A filtered, ordered, bounded read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageRequest {
+    /// Which events.
+    pub filter: EventFilter,
+    /// Sort direction.
+    pub order: Order,
+    /// At most this many events.
+    pub limit: usize,
+    /// Continue after this event.
+    pub after: Option<PageCursor>,
+}
+
+/// Default page size when `limit` is absent.
+pub const DEFAULT_PAGE_LIMIT: usize = 100;
+/// Largest page a query may ask for.
+pub const MAX_PAGE_LIMIT: usize = 1000;
+
+/// The filter parameters every endpoint that selects events understands.
+pub const FILTER_PARAMS: [&str; 8] = [
+    "tenant_id",
+    "severity",
+    "action",
+    "user_id",
+    "resource_type",
+    "resource_id",
+    "from",
+    "to",
+];
+
+impl EventFilter {
+    /// Applies one filter parameter; returns `Ok(false)` if `key` is not a filter parameter.
+    pub fn apply_param(&mut self, key: &str, value: &str) -> Result<bool, FieldError> {
+        let err = |reason: String| FieldError::new(key, reason);
+        match key {
+            "tenant_id" => {
+                validate_tenant_id(value, &EventLimits::default()).map_err(err)?;
+                self.tenant_id = Some(value.to_owned());
+            }
+            "severity" => {
+                let mut severities = Vec::new();
+                for name in value.split(',').map(str::trim) {
+                    let severity = Severity::parse(name).ok_or_else(|| {
+                        err(format!("{name:?} is not one of info, warning, critical"))
+                    })?;
+                    if !severities.contains(&severity) {
+                        severities.push(severity);
+                    }
+                }
+                severities.sort();
+                self.severities = severities;
+            }
+            "action" => self.action = Some(ActionMatch::parse(value).map_err(err)?),
+            "user_id" => self.user_id = Some(non_empty(value).map_err(err)?),
+            "resource_type" => self.resource_type = Some(non_empty(value).map_err(err)?),
+            "resource_id" => self.resource_id = Some(non_empty(value).map_err(err)?),
+            "from" => self.from = Some(parse_rfc3339_micros(value).map_err(err)?),
+            "to" => self.to = Some(parse_rfc3339_micros(value).map_err(err)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Checks relations between parameters once all are applied.
+    pub fn check(&self) -> Result<(), FieldError> {
+        if let (Some(from), Some(to)) = (self.from, self.to)
+            && from >= to
+        {
+            return Err(FieldError::new("to", "must be later than from"));
+        }
+        Ok(())
+    }
+}
+
+fn non_empty(value: &str) -> Result<String, String> {
+    if value.is_empty() {
+        return Err("must not be empty".into());
+    }
+    Ok(value.to_owned())
+}
+
+impl PageRequest {
+    /// Parses `GET /v1/events` query parameters. Unknown parameters are refused by name, so
+    /// a misspelt filter never silently widens a query.
+    pub fn from_params<'a>(
+        params: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Self, FieldError> {
+        let mut filter = EventFilter::default();
+        let mut order = Order::Desc;
+        let mut limit = DEFAULT_PAGE_LIMIT;
+        let mut cursor = None;
+        for (key, value) in params {
+            if filter.apply_param(key, value)? {
+                continue;
+            }
+            match key {
+                "order" => {
+                    order = match value {
+                        "desc" => Order::Desc,
+                        "asc" => Order::Asc,
+                        other => {
+                            return Err(FieldError::new(
+                                "order",
+                                format!("{other:?} is not asc or desc"),
+                            ));
+                        }
+                    }
+                }
+                "limit" => {
+                    limit = value
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=MAX_PAGE_LIMIT).contains(n))
+                        .ok_or_else(|| {
+                            FieldError::new(
+                                "limit",
+                                format!("{value:?} is not a number from 1 to {MAX_PAGE_LIMIT}"),
+                            )
+                        })?;
+                }
+                "cursor" => cursor = Some(value),
+                other => return Err(unknown_param(other, &["order", "limit", "cursor"])),
+            }
+        }
+        filter.check()?;
+        let after = cursor
+            .map(|c| PageCursor::decode(c, order).map_err(|r| FieldError::new("cursor", r)))
+            .transpose()?;
+        Ok(Self { filter, order, limit, after })
+    }
+}
+
+fn unknown_param(name: &str, extra: &[&str]) -> FieldError {
+    let mut known: Vec<&str> = FILTER_PARAMS.to_vec();
+    known.extend_from_slice(extra);
+    FieldError::new(name, format!("unknown parameter; known are {}", known.join(", ")))
+}
+
+/// What `GET /v1/stats` counts by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatsGroup {
+    /// Count per severity.
+    Severity,
+    /// Count per action.
+    Action,
+    /// Count per resource type.
+    ResourceType,
+}
+
+impl StatsGroup {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatsGroup::Severity => "severity",
+            StatsGroup::Action => "action",
+            StatsGroup::ResourceType => "resource_type",
+        }
+    }
+}
+
+/// Time buckets for stats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatsInterval {
+    /// One bucket per UTC hour.
+    Hour,
+    /// One bucket per UTC day.
+    Day,
+}
+
+impl StatsInterval {
+    /// Bucket width in microseconds.
+    pub fn micros(self) -> i64 {
+        match self {
+            StatsInterval::Hour => 3_600_000_000,
+            StatsInterval::Day => 86_400_000_000,
+        }
+    }
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatsInterval::Hour => "hour",
+            StatsInterval::Day => "day",
+        }
+    }
+}
+
+/// A stats query: counts of the filtered events by one dimension, optionally per bucket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatsRequest {
+    /// Which events.
+    pub filter: EventFilter,
+    /// Counted by.
+    pub group_by: StatsGroup,
+    /// Bucketed by.
+    pub interval: Option<StatsInterval>,
+}
+
+impl StatsRequest {
+    /// Parses `GET /v1/stats` query parameters.
+    pub fn from_params<'a>(
+        params: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Self, FieldError> {
+        let mut filter = EventFilter::default();
+        let mut group_by = StatsGroup::Severity;
+        let mut interval = None;
+        for (key, value) in params {
+            if filter.apply_param(key, value)? {
+                continue;
+            }
+            match key {
+                "group_by" => {
+                    group_by = match value {
+                        "severity" => StatsGroup::Severity,
+                        "action" => StatsGroup::Action,
+                        "resource_type" => StatsGroup::ResourceType,
+                        other => {
+                            return Err(FieldError::new(
+                                "group_by",
+                                format!("{other:?} is not severity, action or resource_type"),
+                            ));
+                        }
+                    }
+                }
+                "interval" => {
+                    interval = Some(match value {
+                        "hour" => StatsInterval::Hour,
+                        "day" => StatsInterval::Day,
+                        other => {
+                            return Err(FieldError::new(
+                                "interval",
+                                format!("{other:?} is not hour or day"),
+                            ));
+                        }
+                    })
+                }
+                other => return Err(unknown_param(other, &["group_by", "interval"])),
+            }
+        }
+        filter.check()?;
+        Ok(Self { filter, group_by, interval })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_filter() {
+        let req = PageRequest::from_params([
+            ("tenant_id", "bloom"),
+            ("severity", "critical,warning"),
+            ("action", "guest.*"),
+            ("user_id", "coord-1"),
+            ("resource_type", "guest"),
+            ("resource_id", "17"),
+            ("from", "2026-11-01T00:00:00Z"),
+            ("to", "2026-11-08T00:00:00Z"),
+            ("order", "asc"),
+            ("limit", "1000"),
+        ])
+        .unwrap();
+        assert_eq!(req.filter.severities, vec![Severity::Warning, Severity::Critical]);
+        assert_eq!(req.filter.action, Some(ActionMatch::Prefix("guest.".into())));
+        assert_eq!(req.order, Order::Asc);
+        assert_eq!(req.limit, 1000);
+    }
+
+    #[test]
+    fn bad_parameters_are_named() {
+        let cases: [(&[(&str, &str)], &str); 8] = [
+            (&[("severity", "fatal")], "severity"),
+            (&[("limit", "0")], "limit"),
+            (&[("limit", "1001")], "limit"),
+            (&[("from", "yesterday")], "from"),
+            (&[("from", "2026-11-02T00:00:00Z"), ("to", "2026-11-01T00:00:00Z")], "to"),
+            (&[("tenant", "x")], "tenant"),
+            (&[("cursor", "garbage")], "cursor"),
+            (&[("action", "guest.**x")], "action"),
+        ];
+        for (params, field) in cases {
+            let err = PageRequest::from_params(params.iter().copied()).unwrap_err();
+            assert_eq!(err.field, field, "{params:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn cursors_round_trip_and_are_bound_to_their_order() {
+        let cursor = PageCursor { occurred_at: -5, seq: 77 };
+        let text = cursor.encode(Order::Desc);
+        assert_eq!(PageCursor::decode(&text, Order::Desc), Ok(cursor));
+        assert!(PageCursor::decode(&text, Order::Asc).is_err());
+    }
+
+    #[test]
+    fn action_prefixes_match_by_prefix() {
+        let m = ActionMatch::parse("guest.*").unwrap();
+        assert!(m.matches("guest.rsvp.updated"));
+        assert!(!m.matches("vendor.added"));
+        assert!(ActionMatch::parse("guest.rsvp.updated").unwrap().matches("guest.rsvp.updated"));
+    }
+}
