@@ -5,6 +5,7 @@
 //!
 //! Nothing here touches a disk or a socket, so every rule can be tested exhaustively.
 
+pub mod auth;
 pub mod canonical;
 pub mod checkpoint;
 pub mod event;
@@ -12,6 +13,7 @@ pub mod merkle;
 pub mod query;
 pub mod time_format;
 
+pub use auth::{Grant, Scope};
 pub use checkpoint::{Checkpoint, CheckpointSigner, CheckpointVerifier, SignedCheckpoint};
 pub use event::{
     ActorType, EventLimits, FieldError, Outcome, PreparedEvent, Severity, StoredRecord,

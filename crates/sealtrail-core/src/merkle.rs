@@ -77,7 +77,7 @@ pub enum ProofError<E> {
 pub fn range_hash<S: SubtreeHashes>(src: &mut S, start: u64, end: u64) -> Result<Hash, S::Error> {
     assert!(start < end, "an empty range has no Merkle tree hash");
     debug_assert!(
-        start % (end - start).next_power_of_two() == 0,
+        start.is_multiple_of((end - start).next_power_of_two()),
         "range [{start}, {end}) is not a subtree of the RFC 9162 recursion"
     );
     let mut parts: Vec<Hash> = Vec::with_capacity(64);

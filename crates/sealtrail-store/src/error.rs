@@ -1,0 +1,32 @@
+//! The store's error type.
+
+/// What went wrong below the API.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed (I/O, corruption, locking).
+    #[error("database error: {0}")]
+    Database(#[from] rusqlite::Error),
+    /// A file in the data directory could not be read or written.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done, naming the file.
+        context: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The stored log is not what the server expects (tampered, corrupt, foreign).
+    #[error("{0}")]
+    Integrity(String),
+    /// The data directory was written by a newer or unknown schema.
+    #[error("{0}")]
+    Schema(String),
+    /// The request cannot be answered as asked.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl StoreError {
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io { context: context.into(), source }
+    }
+}

@@ -1,0 +1,567 @@
+//! The sequencer: the log's single writer.
+//!
+//! It runs on its own thread (STYLE.md: plain threads where one writer must own a
+//! resource) and owns the backend's write connection. Append requests queue on a bounded
+//! channel; each turn of the loop takes every request waiting (up to
+//! [`SequencerConfig::max_group_events`]) and commits them as one transaction — group
+//! commit — so throughput comes from batching, not from parallel writers.
+//!
+//! For every group it decides, in order: which producer ids are retries (same content:
+//! answer with the original receipt) or conflicts (other content: the whole request is
+//! refused, nothing of it stored); the `seq` of each new event (gap-free); its canonical
+//! record and leaf hash; the Merkle nodes it completes; and a signed checkpoint of the new
+//! tree, written in the same transaction. Only after the commit has reached stable storage
+//! are the requests answered. So every acknowledged event is durable and covered by a
+//! signed checkpoint, and anything in the store beyond the latest checkpoint was not put
+//! there by the sequencer.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use sealtrail_core::merkle::{self, Frontier, Hash, SubtreeHashes};
+use sealtrail_core::time_format::now_micros;
+use sealtrail_core::{CheckpointSigner, PreparedEvent};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::traits::{CheckpointRow, LogBackend, NewLeaf};
+use crate::{NODE_LEVEL_STRIDE, StoreError};
+
+/// The sequencer's bounds.
+#[derive(Clone, Debug)]
+pub struct SequencerConfig {
+    /// Most events committed in one transaction. Bigger groups amortise the fsync further
+    /// but hold every waiting producer longer.
+    pub max_group_events: usize,
+    /// Append requests that may wait for the sequencer; producers beyond it wait to enqueue
+    /// (backpressure), they are not dropped.
+    pub max_queued_requests: usize,
+    /// Every commit signs a checkpoint, but only one per this interval is kept as history;
+    /// the newest is always kept.
+    pub checkpoint_history_interval: Duration,
+}
+
+impl Default for SequencerConfig {
+    fn default() -> Self {
+        Self {
+            max_group_events: 20_000,
+            max_queued_requests: 4096,
+            checkpoint_history_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Where one event landed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    /// The event id.
+    pub id: Uuid,
+    /// Its position in the log.
+    pub seq: u64,
+    /// Its leaf hash.
+    pub leaf_hash: Hash,
+    /// True when this was a retry of an event already stored (nothing new was written).
+    pub duplicate: bool,
+}
+
+/// The answer to an accepted append.
+#[derive(Clone, Debug)]
+pub struct AppendOutcome {
+    /// One receipt per submitted event, in submission order.
+    pub receipts: Vec<Receipt>,
+    /// The signed checkpoint whose tree contains all of them.
+    pub checkpoint: Arc<CheckpointRow>,
+}
+
+/// Why an append was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AppendError {
+    /// An event reuses a stored id with different content; nothing of the request was stored.
+    #[error("event {index} reuses id {id} with different content")]
+    Conflict {
+        /// Index of the offending event in the request.
+        index: usize,
+        /// The reused id.
+        id: Uuid,
+    },
+    /// The request is bigger than one group commit may be.
+    #[error("{events} events in one request; the sequencer commits at most {max}")]
+    TooLarge {
+        /// Events submitted.
+        events: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// The storage failed; nothing of the group was stored.
+    #[error("storage failed: {0}")]
+    Storage(String),
+    /// The sequencer has stopped (shutdown, or a failure it could not recover from).
+    #[error("the log is not accepting writes: {0}")]
+    Unavailable(String),
+}
+
+/// What one commit did, for metrics.
+#[derive(Clone, Debug)]
+pub struct CommitStats {
+    /// Requests answered by it.
+    pub requests: usize,
+    /// New events written.
+    pub events: usize,
+    /// From taking the first request to the durable commit.
+    pub duration: Duration,
+    /// Tree size after it.
+    pub tree_size: u64,
+}
+
+type CommitObserver = Box<dyn Fn(&CommitStats) + Send>;
+
+struct AppendRequest {
+    events: Vec<PreparedEvent>,
+    reply: oneshot::Sender<Result<AppendOutcome, AppendError>>,
+}
+
+struct Shared {
+    tree_size: AtomicU64,
+    failed: AtomicBool,
+}
+
+/// A cheap, cloneable way to submit appends. The sequencer stops once every handle is dropped.
+#[derive(Clone)]
+pub struct SequencerHandle {
+    tx: mpsc::Sender<AppendRequest>,
+    shared: Arc<Shared>,
+    max_group_events: usize,
+}
+
+impl SequencerHandle {
+    /// Appends events and waits until they are durable.
+    pub async fn append(&self, events: Vec<PreparedEvent>) -> Result<AppendOutcome, AppendError> {
+        let (reply, answer) = self.request(events)?;
+        self.tx
+            .send(reply)
+            .await
+            .map_err(|_| AppendError::Unavailable("the sequencer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| AppendError::Unavailable("the sequencer stopped before answering".into()))?
+    }
+
+    /// [`append`](Self::append) for callers outside an async runtime (tools, benchmarks).
+    pub fn append_blocking(&self, events: Vec<PreparedEvent>) -> Result<AppendOutcome, AppendError> {
+        let (reply, answer) = self.request(events)?;
+        self.tx
+            .blocking_send(reply)
+            .map_err(|_| AppendError::Unavailable("the sequencer has stopped".into()))?;
+        answer
+            .blocking_recv()
+            .map_err(|_| AppendError::Unavailable("the sequencer stopped before answering".into()))?
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn request(
+        &self,
+        events: Vec<PreparedEvent>,
+    ) -> Result<(AppendRequest, oneshot::Receiver<Result<AppendOutcome, AppendError>>), AppendError>
+    {
+        if events.len() > self.max_group_events {
+            return Err(AppendError::TooLarge { events: events.len(), max: self.max_group_events });
+        }
+        let (reply, answer) = oneshot::channel();
+        Ok((AppendRequest { events, reply }, answer))
+    }
+
+    /// The tree size after the latest durable commit.
+    pub fn tree_size(&self) -> u64 {
+        self.shared.tree_size.load(Ordering::Acquire)
+    }
+
+    /// False once the sequencer has stopped or failed: the server is then not ready.
+    pub fn is_healthy(&self) -> bool {
+        !self.shared.failed.load(Ordering::Acquire) && !self.tx.is_closed()
+    }
+}
+
+/// Starts sequencers.
+pub struct Sequencer;
+
+impl Sequencer {
+    /// Checks the stored log against its latest signed checkpoint and starts the writer
+    /// thread. Refuses to start on a log whose stored tree does not match what was signed:
+    /// appending to it would sign over whatever was changed.
+    pub fn spawn<B: LogBackend>(
+        mut backend: B,
+        signer: CheckpointSigner,
+        config: SequencerConfig,
+        observer: Option<CommitObserver>,
+    ) -> Result<(SequencerHandle, JoinHandle<()>), StoreError> {
+        let frontier = open_log(&mut backend, &signer)?;
+        let latest = backend
+            .state()?
+            .latest_checkpoint
+            .expect("open_log leaves a checkpoint of the current tree");
+        let shared = Arc::new(Shared {
+            tree_size: AtomicU64::new(frontier.size()),
+            failed: AtomicBool::new(false),
+        });
+        let (tx, rx) = mpsc::channel(config.max_queued_requests);
+        let handle = SequencerHandle {
+            tx,
+            shared: shared.clone(),
+            max_group_events: config.max_group_events,
+        };
+        let writer = Writer {
+            backend,
+            signer,
+            frontier,
+            latest: Arc::new(latest),
+            latest_is_history: true,
+            last_history_at: now_micros(),
+            config,
+            shared,
+            observer,
+        };
+        let thread = std::thread::Builder::new()
+            .name("sealtrail-sequencer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StoreError::io("starting the sequencer thread", e))?;
+        Ok((handle, thread))
+    }
+}
+
+struct BackendSubtrees<'a, B: LogBackend>(&'a mut B);
+
+impl<B: LogBackend> SubtreeHashes for BackendSubtrees<'_, B> {
+    type Error = StoreError;
+    fn subtree_hash(&mut self, level: u32, index: u64) -> Result<Hash, StoreError> {
+        self.0.subtree_hash(level, index)
+    }
+}
+
+/// Rebuilds the frontier and checks it against the latest checkpoint; signs the first
+/// checkpoint (of the empty tree) for a new log.
+fn open_log<B: LogBackend>(backend: &mut B, signer: &CheckpointSigner) -> Result<Frontier, StoreError> {
+    let state = backend.state()?;
+    let frontier = Frontier::load(&mut BackendSubtrees(backend), state.size)?;
+    match state.latest_checkpoint {
+        None if state.size == 0 => {
+            let signed = signer.sign(0, frontier.root());
+            backend.begin()?;
+            backend.insert_checkpoint(&CheckpointRow {
+                tree_size: 0,
+                root: signed.checkpoint.root,
+                note: signed.note,
+                created_at: now_micros(),
+            })?;
+            backend.commit()?;
+        }
+        None => {
+            return Err(StoreError::Integrity(format!(
+                "the log holds {} events but no signed checkpoint; run `sealtrail verify`",
+                state.size
+            )));
+        }
+        Some(latest) => {
+            let signed = signer.verifier().verify(&latest.note).map_err(|e| {
+                StoreError::Integrity(format!(
+                    "the latest checkpoint (tree size {}) does not verify: {e}; run `sealtrail verify`",
+                    latest.tree_size
+                ))
+            })?;
+            if signed.size != state.size || latest.tree_size != state.size {
+                return Err(StoreError::Integrity(format!(
+                    "the log holds {} events but its latest signed checkpoint covers {}; \
+                     events were added or removed outside Sealtrail; run `sealtrail verify`",
+                    state.size, signed.size
+                )));
+            }
+            if signed.root != frontier.root() {
+                return Err(StoreError::Integrity(format!(
+                    "the stored tree of {} events does not match its signed root; \
+                     stored history was changed; run `sealtrail verify`",
+                    state.size
+                )));
+            }
+        }
+    }
+    Ok(frontier)
+}
+
+struct Writer<B: LogBackend> {
+    backend: B,
+    signer: CheckpointSigner,
+    frontier: Frontier,
+    latest: Arc<CheckpointRow>,
+    /// Whether `latest` is kept as history once superseded.
+    latest_is_history: bool,
+    last_history_at: i64,
+    config: SequencerConfig,
+    shared: Arc<Shared>,
+    observer: Option<CommitObserver>,
+}
+
+/// How one request of a group resolved before anything was written.
+enum Resolution {
+    Accepted(Vec<Slot>),
+    Refused(AppendError),
+}
+
+/// Where each event of an accepted request goes.
+enum Slot {
+    /// Already stored: answer with this.
+    Existing(Receipt),
+    /// New: appended at this seq.
+    New(u64),
+    /// A repeat, within the group, of the event at this earlier (request, index).
+    SameAs(usize, usize),
+}
+
+impl<B: LogBackend> Writer<B> {
+    fn run(mut self, mut rx: mpsc::Receiver<AppendRequest>) {
+        while let Some(first) = rx.blocking_recv() {
+            let started = Instant::now();
+            let mut group = vec![first];
+            let mut events = group[0].events.len();
+            while events < self.config.max_group_events {
+                match rx.try_recv() {
+                    Ok(next) => {
+                        events += next.events.len();
+                        group.push(next);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if self.shared.failed.load(Ordering::Acquire) {
+                for request in group {
+                    let _ = request.reply.send(Err(AppendError::Unavailable(
+                        "the log stopped after a storage failure; see the server log".into(),
+                    )));
+                }
+                continue;
+            }
+            self.commit_group(group, started);
+        }
+        tracing::info!(tree_size = self.frontier.size(), "sequencer stopped");
+    }
+
+    fn commit_group(&mut self, group: Vec<AppendRequest>, started: Instant) {
+        let before = self.frontier.clone();
+        match self.write_group(&group) {
+            Ok((resolutions, leaf_hashes)) => {
+                let new_events = leaf_hashes.len();
+                let stats = CommitStats {
+                    requests: group.len(),
+                    events: new_events,
+                    duration: started.elapsed(),
+                    tree_size: self.frontier.size(),
+                };
+                self.shared.tree_size.store(self.frontier.size(), Ordering::Release);
+                self.answer(group, resolutions, &leaf_hashes);
+                if let Some(observer) = &self.observer {
+                    observer(&stats);
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "group commit failed; nothing of it was acknowledged");
+                let _ = self.backend.rollback();
+                self.frontier = before;
+                // A failed commit (fsync in particular) may still have reached the disk;
+                // continue only if the stored log is exactly what we believe it is.
+                if let Err(reload) = open_log(&mut self.backend, &self.signer)
+                    .and_then(|f| if f == self.frontier { Ok(()) } else {
+                        Err(StoreError::Integrity("stored log diverged from the sequencer".into()))
+                    })
+                {
+                    tracing::error!(%reload, "the log cannot continue safely; refusing further writes");
+                    self.shared.failed.store(true, Ordering::Release);
+                }
+                for request in group {
+                    let _ = request.reply.send(Err(AppendError::Storage(error.to_string())));
+                }
+            }
+        }
+    }
+
+    /// Resolves, writes and commits one group; returns each request's resolution and the
+    /// leaf hash of every new seq.
+    fn write_group(
+        &mut self,
+        group: &[AppendRequest],
+    ) -> Result<(Vec<Resolution>, HashMap<u64, Hash>), StoreError> {
+        self.backend.begin()?;
+        let producer_ids: Vec<Uuid> = group
+            .iter()
+            .flat_map(|r| r.events.iter())
+            .filter(|e| e.content_hash.is_some())
+            .map(|e| e.id)
+            .collect();
+        let stored = if producer_ids.is_empty() {
+            HashMap::new()
+        } else {
+            self.backend.find_existing(&producer_ids)?
+        };
+
+        // Ids placed earlier in this group: (request, index, content hash).
+        let mut placed: HashMap<Uuid, (usize, usize, Option<Hash>)> = HashMap::new();
+        let mut resolutions = Vec::with_capacity(group.len());
+        let mut next_seq = self.frontier.size() + 1;
+        for (r, request) in group.iter().enumerate() {
+            match resolve(r, &request.events, &stored, &placed, next_seq) {
+                Resolution::Accepted(slots) => {
+                    for (i, slot) in slots.iter().enumerate() {
+                        if let Slot::New(seq) = slot {
+                            let event = &request.events[i];
+                            placed.insert(event.id, (r, i, event.content_hash));
+                            next_seq = seq + 1;
+                        }
+                    }
+                    resolutions.push(Resolution::Accepted(slots));
+                }
+                refused => resolutions.push(refused),
+            }
+        }
+
+        let mut leaves = Vec::with_capacity((next_seq - 1 - self.frontier.size()) as usize);
+        let mut nodes = Vec::new();
+        for (request, resolution) in group.iter().zip(&resolutions) {
+            let Resolution::Accepted(slots) = resolution else { continue };
+            for (event, slot) in request.events.iter().zip(slots) {
+                let Slot::New(seq) = *slot else { continue };
+                debug_assert_eq!(seq, self.frontier.size() + 1, "seqs are gap-free");
+                let record = event.record(seq);
+                let leaf_hash = merkle::leaf_hash(&record);
+                self.frontier.push(leaf_hash, |level, index, hash| {
+                    if level % NODE_LEVEL_STRIDE == 0 {
+                        nodes.push((level, index, *hash));
+                    }
+                });
+                leaves.push(NewLeaf { seq, event, record, leaf_hash });
+            }
+        }
+        if leaves.is_empty() {
+            // Only retries and refusals: nothing to write, the latest checkpoint stands.
+            self.backend.rollback()?;
+            return Ok((resolutions, HashMap::new()));
+        }
+        self.backend.insert_leaves(&leaves)?;
+        if !nodes.is_empty() {
+            self.backend.insert_nodes(&nodes)?;
+        }
+        let (checkpoint, is_history) = self.next_checkpoint();
+        self.backend.insert_checkpoint(&checkpoint)?;
+        if !self.latest_is_history {
+            self.backend.delete_checkpoint(self.latest.tree_size)?;
+        }
+        self.backend.commit()?;
+        if is_history {
+            self.last_history_at = checkpoint.created_at;
+        }
+        self.latest = Arc::new(checkpoint);
+        self.latest_is_history = is_history;
+        let hashes = leaves.iter().map(|l| (l.seq, l.leaf_hash)).collect();
+        Ok((resolutions, hashes))
+    }
+
+    fn next_checkpoint(&self) -> (CheckpointRow, bool) {
+        let now = now_micros();
+        let interval = self.config.checkpoint_history_interval.as_micros() as i64;
+        let is_history = now - self.last_history_at >= interval;
+        let signed = self.signer.sign(self.frontier.size(), self.frontier.root());
+        let row = CheckpointRow {
+            tree_size: signed.checkpoint.size,
+            root: signed.checkpoint.root,
+            note: signed.note,
+            created_at: now,
+        };
+        (row, is_history)
+    }
+
+    /// Replies to every request of a committed group.
+    fn answer(
+        &self,
+        group: Vec<AppendRequest>,
+        resolutions: Vec<Resolution>,
+        leaf_hashes: &HashMap<u64, Hash>,
+    ) {
+        let mut seq_of: HashMap<(usize, usize), u64> = HashMap::new();
+        for (r, resolution) in resolutions.iter().enumerate() {
+            if let Resolution::Accepted(slots) = resolution {
+                for (i, slot) in slots.iter().enumerate() {
+                    if let Slot::New(seq) = slot {
+                        seq_of.insert((r, i), *seq);
+                    }
+                }
+            }
+        }
+        let placed = |seq: u64, id: Uuid, duplicate: bool| Receipt {
+            id,
+            seq,
+            leaf_hash: leaf_hashes[&seq],
+            duplicate,
+        };
+        for (request, resolution) in group.into_iter().zip(resolutions) {
+            let answer = match resolution {
+                Resolution::Refused(error) => Err(error),
+                Resolution::Accepted(slots) => Ok(AppendOutcome {
+                    receipts: request
+                        .events
+                        .iter()
+                        .zip(slots)
+                        .map(|(event, slot)| match slot {
+                            Slot::Existing(receipt) => receipt,
+                            Slot::New(seq) => placed(seq, event.id, false),
+                            Slot::SameAs(r, j) => placed(seq_of[&(r, j)], event.id, true),
+                        })
+                        .collect(),
+                    checkpoint: self.latest.clone(),
+                }),
+            };
+            // A producer that gave up waiting is no reason to stop: its events are stored
+            // and a retry will be answered from the store.
+            let _ = request.reply.send(answer);
+        }
+    }
+}
+
+fn resolve(
+    request_index: usize,
+    events: &[PreparedEvent],
+    stored: &HashMap<Uuid, crate::traits::ExistingEvent>,
+    placed: &HashMap<Uuid, (usize, usize, Option<Hash>)>,
+    first_seq: u64,
+) -> Resolution {
+    let mut slots = Vec::with_capacity(events.len());
+    let mut here: HashMap<Uuid, (usize, Option<Hash>)> = HashMap::new();
+    let mut next_seq = first_seq;
+    for (i, event) in events.iter().enumerate() {
+        let conflict = || Resolution::Refused(AppendError::Conflict { index: i, id: event.id });
+        if let Some(existing) = stored.get(&event.id) {
+            if existing.content_hash.is_none() || existing.content_hash != event.content_hash {
+                return conflict();
+            }
+            slots.push(Slot::Existing(Receipt {
+                id: event.id,
+                seq: existing.seq,
+                leaf_hash: existing.leaf_hash,
+                duplicate: true,
+            }));
+        } else if let Some(&(r, j, hash)) = placed.get(&event.id) {
+            if hash != event.content_hash {
+                return conflict();
+            }
+            slots.push(Slot::SameAs(r, j));
+        } else if let Some(&(j, hash)) = here.get(&event.id) {
+            if hash != event.content_hash {
+                return conflict();
+            }
+            slots.push(Slot::SameAs(request_index, j));
+        } else {
+            here.insert(event.id, (i, event.content_hash));
+            slots.push(Slot::New(next_seq));
+            next_seq += 1;
+        }
+    }
+    Resolution::Accepted(slots)
+}

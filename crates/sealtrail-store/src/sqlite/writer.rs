@@ -1,0 +1,148 @@
+//! The sequencer's side of the embedded store.
+
+use std::collections::HashMap;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use sealtrail_core::merkle::Hash;
+use uuid::Uuid;
+
+use crate::StoreError;
+use crate::traits::{CheckpointRow, ExistingEvent, LogBackend, LogState, NewLeaf};
+
+/// The write connection, owned by the sequencer thread.
+pub struct SqliteBackend {
+    conn: Connection,
+}
+
+impl SqliteBackend {
+    pub(crate) fn new(conn: Connection) -> Result<Self, StoreError> {
+        super::schema::check(&conn)?;
+        Ok(Self { conn })
+    }
+}
+
+impl LogBackend for SqliteBackend {
+    fn state(&mut self) -> Result<LogState, StoreError> {
+        let size: i64 = self.conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
+        let latest_checkpoint = self
+            .conn
+            .query_row(
+                "SELECT tree_size, root_hash, note, created_at FROM checkpoints
+                 ORDER BY tree_size DESC LIMIT 1",
+                [],
+                |r| {
+                    Ok(CheckpointRow {
+                        tree_size: r.get::<_, i64>(0)? as u64,
+                        root: r.get(1)?,
+                        note: r.get(2)?,
+                        created_at: r.get(3)?,
+                    })
+                },
+            )
+            .optional()?;
+        Ok(LogState { size: size as u64, latest_checkpoint })
+    }
+
+    fn subtree_hash(&mut self, level: u32, index: u64) -> Result<Hash, StoreError> {
+        super::subtree_hash(&self.conn, level, index)
+    }
+
+    fn begin(&mut self) -> Result<(), StoreError> {
+        // IMMEDIATE: take the write lock now, so a concurrent writer (there should be none)
+        // fails here rather than at commit after all the work.
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(())
+    }
+
+    fn find_existing(&mut self, ids: &[Uuid]) -> Result<HashMap<Uuid, ExistingEvent>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT seq, leaf_hash, content_hash FROM events WHERE id = ?1")?;
+        let mut found = HashMap::new();
+        for id in ids {
+            let row = stmt
+                .query_row(params![id.as_bytes()], |r| {
+                    Ok(ExistingEvent {
+                        seq: r.get::<_, i64>(0)? as u64,
+                        leaf_hash: r.get(1)?,
+                        content_hash: r.get(2)?,
+                    })
+                })
+                .optional()?;
+            if let Some(existing) = row {
+                found.insert(*id, existing);
+            }
+        }
+        Ok(found)
+    }
+
+    fn insert_leaves(&mut self, leaves: &[NewLeaf<'_>]) -> Result<(), StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT INTO events (seq, id, tenant_id, occurred_at, received_at, severity, action,
+                                 user_id, resource_type, resource_id, content_hash, leaf_hash, record)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        )?;
+        for leaf in leaves {
+            let e = leaf.event;
+            stmt.execute(params![
+                leaf.seq as i64,
+                e.id.as_bytes(),
+                e.tenant_id,
+                e.occurred_at,
+                e.received_at,
+                e.severity.code(),
+                e.action,
+                e.user_id,
+                e.resource_type,
+                e.resource_id,
+                e.content_hash,
+                leaf.leaf_hash,
+                leaf.record,
+            ])?;
+        }
+        Ok(())
+    }
+
+    fn insert_nodes(&mut self, nodes: &[(u32, u64, Hash)]) -> Result<(), StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("INSERT INTO merkle_nodes (level, idx, hash) VALUES (?1, ?2, ?3)")?;
+        for (level, index, hash) in nodes {
+            stmt.execute(params![level, *index as i64, hash])?;
+        }
+        Ok(())
+    }
+
+    fn insert_checkpoint(&mut self, checkpoint: &CheckpointRow) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO checkpoints (tree_size, root_hash, note, created_at) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![
+                checkpoint.tree_size as i64,
+                checkpoint.root,
+                checkpoint.note,
+                checkpoint.created_at
+            ])?;
+        Ok(())
+    }
+
+    fn delete_checkpoint(&mut self, tree_size: u64) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("DELETE FROM checkpoints WHERE tree_size = ?1")?
+            .execute(params![tree_size as i64])?;
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<(), StoreError> {
+        self.conn.execute_batch("COMMIT")?;
+        Ok(())
+    }
+
+    fn rollback(&mut self) -> Result<(), StoreError> {
+        if !self.conn.is_autocommit() {
+            self.conn.execute_batch("ROLLBACK")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,153 @@
+//! The two faces of a storage backend: the write side the sequencer drives inside one
+//! transaction per group commit, and the read side every query, proof and stream uses.
+//!
+//! Both are deliberately narrow: the backend stores and finds rows; deciding seqs, hashes,
+//! duplicates and checkpoints is the sequencer's job, the same for every backend.
+
+use std::collections::HashMap;
+
+use sealtrail_core::merkle::Hash;
+use sealtrail_core::query::{PageCursor, PageRequest, StatsRequest};
+use sealtrail_core::PreparedEvent;
+use uuid::Uuid;
+
+use crate::StoreError;
+
+/// What the sequencer needs to resume the log after a restart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogState {
+    /// The highest `seq` stored (= tree size); 0 for an empty log.
+    pub size: u64,
+    /// The newest stored checkpoint, if any.
+    pub latest_checkpoint: Option<CheckpointRow>,
+}
+
+/// A stored signed checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckpointRow {
+    /// Leaves covered.
+    pub tree_size: u64,
+    /// Root hash over them.
+    pub root: Hash,
+    /// The signed note.
+    pub note: String,
+    /// When it was signed, UTC microseconds.
+    pub created_at: i64,
+}
+
+/// An event already in the log, as far as deduplication needs to know it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExistingEvent {
+    /// Its position.
+    pub seq: u64,
+    /// Its leaf hash.
+    pub leaf_hash: Hash,
+    /// The producer-content hash it was stored with (`None` for server-generated ids).
+    pub content_hash: Option<Hash>,
+}
+
+/// A leaf the sequencer has placed: the event, its seq, its canonical record and hash.
+pub struct NewLeaf<'a> {
+    /// Position in the log (leaf index + 1).
+    pub seq: u64,
+    /// The validated event (indexed column values).
+    pub event: &'a PreparedEvent,
+    /// Canonical record bytes, seq included.
+    pub record: Vec<u8>,
+    /// `SHA-256(0x00 || record)`.
+    pub leaf_hash: Hash,
+}
+
+/// The write side of a backend. Only the sequencer thread calls it, always as
+/// `begin → (find_existing | insert_*)* → commit | rollback`.
+pub trait LogBackend: Send + 'static {
+    /// Size and latest checkpoint of the stored log.
+    fn state(&mut self) -> Result<LogState, StoreError>;
+    /// The hash of a complete subtree (used to rebuild the frontier at start).
+    fn subtree_hash(&mut self, level: u32, index: u64) -> Result<Hash, StoreError>;
+    /// Opens the group's transaction.
+    fn begin(&mut self) -> Result<(), StoreError>;
+    /// Which of these ids are already stored (committed, or inserted earlier in this
+    /// transaction).
+    fn find_existing(&mut self, ids: &[Uuid]) -> Result<HashMap<Uuid, ExistingEvent>, StoreError>;
+    /// Appends leaves in seq order.
+    fn insert_leaves(&mut self, leaves: &[NewLeaf<'_>]) -> Result<(), StoreError>;
+    /// Stores completed Merkle nodes `(level, index, hash)` at the kept levels.
+    fn insert_nodes(&mut self, nodes: &[(u32, u64, Hash)]) -> Result<(), StoreError>;
+    /// Stores a signed checkpoint.
+    fn insert_checkpoint(&mut self, checkpoint: &CheckpointRow) -> Result<(), StoreError>;
+    /// Drops a superseded checkpoint that is not kept for history.
+    fn delete_checkpoint(&mut self, tree_size: u64) -> Result<(), StoreError>;
+    /// Makes the transaction durable. Returns only once it is on stable storage (fsync):
+    /// the sequencer acknowledges producers after this and never before.
+    fn commit(&mut self) -> Result<(), StoreError>;
+    /// Abandons the transaction.
+    fn rollback(&mut self) -> Result<(), StoreError>;
+}
+
+/// An event as read back: sort key, owner, leaf hash and the verbatim record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// Position in the log.
+    pub seq: u64,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// `occurred_at`, UTC microseconds (the sort key with `seq`).
+    pub occurred_at: i64,
+    /// Leaf hash of `record`.
+    pub leaf_hash: Hash,
+    /// Canonical record bytes, exactly as hashed.
+    pub record: Vec<u8>,
+}
+
+impl StoredEvent {
+    /// The event as the API returns it: the record's members plus `leaf_hash` (hex).
+    /// Removing `leaf_hash` and canonicalising gives back the hashed bytes.
+    pub fn to_api_json(&self) -> Vec<u8> {
+        debug_assert_eq!(self.record.last(), Some(&b'}'), "a record is a JSON object");
+        let mut out = Vec::with_capacity(self.record.len() + 80);
+        out.extend_from_slice(&self.record[..self.record.len() - 1]);
+        out.extend_from_slice(b",\"leaf_hash\":\"");
+        out.extend_from_slice(hex::encode(self.leaf_hash).as_bytes());
+        out.extend_from_slice(b"\"}");
+        out
+    }
+}
+
+/// One page of a query.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EventPage {
+    /// The events, in the requested order.
+    pub events: Vec<StoredEvent>,
+    /// Where the next page starts, if this one was full.
+    pub next: Option<PageCursor>,
+}
+
+/// One count of a stats query.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatsRow {
+    /// Bucket start (UTC microseconds), when bucketed.
+    pub bucket: Option<i64>,
+    /// The group value (a severity, action or resource type).
+    pub key: String,
+    /// Matching events.
+    pub count: u64,
+}
+
+/// The read side of a backend: safe to call from many threads while the sequencer writes.
+pub trait LogReader: Send + Sync + 'static {
+    /// One page of filtered events (keyset pagination, never OFFSET).
+    fn query(&self, request: &PageRequest) -> Result<EventPage, StoreError>;
+    /// One event by id.
+    fn get(&self, id: &Uuid) -> Result<Option<StoredEvent>, StoreError>;
+    /// Counts by a dimension, computed by the database.
+    fn stats(&self, request: &StatsRequest) -> Result<Vec<StatsRow>, StoreError>;
+    /// The newest signed checkpoint.
+    fn latest_checkpoint(&self) -> Result<Option<CheckpointRow>, StoreError>;
+    /// RFC 9162 inclusion proof of a leaf in the tree of `tree_size` leaves.
+    fn inclusion_proof(&self, leaf_index: u64, tree_size: u64) -> Result<Vec<Hash>, StoreError>;
+    /// RFC 9162 consistency proof between two tree sizes.
+    fn consistency_proof(&self, old_size: u64, new_size: u64) -> Result<Vec<Hash>, StoreError>;
+    /// Bytes the store occupies on disk.
+    fn storage_bytes(&self) -> Result<u64, StoreError>;
+}
