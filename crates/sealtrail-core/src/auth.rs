@@ -49,7 +49,11 @@ impl Scope {
 
     /// The canonical comma-separated spelling of a list.
     pub fn join(scopes: &[Scope]) -> String {
-        scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
+        scopes
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 
@@ -96,14 +100,21 @@ mod tests {
 
     #[test]
     fn scope_lists_parse_and_refuse_unknown_names() {
-        assert_eq!(Scope::parse_list("read, ingest,read").unwrap(), vec![Scope::Ingest, Scope::Read]);
+        assert_eq!(
+            Scope::parse_list("read, ingest,read").unwrap(),
+            vec![Scope::Ingest, Scope::Read]
+        );
         assert!(Scope::parse_list("write").unwrap_err().contains("write"));
         assert!(Scope::parse_list("").is_err());
     }
 
     #[test]
     fn admin_implies_every_scope_and_binding_limits_tenants() {
-        let grant = Grant { key_id: "k".into(), scopes: vec![Scope::Admin], tenant_id: Some("a".into()) };
+        let grant = Grant {
+            key_id: "k".into(),
+            scopes: vec![Scope::Admin],
+            tenant_id: Some("a".into()),
+        };
         assert!(grant.allows(Scope::Read) && grant.allows(Scope::Ingest));
         assert!(grant.may_see("a") && !grant.may_see("b"));
     }

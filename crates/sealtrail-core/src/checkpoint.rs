@@ -63,7 +63,12 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// The note body the signature covers, including its final newline.
     pub fn body(&self) -> String {
-        format!("{}\n{}\n{}\n", self.origin, self.size, BASE64.encode(self.root))
+        format!(
+            "{}\n{}\n{}\n",
+            self.origin,
+            self.size,
+            BASE64.encode(self.root)
+        )
     }
 
     fn parse_body(body: &str) -> Result<Self, CheckpointError> {
@@ -74,15 +79,21 @@ impl Checkpoint {
         if origin.is_empty() {
             return Err(CheckpointError::Malformed("missing origin line".into()));
         }
-        let size: u64 = size
-            .parse()
-            .map_err(|_| CheckpointError::Malformed(format!("tree size {size:?} is not a number")))?;
+        let size: u64 = size.parse().map_err(|_| {
+            CheckpointError::Malformed(format!("tree size {size:?} is not a number"))
+        })?;
         let root: Hash = BASE64
             .decode(root)
             .ok()
             .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| CheckpointError::Malformed("root hash is not 32 bytes of base64".into()))?;
-        Ok(Self { origin: origin.to_owned(), size, root })
+            .ok_or_else(|| {
+                CheckpointError::Malformed("root hash is not 32 bytes of base64".into())
+            })?;
+        Ok(Self {
+            origin: origin.to_owned(),
+            size,
+            root,
+        })
     }
 }
 
@@ -137,7 +148,11 @@ impl CheckpointSigner {
 
     /// Signs the tree head `(size, root)` of this log.
     pub fn sign(&self, size: u64, root: Hash) -> SignedCheckpoint {
-        let checkpoint = Checkpoint { origin: self.verifier.name.clone(), size, root };
+        let checkpoint = Checkpoint {
+            origin: self.verifier.name.clone(),
+            size,
+            root,
+        };
         let body = checkpoint.body();
         let signature = self.key.sign(body.as_bytes());
         let mut blob = Vec::with_capacity(4 + 64);
@@ -172,7 +187,9 @@ impl CheckpointVerifier {
         let mut parts = vkey.splitn(3, '+');
         let (Some(name), Some(id_hex), Some(key_b64)) = (parts.next(), parts.next(), parts.next())
         else {
-            return Err(CheckpointError::MalformedKey("expected name+keyid+key".into()));
+            return Err(CheckpointError::MalformedKey(
+                "expected name+keyid+key".into(),
+            ));
         };
         validate_key_name(name).map_err(|e| CheckpointError::MalformedKey(e.to_string()))?;
         let raw = BASE64
@@ -191,9 +208,15 @@ impl CheckpointVerifier {
             .map_err(|_| CheckpointError::MalformedKey("Ed25519 key is not 32 bytes".into()))?;
         let key = VerifyingKey::from_bytes(&key)
             .map_err(|e| CheckpointError::MalformedKey(e.to_string()))?;
-        let verifier = Self { name: name.to_owned(), key_id: key_id(name, &key), key };
+        let verifier = Self {
+            name: name.to_owned(),
+            key_id: key_id(name, &key),
+            key,
+        };
         if hex::encode(verifier.key_id) != id_hex {
-            return Err(CheckpointError::MalformedKey("key id does not match the key".into()));
+            return Err(CheckpointError::MalformedKey(
+                "key id does not match the key".into(),
+            ));
         }
         Ok(verifier)
     }
@@ -202,7 +225,12 @@ impl CheckpointVerifier {
     pub fn vkey(&self) -> String {
         let mut raw = vec![ED25519_ALGORITHM];
         raw.extend_from_slice(self.key.as_bytes());
-        format!("{}+{}+{}", self.name, hex::encode(self.key_id), BASE64.encode(raw))
+        format!(
+            "{}+{}+{}",
+            self.name,
+            hex::encode(self.key_id),
+            BASE64.encode(raw)
+        )
     }
 
     /// The log origin (and key name).
@@ -218,7 +246,9 @@ impl CheckpointVerifier {
     /// Verifies a signed note and returns the checkpoint it carries.
     pub fn verify(&self, note: &str) -> Result<Checkpoint, CheckpointError> {
         let Some(split) = note.find("\n\n") else {
-            return Err(CheckpointError::Malformed("no blank line before the signatures".into()));
+            return Err(CheckpointError::Malformed(
+                "no blank line before the signatures".into(),
+            ));
         };
         let (body, signatures) = (&note[..split + 1], &note[split + 2..]);
         let checkpoint = Checkpoint::parse_body(body)?;
@@ -230,12 +260,18 @@ impl CheckpointVerifier {
         }
         for line in signatures.lines() {
             let Some(rest) = line.strip_prefix(SIGNATURE_LINE_PREFIX) else {
-                return Err(CheckpointError::Malformed(format!("not a signature line: {line:?}")));
+                return Err(CheckpointError::Malformed(format!(
+                    "not a signature line: {line:?}"
+                )));
             };
             let Some((name, blob)) = rest.split_once(' ') else {
-                return Err(CheckpointError::Malformed(format!("not a signature line: {line:?}")));
+                return Err(CheckpointError::Malformed(format!(
+                    "not a signature line: {line:?}"
+                )));
             };
-            let Ok(blob) = BASE64.decode(blob) else { continue };
+            let Ok(blob) = BASE64.decode(blob) else {
+                continue;
+            };
             if name != self.name || blob.len() != 4 + 64 || blob[..4] != self.key_id {
                 continue;
             }
@@ -274,10 +310,16 @@ mod tests {
         let signer = signer();
         let note = signer.sign(42, [9u8; 32]).note;
         let forged_size = note.replacen("\n42\n", "\n43\n", 1);
-        assert_eq!(signer.verifier().verify(&forged_size), Err(CheckpointError::BadSignature));
+        assert_eq!(
+            signer.verifier().verify(&forged_size),
+            Err(CheckpointError::BadSignature)
+        );
         let other = CheckpointSigner::new("sealtrail.test/log", &[8u8; 32]).unwrap();
         let foreign = other.sign(42, [9u8; 32]).note;
-        assert_eq!(signer.verifier().verify(&foreign), Err(CheckpointError::BadSignature));
+        assert_eq!(
+            signer.verifier().verify(&foreign),
+            Err(CheckpointError::BadSignature)
+        );
         let renamed = CheckpointSigner::new("elsewhere/log", &[7u8; 32]).unwrap();
         assert!(matches!(
             signer.verifier().verify(&renamed.sign(1, [0; 32]).note),

@@ -165,7 +165,10 @@ pub struct FieldError {
 impl FieldError {
     /// An error on one field.
     pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self { field: field.into(), reason: reason.into() }
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 
     /// The same error one level deeper, e.g. `ip_address` inside `events[3]`.
@@ -278,7 +281,10 @@ pub fn prepare_event_value(
     let Value::Object(mut fields) = value else {
         return Err(FieldError::new("", "an event must be a JSON object"));
     };
-    if let Some(name) = fields.keys().find(|k| !PRODUCER_FIELDS.contains(&k.as_str())) {
+    if let Some(name) = fields
+        .keys()
+        .find(|k| !PRODUCER_FIELDS.contains(&k.as_str()))
+    {
         let reason = if SERVER_FIELDS.contains(&name.as_str()) {
             "is assigned by the server and cannot be sent".to_owned()
         } else {
@@ -302,19 +308,34 @@ pub fn prepare_event_value(
     let action = take_name(&mut fields, "action", limits)?;
     let resource_type = take_name(&mut fields, "resource_type", limits)?;
     let resource_id = take_identifier(&mut fields, "resource_id", limits.max_id_chars)?;
-    let severity =
-        take_enum(&mut fields, "severity", &Severity::ALL, |s| s.as_str())?.unwrap_or(Severity::Info);
+    let severity = take_enum(&mut fields, "severity", &Severity::ALL, |s| s.as_str())?
+        .unwrap_or(Severity::Info);
     let outcome = take_enum(&mut fields, "outcome", &Outcome::ALL, |o| o.as_str())?
         .unwrap_or(Outcome::Success);
     let ip_address = take_string(&mut fields, "ip_address")?
         .map(|text| {
-            text.parse::<IpAddr>().map(|ip| ip.to_string()).map_err(|_| {
-                FieldError::new("ip_address", format!("{text:?} is not an IPv4 or IPv6 address"))
-            })
+            text.parse::<IpAddr>()
+                .map(|ip| ip.to_string())
+                .map_err(|_| {
+                    FieldError::new(
+                        "ip_address",
+                        format!("{text:?} is not an IPv4 or IPv6 address"),
+                    )
+                })
         })
         .transpose()?;
-    let user_agent = take_text(&mut fields, "user_agent", limits.max_user_agent_chars, false)?;
-    let request_id = take_text(&mut fields, "request_id", limits.max_request_id_chars, false)?;
+    let user_agent = take_text(
+        &mut fields,
+        "user_agent",
+        limits.max_user_agent_chars,
+        false,
+    )?;
+    let request_id = take_text(
+        &mut fields,
+        "request_id",
+        limits.max_request_id_chars,
+        false,
+    )?;
     let reason = take_text(&mut fields, "reason", limits.max_reason_chars, true)?;
     let changes = fields
         .remove("changes")
@@ -326,7 +347,10 @@ pub fn prepare_event_value(
         .map(|v| validate_details(v, limits))
         .transpose()?
         .filter(|d| !d.is_empty());
-    debug_assert!(fields.is_empty(), "every producer field was taken: {fields:?}");
+    debug_assert!(
+        fields.is_empty(),
+        "every producer field was taken: {fields:?}"
+    );
 
     let id = producer_id.unwrap_or_else(Uuid::now_v7);
     let occurred = occurred_at.unwrap_or(received_at);
@@ -450,7 +474,10 @@ fn resolve_tenant(
 pub fn validate_tenant_id(tenant: &str, limits: &EventLimits) -> Result<(), String> {
     let chars = tenant.chars().count();
     if chars == 0 || chars > limits.max_tenant_chars {
-        return Err(format!("must be 1 to {} characters", limits.max_tenant_chars));
+        return Err(format!(
+            "must be 1 to {} characters",
+            limits.max_tenant_chars
+        ));
     }
     if let Some(bad) = tenant
         .chars()
@@ -463,7 +490,11 @@ pub fn validate_tenant_id(tenant: &str, limits: &EventLimits) -> Result<(), Stri
     Ok(())
 }
 
-fn parse_occurred_at(text: &str, received_at: i64, limits: &EventLimits) -> Result<i64, FieldError> {
+fn parse_occurred_at(
+    text: &str,
+    received_at: i64,
+    limits: &EventLimits,
+) -> Result<i64, FieldError> {
     let micros = parse_rfc3339_micros(text).map_err(|r| FieldError::new("occurred_at", r))?;
     if micros > received_at + limits.max_future_skew_secs * MICROS_PER_SECOND {
         return Err(FieldError::new(
@@ -481,7 +512,10 @@ fn take_string(fields: &mut Map<String, Value>, name: &str) -> Result<Option<Str
     match fields.remove(name) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(other) => Err(FieldError::new(name, format!("must be a string, not {}", kind(&other)))),
+        Some(other) => Err(FieldError::new(
+            name,
+            format!("must be a string, not {}", kind(&other)),
+        )),
     }
 }
 
@@ -498,7 +532,10 @@ fn take_name(
     if chars == 0 || chars > limits.max_name_chars {
         return Err(FieldError::new(
             name,
-            format!("must be 1 to {} characters, not {chars}", limits.max_name_chars),
+            format!(
+                "must be 1 to {} characters, not {chars}",
+                limits.max_name_chars
+            ),
         ));
     }
     if let Some(bad) = text
@@ -507,7 +544,9 @@ fn take_name(
     {
         return Err(FieldError::new(
             name,
-            format!("contains {bad:?}; use letters, digits and . _ - : / (e.g. guest.rsvp.updated)"),
+            format!(
+                "contains {bad:?}; use letters, digits and . _ - : / (e.g. guest.rsvp.updated)"
+            ),
         ));
     }
     Ok(text)
@@ -560,7 +599,10 @@ fn check_text(name: &str, text: &str, max_chars: usize, multiline: bool) -> Resu
     }
     let allowed = |c: char| multiline && matches!(c, '\n' | '\t' | '\r');
     if let Some(bad) = text.chars().find(|&c| c.is_control() && !allowed(c)) {
-        return Err(FieldError::new(name, format!("contains the control character {bad:?}")));
+        return Err(FieldError::new(
+            name,
+            format!("contains the control character {bad:?}"),
+        ));
     }
     Ok(())
 }
@@ -574,10 +616,14 @@ fn take_enum<T: Copy>(
     let Some(text) = take_string(fields, name)? else {
         return Ok(None);
     };
-    all.iter().copied().find(|v| wire(*v) == text).map(Some).ok_or_else(|| {
-        let names: Vec<&str> = all.iter().map(|v| wire(*v)).collect();
-        FieldError::new(name, format!("{text:?} is not one of {}", names.join(", ")))
-    })
+    all.iter()
+        .copied()
+        .find(|v| wire(*v) == text)
+        .map(Some)
+        .ok_or_else(|| {
+            let names: Vec<&str> = all.iter().map(|v| wire(*v)).collect();
+            FieldError::new(name, format!("{text:?} is not one of {}", names.join(", ")))
+        })
 }
 
 /// One entry of `changes`: a field and its values before and after.
@@ -594,22 +640,34 @@ fn validate_changes(value: Value, limits: &EventLimits) -> Result<Vec<Change>, F
     let Value::Array(items) = value else {
         return Err(FieldError::new(
             "changes",
-            format!("must be a list of {{field, before, after}}, not {}", kind(&value)),
+            format!(
+                "must be a list of {{field, before, after}}, not {}",
+                kind(&value)
+            ),
         ));
     };
     if items.len() > limits.max_changes {
         return Err(FieldError::new(
             "changes",
-            format!("has {} entries; the limit is {}", items.len(), limits.max_changes),
+            format!(
+                "has {} entries; the limit is {}",
+                items.len(),
+                limits.max_changes
+            ),
         ));
     }
     let mut changes = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
         let at = |e: FieldError| e.within(&format!("changes[{i}]"));
         let Value::Object(mut entry) = item else {
-            return Err(at(FieldError::new("", "must be an object {field, before, after}")));
+            return Err(at(FieldError::new(
+                "",
+                "must be an object {field, before, after}",
+            )));
         };
-        if let Some(name) = entry.keys().find(|k| !["field", "before", "after"].contains(&k.as_str()))
+        if let Some(name) = entry
+            .keys()
+            .find(|k| !["field", "before", "after"].contains(&k.as_str()))
         {
             return Err(at(FieldError::new(
                 name.clone(),
@@ -634,13 +692,20 @@ fn validate_changes(value: Value, limits: &EventLimits) -> Result<Vec<Change>, F
                 check_json_value(v, 1, limits).map_err(|r| at(FieldError::new(side, r)))?;
             }
         }
-        changes.push(Change { field, before: entry.remove("before"), after: entry.remove("after") });
+        changes.push(Change {
+            field,
+            before: entry.remove("before"),
+            after: entry.remove("after"),
+        });
     }
     let size = crate::canonical::to_vec(&changes).len();
     if size > limits.max_details_bytes {
         return Err(FieldError::new(
             "changes",
-            format!("is {size} bytes of JSON; the limit is {}", limits.max_details_bytes),
+            format!(
+                "is {size} bytes of JSON; the limit is {}",
+                limits.max_details_bytes
+            ),
         ));
     }
     Ok(changes)
@@ -660,7 +725,10 @@ fn validate_details(value: Value, limits: &EventLimits) -> Result<Map<String, Va
     if size > limits.max_details_bytes {
         return Err(FieldError::new(
             "details",
-            format!("is {size} bytes of JSON; the limit is {}", limits.max_details_bytes),
+            format!(
+                "is {size} bytes of JSON; the limit is {}",
+                limits.max_details_bytes
+            ),
         ));
     }
     Ok(details)
@@ -673,7 +741,10 @@ const MAX_EXACT_INTEGER: f64 = 9_007_199_254_740_991.0;
 /// reads every number as an IEEE double) reproduces exactly.
 fn check_json_value(value: &Value, depth: usize, limits: &EventLimits) -> Result<(), String> {
     if depth > limits.max_json_depth {
-        return Err(format!("nested deeper than {} levels", limits.max_json_depth));
+        return Err(format!(
+            "nested deeper than {} levels",
+            limits.max_json_depth
+        ));
     }
     match value {
         Value::Number(n) if n.is_i64() || n.is_u64() => {
@@ -685,8 +756,12 @@ fn check_json_value(value: &Value, depth: usize, limits: &EventLimits) -> Result
             }
             Ok(())
         }
-        Value::Array(items) => items.iter().try_for_each(|v| check_json_value(v, depth + 1, limits)),
-        Value::Object(map) => map.values().try_for_each(|v| check_json_value(v, depth + 1, limits)),
+        Value::Array(items) => items
+            .iter()
+            .try_for_each(|v| check_json_value(v, depth + 1, limits)),
+        Value::Object(map) => map
+            .values()
+            .try_for_each(|v| check_json_value(v, depth + 1, limits)),
         _ => Ok(()),
     }
 }
@@ -783,7 +858,11 @@ mod tests {
             )
         );
         let value: Value = serde_json::from_str(&record).unwrap();
-        assert_eq!(crate::canonical::to_vec(&value), record.as_bytes(), "canonical fixed point");
+        assert_eq!(
+            crate::canonical::to_vec(&value),
+            record.as_bytes(),
+            "canonical fixed point"
+        );
         let stored = StoredRecord::parse(record.as_bytes()).unwrap();
         assert_eq!(stored.seq, 42);
         assert_eq!(stored.resource_id.as_deref(), Some("4711"));
@@ -794,14 +873,23 @@ mod tests {
         let sent = json!({"id": "0190f0e4-8f5e-7cc2-9d2e-0f3c2a1b4c5d", "action": "a.b",
                           "resource_type": "guest"});
         let first = prepare(sent.clone()).unwrap();
-        let retry = prepare_event_value(sent.clone(), &bound(), NOW + 5_000_000,
-                                        &EventLimits::default()).unwrap();
+        let retry = prepare_event_value(
+            sent.clone(),
+            &bound(),
+            NOW + 5_000_000,
+            &EventLimits::default(),
+        )
+        .unwrap();
         assert_eq!(first.content_hash, retry.content_hash);
         assert_ne!(first.record(1), retry.record(1), "received_at differs");
         let mut other = sent;
         other["severity"] = json!("critical");
         assert_ne!(prepare(other).unwrap().content_hash, first.content_hash);
-        assert_eq!(prepare(minimal()).unwrap().content_hash, None, "server ids need no hash");
+        assert_eq!(
+            prepare(minimal()).unwrap().content_hash,
+            None,
+            "server ids need no hash"
+        );
     }
 
     #[test]
@@ -815,7 +903,10 @@ mod tests {
         assert_eq!(e.occurred_at, NOW);
         assert_eq!(e.id.get_version_num(), 7);
         let record = String::from_utf8(e.record(1)).unwrap();
-        assert!(!record.contains("details") && !record.contains("user_id"), "{record}");
+        assert!(
+            !record.contains("details") && !record.contains("user_id"),
+            "{record}"
+        );
     }
 
     #[test]
@@ -825,27 +916,111 @@ mod tests {
             (json!([1]), "", "must be a JSON object"),
             (json!({"resource_type": "guest"}), "action", "required"),
             (json!({"action": "a"}), "resource_type", "required"),
-            (json!({"action": 5, "resource_type": "g"}), "action", "must be a string"),
-            (json!({"action": long, "resource_type": "g"}), "action", "1 to 128"),
-            (json!({"action": "has space", "resource_type": "g"}), "action", "contains ' '"),
-            (json!({"action": "a", "resource_type": "g", "colour": 1}), "colour", "unknown field"),
-            (json!({"action": "a", "resource_type": "g", "seq": 1}), "seq", "assigned by the server"),
-            (json!({"action": "a", "resource_type": "g", "id": "nope"}), "id", "not a UUID"),
-            (json!({"action": "a", "resource_type": "g", "ip_address": "300.1.1.1"}), "ip_address", "not an IPv4"),
-            (json!({"action": "a", "resource_type": "g", "severity": "fatal"}), "severity", "not one of info, warning, critical"),
-            (json!({"action": "a", "resource_type": "g", "outcome": "maybe"}), "outcome", "not one of"),
-            (json!({"action": "a", "resource_type": "g", "actor_type": "robot"}), "actor_type", "not one of"),
-            (json!({"action": "a", "resource_type": "g", "occurred_at": "yesterday"}), "occurred_at", "RFC 3339"),
-            (json!({"action": "a", "resource_type": "g", "occurred_at": "2099-01-01T00:00:00Z"}), "occurred_at", "in the future"),
-            (json!({"action": "a", "resource_type": "g", "tenant_id": "other"}), "tenant_id", "bound to tenant"),
-            (json!({"action": "a", "resource_type": "g", "details": [1]}), "details", "must be a JSON object"),
-            (json!({"action": "a", "resource_type": "g", "details": {"n": 9007199254740993u64}}), "details.n", "beyond"),
-            (json!({"action": "a", "resource_type": "g", "changes": {}}), "changes", "must be a list"),
-            (json!({"action": "a", "resource_type": "g", "changes": [{"before": 1}]}), "changes[0].field", "required"),
-            (json!({"action": "a", "resource_type": "g", "changes": [{"field": "x", "diff": 1}]}), "changes[0].diff", "unknown field"),
-            (json!({"action": "a", "resource_type": "g", "user_id": 1.5}), "user_id", "string or an integer"),
-            (json!({"action": "a", "resource_type": "g", "user_agent": "a\u{0}b"}), "user_agent", "control character"),
-            (json!({"action": "a", "resource_type": "g", "reason": "x".repeat(4097)}), "reason", "limit is 4096"),
+            (
+                json!({"action": 5, "resource_type": "g"}),
+                "action",
+                "must be a string",
+            ),
+            (
+                json!({"action": long, "resource_type": "g"}),
+                "action",
+                "1 to 128",
+            ),
+            (
+                json!({"action": "has space", "resource_type": "g"}),
+                "action",
+                "contains ' '",
+            ),
+            (
+                json!({"action": "a", "resource_type": "g", "colour": 1}),
+                "colour",
+                "unknown field",
+            ),
+            (
+                json!({"action": "a", "resource_type": "g", "seq": 1}),
+                "seq",
+                "assigned by the server",
+            ),
+            (
+                json!({"action": "a", "resource_type": "g", "id": "nope"}),
+                "id",
+                "not a UUID",
+            ),
+            (
+                json!({"action": "a", "resource_type": "g", "ip_address": "300.1.1.1"}),
+                "ip_address",
+                "not an IPv4",
+            ),
+            (
+                json!({"action": "a", "resource_type": "g", "severity": "fatal"}),
+                "severity",
+                "not one of info, warning, critical",
+            ),
+            (
+                json!({"action": "a", "resource_type": "g", "outcome": "maybe"}),
+                "outcome",
+                "not one of",
+            ),
+            (
+                json!({"action": "a", "resource_type": "g", "actor_type": "robot"}),
+                "actor_type",
+                "not one of",
+            ),
+            (
+                json!({"action": "a", "resource_type": "g", "occurred_at": "yesterday"}),
+                "occurred_at",
+                "RFC 3339",
+            ),
+            (
+                json!({"action": "a", "resource_type": "g", "occurred_at": "2099-01-01T00:00:00Z"}),
+                "occurred_at",
+                "in the future",
+            ),
+            (
+                json!({"action": "a", "resource_type": "g", "tenant_id": "other"}),
+                "tenant_id",
+                "bound to tenant",
+            ),
+            (
+                json!({"action": "a", "resource_type": "g", "details": [1]}),
+                "details",
+                "must be a JSON object",
+            ),
+            (
+                json!({"action": "a", "resource_type": "g", "details": {"n": 9007199254740993u64}}),
+                "details.n",
+                "beyond",
+            ),
+            (
+                json!({"action": "a", "resource_type": "g", "changes": {}}),
+                "changes",
+                "must be a list",
+            ),
+            (
+                json!({"action": "a", "resource_type": "g", "changes": [{"before": 1}]}),
+                "changes[0].field",
+                "required",
+            ),
+            (
+                json!({"action": "a", "resource_type": "g", "changes": [{"field": "x", "diff": 1}]}),
+                "changes[0].diff",
+                "unknown field",
+            ),
+            (
+                json!({"action": "a", "resource_type": "g", "user_id": 1.5}),
+                "user_id",
+                "string or an integer",
+            ),
+            (
+                json!({"action": "a", "resource_type": "g", "user_agent": "a\u{0}b"}),
+                "user_agent",
+                "control character",
+            ),
+            (
+                json!({"action": "a", "resource_type": "g", "reason": "x".repeat(4097)}),
+                "reason",
+                "limit is 4096",
+            ),
         ];
         for (input, field, reason) in cases {
             let err = prepare(input.clone()).expect_err(&input.to_string());
@@ -883,11 +1058,16 @@ mod tests {
 
     #[test]
     fn malformed_json_is_reported_with_its_position() {
-        let err = prepare_event(b"{\"action\": ", &bound(), NOW, &EventLimits::default())
-            .unwrap_err();
+        let err =
+            prepare_event(b"{\"action\": ", &bound(), NOW, &EventLimits::default()).unwrap_err();
         assert!(err.reason.starts_with("malformed JSON"), "{err}");
-        let err = prepare_event(b"{\"action\": \"\xff\"}", &bound(), NOW, &EventLimits::default())
-            .unwrap_err();
+        let err = prepare_event(
+            b"{\"action\": \"\xff\"}",
+            &bound(),
+            NOW,
+            &EventLimits::default(),
+        )
+        .unwrap_err();
         assert!(err.reason.contains("malformed JSON"), "{err}");
     }
 }

@@ -89,7 +89,9 @@ pub fn range_hash<S: SubtreeHashes>(src: &mut S, start: u64, end: u64) -> Result
         parts.push(src.subtree_hash(level, pos >> level)?);
         pos += 1 << level;
     }
-    let mut acc = parts.pop().expect("a non-empty range has at least one part");
+    let mut acc = parts
+        .pop()
+        .expect("a non-empty range has at least one part");
     while let Some(left) = parts.pop() {
         acc = node_hash(&left, &acc);
     }
@@ -609,7 +611,9 @@ mod tests {
             for m in 0..n {
                 let proof = inclusion_proof(&mut memo, m as u64, n as u64).unwrap();
                 assert_eq!(proof, naive_path(m, tree), "inclusion of {m} in {n}");
-                assert!(verify_inclusion(m as u64, n as u64, &tree[m], &proof, &root));
+                assert!(verify_inclusion(
+                    m as u64, n as u64, &tree[m], &proof, &root
+                ));
             }
             for old in 1..=n {
                 let proof = consistency_proof(&mut memo, old as u64, n as u64).unwrap();

@@ -104,7 +104,10 @@ impl PageCursor {
             Order::Desc => "d",
             Order::Asc => "a",
         };
-        BASE64URL.encode(format!("{CURSOR_VERSION}:{order}:{}:{}", self.occurred_at, self.seq))
+        BASE64URL.encode(format!(
+            "{CURSOR_VERSION}:{order}:{}:{}",
+            self.occurred_at, self.seq
+        ))
     }
 
     /// Decodes a cursor, checking it was made for the same order.
@@ -113,9 +116,13 @@ impl PageCursor {
         let raw = BASE64URL.decode(text).map_err(|_| invalid())?;
         let raw = String::from_utf8(raw).map_err(|_| invalid())?;
         let mut parts = raw.split(':');
-        let (Some(CURSOR_VERSION), Some(o), Some(at), Some(seq), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(CURSOR_VERSION), Some(o), Some(at), Some(seq), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
             return Err(invalid());
         };
         let expected = match order {
@@ -123,7 +130,9 @@ impl PageCursor {
             Order::Asc => "a",
         };
         if o != expected {
-            return Err("was issued for the other order; keep `order` the same while paging".into());
+            return Err(
+                "was issued for the other order; keep `order` the same while paging".into(),
+            );
         }
         Ok(Self {
             occurred_at: at.parse().map_err(|_| invalid())?,
@@ -260,14 +269,22 @@ impl PageRequest {
         let after = cursor
             .map(|c| PageCursor::decode(c, order).map_err(|r| FieldError::new("cursor", r)))
             .transpose()?;
-        Ok(Self { filter, order, limit, after })
+        Ok(Self {
+            filter,
+            order,
+            limit,
+            after,
+        })
     }
 }
 
 fn unknown_param(name: &str, extra: &[&str]) -> FieldError {
     let mut known: Vec<&str> = FILTER_PARAMS.to_vec();
     known.extend_from_slice(extra);
-    FieldError::new(name, format!("unknown parameter; known are {}", known.join(", ")))
+    FieldError::new(
+        name,
+        format!("unknown parameter; known are {}", known.join(", ")),
+    )
 }
 
 /// What `GET /v1/stats` counts by.
@@ -372,7 +389,11 @@ impl StatsRequest {
             }
         }
         filter.check()?;
-        Ok(Self { filter, group_by, interval })
+        Ok(Self {
+            filter,
+            group_by,
+            interval,
+        })
     }
 }
 
@@ -395,8 +416,14 @@ mod tests {
             ("limit", "1000"),
         ])
         .unwrap();
-        assert_eq!(req.filter.severities, vec![Severity::Warning, Severity::Critical]);
-        assert_eq!(req.filter.action, Some(ActionMatch::Prefix("guest.".into())));
+        assert_eq!(
+            req.filter.severities,
+            vec![Severity::Warning, Severity::Critical]
+        );
+        assert_eq!(
+            req.filter.action,
+            Some(ActionMatch::Prefix("guest.".into()))
+        );
         assert_eq!(req.order, Order::Asc);
         assert_eq!(req.limit, 1000);
     }
@@ -408,7 +435,13 @@ mod tests {
             (&[("limit", "0")], "limit"),
             (&[("limit", "1001")], "limit"),
             (&[("from", "yesterday")], "from"),
-            (&[("from", "2026-11-02T00:00:00Z"), ("to", "2026-11-01T00:00:00Z")], "to"),
+            (
+                &[
+                    ("from", "2026-11-02T00:00:00Z"),
+                    ("to", "2026-11-01T00:00:00Z"),
+                ],
+                "to",
+            ),
             (&[("tenant", "x")], "tenant"),
             (&[("cursor", "garbage")], "cursor"),
             (&[("action", "guest.**x")], "action"),
@@ -421,7 +454,10 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_are_bound_to_their_order() {
-        let cursor = PageCursor { occurred_at: -5, seq: 77 };
+        let cursor = PageCursor {
+            occurred_at: -5,
+            seq: 77,
+        };
         let text = cursor.encode(Order::Desc);
         assert_eq!(PageCursor::decode(&text, Order::Desc), Ok(cursor));
         assert!(PageCursor::decode(&text, Order::Asc).is_err());
@@ -432,6 +468,10 @@ mod tests {
         let m = ActionMatch::parse("guest.*").unwrap();
         assert!(m.matches("guest.rsvp.updated"));
         assert!(!m.matches("vendor.added"));
-        assert!(ActionMatch::parse("guest.rsvp.updated").unwrap().matches("guest.rsvp.updated"));
+        assert!(
+            ActionMatch::parse("guest.rsvp.updated")
+                .unwrap()
+                .matches("guest.rsvp.updated")
+        );
     }
 }

@@ -19,9 +19,8 @@ pub fn parse_rfc3339_micros(text: &str) -> Result<i64, String> {
 
 /// The canonical spelling of a UTC microsecond timestamp.
 pub fn format_micros(micros: i64) -> String {
-    let format = format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
-    );
+    let format =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
     let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
         .expect("microsecond timestamps stored by the log are within time's range")
         .to_offset(UtcOffset::UTC);
@@ -49,7 +48,12 @@ mod tests {
 
     #[test]
     fn non_rfc3339_text_is_refused() {
-        for bad in ["2026-11-23", "yesterday", "2026-13-01T00:00:00Z", "2026-11-23 19:36:00"] {
+        for bad in [
+            "2026-11-23",
+            "yesterday",
+            "2026-13-01T00:00:00Z",
+            "2026-11-23 19:36:00",
+        ] {
             assert!(parse_rfc3339_micros(bad).is_err(), "{bad}");
         }
     }

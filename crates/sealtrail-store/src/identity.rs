@@ -25,8 +25,9 @@ pub fn load_or_create_signing_key(data_dir: &Path) -> Result<[u8; 32], StoreErro
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut seed = [0u8; 32];
-            getrandom::fill(&mut seed)
-                .map_err(|e| StoreError::Invalid(format!("no OS randomness for a signing key: {e}")))?;
+            getrandom::fill(&mut seed).map_err(|e| {
+                StoreError::Invalid(format!("no OS randomness for a signing key: {e}"))
+            })?;
             write_private_file(&path, format!("{}\n", hex::encode(seed)).as_bytes())?;
             tracing::info!(path = %path.display(), "created the log signing key");
             Ok(seed)
@@ -54,8 +55,11 @@ fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), StoreError> {
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).map_err(|e| StoreError::io(context(), e))?;
-    file.write_all(contents).map_err(|e| StoreError::io(context(), e))?;
+    let mut file = options
+        .open(path)
+        .map_err(|e| StoreError::io(context(), e))?;
+    file.write_all(contents)
+        .map_err(|e| StoreError::io(context(), e))?;
     file.sync_all().map_err(|e| StoreError::io(context(), e))?;
     if let Some(dir) = path.parent() {
         std::fs::File::open(dir)
@@ -78,7 +82,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join(SIGNING_KEY_FILE)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.path().join(SIGNING_KEY_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         assert!(default_origin(&first).starts_with("sealtrail/"));

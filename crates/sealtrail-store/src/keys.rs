@@ -75,7 +75,10 @@ impl ApiKeyStore {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(SCHEMA)?;
-        Ok(Self { conn: Mutex::new(conn), cache: Mutex::new(None) })
+        Ok(Self {
+            conn: Mutex::new(conn),
+            cache: Mutex::new(None),
+        })
     }
 
     /// Creates a key; returns its listing and the secret key text, shown only this once.
@@ -179,7 +182,10 @@ impl ApiKeyStore {
         if cache.as_ref().is_none_or(|c| c.data_version != version) {
             drop(conn);
             let live = self.load_live()?;
-            *cache = Some(Cache { data_version: version, by_hash: live });
+            *cache = Some(Cache {
+                data_version: version,
+                by_hash: live,
+            });
         }
         let cache = cache.as_ref().expect("cache was just filled");
         Ok(cache.by_hash.get(&hash).map(|info| Grant {
@@ -217,7 +223,14 @@ impl ApiKeyStore {
             };
             live.insert(
                 hash,
-                KeyInfo { key_id, scopes, tenant_id, description, created_at, revoked_at: None },
+                KeyInfo {
+                    key_id,
+                    scopes,
+                    tenant_id,
+                    description,
+                    created_at,
+                    revoked_at: None,
+                },
             );
         }
         Ok(live)
@@ -229,7 +242,9 @@ impl ApiKeyStore {
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().expect("key database lock is never poisoned")
+        self.conn
+            .lock()
+            .expect("key database lock is never poisoned")
     }
 }
 
@@ -248,13 +263,22 @@ mod tests {
         assert_eq!(server.authenticate("st_nothing_here").unwrap(), None);
         // The CLI opens its own connection while the server runs.
         let cli = ApiKeyStore::open(dir.path()).unwrap();
-        let (info, secret) = cli.create(&[Scope::Ingest], Some("bloom"), Some("api")).unwrap();
-        let grant = server.authenticate(&secret).unwrap().expect("new key is seen");
+        let (info, secret) = cli
+            .create(&[Scope::Ingest], Some("bloom"), Some("api"))
+            .unwrap();
+        let grant = server
+            .authenticate(&secret)
+            .unwrap()
+            .expect("new key is seen");
         assert_eq!(grant.key_id, info.key_id);
         assert_eq!(grant.tenant_id.as_deref(), Some("bloom"));
         assert_eq!(server.authenticate(&format!("{secret}x")).unwrap(), None);
         assert!(cli.revoke(&info.key_id).unwrap());
-        assert_eq!(server.authenticate(&secret).unwrap(), None, "revocation is seen at once");
+        assert_eq!(
+            server.authenticate(&secret).unwrap(),
+            None,
+            "revocation is seen at once"
+        );
         assert!(!cli.revoke(&info.key_id).unwrap());
         let listed = cli.list().unwrap();
         assert!(listed[0].revoked_at.is_some());
@@ -268,6 +292,9 @@ mod tests {
         drop(store);
         let raw = std::fs::read(dir.path().join(KEYS_DB_FILE)).unwrap();
         let secret_part = secret.rsplit('_').next().unwrap();
-        assert!(!raw.windows(secret_part.len()).any(|w| w == secret_part.as_bytes()));
+        assert!(
+            !raw.windows(secret_part.len())
+                .any(|w| w == secret_part.as_bytes())
+        );
     }
 }

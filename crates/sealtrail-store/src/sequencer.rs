@@ -144,30 +144,41 @@ impl SequencerHandle {
             .send(reply)
             .await
             .map_err(|_| AppendError::Unavailable("the sequencer has stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| AppendError::Unavailable("the sequencer stopped before answering".into()))?
+        answer.await.map_err(|_| {
+            AppendError::Unavailable("the sequencer stopped before answering".into())
+        })?
     }
 
     /// [`append`](Self::append) for callers outside an async runtime (tools, benchmarks).
-    pub fn append_blocking(&self, events: Vec<PreparedEvent>) -> Result<AppendOutcome, AppendError> {
+    pub fn append_blocking(
+        &self,
+        events: Vec<PreparedEvent>,
+    ) -> Result<AppendOutcome, AppendError> {
         let (reply, answer) = self.request(events)?;
         self.tx
             .blocking_send(reply)
             .map_err(|_| AppendError::Unavailable("the sequencer has stopped".into()))?;
-        answer
-            .blocking_recv()
-            .map_err(|_| AppendError::Unavailable("the sequencer stopped before answering".into()))?
+        answer.blocking_recv().map_err(|_| {
+            AppendError::Unavailable("the sequencer stopped before answering".into())
+        })?
     }
 
     #[allow(clippy::type_complexity)]
     fn request(
         &self,
         events: Vec<PreparedEvent>,
-    ) -> Result<(AppendRequest, oneshot::Receiver<Result<AppendOutcome, AppendError>>), AppendError>
-    {
+    ) -> Result<
+        (
+            AppendRequest,
+            oneshot::Receiver<Result<AppendOutcome, AppendError>>,
+        ),
+        AppendError,
+    > {
         if events.len() > self.max_group_events {
-            return Err(AppendError::TooLarge { events: events.len(), max: self.max_group_events });
+            return Err(AppendError::TooLarge {
+                events: events.len(),
+                max: self.max_group_events,
+            });
         }
         let (reply, answer) = oneshot::channel();
         Ok((AppendRequest { events, reply }, answer))
@@ -242,7 +253,10 @@ impl<B: LogBackend> SubtreeHashes for BackendSubtrees<'_, B> {
 
 /// Rebuilds the frontier and checks it against the latest checkpoint; signs the first
 /// checkpoint (of the empty tree) for a new log.
-fn open_log<B: LogBackend>(backend: &mut B, signer: &CheckpointSigner) -> Result<Frontier, StoreError> {
+fn open_log<B: LogBackend>(
+    backend: &mut B,
+    signer: &CheckpointSigner,
+) -> Result<Frontier, StoreError> {
     let state = backend.state()?;
     let frontier = Frontier::load(&mut BackendSubtrees(backend), state.size)?;
     match state.latest_checkpoint {
@@ -357,7 +371,9 @@ impl<B: LogBackend> Writer<B> {
                     duration: started.elapsed(),
                     tree_size: self.frontier.size(),
                 };
-                self.shared.tree_size.store(self.frontier.size(), Ordering::Release);
+                self.shared
+                    .tree_size
+                    .store(self.frontier.size(), Ordering::Release);
                 self.answer(group, resolutions, &leaf_hashes);
                 if let Some(observer) = &self.observer {
                     observer(&stats);
@@ -369,16 +385,22 @@ impl<B: LogBackend> Writer<B> {
                 self.frontier = before;
                 // A failed commit (fsync in particular) may still have reached the disk;
                 // continue only if the stored log is exactly what we believe it is.
-                if let Err(reload) = open_log(&mut self.backend, &self.signer)
-                    .and_then(|f| if f == self.frontier { Ok(()) } else {
-                        Err(StoreError::Integrity("stored log diverged from the sequencer".into()))
-                    })
-                {
+                if let Err(reload) = open_log(&mut self.backend, &self.signer).and_then(|f| {
+                    if f == self.frontier {
+                        Ok(())
+                    } else {
+                        Err(StoreError::Integrity(
+                            "stored log diverged from the sequencer".into(),
+                        ))
+                    }
+                }) {
                     tracing::error!(%reload, "the log cannot continue safely; refusing further writes");
                     self.shared.failed.store(true, Ordering::Release);
                 }
                 for request in group {
-                    let _ = request.reply.send(Err(AppendError::Storage(error.to_string())));
+                    let _ = request
+                        .reply
+                        .send(Err(AppendError::Storage(error.to_string())));
                 }
             }
         }
@@ -426,7 +448,9 @@ impl<B: LogBackend> Writer<B> {
         let mut leaves = Vec::with_capacity((next_seq - 1 - self.frontier.size()) as usize);
         let mut nodes = Vec::new();
         for (request, resolution) in group.iter().zip(&resolutions) {
-            let Resolution::Accepted(slots) = resolution else { continue };
+            let Resolution::Accepted(slots) = resolution else {
+                continue;
+            };
             for (event, slot) in request.events.iter().zip(slots) {
                 let Slot::New(seq) = *slot else { continue };
                 debug_assert_eq!(seq, self.frontier.size() + 1, "seqs are gap-free");
@@ -437,7 +461,12 @@ impl<B: LogBackend> Writer<B> {
                         nodes.push((level, index, *hash));
                     }
                 });
-                leaves.push(NewLeaf { seq, event, record, leaf_hash });
+                leaves.push(NewLeaf {
+                    seq,
+                    event,
+                    record,
+                    leaf_hash,
+                });
             }
         }
         if leaves.is_empty() {
@@ -536,7 +565,12 @@ fn resolve(
     let mut here: HashMap<Uuid, (usize, Option<Hash>)> = HashMap::new();
     let mut next_seq = first_seq;
     for (i, event) in events.iter().enumerate() {
-        let conflict = || Resolution::Refused(AppendError::Conflict { index: i, id: event.id });
+        let conflict = || {
+            Resolution::Refused(AppendError::Conflict {
+                index: i,
+                id: event.id,
+            })
+        };
         if let Some(existing) = stored.get(&event.id) {
             if existing.content_hash.is_none() || existing.content_hash != event.content_hash {
                 return conflict();

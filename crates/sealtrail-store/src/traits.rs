@@ -6,9 +6,9 @@
 
 use std::collections::HashMap;
 
+use sealtrail_core::PreparedEvent;
 use sealtrail_core::merkle::Hash;
 use sealtrail_core::query::{PageCursor, PageRequest, StatsRequest};
-use sealtrail_core::PreparedEvent;
 use uuid::Uuid;
 
 use crate::StoreError;

@@ -117,17 +117,28 @@ impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Finding::Edited { seq, detail } => write!(f, "seq {seq}: edited: {detail}"),
-            Finding::Rewritten { first, last, detail } => {
+            Finding::Rewritten {
+                first,
+                last,
+                detail,
+            } => {
                 write!(f, "seq {first}..={last}: rewritten: {detail}")
             }
             Finding::Missing { seq, detail } => write!(f, "seq {seq}: missing: {detail}"),
             Finding::Inserted { seq, detail } => write!(f, "seq {seq}: inserted: {detail}"),
             Finding::Reordered { seq, detail } => write!(f, "seq {seq}: reordered: {detail}"),
-            Finding::ColumnMismatch { seq, column, detail } => {
+            Finding::ColumnMismatch {
+                seq,
+                column,
+                detail,
+            } => {
                 write!(f, "seq {seq}: column mismatch in {column}: {detail}")
             }
             Finding::BadSignature { tree_size, detail } => {
-                write!(f, "checkpoint of tree size {tree_size}: bad signature: {detail}")
+                write!(
+                    f,
+                    "checkpoint of tree size {tree_size}: bad signature: {detail}"
+                )
             }
         }
     }
@@ -217,10 +228,17 @@ impl LogAudit {
             if checkpoint.size != tree_size {
                 return Err(Finding::BadSignature {
                     tree_size,
-                    detail: format!("the row says tree size {tree_size}, the signed note {}", checkpoint.size),
+                    detail: format!(
+                        "the row says tree size {tree_size}, the signed note {}",
+                        checkpoint.size
+                    ),
                 });
             }
-            anchors.push(Anchor { size: checkpoint.size, root: checkpoint.root, source: "stored checkpoint" });
+            anchors.push(Anchor {
+                size: checkpoint.size,
+                root: checkpoint.root,
+                source: "stored checkpoint",
+            });
             checkpoints += 1;
         }
         let latest_signed = anchors.iter().map(|a| a.size).max().unwrap_or(0);
@@ -229,7 +247,11 @@ impl LogAudit {
                 tree_size: 0,
                 detail: format!("the checkpoint given to verify against: {e}"),
             })?;
-            anchors.push(Anchor { size: checkpoint.size, root: checkpoint.root, source: "kept checkpoint" });
+            anchors.push(Anchor {
+                size: checkpoint.size,
+                root: checkpoint.root,
+                source: "kept checkpoint",
+            });
             checkpoints += 1;
         }
         anchors.sort_by_key(|a| a.size);
@@ -280,12 +302,18 @@ impl LogAudit {
         let record = match StoredRecord::parse(&row.record) {
             Ok(r) => r,
             Err(e) => {
-                return Ok(Some(Finding::Edited { seq, detail: format!("the record is not a valid event: {e}") }));
+                return Ok(Some(Finding::Edited {
+                    seq,
+                    detail: format!("the record is not a valid event: {e}"),
+                }));
             }
         };
         if record.seq != seq {
             return Ok(Some(if record.seq > seq {
-                Finding::Reordered { seq, detail: format!("it holds the record of seq {}", record.seq) }
+                Finding::Reordered {
+                    seq,
+                    detail: format!("it holds the record of seq {}", record.seq),
+                }
             } else {
                 Finding::Inserted {
                     seq: record.seq,
@@ -356,15 +384,18 @@ impl LogAudit {
     /// Ends the audit once every row was fed.
     pub fn finish(self, events: u64) -> VerifyReport {
         let size = self.frontier.size();
-        let problem = self.anchors.get(self.next_anchor).map(|anchor| Finding::Missing {
-            seq: size + 1,
-            detail: format!(
-                "the {} of tree size {} covers events from seq {} on that are no longer stored",
-                anchor.source,
-                anchor.size,
-                size + 1
-            ),
-        });
+        let problem = self
+            .anchors
+            .get(self.next_anchor)
+            .map(|anchor| Finding::Missing {
+                seq: size + 1,
+                detail: format!(
+                    "the {} of tree size {} covers events from seq {} on that are no longer stored",
+                    anchor.source,
+                    anchor.size,
+                    size + 1
+                ),
+            });
         VerifyReport {
             events,
             checkpoints: self.checkpoints,
@@ -384,7 +415,9 @@ fn compare_columns(row: &AuditRow, record: &StoredRecord) -> Option<Finding> {
             detail: format!("column has {column_value}, the record {record_value}"),
         })
     };
-    let id = Uuid::from_slice(&row.id).map(|u| u.to_string()).unwrap_or_else(|_| hex::encode(&row.id));
+    let id = Uuid::from_slice(&row.id)
+        .map(|u| u.to_string())
+        .unwrap_or_else(|_| hex::encode(&row.id));
     if id != record.id.to_string() {
         return mismatch("id", id, record.id.to_string());
     }
@@ -392,25 +425,49 @@ fn compare_columns(row: &AuditRow, record: &StoredRecord) -> Option<Finding> {
         return mismatch("tenant_id", row.tenant_id.clone(), record.tenant_id.clone());
     }
     if format_micros(row.occurred_at) != record.occurred_at {
-        return mismatch("occurred_at", format_micros(row.occurred_at), record.occurred_at.clone());
+        return mismatch(
+            "occurred_at",
+            format_micros(row.occurred_at),
+            record.occurred_at.clone(),
+        );
     }
     if format_micros(row.received_at) != record.received_at {
-        return mismatch("received_at", format_micros(row.received_at), record.received_at.clone());
+        return mismatch(
+            "received_at",
+            format_micros(row.received_at),
+            record.received_at.clone(),
+        );
     }
     if Severity::from_code(row.severity) != Some(record.severity) {
-        return mismatch("severity", row.severity.to_string(), record.severity.as_str().into());
+        return mismatch(
+            "severity",
+            row.severity.to_string(),
+            record.severity.as_str().into(),
+        );
     }
     if row.action != record.action {
         return mismatch("action", row.action.clone(), record.action.clone());
     }
     if row.user_id != record.user_id {
-        return mismatch("user_id", format!("{:?}", row.user_id), format!("{:?}", record.user_id));
+        return mismatch(
+            "user_id",
+            format!("{:?}", row.user_id),
+            format!("{:?}", record.user_id),
+        );
     }
     if row.resource_type != record.resource_type {
-        return mismatch("resource_type", row.resource_type.clone(), record.resource_type.clone());
+        return mismatch(
+            "resource_type",
+            row.resource_type.clone(),
+            record.resource_type.clone(),
+        );
     }
     if row.resource_id != record.resource_id {
-        return mismatch("resource_id", format!("{:?}", row.resource_id), format!("{:?}", record.resource_id));
+        return mismatch(
+            "resource_id",
+            format!("{:?}", row.resource_id),
+            format!("{:?}", record.resource_id),
+        );
     }
     None
 }
@@ -444,7 +501,11 @@ fn read_audit_row(r: &rusqlite::Row<'_>) -> Result<AuditRow, Finding> {
         }),
     };
     let required = |value: Option<String>, column: &'static str| {
-        value.ok_or_else(|| Finding::ColumnMismatch { seq, column, detail: "column is empty".into() })
+        value.ok_or_else(|| Finding::ColumnMismatch {
+            seq,
+            column,
+            detail: "column is empty".into(),
+        })
     };
     Ok(AuditRow {
         seq,
@@ -490,8 +551,10 @@ pub fn verify_sqlite(
             });
         }
     };
-    let total: i64 = conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
-    let mut node_stmt = conn.prepare("SELECT hash FROM merkle_nodes WHERE level = ?1 AND idx = ?2")?;
+    let total: i64 =
+        conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
+    let mut node_stmt =
+        conn.prepare("SELECT hash FROM merkle_nodes WHERE level = ?1 AND idx = ?2")?;
     let mut rows_stmt = conn.prepare(
         "SELECT seq, id, tenant_id, occurred_at, received_at, severity, action, user_id,
                 resource_type, resource_id, leaf_hash, record

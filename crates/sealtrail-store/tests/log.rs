@@ -16,7 +16,12 @@ fn seqs_are_gap_free_and_every_commit_is_signed() {
     let log = TestLog::new();
     let first = log.append(vec![event(0), event(1)]);
     let second = log.append(vec![event(2)]);
-    let seqs: Vec<u64> = first.receipts.iter().chain(&second.receipts).map(|r| r.seq).collect();
+    let seqs: Vec<u64> = first
+        .receipts
+        .iter()
+        .chain(&second.receipts)
+        .map(|r| r.seq)
+        .collect();
     assert_eq!(seqs, vec![1, 2, 3]);
     assert_eq!(second.checkpoint.tree_size, 3);
     let checkpoint = log.verifier.verify(&second.checkpoint.note).unwrap();
@@ -56,14 +61,24 @@ fn same_id_with_other_content_is_a_conflict_and_stores_nothing_of_the_request() 
         .handle()
         .append_blocking(vec![prepare(event(7)), prepare(e)])
         .unwrap_err();
-    assert!(matches!(err, AppendError::Conflict { index: 1, .. }), "{err}");
-    assert_eq!(log.handle().tree_size(), 1, "the valid first event was not stored either");
+    assert!(
+        matches!(err, AppendError::Conflict { index: 1, .. }),
+        "{err}"
+    );
+    assert_eq!(
+        log.handle().tree_size(),
+        1,
+        "the valid first event was not stored either"
+    );
 }
 
 #[test]
 fn concurrent_appends_share_group_commits_without_gaps() {
     let log = TestLog::new();
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
     let receipts = runtime.block_on(async {
         let mut tasks = Vec::new();
         for client in 0..32u64 {
@@ -71,7 +86,10 @@ fn concurrent_appends_share_group_commits_without_gaps() {
             tasks.push(tokio::spawn(async move {
                 let mut seqs = Vec::new();
                 for i in 0..20 {
-                    let outcome = handle.append(vec![prepare(event(client * 100 + i))]).await.unwrap();
+                    let outcome = handle
+                        .append(vec![prepare(event(client * 100 + i))])
+                        .await
+                        .unwrap();
                     seqs.push(outcome.receipts[0].seq);
                 }
                 seqs
@@ -84,7 +102,11 @@ fn concurrent_appends_share_group_commits_without_gaps() {
         all
     });
     let seqs: BTreeSet<u64> = receipts.into_iter().collect();
-    assert_eq!(seqs, (1..=640).collect::<BTreeSet<_>>(), "every seq once, none missing");
+    assert_eq!(
+        seqs,
+        (1..=640).collect::<BTreeSet<_>>(),
+        "every seq once, none missing"
+    );
     let commits = log.commits.lock().unwrap();
     assert!(
         commits.iter().any(|c| c.requests > 1),
@@ -99,7 +121,13 @@ fn page(params: &[(&str, &str)]) -> PageRequest {
 }
 
 fn seqs_of(log: &TestLog, params: &[(&str, &str)]) -> Vec<u64> {
-    log.reader.query(&page(params)).unwrap().events.iter().map(|e| e.seq).collect()
+    log.reader
+        .query(&page(params))
+        .unwrap()
+        .events
+        .iter()
+        .map(|e| e.seq)
+        .collect()
 }
 
 /// All events (as JSON) the filter should select, newest first, computed naively.
@@ -115,24 +143,43 @@ fn expected(events: &[Value], keep: impl Fn(&Value) -> bool) -> Vec<u64> {
     matching.into_iter().map(|(_, seq)| seq).collect()
 }
 
+/// Runs `check` with nothing indexed, part indexed and everything indexed: answers must
+/// not depend on how far the indexer has got.
+fn at_every_index_stage(log: &mut TestLog, mut check: impl FnMut(&TestLog, &str)) {
+    check(log, "unindexed");
+    log.index_step();
+    check(log, "partly indexed");
+    log.index_all();
+    check(log, "indexed");
+}
+
 #[test]
 fn every_filter_selects_exactly_the_matching_events_newest_first() {
-    let log = TestLog::new();
+    let mut log = TestLog::new();
     let events: Vec<Value> = (0..300).map(event).collect();
     log.append(events.clone());
     let s = |e: &Value, k: &str| e[k].as_str().unwrap().to_owned();
     let cases: Vec<(Vec<(&str, &str)>, Box<dyn Fn(&Value) -> bool>)> = vec![
-        (vec![("tenant_id", "bloom")], Box::new(|e| s(e, "tenant_id") == "bloom")),
+        (
+            vec![("tenant_id", "bloom")],
+            Box::new(|e| s(e, "tenant_id") == "bloom"),
+        ),
         (
             vec![("tenant_id", "bloom"), ("severity", "warning,critical")],
             Box::new(|e| s(e, "tenant_id") == "bloom" && s(e, "severity") != "info"),
         ),
-        (vec![("severity", "critical")], Box::new(|e| s(e, "severity") == "critical")),
+        (
+            vec![("severity", "critical")],
+            Box::new(|e| s(e, "severity") == "critical"),
+        ),
         (
             vec![("tenant_id", "lakeside"), ("action", "guest.*")],
             Box::new(|e| s(e, "tenant_id") == "lakeside" && s(e, "action").starts_with("guest.")),
         ),
-        (vec![("action", "seating.changed")], Box::new(|e| s(e, "action") == "seating.changed")),
+        (
+            vec![("action", "seating.changed")],
+            Box::new(|e| s(e, "action") == "seating.changed"),
+        ),
         (
             vec![("tenant_id", "golden-hour"), ("user_id", "coord-3")],
             Box::new(|e| s(e, "tenant_id") == "golden-hour" && s(e, "user_id") == "coord-3"),
@@ -142,23 +189,32 @@ fn every_filter_selects_exactly_the_matching_events_newest_first() {
             Box::new(|e| s(e, "resource_type") == "guest" && s(e, "resource_id") == "5"),
         ),
         (
-            vec![("from", "2026-11-01T02:00:00Z"), ("to", "2026-11-01T03:00:00Z")],
+            vec![
+                ("from", "2026-11-01T02:00:00Z"),
+                ("to", "2026-11-01T03:00:00Z"),
+            ],
             Box::new(|e| {
                 let t = at(&s(e, "occurred_at"));
                 t >= at("2026-11-01T02:00:00Z") && t < at("2026-11-01T03:00:00Z")
             }),
         ),
     ];
-    for (params, keep) in cases {
-        let mut with_limit = params.clone();
-        with_limit.push(("limit", "1000"));
-        assert_eq!(seqs_of(&log, &with_limit), expected(&events, keep), "{params:?}");
-    }
+    at_every_index_stage(&mut log, |log, stage| {
+        for (params, keep) in &cases {
+            let mut with_limit = params.clone();
+            with_limit.push(("limit", "1000"));
+            assert_eq!(
+                seqs_of(log, &with_limit),
+                expected(&events, keep),
+                "{stage}: {params:?}"
+            );
+        }
+    });
 }
 
 #[test]
 fn pages_cover_every_event_exactly_once_in_both_orders() {
-    let log = TestLog::new();
+    let mut log = TestLog::new();
     // Many events share an occurred_at, so the seq tie-break matters.
     let events: Vec<Value> = (0..250)
         .map(|n| {
@@ -168,69 +224,95 @@ fn pages_cover_every_event_exactly_once_in_both_orders() {
         })
         .collect();
     log.append(events);
-    for order in ["desc", "asc"] {
-        let mut seen = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let mut params = vec![("order", order), ("limit", "17"), ("severity", "info,critical")];
-            if let Some(c) = &cursor {
-                params.push(("cursor", c.as_str()));
+    at_every_index_stage(&mut log, |log, stage| {
+        for order in ["desc", "asc"] {
+            let mut seen = Vec::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                let mut params = vec![
+                    ("order", order),
+                    ("limit", "17"),
+                    ("severity", "info,critical"),
+                ];
+                if let Some(c) = &cursor {
+                    params.push(("cursor", c.as_str()));
+                }
+                let request = page(&params);
+                let result = log.reader.query(&request).unwrap();
+                seen.extend(result.events.iter().map(|e| (e.occurred_at, e.seq)));
+                match result.next {
+                    Some(next) => cursor = Some(next.encode(request.order)),
+                    None => break,
+                }
             }
-            let request = page(&params);
-            let result = log.reader.query(&request).unwrap();
-            seen.extend(result.events.iter().map(|e| (e.occurred_at, e.seq)));
-            match result.next {
-                Some(next) => cursor = Some(next.encode(request.order)),
-                None => break,
+            let mut sorted = seen.clone();
+            sorted.sort();
+            if order == "desc" {
+                sorted.reverse();
             }
+            assert_eq!(seen, sorted, "{order}: pages are in order");
+            let unique: BTreeSet<_> = seen.iter().collect();
+            assert_eq!(unique.len(), seen.len(), "{order}: no event twice");
+            let infos_and_criticals = (0..250u64).filter(|n| n % 5 != 3).count();
+            assert_eq!(
+                seen.len(),
+                infos_and_criticals,
+                "{stage} {order}: no event missed"
+            );
         }
-        let mut sorted = seen.clone();
-        sorted.sort();
-        if order == "desc" {
-            sorted.reverse();
-        }
-        assert_eq!(seen, sorted, "{order}: pages are in order");
-        let unique: BTreeSet<_> = seen.iter().collect();
-        assert_eq!(unique.len(), seen.len(), "{order}: no event twice");
-        let infos_and_criticals = (0..250u64).filter(|n| n % 5 != 3).count();
-        assert_eq!(seen.len(), infos_and_criticals, "{order}: no event missed");
-    }
+    });
 }
 
 #[test]
 fn a_tenant_filter_never_returns_another_tenants_event() {
-    let log = TestLog::new();
-    log.append((0..90).map(event).collect());
-    for tenant in ["bloom", "golden-hour", "lakeside"] {
-        let page = log.reader.query(&page(&[("tenant_id", tenant), ("limit", "1000")])).unwrap();
-        assert_eq!(page.events.len(), 30);
-        assert!(page.events.iter().all(|e| e.tenant_id == tenant));
-    }
+    let mut log = TestLog::new();
+    log.append((0..300).map(event).collect());
+    at_every_index_stage(&mut log, |log, stage| {
+        for tenant in ["bloom", "golden-hour", "lakeside"] {
+            let page = log
+                .reader
+                .query(&page(&[("tenant_id", tenant), ("limit", "1000")]))
+                .unwrap();
+            assert_eq!(page.events.len(), 100, "{stage}");
+            assert!(page.events.iter().all(|e| e.tenant_id == tenant), "{stage}");
+        }
+    });
 }
 
 #[test]
 fn stats_count_by_each_dimension_and_bucket() {
-    let log = TestLog::new();
+    let mut log = TestLog::new();
     log.append((0..240).map(event).collect());
-    let stats = |params: &[(&str, &str)]| {
-        log.reader.stats(&StatsRequest::from_params(params.iter().copied()).unwrap()).unwrap()
-    };
-    let by_severity = stats(&[("group_by", "severity")]);
-    let count = |rows: &[sealtrail_store::StatsRow], key: &str| {
-        rows.iter().filter(|r| r.key == key).map(|r| r.count).sum::<u64>()
-    };
-    assert_eq!(count(&by_severity, "info"), 144);
-    assert_eq!(count(&by_severity, "warning"), 48);
-    assert_eq!(count(&by_severity, "critical"), 48);
-    let by_action = stats(&[("group_by", "action"), ("tenant_id", "bloom")]);
-    assert_eq!(by_action.iter().map(|r| r.count).sum::<u64>(), 80);
-    let hourly = stats(&[("group_by", "resource_type"), ("interval", "hour")]);
-    // Events n = 0..240 fall in hours 0..3 of Nov 1st, 60 per hour.
-    let hours: BTreeSet<i64> = hourly.iter().filter_map(|r| r.bucket).collect();
-    assert_eq!(hours.len(), 4);
-    assert!(hours.contains(&at("2026-11-01T01:00:00Z")));
-    let first_hour: u64 = hourly.iter().filter(|r| r.bucket == Some(at("2026-11-01T00:00:00Z"))).map(|r| r.count).sum();
-    assert_eq!(first_hour, 60);
+    at_every_index_stage(&mut log, |log, _stage| {
+        let stats = |params: &[(&str, &str)]| {
+            log.reader
+                .stats(&StatsRequest::from_params(params.iter().copied()).unwrap())
+                .unwrap()
+        };
+        let by_severity = stats(&[("group_by", "severity")]);
+        let count = |rows: &[sealtrail_store::StatsRow], key: &str| {
+            rows.iter()
+                .filter(|r| r.key == key)
+                .map(|r| r.count)
+                .sum::<u64>()
+        };
+        assert_eq!(count(&by_severity, "info"), 144);
+        assert_eq!(count(&by_severity, "warning"), 48);
+        assert_eq!(count(&by_severity, "critical"), 48);
+        let by_action = stats(&[("group_by", "action"), ("tenant_id", "bloom")]);
+        assert_eq!(by_action.iter().map(|r| r.count).sum::<u64>(), 80);
+        let hourly = stats(&[("group_by", "resource_type"), ("interval", "hour")]);
+        // Events n = 0..240 fall in hours 0..3 of Nov 1st, 60 per hour.
+        let hours: BTreeSet<i64> = hourly.iter().filter_map(|r| r.bucket).collect();
+        assert_eq!(hours.len(), 4);
+        assert!(hours.contains(&at("2026-11-01T01:00:00Z")));
+        let first_hour: u64 = hourly
+            .iter()
+            .filter(|r| r.bucket == Some(at("2026-11-01T00:00:00Z")))
+            .map(|r| r.count)
+            .sum();
+        assert_eq!(first_hour, 60);
+    });
 }
 
 #[test]
@@ -249,13 +331,22 @@ fn inclusion_and_consistency_proofs_verify_across_stored_node_levels() {
     assert_eq!(size, 700);
     for index in (0..700u64).step_by(7).chain([255, 256, 511, 512, 699]) {
         let proof = log.reader.inclusion_proof(index, size).unwrap();
-        assert!(verify_inclusion(index, size, &leaves[index as usize], &proof, &root), "leaf {index}");
+        assert!(
+            verify_inclusion(index, size, &leaves[index as usize], &proof, &root),
+            "leaf {index}"
+        );
     }
     for &(old, old_root) in &roots[1..] {
         let proof = log.reader.consistency_proof(old, size).unwrap();
-        assert!(verify_consistency(old, size, &old_root, &root, &proof), "{old} -> {size}");
+        assert!(
+            verify_consistency(old, size, &old_root, &root, &proof),
+            "{old} -> {size}"
+        );
     }
-    assert!(log.reader.consistency_proof(5, 701).is_err(), "no proof to a tree that does not exist");
+    assert!(
+        log.reader.consistency_proof(5, 701).is_err(),
+        "no proof to a tree that does not exist"
+    );
 }
 
 #[test]
@@ -268,7 +359,13 @@ fn a_restarted_log_continues_where_it_stopped() {
     let outcome = log.append(vec![event(300)]);
     assert_eq!(outcome.receipts[0].seq, 301);
     let proof = log.reader.consistency_proof(before.tree_size, 301).unwrap();
-    assert!(verify_consistency(300, 301, &before.root, &outcome.checkpoint.root, &proof));
+    assert!(verify_consistency(
+        300,
+        301,
+        &before.root,
+        &outcome.checkpoint.root,
+        &proof
+    ));
 }
 
 #[test]

@@ -12,7 +12,11 @@ use sealtrail_store::verify::verify_sqlite;
 use sealtrail_store::{Finding, LogReader, Sequencer, SequencerConfig};
 
 /// A stopped log of 600 events (two full level-8 Merkle nodes), ready to be tampered with.
-fn stopped_log() -> (tempfile::TempDir, sealtrail_core::CheckpointVerifier, String) {
+fn stopped_log() -> (
+    tempfile::TempDir,
+    sealtrail_core::CheckpointVerifier,
+    String,
+) {
     let log = TestLog::new();
     for chunk in (0..600u64).collect::<Vec<_>>().chunks(150) {
         log.append(chunk.iter().map(|&n| event(n)).collect());
@@ -23,8 +27,13 @@ fn stopped_log() -> (tempfile::TempDir, sealtrail_core::CheckpointVerifier, Stri
     (dir, verifier, latest_note)
 }
 
-fn verify(dir: &tempfile::TempDir, verifier: &sealtrail_core::CheckpointVerifier) -> Option<Finding> {
-    verify_sqlite(dir.path(), verifier, None, |_, _| {}).unwrap().problem
+fn verify(
+    dir: &tempfile::TempDir,
+    verifier: &sealtrail_core::CheckpointVerifier,
+) -> Option<Finding> {
+    verify_sqlite(dir.path(), verifier, None, |_, _| {})
+        .unwrap()
+        .problem
 }
 
 fn db(dir: &tempfile::TempDir) -> rusqlite::Connection {
@@ -34,7 +43,10 @@ fn db(dir: &tempfile::TempDir) -> rusqlite::Connection {
 fn assert_sequencer_refuses(dir: &tempfile::TempDir) {
     let (backend, signer) = open_log(dir.path(), None).unwrap();
     let refused = Sequencer::spawn(backend, signer, SequencerConfig::default(), None);
-    assert!(refused.is_err(), "the sequencer must not extend a tampered log");
+    assert!(
+        refused.is_err(),
+        "the sequencer must not extend a tampered log"
+    );
 }
 
 #[test]
@@ -56,33 +68,63 @@ fn an_edited_record_is_named() {
         )
         .unwrap();
     let finding = verify(&dir, &verifier).unwrap();
-    assert_eq!((finding.kind(), finding.seq()), ("edited", Some(42)), "{finding}");
+    assert_eq!(
+        (finding.kind(), finding.seq()),
+        ("edited", Some(42)),
+        "{finding}"
+    );
 }
 
 #[test]
 fn an_edited_indexed_column_is_named() {
     let (dir, verifier, _) = stopped_log();
-    db(&dir).execute("UPDATE events SET severity = 2 WHERE seq = 77 AND severity = 0", []).unwrap();
-    db(&dir).execute("UPDATE events SET tenant_id = 'intruder' WHERE seq = 99", []).unwrap();
+    db(&dir)
+        .execute(
+            "UPDATE events SET severity = 2 WHERE seq = 77 AND severity = 0",
+            [],
+        )
+        .unwrap();
+    db(&dir)
+        .execute(
+            "UPDATE events SET tenant_id = 'intruder' WHERE seq = 99",
+            [],
+        )
+        .unwrap();
     let finding = verify(&dir, &verifier).unwrap();
-    assert_eq!((finding.kind(), finding.seq()), ("column mismatch", Some(77)), "{finding}");
+    assert_eq!(
+        (finding.kind(), finding.seq()),
+        ("column mismatch", Some(77)),
+        "{finding}"
+    );
     assert!(finding.to_string().contains("severity"), "{finding}");
 }
 
 #[test]
 fn a_deleted_row_is_named() {
     let (dir, verifier, _) = stopped_log();
-    db(&dir).execute("DELETE FROM events WHERE seq = 300", []).unwrap();
+    db(&dir)
+        .execute("DELETE FROM events WHERE seq = 300", [])
+        .unwrap();
     let finding = verify(&dir, &verifier).unwrap();
-    assert_eq!((finding.kind(), finding.seq()), ("missing", Some(300)), "{finding}");
+    assert_eq!(
+        (finding.kind(), finding.seq()),
+        ("missing", Some(300)),
+        "{finding}"
+    );
 }
 
 #[test]
 fn a_deleted_tail_is_named() {
     let (dir, verifier, _) = stopped_log();
-    db(&dir).execute("DELETE FROM events WHERE seq > 590", []).unwrap();
+    db(&dir)
+        .execute("DELETE FROM events WHERE seq > 590", [])
+        .unwrap();
     let finding = verify(&dir, &verifier).unwrap();
-    assert_eq!((finding.kind(), finding.seq()), ("missing", Some(591)), "{finding}");
+    assert_eq!(
+        (finding.kind(), finding.seq()),
+        ("missing", Some(591)),
+        "{finding}"
+    );
     assert_sequencer_refuses(&dir);
 }
 
@@ -90,15 +132,22 @@ fn a_deleted_tail_is_named() {
 fn a_rollback_of_events_and_their_checkpoints_is_caught_by_a_kept_checkpoint() {
     let (dir, verifier, kept_note) = stopped_log();
     let conn = db(&dir);
-    conn.execute("DELETE FROM events WHERE seq > 450", []).unwrap();
-    conn.execute("DELETE FROM checkpoints WHERE tree_size > 450", []).unwrap();
-    conn.execute("DELETE FROM merkle_nodes WHERE level = 8 AND idx >= 1", []).unwrap();
+    conn.execute("DELETE FROM events WHERE seq > 450", [])
+        .unwrap();
+    conn.execute("DELETE FROM checkpoints WHERE tree_size > 450", [])
+        .unwrap();
+    conn.execute("DELETE FROM merkle_nodes WHERE level = 8 AND idx >= 1", [])
+        .unwrap();
     // The stored log is now consistent with itself...
     assert_eq!(verify(&dir, &verifier), None);
     // ...but not with the checkpoint a client kept.
     let report = verify_sqlite(dir.path(), &verifier, Some(&kept_note), |_, _| {}).unwrap();
     let finding = report.problem.unwrap();
-    assert_eq!((finding.kind(), finding.seq()), ("missing", Some(451)), "{finding}");
+    assert_eq!(
+        (finding.kind(), finding.seq()),
+        ("missing", Some(451)),
+        "{finding}"
+    );
 }
 
 #[test]
@@ -129,7 +178,11 @@ fn an_inserted_row_is_named() {
     )
     .unwrap();
     let finding = verify(&dir, &verifier).unwrap();
-    assert_eq!((finding.kind(), finding.seq()), ("inserted", Some(601)), "{finding}");
+    assert_eq!(
+        (finding.kind(), finding.seq()),
+        ("inserted", Some(601)),
+        "{finding}"
+    );
     assert_sequencer_refuses(&dir);
 }
 
@@ -139,8 +192,10 @@ fn a_row_inserted_in_the_middle_is_named() {
     let conn = db(&dir);
     // Shift seqs 200.. up by one (from the top, to keep the key unique) and put a forged
     // event at 200, records and hashes all self-consistent.
-    conn.execute("UPDATE events SET seq = -seq WHERE seq >= 200", []).unwrap();
-    conn.execute("UPDATE events SET seq = 1 - seq WHERE seq < 0", []).unwrap();
+    conn.execute("UPDATE events SET seq = -seq WHERE seq >= 200", [])
+        .unwrap();
+    conn.execute("UPDATE events SET seq = 1 - seq WHERE seq < 0", [])
+        .unwrap();
     let forged = common::prepare(event(200));
     let record = forged.record(200);
     conn.execute(
@@ -171,19 +226,32 @@ fn a_row_inserted_in_the_middle_is_named() {
 fn swapped_rows_are_named() {
     let (dir, verifier, _) = stopped_log();
     let conn = db(&dir);
-    conn.execute("UPDATE events SET seq = -1 WHERE seq = 120", []).unwrap();
-    conn.execute("UPDATE events SET seq = 120 WHERE seq = 130", []).unwrap();
-    conn.execute("UPDATE events SET seq = 130 WHERE seq = -1", []).unwrap();
+    conn.execute("UPDATE events SET seq = -1 WHERE seq = 120", [])
+        .unwrap();
+    conn.execute("UPDATE events SET seq = 120 WHERE seq = 130", [])
+        .unwrap();
+    conn.execute("UPDATE events SET seq = 130 WHERE seq = -1", [])
+        .unwrap();
     let finding = verify(&dir, &verifier).unwrap();
-    assert_eq!((finding.kind(), finding.seq()), ("reordered", Some(120)), "{finding}");
+    assert_eq!(
+        (finding.kind(), finding.seq()),
+        ("reordered", Some(120)),
+        "{finding}"
+    );
 }
 
 #[test]
 fn a_record_rewritten_with_its_leaf_hash_is_caught_by_the_tree() {
     let (dir, verifier, _) = stopped_log();
     let conn = db(&dir);
-    let record: Vec<u8> = conn.query_row("SELECT record FROM events WHERE seq = 333", [], |r| r.get(0)).unwrap();
-    let edited = String::from_utf8(record).unwrap().replace("coord-", "someone-else-");
+    let record: Vec<u8> = conn
+        .query_row("SELECT record FROM events WHERE seq = 333", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let edited = String::from_utf8(record)
+        .unwrap()
+        .replace("coord-", "someone-else-");
     let leaf = sealtrail_core::merkle::leaf_hash(edited.as_bytes());
     conn.execute(
         "UPDATE events SET record = ?1, leaf_hash = ?2, user_id = replace(user_id, 'coord-', 'someone-else-') WHERE seq = 333",
@@ -193,13 +261,18 @@ fn a_record_rewritten_with_its_leaf_hash_is_caught_by_the_tree() {
     let finding = verify(&dir, &verifier).unwrap();
     assert_eq!(finding.kind(), "rewritten", "{finding}");
     match finding {
-        Finding::Rewritten { first, last, .. } => assert!(first <= 333 && 333 <= last, "{first}..={last}"),
+        Finding::Rewritten { first, last, .. } => {
+            assert!(first <= 333 && 333 <= last, "{first}..={last}")
+        }
         other => panic!("{other}"),
     }
     // Without the stored Merkle nodes, the signed checkpoints still catch it.
     conn.execute("DELETE FROM merkle_nodes", []).unwrap();
     let finding = verify(&dir, &verifier).unwrap();
-    assert!(matches!(finding.kind(), "rewritten" | "missing"), "{finding}");
+    assert!(
+        matches!(finding.kind(), "rewritten" | "missing"),
+        "{finding}"
+    );
 }
 
 #[test]

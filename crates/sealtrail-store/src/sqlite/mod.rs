@@ -2,8 +2,10 @@
 //! `synchronous=FULL` (a commit returns after the WAL is fsync'd) and `secure_delete=ON`.
 //!
 //! One connection writes (the sequencer's); readers each take a pooled connection and see
-//! a consistent snapshot, never blocking the writer (WAL).
+//! a consistent snapshot, never blocking the writer (WAL). The query indexes live in a
+//! second database, `index.sqlite`, which the [`Indexer`] fills from the log.
 
+mod indexer;
 mod reader;
 mod schema;
 mod writer;
@@ -14,6 +16,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use sealtrail_core::CheckpointSigner;
 use sealtrail_core::merkle::{Hash, fold_complete};
 
+pub use indexer::{Indexer, IndexerConfig, IndexerHandle};
 pub use reader::SqliteReader;
 pub use writer::SqliteBackend;
 
@@ -21,6 +24,8 @@ use crate::{NODE_LEVEL_STRIDE, StoreError, identity};
 
 /// The log database's file name inside the data directory.
 pub const LOG_DB_FILE: &str = "log.sqlite";
+/// The query index database's file name inside the data directory (derived from the log).
+pub const INDEX_DB_FILE: &str = "index.sqlite";
 
 /// Page cache of the writer connection, in KiB (SQLite's negative `cache_size`). Indexes of
 /// a few million events stay hot, so inserts rarely read pages back from disk.
@@ -44,13 +49,18 @@ pub fn open_log(
     data_dir: &Path,
     origin: Option<&str>,
 ) -> Result<(SqliteBackend, CheckpointSigner), StoreError> {
-    std::fs::create_dir_all(data_dir)
-        .map_err(|e| StoreError::io(format!("creating data directory {}", data_dir.display()), e))?;
+    std::fs::create_dir_all(data_dir).map_err(|e| {
+        StoreError::io(format!("creating data directory {}", data_dir.display()), e)
+    })?;
     let conn = open_connection(&log_db_path(data_dir), false)?;
     schema::migrate(&conn)?;
+    // Readers attach the index database, so it must exist before the first query.
+    drop(Indexer::open(data_dir, IndexerConfig::default())?);
     let secret = identity::load_or_create_signing_key(data_dir)?;
     let stored_origin: Option<String> = conn
-        .query_row("SELECT value FROM meta WHERE key = 'origin'", [], |r| r.get(0))
+        .query_row("SELECT value FROM meta WHERE key = 'origin'", [], |r| {
+            r.get(0)
+        })
         .optional()?;
     let origin = match (stored_origin, origin) {
         (Some(stored), Some(asked)) if stored != asked => {
@@ -64,12 +74,15 @@ pub fn open_log(
                 Some(o) => o.to_owned(),
                 None => identity::default_origin(&secret),
             };
-            conn.execute("INSERT INTO meta (key, value) VALUES ('origin', ?1)", params![origin])?;
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('origin', ?1)",
+                params![origin],
+            )?;
             origin
         }
     };
-    let signer = CheckpointSigner::new(&origin, &secret)
-        .map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let signer =
+        CheckpointSigner::new(&origin, &secret).map_err(|e| StoreError::Invalid(e.to_string()))?;
     Ok((SqliteBackend::new(conn)?, signer))
 }
 
@@ -84,7 +97,10 @@ pub(crate) fn open_connection(path: &Path, read_only: bool) -> Result<Connection
     };
     let conn = Connection::open_with_flags(path, flags).map_err(|e| match e {
         rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::CannotOpen => {
-            StoreError::Invalid(format!("no Sealtrail log at {} (is --data-dir right?)", path.display()))
+            StoreError::Invalid(format!(
+                "no Sealtrail log at {} (is --data-dir right?)",
+                path.display()
+            ))
         }
         other => StoreError::Database(other),
     })?;

@@ -1,12 +1,13 @@
-//! The embedded store's schema and its versioned migrations (`PRAGMA user_version`).
+//! The embedded store's two schemas: the log (versioned migrations, `PRAGMA user_version`)
+//! and the index database (derived, rebuilt when its version changes).
 
 use rusqlite::Connection;
 
 use crate::StoreError;
 
-/// Migrations in order; `user_version` is the number applied. Never edit a shipped entry:
-/// append a new one.
-const MIGRATIONS: &[&str] = &[
+/// Migrations of the log database, in order; `user_version` is the number applied. Never
+/// edit a shipped entry: append a new one.
+const LOG_MIGRATIONS: &[&str] = &[
     // 1: the log.
     r#"
     CREATE TABLE meta (
@@ -14,9 +15,12 @@ const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL
     ) WITHOUT ROWID;
 
-    -- One row per leaf. `record` holds the canonical bytes exactly as hashed; the other
-    -- columns are copies for indexing, and `verify` checks them against the record.
-    -- `record` comes last so reading the indexed columns never touches its overflow pages.
+    -- One row per leaf, appended in seq order. `record` holds the canonical bytes exactly
+    -- as hashed; the other columns are copies the indexer and tail scans filter on, and
+    -- `verify` checks them against the record. `record` comes last so reading the columns
+    -- never touches its overflow pages. The only index is the unique id, which idempotent
+    -- retries need before an append is acknowledged; the query indexes live in the index
+    -- database, maintained off the ingest path (see indexer.rs).
     CREATE TABLE events (
         seq           INTEGER PRIMARY KEY,
         id            BLOB    NOT NULL UNIQUE,
@@ -32,16 +36,6 @@ const MIGRATIONS: &[&str] = &[
         leaf_hash     BLOB    NOT NULL,
         record        BLOB    NOT NULL
     );
-    -- The query API's filters, each ending in time so a filtered page is one index range
-    -- read in order (seq, the rowid, is the implicit last column: the tie-breaker).
-    CREATE INDEX events_by_tenant_time     ON events (tenant_id, occurred_at);
-    CREATE INDEX events_by_tenant_severity ON events (tenant_id, severity, occurred_at);
-    CREATE INDEX events_by_tenant_action   ON events (tenant_id, action, occurred_at);
-    CREATE INDEX events_by_tenant_user     ON events (tenant_id, user_id, occurred_at)
-        WHERE user_id IS NOT NULL;
-    CREATE INDEX events_by_tenant_resource ON events (tenant_id, resource_type, resource_id, occurred_at);
-    -- Queries across tenants (keys not bound to one).
-    CREATE INDEX events_by_time            ON events (occurred_at);
 
     -- Complete Merkle subtrees at levels 8, 16, 24, ... (see NODE_LEVEL_STRIDE).
     CREATE TABLE merkle_nodes (
@@ -61,8 +55,42 @@ const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
+/// The index database: derived entirely from the log, so a change here bumps
+/// [`INDEX_VERSION`] and the indexer rebuilds it instead of migrating.
+const INDEX_SCHEMA: &str = r#"
+    CREATE TABLE ix_meta (
+        key   TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO ix_meta (key, value) VALUES ('indexed_through', 0);
+
+    CREATE TABLE ev (
+        seq           INTEGER PRIMARY KEY,
+        tenant_id     TEXT    NOT NULL,
+        occurred_at   INTEGER NOT NULL,
+        severity      INTEGER NOT NULL,
+        action        TEXT    NOT NULL,
+        user_id       TEXT,
+        resource_type TEXT    NOT NULL,
+        resource_id   TEXT
+    );
+    -- The query API's filters, each ending in time so a filtered page is one index range
+    -- read in order (seq, the rowid, is the implicit last column: the tie-breaker).
+    CREATE INDEX ev_by_tenant_time     ON ev (tenant_id, occurred_at);
+    CREATE INDEX ev_by_tenant_severity ON ev (tenant_id, severity, occurred_at);
+    CREATE INDEX ev_by_tenant_action   ON ev (tenant_id, action, occurred_at);
+    CREATE INDEX ev_by_tenant_user     ON ev (tenant_id, user_id, occurred_at)
+        WHERE user_id IS NOT NULL;
+    CREATE INDEX ev_by_tenant_resource ON ev (tenant_id, resource_type, resource_id, occurred_at);
+    -- Queries across tenants (keys not bound to one).
+    CREATE INDEX ev_by_time            ON ev (occurred_at);
+"#;
+
+/// Version of [`INDEX_SCHEMA`]; an index database of another version is rebuilt.
+pub const INDEX_VERSION: i64 = 1;
+
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+pub const SCHEMA_VERSION: i64 = LOG_MIGRATIONS.len() as i64;
 
 /// Brings the database to [`SCHEMA_VERSION`], refusing one written by a newer build.
 pub(crate) fn migrate(conn: &Connection) -> Result<(), StoreError> {
@@ -72,7 +100,7 @@ pub(crate) fn migrate(conn: &Connection) -> Result<(), StoreError> {
             "the log was written by a newer Sealtrail (schema {current}; this build knows up to {SCHEMA_VERSION})"
         )));
     }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+    for (index, sql) in LOG_MIGRATIONS.iter().enumerate().skip(current as usize) {
         let version = index as i64 + 1;
         let tx = conn.unchecked_transaction()?;
         tx.execute_batch(sql)?;
@@ -92,4 +120,31 @@ pub(crate) fn check(conn: &Connection) -> Result<(), StoreError> {
         )));
     }
     Ok(())
+}
+
+/// Makes `conn` (the index database) hold an index of [`INDEX_VERSION`], emptying and
+/// recreating it if it holds another version. Returns true if it was (re)created.
+pub(crate) fn prepare_index(conn: &Connection) -> Result<bool, StoreError> {
+    let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if current == INDEX_VERSION {
+        return Ok(false);
+    }
+    let tx = conn.unchecked_transaction()?;
+    let tables: Vec<String> = tx
+        .prepare(
+            "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+        )?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for table in tables {
+        tx.execute_batch(&format!("DROP TABLE \"{table}\""))?;
+    }
+    tx.execute_batch(INDEX_SCHEMA)?;
+    tx.pragma_update(None, "user_version", INDEX_VERSION)?;
+    tx.commit()?;
+    tracing::info!(
+        version = INDEX_VERSION,
+        "created the query index; it fills from the log"
+    );
+    Ok(true)
 }

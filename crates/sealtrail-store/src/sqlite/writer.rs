@@ -23,7 +23,9 @@ impl SqliteBackend {
 
 impl LogBackend for SqliteBackend {
     fn state(&mut self) -> Result<LogState, StoreError> {
-        let size: i64 = self.conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
+        let size: i64 =
+            self.conn
+                .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
         let latest_checkpoint = self
             .conn
             .query_row(
@@ -40,7 +42,10 @@ impl LogBackend for SqliteBackend {
                 },
             )
             .optional()?;
-        Ok(LogState { size: size as u64, latest_checkpoint })
+        Ok(LogState {
+            size: size as u64,
+            latest_checkpoint,
+        })
     }
 
     fn subtree_hash(&mut self, level: u32, index: u64) -> Result<Hash, StoreError> {

@@ -7,8 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use sealtrail_core::time_format::parse_rfc3339_micros;
-use sealtrail_core::{CheckpointVerifier, EventLimits, PreparedEvent, TenantScope, prepare_event_value};
-use sealtrail_store::sqlite::{SqliteReader, open_log};
+use sealtrail_core::{
+    CheckpointVerifier, EventLimits, PreparedEvent, TenantScope, prepare_event_value,
+};
+use sealtrail_store::sqlite::{Indexer, IndexerConfig, SqliteReader, open_log};
 use sealtrail_store::{CommitStats, Sequencer, SequencerConfig, SequencerHandle};
 use serde_json::{Value, json};
 
@@ -20,6 +22,8 @@ pub struct TestLog {
     pub reader: SqliteReader,
     pub verifier: CheckpointVerifier,
     pub commits: Arc<Mutex<Vec<CommitStats>>>,
+    /// Driven by hand (`index_*`), so tests choose how far the index lags the log.
+    pub indexer: Option<Indexer>,
 }
 
 impl TestLog {
@@ -44,11 +48,29 @@ impl TestLog {
             backend,
             signer,
             config,
-            Some(Box::new(move |s: &CommitStats| seen.lock().unwrap().push(s.clone()))),
+            Some(Box::new(move |s: &CommitStats| {
+                seen.lock().unwrap().push(s.clone())
+            })),
         )
         .unwrap();
         let reader = SqliteReader::open(dir.path()).unwrap();
-        Self { dir: Some(dir), handle: Some(handle), thread: Some(thread), reader, verifier, commits }
+        let indexer = Indexer::open(
+            dir.path(),
+            IndexerConfig {
+                max_batch_events: 100,
+                ..IndexerConfig::default()
+            },
+        )
+        .unwrap();
+        Self {
+            indexer: Some(indexer),
+            dir: Some(dir),
+            handle: Some(handle),
+            thread: Some(thread),
+            reader,
+            verifier,
+            commits,
+        }
     }
 
     pub fn handle(&self) -> &SequencerHandle {
@@ -65,13 +87,26 @@ impl TestLog {
 
     /// Stops the sequencer and returns the directory, for a restart.
     pub fn stop(mut self) -> tempfile::TempDir {
+        drop(self.indexer.take());
         drop(self.handle.take());
         self.thread.take().unwrap().join().unwrap();
         self.dir.take().unwrap()
     }
 
+    /// Indexes one batch (at most 100 events).
+    pub fn index_step(&mut self) -> u64 {
+        self.indexer.as_mut().unwrap().step().unwrap()
+    }
+
+    /// Indexes everything committed.
+    pub fn index_all(&mut self) {
+        self.indexer.as_mut().unwrap().catch_up().unwrap();
+    }
+
     pub fn append(&self, events: Vec<Value>) -> sealtrail_store::AppendOutcome {
-        self.handle().append_blocking(events.into_iter().map(prepare).collect()).unwrap()
+        self.handle()
+            .append_blocking(events.into_iter().map(prepare).collect())
+            .unwrap()
     }
 }
 
@@ -102,7 +137,12 @@ pub fn at(text: &str) -> i64 {
 pub fn event(n: u64) -> Value {
     let tenants = ["bloom", "golden-hour", "lakeside"];
     let severities = ["info", "info", "info", "warning", "critical"];
-    let actions = ["guest.dietary_restriction.updated", "guest.rsvp.updated", "seating.changed", "vendor.added"];
+    let actions = [
+        "guest.dietary_restriction.updated",
+        "guest.rsvp.updated",
+        "seating.changed",
+        "vendor.added",
+    ];
     json!({
         "tenant_id": tenants[(n % 3) as usize],
         "severity": severities[(n % 5) as usize],
