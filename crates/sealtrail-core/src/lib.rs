@@ -5,6 +5,7 @@
 //!
 //! Nothing here touches a disk or a socket, so every rule can be tested exhaustively.
 
+pub mod api;
 pub mod auth;
 pub mod canonical;
 pub mod checkpoint;

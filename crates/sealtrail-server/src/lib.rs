@@ -1,1 +1,169 @@
+//! Sealtrail's HTTP server: opens the store, starts the sequencer and the indexer, and
+//! serves the `/v1` API, health and metrics until told to stop.
+//!
+//! Shutdown is ordered so nothing acknowledged is lost and nothing is acknowledged late:
+//! stop accepting connections, let in-flight requests finish (their appends complete),
+//! then close the sequencer (which commits what it has queued) and the indexer.
 
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod openapi;
+pub mod routes;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sealtrail_store::sqlite::{Indexer, IndexerConfig, SqliteReader, open_log};
+use sealtrail_store::{ApiKeyStore, CommitStats, Sequencer, SequencerConfig, StoreError};
+use tokio::sync::oneshot;
+
+pub use config::Config;
+use metrics::Metrics;
+use state::{AppState, Inner};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The store could not be opened or is not trustworthy.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A server that is accepting requests.
+pub struct RunningServer {
+    local_addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), ServerError>>,
+}
+
+impl RunningServer {
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops gracefully and waits until the log is closed.
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        self.run_until(async {}).await
+    }
+
+    /// Stops when `signal` completes, then waits for the log to close.
+    pub async fn run_until(
+        self,
+        signal: impl std::future::Future<Output = ()>,
+    ) -> Result<(), ServerError> {
+        let RunningServer { stop, task, .. } = self;
+        let mut task = task;
+        tokio::select! {
+            result = &mut task => return result.map_err(|e| ServerError::Serve(std::io::Error::other(e)))?,
+            () = signal => {}
+        }
+        let _ = stop.send(());
+        task.await
+            .map_err(|e| ServerError::Serve(std::io::Error::other(e)))?
+    }
+}
+
+/// Opens the store in `config.data_dir` and starts serving on `config.listen`.
+pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
+    let data_dir = config.data_dir.clone();
+    let origin = config.log_origin.clone();
+    let (backend, signer) = blocking_store(move || open_log(&data_dir, origin.as_deref())).await?;
+    let verifier = signer.verifier().clone();
+    let metrics = Arc::new(Metrics::new());
+    let observed = metrics.clone();
+    let observer = Box::new(move |stats: &CommitStats| {
+        observed.commit_events.observe(stats.events as f64);
+        observed
+            .commit_seconds
+            .observe(stats.duration.as_secs_f64());
+    });
+    let sequencer_config = SequencerConfig {
+        max_group_events: config.log.max_group_events,
+        max_queued_requests: config.log.max_queued_requests,
+        checkpoint_history_interval: Duration::from_secs(config.log.checkpoint_history_secs),
+    };
+    let (sequencer, sequencer_thread) =
+        Sequencer::spawn(backend, signer, sequencer_config, Some(observer))?;
+    let data_dir = config.data_dir.clone();
+    let (reader, keys, indexer) = blocking_store(move || {
+        let indexer = Indexer::open(&data_dir, IndexerConfig::default())?.spawn()?;
+        Ok((
+            SqliteReader::open(&data_dir)?,
+            ApiKeyStore::open(&data_dir)?,
+            indexer,
+        ))
+    })
+    .await?;
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(ServerError::Serve)?;
+    tracing::info!(%local_addr, tree_size = sequencer.tree_size(), origin = verifier.origin(), "serving");
+
+    let state = AppState::new(Inner {
+        sequencer,
+        reader: Arc::new(reader),
+        keys: Arc::new(keys),
+        verifier,
+        config,
+        metrics,
+        indexer: indexer.progress(),
+    });
+    let app = routes::router(state);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await;
+        // Every clone of the state (and so of the sequencer handle) lived in the router,
+        // which is gone now: the sequencer drains its queue and stops.
+        tokio::task::spawn_blocking(move || sequencer_thread.join())
+            .await
+            .map_err(|e| ServerError::Serve(std::io::Error::other(e)))?
+            .map_err(|_| {
+                ServerError::Serve(std::io::Error::other("the sequencer thread panicked"))
+            })?;
+        tokio::task::spawn_blocking(move || indexer.stop())
+            .await
+            .map_err(|e| ServerError::Serve(std::io::Error::other(e)))?;
+        tracing::info!("log closed");
+        served.map_err(ServerError::Serve)
+    });
+    Ok(RunningServer {
+        local_addr,
+        stop,
+        task,
+    })
+}
+
+async fn blocking_store<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ServerError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ServerError::Serve(std::io::Error::other(e)))?
+        .map_err(ServerError::Store)
+}

@@ -188,6 +188,17 @@ impl Indexer {
     }
 }
 
+/// How far the indexer has got: a cheap, cloneable view for health and metrics.
+#[derive(Clone, Debug)]
+pub struct IndexProgress(Arc<AtomicU64>);
+
+impl IndexProgress {
+    /// The highest seq indexed so far.
+    pub fn indexed_through(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
 /// The running indexer.
 pub struct IndexerHandle {
     stop: Arc<AtomicBool>,
@@ -199,6 +210,11 @@ impl IndexerHandle {
     /// The highest seq indexed so far.
     pub fn indexed_through(&self) -> u64 {
         self.indexed.load(Ordering::Acquire)
+    }
+
+    /// A view of the progress that outlives nothing.
+    pub fn progress(&self) -> IndexProgress {
+        IndexProgress(self.indexed.clone())
     }
 
     /// Stops the thread after its current batch.

@@ -16,7 +16,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use sealtrail_core::CheckpointSigner;
 use sealtrail_core::merkle::{Hash, fold_complete};
 
-pub use indexer::{Indexer, IndexerConfig, IndexerHandle};
+pub use indexer::{IndexProgress, Indexer, IndexerConfig, IndexerHandle};
 pub use reader::SqliteReader;
 pub use writer::SqliteBackend;
 

@@ -1,0 +1,296 @@
+//! The server's configuration: one typed struct, read from an optional TOML file, then
+//! overridden by `SEALTRAIL_*` environment variables, then by command-line flags, and
+//! validated once at start with errors that name the key.
+//!
+//! Environment variables name keys by path: `SEALTRAIL_LISTEN` sets `listen`,
+//! `SEALTRAIL_LIMITS__MAX_BODY_BYTES` sets `limits.max_body_bytes` (a double underscore
+//! steps into a table). Values are read as TOML (`42`, `true`, `"text"`), falling back to
+//! plain text, so `SEALTRAIL_DATA_DIR=/var/lib/sealtrail` needs no quotes.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sealtrail_core::EventLimits;
+use serde::{Deserialize, Serialize};
+
+/// Prefix of environment overrides.
+const ENV_PREFIX: &str = "SEALTRAIL_";
+/// Environment variables with the prefix that are not configuration keys (CLI client
+/// settings and logging).
+const ENV_NOT_CONFIG: [&str; 3] = ["SEALTRAIL_URL", "SEALTRAIL_KEY", "SEALTRAIL_LOG"];
+
+/// Everything `sealtrail serve` can be told.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Directory holding the embedded store, the signing key and the API keys.
+    pub data_dir: PathBuf,
+    /// Name of a new log (its checkpoints' origin line); defaults to one derived from the
+    /// signing key. An existing log keeps the origin it was created with.
+    pub log_origin: Option<String>,
+    /// Request bounds.
+    pub limits: Limits,
+    /// The sequencer and checkpoints.
+    pub log: LogSettings,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
+            data_dir: PathBuf::from("./sealtrail-data"),
+            log_origin: None,
+            limits: Limits::default(),
+            log: LogSettings::default(),
+        }
+    }
+}
+
+/// Bounds on requests.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Most events in one ingest request.
+    pub max_batch_events: usize,
+    /// Longest a request may take, in seconds, before it is answered 408.
+    pub request_timeout_secs: u64,
+    /// Bounds on each event's fields.
+    pub event: EventLimits,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 10 * 1024 * 1024,
+            max_batch_events: 1000,
+            request_timeout_secs: 30,
+            event: EventLimits::default(),
+        }
+    }
+}
+
+/// The sequencer's settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// Most events committed in one group commit.
+    pub max_group_events: usize,
+    /// Append requests that may queue for the sequencer before producers wait.
+    pub max_queued_requests: usize,
+    /// One signed checkpoint per this many seconds is kept as history (every commit is
+    /// signed; the newest checkpoint is always kept).
+    pub checkpoint_history_secs: u64,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            max_group_events: 20_000,
+            max_queued_requests: 4096,
+            checkpoint_history_secs: 60,
+        }
+    }
+}
+
+/// A configuration problem, naming the key or file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML (after environment overrides) does not fit the configuration.
+    #[error("invalid configuration{origin}: {message}")]
+    Invalid {
+        /// " in FILE" or " from the environment".
+        origin: String,
+        /// What is wrong, naming the key.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Loads `file` (if given), applies `SEALTRAIL_*` variables from `env`, and validates.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let origin = match file {
+            Some(path) => format!(" in {}", path.display()),
+            None => String::new(),
+        };
+        let mut table: toml::Table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                text.parse()
+                    .map_err(|e: toml::de::Error| ConfigError::Invalid {
+                        origin: origin.clone(),
+                        message: e.to_string(),
+                    })?
+            }
+            None => toml::Table::new(),
+        };
+        for (name, value) in env {
+            let Some(path) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            if ENV_NOT_CONFIG.contains(&name.as_str()) {
+                continue;
+            }
+            let keys: Vec<String> = path.split("__").map(|k| k.to_ascii_lowercase()).collect();
+            set_path(&mut table, &keys, parse_env_value(&value)).map_err(|message| {
+                ConfigError::Invalid {
+                    origin: format!(" from {name}"),
+                    message,
+                }
+            })?;
+        }
+        let config: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Invalid {
+                    origin,
+                    message: e.message().to_owned(),
+                })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values serde cannot: ranges and relations.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: &str| ConfigError::Invalid {
+            origin: String::new(),
+            message: format!("{key}: {reason}"),
+        };
+        if self.limits.max_batch_events == 0 {
+            return Err(invalid("limits.max_batch_events", "must be at least 1"));
+        }
+        if self.limits.max_batch_events > self.log.max_group_events {
+            return Err(invalid(
+                "limits.max_batch_events",
+                "must not exceed log.max_group_events (a request is committed in one group)",
+            ));
+        }
+        if self.limits.max_body_bytes < 1024 {
+            return Err(invalid("limits.max_body_bytes", "must be at least 1024"));
+        }
+        if self.limits.request_timeout_secs == 0 {
+            return Err(invalid("limits.request_timeout_secs", "must be at least 1"));
+        }
+        if self.log.max_queued_requests == 0 {
+            return Err(invalid("log.max_queued_requests", "must be at least 1"));
+        }
+        if let Some(origin) = &self.log_origin
+            && (origin.is_empty() || origin.chars().any(|c| c.is_whitespace() || c == '+'))
+        {
+            return Err(invalid(
+                "log_origin",
+                "must be non-empty, without spaces or '+'",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The request timeout.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.limits.request_timeout_secs)
+    }
+}
+
+fn parse_env_value(text: &str) -> toml::Value {
+    format!("v = {text}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(text.to_owned()))
+}
+
+fn set_path(table: &mut toml::Table, keys: &[String], value: toml::Value) -> Result<(), String> {
+    let (last, parents) = keys.split_last().ok_or("empty key")?;
+    let mut current = table;
+    for key in parents {
+        let entry = current
+            .entry(key.clone())
+            .or_insert_with(|| toml::Value::Table(Default::default()));
+        current = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("{key} is not a table"))?;
+    }
+    current.insert(last.clone(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_match_the_readme() {
+        let config = Config::load(None, env(&[])).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:7700");
+        assert_eq!(config.data_dir, PathBuf::from("./sealtrail-data"));
+        assert_eq!(config.limits.max_batch_events, 1000);
+        assert_eq!(config.limits.event.max_details_bytes, 65536);
+    }
+
+    #[test]
+    fn file_then_environment_override() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sealtrail.toml");
+        std::fs::write(
+            &file,
+            "listen = \"0.0.0.0:9000\"\n[limits]\nmax_batch_events = 50\n",
+        )
+        .unwrap();
+        let config = Config::load(
+            Some(&file),
+            env(&[
+                ("SEALTRAIL_LIMITS__MAX_BATCH_EVENTS", "20"),
+                ("SEALTRAIL_DATA_DIR", "/var/lib/sealtrail"),
+                ("SEALTRAIL_LIMITS__EVENT__MAX_REASON_CHARS", "100"),
+                ("SEALTRAIL_URL", "http://not-config"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(config.limits.max_batch_events, 20);
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/sealtrail"));
+        assert_eq!(config.limits.event.max_reason_chars, 100);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = Config::load(None, env(&[("SEALTRAIL_LIMITS__MAX_BATCH_EVENTS", "lots")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_batch_events"), "{err}");
+        let err = Config::load(None, env(&[("SEALTRAIL_LISTN", "x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listn"), "{err}");
+        let err = Config::load(None, env(&[("SEALTRAIL_LIMITS__MAX_BATCH_EVENTS", "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("limits.max_batch_events"), "{err}");
+    }
+}

@@ -1,0 +1,153 @@
+//! Prometheus metrics: what operators graph and alert on.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Label of ingest request outcomes.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// `accepted`, `invalid`, `conflict`, `unavailable`, ...
+    pub outcome: &'static str,
+}
+
+/// Label of read endpoints.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabel {
+    /// `events`, `event`, `stats`, `proof`.
+    pub endpoint: &'static str,
+}
+
+/// Every metric the server exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Ingest requests by outcome.
+    pub ingest_requests: Family<OutcomeLabel, Counter>,
+    /// Events newly stored.
+    pub ingest_events: Counter,
+    /// Ingest request latency, from the body received to the durable answer.
+    pub ingest_seconds: Histogram,
+    /// Events per group commit.
+    pub commit_events: Histogram,
+    /// Group commit latency.
+    pub commit_seconds: Histogram,
+    /// Read latency by endpoint.
+    pub read_seconds: Family<EndpointLabel, Histogram>,
+    /// Leaves in the log.
+    pub tree_size: Gauge,
+    /// Events committed but not yet in the query index.
+    pub index_lag_events: Gauge,
+    /// Bytes the store occupies on disk.
+    pub store_bytes: Gauge,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs .. ~26 s
+    Histogram::new(exponential_buckets(0.00005, 2.0, 20))
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("sealtrail");
+        let ingest_requests = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "ingest_requests",
+            "Ingest requests by outcome",
+            ingest_requests.clone(),
+        );
+        let ingest_events = Counter::default();
+        registry.register(
+            "ingest_events",
+            "Events newly stored",
+            ingest_events.clone(),
+        );
+        let ingest_seconds = latency_histogram();
+        registry.register(
+            "ingest_duration_seconds",
+            "Ingest request latency until the events are durable",
+            ingest_seconds.clone(),
+        );
+        let commit_events = Histogram::new(exponential_buckets(1.0, 2.0, 16));
+        registry.register(
+            "commit_events",
+            "Events per group commit",
+            commit_events.clone(),
+        );
+        let commit_seconds = latency_histogram();
+        registry.register(
+            "commit_duration_seconds",
+            "Group commit latency",
+            commit_seconds.clone(),
+        );
+        let read_seconds = Family::<EndpointLabel, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "read_duration_seconds",
+            "Read latency by endpoint",
+            read_seconds.clone(),
+        );
+        let tree_size = Gauge::default();
+        registry.register(
+            "log_tree_size",
+            "Leaves in the log (highest seq)",
+            tree_size.clone(),
+        );
+        let index_lag_events = Gauge::default();
+        registry.register(
+            "index_lag_events",
+            "Committed events not yet in the query index",
+            index_lag_events.clone(),
+        );
+        let store_bytes = Gauge::default();
+        registry.register(
+            "store_size_bytes",
+            "Bytes the store occupies on disk",
+            store_bytes.clone(),
+        );
+        Self {
+            registry,
+            ingest_requests,
+            ingest_events,
+            ingest_seconds,
+            commit_events,
+            commit_seconds,
+            read_seconds,
+            tree_size,
+            index_lag_events,
+            store_bytes,
+        }
+    }
+
+    /// Counts one ingest request.
+    pub fn ingest_outcome(&self, outcome: &'static str) {
+        self.ingest_requests
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+    }
+
+    /// Records a read's latency.
+    pub fn read(&self, endpoint: &'static str, seconds: f64) {
+        self.read_seconds
+            .get_or_create(&EndpointLabel { endpoint })
+            .observe(seconds);
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing metrics to a String cannot fail");
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

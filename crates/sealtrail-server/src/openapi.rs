@@ -1,0 +1,48 @@
+//! The OpenAPI document, generated from the handlers' annotations and the API types.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+/// The API description served at `/v1/openapi.json`.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Sealtrail",
+        description = "A tamper-evident audit log: append events, query them, and prove what the log holds.",
+        license(name = "Apache-2.0"),
+    ),
+    paths(
+        crate::routes::ingest::ingest,
+        crate::routes::query::list_events,
+        crate::routes::query::get_event,
+        crate::routes::query::stats,
+        crate::routes::integrity::checkpoint,
+        crate::routes::integrity::consistency_proof,
+        crate::routes::integrity::public_key,
+        crate::routes::ops::readyz,
+    ),
+    modifiers(&BearerKey),
+    tags(
+        (name = "events", description = "Append and read audit events"),
+        (name = "integrity", description = "Checkpoints, proofs and the signing key"),
+        (name = "operations", description = "Health"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerKey;
+
+impl Modify for BearerKey {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API key from `sealtrail keys create`"))
+                    .build(),
+            ),
+        );
+    }
+}

@@ -1,0 +1,308 @@
+//! `POST /v1/events`: one event, a batch, or NDJSON, answered only once durable.
+
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use sealtrail_core::time_format::now_micros;
+use sealtrail_core::{FieldError, PreparedEvent, Scope, TenantScope, prepare_event_value};
+use sealtrail_store::{AppendError, AppendOutcome};
+use serde_json::Value;
+
+use super::{Params, raw_json};
+use crate::api::{IngestResponse, IngestResult};
+use crate::auth::Auth;
+use crate::error::{ApiError, EventError};
+use crate::state::AppState;
+
+/// Validation of this many events or more runs on a blocking thread, so one large batch
+/// does not stall the async workers serving everyone else; fewer are validated inline,
+/// where a thread hop would cost more than the work.
+const INLINE_VALIDATION_MAX_EVENTS: usize = 32;
+
+/// Append events.
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    tag = "events",
+    request_body(
+        description = "One event, `{\"events\": [...]}`, or NDJSON (`Content-Type: application/x-ndjson`)",
+        content(
+            (crate::api::EventInput = "application/json"),
+            (crate::api::EventBatch = "application/json"),
+            (String = "application/x-ndjson"),
+        ),
+    ),
+    params(("partial" = Option<bool>, Query, description = "Store the valid events of a batch and report the invalid ones, instead of refusing the whole batch")),
+    responses(
+        (status = 201, description = "Stored and durable", body = IngestResponse),
+        (status = 200, description = "With partial=true: per-event results", body = IngestResponse),
+        (status = 400, description = "Malformed or invalid; nothing stored", body = crate::error::ErrorBody),
+        (status = 401, description = "No or unknown API key", body = crate::error::ErrorBody),
+        (status = 403, description = "Key lacks the ingest scope, or writes another tenant", body = crate::error::ErrorBody),
+        (status = 409, description = "An id was reused with different content; nothing stored", body = crate::error::ErrorBody),
+        (status = 413, description = "Body or batch too large", body = crate::error::ErrorBody),
+        (status = 415, description = "Unsupported content type", body = crate::error::ErrorBody),
+        (status = 503, description = "The log cannot take writes now; retry", body = crate::error::ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn ingest(
+    State(state): State<AppState>,
+    auth: Auth,
+    params: Params,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let result = ingest_inner(&state, auth, params, headers, body).await;
+    let outcome = match &result {
+        Ok(_) => "accepted",
+        Err(e) => match e.status() {
+            StatusCode::CONFLICT => "conflict",
+            StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => "denied",
+            s if s.is_client_error() => "invalid",
+            _ => "failed",
+        },
+    };
+    state.metrics.ingest_outcome(outcome);
+    state
+        .metrics
+        .ingest_seconds
+        .observe(started.elapsed().as_secs_f64());
+    result
+}
+
+async fn ingest_inner(
+    state: &AppState,
+    auth: Auth,
+    params: Params,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    auth.require(Scope::Ingest)?;
+    let mut partial = false;
+    for (key, value) in params.pairs() {
+        match (key, value) {
+            ("partial", "true") => partial = true,
+            ("partial", "false") => partial = false,
+            ("partial", other) => {
+                return Err(ApiError::invalid_parameter(FieldError::new(
+                    "partial",
+                    format!("{other:?} is not true or false"),
+                )));
+            }
+            (other, _) => {
+                return Err(ApiError::invalid_parameter(FieldError::new(
+                    other,
+                    "unknown parameter; POST /v1/events takes partial",
+                )));
+            }
+        }
+    }
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::body_too_large(state.config.limits.max_body_bytes)
+        } else {
+            ApiError::invalid_json(rejection.body_text())
+        }
+    })?;
+    let ndjson = match headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or("?"))
+    {
+        None => false,
+        Some(ct) => {
+            let essence = ct
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            match essence.as_str() {
+                "application/json" => false,
+                "application/x-ndjson" | "application/jsonl" => true,
+                _ => return Err(ApiError::unsupported_media_type(ct)),
+            }
+        }
+    };
+
+    let (items, batch) = split_body(&body, ndjson)?;
+    let max = state.config.limits.max_batch_events;
+    if items.len() > max {
+        return Err(ApiError::batch_too_large(items.len(), max));
+    }
+    if items.is_empty() {
+        return Err(ApiError::invalid_events(
+            vec![EventError {
+                index: 0,
+                field: String::new(),
+                reason: "the request holds no events".into(),
+            }],
+            false,
+        ));
+    }
+
+    let scope = auth.0.tenant_scope();
+    let limits = state.config.limits.event.clone();
+    let received_at = now_micros();
+    let inline = items.len() < INLINE_VALIDATION_MAX_EVENTS;
+    let validate = move || validate_all(items, &scope, received_at, &limits);
+    let checked = if inline {
+        validate()
+    } else {
+        super::blocking(move || Ok(validate())).await?
+    };
+
+    let mut accepted = Vec::with_capacity(checked.len());
+    let mut errors = Vec::new();
+    let mut positions = Vec::with_capacity(checked.len());
+    for (index, result) in checked.into_iter().enumerate() {
+        match result {
+            Ok(event) => {
+                positions.push(index);
+                accepted.push(event);
+            }
+            Err(e) => errors.push(EventError {
+                index,
+                field: e.field,
+                reason: e.reason,
+            }),
+        }
+    }
+    if !errors.is_empty() && (!partial || accepted.is_empty()) {
+        return Err(ApiError::invalid_events(errors, batch));
+    }
+
+    let outcome = state
+        .sequencer
+        .append(accepted)
+        .await
+        .map_err(|e| match e {
+            AppendError::Conflict { index, id } => {
+                let field = if batch {
+                    format!("events[{}].id", positions[index])
+                } else {
+                    "id".into()
+                };
+                ApiError::id_conflict(field, id)
+            }
+            AppendError::TooLarge { events, max } => ApiError::batch_too_large(events, max),
+            AppendError::Storage(reason) | AppendError::Unavailable(reason) => {
+                ApiError::unavailable(format!(
+                    "the log could not store the events, nothing was stored: {reason}"
+                ))
+            }
+        })?;
+    let new_events = outcome.receipts.iter().filter(|r| !r.duplicate).count();
+    state.metrics.ingest_events.inc_by(new_events as u64);
+    tracing::debug!(events = outcome.receipts.len(), new_events, "ingested");
+    Ok(respond(outcome, partial.then_some((positions, errors))))
+}
+
+type Checked = Vec<Result<PreparedEvent, FieldError>>;
+
+fn validate_all(
+    items: Vec<Result<Value, FieldError>>,
+    scope: &TenantScope,
+    received_at: i64,
+    limits: &sealtrail_core::EventLimits,
+) -> Checked {
+    items
+        .into_iter()
+        .map(|item| item.and_then(|value| prepare_event_value(value, scope, received_at, limits)))
+        .collect()
+}
+
+/// Splits a body into events: `(events, is_batch)`. A malformed NDJSON line is that
+/// event's error; malformed JSON otherwise fails the request.
+fn split_body(
+    body: &[u8],
+    ndjson: bool,
+) -> Result<(Vec<Result<Value, FieldError>>, bool), ApiError> {
+    if ndjson {
+        let items = body
+            .split(|b| *b == b'\n')
+            .filter(|line| line.iter().any(|b| !b.is_ascii_whitespace()))
+            .map(|line| {
+                serde_json::from_slice::<Value>(line)
+                    .map_err(|e| FieldError::new("", format!("malformed JSON: {e}")))
+            })
+            .collect();
+        return Ok((items, true));
+    }
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::invalid_json(e.to_string()))?;
+    match value {
+        Value::Object(mut map) if map.contains_key("events") => {
+            if let Some(other) = map.keys().find(|k| *k != "events") {
+                return Err(ApiError::invalid_events(
+                    vec![EventError {
+                        index: 0,
+                        field: other.clone(),
+                        reason: "unknown field; a batch is {\"events\": [...]} and nothing else"
+                            .into(),
+                    }],
+                    false,
+                ));
+            }
+            match map.remove("events") {
+                Some(Value::Array(events)) => Ok((events.into_iter().map(Ok).collect(), true)),
+                _ => Err(ApiError::invalid_events(
+                    vec![EventError {
+                        index: 0,
+                        field: "events".into(),
+                        reason: "must be a list of events".into(),
+                    }],
+                    false,
+                )),
+            }
+        }
+        single => Ok((vec![Ok(single)], false)),
+    }
+}
+
+fn respond(outcome: AppendOutcome, partial: Option<(Vec<usize>, Vec<EventError>)>) -> Response {
+    let receipt = |index: Option<usize>, r: &sealtrail_store::Receipt| IngestResult {
+        index,
+        id: Some(r.id.to_string()),
+        seq: Some(r.seq),
+        leaf_hash: Some(hex::encode(r.leaf_hash)),
+        error: None,
+    };
+    let (status, events) = match partial {
+        None => (
+            StatusCode::CREATED,
+            outcome.receipts.iter().map(|r| receipt(None, r)).collect(),
+        ),
+        Some((positions, errors)) => {
+            let mut results: Vec<IngestResult> = positions
+                .iter()
+                .zip(&outcome.receipts)
+                .map(|(&i, r)| receipt(Some(i), r))
+                .collect();
+            results.extend(errors.into_iter().map(|e| IngestResult {
+                index: Some(e.index),
+                id: None,
+                seq: None,
+                leaf_hash: None,
+                error: Some(e),
+            }));
+            results.sort_by_key(|r| r.index);
+            (StatusCode::OK, results)
+        }
+    };
+    let body = IngestResponse {
+        events,
+        tree_size: outcome.checkpoint.tree_size,
+        checkpoint: outcome.checkpoint.note.clone(),
+    };
+    raw_json(
+        status,
+        serde_json::to_vec(&body).expect("serialising plain structs cannot fail"),
+    )
+}

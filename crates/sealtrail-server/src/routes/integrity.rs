@@ -1,0 +1,144 @@
+//! The log's evidence: the latest signed checkpoint, consistency proofs between tree
+//! sizes, and the public key that checks the signatures.
+
+use axum::Json;
+use axum::extract::State;
+use base64::Engine as _;
+use sealtrail_core::time_format::format_micros;
+use sealtrail_core::{FieldError, Scope};
+use sealtrail_store::CheckpointRow;
+
+use super::{Params, blocking};
+use crate::api::{CheckpointView, ConsistencyProof, PublicKey};
+use crate::auth::Auth;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Scopes that may read the log's evidence: it names no tenant's data, and producers keep
+/// checkpoints too.
+const EVIDENCE_SCOPES: [Scope; 2] = [Scope::Read, Scope::Ingest];
+
+pub(crate) fn checkpoint_view(origin: &str, row: &CheckpointRow) -> CheckpointView {
+    CheckpointView {
+        origin: origin.to_owned(),
+        tree_size: row.tree_size,
+        root_hash: hex::encode(row.root),
+        signed_at: format_micros(row.created_at),
+        note: row.note.clone(),
+    }
+}
+
+/// The latest signed checkpoint.
+#[utoipa::path(
+    get,
+    path = "/v1/checkpoint",
+    tag = "integrity",
+    responses(
+        (status = 200, description = "The latest signed checkpoint", body = CheckpointView),
+        (status = 401, description = "No or unknown API key", body = crate::error::ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn checkpoint(
+    State(state): State<AppState>,
+    auth: Auth,
+) -> Result<Json<CheckpointView>, ApiError> {
+    auth.require_any(&EVIDENCE_SCOPES)?;
+    let reader = state.reader.clone();
+    let row = blocking(move || {
+        reader
+            .latest_checkpoint()?
+            .ok_or_else(|| ApiError::internal("the log has no checkpoint"))
+    })
+    .await?;
+    Ok(Json(checkpoint_view(state.verifier.origin(), &row)))
+}
+
+/// An RFC 9162 consistency proof between two tree sizes.
+#[utoipa::path(
+    get,
+    path = "/v1/proofs/consistency",
+    tag = "integrity",
+    params(
+        ("from" = u64, Query, description = "The older tree size (≥ 1)"),
+        ("to" = u64, Query, description = "The newer tree size (≤ the current size)"),
+    ),
+    responses(
+        (status = 200, description = "The proof", body = ConsistencyProof),
+        (status = 400, description = "Sizes out of range", body = crate::error::ErrorBody),
+        (status = 401, description = "No or unknown API key", body = crate::error::ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn consistency_proof(
+    State(state): State<AppState>,
+    auth: Auth,
+    params: Params,
+) -> Result<Json<ConsistencyProof>, ApiError> {
+    auth.require_any(&EVIDENCE_SCOPES)?;
+    let (mut from, mut to) = (None, None);
+    for (key, value) in params.pairs() {
+        let parsed = || {
+            value.parse::<u64>().map_err(|_| {
+                ApiError::invalid_parameter(FieldError::new(
+                    key,
+                    format!("{value:?} is not a tree size"),
+                ))
+            })
+        };
+        match key {
+            "from" => from = Some(parsed()?),
+            "to" => to = Some(parsed()?),
+            other => {
+                return Err(ApiError::invalid_parameter(FieldError::new(
+                    other,
+                    "unknown parameter; known are from, to",
+                )));
+            }
+        }
+    }
+    let from =
+        from.ok_or_else(|| ApiError::invalid_parameter(FieldError::new("from", "required")))?;
+    let to = to.ok_or_else(|| ApiError::invalid_parameter(FieldError::new("to", "required")))?;
+    let reader = state.reader.clone();
+    let started = std::time::Instant::now();
+    let hashes = blocking(move || {
+        reader.consistency_proof(from, to).map_err(|e| match e {
+            sealtrail_store::StoreError::Invalid(reason) => {
+                ApiError::invalid_parameter(FieldError::new("from", reason))
+            }
+            other => ApiError::from(other),
+        })
+    })
+    .await?;
+    state.metrics.read("proof", started.elapsed().as_secs_f64());
+    Ok(Json(ConsistencyProof {
+        from,
+        to,
+        hashes: hashes.iter().map(hex::encode).collect(),
+    }))
+}
+
+/// The public key checkpoints are signed with.
+#[utoipa::path(
+    get,
+    path = "/v1/public-key",
+    tag = "integrity",
+    responses(
+        (status = 200, description = "The log's public key", body = PublicKey),
+        (status = 401, description = "No or unknown API key", body = crate::error::ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn public_key(
+    State(state): State<AppState>,
+    auth: Auth,
+) -> Result<Json<PublicKey>, ApiError> {
+    auth.require_any(&[Scope::Read, Scope::Ingest])?;
+    Ok(Json(PublicKey {
+        origin: state.verifier.origin().to_owned(),
+        algorithm: "ed25519".into(),
+        public_key: base64::engine::general_purpose::STANDARD.encode(state.verifier.public_key()),
+        vkey: state.verifier.vkey(),
+    }))
+}

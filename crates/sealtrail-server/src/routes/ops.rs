@@ -1,0 +1,69 @@
+//! Operations: liveness, readiness, metrics and the OpenAPI document.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use utoipa::OpenApi as _;
+
+use crate::api::Readiness;
+use crate::openapi::ApiDoc;
+use crate::state::AppState;
+
+/// Liveness: the process answers.
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Readiness: the sequencer takes writes and the store answers reads.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "Not ready", body = Readiness),
+    )
+)]
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
+    let tree_size = state.sequencer.tree_size();
+    let readable = state.reader.storage_bytes().is_ok();
+    let ready = state.sequencer.is_healthy() && readable;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let lag = tree_size.saturating_sub(state.indexer.indexed_through());
+    (
+        status,
+        Json(Readiness {
+            ready,
+            tree_size,
+            index_lag_events: lag,
+        }),
+    )
+}
+
+/// Prometheus metrics.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let tree_size = state.sequencer.tree_size();
+    let m = &state.metrics;
+    m.tree_size.set(tree_size as i64);
+    m.index_lag_events
+        .set(tree_size.saturating_sub(state.indexer.indexed_through()) as i64);
+    if let Ok(bytes) = state.reader.storage_bytes() {
+        m.store_bytes.set(bytes as i64);
+    }
+    let mut response = m.encode().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
+/// The OpenAPI document, generated from the handlers and types.
+pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

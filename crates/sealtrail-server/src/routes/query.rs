@@ -1,0 +1,202 @@
+//! Reads: `GET /v1/events`, `GET /v1/events/{id}`, `GET /v1/stats`.
+
+use std::time::Instant;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use sealtrail_core::query::{PageRequest, StatsRequest};
+use sealtrail_core::time_format::format_micros;
+use sealtrail_core::{FieldError, Scope};
+use uuid::Uuid;
+
+use super::{Params, blocking, raw_json};
+use crate::api::{InclusionProof, StatsResponse, StatsRow};
+use crate::auth::Auth;
+use crate::error::ApiError;
+use crate::routes::integrity::checkpoint_view;
+use crate::state::AppState;
+
+/// Query events.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "events",
+    params(
+        ("tenant_id" = Option<String>, Query, description = "Only this tenant (a tenant-bound key sees only its own)"),
+        ("severity" = Option<String>, Query, description = "Comma list of info, warning, critical"),
+        ("action" = Option<String>, Query, description = "Exact action, or a prefix ending in * (guest.*)"),
+        ("user_id" = Option<String>, Query, description = "Acting user"),
+        ("resource_type" = Option<String>, Query, description = "Resource type"),
+        ("resource_id" = Option<String>, Query, description = "Resource id"),
+        ("from" = Option<String>, Query, description = "occurred_at ≥ from (RFC 3339)"),
+        ("to" = Option<String>, Query, description = "occurred_at < to (RFC 3339)"),
+        ("order" = Option<String>, Query, description = "desc (newest first, default) or asc"),
+        ("limit" = Option<u32>, Query, description = "1 to 1000, default 100"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of events", body = crate::api::EventPage),
+        (status = 400, description = "A parameter is invalid", body = crate::error::ErrorBody),
+        (status = 401, description = "No or unknown API key", body = crate::error::ErrorBody),
+        (status = 403, description = "Key lacks the read scope, or asks for another tenant", body = crate::error::ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn list_events(
+    State(state): State<AppState>,
+    auth: Auth,
+    params: Params,
+) -> Result<Response, ApiError> {
+    auth.require(Scope::Read)?;
+    let mut request =
+        PageRequest::from_params(params.pairs()).map_err(ApiError::invalid_parameter)?;
+    request.filter.tenant_id = auth.confine_tenant(request.filter.tenant_id.take())?;
+    let started = Instant::now();
+    let reader = state.reader.clone();
+    let order = request.order;
+    let page = blocking(move || Ok(reader.query(&request)?)).await?;
+    state
+        .metrics
+        .read("events", started.elapsed().as_secs_f64());
+
+    let mut body = Vec::with_capacity(
+        page.events
+            .iter()
+            .map(|e| e.record.len() + 100)
+            .sum::<usize>()
+            + 64,
+    );
+    body.extend_from_slice(b"{\"events\":[");
+    for (i, event) in page.events.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(&event.to_api_json());
+    }
+    body.extend_from_slice(b"],\"next_cursor\":");
+    let next = page.next.map(|c| c.encode(order));
+    body.extend_from_slice(&serde_json::to_vec(&next).expect("an optional string serialises"));
+    body.push(b'}');
+    Ok(raw_json(StatusCode::OK, body))
+}
+
+/// One event with its inclusion proof against the latest signed checkpoint.
+#[utoipa::path(
+    get,
+    path = "/v1/events/{id}",
+    tag = "events",
+    params(("id" = String, Path, description = "Event id (UUID)")),
+    responses(
+        (status = 200, description = "The event and its proof", body = crate::api::EventWithProof),
+        (status = 400, description = "Not a UUID", body = crate::error::ErrorBody),
+        (status = 401, description = "No or unknown API key", body = crate::error::ErrorBody),
+        (status = 403, description = "Key lacks the read scope", body = crate::error::ErrorBody),
+        (status = 404, description = "No such event (or not the key's tenant)", body = crate::error::ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn get_event(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    auth.require(Scope::Read)?;
+    let id = Uuid::try_parse(&id).map_err(|_| {
+        ApiError::invalid_parameter(FieldError::new("id", format!("{id:?} is not a UUID")))
+    })?;
+    let started = Instant::now();
+    let reader = state.reader.clone();
+    let grant = auth.0.clone();
+    let found = blocking(move || {
+        let Some(event) = reader.get(&id)? else {
+            return Ok(None);
+        };
+        // A tenant-bound key must not learn that another tenant's event exists.
+        if !grant.may_see(&event.tenant_id) {
+            return Ok(None);
+        }
+        let checkpoint = reader
+            .latest_checkpoint()?
+            .ok_or_else(|| ApiError::internal("the log has no checkpoint"))?;
+        debug_assert!(
+            event.seq <= checkpoint.tree_size,
+            "every commit is signed with its events"
+        );
+        let hashes = reader.inclusion_proof(event.seq - 1, checkpoint.tree_size)?;
+        Ok(Some((event, checkpoint, hashes)))
+    })
+    .await?;
+    state.metrics.read("event", started.elapsed().as_secs_f64());
+    let Some((event, checkpoint, hashes)) = found else {
+        return Err(ApiError::not_found(format!("no event {id}")));
+    };
+    let proof = InclusionProof {
+        leaf_index: event.seq - 1,
+        tree_size: checkpoint.tree_size,
+        hashes: hashes.iter().map(hex::encode).collect(),
+    };
+    let mut body = b"{\"event\":".to_vec();
+    body.extend_from_slice(&event.to_api_json());
+    body.extend_from_slice(b",\"proof\":");
+    body.extend_from_slice(&serde_json::to_vec(&proof).expect("plain struct"));
+    body.extend_from_slice(b",\"checkpoint\":");
+    let view = checkpoint_view(state.verifier.origin(), &checkpoint);
+    body.extend_from_slice(&serde_json::to_vec(&view).expect("plain struct"));
+    body.push(b'}');
+    Ok(raw_json(StatusCode::OK, body))
+}
+
+/// Counts of events by severity, action or resource type, optionally per hour or day.
+#[utoipa::path(
+    get,
+    path = "/v1/stats",
+    tag = "events",
+    params(
+        ("group_by" = Option<String>, Query, description = "severity (default), action or resource_type"),
+        ("interval" = Option<String>, Query, description = "hour or day buckets"),
+        ("tenant_id" = Option<String>, Query, description = "Only this tenant"),
+        ("severity" = Option<String>, Query, description = "Comma list of severities"),
+        ("action" = Option<String>, Query, description = "Exact action or prefix.*"),
+        ("user_id" = Option<String>, Query, description = "Acting user"),
+        ("resource_type" = Option<String>, Query, description = "Resource type"),
+        ("resource_id" = Option<String>, Query, description = "Resource id"),
+        ("from" = Option<String>, Query, description = "occurred_at ≥ from (RFC 3339)"),
+        ("to" = Option<String>, Query, description = "occurred_at < to (RFC 3339)"),
+    ),
+    responses(
+        (status = 200, description = "Counts", body = StatsResponse),
+        (status = 400, description = "A parameter is invalid", body = crate::error::ErrorBody),
+        (status = 401, description = "No or unknown API key", body = crate::error::ErrorBody),
+        (status = 403, description = "Key lacks the read scope, or asks for another tenant", body = crate::error::ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn stats(
+    State(state): State<AppState>,
+    auth: Auth,
+    params: Params,
+) -> Result<axum::Json<StatsResponse>, ApiError> {
+    auth.require(Scope::Read)?;
+    let mut request =
+        StatsRequest::from_params(params.pairs()).map_err(ApiError::invalid_parameter)?;
+    request.filter.tenant_id = auth.confine_tenant(request.filter.tenant_id.take())?;
+    let (group_by, interval) = (request.group_by, request.interval);
+    let started = Instant::now();
+    let reader = state.reader.clone();
+    let rows = blocking(move || Ok(reader.stats(&request)?)).await?;
+    state.metrics.read("stats", started.elapsed().as_secs_f64());
+    Ok(axum::Json(StatsResponse {
+        group_by: group_by.as_str().to_owned(),
+        interval: interval.map(|i| i.as_str().to_owned()),
+        total: rows.iter().map(|r| r.count).sum(),
+        rows: rows
+            .into_iter()
+            .map(|r| StatsRow {
+                bucket: r.bucket.map(format_micros),
+                key: r.key,
+                count: r.count,
+            })
+            .collect(),
+    }))
+}

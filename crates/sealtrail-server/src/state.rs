@@ -1,0 +1,46 @@
+//! What every handler can reach: the sequencer, the reader, the keys, the limits.
+
+use std::sync::Arc;
+
+use sealtrail_core::CheckpointVerifier;
+use sealtrail_store::sqlite::IndexProgress;
+use sealtrail_store::{ApiKeyStore, LogReader, SequencerHandle};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+
+/// Shared state, cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+/// The parts of [`AppState`].
+pub struct Inner {
+    /// Appends go here.
+    pub sequencer: SequencerHandle,
+    /// Reads go here.
+    pub reader: Arc<dyn LogReader>,
+    /// API keys.
+    pub keys: Arc<ApiKeyStore>,
+    /// The log's public key and origin.
+    pub verifier: CheckpointVerifier,
+    /// The validated configuration.
+    pub config: Config,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// How far the query indexer has got (for its lag).
+    pub indexer: IndexProgress,
+}
+
+impl AppState {
+    /// Wraps the parts.
+    pub fn new(inner: Inner) -> Self {
+        Self(Arc::new(inner))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
