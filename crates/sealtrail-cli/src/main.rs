@@ -1,1 +1,108 @@
-fn main() {}
+//! `sealtrail`: a thin command-line layer over the Sealtrail libraries.
+
+mod demo;
+mod ingest;
+mod keys;
+mod query;
+mod serve;
+mod verify;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// A tamper-evident audit log.
+#[derive(Parser)]
+#[command(name = "sealtrail", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server on the embedded store.
+    Serve(serve::ServeArgs),
+    /// Create, list and revoke API keys (works while the server runs).
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
+    /// Recompute the log from its records and check every hash and signature.
+    Verify(verify::VerifyArgs),
+    /// Send NDJSON events from a file or stdin to a server.
+    Ingest(ingest::IngestArgs),
+    /// Query events on a server.
+    Query(query::QueryArgs),
+    /// Fill a server with realistic wedding-planning audit events.
+    Demo(demo::DemoArgs),
+}
+
+/// Where the data directory is.
+#[derive(Args, Clone, Debug)]
+pub struct DataDirArg {
+    /// The server's data directory.
+    #[arg(long, env = "SEALTRAIL_DATA_DIR", default_value = "./sealtrail-data")]
+    pub data_dir: PathBuf,
+}
+
+/// Which server to talk to, and with which key.
+#[derive(Args, Clone, Debug)]
+pub struct ServerArgs {
+    /// Server URL.
+    #[arg(long, env = "SEALTRAIL_URL", default_value = "http://127.0.0.1:7700")]
+    pub url: String,
+    /// API key (see `sealtrail keys create`).
+    #[arg(long, env = "SEALTRAIL_KEY", hide_env_values = true)]
+    pub key: String,
+}
+
+impl ServerArgs {
+    fn client(&self) -> anyhow::Result<sealtrail_client::Client> {
+        Ok(sealtrail_client::Client::new(&self.url, &self.key)?)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Command::Serve(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SEALTRAIL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Keys { command } => keys::run(command),
+            Command::Verify(args) => verify::run(args),
+            Command::Ingest(args) => ingest::run(args).await,
+            Command::Query(args) => query::run(args).await,
+            Command::Demo(args) => demo::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

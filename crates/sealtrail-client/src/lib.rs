@@ -1,1 +1,288 @@
+//! A Rust client for Sealtrail.
+//!
+//! Ingest is safe to retry: events without an `id` get a UUIDv7 before the first attempt,
+//! so a retry after a lost answer is recognised by the server and stores nothing twice.
+//! Transient failures (connection errors, 429, 502–504) are retried with exponential
+//! backoff, honouring `Retry-After`.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), sealtrail_client::ClientError> {
+//! let client = sealtrail_client::Client::new("http://127.0.0.1:7700", "st_...")?;
+//! let receipt = client
+//!     .ingest(vec![serde_json::json!({
+//!         "action": "guest.dietary_restriction.updated",
+//!         "resource_type": "guest",
+//!         "resource_id": "4711",
+//!         "user_id": "coordinator-17",
+//!         "reason": "Guest called: now vegan",
+//!     })])
+//!     .await?;
+//! println!("stored at seq {:?}", receipt.events[0].seq);
+//! # Ok(()) }
+//! ```
 
+#![deny(missing_docs)]
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use sealtrail_core::api::{
+    CheckpointView, ConsistencyProof, ErrorBody, EventPage, EventWithProof, IngestResponse,
+    StatsResponse,
+};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// Attempts per request, the first included.
+const MAX_ATTEMPTS: u32 = 6;
+/// First retry delay; doubled per attempt.
+const RETRY_BASE_DELAY: Duration = Duration::from_millis(100);
+/// Longest wait between attempts, whatever `Retry-After` says.
+const RETRY_MAX_DELAY: Duration = Duration::from_secs(10);
+/// Per-request timeout.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What can go wrong talking to Sealtrail.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server URL is not usable.
+    #[error("invalid server URL {0:?}")]
+    InvalidUrl(String),
+    /// The server could not be reached (after retries).
+    #[error("cannot reach {url}: {source}")]
+    Transport {
+        /// The URL.
+        url: String,
+        /// Why.
+        source: reqwest::Error,
+    },
+    /// The server refused the request.
+    #[error("{status}: {}", body.message)]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The server's error.
+        body: Box<ErrorBody>,
+    },
+    /// The server answered something this client does not understand.
+    #[error("unexpected answer from {url}: {reason}")]
+    Decode {
+        /// The URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A Sealtrail server and the API key to use with it.
+#[derive(Clone, Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    key: String,
+}
+
+impl Client {
+    /// A client for the server at `base_url` (e.g. `http://127.0.0.1:7700`).
+    pub fn new(base_url: &str, key: &str) -> Result<Self, ClientError> {
+        let base = base_url.trim_end_matches('/').to_owned();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(ClientError::InvalidUrl(base_url.to_owned()));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .map_err(|source| ClientError::Transport {
+                url: base.clone(),
+                source,
+            })?;
+        Ok(Self {
+            http,
+            base,
+            key: key.to_owned(),
+        })
+    }
+
+    /// Appends events (all or none) and returns where they landed. Events without an `id`
+    /// are given one first, so retries are idempotent.
+    pub async fn ingest(&self, mut events: Vec<Value>) -> Result<IngestResponse, ClientError> {
+        for event in &mut events {
+            assign_id(event);
+        }
+        let body = serde_json::to_vec(&serde_json::json!({ "events": events }))
+            .expect("JSON values serialise");
+        self.send_body("/v1/events", "application/json", body).await
+    }
+
+    /// Appends NDJSON lines as they are (give them ids for idempotent retries; see
+    /// [`with_id`]).
+    pub async fn ingest_ndjson(&self, body: Vec<u8>) -> Result<IngestResponse, ClientError> {
+        self.send_body("/v1/events", "application/x-ndjson", body)
+            .await
+    }
+
+    /// One page of events; `params` are the query parameters of `GET /v1/events`.
+    pub async fn query(&self, params: &[(String, String)]) -> Result<EventPage, ClientError> {
+        self.get("/v1/events", params).await
+    }
+
+    /// One event with its inclusion proof.
+    pub async fn event(&self, id: &str) -> Result<EventWithProof, ClientError> {
+        self.get(&format!("/v1/events/{id}"), &[]).await
+    }
+
+    /// Counts; `params` are those of `GET /v1/stats`.
+    pub async fn stats(&self, params: &[(String, String)]) -> Result<StatsResponse, ClientError> {
+        self.get("/v1/stats", params).await
+    }
+
+    /// The latest signed checkpoint.
+    pub async fn checkpoint(&self) -> Result<CheckpointView, ClientError> {
+        self.get("/v1/checkpoint", &[]).await
+    }
+
+    /// A consistency proof between two tree sizes.
+    pub async fn consistency(&self, from: u64, to: u64) -> Result<ConsistencyProof, ClientError> {
+        self.get(
+            "/v1/proofs/consistency",
+            &[
+                ("from".into(), from.to_string()),
+                ("to".into(), to.to_string()),
+            ],
+        )
+        .await
+    }
+
+    async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        params: &[(String, String)],
+    ) -> Result<T, ClientError> {
+        let url = format!("{}{path}", self.base);
+        self.with_retries(&url, || {
+            self.http.get(&url).query(params).bearer_auth(&self.key)
+        })
+        .await
+    }
+
+    async fn send_body<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<T, ClientError> {
+        let url = format!("{}{path}", self.base);
+        self.with_retries(&url, || {
+            self.http
+                .post(&url)
+                .bearer_auth(&self.key)
+                .header(reqwest::header::CONTENT_TYPE, content_type)
+                .body(body.clone())
+        })
+        .await
+    }
+
+    async fn with_retries<T: DeserializeOwned>(
+        &self,
+        url: &str,
+        request: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let last = attempt >= MAX_ATTEMPTS;
+            let backoff = RETRY_BASE_DELAY * 2u32.pow(attempt - 1);
+            match request().send().await {
+                Err(source)
+                    if !last
+                        && (source.is_connect() || source.is_timeout() || source.is_request()) =>
+                {
+                    tokio::time::sleep(backoff.min(RETRY_MAX_DELAY)).await;
+                }
+                Err(source) => {
+                    return Err(ClientError::Transport {
+                        url: url.to_owned(),
+                        source,
+                    });
+                }
+                Ok(response) => {
+                    let status = response.status();
+                    if !last && is_transient(status) {
+                        let wait = retry_after(&response).unwrap_or(backoff);
+                        tokio::time::sleep(wait.min(RETRY_MAX_DELAY)).await;
+                        continue;
+                    }
+                    let bytes =
+                        response
+                            .bytes()
+                            .await
+                            .map_err(|source| ClientError::Transport {
+                                url: url.to_owned(),
+                                source,
+                            })?;
+                    if status.is_success() {
+                        return serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+                            url: url.to_owned(),
+                            reason: e.to_string(),
+                        });
+                    }
+                    let body =
+                        serde_json::from_slice::<ErrorBody>(&bytes).unwrap_or_else(|_| ErrorBody {
+                            code: "http_error".into(),
+                            message: String::from_utf8_lossy(&bytes).into_owned(),
+                            field: None,
+                            reason: None,
+                            errors: Vec::new(),
+                        });
+                    return Err(ClientError::Api {
+                        status: status.as_u16(),
+                        body: Box::new(body),
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn is_transient(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS
+            | StatusCode::BAD_GATEWAY
+            | StatusCode::SERVICE_UNAVAILABLE
+            | StatusCode::GATEWAY_TIMEOUT
+            | StatusCode::REQUEST_TIMEOUT
+    )
+}
+
+fn retry_after(response: &reqwest::Response) -> Option<Duration> {
+    let secs: u64 = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(secs))
+}
+
+/// Gives an event object a fresh UUIDv7 `id` if it has none.
+pub fn assign_id(event: &mut Value) {
+    if let Value::Object(map) = event
+        && map.get("id").is_none_or(Value::is_null)
+    {
+        map.insert("id".into(), Value::String(uuid::Uuid::now_v7().to_string()));
+    }
+}
+
+/// One NDJSON line with an `id` added if it had none; lines that are not JSON objects are
+/// returned unchanged for the server to judge.
+pub fn with_id(line: &[u8]) -> Vec<u8> {
+    match serde_json::from_slice::<Value>(line) {
+        Ok(mut value @ Value::Object(_)) => {
+            assign_id(&mut value);
+            serde_json::to_vec(&value).expect("JSON values serialise")
+        }
+        _ => line.to_vec(),
+    }
+}

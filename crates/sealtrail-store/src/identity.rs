@@ -36,6 +36,23 @@ pub fn load_or_create_signing_key(data_dir: &Path) -> Result<[u8; 32], StoreErro
     }
 }
 
+/// Reads the signing key seed; never creates one (for tools that only inspect a log).
+pub fn read_signing_key(data_dir: &Path) -> Result<[u8; 32], StoreError> {
+    let path = data_dir.join(SIGNING_KEY_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        StoreError::io(
+            format!("reading the log's signing key {}", path.display()),
+            e,
+        )
+    })?;
+    parse_seed(text.trim()).ok_or_else(|| {
+        StoreError::Invalid(format!(
+            "{} does not hold a 64-hex-digit Ed25519 seed",
+            path.display()
+        ))
+    })
+}
+
 fn parse_seed(text: &str) -> Option<[u8; 32]> {
     hex::decode(text).ok()?.try_into().ok()
 }

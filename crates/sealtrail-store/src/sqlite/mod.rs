@@ -86,6 +86,30 @@ pub fn open_log(
     Ok((SqliteBackend::new(conn)?, signer))
 }
 
+/// The verifier of an existing log's checkpoints, from its stored origin and the signing
+/// key in `data_dir`. Creates nothing. (Pin the public key instead where the data
+/// directory itself is not trusted.)
+pub fn log_verifier(data_dir: &Path) -> Result<sealtrail_core::CheckpointVerifier, StoreError> {
+    let path = log_db_path(data_dir);
+    if !path.exists() {
+        return Err(StoreError::Invalid(format!(
+            "no Sealtrail log at {}",
+            data_dir.display()
+        )));
+    }
+    let conn = open_connection(&path, true)?;
+    let origin: String = conn
+        .query_row("SELECT value FROM meta WHERE key = 'origin'", [], |r| {
+            r.get(0)
+        })
+        .optional()?
+        .ok_or_else(|| StoreError::Integrity("the log has no origin in its meta table".into()))?;
+    let seed = identity::read_signing_key(data_dir)?;
+    let signer =
+        CheckpointSigner::new(&origin, &seed).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    Ok(signer.verifier().clone())
+}
+
 /// Opens a connection with the log's pragmas. Readers get a larger mmap and no writes.
 pub(crate) fn open_connection(path: &Path, read_only: bool) -> Result<Connection, StoreError> {
     let flags = if read_only {

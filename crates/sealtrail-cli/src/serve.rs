@@ -1,0 +1,66 @@
+//! `sealtrail serve`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Args;
+use sealtrail_server::Config;
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// TOML configuration file (environment variables SEALTRAIL_* override it).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data directory of the embedded store [default: ./sealtrail-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:7700].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let mut config = Config::load(args.config.as_deref(), std::env::vars())?;
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    let data_dir = config.data_dir.clone();
+    let server = sealtrail_server::start(config)
+        .await
+        .with_context(|| format!("cannot start on {}", data_dir.display()))?;
+    println!(
+        "sealtrail listening on http://{} (embedded store in {})",
+        server.local_addr(),
+        data_dir.display()
+    );
+    server.run_until(shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    tracing::info!("shutting down: finishing requests in flight");
+}
