@@ -157,13 +157,16 @@ impl Config {
                 }
             })?;
         }
+        // Through text again, so a type error points at the key's line.
+        let merged = toml::to_string(&table).map_err(|e| ConfigError::Invalid {
+            origin: origin.clone(),
+            message: e.to_string(),
+        })?;
         let config: Config =
-            toml::Value::Table(table)
-                .try_into()
-                .map_err(|e: toml::de::Error| ConfigError::Invalid {
-                    origin,
-                    message: e.message().to_owned(),
-                })?;
+            toml::from_str(&merged).map_err(|e: toml::de::Error| ConfigError::Invalid {
+                origin,
+                message: e.to_string(),
+            })?;
         config.validate()?;
         Ok(config)
     }

@@ -147,6 +147,7 @@ async fn ingest_inner(
         ));
     }
 
+    refuse_other_tenants(&auth, &items, batch)?;
     let scope = auth.0.tenant_scope();
     let limits = state.config.limits.event.clone();
     let received_at = now_micros();
@@ -202,6 +203,39 @@ async fn ingest_inner(
     state.metrics.ingest_events.inc_by(new_events as u64);
     tracing::debug!(events = outcome.receipts.len(), new_events, "ingested");
     Ok(respond(outcome, partial.then_some((positions, errors))))
+}
+
+/// Writing another tenant is an authorisation failure (403), not a malformed event; the
+/// check is repeated in validation, which never lets such an event through either.
+fn refuse_other_tenants(
+    auth: &Auth,
+    items: &[Result<Value, FieldError>],
+    batch: bool,
+) -> Result<(), ApiError> {
+    let Some(bound) = &auth.0.tenant_id else {
+        return Ok(());
+    };
+    for (index, item) in items.iter().enumerate() {
+        let Ok(Value::Object(event)) = item else {
+            continue;
+        };
+        if let Some(Value::String(tenant)) = event.get("tenant_id")
+            && tenant != bound
+        {
+            let field = if batch {
+                format!("events[{index}].tenant_id")
+            } else {
+                "tenant_id".into()
+            };
+            return Err(ApiError::forbidden_field(
+                &field,
+                format!(
+                    "this API key is bound to tenant {bound:?} and cannot write tenant {tenant:?}"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 type Checked = Vec<Result<PreparedEvent, FieldError>>;
