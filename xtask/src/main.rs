@@ -1,1 +1,53 @@
-fn main() {}
+//! Project automation in Rust rather than shell: `cargo xtask test` runs every check CI
+//! runs; `cargo xtask bench` measures the service against baselines in the same run.
+
+mod bench;
+mod test;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Formatting, lints and every test (what CI runs).
+    Test,
+    /// Benchmarks with baselines measured in the same run (builds in release).
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Task::Test => test::run(),
+        Task::Bench(args) => bench::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_owned()
+}
+
+/// Runs a command in the workspace root, echoing it, failing on a non-zero exit.
+pub fn run_step(program: &str, args: &[&str]) -> anyhow::Result<()> {
+    eprintln!("xtask: $ {program} {}", args.join(" "));
+    let status = Command::new(program).args(args).current_dir(root()).status()?;
+    anyhow::ensure!(status.success(), "`{program} {}` failed ({status})", args.join(" "));
+    Ok(())
+}

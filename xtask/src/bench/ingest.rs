@@ -1,0 +1,272 @@
+//! Ingest: durable batched throughput over HTTP, single-event ack latency, and the two
+//! baselines on the same schema — one INSERT-and-commit per event (the naive design) and
+//! the store's own batched append without HTTP (the ceiling).
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use rusqlite::params;
+use sealtrail_core::time_format::now_micros;
+use sealtrail_core::{EventLimits, PreparedEvent, TenantScope, prepare_event_value};
+use sealtrail_store::sqlite::{log_db_path, open_log};
+use sealtrail_store::{Sequencer, SequencerConfig};
+use serde_json::{Value, json};
+
+use super::data::EventSource;
+use super::server::{Server, cpu_seconds, create_key};
+use super::stats::{Latency, ms};
+use super::BenchArgs;
+
+/// Concurrent clients in the batched runs (the issue's setup).
+const CLIENTS: usize = 8;
+/// Events per batch.
+const BATCH: usize = 100;
+
+pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut out = String::from("## Ingest (embedded store)\n\n");
+
+    eprintln!("bench: naive baseline (one INSERT + COMMIT per event)");
+    let naive_1 = naive_inserts(1, 3_000)?;
+    let naive_8 = naive_inserts(CLIENTS, 3_000)?;
+    let naive = naive_1.max(naive_8);
+
+    eprintln!("bench: ceiling (sequencer without HTTP)");
+    let ceiling = ceiling(args.ingest_events.min(400_000))?;
+
+    eprintln!("bench: HTTP batched ingest, {} events", args.ingest_events);
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(dir.path())?;
+    let key = create_key(dir.path())?;
+    let (http_rate, cpu_per_event_us) = runtime.block_on(http_batched(&server, &key, args.ingest_events))?;
+    drop(server);
+
+    eprintln!("bench: single-event latency");
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(dir.path())?;
+    let key = create_key(dir.path())?;
+    let (low, concurrent, concurrent_rate) = runtime.block_on(single_events(&server, &key))?;
+    drop(server);
+
+    writeln!(out, "| measure | result | baseline in the same run | ratio | target |")?;
+    writeln!(out, "|---|---|---|---|---|")?;
+    writeln!(
+        out,
+        "| durable ingest over HTTP, batches of {BATCH}, {CLIENTS} clients | **{http_rate:.0} events/s** | naive INSERT+COMMIT per event: {naive:.0} events/s (1 connection {naive_1:.0}, {CLIENTS} connections {naive_8:.0}) | {:.1}× | ≥ 100,000/s, ≥ 25× |",
+        http_rate / naive
+    )?;
+    writeln!(
+        out,
+        "| the same, against the store's batched append without HTTP | {http_rate:.0} events/s | ceiling: {ceiling:.0} events/s | {:.0}% | ≥ 50% |",
+        100.0 * http_rate / ceiling
+    )?;
+    writeln!(out, "| server CPU per ingested event (HTTP run) | {cpu_per_event_us:.1} µs | | | |")?;
+    writeln!(
+        out,
+        "| single-event ack latency, 1 client | p50 {} / p99 {} / max {} | | | p99 ≤ 5 ms |",
+        ms(low.p50),
+        ms(low.p99),
+        ms(low.max)
+    )?;
+    writeln!(
+        out,
+        "| single-event ack latency, 64 concurrent clients | p50 {} / p99 {} / max {} ({concurrent_rate:.0} events/s) | | | |",
+        ms(concurrent.p50),
+        ms(concurrent.p99),
+        ms(concurrent.max)
+    )?;
+    out.push('\n');
+    Ok(out)
+}
+
+fn prepared(source: &mut EventSource, count: usize) -> Vec<PreparedEvent> {
+    let now = now_micros();
+    let limits = EventLimits::default();
+    (0..count)
+        .map(|i| {
+            let event = source.event(now - (count - i) as i64 * 1000);
+            prepare_event_value(event, &TenantScope::Any, now, &limits).expect("benchmark events are valid")
+        })
+        .collect()
+}
+
+/// One INSERT per event in autocommit mode (each an fsync'd transaction), on the log's
+/// schema and pragmas, from `connections` threads: what producers writing audit rows
+/// straight into their database do.
+fn naive_inserts(connections: usize, total: usize) -> anyhow::Result<f64> {
+    let dir = tempfile::tempdir()?;
+    drop(open_log(dir.path(), Some("bench/naive"))?);
+    let mut source = EventSource::new(7);
+    let events = prepared(&mut source, total);
+    let next = Arc::new(AtomicUsize::new(0));
+    let events = Arc::new(events);
+    let started = Instant::now();
+    let threads: Vec<_> = (0..connections)
+        .map(|_| {
+            let (events, next, path) = (events.clone(), next.clone(), log_db_path(dir.path()));
+            std::thread::spawn(move || -> anyhow::Result<()> {
+                let conn = rusqlite::Connection::open(path)?;
+                conn.busy_timeout(Duration::from_secs(30))?;
+                conn.pragma_update(None, "journal_mode", "WAL")?;
+                conn.pragma_update(None, "synchronous", "FULL")?;
+                let mut stmt = conn.prepare(
+                    "INSERT INTO events (seq, id, tenant_id, occurred_at, received_at, severity, action,
+                                         user_id, resource_type, resource_id, content_hash, leaf_hash, record)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                )?;
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(e) = events.get(i) else { return Ok(()) };
+                    let seq = i as u64 + 1;
+                    let record = e.record(seq);
+                    let leaf = sealtrail_core::merkle::leaf_hash(&record);
+                    stmt.execute(params![
+                        seq as i64,
+                        e.id.as_bytes(),
+                        e.tenant_id,
+                        e.occurred_at,
+                        e.received_at,
+                        e.severity.code(),
+                        e.action,
+                        e.user_id,
+                        e.resource_type,
+                        e.resource_id,
+                        e.content_hash,
+                        leaf,
+                        record
+                    ])?;
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("naive insert thread")?;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The sequencer fed directly by 8 threads with batches of 100 already-validated events.
+fn ceiling(total: usize) -> anyhow::Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let (backend, signer) = open_log(dir.path(), Some("bench/ceiling"))?;
+    let (handle, thread) = Sequencer::spawn(backend, signer, SequencerConfig::default(), None)?;
+    let mut source = EventSource::new(11);
+    let batches: Vec<Vec<PreparedEvent>> =
+        prepared(&mut source, total).chunks(BATCH).map(<[PreparedEvent]>::to_vec).collect();
+    let per_client: Vec<Vec<Vec<PreparedEvent>>> = (0..CLIENTS)
+        .map(|c| batches.iter().skip(c).step_by(CLIENTS).cloned().collect())
+        .collect();
+    drop(batches);
+    let started = Instant::now();
+    let threads: Vec<_> = per_client
+        .into_iter()
+        .map(|mine| {
+            let handle = handle.clone();
+            std::thread::spawn(move || {
+                for batch in mine {
+                    handle.append_blocking(batch).expect("ceiling append");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("ceiling thread");
+    }
+    let rate = total as f64 / started.elapsed().as_secs_f64();
+    drop(handle);
+    thread.join().expect("sequencer thread");
+    Ok(rate)
+}
+
+async fn http_batched(server: &Server, key: &str, total: usize) -> anyhow::Result<(f64, f64)> {
+    let mut source = EventSource::new(3);
+    let now = now_micros();
+    let bodies: Vec<Vec<u8>> = (0..total / BATCH)
+        .map(|b| {
+            let events: Vec<Value> =
+                (0..BATCH).map(|i| source.event(now - ((total - b * BATCH - i) as i64) * 1000)).collect();
+            serde_json::to_vec(&json!({ "events": events })).expect("serialises")
+        })
+        .collect();
+    let bodies = Arc::new(bodies);
+    let next = Arc::new(AtomicUsize::new(0));
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/events", server.url);
+    let cpu_before = cpu_seconds(server.pid());
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..CLIENTS {
+        let (bodies, next, http, url, key) = (bodies.clone(), next.clone(), http.clone(), url.clone(), key.to_owned());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(body) = bodies.get(i) else { return Ok::<_, anyhow::Error>(()) };
+                let response = http
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await?;
+                anyhow::ensure!(response.status() == 201, "ingest answered {}", response.status());
+                response.bytes().await?;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let sent = bodies.len() * BATCH;
+    let cpu = cpu_seconds(server.pid()) - cpu_before;
+    Ok((sent as f64 / elapsed, cpu / sent as f64 * 1e6))
+}
+
+async fn single_events(server: &Server, key: &str) -> anyhow::Result<(Latency, Latency, f64)> {
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/events", server.url);
+    let mut source = EventSource::new(5);
+    let now = now_micros();
+    let bodies: Vec<Vec<u8>> = (0..2200).map(|i| serde_json::to_vec(&source.event(now - i)).expect("json")).collect();
+    let mut low = Vec::new();
+    for (i, body) in bodies.into_iter().enumerate() {
+        let started = Instant::now();
+        post(&http, &url, key, body).await?;
+        if i >= 200 {
+            low.push(started.elapsed());
+        }
+    }
+    let per_client = 150;
+    let mut tasks = Vec::new();
+    let started = Instant::now();
+    for c in 0..64u64 {
+        let bodies: Vec<Vec<u8>> =
+            (0..per_client).map(|i| serde_json::to_vec(&source.event(now - (c * 1000 + i) as i64)).expect("json")).collect();
+        let (http, url, key) = (http.clone(), url.clone(), key.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            for body in bodies {
+                let t = Instant::now();
+                post(&http, &url, &key, body).await?;
+                latencies.push(t.elapsed());
+            }
+            Ok::<_, anyhow::Error>(latencies)
+        }));
+    }
+    let mut concurrent = Vec::new();
+    for t in tasks {
+        concurrent.extend(t.await??);
+    }
+    let rate = concurrent.len() as f64 / started.elapsed().as_secs_f64();
+    Ok((Latency::of(low), Latency::of(concurrent), rate))
+}
+
+async fn post(http: &reqwest::Client, url: &str, key: &str, body: Vec<u8>) -> anyhow::Result<()> {
+    let response =
+        http.post(url).bearer_auth(key).header("content-type", "application/json").body(body).send().await?;
+    anyhow::ensure!(response.status() == 201, "ingest answered {}", response.status());
+    response.bytes().await?;
+    Ok(())
+}

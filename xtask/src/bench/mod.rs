@@ -1,0 +1,64 @@
+//! `cargo xtask bench`: end-to-end figures for the log, each next to a baseline measured in
+//! the same run on the same machine, printed as a Markdown report for BENCHMARKS.md.
+//!
+//! Client and server share the machine (loopback), as the issue that set the targets asks.
+//! Request bodies are serialised before the clock starts, so the client's share of the CPU
+//! is the HTTP exchange alone.
+
+mod data;
+mod ingest;
+mod machine;
+mod query;
+mod server;
+mod stats;
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::Command;
+
+use clap::Args;
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Events sent in the HTTP batched-ingest run.
+    #[arg(long, default_value_t = 400_000)]
+    pub ingest_events: usize,
+    /// Events in the store the query benchmark reads (kept in target/bench-data between
+    /// runs).
+    #[arg(long, default_value_t = 2_000_000)]
+    pub query_store_events: usize,
+    /// Only the ingest benchmarks.
+    #[arg(long)]
+    pub ingest_only: bool,
+    /// Only the query benchmarks.
+    #[arg(long)]
+    pub query_only: bool,
+    /// Write the report here as well as printing it.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if cfg!(debug_assertions) {
+        // The baselines run inside this process: measure them optimised.
+        crate::run_step("cargo", &["build", "--release", "-p", "sealtrail-cli", "-p", "xtask"])?;
+        let exe = crate::root().join("target/release/xtask");
+        let status = Command::new(exe).arg("bench").args(std::env::args().skip(2)).status()?;
+        anyhow::ensure!(status.success(), "the release benchmark failed");
+        return Ok(());
+    }
+    let mut report = String::new();
+    writeln!(report, "{}", machine::describe())?;
+    writeln!(report, "Command: `cargo xtask bench {}`\n", std::env::args().skip(2).collect::<Vec<_>>().join(" "))?;
+    if !args.query_only {
+        report.push_str(&ingest::run(&args)?);
+    }
+    if !args.ingest_only {
+        report.push_str(&query::run(&args)?);
+    }
+    println!("\n{report}");
+    if let Some(path) = &args.report {
+        std::fs::write(path, &report)?;
+    }
+    Ok(())
+}
