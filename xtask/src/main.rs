@@ -41,13 +41,23 @@ fn main() -> ExitCode {
 
 /// The workspace root.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_owned()
 }
 
 /// Runs a command in the workspace root, echoing it, failing on a non-zero exit.
 pub fn run_step(program: &str, args: &[&str]) -> anyhow::Result<()> {
     eprintln!("xtask: $ {program} {}", args.join(" "));
-    let status = Command::new(program).args(args).current_dir(root()).status()?;
-    anyhow::ensure!(status.success(), "`{program} {}` failed ({status})", args.join(" "));
+    let status = Command::new(program)
+        .args(args)
+        .current_dir(root())
+        .status()?;
+    anyhow::ensure!(
+        status.success(),
+        "`{program} {}` failed ({status})",
+        args.join(" ")
+    );
     Ok(())
 }

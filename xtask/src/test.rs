@@ -9,7 +9,17 @@ use crate::run_step;
 
 pub fn run() -> anyhow::Result<()> {
     run_step("cargo", &["fmt", "--all", "--", "--check"])?;
-    run_step("cargo", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    run_step(
+        "cargo",
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
     run_step("cargo", &["test", "--workspace", "--all-targets"])?;
     run_step("cargo", &["test", "--workspace", "--doc"])?;
     eprintln!("xtask: all checks passed");

@@ -9,7 +9,7 @@ use utoipa::{Modify, OpenApi};
     info(
         title = "Sealtrail",
         description = "A tamper-evident audit log: append events, query them, and prove what the log holds.",
-        license(name = "Apache-2.0"),
+        license(name = "MIT"),
     ),
     paths(
         crate::routes::ingest::ingest,

@@ -35,7 +35,9 @@ pub struct EventSource {
 
 impl EventSource {
     pub fn new(seed: u64) -> Self {
-        Self { rng: SmallRng::seed_from_u64(seed) }
+        Self {
+            rng: SmallRng::seed_from_u64(seed),
+        }
     }
 
     /// One event that occurred at `at` (UTC microseconds), with a producer id (as the SDK
@@ -49,7 +51,11 @@ impl EventSource {
             _ => "critical",
         };
         // Half of all events belong to tenant 0, the rest spread evenly.
-        let tenant = if rng.random_bool(0.5) { 0 } else { rng.random_range(1..TENANTS) };
+        let tenant = if rng.random_bool(0.5) {
+            0
+        } else {
+            rng.random_range(1..TENANTS)
+        };
         json!({
             "id": uuid::Uuid::now_v7().to_string(),
             "tenant_id": tenant_name(tenant),

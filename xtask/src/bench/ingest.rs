@@ -14,10 +14,10 @@ use sealtrail_store::sqlite::{log_db_path, open_log};
 use sealtrail_store::{Sequencer, SequencerConfig};
 use serde_json::{Value, json};
 
+use super::BenchArgs;
 use super::data::EventSource;
 use super::server::{Server, cpu_seconds, create_key};
 use super::stats::{Latency, ms};
-use super::BenchArgs;
 
 /// Concurrent clients in the batched runs (the setup).
 const CLIENTS: usize = 8;
@@ -25,7 +25,9 @@ const CLIENTS: usize = 8;
 const BATCH: usize = 100;
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let mut out = String::from("## Ingest (embedded store)\n\n");
 
     eprintln!("bench: naive baseline (one INSERT + COMMIT per event)");
@@ -40,7 +42,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
     let dir = tempfile::tempdir()?;
     let server = Server::start(dir.path())?;
     let key = create_key(dir.path())?;
-    let (http_rate, cpu_per_event_us) = runtime.block_on(http_batched(&server, &key, args.ingest_events))?;
+    let (http_rate, cpu_per_event_us) =
+        runtime.block_on(http_batched(&server, &key, args.ingest_events))?;
     drop(server);
 
     eprintln!("bench: single-event latency");
@@ -50,7 +53,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
     let (low, concurrent, concurrent_rate) = runtime.block_on(single_events(&server, &key))?;
     drop(server);
 
-    writeln!(out, "| measure | result | baseline in the same run | ratio | target |")?;
+    writeln!(
+        out,
+        "| measure | result | baseline in the same run | ratio | target |"
+    )?;
     writeln!(out, "|---|---|---|---|---|")?;
     writeln!(
         out,
@@ -62,7 +68,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
         "| the same, against the store's batched append without HTTP | {http_rate:.0} events/s | ceiling: {ceiling:.0} events/s | {:.0}% | ≥ 50% |",
         100.0 * http_rate / ceiling
     )?;
-    writeln!(out, "| server CPU per ingested event (HTTP run) | {cpu_per_event_us:.1} µs | | | |")?;
+    writeln!(
+        out,
+        "| server CPU per ingested event (HTTP run) | {cpu_per_event_us:.1} µs | | | |"
+    )?;
     writeln!(
         out,
         "| single-event ack latency, 1 client | p50 {} / p99 {} / max {} | | | p99 ≤ 5 ms |",
@@ -87,7 +96,8 @@ fn prepared(source: &mut EventSource, count: usize) -> Vec<PreparedEvent> {
     (0..count)
         .map(|i| {
             let event = source.event(now - (count - i) as i64 * 1000);
-            prepare_event_value(event, &TenantScope::Any, now, &limits).expect("benchmark events are valid")
+            prepare_event_value(event, &TenantScope::Any, now, &limits)
+                .expect("benchmark events are valid")
         })
         .collect()
 }
@@ -153,8 +163,10 @@ fn ceiling(total: usize) -> anyhow::Result<f64> {
     let (backend, signer) = open_log(dir.path(), Some("bench/ceiling"))?;
     let (handle, thread) = Sequencer::spawn(backend, signer, SequencerConfig::default(), None)?;
     let mut source = EventSource::new(11);
-    let batches: Vec<Vec<PreparedEvent>> =
-        prepared(&mut source, total).chunks(BATCH).map(<[PreparedEvent]>::to_vec).collect();
+    let batches: Vec<Vec<PreparedEvent>> = prepared(&mut source, total)
+        .chunks(BATCH)
+        .map(<[PreparedEvent]>::to_vec)
+        .collect();
     let per_client: Vec<Vec<Vec<PreparedEvent>>> = (0..CLIENTS)
         .map(|c| batches.iter().skip(c).step_by(CLIENTS).cloned().collect())
         .collect();
@@ -185,8 +197,9 @@ async fn http_batched(server: &Server, key: &str, total: usize) -> anyhow::Resul
     let now = now_micros();
     let bodies: Vec<Vec<u8>> = (0..total / BATCH)
         .map(|b| {
-            let events: Vec<Value> =
-                (0..BATCH).map(|i| source.event(now - ((total - b * BATCH - i) as i64) * 1000)).collect();
+            let events: Vec<Value> = (0..BATCH)
+                .map(|i| source.event(now - ((total - b * BATCH - i) as i64) * 1000))
+                .collect();
             serde_json::to_vec(&json!({ "events": events })).expect("serialises")
         })
         .collect();
@@ -198,11 +211,19 @@ async fn http_batched(server: &Server, key: &str, total: usize) -> anyhow::Resul
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..CLIENTS {
-        let (bodies, next, http, url, key) = (bodies.clone(), next.clone(), http.clone(), url.clone(), key.to_owned());
+        let (bodies, next, http, url, key) = (
+            bodies.clone(),
+            next.clone(),
+            http.clone(),
+            url.clone(),
+            key.to_owned(),
+        );
         tasks.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(body) = bodies.get(i) else { return Ok::<_, anyhow::Error>(()) };
+                let Some(body) = bodies.get(i) else {
+                    return Ok::<_, anyhow::Error>(());
+                };
                 let response = http
                     .post(&url)
                     .bearer_auth(&key)
@@ -210,7 +231,11 @@ async fn http_batched(server: &Server, key: &str, total: usize) -> anyhow::Resul
                     .body(body.clone())
                     .send()
                     .await?;
-                anyhow::ensure!(response.status() == 201, "ingest answered {}", response.status());
+                anyhow::ensure!(
+                    response.status() == 201,
+                    "ingest answered {}",
+                    response.status()
+                );
                 response.bytes().await?;
             }
         }));
@@ -229,7 +254,9 @@ async fn single_events(server: &Server, key: &str) -> anyhow::Result<(Latency, L
     let url = format!("{}/v1/events", server.url);
     let mut source = EventSource::new(5);
     let now = now_micros();
-    let bodies: Vec<Vec<u8>> = (0..2200).map(|i| serde_json::to_vec(&source.event(now - i)).expect("json")).collect();
+    let bodies: Vec<Vec<u8>> = (0..2200)
+        .map(|i| serde_json::to_vec(&source.event(now - i)).expect("json"))
+        .collect();
     let mut low = Vec::new();
     for (i, body) in bodies.into_iter().enumerate() {
         let started = Instant::now();
@@ -242,8 +269,9 @@ async fn single_events(server: &Server, key: &str) -> anyhow::Result<(Latency, L
     let mut tasks = Vec::new();
     let started = Instant::now();
     for c in 0..64u64 {
-        let bodies: Vec<Vec<u8>> =
-            (0..per_client).map(|i| serde_json::to_vec(&source.event(now - (c * 1000 + i) as i64)).expect("json")).collect();
+        let bodies: Vec<Vec<u8>> = (0..per_client)
+            .map(|i| serde_json::to_vec(&source.event(now - (c * 1000 + i) as i64)).expect("json"))
+            .collect();
         let (http, url, key) = (http.clone(), url.clone(), key.to_owned());
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
@@ -264,9 +292,18 @@ async fn single_events(server: &Server, key: &str) -> anyhow::Result<(Latency, L
 }
 
 async fn post(http: &reqwest::Client, url: &str, key: &str, body: Vec<u8>) -> anyhow::Result<()> {
-    let response =
-        http.post(url).bearer_auth(key).header("content-type", "application/json").body(body).send().await?;
-    anyhow::ensure!(response.status() == 201, "ingest answered {}", response.status());
+    let response = http
+        .post(url)
+        .bearer_auth(key)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        response.status() == 201,
+        "ingest answered {}",
+        response.status()
+    );
     response.bytes().await?;
     Ok(())
 }

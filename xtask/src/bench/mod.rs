@@ -41,15 +41,25 @@ pub struct BenchArgs {
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if cfg!(debug_assertions) {
         // The baselines run inside this process: measure them optimised.
-        crate::run_step("cargo", &["build", "--release", "-p", "sealtrail-cli", "-p", "xtask"])?;
+        crate::run_step(
+            "cargo",
+            &["build", "--release", "-p", "sealtrail-cli", "-p", "xtask"],
+        )?;
         let exe = crate::root().join("target/release/xtask");
-        let status = Command::new(exe).arg("bench").args(std::env::args().skip(2)).status()?;
+        let status = Command::new(exe)
+            .arg("bench")
+            .args(std::env::args().skip(2))
+            .status()?;
         anyhow::ensure!(status.success(), "the release benchmark failed");
         return Ok(());
     }
     let mut report = String::new();
     writeln!(report, "{}", machine::describe())?;
-    writeln!(report, "Command: `cargo xtask bench {}`\n", std::env::args().skip(2).collect::<Vec<_>>().join(" "))?;
+    writeln!(
+        report,
+        "Command: `cargo xtask bench {}`\n",
+        std::env::args().skip(2).collect::<Vec<_>>().join(" ")
+    )?;
     if !args.query_only {
         report.push_str(&ingest::run(&args)?);
     }

@@ -33,13 +33,20 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
     let data = dataset(args.query_store_events)?;
     let server = Server::start(&data.dir)?;
     let key = create_key(&data.dir)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let (queries, returned) = runtime.block_on(filtered_queries(&server, &key, data.end))?;
-    let (stats_severity, stats_total) = runtime.block_on(stats_queries(&server, &key, "group_by=severity"))?;
-    let (stats_daily, _) = runtime.block_on(stats_queries(&server, &key, "group_by=action&interval=day"))?;
+    let (stats_severity, stats_total) =
+        runtime.block_on(stats_queries(&server, &key, "group_by=severity"))?;
+    let (stats_daily, _) =
+        runtime.block_on(stats_queries(&server, &key, "group_by=action&interval=day"))?;
     drop(server);
 
-    let mut out = format!("## Queries ({} events, embedded store)\n\n{}\n\n", args.query_store_events, data.notes);
+    let mut out = format!(
+        "## Queries ({} events, embedded store)\n\n{}\n\n",
+        args.query_store_events, data.notes
+    );
     writeln!(out, "| measure | result | target |")?;
     writeln!(out, "|---|---|---|")?;
     writeln!(
@@ -72,8 +79,15 @@ fn dataset(count: usize) -> anyhow::Result<DataSet> {
     let marker = dir.join("complete");
     if let Ok(text) = std::fs::read_to_string(&marker) {
         let (end, notes) = text.split_once('\n').unwrap_or(("0", ""));
-        eprintln!("bench: reusing the {count}-event store in {}", dir.display());
-        return Ok(DataSet { dir, end: end.parse()?, notes: notes.trim().to_owned() });
+        eprintln!(
+            "bench: reusing the {count}-event store in {}",
+            dir.display()
+        );
+        return Ok(DataSet {
+            dir,
+            end: end.parse()?,
+            notes: notes.trim().to_owned(),
+        });
     }
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
@@ -94,8 +108,13 @@ fn dataset(count: usize) -> anyhow::Result<DataSet> {
                     let batch: Vec<PreparedEvent> = (chunk_start..(chunk_start + 1000).min(count))
                         .map(|i| {
                             let at = start + i as i64 * step;
-                            prepare_event_value(source.event(at), &TenantScope::Any, at + 1000, &limits)
-                                .expect("valid")
+                            prepare_event_value(
+                                source.event(at),
+                                &TenantScope::Any,
+                                at + 1000,
+                                &limits,
+                            )
+                            .expect("valid")
                         })
                         .collect();
                     handle.append_blocking(batch).expect("append");
@@ -126,7 +145,12 @@ fn dataset(count: usize) -> anyhow::Result<DataSet> {
 
 fn dir_size(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
-        .map(|entries| entries.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum())
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
         .unwrap_or(0)
 }
 
@@ -137,8 +161,16 @@ async fn filtered_queries(server: &Server, key: &str, end: i64) -> anyhow::Resul
     let mut returned = 0usize;
     let runs = 300;
     for run in 0..runs + 20 {
-        let tenant = tenant_name(if rng.random_bool(0.5) { 0 } else { rng.random_range(1..4) });
-        let severity = if tenant == tenant_name(0) { "critical" } else { "warning,critical" };
+        let tenant = tenant_name(if rng.random_bool(0.5) {
+            0
+        } else {
+            rng.random_range(1..4)
+        });
+        let severity = if tenant == tenant_name(0) {
+            "critical"
+        } else {
+            "warning,critical"
+        };
         let to = end - rng.random_range(0..(SPAN_DAYS - 7)) * DAY;
         let from = to - 7 * DAY;
         let url = format!(
@@ -149,7 +181,11 @@ async fn filtered_queries(server: &Server, key: &str, end: i64) -> anyhow::Resul
         );
         let started = Instant::now();
         let response = http.get(&url).bearer_auth(key).send().await?;
-        anyhow::ensure!(response.status() == 200, "query answered {}", response.status());
+        anyhow::ensure!(
+            response.status() == 200,
+            "query answered {}",
+            response.status()
+        );
         let page: Value = response.json().await?;
         let elapsed = started.elapsed();
         if run >= 20 {
@@ -162,13 +198,21 @@ async fn filtered_queries(server: &Server, key: &str, end: i64) -> anyhow::Resul
 
 async fn stats_queries(server: &Server, key: &str, params: &str) -> anyhow::Result<(Latency, u64)> {
     let http = reqwest::Client::new();
-    let url = format!("{}/v1/stats?tenant_id={}&{params}", server.url, tenant_name(0));
+    let url = format!(
+        "{}/v1/stats?tenant_id={}&{params}",
+        server.url,
+        tenant_name(0)
+    );
     let mut latencies: Vec<Duration> = Vec::new();
     let mut total = 0;
     for run in 0..25 {
         let started = Instant::now();
         let response = http.get(&url).bearer_auth(key).send().await?;
-        anyhow::ensure!(response.status() == 200, "stats answered {}", response.status());
+        anyhow::ensure!(
+            response.status() == 200,
+            "stats answered {}",
+            response.status()
+        );
         let body: Value = response.json().await?;
         if run >= 5 {
             latencies.push(started.elapsed());

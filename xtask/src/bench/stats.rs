@@ -15,7 +15,12 @@ impl Latency {
         assert!(!samples.is_empty(), "no samples");
         samples.sort_unstable();
         let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-        Self { p50: at(0.50), p99: at(0.99), max: *samples.last().expect("not empty"), count: samples.len() }
+        Self {
+            p50: at(0.50),
+            p99: at(0.99),
+            max: *samples.last().expect("not empty"),
+            count: samples.len(),
+        }
     }
 }
 

@@ -21,6 +21,10 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, params};
 
 use super::{INDEX_DB_FILE, log_db_path, schema};
+
+/// `occurred_at` floored to its UTC hour, in SQL (floor division, right before 1970 too).
+pub(crate) const HOUR_OF_OCCURRED_AT: &str =
+    "occurred_at - (((occurred_at % 3600000000) + 3600000000) % 3600000000)";
 use crate::StoreError;
 
 /// How the indexer batches.
@@ -104,6 +108,17 @@ impl Indexer {
                                   resource_type, resource_id)
              SELECT seq, tenant_id, occurred_at, severity, action, user_id, resource_type, resource_id
              FROM log.events WHERE seq > ?1 AND seq <= ?2 ORDER BY seq",
+            params![from as i64, upto as i64],
+        )?;
+        tx.execute(
+            &format!(
+                "INSERT INTO main.rollup (tenant_id, hour, severity, action, resource_type, n)
+                 SELECT tenant_id, {HOUR_OF_OCCURRED_AT}, severity, action, resource_type, COUNT(*)
+                 FROM log.events WHERE seq > ?1 AND seq <= ?2
+                 GROUP BY 1, 2, 3, 4, 5
+                 ON CONFLICT (tenant_id, hour, severity, action, resource_type)
+                 DO UPDATE SET n = n + excluded.n"
+            ),
             params![from as i64, upto as i64],
         )?;
         if copied as u64 != upto - from {

@@ -247,37 +247,95 @@ pub(crate) fn page_sql(request: &PageRequest) -> (String, Vec<SqlValue>) {
     (sql, params)
 }
 
+/// One UTC hour in microseconds.
+const HOUR_MICROS: i64 = 3_600_000_000;
+
+fn floor_to(at: i64, width: i64) -> i64 {
+    at - at.rem_euclid(width)
+}
+
+/// Stats read whole hours from the rollup table and count only the partial hours at the
+/// edges of the range (from the index) and the rows the indexer has not reached (from the
+/// log). Filters the rollup cannot answer (user, resource id) count from the index alone.
 pub(crate) fn stats_sql(request: &StatsRequest) -> (String, Vec<SqlValue>) {
-    let mut c = Conditions::from_filter(&request.filter);
-    c.severities(&request.filter.severities);
+    let filter = &request.filter;
     let column = match request.group_by {
         StatsGroup::Severity => "severity",
         StatsGroup::Action => "action",
         StatsGroup::ResourceType => "resource_type",
     };
-    let bucket = match request.interval {
-        // Floor division, correct for instants before 1970 too.
+    let bucket_of = |time: &str| match request.interval {
         Some(interval) => {
             let w = interval.micros();
-            format!("occurred_at - (((occurred_at % {w}) + {w}) % {w})")
+            format!("{time} - ((({time} % {w}) + {w}) % {w})")
         }
         None => "NULL".to_owned(),
     };
-    let mut tail = c.clone();
+    let count = |table: &str, c: &Conditions, time: &str, n: &str| {
+        format!(
+            "SELECT {} AS bucket, {column} AS key, {n} AS n FROM {table} WHERE {} GROUP BY bucket, key",
+            bucket_of(time),
+            c.sql()
+        )
+    };
+    let mut all = Conditions::from_filter(filter);
+    all.severities(&filter.severities);
+    let mut parts = Vec::new();
+    let mut params = Vec::new();
+
+    if filter.user_id.is_none() && filter.resource_id.is_none() {
+        // Whole hours inside [from, to) come from the rollup.
+        let first_hour = filter
+            .from
+            .map(|f| floor_to(f + HOUR_MICROS - 1, HOUR_MICROS));
+        let end_hour = filter.to.map(|t| floor_to(t, HOUR_MICROS));
+        let mut dims = Conditions::from_filter(&EventFilter {
+            from: None,
+            to: None,
+            ..filter.clone()
+        });
+        dims.severities(&filter.severities);
+        let empty_middle = matches!((first_hour, end_hour), (Some(a), Some(b)) if a >= b);
+        if !empty_middle {
+            let mut rollup = dims.clone();
+            if let Some(a) = first_hour {
+                rollup.push("hour >= ?", [SqlValue::Integer(a)]);
+            }
+            if let Some(b) = end_hour {
+                rollup.push("hour < ?", [SqlValue::Integer(b)]);
+            }
+            parts.push(count("ix.rollup", &rollup, "hour", "SUM(n)"));
+            params.extend(rollup.params);
+            // The partial hours at the edges, from the index.
+            for (lo, hi) in [(filter.from, first_hour), (end_hour, filter.to)] {
+                if let (Some(lo), Some(hi)) = (lo, hi)
+                    && lo < hi
+                {
+                    let mut edge = dims.clone();
+                    edge.push(
+                        "occurred_at >= ? AND occurred_at < ?",
+                        [SqlValue::Integer(lo), SqlValue::Integer(hi)],
+                    );
+                    parts.push(count("ix.ev", &edge, "occurred_at", "COUNT(*)"));
+                    params.extend(edge.params);
+                }
+            }
+        } else {
+            parts.push(count("ix.ev", &all, "occurred_at", "COUNT(*)"));
+            params.extend(all.params.clone());
+        }
+    } else {
+        parts.push(count("ix.ev", &all, "occurred_at", "COUNT(*)"));
+        params.extend(all.params.clone());
+    }
+    let mut tail = all;
     tail.clauses.insert(0, format!("seq > {INDEXED_THROUGH}"));
-    let sql = format!(
-        "SELECT bucket, key, SUM(n) FROM (
-             SELECT {bucket} AS bucket, {column} AS key, COUNT(*) AS n FROM ix.ev
-             WHERE {} GROUP BY bucket, key
-             UNION ALL
-             SELECT {bucket} AS bucket, {column} AS key, COUNT(*) AS n FROM main.events
-             WHERE {} GROUP BY bucket, key
-         ) GROUP BY bucket, key ORDER BY bucket, key",
-        c.sql(),
-        tail.sql()
-    );
-    let mut params = c.params;
+    parts.push(count("main.events", &tail, "occurred_at", "COUNT(*)"));
     params.extend(tail.params);
+    let sql = format!(
+        "SELECT bucket, key, SUM(n) FROM ({}) GROUP BY bucket, key ORDER BY bucket, key",
+        parts.join(" UNION ALL ")
+    );
     (sql, params)
 }
 
