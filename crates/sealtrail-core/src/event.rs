@@ -337,16 +337,8 @@ pub fn prepare_event_value(
         false,
     )?;
     let reason = take_text(&mut fields, "reason", limits.max_reason_chars, true)?;
-    let changes = fields
-        .remove("changes")
-        .map(|v| validate_changes(v, limits))
-        .transpose()?
-        .filter(|c| !c.is_empty());
-    let details = fields
-        .remove("details")
-        .map(|v| validate_details(v, limits))
-        .transpose()?
-        .filter(|d| !d.is_empty());
+    let changes = fields.remove("changes").map(|v| validate_changes(v, limits)).transpose()?.flatten();
+    let details = fields.remove("details").map(|v| validate_details(v, limits)).transpose()?.flatten();
     debug_assert!(
         fields.is_empty(),
         "every producer field was taken: {fields:?}"
@@ -369,55 +361,55 @@ pub fn prepare_event_value(
             content.update(b"\n");
         }
     };
-    let r = record.member("action", &action);
+    let r = record.member_str("action", &action);
     add(&mut record, r, true);
-    let r = record.member("actor_type", actor_type.as_str());
+    let r = record.member_str("actor_type", actor_type.as_str());
     add(&mut record, r, true);
     if let Some(changes) = &changes {
-        let r = record.member("changes", changes);
+        let r = record.member_raw("changes", changes);
         add(&mut record, r, true);
     }
     if let Some(details) = &details {
-        let r = record.member("details", details);
+        let r = record.member_raw("details", details);
         add(&mut record, r, true);
     }
-    let r = record.member("id", &id_text);
+    let r = record.member_str("id", &id_text);
     add(&mut record, r, true);
     if let Some(ip) = &ip_address {
-        let r = record.member("ip_address", ip);
+        let r = record.member_str("ip_address", ip);
         add(&mut record, r, true);
     }
-    let r = record.member("occurred_at", &occurred_text);
+    let r = record.member_str("occurred_at", &occurred_text);
     add(&mut record, r, occurred_at.is_some());
-    let r = record.member("outcome", outcome.as_str());
+    let r = record.member_str("outcome", outcome.as_str());
     add(&mut record, r, true);
     if let Some(reason) = &reason {
-        let r = record.member("reason", reason);
+        let r = record.member_str("reason", reason);
         add(&mut record, r, true);
     }
-    record.member("received_at", &received_text);
+    record.member_str("received_at", &received_text);
     if let Some(request_id) = &request_id {
-        let r = record.member("request_id", request_id);
+        let r = record.member_str("request_id", request_id);
         add(&mut record, r, true);
     }
     if let Some(resource_id) = &resource_id {
-        let r = record.member("resource_id", resource_id);
+        let r = record.member_str("resource_id", resource_id);
         add(&mut record, r, true);
     }
-    let r = record.member("resource_type", &resource_type);
+    let r = record.member_str("resource_type", &resource_type);
     add(&mut record, r, true);
     record.key("seq");
     let record_head = record.split_off();
-    let r = record.member("severity", severity.as_str());
+    let r = record.member_str("severity", severity.as_str());
     add(&mut record, r, true);
-    let r = record.member("tenant_id", &tenant_id);
+    let r = record.member_str("tenant_id", &tenant_id);
     add(&mut record, r, true);
     if let Some(user_agent) = &user_agent {
-        let r = record.member("user_agent", user_agent);
+        let r = record.member_str("user_agent", user_agent);
         add(&mut record, r, true);
     }
     if let Some(user_id) = &user_id {
-        let r = record.member("user_id", user_id);
+        let r = record.member_str("user_id", user_id);
         add(&mut record, r, true);
     }
     let record_tail = record.finish();
@@ -626,55 +618,39 @@ fn take_enum<T: Copy>(
         })
 }
 
-/// One entry of `changes`: a field and its values before and after.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Change {
-    field: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    before: Option<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    after: Option<Value>,
-}
-
-fn validate_changes(value: Value, limits: &EventLimits) -> Result<Vec<Change>, FieldError> {
+/// Validates `changes` and returns its canonical JSON (`None` for an empty list): a list of
+/// `{after?, before?, field}` objects, keys in canonical order.
+fn validate_changes(value: Value, limits: &EventLimits) -> Result<Option<Vec<u8>>, FieldError> {
     let Value::Array(items) = value else {
         return Err(FieldError::new(
             "changes",
-            format!(
-                "must be a list of {{field, before, after}}, not {}",
-                kind(&value)
-            ),
+            format!("must be a list of {{field, before, after}}, not {}", kind(&value)),
         ));
     };
     if items.len() > limits.max_changes {
         return Err(FieldError::new(
             "changes",
-            format!(
-                "has {} entries; the limit is {}",
-                items.len(),
-                limits.max_changes
-            ),
+            format!("has {} entries; the limit is {}", items.len(), limits.max_changes),
         ));
     }
-    let mut changes = Vec::with_capacity(items.len());
+    if items.is_empty() {
+        return Ok(None);
+    }
+    let mut canonical = Vec::with_capacity(64 * items.len());
+    canonical.push(b'[');
     for (i, item) in items.into_iter().enumerate() {
         let at = |e: FieldError| e.within(&format!("changes[{i}]"));
-        let Value::Object(mut entry) = item else {
-            return Err(at(FieldError::new(
-                "",
-                "must be an object {field, before, after}",
-            )));
+        let Value::Object(entry) = item else {
+            return Err(at(FieldError::new("", "must be an object {field, before, after}")));
         };
-        if let Some(name) = entry
-            .keys()
-            .find(|k| !["field", "before", "after"].contains(&k.as_str()))
+        if let Some(name) = entry.keys().find(|k| !["field", "before", "after"].contains(&k.as_str()))
         {
             return Err(at(FieldError::new(
                 name.clone(),
                 "unknown field; a change has field, before, after",
             )));
         }
-        let field = match entry.remove("field") {
+        let field = match entry.get("field") {
             Some(Value::String(f)) if !f.is_empty() => f,
             Some(Value::String(_)) | None | Some(Value::Null) => {
                 return Err(at(FieldError::new("field", "required")));
@@ -682,36 +658,34 @@ fn validate_changes(value: Value, limits: &EventLimits) -> Result<Vec<Change>, F
             Some(other) => {
                 return Err(at(FieldError::new(
                     "field",
-                    format!("must be a string, not {}", kind(&other)),
+                    format!("must be a string, not {}", kind(other)),
                 )));
             }
         };
-        check_text("field", &field, limits.max_change_field_chars, false).map_err(at)?;
+        check_text("field", field, limits.max_change_field_chars, false).map_err(at)?;
         for side in ["before", "after"] {
             if let Some(v) = entry.get(side) {
                 check_json_value(v, 1, limits).map_err(|r| at(FieldError::new(side, r)))?;
             }
         }
-        changes.push(Change {
-            field,
-            before: entry.remove("before"),
-            after: entry.remove("after"),
-        });
+        if i > 0 {
+            canonical.push(b',');
+        }
+        // The keys are ASCII and already in canonical order in the map.
+        crate::canonical::write_object(&mut canonical, &entry);
     }
-    let size = crate::canonical::to_vec(&changes).len();
-    if size > limits.max_details_bytes {
+    canonical.push(b']');
+    if canonical.len() > limits.max_details_bytes {
         return Err(FieldError::new(
             "changes",
-            format!(
-                "is {size} bytes of JSON; the limit is {}",
-                limits.max_details_bytes
-            ),
+            format!("is {} bytes of JSON; the limit is {}", canonical.len(), limits.max_details_bytes),
         ));
     }
-    Ok(changes)
+    Ok(Some(canonical))
 }
 
-fn validate_details(value: Value, limits: &EventLimits) -> Result<Map<String, Value>, FieldError> {
+/// Validates `details` and returns its canonical JSON (`None` for an empty object).
+fn validate_details(value: Value, limits: &EventLimits) -> Result<Option<Vec<u8>>, FieldError> {
     let Value::Object(details) = value else {
         return Err(FieldError::new(
             "details",
@@ -721,17 +695,18 @@ fn validate_details(value: Value, limits: &EventLimits) -> Result<Map<String, Va
     for (key, v) in &details {
         check_json_value(v, 2, limits).map_err(|r| FieldError::new(format!("details.{key}"), r))?;
     }
-    let size = crate::canonical::to_vec(&details).len();
-    if size > limits.max_details_bytes {
+    if details.is_empty() {
+        return Ok(None);
+    }
+    let mut canonical = Vec::with_capacity(128);
+    crate::canonical::write_object(&mut canonical, &details);
+    if canonical.len() > limits.max_details_bytes {
         return Err(FieldError::new(
             "details",
-            format!(
-                "is {size} bytes of JSON; the limit is {}",
-                limits.max_details_bytes
-            ),
+            format!("is {} bytes of JSON; the limit is {}", canonical.len(), limits.max_details_bytes),
         ));
     }
-    Ok(details)
+    Ok(Some(canonical))
 }
 
 /// The largest integer every JSON implementation represents exactly (I-JSON, RFC 7493).

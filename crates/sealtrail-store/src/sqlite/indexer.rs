@@ -165,6 +165,7 @@ impl Indexer {
     }
 
     fn run(&mut self, stop: &AtomicBool, indexed: &AtomicU64) {
+        lower_thread_priority();
         let mut waiting_since: Option<Instant> = None;
         while !stop.load(Ordering::Acquire) {
             let pending = match (self.log_size(), self.indexed_through()) {
@@ -199,6 +200,27 @@ impl Indexer {
                     std::thread::sleep(self.config.poll_interval * 10);
                 }
             }
+        }
+    }
+}
+
+/// The nice value of the indexer thread. Acknowledging writes comes first: under a burst
+/// that saturates the CPU, the indexer yields to the request handlers and the sequencer,
+/// falls behind (queries stay exact, reading more of the log directly), and catches up
+/// when the burst ends.
+const INDEXER_NICE: libc::c_int = 10;
+
+fn lower_thread_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid has no preconditions; setpriority only reads its arguments and on
+        // Linux applies to the calling thread when given its tid.
+        let result = unsafe {
+            let tid = libc::gettid();
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, INDEXER_NICE)
+        };
+        if result != 0 {
+            tracing::debug!("could not lower the indexer's priority");
         }
     }
 }
