@@ -84,6 +84,7 @@ fn main() -> ExitCode {
         .init();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .thread_name("sealtrail-worker")
         .enable_all()
         .build()
     {

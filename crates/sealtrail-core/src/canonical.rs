@@ -171,7 +171,10 @@ mod tests {
         for value in values {
             let mut fast = Vec::new();
             write_json(&mut fast, &value);
-            assert_eq!(String::from_utf8(fast).unwrap(), String::from_utf8(to_vec(&value)).unwrap());
+            assert_eq!(
+                String::from_utf8(fast).unwrap(),
+                String::from_utf8(to_vec(&value)).unwrap()
+            );
         }
     }
 

@@ -165,7 +165,8 @@ impl Indexer {
     }
 
     fn run(&mut self, stop: &AtomicBool, indexed: &AtomicU64) {
-        lower_thread_priority();
+        let mut priority = Priority::Idle;
+        set_priority(priority);
         let mut waiting_since: Option<Instant> = None;
         while !stop.load(Ordering::Acquire) {
             let pending = match (self.log_size(), self.indexed_through()) {
@@ -176,6 +177,15 @@ impl Indexer {
                     continue;
                 }
             };
+            let wanted = if pending > MAX_YIELDING_LAG_EVENTS {
+                Priority::Normal
+            } else {
+                Priority::Idle
+            };
+            if wanted != priority {
+                priority = wanted;
+                set_priority(priority);
+            }
             let due = match waiting_since {
                 _ if pending >= self.config.min_batch_events => true,
                 Some(since) => pending > 0 && since.elapsed() >= self.config.max_delay,
@@ -204,25 +214,41 @@ impl Indexer {
     }
 }
 
-/// The nice value of the indexer thread. Acknowledging writes comes first: under a burst
-/// that saturates the CPU, the indexer yields to the request handlers and the sequencer,
-/// falls behind (queries stay exact, reading more of the log directly), and catches up
-/// when the burst ends.
-const INDEXER_NICE: libc::c_int = 10;
+/// Unindexed events beyond which the indexer stops yielding the CPU (see
+/// [`Priority`]): queries read that many log rows directly, so the lag is kept bounded.
+const MAX_YIELDING_LAG_EVENTS: u64 = 200_000;
 
-fn lower_thread_priority() {
+/// Acknowledging writes comes first. While the lag is small the indexer runs as an idle
+/// task (Linux `SCHED_IDLE`): under a burst that saturates the CPU it gives way to the
+/// request handlers and the sequencer and catches up when the burst ends; queries stay
+/// exact meanwhile, reading the unindexed rows from the log. Past
+/// [`MAX_YIELDING_LAG_EVENTS`] it competes normally again, so a sustained overload slows
+/// ingest rather than letting the lag, and the cost of queries, grow without bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Priority {
+    Idle,
+    Normal,
+}
+
+fn set_priority(priority: Priority) {
     #[cfg(target_os = "linux")]
     {
-        // SAFETY: gettid has no preconditions; setpriority only reads its arguments and on
-        // Linux applies to the calling thread when given its tid.
-        let result = unsafe {
-            let tid = libc::gettid();
-            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, INDEXER_NICE)
+        let policy = match priority {
+            Priority::Idle => libc::SCHED_IDLE,
+            Priority::Normal => libc::SCHED_OTHER,
         };
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: 0 names the calling thread; the parameter struct outlives the call.
+        let result = unsafe { libc::sched_setscheduler(0, policy, &param) };
         if result != 0 {
-            tracing::debug!("could not lower the indexer's priority");
+            tracing::debug!(
+                ?priority,
+                "could not change the indexer's scheduling policy"
+            );
         }
     }
+    #[cfg(not(target_os = "linux"))]
+    let _ = priority;
 }
 
 /// How far the indexer has got: a cheap, cloneable view for health and metrics.
