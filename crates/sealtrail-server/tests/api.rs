@@ -112,7 +112,8 @@ async fn bad_input_is_refused_with_a_named_field_and_nothing_is_stored() {
     };
     let json_ct = "application/json";
     // (name, content type, body, status, code, field)
-    let cases: Vec<(&str, &str, Vec<u8>, u16, &str, Option<&str>)> = vec![
+    type Case<'a> = (&'a str, &'a str, Vec<u8>, u16, &'a str, Option<&'a str>);
+    let cases: Vec<Case> = vec![
         ("malformed JSON", json_ct, b"{\"action\": ".to_vec(), 400, "invalid_json", None),
         ("not an object", json_ct, b"[1, 2]".to_vec(), 400, "invalid_event", None),
         ("wrong type", json_ct, event(json!({"action": 7})), 400, "invalid_event", Some("action")),

@@ -159,7 +159,11 @@ fn every_filter_selects_exactly_the_matching_events_newest_first() {
     let events: Vec<Value> = (0..300).map(event).collect();
     log.append(events.clone());
     let s = |e: &Value, k: &str| e[k].as_str().unwrap().to_owned();
-    let cases: Vec<(Vec<(&str, &str)>, Box<dyn Fn(&Value) -> bool>)> = vec![
+    type Case<'a> = (
+        Vec<(&'static str, &'static str)>,
+        Box<dyn Fn(&Value) -> bool + 'a>,
+    );
+    let cases: Vec<Case> = vec![
         (
             vec![("tenant_id", "bloom")],
             Box::new(|e| s(e, "tenant_id") == "bloom"),

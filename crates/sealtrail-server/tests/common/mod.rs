@@ -122,7 +122,7 @@ pub fn guest_event(n: u64) -> Value {
         "resource_type": "guest",
         "resource_id": format!("guest-{n}"),
         "user_id": "coord:ines",
-        "severity": if n % 4 == 0 { "warning" } else { "info" },
+        "severity": if n.is_multiple_of(4) { "warning" } else { "info" },
         "reason": "guest called",
         "changes": [{"field": "dietary_restriction", "before": "none", "after": "vegan"}],
     })
