@@ -154,6 +154,19 @@ fn dir_size(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+async fn wait_for_index(server: &Server) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    loop {
+        let ready: Value = http.get(format!("{}/readyz", server.url)).send().await?.json().await?;
+        if ready["index_lag_events"].as_u64() == Some(0) {
+            return Ok(());
+        }
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(1800), "the index did not catch up");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn filtered_queries(server: &Server, key: &str, end: i64) -> anyhow::Result<(Latency, f64)> {
     let http = reqwest::Client::new();
     let mut rng = SmallRng::seed_from_u64(42);
