@@ -152,6 +152,9 @@ pub struct PageRequest {
     pub limit: usize,
     /// Continue after this event.
     pub after: Option<PageCursor>,
+    /// Read no event with a higher seq (the server passes the durable tree size, so
+    /// nothing is read before it is on stable storage). Not an API parameter.
+    pub visible_through: Option<u64>,
 }
 
 /// Default page size when `limit` is absent.
@@ -274,6 +277,7 @@ impl PageRequest {
             order,
             limit,
             after,
+            visible_through: None,
         })
     }
 }
@@ -345,6 +349,8 @@ pub struct StatsRequest {
     pub group_by: StatsGroup,
     /// Bucketed by.
     pub interval: Option<StatsInterval>,
+    /// Count no event with a higher seq (see [`PageRequest::visible_through`]).
+    pub visible_through: Option<u64>,
 }
 
 impl StatsRequest {
@@ -393,6 +399,7 @@ impl StatsRequest {
             filter,
             group_by,
             interval,
+            visible_through: None,
         })
     }
 }

@@ -102,8 +102,11 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     let (sequencer, sequencer_thread) =
         Sequencer::spawn(backend, signer, sequencer_config, Some(observer))?;
     let data_dir = config.data_dir.clone();
+    let durable = sequencer.durable_size();
     let (reader, keys, indexer) = blocking_store(move || {
-        let indexer = Indexer::open(&data_dir, IndexerConfig::default())?.spawn()?;
+        let indexer = Indexer::open(&data_dir, IndexerConfig::default())?
+            .bounded_by(durable)
+            .spawn()?;
         Ok((
             SqliteReader::open(&data_dir)?,
             ApiKeyStore::open(&data_dir)?,

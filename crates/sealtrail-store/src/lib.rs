@@ -18,11 +18,12 @@ pub mod verify;
 pub use error::StoreError;
 pub use keys::{ApiKeyStore, KeyInfo};
 pub use sequencer::{
-    AppendError, AppendOutcome, CommitStats, Receipt, Sequencer, SequencerConfig, SequencerHandle,
+    AppendError, AppendOutcome, CommitStats, DurableSize, Receipt, Sequencer, SequencerConfig,
+    SequencerHandle,
 };
 pub use traits::{
     CheckpointRow, EventPage, ExistingEvent, LogBackend, LogReader, LogState, NewLeaf, StatsRow,
-    StoredEvent,
+    StoredEvent, Syncer,
 };
 pub use verify::{Finding, VerifyReport};
 

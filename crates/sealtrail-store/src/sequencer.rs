@@ -10,9 +10,14 @@
 //! answer with the original receipt) or conflicts (other content: the whole request is
 //! refused, nothing of it stored); the `seq` of each new event (gap-free); its canonical
 //! record and leaf hash; the Merkle nodes it completes; and a signed checkpoint of the new
-//! tree, written in the same transaction. Only after the commit has reached stable storage
-//! are the requests answered. So every acknowledged event is durable and covered by a
-//! signed checkpoint, and anything in the store beyond the latest checkpoint was not put
+//! tree, written in the same transaction.
+//!
+//! Durability is a second stage on its own thread, the flusher: the writer hands each
+//! committed group (with its answers) to it and goes on to the next group; the flusher
+//! fsyncs — one fsync covering every group that arrived meanwhile — and only then answers
+//! the producers and moves the durable tree size forward. So every acknowledged event is
+//! durable and covered by a signed checkpoint, nothing is reported (checkpoints, tree size)
+//! before it is durable, and anything in the store beyond the latest checkpoint was not put
 //! there by the sequencer.
 
 use std::collections::HashMap;
@@ -24,10 +29,10 @@ use std::time::{Duration, Instant};
 use sealtrail_core::merkle::{self, Frontier, Hash, SubtreeHashes};
 use sealtrail_core::time_format::now_micros;
 use sealtrail_core::{CheckpointSigner, PreparedEvent};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
-use crate::traits::{CheckpointRow, LogBackend, NewLeaf};
+use crate::traits::{CheckpointRow, LogBackend, NewLeaf, Syncer};
 use crate::{NODE_LEVEL_STRIDE, StoreError};
 
 /// The sequencer's bounds.
@@ -123,9 +128,35 @@ struct AppendRequest {
     reply: oneshot::Sender<Result<AppendOutcome, AppendError>>,
 }
 
+/// Committed groups waiting for the flusher; the writer waits when this many are pending.
+const MAX_PENDING_FLUSHES: usize = 64;
+
+type Answer = (
+    oneshot::Sender<Result<AppendOutcome, AppendError>>,
+    Result<AppendOutcome, AppendError>,
+);
+
+/// A committed group on its way to durability.
+struct Flush {
+    answers: Vec<Answer>,
+    checkpoint: Arc<CheckpointRow>,
+    stats: CommitStats,
+    started: Instant,
+}
+
 struct Shared {
+    /// The durable tree size: every event up to it is acknowledged and may be read.
     tree_size: AtomicU64,
     failed: AtomicBool,
+    /// The latest durable signed checkpoint.
+    durable: std::sync::Mutex<Arc<CheckpointRow>>,
+    durable_size: watch::Sender<u64>,
+}
+
+impl Shared {
+    fn fail(&self) {
+        self.failed.store(true, Ordering::Release);
+    }
 }
 
 /// A cheap, cloneable way to submit appends. The sequencer stops once every handle is dropped.
@@ -184,14 +215,46 @@ impl SequencerHandle {
         Ok((AppendRequest { events, reply }, answer))
     }
 
-    /// The tree size after the latest durable commit.
+    /// The tree size after the latest durable commit: everything up to it is acknowledged,
+    /// and reads should see nothing beyond it.
     pub fn tree_size(&self) -> u64 {
         self.shared.tree_size.load(Ordering::Acquire)
+    }
+
+    /// The latest signed checkpoint that is on stable storage.
+    pub fn durable_checkpoint(&self) -> Arc<CheckpointRow> {
+        self.shared
+            .durable
+            .lock()
+            .expect("checkpoint lock is never poisoned")
+            .clone()
+    }
+
+    /// Waits until the durable tree holds at least `size` leaves (or the sequencer stops).
+    pub async fn wait_durable(&self, size: u64) {
+        let mut durable = self.shared.durable_size.subscribe();
+        let _ = durable.wait_for(|&d| d >= size).await;
+    }
+
+    /// A cheap view of the durable tree size for other threads (the indexer).
+    pub fn durable_size(&self) -> DurableSize {
+        DurableSize(self.shared.clone())
     }
 
     /// False once the sequencer has stopped or failed: the server is then not ready.
     pub fn is_healthy(&self) -> bool {
         !self.shared.failed.load(Ordering::Acquire) && !self.tx.is_closed()
+    }
+}
+
+/// The durable tree size, readable from any thread.
+#[derive(Clone)]
+pub struct DurableSize(Arc<Shared>);
+
+impl DurableSize {
+    /// The durable tree size now.
+    pub fn get(&self) -> u64 {
+        self.0.tree_size.load(Ordering::Acquire)
     }
 }
 
@@ -208,14 +271,20 @@ impl Sequencer {
         config: SequencerConfig,
         observer: Option<CommitObserver>,
     ) -> Result<(SequencerHandle, JoinHandle<()>), StoreError> {
-        let frontier = open_log(&mut backend, &signer)?;
-        let latest = backend
-            .state()?
-            .latest_checkpoint
-            .expect("open_log leaves a checkpoint of the current tree");
+        let mut syncer = backend.syncer()?;
+        let frontier = open_log(&mut backend, &signer, syncer.as_mut())?;
+        let latest = Arc::new(
+            backend
+                .state()?
+                .latest_checkpoint
+                .expect("open_log leaves a checkpoint of the current tree"),
+        );
+        let (durable_size, _) = watch::channel(frontier.size());
         let shared = Arc::new(Shared {
             tree_size: AtomicU64::new(frontier.size()),
             failed: AtomicBool::new(false),
+            durable: std::sync::Mutex::new(latest.clone()),
+            durable_size,
         });
         let (tx, rx) = mpsc::channel(config.max_queued_requests);
         let handle = SequencerHandle {
@@ -223,22 +292,92 @@ impl Sequencer {
             shared: shared.clone(),
             max_group_events: config.max_group_events,
         };
+        let (flush_tx, flush_rx) = std::sync::mpsc::sync_channel(MAX_PENDING_FLUSHES);
+        let flusher_shared = shared.clone();
+        let flusher = std::thread::Builder::new()
+            .name("sealtrail-flusher".into())
+            .spawn(move || run_flusher(flush_rx, syncer, &flusher_shared, observer))
+            .map_err(|e| StoreError::io("starting the flusher thread", e))?;
         let writer = Writer {
             backend,
             signer,
             frontier,
-            latest: Arc::new(latest),
+            latest,
             latest_is_history: true,
             last_history_at: now_micros(),
             config,
             shared,
-            observer,
+            flush: flush_tx,
         };
         let thread = std::thread::Builder::new()
             .name("sealtrail-sequencer".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || {
+                writer.run(rx);
+                // The writer dropped its end of the flush channel: the flusher answers
+                // what is pending and stops.
+                let _ = flusher.join();
+            })
             .map_err(|e| StoreError::io("starting the sequencer thread", e))?;
         Ok((handle, thread))
+    }
+}
+
+/// Makes committed groups durable, then answers them (see the module documentation).
+fn run_flusher(
+    rx: std::sync::mpsc::Receiver<Flush>,
+    mut syncer: Box<dyn Syncer>,
+    shared: &Shared,
+    observer: Option<CommitObserver>,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while let Ok(next) = rx.try_recv() {
+            batch.push(next);
+        }
+        let synced = if shared.failed.load(Ordering::Acquire) {
+            Err(StoreError::Integrity(
+                "the log stopped after a storage failure".into(),
+            ))
+        } else {
+            syncer.sync()
+        };
+        match synced {
+            Ok(()) => {
+                let last = batch.last().expect("the batch has a first flush");
+                *shared
+                    .durable
+                    .lock()
+                    .expect("checkpoint lock is never poisoned") = last.checkpoint.clone();
+                shared
+                    .tree_size
+                    .store(last.checkpoint.tree_size, Ordering::Release);
+                shared.durable_size.send_replace(last.checkpoint.tree_size);
+                for flush in batch {
+                    for (reply, answer) in flush.answers {
+                        // A producer that gave up waiting is no reason to stop: its events
+                        // are stored and a retry will be answered from the store.
+                        let _ = reply.send(answer);
+                    }
+                    if let Some(observer) = &observer {
+                        observer(&CommitStats {
+                            duration: flush.started.elapsed(),
+                            ..flush.stats
+                        });
+                    }
+                }
+            }
+            Err(error) => {
+                // After a failed fsync nothing is known about what reached the disk: stop
+                // taking writes (fail-stop) and acknowledge none of these.
+                tracing::error!(%error, "fsync of the log failed; refusing further writes");
+                shared.fail();
+                for flush in batch {
+                    for (reply, _) in flush.answers {
+                        let _ = reply.send(Err(AppendError::Storage(error.to_string())));
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -256,6 +395,7 @@ impl<B: LogBackend> SubtreeHashes for BackendSubtrees<'_, B> {
 fn open_log<B: LogBackend>(
     backend: &mut B,
     signer: &CheckpointSigner,
+    syncer: &mut dyn Syncer,
 ) -> Result<Frontier, StoreError> {
     let state = backend.state()?;
     let frontier = Frontier::load(&mut BackendSubtrees(backend), state.size)?;
@@ -270,6 +410,7 @@ fn open_log<B: LogBackend>(
                 created_at: now_micros(),
             })?;
             backend.commit()?;
+            syncer.sync()?;
         }
         None => {
             return Err(StoreError::Integrity(format!(
@@ -313,7 +454,7 @@ struct Writer<B: LogBackend> {
     last_history_at: i64,
     config: SequencerConfig,
     shared: Arc<Shared>,
-    observer: Option<CommitObserver>,
+    flush: std::sync::mpsc::SyncSender<Flush>,
 }
 
 /// How one request of a group resolved before anything was written.
@@ -364,38 +505,38 @@ impl<B: LogBackend> Writer<B> {
         let before = self.frontier.clone();
         match self.write_group(&group) {
             Ok((resolutions, leaf_hashes)) => {
-                let new_events = leaf_hashes.len();
                 let stats = CommitStats {
                     requests: group.len(),
-                    events: new_events,
+                    events: leaf_hashes.len(),
                     duration: started.elapsed(),
                     tree_size: self.frontier.size(),
                 };
-                self.shared
-                    .tree_size
-                    .store(self.frontier.size(), Ordering::Release);
-                self.answer(group, resolutions, &leaf_hashes);
-                if let Some(observer) = &self.observer {
-                    observer(&stats);
+                let answers = self.answers(group, resolutions, &leaf_hashes);
+                let flush = Flush {
+                    answers,
+                    checkpoint: self.latest.clone(),
+                    stats,
+                    started,
+                };
+                if self.flush.send(flush).is_err() {
+                    tracing::error!("the flusher has stopped; refusing further writes");
+                    self.shared.fail();
                 }
             }
             Err(error) => {
                 tracing::error!(%error, "group commit failed; nothing of it was acknowledged");
                 let _ = self.backend.rollback();
                 self.frontier = before;
-                // A failed commit (fsync in particular) may still have reached the disk;
-                // continue only if the stored log is exactly what we believe it is.
-                if let Err(reload) = open_log(&mut self.backend, &self.signer).and_then(|f| {
-                    if f == self.frontier {
-                        Ok(())
-                    } else {
-                        Err(StoreError::Integrity(
-                            "stored log diverged from the sequencer".into(),
-                        ))
-                    }
-                }) {
-                    tracing::error!(%reload, "the log cannot continue safely; refusing further writes");
-                    self.shared.failed.store(true, Ordering::Release);
+                // A failed commit may still have reached the disk; continue only if the
+                // stored log is exactly what we believe it is.
+                let state = self.backend.state();
+                let consistent = matches!(&state, Ok(s) if s.size == self.frontier.size()
+                    && s.latest_checkpoint.as_ref().is_some_and(|c| c.tree_size == self.frontier.size()));
+                if !consistent {
+                    tracing::error!(
+                        "the stored log diverged from the sequencer; refusing further writes"
+                    );
+                    self.shared.fail();
                 }
                 for request in group {
                     let _ = request
@@ -507,13 +648,13 @@ impl<B: LogBackend> Writer<B> {
         (row, is_history)
     }
 
-    /// Replies to every request of a committed group.
-    fn answer(
+    /// The answer to every request of a committed group, to be sent once it is durable.
+    fn answers(
         &self,
         group: Vec<AppendRequest>,
         resolutions: Vec<Resolution>,
         leaf_hashes: &HashMap<u64, Hash>,
-    ) {
+    ) -> Vec<Answer> {
         let mut seq_of: HashMap<(usize, usize), u64> = HashMap::new();
         for (r, resolution) in resolutions.iter().enumerate() {
             if let Resolution::Accepted(slots) = resolution {
@@ -530,6 +671,7 @@ impl<B: LogBackend> Writer<B> {
             leaf_hash: leaf_hashes[&seq],
             duplicate,
         };
+        let mut answers = Vec::with_capacity(group.len());
         for (request, resolution) in group.into_iter().zip(resolutions) {
             let answer = match resolution {
                 Resolution::Refused(error) => Err(error),
@@ -547,10 +689,9 @@ impl<B: LogBackend> Writer<B> {
                     checkpoint: self.latest.clone(),
                 }),
             };
-            // A producer that gave up waiting is no reason to stop: its events are stored
-            // and a retry will be answered from the store.
-            let _ = request.reply.send(answer);
+            answers.push((request.reply, answer));
         }
+        answers
     }
 }
 

@@ -78,11 +78,20 @@ pub trait LogBackend: Send + 'static {
     fn insert_checkpoint(&mut self, checkpoint: &CheckpointRow) -> Result<(), StoreError>;
     /// Drops a superseded checkpoint that is not kept for history.
     fn delete_checkpoint(&mut self, tree_size: u64) -> Result<(), StoreError>;
-    /// Makes the transaction durable. Returns only once it is on stable storage (fsync):
-    /// the sequencer acknowledges producers after this and never before.
+    /// Ends the transaction. Its writes need not be on stable storage yet: the sequencer
+    /// acknowledges them only after a [`Syncer`] from [`LogBackend::syncer`] has run, which
+    /// lets it build the next group while the last one is being flushed.
     fn commit(&mut self) -> Result<(), StoreError>;
+    /// Something another thread can call to make every commit made so far durable.
+    fn syncer(&self) -> Result<Box<dyn Syncer>, StoreError>;
     /// Abandons the transaction.
     fn rollback(&mut self) -> Result<(), StoreError>;
+}
+
+/// Makes committed writes durable (fsync), from a thread other than the writer's.
+pub trait Syncer: Send + 'static {
+    /// Returns once everything committed before the call is on stable storage.
+    fn sync(&mut self) -> Result<(), StoreError>;
 }
 
 /// An event as read back: sort key, owner, leaf hash and the verbatim record.

@@ -45,6 +45,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
     let cpu_before = cpu_seconds(server.pid());
     let (http_rate, sent) = runtime.block_on(http_batched(&server, &key, args.ingest_events))?;
     let (lag_at_end, catch_up) = runtime.block_on(index_catch_up(&server))?;
+    let commits = runtime.block_on(commit_profile(&server))?;
     // Counted until the index has caught up, so deferred work is not hidden.
     let cpu_per_event_us = (cpu_seconds(server.pid()) - cpu_before) / sent as f64 * 1e6;
     drop(server);
@@ -75,6 +76,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
         out,
         "| server CPU per ingested event (HTTP run, indexing included) | {cpu_per_event_us:.1} µs | | | |"
     )?;
+    writeln!(out, "| group commits in the HTTP run | {commits} | | | |")?;
     writeln!(
         out,
         "| query index lag when the burst ended | {lag_at_end} events, indexed {:.1} s later | | | |",
@@ -215,6 +217,7 @@ async fn http_batched(server: &Server, key: &str, total: usize) -> anyhow::Resul
     let next = Arc::new(AtomicUsize::new(0));
     let http = reqwest::Client::new();
     let url = format!("{}/v1/events", server.url);
+    eprintln!("bench: burst of {} requests starts", bodies.len());
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..CLIENTS {
@@ -253,6 +256,29 @@ async fn http_batched(server: &Server, key: &str, total: usize) -> anyhow::Resul
     let elapsed = started.elapsed().as_secs_f64();
     let sent = bodies.len() * BATCH;
     Ok((sent as f64 / elapsed, sent))
+}
+
+/// Events per group commit and commit latency, from the server's own metrics.
+async fn commit_profile(server: &Server) -> anyhow::Result<String> {
+    let text = reqwest::get(format!("{}/metrics", server.url))
+        .await?
+        .text()
+        .await?;
+    let value = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let count = value("sealtrail_commit_events_count").max(1.0);
+    let requests = value("sealtrail_ingest_duration_seconds_count").max(1.0);
+    Ok(format!(
+        "{count:.0} commits, {:.0} events and {:.1} ms (queue to durable) each on average; \
+         ingest requests took {:.1} ms on average in the server",
+        value("sealtrail_commit_events_sum") / count,
+        value("sealtrail_commit_duration_seconds_sum") / count * 1000.0,
+        value("sealtrail_ingest_duration_seconds_sum") / requests * 1000.0
+    ))
 }
 
 /// The indexer's lag right after the burst, and how long it takes to catch up.

@@ -36,6 +36,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    // A store built by an older index version is re-indexed by the server: wait for it.
+    runtime.block_on(wait_for_index(&server))?;
     let (queries, returned) = runtime.block_on(filtered_queries(&server, &key, data.end))?;
     let (stats_severity, stats_total) =
         runtime.block_on(stats_queries(&server, &key, "group_by=severity"))?;
@@ -158,11 +160,19 @@ async fn wait_for_index(server: &Server) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let started = Instant::now();
     loop {
-        let ready: Value = http.get(format!("{}/readyz", server.url)).send().await?.json().await?;
+        let ready: Value = http
+            .get(format!("{}/readyz", server.url))
+            .send()
+            .await?
+            .json()
+            .await?;
         if ready["index_lag_events"].as_u64() == Some(0) {
             return Ok(());
         }
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(1800), "the index did not catch up");
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(1800),
+            "the index did not catch up"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

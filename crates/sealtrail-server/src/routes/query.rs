@@ -17,6 +17,9 @@ use crate::error::ApiError;
 use crate::routes::integrity::checkpoint_view;
 use crate::state::AppState;
 
+/// How long a read waits for an event it found to become durable (normally a millisecond).
+const DURABILITY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Query events.
 #[utoipa::path(
     get,
@@ -52,6 +55,7 @@ pub async fn list_events(
     let mut request =
         PageRequest::from_params(params.pairs()).map_err(ApiError::invalid_parameter)?;
     request.filter.tenant_id = auth.confine_tenant(request.filter.tenant_id.take())?;
+    request.visible_through = Some(state.sequencer.tree_size());
     let started = Instant::now();
     let reader = state.reader.clone();
     let order = request.order;
@@ -107,32 +111,25 @@ pub async fn get_event(
     })?;
     let started = Instant::now();
     let reader = state.reader.clone();
-    let grant = auth.0.clone();
-    let found = blocking(move || {
-        let Some(event) = reader.get(&id)? else {
-            return Ok(None);
-        };
-        // A tenant-bound key must not learn that another tenant's event exists.
-        if !grant.may_see(&event.tenant_id) {
-            return Ok(None);
-        }
-        let checkpoint = reader
-            .latest_checkpoint()?
-            .ok_or_else(|| ApiError::internal("the log has no checkpoint"))?;
-        debug_assert!(
-            event.seq <= checkpoint.tree_size,
-            "every commit is signed with its events"
-        );
-        let hashes = reader.inclusion_proof(event.seq - 1, checkpoint.tree_size)?;
-        Ok(Some((event, checkpoint, hashes)))
-    })
-    .await?;
-    state.metrics.read("event", started.elapsed().as_secs_f64());
-    let Some((event, checkpoint, hashes)) = found else {
+    let found = blocking(move || Ok(reader.get(&id)?)).await?;
+    // A tenant-bound key must not learn that another tenant's event exists.
+    let Some(event) = found.filter(|e| auth.0.may_see(&e.tenant_id)) else {
         return Err(ApiError::not_found(format!("no event {id}")));
     };
+    // Committed but not yet fsync'd (a millisecond or two): nothing is shown before it is
+    // durable, and proofs are only against durable checkpoints.
+    if event.seq > state.sequencer.tree_size() {
+        tokio::time::timeout(DURABILITY_WAIT, state.sequencer.wait_durable(event.seq))
+            .await
+            .map_err(|_| ApiError::not_found(format!("no event {id}")))?;
+    }
+    let checkpoint = state.sequencer.durable_checkpoint();
+    let reader = state.reader.clone();
+    let (leaf_index, tree_size) = (event.seq - 1, checkpoint.tree_size);
+    let hashes = blocking(move || Ok(reader.inclusion_proof(leaf_index, tree_size)?)).await?;
+    state.metrics.read("event", started.elapsed().as_secs_f64());
     let proof = InclusionProof {
-        leaf_index: event.seq - 1,
+        leaf_index,
         tree_size: checkpoint.tree_size,
         hashes: hashes.iter().map(hex::encode).collect(),
     };
@@ -181,6 +178,7 @@ pub async fn stats(
     let mut request =
         StatsRequest::from_params(params.pairs()).map_err(ApiError::invalid_parameter)?;
     request.filter.tenant_id = auth.confine_tenant(request.filter.tenant_id.take())?;
+    request.visible_through = Some(state.sequencer.tree_size());
     let (group_by, interval) = (request.group_by, request.interval);
     let started = Instant::now();
     let reader = state.reader.clone();

@@ -26,6 +26,7 @@ use super::{INDEX_DB_FILE, log_db_path, schema};
 pub(crate) const HOUR_OF_OCCURRED_AT: &str =
     "occurred_at - (((occurred_at % 3600000000) + 3600000000) % 3600000000)";
 use crate::StoreError;
+use crate::sequencer::DurableSize;
 
 /// How the indexer batches.
 #[derive(Clone, Debug)]
@@ -58,6 +59,9 @@ const INDEXER_CACHE_KIB: i64 = 256 * 1024;
 pub struct Indexer {
     conn: Connection,
     config: IndexerConfig,
+    /// The durable tree size, when a sequencer is running: rows beyond it are committed but
+    /// not yet fsync'd, and an index must never hold what a power cut could take back.
+    durable: Option<DurableSize>,
 }
 
 impl Indexer {
@@ -75,7 +79,29 @@ impl Indexer {
         schema::prepare_index(&conn)?;
         let log = log_db_path(data_dir);
         conn.execute("ATTACH DATABASE ?1 AS log", params![log.to_string_lossy()])?;
-        Ok(Self { conn, config })
+        let indexer = Self {
+            conn,
+            config,
+            durable: None,
+        };
+        let (through, size) = (indexer.indexed_through()?, indexer.log_size()?);
+        if through > size {
+            // Only after a power cut that took back unacknowledged rows the index had seen
+            // (which the durable bound now prevents): rebuild rather than trust it.
+            tracing::warn!(
+                through,
+                size,
+                "the index is ahead of the log; rebuilding it"
+            );
+            schema::reset_index(&indexer.conn)?;
+        }
+        Ok(indexer)
+    }
+
+    /// Indexes only up to the sequencer's durable tree size.
+    pub fn bounded_by(mut self, durable: DurableSize) -> Self {
+        self.durable = Some(durable);
+        self
     }
 
     /// The highest seq the index holds.
@@ -98,7 +124,10 @@ impl Indexer {
     /// Indexes the next batch of committed rows; returns how many.
     pub fn step(&mut self) -> Result<u64, StoreError> {
         let from = self.indexed_through()?;
-        let upto = self.log_size()?.min(from + self.config.max_batch_events);
+        let mut upto = self.log_size()?.min(from + self.config.max_batch_events);
+        if let Some(durable) = &self.durable {
+            upto = upto.min(durable.get());
+        }
         if upto <= from {
             return Ok(0);
         }
@@ -170,7 +199,10 @@ impl Indexer {
         let mut waiting_since: Option<Instant> = None;
         while !stop.load(Ordering::Acquire) {
             let pending = match (self.log_size(), self.indexed_through()) {
-                (Ok(size), Ok(through)) => size.saturating_sub(through),
+                (Ok(size), Ok(through)) => {
+                    let size = self.durable.as_ref().map_or(size, |d| size.min(d.get()));
+                    size.saturating_sub(through)
+                }
                 (Err(e), _) | (_, Err(e)) => {
                     tracing::error!(error = %e, "indexer cannot read the log; retrying");
                     std::thread::sleep(self.config.poll_interval * 10);

@@ -8,6 +8,7 @@
 mod indexer;
 mod reader;
 mod schema;
+mod wal;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -83,7 +84,7 @@ pub fn open_log(
     };
     let signer =
         CheckpointSigner::new(&origin, &secret).map_err(|e| StoreError::Invalid(e.to_string()))?;
-    Ok((SqliteBackend::new(conn)?, signer))
+    Ok((SqliteBackend::new(conn, &log_db_path(data_dir))?, signer))
 }
 
 /// The verifier of an existing log's checkpoints, from its stored origin and the signing
@@ -183,7 +184,5 @@ pub(crate) fn subtree_hash(conn: &Connection, level: u32, index: u64) -> Result<
 /// Bytes used by the database file and its WAL.
 pub(crate) fn storage_bytes(db: &Path) -> u64 {
     let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-    let mut wal = db.as_os_str().to_owned();
-    wal.push("-wal");
-    size(db) + size(Path::new(&wal))
+    size(db) + size(&wal::wal_path(db))
 }

@@ -163,6 +163,15 @@ impl Conditions {
         }
     }
 
+    /// The log rows the indexer has not reached, up to `visible_through`. (The index holds
+    /// only durable rows, so it needs no such bound.)
+    fn unindexed(&mut self, visible_through: Option<u64>) {
+        self.clauses.insert(0, format!("seq > {INDEXED_THROUGH}"));
+        if let Some(last) = visible_through {
+            self.push("seq <= ?", [SqlValue::Integer(last as i64)]);
+        }
+    }
+
     /// Strictly after the cursor in the given order. The redundant bound on `occurred_at`
     /// lets SQLite start the index range at the cursor instead of filtering up to it.
     fn after(&mut self, cursor: &PageCursor, order: Order) {
@@ -235,7 +244,7 @@ pub(crate) fn page_sql(request: &PageRequest) -> (String, Vec<SqlValue>) {
     // The log's rows the indexer has not reached yet.
     let mut tail = base;
     tail.severities(severities);
-    tail.clauses.insert(0, format!("seq > {INDEXED_THROUGH}"));
+    tail.unindexed(request.visible_through);
     part("main.events", tail);
     let sql = format!(
         "SELECT e.seq, e.tenant_id, e.occurred_at, e.leaf_hash, e.record
@@ -329,7 +338,7 @@ pub(crate) fn stats_sql(request: &StatsRequest) -> (String, Vec<SqlValue>) {
         params.extend(all.params.clone());
     }
     let mut tail = all;
-    tail.clauses.insert(0, format!("seq > {INDEXED_THROUGH}"));
+    tail.unindexed(request.visible_through);
     parts.push(count("main.events", &tail, "occurred_at", "COUNT(*)"));
     params.extend(tail.params);
     let sql = format!(

@@ -141,6 +141,12 @@ pub(crate) fn prepare_index(conn: &Connection) -> Result<bool, StoreError> {
     if current == INDEX_VERSION {
         return Ok(false);
     }
+    reset_index(conn)?;
+    Ok(true)
+}
+
+/// Empties the index database and creates [`INDEX_SCHEMA`] afresh (cursor at 0).
+pub(crate) fn reset_index(conn: &Connection) -> Result<(), StoreError> {
     let tx = conn.unchecked_transaction()?;
     let tables: Vec<String> = tx
         .prepare(
@@ -158,5 +164,5 @@ pub(crate) fn prepare_index(conn: &Connection) -> Result<bool, StoreError> {
         version = INDEX_VERSION,
         "created the query index; it fills from the log"
     );
-    Ok(true)
+    Ok(())
 }

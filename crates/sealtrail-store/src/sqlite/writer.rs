@@ -6,18 +6,32 @@ use rusqlite::{Connection, OptionalExtension, params};
 use sealtrail_core::merkle::Hash;
 use uuid::Uuid;
 
+use super::wal::{WalCheckpointer, WalSyncer};
 use crate::StoreError;
-use crate::traits::{CheckpointRow, ExistingEvent, LogBackend, LogState, NewLeaf};
+use crate::traits::{CheckpointRow, ExistingEvent, LogBackend, LogState, NewLeaf, Syncer};
 
-/// The write connection, owned by the sequencer thread.
+/// The write connection, owned by the sequencer thread, and the WAL checkpointer that
+/// lives as long as it.
 pub struct SqliteBackend {
     conn: Connection,
+    path: std::path::PathBuf,
+    // Dropped after `conn` (fields drop in order): the final checkpoint sees no writer.
+    _checkpointer: WalCheckpointer,
 }
 
 impl SqliteBackend {
-    pub(crate) fn new(conn: Connection) -> Result<Self, StoreError> {
+    pub(crate) fn new(conn: Connection, path: &std::path::Path) -> Result<Self, StoreError> {
         super::schema::check(&conn)?;
-        Ok(Self { conn })
+        // Commits write the WAL without fsync and never checkpoint: the sequencer's syncer
+        // and the background checkpointer do both (see wal.rs).
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpointer = WalCheckpointer::spawn(path)?;
+        Ok(Self {
+            conn,
+            path: path.to_owned(),
+            _checkpointer: checkpointer,
+        })
     }
 }
 
@@ -142,6 +156,10 @@ impl LogBackend for SqliteBackend {
     fn commit(&mut self) -> Result<(), StoreError> {
         self.conn.execute_batch("COMMIT")?;
         Ok(())
+    }
+
+    fn syncer(&self) -> Result<Box<dyn Syncer>, StoreError> {
+        Ok(Box::new(WalSyncer::new(&self.path)))
     }
 
     fn rollback(&mut self) -> Result<(), StoreError> {
