@@ -287,20 +287,9 @@ async fn queries_filter_page_and_return_documented_events() {
 async fn an_event_comes_with_a_proof_that_verifies_against_the_signed_checkpoint() {
     let s = TestServer::start().await;
     let key = s.key(ALL, Some("bloom"));
-    let (_, first) = s
-        .post_json(
-            &key,
-            "/v1/events",
-            &json!({"events": (0..300).map(guest_event).collect::<Vec<_>>()}),
-        )
-        .await;
+    let (_, first) = s.post_batch(&key, 0..300).await;
     let first: IngestResponse = serde_json::from_value(first).unwrap();
-    s.post_json(
-        &key,
-        "/v1/events",
-        &json!({"events": (300..333).map(guest_event).collect::<Vec<_>>()}),
-    )
-    .await;
+    s.post_batch(&key, 300..333).await;
     let (_, key_view) = s.get(&key, "/v1/public-key").await;
     let verifier = CheckpointVerifier::from_vkey(key_view["vkey"].as_str().unwrap()).unwrap();
 
@@ -363,27 +352,10 @@ async fn operations_endpoints_and_the_openapi_document() {
     let s = TestServer::start().await;
     let key = s.key(ALL, Some("bloom"));
     s.post_json(&key, "/v1/events", &guest_event(1)).await;
-    let health = s.http.get(s.url("/healthz")).send().await.unwrap();
-    assert_eq!(health.status(), 200);
-    let ready: Value = s
-        .http
-        .get(s.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    assert_eq!(s.get_open("/healthz").await.0, 200);
+    let ready: Value = serde_json::from_str(&s.get_open("/readyz").await.1).unwrap();
     assert_eq!(ready["ready"], true);
-    let metrics = s
-        .http
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.get_open("/metrics").await.1;
     for name in [
         "sealtrail_ingest_requests_total{outcome=\"accepted\"} 1",
         "sealtrail_ingest_events_total 1",
@@ -394,15 +366,7 @@ async fn operations_endpoints_and_the_openapi_document() {
     ] {
         assert!(metrics.contains(name), "metrics lack {name}:\n{metrics}");
     }
-    let doc: Value = s
-        .http
-        .get(s.url("/v1/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = serde_json::from_str(&s.get_open("/v1/openapi.json").await.1).unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     for path in [
         "/v1/events",
@@ -435,36 +399,14 @@ async fn operations_endpoints_and_the_openapi_document() {
 async fn acknowledged_events_survive_a_graceful_restart() {
     let s = TestServer::start().await;
     let key = s.key(ALL, Some("bloom"));
-    let (_, body) = s
-        .post_json(
-            &key,
-            "/v1/events",
-            &json!({"events": (0..50).map(guest_event).collect::<Vec<_>>()}),
-        )
-        .await;
+    let (_, body) = s.post_batch(&key, 0..50).await;
     let acked: IngestResponse = serde_json::from_value(body).unwrap();
-    let dir = s.stop().await;
-    let config = sealtrail_server::Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().to_owned(),
-        ..Default::default()
-    };
-    let server = sealtrail_server::start(config).await.unwrap();
-    let base = format!("http://{}", server.local_addr());
-    let page: EventPage = reqwest::Client::new()
-        .get(format!("{base}/v1/events?limit=1000&order=asc"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let s = s.restart().await;
+    let (status, page) = s.get(&key, "/v1/events?limit=1000&order=asc").await;
+    assert_eq!(status, 200);
+    let page: EventPage = serde_json::from_value(page).unwrap();
     let stored: Vec<String> = page.events.iter().map(|e| e.id.clone()).collect();
     let expected: Vec<String> = acked.events.iter().map(|e| e.id.clone().unwrap()).collect();
-    assert_eq!(stored.len(), 50);
-    for id in expected {
-        assert!(stored.contains(&id));
-    }
-    server.shutdown().await.unwrap();
+    assert_eq!(stored, expected, "every acknowledged event, in order, once");
+    s.stop().await;
 }

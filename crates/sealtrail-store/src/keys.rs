@@ -43,6 +43,9 @@ pub struct KeyInfo {
     pub revoked_at: Option<i64>,
 }
 
+/// A stored key: the hash of its secret, and its listing or why it cannot be read.
+type KeyRow = (Hash, Result<KeyInfo, String>);
+
 struct Cache {
     data_version: i64,
     by_hash: HashMap<Hash, KeyInfo>,
@@ -128,36 +131,41 @@ impl ApiKeyStore {
 
     /// Every key, newest first.
     pub fn list(&self) -> Result<Vec<KeyInfo>, StoreError> {
+        self.read_keys("ORDER BY created_at DESC")?
+            .into_iter()
+            .map(|(_, key)| key.map_err(StoreError::Integrity))
+            .collect()
+    }
+
+    /// Keys with the hash of their secret; a key whose stored scopes cannot be read comes
+    /// back as the reason.
+    fn read_keys(&self, tail: &str) -> Result<Vec<KeyRow>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT key_id, scopes, tenant_id, description, created_at, revoked_at
-             FROM api_keys ORDER BY created_at DESC",
-        )?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT secret_hash, key_id, scopes, tenant_id, description, created_at, revoked_at
+             FROM api_keys {tail}"
+        ))?;
         let rows = stmt.query_map([], |r| {
+            let key_id: String = r.get(1)?;
+            let scopes: String = r.get(2)?;
+            let info = Scope::parse_list(&scopes)
+                .map_err(|e| format!("key {key_id} has unreadable scopes: {e}"));
             Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
+                r.get::<_, Hash>(0)?,
+                match info {
+                    Ok(scopes) => Ok(KeyInfo {
+                        key_id,
+                        scopes,
+                        tenant_id: r.get(3)?,
+                        description: r.get(4)?,
+                        created_at: r.get(5)?,
+                        revoked_at: r.get(6)?,
+                    }),
+                    Err(reason) => Err(reason),
+                },
             ))
         })?;
-        let mut keys = Vec::new();
-        for row in rows {
-            let (key_id, scopes, tenant_id, description, created_at, revoked_at) = row?;
-            keys.push(KeyInfo {
-                scopes: Scope::parse_list(&scopes).map_err(|e| {
-                    StoreError::Integrity(format!("key {key_id} has unreadable scopes: {e}"))
-                })?,
-                key_id,
-                tenant_id,
-                description,
-                created_at,
-                revoked_at,
-            });
-        }
-        Ok(keys)
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Revokes a key; returns false if no live key has that id.
@@ -196,42 +204,14 @@ impl ApiKeyStore {
     }
 
     fn load_live(&self) -> Result<HashMap<Hash, KeyInfo>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT secret_hash, key_id, scopes, tenant_id, description, created_at
-             FROM api_keys WHERE revoked_at IS NULL",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, Hash>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-            ))
-        })?;
         let mut live = HashMap::new();
-        for row in rows {
-            let (hash, key_id, scopes, tenant_id, description, created_at) = row?;
-            let scopes = match Scope::parse_list(&scopes) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(key_id, error = %e, "ignoring a key with unreadable scopes");
-                    continue;
+        for (hash, key) in self.read_keys("WHERE revoked_at IS NULL")? {
+            match key {
+                Ok(info) => {
+                    live.insert(hash, info);
                 }
-            };
-            live.insert(
-                hash,
-                KeyInfo {
-                    key_id,
-                    scopes,
-                    tenant_id,
-                    description,
-                    created_at,
-                    revoked_at: None,
-                },
-            );
+                Err(reason) => tracing::error!(%reason, "ignoring an unreadable key"),
+            }
         }
         Ok(live)
     }

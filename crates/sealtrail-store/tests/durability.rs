@@ -90,7 +90,28 @@ impl LogBackend for GatedBackend {
     }
 }
 
-fn set(gate: &Arc<(Mutex<Gate>, Condvar)>, to: Gate) {
+type GateHandle = Arc<(Mutex<Gate>, Condvar)>;
+
+/// A log whose fsync is behind a gate (open to begin with).
+fn gated_log(
+    dir: &std::path::Path,
+) -> (
+    GateHandle,
+    sealtrail_store::SequencerHandle,
+    std::thread::JoinHandle<()>,
+) {
+    let (backend, signer) = open_log(dir, Some("durability.test/log")).unwrap();
+    let gate = Arc::new((Mutex::new(Gate::Open), Condvar::new()));
+    let gated = GatedBackend {
+        inner: backend,
+        gate: gate.clone(),
+    };
+    let (handle, thread) =
+        Sequencer::spawn(gated, signer, SequencerConfig::default(), None).unwrap();
+    (gate, handle, thread)
+}
+
+fn set(gate: &GateHandle, to: Gate) {
     *gate.0.lock().unwrap() = to;
     gate.1.notify_all();
 }
@@ -109,14 +130,7 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 #[test]
 fn nothing_is_acknowledged_reported_or_indexed_before_its_fsync() {
     let dir = tempfile::tempdir().unwrap();
-    let (backend, signer) = open_log(dir.path(), Some("durability.test/log")).unwrap();
-    let gate = Arc::new((Mutex::new(Gate::Open), Condvar::new()));
-    let gated = GatedBackend {
-        inner: backend,
-        gate: gate.clone(),
-    };
-    let (handle, thread) =
-        Sequencer::spawn(gated, signer, SequencerConfig::default(), None).unwrap();
+    let (gate, handle, thread) = gated_log(dir.path());
     handle.append_blocking(vec![prepare(event(0))]).unwrap();
     assert_eq!(handle.tree_size(), 1);
 
@@ -167,14 +181,7 @@ fn nothing_is_acknowledged_reported_or_indexed_before_its_fsync() {
 #[test]
 fn a_failed_fsync_acknowledges_nothing_and_stops_the_log() {
     let dir = tempfile::tempdir().unwrap();
-    let (backend, signer) = open_log(dir.path(), Some("durability.test/log")).unwrap();
-    let gate = Arc::new((Mutex::new(Gate::Open), Condvar::new()));
-    let gated = GatedBackend {
-        inner: backend,
-        gate: gate.clone(),
-    };
-    let (handle, thread) =
-        Sequencer::spawn(gated, signer, SequencerConfig::default(), None).unwrap();
+    let (gate, handle, thread) = gated_log(dir.path());
     handle.append_blocking(vec![prepare(event(0))]).unwrap();
     set(&gate, Gate::Failing);
     let err = handle.append_blocking(vec![prepare(event(1))]).unwrap_err();

@@ -49,6 +49,33 @@ fn assert_sequencer_refuses(dir: &tempfile::TempDir) {
     );
 }
 
+/// What a forger with write access but no signing key can do: append a well-formed event,
+/// with a correct leaf hash, at `seq`.
+fn insert_forged(conn: &rusqlite::Connection, seq: u64, n: u64) {
+    let forged = common::prepare(event(n));
+    let record = forged.record(seq);
+    conn.execute(
+        "INSERT INTO events (seq, id, tenant_id, occurred_at, received_at, severity, action, user_id,
+                             resource_type, resource_id, content_hash, leaf_hash, record)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, ?11, ?12)",
+        params![
+            seq as i64,
+            forged.id.as_bytes(),
+            forged.tenant_id,
+            forged.occurred_at,
+            forged.received_at,
+            forged.severity.code(),
+            forged.action,
+            forged.user_id,
+            forged.resource_type,
+            forged.resource_id,
+            sealtrail_core::merkle::leaf_hash(&record),
+            record
+        ],
+    )
+    .unwrap();
+}
+
 #[test]
 fn an_untouched_log_verifies() {
     let (dir, verifier, _) = stopped_log();
@@ -155,28 +182,7 @@ fn an_inserted_row_is_named() {
     let (dir, verifier, _) = stopped_log();
     // A forger appends a well-formed event with a correct leaf hash but cannot sign.
     let conn = db(&dir);
-    let forged = common::prepare(event(9999));
-    let record = forged.record(601);
-    let leaf = sealtrail_core::merkle::leaf_hash(&record);
-    conn.execute(
-        "INSERT INTO events (seq, id, tenant_id, occurred_at, received_at, severity, action, user_id,
-                             resource_type, resource_id, content_hash, leaf_hash, record)
-         VALUES (601, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, ?10, ?11)",
-        params![
-            forged.id.as_bytes(),
-            forged.tenant_id,
-            forged.occurred_at,
-            forged.received_at,
-            forged.severity.code(),
-            forged.action,
-            forged.user_id,
-            forged.resource_type,
-            forged.resource_id,
-            leaf,
-            record
-        ],
-    )
-    .unwrap();
+    insert_forged(&conn, 601, 9999);
     let finding = verify(&dir, &verifier).unwrap();
     assert_eq!(
         (finding.kind(), finding.seq()),
@@ -196,27 +202,7 @@ fn a_row_inserted_in_the_middle_is_named() {
         .unwrap();
     conn.execute("UPDATE events SET seq = 1 - seq WHERE seq < 0", [])
         .unwrap();
-    let forged = common::prepare(event(200));
-    let record = forged.record(200);
-    conn.execute(
-        "INSERT INTO events (seq, id, tenant_id, occurred_at, received_at, severity, action, user_id,
-                             resource_type, resource_id, content_hash, leaf_hash, record)
-         VALUES (200, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, ?10, ?11)",
-        params![
-            forged.id.as_bytes(),
-            forged.tenant_id,
-            forged.occurred_at,
-            forged.received_at,
-            forged.severity.code(),
-            forged.action,
-            forged.user_id,
-            forged.resource_type,
-            forged.resource_id,
-            sealtrail_core::merkle::leaf_hash(&record),
-            record
-        ],
-    )
-    .unwrap();
+    insert_forged(&conn, 200, 200);
     let finding = verify(&dir, &verifier).unwrap();
     assert_eq!(finding.kind(), "inserted", "{finding}");
     assert!(matches!(finding.seq(), Some(200)), "{finding}");

@@ -32,7 +32,11 @@ struct Spread {
 impl Spread {
     fn of(mut values: Vec<f64>) -> Self {
         values.sort_by(f64::total_cmp);
-        Self { median: values[values.len() / 2], min: values[0], max: values[values.len() - 1] }
+        Self {
+            median: values[values.len() / 2],
+            min: values[0],
+            max: values[values.len() - 1],
+        }
     }
 }
 
@@ -64,13 +68,16 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
         naive_8.push(naive_inserts(CLIENTS, 3_000)?);
         eprintln!("bench: round {round}/{ROUNDS}: ceiling (sequencer without HTTP)");
         ceilings.push(ceiling(args.ingest_events.min(400_000))?);
-        eprintln!("bench: round {round}/{ROUNDS}: HTTP batched ingest, {} events", args.ingest_events);
+        eprintln!(
+            "bench: round {round}/{ROUNDS}: HTTP batched ingest, {} events",
+            args.ingest_events
+        );
         let dir = tempfile::tempdir()?;
         let server = Server::start(dir.path())?;
         let key = create_key(dir.path())?;
         let cpu_before = cpu_seconds(server.pid());
         let (rate, sent) = runtime.block_on(http_batched(&server, &key, args.ingest_events))?;
-        let (lag_at_end, catch_up) = runtime.block_on(index_catch_up(&server))?;
+        let (lag_at_end, catch_up) = runtime.block_on(server.wait_until_indexed())?;
         let commits = runtime.block_on(commit_profile(&server))?;
         // Counted until the index has caught up, so deferred work is not hidden.
         let cpu_per_event_us = (cpu_seconds(server.pid()) - cpu_before) / sent as f64 * 1e6;
@@ -80,7 +87,11 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
     let (cpu_per_event_us, commits, lag_at_end, catch_up) = last_run.expect("at least one round");
     let naive_1 = Spread::of(naive_1);
     let naive_8 = Spread::of(naive_8);
-    let naive = if naive_1.median >= naive_8.median { naive_1.median } else { naive_8.median };
+    let naive = if naive_1.median >= naive_8.median {
+        naive_1.median
+    } else {
+        naive_8.median
+    };
     let ceiling = Spread::of(ceilings);
     let http = Spread::of(http);
 
@@ -269,19 +280,7 @@ async fn http_batched(server: &Server, key: &str, total: usize) -> anyhow::Resul
                 let Some(body) = bodies.get(i) else {
                     return Ok::<_, anyhow::Error>(());
                 };
-                let response = http
-                    .post(&url)
-                    .bearer_auth(&key)
-                    .header("content-type", "application/json")
-                    .body(body.clone())
-                    .send()
-                    .await?;
-                anyhow::ensure!(
-                    response.status() == 201,
-                    "ingest answered {}",
-                    response.status()
-                );
-                response.bytes().await?;
+                post(&http, &url, &key, body.clone()).await?;
             }
         }));
     }
@@ -314,31 +313,6 @@ async fn commit_profile(server: &Server) -> anyhow::Result<String> {
         value("sealtrail_commit_duration_seconds_sum") / count * 1000.0,
         value("sealtrail_ingest_duration_seconds_sum") / requests * 1000.0
     ))
-}
-
-/// The indexer's lag right after the burst, and how long it takes to catch up.
-async fn index_catch_up(server: &Server) -> anyhow::Result<(u64, Duration)> {
-    let http = reqwest::Client::new();
-    let started = Instant::now();
-    let mut first = None;
-    loop {
-        let ready: Value = http
-            .get(format!("{}/readyz", server.url))
-            .send()
-            .await?
-            .json()
-            .await?;
-        let lag = ready["index_lag_events"].as_u64().unwrap_or(0);
-        let first = *first.get_or_insert(lag);
-        if lag == 0 {
-            return Ok((first, started.elapsed()));
-        }
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(600),
-            "the index did not catch up"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn single_events(server: &Server, key: &str) -> anyhow::Result<(Latency, Latency, f64)> {

@@ -41,7 +41,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
         .enable_all()
         .build()?;
     // A store built by an older index version is re-indexed by the server: wait for it.
-    runtime.block_on(wait_for_index(&server))?;
+    runtime.block_on(server.wait_until_indexed())?;
     let (queries, returned) = runtime.block_on(filtered_queries(&server, &key, data.end))?;
     let (stats_severity, stats_total) =
         runtime.block_on(stats_queries(&server, &key, "group_by=severity"))?;
@@ -158,27 +158,6 @@ fn dir_size(dir: &Path) -> u64 {
                 .sum()
         })
         .unwrap_or(0)
-}
-
-async fn wait_for_index(server: &Server) -> anyhow::Result<()> {
-    let http = reqwest::Client::new();
-    let started = Instant::now();
-    loop {
-        let ready: Value = http
-            .get(format!("{}/readyz", server.url))
-            .send()
-            .await?
-            .json()
-            .await?;
-        if ready["index_lag_events"].as_u64() == Some(0) {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(1800),
-            "the index did not catch up"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 async fn filtered_queries(server: &Server, key: &str, end: i64) -> anyhow::Result<(Latency, f64)> {

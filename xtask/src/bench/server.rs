@@ -39,6 +39,32 @@ impl Server {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Waits until the query index has caught up with the log; returns the lag when the
+    /// wait began and how long it took.
+    pub async fn wait_until_indexed(&self) -> anyhow::Result<(u64, std::time::Duration)> {
+        let http = reqwest::Client::new();
+        let started = std::time::Instant::now();
+        let mut first = None;
+        loop {
+            let ready: serde_json::Value = http
+                .get(format!("{}/readyz", self.url))
+                .send()
+                .await?
+                .json()
+                .await?;
+            let lag = ready["index_lag_events"].as_u64().unwrap_or(0);
+            let first = *first.get_or_insert(lag);
+            if lag == 0 {
+                return Ok((first, started.elapsed()));
+            }
+            anyhow::ensure!(
+                started.elapsed() < std::time::Duration::from_secs(1800),
+                "the index did not catch up"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
 }
 
 impl Drop for Server {

@@ -65,6 +65,13 @@ impl TestServer {
         decode(response).await
     }
 
+    /// A batch of `guest_event(n)` for every n in `range`.
+    pub async fn post_batch(&self, key: &str, range: std::ops::Range<u64>) -> (u16, Value) {
+        let events: Vec<Value> = range.map(guest_event).collect();
+        self.post_json(key, "/v1/events", &serde_json::json!({ "events": events }))
+            .await
+    }
+
     pub async fn post_raw(&self, key: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
         let response = self
             .http
@@ -89,17 +96,29 @@ impl TestServer {
         decode(response).await
     }
 
+    /// An unauthenticated GET (operations endpoints): status and body text.
+    pub async fn get_open(&self, path: &str) -> (u16, String) {
+        let response = self.http.get(self.url(path)).send().await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
     pub async fn tree_size(&self) -> u64 {
-        let ready: Value = self
-            .http
-            .get(self.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let ready: Value = serde_json::from_str(&self.get_open("/readyz").await.1).unwrap();
         ready["tree_size"].as_u64().unwrap()
+    }
+
+    /// Stops the server gracefully and starts a new one on the same data directory.
+    pub async fn restart(mut self) -> Self {
+        self.server.take().unwrap().shutdown().await.unwrap();
+        let config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: self.dir.path().to_owned(),
+            ..Config::default()
+        };
+        let server = sealtrail_server::start(config).await.unwrap();
+        self.base = format!("http://{}", server.local_addr());
+        self.server = Some(server);
+        self
     }
 
     pub async fn stop(mut self) -> tempfile::TempDir {
