@@ -7,9 +7,9 @@ mod common;
 
 use common::{TestLog, event, sqlite};
 use rusqlite::params;
-use sealtrail_store::sqlite::open_log;
+use sealtrail_store::sqlite::{insert_event_row, open_log};
 use sealtrail_store::verify::verify_sqlite;
-use sealtrail_store::{Finding, LogReader, Sequencer, SequencerConfig};
+use sealtrail_store::{Finding, LogReader, NewLeaf, Sequencer, SequencerConfig};
 
 /// A stopped log of 600 events (two full level-8 Merkle nodes), ready to be tampered with.
 fn stopped_log() -> (
@@ -52,26 +52,17 @@ fn assert_sequencer_refuses(dir: &tempfile::TempDir) {
 /// What a forger with write access but no signing key can do: append a well-formed event,
 /// with a correct leaf hash, at `seq`.
 fn insert_forged(conn: &rusqlite::Connection, seq: u64, n: u64) {
-    let forged = common::prepare(event(n));
-    let record = forged.record(seq);
-    conn.execute(
-        "INSERT INTO events (seq, id, tenant_id, occurred_at, received_at, severity, action, user_id,
-                             resource_type, resource_id, content_hash, leaf_hash, record)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, ?11, ?12)",
-        params![
-            seq as i64,
-            forged.id.as_bytes(),
-            forged.tenant_id,
-            forged.occurred_at,
-            forged.received_at,
-            forged.severity.code(),
-            forged.action,
-            forged.user_id,
-            forged.resource_type,
-            forged.resource_id,
-            sealtrail_core::merkle::leaf_hash(&record),
-            record
-        ],
+    let event = common::prepare(event(n));
+    let record = event.record(seq);
+    let leaf_hash = sealtrail_core::merkle::leaf_hash(&record);
+    insert_event_row(
+        conn,
+        &NewLeaf {
+            seq,
+            event: &event,
+            record,
+            leaf_hash,
+        },
     )
     .unwrap();
 }

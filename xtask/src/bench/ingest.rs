@@ -7,11 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use rusqlite::params;
 use sealtrail_core::time_format::now_micros;
 use sealtrail_core::{EventLimits, PreparedEvent, TenantScope, prepare_event_value};
-use sealtrail_store::sqlite::{log_db_path, open_log};
-use sealtrail_store::{Sequencer, SequencerConfig};
+use sealtrail_store::sqlite::{insert_event_row, log_db_path, open_log};
+use sealtrail_store::{NewLeaf, Sequencer, SequencerConfig};
 use serde_json::{Value, json};
 
 use super::BenchArgs;
@@ -177,32 +176,23 @@ fn naive_inserts(connections: usize, total: usize) -> anyhow::Result<f64> {
                 conn.busy_timeout(Duration::from_secs(30))?;
                 conn.pragma_update(None, "journal_mode", "WAL")?;
                 conn.pragma_update(None, "synchronous", "FULL")?;
-                let mut stmt = conn.prepare(
-                    "INSERT INTO events (seq, id, tenant_id, occurred_at, received_at, severity, action,
-                                         user_id, resource_type, resource_id, content_hash, leaf_hash, record)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-                )?;
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(e) = events.get(i) else { return Ok(()) };
+                    let Some(event) = events.get(i) else {
+                        return Ok(());
+                    };
                     let seq = i as u64 + 1;
-                    let record = e.record(seq);
-                    let leaf = sealtrail_core::merkle::leaf_hash(&record);
-                    stmt.execute(params![
-                        seq as i64,
-                        e.id.as_bytes(),
-                        e.tenant_id,
-                        e.occurred_at,
-                        e.received_at,
-                        e.severity.code(),
-                        e.action,
-                        e.user_id,
-                        e.resource_type,
-                        e.resource_id,
-                        e.content_hash,
-                        leaf,
-                        record
-                    ])?;
+                    let record = event.record(seq);
+                    let leaf_hash = sealtrail_core::merkle::leaf_hash(&record);
+                    insert_event_row(
+                        &conn,
+                        &NewLeaf {
+                            seq,
+                            event,
+                            record,
+                            leaf_hash,
+                        },
+                    )?;
                 }
             })
         })

@@ -19,7 +19,7 @@ use sealtrail_core::merkle::{Hash, fold_complete};
 
 pub use indexer::{IndexProgress, Indexer, IndexerConfig, IndexerHandle};
 pub use reader::SqliteReader;
-pub use writer::SqliteBackend;
+pub use writer::{SqliteBackend, insert_event_row};
 
 use crate::{NODE_LEVEL_STRIDE, StoreError, identity};
 

@@ -35,6 +35,34 @@ impl SqliteBackend {
     }
 }
 
+/// Writes one leaf's row: the only place that knows the `events` row format. Public so the
+/// tamper tests (playing a forger) and the naive-insert benchmark write exactly what the
+/// sequencer writes.
+pub fn insert_event_row(conn: &Connection, leaf: &NewLeaf<'_>) -> Result<(), StoreError> {
+    let e = leaf.event;
+    conn.prepare_cached(
+        "INSERT INTO events (seq, id, tenant_id, occurred_at, received_at, severity, action,
+                             user_id, resource_type, resource_id, content_hash, leaf_hash, record)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )?
+    .execute(params![
+        leaf.seq as i64,
+        e.id.as_bytes(),
+        e.tenant_id,
+        e.occurred_at,
+        e.received_at,
+        e.severity.code(),
+        e.action,
+        e.user_id,
+        e.resource_type,
+        e.resource_id,
+        e.content_hash,
+        leaf.leaf_hash,
+        leaf.record,
+    ])?;
+    Ok(())
+}
+
 impl LogBackend for SqliteBackend {
     fn state(&mut self) -> Result<LogState, StoreError> {
         let size: i64 =
@@ -96,28 +124,8 @@ impl LogBackend for SqliteBackend {
     }
 
     fn insert_leaves(&mut self, leaves: &[NewLeaf<'_>]) -> Result<(), StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "INSERT INTO events (seq, id, tenant_id, occurred_at, received_at, severity, action,
-                                 user_id, resource_type, resource_id, content_hash, leaf_hash, record)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-        )?;
         for leaf in leaves {
-            let e = leaf.event;
-            stmt.execute(params![
-                leaf.seq as i64,
-                e.id.as_bytes(),
-                e.tenant_id,
-                e.occurred_at,
-                e.received_at,
-                e.severity.code(),
-                e.action,
-                e.user_id,
-                e.resource_type,
-                e.resource_id,
-                e.content_hash,
-                leaf.leaf_hash,
-                leaf.record,
-            ])?;
+            insert_event_row(&self.conn, leaf)?;
         }
         Ok(())
     }
