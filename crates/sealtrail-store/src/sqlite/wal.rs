@@ -62,6 +62,13 @@ impl Syncer for WalSyncer {
                     StoreError::io(format!("opening {} to fsync it", self.path.display()), e)
                 })?;
             self.file = Some(file);
+            // The WAL is created anew after every clean shutdown: make its directory entry
+            // durable too, or a power cut could lose the file with everything in it.
+            if let Some(dir) = self.path.parent() {
+                File::open(dir).and_then(|d| d.sync_all()).map_err(|e| {
+                    StoreError::io(format!("fsync of directory {}", dir.display()), e)
+                })?;
+            }
         }
         self.file
             .as_ref()
