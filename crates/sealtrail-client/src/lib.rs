@@ -115,7 +115,7 @@ impl Client {
     }
 
     /// Appends NDJSON lines as they are (give them ids for idempotent retries; see
-    /// [`with_id`]).
+    /// [`with_derived_id`]).
     pub async fn ingest_ndjson(&self, body: Vec<u8>) -> Result<IngestResponse, ClientError> {
         self.send_body("/v1/events", "application/x-ndjson", body)
             .await
@@ -277,12 +277,65 @@ pub fn assign_id(event: &mut Value) {
 
 /// One NDJSON line with an `id` added if it had none; lines that are not JSON objects are
 /// returned unchanged for the server to judge.
-pub fn with_id(line: &[u8]) -> Vec<u8> {
+///
+/// The id is derived from `import_id`, the line's number and its bytes (a UUIDv8 from their
+/// SHA-256), so sending the same import again — after an interruption, say — yields the same
+/// ids and the server stores nothing twice.
+pub fn with_derived_id(import_id: &[u8], line_number: u64, line: &[u8]) -> Vec<u8> {
     match serde_json::from_slice::<Value>(line) {
-        Ok(mut value @ Value::Object(_)) => {
-            assign_id(&mut value);
-            serde_json::to_vec(&value).expect("JSON values serialise")
+        Ok(Value::Object(mut map)) => {
+            if map.get("id").is_none_or(Value::is_null) {
+                let id = derived_id(import_id, line_number, line);
+                map.insert("id".into(), Value::String(id.to_string()));
+            }
+            serde_json::to_vec(&map).expect("JSON values serialise")
         }
         _ => line.to_vec(),
+    }
+}
+
+/// A UUIDv8 from SHA-256(import id, line number, line).
+pub fn derived_id(import_id: &[u8], line_number: u64, line: &[u8]) -> uuid::Uuid {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update((import_id.len() as u64).to_be_bytes());
+    hasher.update(import_id);
+    hasher.update(line_number.to_be_bytes());
+    hasher.update(line);
+    let digest = hasher.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Uuid::new_v8(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_ids_are_stable_per_import_and_line() {
+        let line = br#"{"action":"a.b","resource_type":"g"}"#;
+        let a = with_derived_id(b"import-1", 7, line);
+        assert_eq!(
+            a,
+            with_derived_id(b"import-1", 7, line),
+            "a re-run sends the same id"
+        );
+        assert_ne!(
+            a,
+            with_derived_id(b"import-1", 8, line),
+            "another line, another id"
+        );
+        assert_ne!(
+            a,
+            with_derived_id(b"import-2", 7, line),
+            "another import, another id"
+        );
+        let kept = with_derived_id(b"x", 1, br#"{"id":"0190f0e4-8f5e-7cc2-9d2e-0f3c2a1b4c5d"}"#);
+        assert!(
+            String::from_utf8(kept).unwrap().contains("0190f0e4"),
+            "a producer id is kept"
+        );
+        assert_eq!(with_derived_id(b"x", 1, b"not json"), b"not json");
     }
 }

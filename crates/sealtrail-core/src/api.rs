@@ -335,6 +335,9 @@ pub struct Readiness {
 pub struct EventError {
     /// Position of the event in the request (0-based; for NDJSON, among non-empty lines).
     pub index: usize,
+    /// For NDJSON: the 1-based line of the body the event was on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
     /// The field, e.g. `ip_address`, or empty for the whole event.
     pub field: String,
     /// What is wrong.

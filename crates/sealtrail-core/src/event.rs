@@ -739,7 +739,8 @@ fn validate_details(value: Value, limits: &EventLimits) -> Result<Option<Vec<u8>
         ));
     };
     for (key, v) in &details {
-        check_json_value(v, 2, limits).map_err(|r| FieldError::new(format!("details.{key}"), r))?;
+        check_json_value(v, 2, limits)
+            .map_err(|r| FieldError::new(member_path("details", key), r))?;
     }
     if details.is_empty() {
         return Ok(None);
@@ -757,6 +758,16 @@ fn validate_details(value: Value, limits: &EventLimits) -> Result<Option<Vec<u8>
         ));
     }
     Ok(Some(canonical))
+}
+
+/// `parent.key`, or `parent["key"]` when the key is not a plain name (so `details["a.b"]`
+/// is not mistaken for `details.a.b`).
+fn member_path(parent: &str, key: &str) -> String {
+    if !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        format!("{parent}.{key}")
+    } else {
+        format!("{parent}[{}]", serde_json::Value::String(key.to_owned()))
+    }
 }
 
 /// The largest integer every JSON implementation represents exactly (I-JSON, RFC 7493).
@@ -1014,6 +1025,11 @@ mod tests {
             (
                 json!({"action": "a", "resource_type": "g", "details": {"n": 9007199254740993u64}}),
                 "details.n",
+                "beyond",
+            ),
+            (
+                json!({"action": "a", "resource_type": "g", "details": {"a.b": 9007199254740993u64}}),
+                "details[\"a.b\"]",
                 "beyond",
             ),
             (

@@ -25,6 +25,11 @@ impl ActionMatch {
         if text.is_empty() {
             return Err("must not be empty".into());
         }
+        if text.chars().count() > MAX_FILTER_VALUE_CHARS {
+            return Err(format!(
+                "is longer than {MAX_FILTER_VALUE_CHARS} characters"
+            ));
+        }
         let (body, is_prefix) = match text.strip_suffix('*') {
             Some(prefix) => (prefix, true),
             None => (text, false),
@@ -180,7 +185,13 @@ impl EventFilter {
         let err = |reason: String| FieldError::new(key, reason);
         match key {
             "tenant_id" => {
-                validate_tenant_id(value, &EventLimits::default()).map_err(err)?;
+                // Any tenant id the server could have stored, whatever its configured length
+                // limit: checked for the alphabet and the filter-value bound only.
+                let limits = EventLimits {
+                    max_tenant_chars: MAX_FILTER_VALUE_CHARS,
+                    ..Default::default()
+                };
+                validate_tenant_id(value, &limits).map_err(err)?;
                 self.tenant_id = Some(value.to_owned());
             }
             "severity" => {
@@ -218,9 +229,18 @@ impl EventFilter {
     }
 }
 
+/// Longest value a filter parameter may have, in characters: longer than any stored value
+/// can be under the default limits, short enough to bound the work a query string causes.
+pub const MAX_FILTER_VALUE_CHARS: usize = 1024;
+
 fn non_empty(value: &str) -> Result<String, String> {
     if value.is_empty() {
         return Err("must not be empty".into());
+    }
+    if value.chars().count() > MAX_FILTER_VALUE_CHARS {
+        return Err(format!(
+            "is longer than {MAX_FILTER_VALUE_CHARS} characters"
+        ));
     }
     Ok(value.to_owned())
 }
@@ -453,6 +473,11 @@ mod tests {
             (&[("cursor", "garbage")], "cursor"),
             (&[("action", "guest.**x")], "action"),
         ];
+        let long = "x".repeat(MAX_FILTER_VALUE_CHARS + 1);
+        for key in ["tenant_id", "user_id", "resource_id"] {
+            let err = PageRequest::from_params([(key, long.as_str())]).unwrap_err();
+            assert_eq!(err.field, key);
+        }
         for (params, field) in cases {
             let err = PageRequest::from_params(params.iter().copied()).unwrap_err();
             assert_eq!(err.field, field, "{params:?}: {err}");

@@ -70,11 +70,18 @@ impl ApiError {
             (true, false) => format!("events[{}].{}", e.index, e.field),
         };
         let field = path(&first);
+        let at_line = first
+            .line
+            .map(|l| format!(" (line {l})"))
+            .unwrap_or_default();
         let message = match (errors.len(), field.is_empty()) {
-            (1, true) => format!("invalid event: {}; nothing was stored", first.reason),
-            (1, false) => format!("{field}: {}; nothing was stored", first.reason),
+            (1, true) => format!(
+                "invalid event{at_line}: {}; nothing was stored",
+                first.reason
+            ),
+            (1, false) => format!("{field}{at_line}: {}; nothing was stored", first.reason),
             (n, _) => format!(
-                "{n} events are invalid, the first {field}: {}; nothing was stored",
+                "{n} events are invalid, the first {field}{at_line}: {}; nothing was stored",
                 first.reason
             ),
         };
@@ -161,7 +168,7 @@ impl ApiError {
         )
     }
 
-    /// 503: the log cannot take writes now; nothing was stored, retrying is safe.
+    /// 503: the events were not acknowledged. Retrying with the same event ids is safe.
     pub fn unavailable(message: impl Into<String>) -> Self {
         let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message);
         e.retry_after_secs = Some(1);

@@ -410,3 +410,23 @@ async fn acknowledged_events_survive_a_graceful_restart() {
     assert_eq!(stored, expected, "every acknowledged event, in order, once");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn ndjson_errors_name_the_line() {
+    let s = TestServer::start().await;
+    let key = s.key(ALL, Some("bloom"));
+    let body = format!(
+        "\n{}\n\n{{\"action\": \"a.b\", \"resource_type\": \"g\", \"severity\": \"loud\"}}\n",
+        guest_event(1)
+    );
+    let (status, error) = s
+        .post_raw(&key, "application/x-ndjson", body.into_bytes())
+        .await;
+    assert_eq!(status, 400, "{error}");
+    assert_eq!(error["field"], "events[1].severity");
+    assert_eq!(error["errors"][0]["line"], 4, "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("(line 4)"),
+        "{error}"
+    );
+}

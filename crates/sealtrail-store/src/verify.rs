@@ -276,12 +276,15 @@ impl LogAudit {
         let expected = self.frontier.size() + 1;
         let seq = row.seq;
         if seq != expected {
-            debug_assert!(seq > expected, "rows arrive in ascending seq order");
             return Ok(Some(Finding::Missing {
                 seq: expected,
                 detail: format!("the log goes from seq {} to seq {seq}", expected - 1),
             }));
         }
+        debug_assert!(
+            seq >= expected,
+            "rows arrive in ascending seq order, from 1"
+        );
         if seq > self.latest_signed {
             return Ok(Some(Finding::Inserted {
                 seq,
@@ -476,10 +479,17 @@ fn compare_columns(row: &AuditRow, record: &StoredRecord) -> Option<Finding> {
 /// is itself a finding, never a crash of `verify`.
 fn read_audit_row(r: &rusqlite::Row<'_>) -> Result<AuditRow, Finding> {
     use rusqlite::types::ValueRef;
-    let seq = r.get::<_, i64>(0).map_err(|e| Finding::Edited {
+    let raw_seq = r.get::<_, i64>(0).map_err(|e| Finding::Edited {
         seq: 0,
         detail: format!("a row has an unreadable seq: {e}"),
-    })? as u64;
+    })?;
+    if raw_seq < 1 {
+        return Err(Finding::Inserted {
+            seq: 0,
+            detail: format!("a row with seq {raw_seq}; the sequencer's seqs start at 1"),
+        });
+    }
+    let seq = raw_seq as u64;
     let bytes = |i: usize| match r.get_ref(i) {
         Ok(ValueRef::Blob(b)) | Ok(ValueRef::Text(b)) => Some(b.to_vec()),
         _ => None,

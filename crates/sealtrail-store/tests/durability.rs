@@ -200,26 +200,3 @@ fn a_failed_fsync_acknowledges_nothing_and_stops_the_log() {
     drop(handle);
     thread.join().unwrap();
 }
-
-#[test]
-fn an_index_ahead_of_its_log_is_rebuilt() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let mut log = common::TestLog::open_in(tempfile::TempDir::new_in(dir.path()).unwrap());
-        log.append((0..50).map(event).collect());
-        log.index_all();
-        let inner = log.stop();
-        // Simulate a power cut that kept the index's newest rows but not the log's.
-        let db =
-            rusqlite::Connection::open(sealtrail_store::sqlite::log_db_path(inner.path())).unwrap();
-        db.execute("DELETE FROM events WHERE seq > 40", []).unwrap();
-        drop(db);
-        let mut indexer = Indexer::open(inner.path(), IndexerConfig::default()).unwrap();
-        assert_eq!(
-            indexer.indexed_through().unwrap(),
-            0,
-            "rebuilt from scratch"
-        );
-        assert_eq!(indexer.catch_up().unwrap(), 40);
-    }
-}

@@ -262,3 +262,12 @@ fn a_forged_checkpoint_signature_is_named() {
     assert_eq!(finding.kind(), "bad signature", "{finding}");
     assert!(finding.to_string().contains("300"), "{finding}");
 }
+
+#[test]
+fn a_row_with_a_seq_the_sequencer_never_writes_is_named() {
+    let (dir, verifier, _) = stopped_log();
+    insert_forged(&db(&dir), 0, 5);
+    let finding = verify(&dir, &verifier).unwrap();
+    assert_eq!(finding.kind(), "inserted", "{finding}");
+    assert!(finding.to_string().contains("seq 0"), "{finding}");
+}

@@ -132,7 +132,11 @@ async fn ingest_inner(
         }
     };
 
-    let (items, batch) = split_body(&body, ndjson)?;
+    let SplitBody {
+        items,
+        batch,
+        lines,
+    } = split_body(&body, ndjson)?;
     let max = state.config.limits.max_batch_events;
     if items.len() > max {
         return Err(ApiError::batch_too_large(items.len(), max));
@@ -140,6 +144,7 @@ async fn ingest_inner(
     if items.is_empty() {
         return Err(ApiError::invalid_events(
             vec![EventError {
+                line: None,
                 index: 0,
                 field: String::new(),
                 reason: "the request holds no events".into(),
@@ -170,6 +175,7 @@ async fn ingest_inner(
                 accepted.push(event);
             }
             Err(e) => errors.push(EventError {
+                line: lines.as_ref().map(|l| l[index]),
                 index,
                 field: e.field,
                 reason: e.reason,
@@ -194,11 +200,16 @@ async fn ingest_inner(
                 ApiError::id_conflict(field, id)
             }
             AppendError::TooLarge { events, max } => ApiError::batch_too_large(events, max),
-            AppendError::Storage(reason) | AppendError::Unavailable(reason) => {
-                ApiError::unavailable(format!(
-                    "the log could not store the events, nothing was stored: {reason}"
-                ))
-            }
+            // The events may or may not have reached the disk: a retry with the same ids is
+            // safe (it stores nothing twice), a retry without ids may store them again.
+            AppendError::Storage(reason) => ApiError::unavailable(format!(
+                "storing the events failed and they are not acknowledged; they may or may not \
+                 have been stored, so retry with the same event ids: {reason}"
+            )),
+            AppendError::Unavailable(reason) => ApiError::unavailable(format!(
+                "the log is not taking writes; events are not acknowledged (retry with the same \
+                 event ids): {reason}"
+            )),
         })?;
     let new_events = outcome.receipts.iter().filter(|r| !r.duplicate).count();
     state.metrics.ingest_events.inc_by(new_events as u64);
@@ -255,20 +266,31 @@ fn validate_all(
 
 /// Splits a body into events: `(events, is_batch)`. A malformed NDJSON line is that
 /// event's error; malformed JSON otherwise fails the request.
-fn split_body(
-    body: &[u8],
-    ndjson: bool,
-) -> Result<(Vec<Result<Value, FieldError>>, bool), ApiError> {
+/// Events split from a body: each parsed (or why not), whether it was a batch, and for
+/// NDJSON the line each came from.
+struct SplitBody {
+    items: Vec<Result<Value, FieldError>>,
+    batch: bool,
+    lines: Option<Vec<usize>>,
+}
+
+fn split_body(body: &[u8], ndjson: bool) -> Result<SplitBody, ApiError> {
     if ndjson {
-        let items = body
+        let (lines, items) = body
             .split(|b| *b == b'\n')
-            .filter(|line| line.iter().any(|b| !b.is_ascii_whitespace()))
-            .map(|line| {
-                serde_json::from_slice::<Value>(line)
-                    .map_err(|e| FieldError::new("", format!("malformed JSON: {e}")))
+            .enumerate()
+            .filter(|(_, line)| line.iter().any(|b| !b.is_ascii_whitespace()))
+            .map(|(number, line)| {
+                let item = serde_json::from_slice::<Value>(line)
+                    .map_err(|e| FieldError::new("", format!("malformed JSON: {e}")));
+                (number + 1, item)
             })
-            .collect();
-        return Ok((items, true));
+            .unzip();
+        return Ok(SplitBody {
+            items,
+            batch: true,
+            lines: Some(lines),
+        });
     }
     let value: Value =
         serde_json::from_slice(body).map_err(|e| ApiError::invalid_json(e.to_string()))?;
@@ -277,6 +299,7 @@ fn split_body(
             if let Some(other) = map.keys().find(|k| *k != "events") {
                 return Err(ApiError::invalid_events(
                     vec![EventError {
+                        line: None,
                         index: 0,
                         field: other.clone(),
                         reason: "unknown field; a batch is {\"events\": [...]} and nothing else"
@@ -286,9 +309,14 @@ fn split_body(
                 ));
             }
             match map.remove("events") {
-                Some(Value::Array(events)) => Ok((events.into_iter().map(Ok).collect(), true)),
+                Some(Value::Array(events)) => Ok(SplitBody {
+                    items: events.into_iter().map(Ok).collect(),
+                    batch: true,
+                    lines: None,
+                }),
                 _ => Err(ApiError::invalid_events(
                     vec![EventError {
+                        line: None,
                         index: 0,
                         field: "events".into(),
                         reason: "must be a list of events".into(),
@@ -297,7 +325,11 @@ fn split_body(
                 )),
             }
         }
-        single => Ok((vec![Ok(single)], false)),
+        single => Ok(SplitBody {
+            items: vec![Ok(single)],
+            batch: false,
+            lines: None,
+        }),
     }
 }
 

@@ -27,7 +27,10 @@ pub async fn healthz() -> &'static str {
 )]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let tree_size = state.sequencer.tree_size();
-    let readable = state.reader.storage_bytes().is_ok();
+    let reader = state.reader.clone();
+    let readable = tokio::task::spawn_blocking(move || reader.latest_checkpoint().is_ok())
+        .await
+        .unwrap_or(false);
     let ready = state.sequencer.is_healthy() && readable;
     let status = if ready {
         StatusCode::OK

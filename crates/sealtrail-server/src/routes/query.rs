@@ -125,7 +125,12 @@ pub async fn get_event(
     }
     let checkpoint = state.sequencer.durable_checkpoint();
     let reader = state.reader.clone();
-    let (leaf_index, tree_size) = (event.seq - 1, checkpoint.tree_size);
+    let leaf_index = event.seq.checked_sub(1).ok_or_else(|| {
+        ApiError::internal(
+            "a stored event has seq 0, which the sequencer never writes; run `sealtrail verify`",
+        )
+    })?;
+    let tree_size = checkpoint.tree_size;
     let hashes = blocking(move || Ok(reader.inclusion_proof(leaf_index, tree_size)?)).await?;
     state.metrics.read("event", started.elapsed().as_secs_f64());
     let proof = InclusionProof {

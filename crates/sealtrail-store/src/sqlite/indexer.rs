@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{INDEX_DB_FILE, log_db_path, schema};
 
@@ -84,18 +84,44 @@ impl Indexer {
             config,
             durable: None,
         };
-        let (through, size) = (indexer.indexed_through()?, indexer.log_size()?);
-        if through > size {
-            // Only after a power cut that took back unacknowledged rows the index had seen
-            // (which the durable bound now prevents): rebuild rather than trust it.
-            tracing::warn!(
-                through,
-                size,
-                "the index is ahead of the log; rebuilding it"
-            );
+        if let Some(reason) = indexer.foreign_reason()? {
+            tracing::warn!(%reason, "rebuilding the query index");
             schema::reset_index(&indexer.conn)?;
         }
         Ok(indexer)
+    }
+
+    /// Why the index does not belong to the log as it is now, if it does not: it is ahead
+    /// of the log (a power cut took back rows it had seen — which the durable bound now
+    /// prevents — or rows were deleted), or the last event it indexed is not the log's
+    /// (another log, or a restored backup).
+    fn foreign_reason(&self) -> Result<Option<String>, StoreError> {
+        let through = self.indexed_through()?;
+        if through == 0 {
+            return Ok(None);
+        }
+        let indexed_leaf: Vec<u8> = self.conn.query_row(
+            "SELECT value FROM main.ix_meta WHERE key = 'indexed_leaf'",
+            [],
+            |r| r.get(0),
+        )?;
+        let log_leaf: Option<Vec<u8>> = self
+            .conn
+            .query_row(
+                "SELECT leaf_hash FROM log.events WHERE seq = ?1",
+                params![through as i64],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(match log_leaf {
+            None => Some(format!(
+                "the index covers seq {through}, which the log does not have"
+            )),
+            Some(leaf) if leaf != indexed_leaf => Some(format!(
+                "the log's event {through} is not the one the index holds"
+            )),
+            Some(_) => None,
+        })
     }
 
     /// Indexes only up to the sequencer's durable tree size.
@@ -159,6 +185,11 @@ impl Indexer {
         }
         tx.execute(
             "UPDATE main.ix_meta SET value = ?1 WHERE key = 'indexed_through'",
+            params![upto as i64],
+        )?;
+        tx.execute(
+            "UPDATE main.ix_meta SET value = (SELECT leaf_hash FROM log.events WHERE seq = ?1)
+             WHERE key = 'indexed_leaf'",
             params![upto as i64],
         )?;
         tx.commit()?;

@@ -1,5 +1,7 @@
 //! The embedded store: one SQLite database in the data directory, in WAL mode with
-//! `synchronous=FULL` (a commit returns after the WAL is fsync'd) and `secure_delete=ON`.
+//! `secure_delete=ON`. The sequencer's commits write the WAL and a separate syncer fsyncs
+//! it before anything is acknowledged (see wal.rs); every other connection uses
+//! `synchronous=FULL`.
 //!
 //! One connection writes (the sequencer's); readers each take a pooled connection and see
 //! a consistent snapshot, never blocking the writer (WAL). The query indexes live in a

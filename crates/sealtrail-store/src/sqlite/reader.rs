@@ -61,6 +61,10 @@ impl SqliteReader {
             None => open_reader_connection(&self.path)?,
         };
         let result = f(&conn);
+        // A connection still inside a transaction would serve stale snapshots: drop it.
+        if !conn.is_autocommit() {
+            return result;
+        }
         let mut idle = self
             .idle
             .lock()
@@ -246,9 +250,18 @@ pub(crate) fn page_sql(request: &PageRequest) -> (String, Vec<SqlValue>) {
     tail.severities(severities);
     tail.unindexed(request.visible_through);
     part("main.events", tail);
+    // The tenant is checked again on the log's own row: the index is derived data, and a
+    // stale or edited index must not be able to show one tenant another's events.
+    let tenant_check = match &request.filter.tenant_id {
+        Some(tenant) => {
+            params.push(SqlValue::Text(tenant.clone()));
+            "WHERE e.tenant_id = ?"
+        }
+        None => "",
+    };
     let sql = format!(
         "SELECT e.seq, e.tenant_id, e.occurred_at, e.leaf_hash, e.record
-         FROM ({}) AS picked JOIN main.events AS e ON e.seq = picked.seq {} LIMIT ?",
+         FROM ({}) AS picked JOIN main.events AS e ON e.seq = picked.seq {tenant_check} {} LIMIT ?",
         parts.join(" UNION ALL "),
         order_by(request.order, "picked.")
     );
@@ -371,8 +384,12 @@ fn snapshot<T>(
 ) -> Result<T, StoreError> {
     conn.execute_batch("BEGIN")?;
     let result = f();
-    conn.execute_batch("COMMIT")?;
-    result
+    // A read transaction commits or rolls back the same; either way the snapshot must end
+    // before the connection goes back to the pool (with_conn checks).
+    let ended = conn
+        .execute_batch("COMMIT")
+        .or_else(|_| conn.execute_batch("ROLLBACK"));
+    result.and_then(|value| ended.map(|()| value).map_err(StoreError::from))
 }
 
 impl LogReader for SqliteReader {

@@ -58,11 +58,13 @@ const LOG_MIGRATIONS: &[&str] = &[
 /// The index database: derived entirely from the log, so a change here bumps
 /// [`INDEX_VERSION`] and the indexer rebuilds it instead of migrating.
 const INDEX_SCHEMA: &str = r#"
+    -- The cursor, and the leaf hash of the last indexed event: proof at every start that
+    -- the index belongs to this log as it is now.
     CREATE TABLE ix_meta (
         key   TEXT PRIMARY KEY,
-        value INTEGER NOT NULL
+        value NOT NULL
     ) WITHOUT ROWID;
-    INSERT INTO ix_meta (key, value) VALUES ('indexed_through', 0);
+    INSERT INTO ix_meta (key, value) VALUES ('indexed_through', 0), ('indexed_leaf', x'');
 
     CREATE TABLE ev (
         seq           INTEGER PRIMARY KEY,
@@ -99,7 +101,7 @@ const INDEX_SCHEMA: &str = r#"
 "#;
 
 /// Version of [`INDEX_SCHEMA`]; an index database of another version is rebuilt.
-pub const INDEX_VERSION: i64 = 2;
+pub const INDEX_VERSION: i64 = 3;
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = LOG_MIGRATIONS.len() as i64;

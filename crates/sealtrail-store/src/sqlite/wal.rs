@@ -27,6 +27,9 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
 /// milliseconds) is the backstop, so it is set high.
 const MAX_WAL_FRAMES: i64 = 256 * 1024;
 
+/// Longest a RESTART checkpoint waits for readers (while blocking the writer).
+const RESTART_WAIT: Duration = Duration::from_millis(100);
+
 /// The WAL file of a database.
 pub(crate) fn wal_path(db: &Path) -> PathBuf {
     let mut name = db.as_os_str().to_owned();
@@ -34,23 +37,51 @@ pub(crate) fn wal_path(db: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Set when an fsync of the WAL failed: after that nothing is known about what reached the
+/// disk (the kernel may have dropped the unwritten pages), so the checkpointer must not copy
+/// the WAL into the database any more. The log stops (fail-stop); a restart recovers.
+#[derive(Clone, Default)]
+pub(crate) struct WalHalt(Arc<AtomicBool>);
+
+impl WalHalt {
+    fn halt(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn is_halted(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
 /// fsyncs the log's WAL file.
 pub(crate) struct WalSyncer {
     path: PathBuf,
     file: Option<File>,
+    halt: WalHalt,
 }
 
 impl WalSyncer {
-    pub(crate) fn new(db: &Path) -> Self {
+    pub(crate) fn new(db: &Path, halt: WalHalt) -> Self {
         Self {
             path: wal_path(db),
             file: None,
+            halt,
         }
     }
 }
 
 impl Syncer for WalSyncer {
     fn sync(&mut self) -> Result<(), StoreError> {
+        let result = self.sync_wal();
+        if result.is_err() {
+            self.halt.halt();
+        }
+        result
+    }
+}
+
+impl WalSyncer {
+    fn sync_wal(&mut self) -> Result<(), StoreError> {
         if self.file.is_none() {
             // The WAL exists from the first write of the sequencer's connection until that
             // connection closes, and SQLite only ever truncates it, so one descriptor stays
@@ -85,11 +116,13 @@ pub(crate) struct WalCheckpointer {
 }
 
 impl WalCheckpointer {
-    pub(crate) fn spawn(db: &Path) -> Result<Self, StoreError> {
+    pub(crate) fn spawn(db: &Path, halt: WalHalt) -> Result<Self, StoreError> {
         // FULL: this connection's checkpoints fsync the WAL before copying it and the
         // database file after, so a WAL restart never drops a frame that is not yet in a
         // durable database file.
         let conn = super::open_connection(db, false)?;
+        // RESTART checkpoints block writers while they wait for readers: give up soon.
+        conn.busy_timeout(RESTART_WAIT)?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -97,6 +130,9 @@ impl WalCheckpointer {
             .spawn(move || {
                 while !flag.load(Ordering::Acquire) {
                     std::thread::sleep(CHECKPOINT_INTERVAL);
+                    if halt.is_halted() {
+                        return;
+                    }
                     if let Err(e) = checkpoint(&conn) {
                         tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
                     }

@@ -6,7 +6,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use sealtrail_core::merkle::Hash;
 use uuid::Uuid;
 
-use super::wal::{WalCheckpointer, WalSyncer};
+use super::wal::{WalCheckpointer, WalHalt, WalSyncer};
 use crate::StoreError;
 use crate::traits::{CheckpointRow, ExistingEvent, LogBackend, LogState, NewLeaf, Syncer};
 
@@ -15,6 +15,7 @@ use crate::traits::{CheckpointRow, ExistingEvent, LogBackend, LogState, NewLeaf,
 pub struct SqliteBackend {
     conn: Connection,
     path: std::path::PathBuf,
+    halt: WalHalt,
     // Dropped after `conn` (fields drop in order): the final checkpoint sees no writer.
     _checkpointer: WalCheckpointer,
 }
@@ -26,12 +27,27 @@ impl SqliteBackend {
         // and the background checkpointer do both (see wal.rs).
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        let checkpointer = WalCheckpointer::spawn(path)?;
+        let halt = WalHalt::default();
+        let checkpointer = WalCheckpointer::spawn(path, halt.clone())?;
         Ok(Self {
+            halt,
             conn,
             path: path.to_owned(),
             _checkpointer: checkpointer,
         })
+    }
+}
+
+impl Drop for SqliteBackend {
+    fn drop(&mut self) {
+        // Closing the last connection checkpoints the WAL into the database; after a failed
+        // fsync its contents are not trustworthy, so leave it for recovery at the next start.
+        if self.halt.is_halted() {
+            let _ = self.conn.set_db_config(
+                rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+                true,
+            );
+        }
     }
 }
 
@@ -167,7 +183,7 @@ impl LogBackend for SqliteBackend {
     }
 
     fn syncer(&self) -> Result<Box<dyn Syncer>, StoreError> {
-        Ok(Box::new(WalSyncer::new(&self.path)))
+        Ok(Box::new(WalSyncer::new(&self.path, self.halt.clone())))
     }
 
     fn rollback(&mut self) -> Result<(), StoreError> {
