@@ -80,6 +80,45 @@ pub struct EventFilter {
     pub to: Option<i64>,
 }
 
+/// The columns of one event a filter is evaluated on (without parsing its record).
+#[derive(Clone, Copy, Debug)]
+pub struct EventColumns<'a> {
+    /// Owning tenant.
+    pub tenant_id: &'a str,
+    /// UTC microseconds.
+    pub occurred_at: i64,
+    /// Severity.
+    pub severity: Severity,
+    /// Action.
+    pub action: &'a str,
+    /// Acting user.
+    pub user_id: Option<&'a str>,
+    /// Resource type.
+    pub resource_type: &'a str,
+    /// Resource id.
+    pub resource_id: Option<&'a str>,
+}
+
+impl EventFilter {
+    /// Whether an event passes the filter: the same rules the stores apply in SQL.
+    pub fn matches(&self, e: &EventColumns<'_>) -> bool {
+        self.tenant_id.as_deref().is_none_or(|t| t == e.tenant_id)
+            && (self.severities.is_empty() || self.severities.contains(&e.severity))
+            && self.action.as_ref().is_none_or(|a| a.matches(e.action))
+            && self.user_id.as_deref().is_none_or(|u| Some(u) == e.user_id)
+            && self
+                .resource_type
+                .as_deref()
+                .is_none_or(|r| r == e.resource_type)
+            && self
+                .resource_id
+                .as_deref()
+                .is_none_or(|r| Some(r) == e.resource_id)
+            && self.from.is_none_or(|from| e.occurred_at >= from)
+            && self.to.is_none_or(|to| e.occurred_at < to)
+    }
+}
+
 /// Newest first (the default) or oldest first.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Order {

@@ -18,12 +18,12 @@ pub mod verify;
 pub use error::StoreError;
 pub use keys::{ApiKeyStore, KeyInfo};
 pub use sequencer::{
-    AppendError, AppendOutcome, CommitStats, DurableSize, Receipt, Sequencer, SequencerConfig,
-    SequencerHandle,
+    AppendError, AppendOutcome, CommitStats, CommittedEvent, DurableSize, Receipt, Sequencer,
+    SequencerConfig, SequencerHandle, SequencerHooks,
 };
 pub use traits::{
-    CheckpointRow, EventPage, ExistingEvent, LogBackend, LogReader, LogState, NewLeaf, StatsRow,
-    StoredEvent, Syncer,
+    CheckpointRow, EventPage, ExistingEvent, LogBackend, LogReader, LogState, NewLeaf, ReplayPage,
+    StatsRow, StoredEvent, Syncer,
 };
 pub use verify::{Finding, VerifyReport};
 

@@ -27,12 +27,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use sealtrail_core::merkle::{self, Frontier, Hash, SubtreeHashes};
+use sealtrail_core::query::EventColumns;
 use sealtrail_core::time_format::now_micros;
-use sealtrail_core::{CheckpointSigner, PreparedEvent};
+use sealtrail_core::{CheckpointSigner, PreparedEvent, Severity};
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
-use crate::traits::{CheckpointRow, LogBackend, NewLeaf, Syncer};
+use crate::traits::{CheckpointRow, LogBackend, NewLeaf, StoredEvent, Syncer};
 use crate::{NODE_LEVEL_STRIDE, StoreError};
 
 /// The sequencer's bounds.
@@ -121,7 +122,48 @@ pub struct CommitStats {
     pub tree_size: u64,
 }
 
-type CommitObserver = Box<dyn Fn(&CommitStats) + Send>;
+/// What a running sequencer tells the rest of the server. Both are called on the flusher
+/// thread, after durability, in commit order: they must be quick and must not block.
+#[derive(Default)]
+pub struct SequencerHooks {
+    /// Each group commit's figures, for metrics.
+    pub on_commit: Option<Box<dyn Fn(&CommitStats) + Send>>,
+    /// Each durable group's new events, for live streams.
+    pub on_durable: Option<Box<dyn Fn(Arc<[CommittedEvent]>) + Send>>,
+}
+
+/// A newly durable event, as live streams need it: its indexed columns (for filtering
+/// without parsing) and the stored event.
+#[derive(Clone, Debug)]
+pub struct CommittedEvent {
+    /// The event as stored.
+    pub stored: StoredEvent,
+    /// Its severity.
+    pub severity: Severity,
+    /// Its action.
+    pub action: String,
+    /// Its user.
+    pub user_id: Option<String>,
+    /// Its resource type.
+    pub resource_type: String,
+    /// Its resource id.
+    pub resource_id: Option<String>,
+}
+
+impl CommittedEvent {
+    /// The columns filters look at.
+    pub fn columns(&self) -> EventColumns<'_> {
+        EventColumns {
+            tenant_id: &self.stored.tenant_id,
+            occurred_at: self.stored.occurred_at,
+            severity: self.severity,
+            action: &self.action,
+            user_id: self.user_id.as_deref(),
+            resource_type: &self.resource_type,
+            resource_id: self.resource_id.as_deref(),
+        }
+    }
+}
 
 struct AppendRequest {
     events: Vec<PreparedEvent>,
@@ -139,6 +181,8 @@ type Answer = (
 /// A committed group on its way to durability.
 struct Flush {
     answers: Vec<Answer>,
+    /// The group's new events, when someone listens for them.
+    events: Option<Arc<[CommittedEvent]>>,
     checkpoint: Arc<CheckpointRow>,
     stats: CommitStats,
     started: Instant,
@@ -269,7 +313,7 @@ impl Sequencer {
         mut backend: B,
         signer: CheckpointSigner,
         config: SequencerConfig,
-        observer: Option<CommitObserver>,
+        hooks: SequencerHooks,
     ) -> Result<(SequencerHandle, JoinHandle<()>), StoreError> {
         let mut syncer = backend.syncer()?;
         let frontier = open_log(&mut backend, &signer, syncer.as_mut())?;
@@ -293,12 +337,14 @@ impl Sequencer {
             max_group_events: config.max_group_events,
         };
         let (flush_tx, flush_rx) = std::sync::mpsc::sync_channel(MAX_PENDING_FLUSHES);
+        let hooks_publish = hooks.on_durable.is_some();
         let flusher_shared = shared.clone();
         let flusher = std::thread::Builder::new()
             .name("sealtrail-flusher".into())
-            .spawn(move || run_flusher(flush_rx, syncer, &flusher_shared, observer))
+            .spawn(move || run_flusher(flush_rx, syncer, &flusher_shared, hooks))
             .map_err(|e| StoreError::io("starting the flusher thread", e))?;
         let writer = Writer {
+            publish: hooks_publish,
             backend,
             signer,
             frontier,
@@ -327,7 +373,7 @@ fn run_flusher(
     rx: std::sync::mpsc::Receiver<Flush>,
     mut syncer: Box<dyn Syncer>,
     shared: &Shared,
-    observer: Option<CommitObserver>,
+    hooks: SequencerHooks,
 ) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
@@ -353,12 +399,17 @@ fn run_flusher(
                     .store(last.checkpoint.tree_size, Ordering::Release);
                 shared.durable_size.send_replace(last.checkpoint.tree_size);
                 for flush in batch {
+                    // Published before answered: once a producer has its answer, every live
+                    // stream has been handed the event.
+                    if let (Some(publish), Some(events)) = (&hooks.on_durable, flush.events) {
+                        publish(events);
+                    }
                     for (reply, answer) in flush.answers {
                         // A producer that gave up waiting is no reason to stop: its events
                         // are stored and a retry will be answered from the store.
                         let _ = reply.send(answer);
                     }
-                    if let Some(observer) = &observer {
+                    if let Some(observer) = &hooks.on_commit {
                         observer(&CommitStats {
                             duration: flush.started.elapsed(),
                             ..flush.stats
@@ -455,7 +506,17 @@ struct Writer<B: LogBackend> {
     config: SequencerConfig,
     shared: Arc<Shared>,
     flush: std::sync::mpsc::SyncSender<Flush>,
+    /// Whether to keep each group's events for the `on_durable` hook.
+    publish: bool,
 }
+
+/// A committed group: each request's resolution, the leaf hash of every new seq, and the
+/// new events when they are to be published.
+type GroupWritten = (
+    Vec<Resolution>,
+    HashMap<u64, Hash>,
+    Option<Arc<[CommittedEvent]>>,
+);
 
 /// How one request of a group resolved before anything was written.
 enum Resolution {
@@ -504,7 +565,7 @@ impl<B: LogBackend> Writer<B> {
     fn commit_group(&mut self, group: Vec<AppendRequest>, started: Instant) {
         let before = self.frontier.clone();
         match self.write_group(&group) {
-            Ok((resolutions, leaf_hashes)) => {
+            Ok((resolutions, leaf_hashes, events)) => {
                 let stats = CommitStats {
                     requests: group.len(),
                     events: leaf_hashes.len(),
@@ -514,6 +575,7 @@ impl<B: LogBackend> Writer<B> {
                 let answers = self.answers(group, resolutions, &leaf_hashes);
                 let flush = Flush {
                     answers,
+                    events,
                     checkpoint: self.latest.clone(),
                     stats,
                     started,
@@ -549,10 +611,7 @@ impl<B: LogBackend> Writer<B> {
 
     /// Resolves, writes and commits one group; returns each request's resolution and the
     /// leaf hash of every new seq.
-    fn write_group(
-        &mut self,
-        group: &[AppendRequest],
-    ) -> Result<(Vec<Resolution>, HashMap<u64, Hash>), StoreError> {
+    fn write_group(&mut self, group: &[AppendRequest]) -> Result<GroupWritten, StoreError> {
         self.backend.begin()?;
         let producer_ids: Vec<Uuid> = group
             .iter()
@@ -613,7 +672,7 @@ impl<B: LogBackend> Writer<B> {
         if leaves.is_empty() {
             // Only retries and refusals: nothing to write, the latest checkpoint stands.
             self.backend.rollback()?;
-            return Ok((resolutions, HashMap::new()));
+            return Ok((resolutions, HashMap::new(), None));
         }
         self.backend.insert_leaves(&leaves)?;
         if !nodes.is_empty() {
@@ -631,7 +690,26 @@ impl<B: LogBackend> Writer<B> {
         self.latest = Arc::new(checkpoint);
         self.latest_is_history = is_history;
         let hashes = leaves.iter().map(|l| (l.seq, l.leaf_hash)).collect();
-        Ok((resolutions, hashes))
+        let events = self.publish.then(|| {
+            leaves
+                .into_iter()
+                .map(|leaf| CommittedEvent {
+                    stored: StoredEvent {
+                        seq: leaf.seq,
+                        tenant_id: leaf.event.tenant_id.clone(),
+                        occurred_at: leaf.event.occurred_at,
+                        leaf_hash: leaf.leaf_hash,
+                        record: leaf.record,
+                    },
+                    severity: leaf.event.severity,
+                    action: leaf.event.action.clone(),
+                    user_id: leaf.event.user_id.clone(),
+                    resource_type: leaf.event.resource_type.clone(),
+                    resource_id: leaf.event.resource_id.clone(),
+                })
+                .collect()
+        });
+        Ok((resolutions, hashes, events))
     }
 
     fn next_checkpoint(&self) -> (CheckpointRow, bool) {

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use sealtrail_core::PreparedEvent;
 use sealtrail_core::merkle::Hash;
-use sealtrail_core::query::{PageCursor, PageRequest, StatsRequest};
+use sealtrail_core::query::{EventFilter, PageCursor, PageRequest, StatsRequest};
 use uuid::Uuid;
 
 use crate::StoreError;
@@ -132,6 +132,15 @@ pub struct EventPage {
     pub next: Option<PageCursor>,
 }
 
+/// Events replayed for a stream, in seq order, and how far the scan got.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplayPage {
+    /// Matching events, ascending by seq.
+    pub events: Vec<StoredEvent>,
+    /// Every seq up to this was looked at: continue after it.
+    pub scanned_through: u64,
+}
+
 /// One count of a stats query.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StatsRow {
@@ -147,6 +156,16 @@ pub struct StatsRow {
 pub trait LogReader: Send + Sync + 'static {
     /// One page of filtered events (keyset pagination, never OFFSET).
     fn query(&self, request: &PageRequest) -> Result<EventPage, StoreError>;
+    /// Matching events with seq in `(after, through]`, ascending by seq, at most `limit`,
+    /// for a stream catching up. Scans a bounded window of seqs per call, so a rare filter
+    /// over a long gap costs several calls rather than one long one.
+    fn events_after(
+        &self,
+        after: u64,
+        through: u64,
+        filter: &EventFilter,
+        limit: usize,
+    ) -> Result<ReplayPage, StoreError>;
     /// One event by id.
     fn get(&self, id: &Uuid) -> Result<Option<StoredEvent>, StoreError>;
     /// Counts by a dimension, computed by the database.

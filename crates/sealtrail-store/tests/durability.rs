@@ -106,8 +106,13 @@ fn gated_log(
         inner: backend,
         gate: gate.clone(),
     };
-    let (handle, thread) =
-        Sequencer::spawn(gated, signer, SequencerConfig::default(), None).unwrap();
+    let (handle, thread) = Sequencer::spawn(
+        gated,
+        signer,
+        SequencerConfig::default(),
+        Default::default(),
+    )
+    .unwrap();
     (gate, handle, thread)
 }
 

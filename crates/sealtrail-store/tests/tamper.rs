@@ -42,7 +42,12 @@ fn db(dir: &tempfile::TempDir) -> rusqlite::Connection {
 
 fn assert_sequencer_refuses(dir: &tempfile::TempDir) {
     let (backend, signer) = open_log(dir.path(), None).unwrap();
-    let refused = Sequencer::spawn(backend, signer, SequencerConfig::default(), None);
+    let refused = Sequencer::spawn(
+        backend,
+        signer,
+        SequencerConfig::default(),
+        Default::default(),
+    );
     assert!(
         refused.is_err(),
         "the sequencer must not extend a tampered log"

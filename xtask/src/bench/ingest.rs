@@ -207,7 +207,12 @@ fn naive_inserts(connections: usize, total: usize) -> anyhow::Result<f64> {
 fn ceiling(total: usize) -> anyhow::Result<f64> {
     let dir = tempfile::tempdir()?;
     let (backend, signer) = open_log(dir.path(), Some("bench/ceiling"))?;
-    let (handle, thread) = Sequencer::spawn(backend, signer, SequencerConfig::default(), None)?;
+    let (handle, thread) = Sequencer::spawn(
+        backend,
+        signer,
+        SequencerConfig::default(),
+        Default::default(),
+    )?;
     let mut source = EventSource::new(11);
     let batches: Vec<Vec<PreparedEvent>> = prepared(&mut source, total)
         .chunks(BATCH)

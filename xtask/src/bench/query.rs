@@ -101,7 +101,12 @@ fn dataset(count: usize) -> anyhow::Result<DataSet> {
     let end = now_micros() - DAY;
     let start = end - SPAN_DAYS * DAY;
     let (backend, signer) = open_log(&dir, Some("bench/queries"))?;
-    let (handle, thread) = Sequencer::spawn(backend, signer, SequencerConfig::default(), None)?;
+    let (handle, thread) = Sequencer::spawn(
+        backend,
+        signer,
+        SequencerConfig::default(),
+        Default::default(),
+    )?;
     let append_started = Instant::now();
     let producers: Vec<_> = (0..2usize)
         .map(|p| {

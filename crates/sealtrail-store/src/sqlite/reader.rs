@@ -24,7 +24,7 @@ use sealtrail_core::query::{
 use uuid::Uuid;
 
 use crate::StoreError;
-use crate::traits::{CheckpointRow, EventPage, LogReader, StatsRow, StoredEvent};
+use crate::traits::{CheckpointRow, EventPage, LogReader, ReplayPage, StatsRow, StoredEvent};
 
 /// Idle reader connections kept open for reuse.
 const MAX_IDLE_READERS: usize = 8;
@@ -392,7 +392,52 @@ fn snapshot<T>(
     result.and_then(|value| ended.map(|()| value).map_err(StoreError::from))
 }
 
+/// Seqs a stream replay scans per call (see [`LogReader::events_after`]).
+const REPLAY_SCAN_WINDOW: u64 = 50_000;
+
 impl LogReader for SqliteReader {
+    fn events_after(
+        &self,
+        after: u64,
+        through: u64,
+        filter: &EventFilter,
+        limit: usize,
+    ) -> Result<ReplayPage, StoreError> {
+        if through <= after {
+            return Ok(ReplayPage {
+                events: Vec::new(),
+                scanned_through: after,
+            });
+        }
+        let window_end = through.min(after.saturating_add(REPLAY_SCAN_WINDOW));
+        let mut c = Conditions::from_filter(filter);
+        c.severities(&filter.severities);
+        c.clauses.insert(0, "seq > ? AND seq <= ?".into());
+        c.params.insert(0, SqlValue::Integer(window_end as i64));
+        c.params.insert(0, SqlValue::Integer(after as i64));
+        c.params.push(SqlValue::Integer(limit as i64));
+        let sql = format!(
+            "SELECT seq, tenant_id, occurred_at, leaf_hash, record FROM main.events
+             WHERE {} ORDER BY seq LIMIT ?",
+            c.sql()
+        );
+        self.with_conn(|conn| {
+            let events: Vec<StoredEvent> = conn
+                .prepare_cached(&sql)?
+                .query_map(params_from_iter(c.params), stored_event)?
+                .collect::<Result<_, _>>()?;
+            let scanned_through = if events.len() == limit {
+                events.last().map_or(window_end, |e| e.seq)
+            } else {
+                window_end
+            };
+            Ok(ReplayPage {
+                events,
+                scanned_through,
+            })
+        })
+    }
+
     fn query(&self, request: &PageRequest) -> Result<EventPage, StoreError> {
         let (sql, params) = page_sql(request);
         self.with_conn(|conn| {

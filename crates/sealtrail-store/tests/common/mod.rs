@@ -11,7 +11,7 @@ use sealtrail_core::{
     CheckpointVerifier, EventLimits, PreparedEvent, TenantScope, prepare_event_value,
 };
 use sealtrail_store::sqlite::{Indexer, IndexerConfig, SqliteReader, open_log};
-use sealtrail_store::{CommitStats, Sequencer, SequencerConfig, SequencerHandle};
+use sealtrail_store::{CommitStats, Sequencer, SequencerConfig, SequencerHandle, SequencerHooks};
 use serde_json::{Value, json};
 
 /// A log in a temporary directory, with its sequencer running.
@@ -22,6 +22,8 @@ pub struct TestLog {
     pub reader: SqliteReader,
     pub verifier: CheckpointVerifier,
     pub commits: Arc<Mutex<Vec<CommitStats>>>,
+    /// Seqs handed to the `on_durable` hook, in the order it saw them.
+    pub published: Arc<Mutex<Vec<u64>>>,
     /// Driven by hand (`index_*`), so tests choose how far the index lags the log.
     pub indexer: Option<Indexer>,
 }
@@ -44,15 +46,22 @@ impl TestLog {
         let verifier = signer.verifier().clone();
         let commits = Arc::new(Mutex::new(Vec::new()));
         let seen = commits.clone();
-        let (handle, thread) = Sequencer::spawn(
-            backend,
-            signer,
-            config,
-            Some(Box::new(move |s: &CommitStats| {
+        let published = Arc::new(Mutex::new(Vec::new()));
+        let heard = published.clone();
+        let hooks = SequencerHooks {
+            on_commit: Some(Box::new(move |s: &CommitStats| {
                 seen.lock().unwrap().push(s.clone())
             })),
-        )
-        .unwrap();
+            on_durable: Some(Box::new(
+                move |events: Arc<[sealtrail_store::CommittedEvent]>| {
+                    heard
+                        .lock()
+                        .unwrap()
+                        .extend(events.iter().map(|e| e.stored.seq))
+                },
+            )),
+        };
+        let (handle, thread) = Sequencer::spawn(backend, signer, config, hooks).unwrap();
         let reader = SqliteReader::open(dir.path()).unwrap();
         let indexer = Indexer::open(
             dir.path(),
@@ -70,6 +79,7 @@ impl TestLog {
             reader,
             verifier,
             commits,
+            published,
         }
     }
 
