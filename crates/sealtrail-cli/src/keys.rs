@@ -15,7 +15,7 @@ pub enum KeysCommand {
     Create {
         #[command(flatten)]
         data: DataDirArg,
-        /// Comma-separated scopes: ingest, read, admin.
+        /// Comma-separated scopes: ingest, read, stream, admin.
         #[arg(long)]
         scopes: String,
         /// Bind the key to one tenant.

@@ -11,19 +11,22 @@ pub enum Scope {
     Ingest,
     /// Query events, stats, checkpoints and proofs.
     Read,
+    /// Follow events live (SSE, WebSocket).
+    Stream,
     /// Everything, including key management.
     Admin,
 }
 
 impl Scope {
     /// Every scope.
-    pub const ALL: [Scope; 3] = [Scope::Ingest, Scope::Read, Scope::Admin];
+    pub const ALL: [Scope; 4] = [Scope::Ingest, Scope::Read, Scope::Stream, Scope::Admin];
 
     /// The wire name.
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::Ingest => "ingest",
             Scope::Read => "read",
+            Scope::Stream => "stream",
             Scope::Admin => "admin",
         }
     }
@@ -35,13 +38,15 @@ impl Scope {
             let scope = Scope::ALL
                 .into_iter()
                 .find(|s| s.as_str() == name)
-                .ok_or_else(|| format!("unknown scope {name:?}; scopes are ingest, read, admin"))?;
+                .ok_or_else(|| {
+                    format!("unknown scope {name:?}; scopes are ingest, read, stream, admin")
+                })?;
             if !scopes.contains(&scope) {
                 scopes.push(scope);
             }
         }
         if scopes.is_empty() {
-            return Err("at least one scope is required (ingest, read, admin)".into());
+            return Err("at least one scope is required (ingest, read, stream, admin)".into());
         }
         scopes.sort();
         Ok(scopes)

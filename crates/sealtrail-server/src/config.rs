@@ -35,6 +35,8 @@ pub struct Config {
     pub limits: Limits,
     /// The sequencer and checkpoints.
     pub log: LogSettings,
+    /// Live streams (SSE and WebSocket).
+    pub stream: StreamSettings,
 }
 
 impl Default for Config {
@@ -45,6 +47,7 @@ impl Default for Config {
             log_origin: None,
             limits: Limits::default(),
             log: LogSettings::default(),
+            stream: StreamSettings::default(),
         }
     }
 }
@@ -93,6 +96,43 @@ impl Default for LogSettings {
             max_group_events: 20_000,
             max_queued_requests: 4096,
             checkpoint_history_secs: 60,
+        }
+    }
+}
+
+/// Live streams' bounds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamSettings {
+    /// Most concurrent stream subscriptions (SSE streams plus WebSocket subscriptions);
+    /// beyond it new ones get 503.
+    pub max_subscribers: usize,
+    /// Events a subscriber may have waiting in memory; one that falls further behind leaves
+    /// live delivery and catches up from the store.
+    pub live_queue_events: usize,
+    /// Events read from the store per step while catching up.
+    pub replay_batch_events: usize,
+    /// Interval of SSE heartbeat comments and WebSocket pings, in seconds.
+    pub heartbeat_secs: u64,
+    /// A client that takes longer than this to accept data is disconnected (it resumes
+    /// from its last seq), in seconds.
+    pub write_timeout_secs: u64,
+    /// Subscriptions one WebSocket connection may hold.
+    pub max_ws_subscriptions: usize,
+    /// Largest WebSocket message a client may send, in bytes.
+    pub max_ws_message_bytes: usize,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        Self {
+            max_subscribers: 20_000,
+            live_queue_events: 1024,
+            replay_batch_events: 500,
+            heartbeat_secs: 15,
+            write_timeout_secs: 30,
+            max_ws_subscriptions: 64,
+            max_ws_message_bytes: 64 * 1024,
         }
     }
 }
@@ -191,6 +231,25 @@ impl Config {
         }
         if self.limits.request_timeout_secs == 0 {
             return Err(invalid("limits.request_timeout_secs", "must be at least 1"));
+        }
+        let st = &self.stream;
+        for (key, value) in [
+            ("stream.live_queue_events", st.live_queue_events as u64),
+            ("stream.replay_batch_events", st.replay_batch_events as u64),
+            ("stream.heartbeat_secs", st.heartbeat_secs),
+            ("stream.write_timeout_secs", st.write_timeout_secs),
+            (
+                "stream.max_ws_subscriptions",
+                st.max_ws_subscriptions as u64,
+            ),
+            (
+                "stream.max_ws_message_bytes",
+                st.max_ws_message_bytes as u64,
+            ),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
         }
         if self.log.max_queued_requests == 0 {
             return Err(invalid("log.max_queued_requests", "must be at least 1"));

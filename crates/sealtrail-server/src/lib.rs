@@ -13,13 +13,16 @@ pub mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod state;
+pub mod stream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use sealtrail_store::sqlite::{Indexer, IndexerConfig, SqliteReader, open_log};
-use sealtrail_store::{ApiKeyStore, CommitStats, Sequencer, SequencerConfig, StoreError};
+use sealtrail_store::{
+    ApiKeyStore, CommitStats, LogReader, Sequencer, SequencerConfig, SequencerHooks, StoreError,
+};
 use tokio::sync::oneshot;
 
 pub use config::Config;
@@ -88,19 +91,24 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     let verifier = signer.verifier().clone();
     let metrics = Arc::new(Metrics::new());
     let observed = metrics.clone();
-    let observer = Box::new(move |stats: &CommitStats| {
-        observed.commit_events.observe(stats.events as f64);
-        observed
-            .commit_seconds
-            .observe(stats.duration.as_secs_f64());
-    });
+    let hub = stream::Hub::start(0, config.stream.live_queue_events, metrics.clone());
+    let publisher = hub.clone();
+    let hooks = SequencerHooks {
+        on_commit: Some(Box::new(move |stats: &CommitStats| {
+            observed.commit_events.observe(stats.events as f64);
+            observed
+                .commit_seconds
+                .observe(stats.duration.as_secs_f64());
+        })),
+        on_durable: Some(Box::new(move |events| publisher.publish(events))),
+    };
     let sequencer_config = SequencerConfig {
         max_group_events: config.log.max_group_events,
         max_queued_requests: config.log.max_queued_requests,
         checkpoint_history_interval: Duration::from_secs(config.log.checkpoint_history_secs),
     };
-    let (sequencer, sequencer_thread) =
-        Sequencer::spawn(backend, signer, sequencer_config, Some(observer))?;
+    let (sequencer, sequencer_thread) = Sequencer::spawn(backend, signer, sequencer_config, hooks)?;
+    hub.set_published(sequencer.tree_size());
     let data_dir = config.data_dir.clone();
     let durable = sequencer.durable_size();
     let (reader, keys, indexer) = blocking_store(move || {
@@ -124,9 +132,12 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     let local_addr = listener.local_addr().map_err(ServerError::Serve)?;
     tracing::info!(%local_addr, tree_size = sequencer.tree_size(), origin = verifier.origin(), "serving");
 
+    let reader: Arc<dyn LogReader> = Arc::new(reader);
+    let streams = stream::Streams::new(hub, reader.clone(), config.stream.clone(), metrics.clone());
     let state = AppState::new(Inner {
+        streams,
         sequencer,
-        reader: Arc::new(reader),
+        reader,
         keys: Arc::new(keys),
         verifier,
         config,

@@ -42,6 +42,14 @@ pub struct Metrics {
     pub index_lag_events: Gauge,
     /// Bytes the store occupies on disk.
     pub store_bytes: Gauge,
+    /// Stream subscriptions (SSE streams and WebSocket subscriptions).
+    pub stream_subscribers: Gauge,
+    /// Subscriptions in live delivery (the others are catching up from the store).
+    pub stream_live: Gauge,
+    /// Events handed to live subscribers.
+    pub stream_deliveries: Counter,
+    /// Times a subscriber fell behind live delivery and went back to the store.
+    pub stream_evictions: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -109,7 +117,35 @@ impl Metrics {
             "Bytes the store occupies on disk",
             store_bytes.clone(),
         );
+        let stream_subscribers = Gauge::default();
+        registry.register(
+            "stream_subscribers",
+            "Stream subscriptions",
+            stream_subscribers.clone(),
+        );
+        let stream_live = Gauge::default();
+        registry.register(
+            "stream_live_subscribers",
+            "Stream subscriptions in live delivery (not catching up from the store)",
+            stream_live.clone(),
+        );
+        let stream_deliveries = Counter::default();
+        registry.register(
+            "stream_deliveries",
+            "Events handed to live subscribers",
+            stream_deliveries.clone(),
+        );
+        let stream_evictions = Counter::default();
+        registry.register(
+            "stream_evictions",
+            "Times a subscriber fell behind live delivery and caught up from the store",
+            stream_evictions.clone(),
+        );
         Self {
+            stream_subscribers,
+            stream_live,
+            stream_deliveries,
+            stream_evictions,
             registry,
             ingest_requests,
             ingest_events,

@@ -20,11 +20,14 @@ use utoipa::{Modify, OpenApi};
         crate::routes::integrity::consistency_proof,
         crate::routes::integrity::public_key,
         crate::routes::ops::readyz,
+        crate::stream::sse::stream,
+        crate::stream::ws::ws,
     ),
     modifiers(&BearerKey),
     tags(
         (name = "events", description = "Append and read audit events"),
         (name = "integrity", description = "Checkpoints, proofs and the signing key"),
+        (name = "streams", description = "Follow events live, resuming exactly where a client left off"),
         (name = "operations", description = "Health"),
     )
 )]

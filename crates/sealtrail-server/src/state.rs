@@ -29,6 +29,8 @@ pub struct Inner {
     pub metrics: Arc<Metrics>,
     /// How far the query indexer has got (for its lag).
     pub indexer: IndexProgress,
+    /// Live streams.
+    pub streams: crate::stream::Streams,
 }
 
 impl AppState {

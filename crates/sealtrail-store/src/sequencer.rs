@@ -122,14 +122,19 @@ pub struct CommitStats {
     pub tree_size: u64,
 }
 
+/// Hook: a group commit's figures.
+pub type OnCommit = Box<dyn Fn(&CommitStats) + Send>;
+/// Hook: a durable group's new events.
+pub type OnDurable = Box<dyn Fn(Arc<[CommittedEvent]>) + Send>;
+
 /// What a running sequencer tells the rest of the server. Both are called on the flusher
 /// thread, after durability, in commit order: they must be quick and must not block.
 #[derive(Default)]
 pub struct SequencerHooks {
     /// Each group commit's figures, for metrics.
-    pub on_commit: Option<Box<dyn Fn(&CommitStats) + Send>>,
+    pub on_commit: Option<OnCommit>,
     /// Each durable group's new events, for live streams.
-    pub on_durable: Option<Box<dyn Fn(Arc<[CommittedEvent]>) + Send>>,
+    pub on_durable: Option<OnDurable>,
 }
 
 /// A newly durable event, as live streams need it: its indexed columns (for filtering

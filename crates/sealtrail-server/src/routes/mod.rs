@@ -26,6 +26,8 @@ pub fn router(state: AppState) -> Router {
         .route("/checkpoint", get(integrity::checkpoint))
         .route("/proofs/consistency", get(integrity::consistency_proof))
         .route("/public-key", get(integrity::public_key))
+        .route("/stream", get(crate::stream::sse::stream))
+        .route("/ws", get(crate::stream::ws::ws))
         .route("/openapi.json", get(ops::openapi));
     Router::new()
         .nest("/v1", v1)

@@ -146,3 +146,175 @@ pub fn guest_event(n: u64) -> Value {
         "changes": [{"field": "dietary_restriction", "before": "none", "after": "vegan"}],
     })
 }
+
+/// One Server-Sent Events message.
+#[derive(Debug, Clone)]
+pub struct SseMessage {
+    pub id: Option<u64>,
+    pub event: Option<String>,
+    pub data: String,
+}
+
+/// A minimal SSE client over reqwest's byte stream.
+pub struct SseClient {
+    body: std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = reqwest::Result<axum::body::Bytes>> + Send>,
+    >,
+    buffer: Vec<u8>,
+}
+
+impl SseClient {
+    /// Opens `/v1/stream?{query}`, resuming after `last_event_id` if given.
+    pub async fn connect(base: &str, key: &str, query: &str, last_event_id: Option<u64>) -> Self {
+        Self::try_connect(base, key, query, last_event_id)
+            .await
+            .expect("the server answers")
+    }
+
+    /// As [`connect`](Self::connect), but `None` if the server cannot be reached.
+    pub async fn try_connect(
+        base: &str,
+        key: &str,
+        query: &str,
+        last_event_id: Option<u64>,
+    ) -> Option<Self> {
+        let mut request = reqwest::Client::new()
+            .get(format!("{base}/v1/stream?{query}"))
+            .bearer_auth(key);
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id.to_string());
+        }
+        let response = request.send().await.ok()?;
+        assert_eq!(
+            response.status(),
+            200,
+            "{}",
+            response.text().await.unwrap_or_default()
+        );
+        Some(Self {
+            body: Box::pin(response.bytes_stream()),
+            buffer: Vec::new(),
+        })
+    }
+
+    /// The next message (comments skipped), or None when the stream ends.
+    pub async fn next(&mut self) -> Option<SseMessage> {
+        use futures_util::StreamExt as _;
+        loop {
+            if let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
+                let block: Vec<u8> = self.buffer.drain(..end + 2).collect();
+                let text = String::from_utf8(block).unwrap();
+                let mut message = SseMessage {
+                    id: None,
+                    event: None,
+                    data: String::new(),
+                };
+                let mut any = false;
+                for line in text.lines() {
+                    if let Some(v) = line.strip_prefix("id: ") {
+                        message.id = Some(v.parse().unwrap());
+                        any = true;
+                    } else if let Some(v) = line.strip_prefix("event: ") {
+                        message.event = Some(v.to_owned());
+                        any = true;
+                    } else if let Some(v) = line.strip_prefix("data: ") {
+                        message.data.push_str(v);
+                        any = true;
+                    }
+                }
+                if any {
+                    return Some(message);
+                }
+                continue;
+            }
+            match self.body.next().await {
+                Some(Ok(chunk)) => self.buffer.extend_from_slice(&chunk),
+                _ => return None,
+            }
+        }
+    }
+
+    /// The next event's seq and body, skipping `caught_up`.
+    pub async fn next_event(&mut self) -> Option<(u64, Value)> {
+        loop {
+            let message = self.next().await?;
+            if message.event.as_deref() == Some("caught_up") {
+                continue;
+            }
+            return Some((
+                message.id.unwrap(),
+                serde_json::from_str(&message.data).unwrap(),
+            ));
+        }
+    }
+}
+
+/// A WebSocket client speaking the `/v1/ws` protocol.
+pub struct WsClient {
+    socket: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+impl WsClient {
+    pub async fn connect(base: &str, key: &str) -> Self {
+        Self::try_connect(base, key)
+            .await
+            .expect("the server answers")
+    }
+
+    /// As [`connect`](Self::connect), but `None` if the server cannot be reached.
+    pub async fn try_connect(base: &str, key: &str) -> Option<Self> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+        let url = format!("{}/v1/ws", base.replacen("http://", "ws://", 1));
+        let mut request = url.into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {key}").parse().unwrap());
+        let (socket, _) = tokio_tungstenite::connect_async(request).await.ok()?;
+        Some(Self { socket })
+    }
+
+    pub async fn send(&mut self, value: Value) {
+        use futures_util::SinkExt as _;
+        self.socket
+            .send(tokio_tungstenite::tungstenite::Message::text(
+                value.to_string(),
+            ))
+            .await
+            .unwrap();
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        use futures_util::SinkExt as _;
+        self.socket
+            .send(tokio_tungstenite::tungstenite::Message::text(text))
+            .await
+            .unwrap();
+    }
+
+    /// The next JSON message (pings skipped), or None when the connection ends.
+    pub async fn next(&mut self) -> Option<Value> {
+        use futures_util::StreamExt as _;
+        use tokio_tungstenite::tungstenite::Message;
+        loop {
+            match self.socket.next().await? {
+                Ok(Message::Text(text)) => return Some(serde_json::from_str(&text).unwrap()),
+                Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+                _ => return None,
+            }
+        }
+    }
+}
+
+/// Waits for `condition` with a deadline, polling.
+pub async fn eventually(what: &str, mut condition: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
