@@ -5,6 +5,7 @@ mod ingest;
 mod keys;
 mod query;
 mod serve;
+mod tail;
 mod verify;
 
 use std::path::PathBuf;
@@ -40,6 +41,8 @@ enum Command {
     Ingest(ingest::IngestArgs),
     /// Query events on a server.
     Query(query::QueryArgs),
+    /// Follow events live, resuming by itself after a drop or a server restart.
+    Tail(tail::TailArgs),
     /// Fill a server with realistic wedding-planning audit events.
     Demo(demo::DemoArgs),
 }
@@ -101,6 +104,7 @@ fn main() -> ExitCode {
             Command::Verify(args) => verify::run(args),
             Command::Ingest(args) => ingest::run(args).await,
             Command::Query(args) => query::run(args).await,
+            Command::Tail(args) => tail::run(args).await,
             Command::Demo(args) => demo::run(args).await,
         }
     });

@@ -54,13 +54,17 @@ struct ServeProcess {
 
 impl ServeProcess {
     fn start(dir: &Path) -> Self {
+        Self::start_on(dir, "127.0.0.1:0")
+    }
+
+    fn start_on(dir: &Path, listen: &str) -> Self {
         let mut child = Command::new(BIN)
             .args([
                 "serve",
                 "--data-dir",
                 dir.to_str().unwrap(),
                 "--listen",
-                "127.0.0.1:0",
+                listen,
             ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -350,4 +354,84 @@ fn sigkill_during_concurrent_ingest_loses_no_acknowledged_event() {
         acked.len(),
         stored.len()
     );
+}
+
+/// `sealtrail tail` prints every matching event once, in order, and resumes by itself
+/// across a crash and restart of the server.
+#[test]
+fn tail_follows_across_a_server_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = create_key(dir.path(), "ingest,read,stream", Some("bloom"));
+    // One port for both lives of the server, so tail finds it again.
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let server = ServeProcess::start_on(dir.path(), &listen);
+    let url = server.url.clone();
+    let mut tail = Command::new(BIN)
+        .args([
+            "tail", "--url", &url, "--key", &key, "--since", "0", "--json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (lines, received) = std::sync::mpsc::channel::<String>();
+    let stdout = tail.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if lines.send(line.unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let post = |url: &str, from: u64| {
+        runtime.block_on(async {
+            let events: Vec<Value> = (from..from + 20)
+                .map(|n| json!({"action": "guest.rsvp.updated", "resource_type": "guest", "resource_id": n.to_string()}))
+                .collect();
+            let response = reqwest::Client::new()
+                .post(format!("{url}/v1/events"))
+                .bearer_auth(&key)
+                .json(&json!({ "events": events }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 201);
+        })
+    };
+    let mut seqs = Vec::new();
+    let mut take = |n: usize, seqs: &mut Vec<u64>| {
+        for _ in 0..n {
+            let line = received
+                .recv_timeout(Duration::from_secs(20))
+                .expect("tail prints the event");
+            let event: Value = serde_json::from_str(&line).unwrap();
+            seqs.push(event["seq"].as_u64().unwrap());
+        }
+    };
+    post(&url, 0);
+    take(20, &mut seqs);
+    server.kill_hard();
+    let server = ServeProcess::start_on(dir.path(), &listen);
+    post(&server.url, 20);
+    take(20, &mut seqs);
+    assert_eq!(
+        seqs,
+        (1..=40).collect::<Vec<u64>>(),
+        "every event once, in order"
+    );
+    assert!(
+        received.recv_timeout(Duration::from_millis(300)).is_err(),
+        "nothing more"
+    );
+    tail.kill().unwrap();
+    let _ = tail.wait();
+    server.stop();
 }

@@ -78,6 +78,8 @@ pub enum ClientError {
 #[derive(Clone, Debug)]
 pub struct Client {
     http: reqwest::Client,
+    /// Without the request timeout: streams last as long as they are read.
+    http_stream: reqwest::Client,
     base: String,
     key: String,
 }
@@ -96,8 +98,16 @@ impl Client {
                 url: base.clone(),
                 source,
             })?;
+        let http_stream = reqwest::Client::builder()
+            .connect_timeout(REQUEST_TIMEOUT)
+            .build()
+            .map_err(|source| ClientError::Transport {
+                url: base.clone(),
+                source,
+            })?;
         Ok(Self {
             http,
+            http_stream,
             base,
             key: key.to_owned(),
         })
@@ -337,5 +347,123 @@ mod tests {
             "a producer id is kept"
         );
         assert_eq!(with_derived_id(b"x", 1, b"not json"), b"not json");
+    }
+}
+
+/// One message of a live stream.
+#[derive(Clone, Debug)]
+pub enum StreamMessage {
+    /// An event (its seq is the resume point).
+    Event(Box<sealtrail_core::api::Event>),
+    /// Replay has ended here; what follows is live.
+    CaughtUp(u64),
+}
+
+/// A live stream of events (`GET /v1/stream`), read message by message.
+pub struct EventStream {
+    url: String,
+    body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buffer: Vec<u8>,
+}
+
+impl Client {
+    /// Opens a live stream with the query API's filters in `params`, resuming after seq
+    /// `after` (every matching event after it is replayed first) or, without it, from now.
+    pub async fn stream(
+        &self,
+        params: &[(String, String)],
+        after: Option<u64>,
+    ) -> Result<EventStream, ClientError> {
+        let url = format!("{}/v1/stream", self.base);
+        let mut request = self
+            .http_stream
+            .get(&url)
+            .query(params)
+            .bearer_auth(&self.key);
+        if let Some(seq) = after {
+            request = request.header("Last-Event-ID", seq.to_string());
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|source| ClientError::Transport {
+                url: url.clone(),
+                source,
+            })?;
+        let status = response.status();
+        if !status.is_success() {
+            let bytes = response.bytes().await.unwrap_or_default();
+            let body = serde_json::from_slice::<ErrorBody>(&bytes).unwrap_or_else(|_| ErrorBody {
+                code: "http_error".into(),
+                message: String::from_utf8_lossy(&bytes).into_owned(),
+                field: None,
+                reason: None,
+                errors: Vec::new(),
+            });
+            return Err(ClientError::Api {
+                status: status.as_u16(),
+                body: Box::new(body),
+            });
+        }
+        Ok(EventStream {
+            url,
+            body: Box::pin(response.bytes_stream()),
+            buffer: Vec::new(),
+        })
+    }
+}
+
+impl EventStream {
+    /// The next message; `None` when the server ended the stream.
+    pub async fn next(&mut self) -> Option<Result<StreamMessage, ClientError>> {
+        use futures_util::StreamExt as _;
+        loop {
+            if let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
+                let block: Vec<u8> = self.buffer.drain(..end + 2).collect();
+                if let Some(message) = self.parse(&block) {
+                    return Some(message);
+                }
+                continue;
+            }
+            match self.body.next().await? {
+                Ok(chunk) => self.buffer.extend_from_slice(&chunk),
+                Err(source) => {
+                    return Some(Err(ClientError::Transport {
+                        url: self.url.clone(),
+                        source,
+                    }));
+                }
+            }
+        }
+    }
+
+    /// One SSE message; comments (heartbeats) and fields we do not use give `None`.
+    fn parse(&self, block: &[u8]) -> Option<Result<StreamMessage, ClientError>> {
+        let text = String::from_utf8_lossy(block);
+        let (mut kind, mut data) = (None, String::new());
+        for line in text.lines() {
+            if let Some(v) = line.strip_prefix("event:") {
+                kind = Some(v.trim().to_owned());
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data.push_str(v.strip_prefix(' ').unwrap_or(v));
+            }
+        }
+        if data.is_empty() {
+            return None;
+        }
+        let decode = |reason: String| ClientError::Decode {
+            url: self.url.clone(),
+            reason,
+        };
+        Some(match kind.as_deref() {
+            Some("caught_up") => serde_json::from_str::<Value>(&data)
+                .ok()
+                .and_then(|v| v["seq"].as_u64())
+                .map(StreamMessage::CaughtUp)
+                .ok_or_else(|| decode(format!("bad caught_up message {data:?}"))),
+            _ => serde_json::from_str(&data)
+                .map(|e| StreamMessage::Event(Box::new(e)))
+                .map_err(|e| decode(e.to_string())),
+        })
     }
 }
