@@ -2,6 +2,7 @@
 //! runs; `cargo xtask bench` measures the service against baselines in the same run.
 
 mod bench;
+mod pg;
 mod test;
 
 use std::path::{Path, PathBuf};
@@ -22,6 +23,9 @@ enum Task {
     Test,
     /// Benchmarks with baselines measured in the same run (builds in release).
     Bench(bench::BenchArgs),
+    /// The minimal SSE broadcaster the stream benchmark measures as its ceiling.
+    #[command(hide = true)]
+    Broadcaster(bench::broadcaster::BroadcasterArgs),
 }
 
 fn main() -> ExitCode {
@@ -29,6 +33,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Task::Test => test::run(),
         Task::Bench(args) => bench::run(args),
+        Task::Broadcaster(args) => bench::broadcaster::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

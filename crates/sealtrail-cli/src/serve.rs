@@ -22,6 +22,7 @@ pub struct ServeArgs {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    raise_open_file_limit();
     let mut config = Config::load(args.config.as_deref(), std::env::vars())?;
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
@@ -63,4 +64,27 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let _ = interrupt.await;
     tracing::info!("shutting down: finishing requests in flight");
+}
+
+/// Every stream subscriber holds a socket: take all the descriptors the system allows us
+/// (the soft limit is often 1024, far below `stream.max_subscribers`).
+fn raise_open_file_limit() {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit and setrlimit only read and write the struct passed in.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0
+                && limit.rlim_cur < limit.rlim_max
+            {
+                limit.rlim_cur = limit.rlim_max;
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    tracing::warn!("could not raise the open-file limit");
+                }
+            }
+        }
+    }
 }

@@ -407,7 +407,7 @@ fn tail_follows_across_a_server_restart() {
         })
     };
     let mut seqs = Vec::new();
-    let mut take = |n: usize, seqs: &mut Vec<u64>| {
+    let take = |n: usize, seqs: &mut Vec<u64>| {
         for _ in 0..n {
             let line = received
                 .recv_timeout(Duration::from_secs(20))

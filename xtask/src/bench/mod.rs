@@ -5,12 +5,14 @@
 //! Request bodies are serialised before the clock starts, so the client's share of the CPU
 //! is the HTTP exchange alone.
 
+pub mod broadcaster;
 mod data;
 mod ingest;
 mod machine;
 mod query;
 mod server;
 mod stats;
+mod stream;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -33,6 +35,12 @@ pub struct BenchArgs {
     /// Only the query benchmarks.
     #[arg(long)]
     pub query_only: bool,
+    /// Only the live-stream benchmarks.
+    #[arg(long)]
+    pub stream_only: bool,
+    /// Subscriber counts of the stream benchmark.
+    #[arg(long, value_delimiter = ',', default_values_t = [100, 1000, 10000])]
+    pub stream_subscribers: Vec<usize>,
     /// Write the report here as well as printing it.
     #[arg(long)]
     pub report: Option<PathBuf>,
@@ -60,11 +68,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         "Command: `cargo xtask bench {}`\n",
         std::env::args().skip(2).collect::<Vec<_>>().join(" ")
     )?;
-    if !args.query_only {
+    let only = args.ingest_only || args.query_only || args.stream_only;
+    if args.ingest_only || !only {
         report.push_str(&ingest::run(&args)?);
     }
-    if !args.ingest_only {
+    if args.query_only || !only {
         report.push_str(&query::run(&args)?);
+    }
+    if args.stream_only || !only {
+        report.push_str(&stream::run(&args)?);
     }
     println!("\n{report}");
     if let Some(path) = &args.report {

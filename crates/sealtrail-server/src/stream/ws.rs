@@ -31,6 +31,8 @@ use crate::state::AppState;
 
 /// Messages waiting for the socket writer.
 const WS_OUT_QUEUE: usize = 64;
+/// Initial read buffer of a WebSocket connection.
+const WS_READ_BUFFER_BYTES: usize = 2048;
 /// The close code for a client that is too slow (RFC 6455: policy violation).
 const CLOSE_TOO_SLOW: u16 = 1008;
 
@@ -54,6 +56,10 @@ pub async fn ws(
     auth.require(Scope::Stream)?;
     let max_message = state.streams.settings.max_ws_message_bytes;
     Ok(upgrade
+        // tungstenite's default buffers are 128 KiB each; an idle subscriber needs a few KiB,
+        // and the read buffer grows to the message size limit if a client sends that much.
+        .read_buffer_size(WS_READ_BUFFER_BYTES)
+        .write_buffer_size(0)
         .max_message_size(max_message)
         .max_frame_size(max_message)
         .on_upgrade(move |socket| connection(state, auth.0, socket)))

@@ -1,0 +1,138 @@
+//! A throwaway PostgreSQL cluster: initdb in a temporary directory, started on a free port
+//! from the server binaries on the machine (installing Debian's `postgresql` package first
+//! if there are none), stopped and removed when dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::Context as _;
+
+pub struct PgCluster {
+    /// Keeps the directory (data, socket, log) until the cluster is stopped.
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    pub port: u16,
+}
+
+impl PgCluster {
+    /// Starts a cluster allowing `max_connections` connections.
+    pub fn start(max_connections: u32) -> anyhow::Result<Self> {
+        let bin = server_binaries()?;
+        let dir = tempfile::Builder::new().prefix("sealtrail-pg-").tempdir()?;
+        let data = dir.path().join("data");
+        let as_root = unsafe { libc::geteuid() } == 0;
+        if as_root {
+            // initdb refuses to run as root: the cluster belongs to the postgres user.
+            run(Command::new("chmod").arg("0777").arg(dir.path()))?;
+        }
+        let port = free_port()?;
+        let initdb = pg_command(&bin, "initdb", as_root)
+            .args([
+                "--no-sync",
+                "--auth=trust",
+                "--username=postgres",
+                "--encoding=UTF8",
+                "-D",
+            ])
+            .arg(&data)
+            .output()
+            .context("running initdb")?;
+        anyhow::ensure!(
+            initdb.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&initdb.stderr)
+        );
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections={max_connections} -c shared_buffers=256MB",
+            dir.path().display()
+        );
+        let start = pg_command(&bin, "pg_ctl", as_root)
+            .args(["-D"])
+            .arg(&data)
+            .args(["-o", &options, "-l"])
+            .arg(dir.path().join("server.log"))
+            .args(["-w", "start"])
+            .output()
+            .context("running pg_ctl start")?;
+        anyhow::ensure!(
+            start.status.success(),
+            "PostgreSQL did not start: {}{}",
+            String::from_utf8_lossy(&start.stderr),
+            std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default()
+        );
+        Ok(Self { dir, bin, port })
+    }
+
+    /// A libpq-style connection string.
+    pub fn url(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            self.port
+        )
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let as_root = unsafe { libc::geteuid() } == 0;
+        let _ = pg_command(&self.bin, "pg_ctl", as_root)
+            .args(["-D"])
+            .arg(self.data())
+            .args(["-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+fn pg_command(bin: &Path, tool: &str, as_root: bool) -> Command {
+    let path = bin.join(tool);
+    if as_root {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(path);
+        command
+    } else {
+        Command::new(path)
+    }
+}
+
+/// The newest `/usr/lib/postgresql/<version>/bin`, installing PostgreSQL if there is none.
+fn server_binaries() -> anyhow::Result<PathBuf> {
+    let find = || -> Option<PathBuf> {
+        let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|bin| bin.join("initdb").exists())
+            .collect();
+        versions.sort();
+        versions.pop()
+    };
+    if let Some(bin) = find() {
+        return Ok(bin);
+    }
+    eprintln!("xtask: installing PostgreSQL (apt-get install postgresql)");
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "postgresql"])
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    find().context("PostgreSQL installed, but no /usr/lib/postgresql/*/bin/initdb")
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn run(command: &mut Command) -> anyhow::Result<()> {
+    let output = command
+        .output()
+        .with_context(|| format!("running {command:?}"))?;
+    anyhow::ensure!(
+        output.status.success(),
+        "{command:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
+}
