@@ -2,8 +2,9 @@
 //! serves the `/v1` API, health and metrics until told to stop.
 //!
 //! Shutdown is ordered so nothing acknowledged is lost and nothing is acknowledged late:
-//! stop accepting connections, let in-flight requests finish (their appends complete),
-//! then close the sequencer (which commits what it has queued) and the indexer.
+//! stop accepting connections, end live streams (clients resume from their last seq),
+//! let in-flight requests finish (their appends complete), then close the sequencer
+//! (which commits what it has queued) and the indexer.
 
 pub mod api;
 pub mod auth;
@@ -12,6 +13,7 @@ pub mod error;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
+mod serve;
 pub mod state;
 pub mod stream;
 
@@ -144,14 +146,19 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         metrics,
         indexer: indexer.progress(),
     });
+    let streams = state.streams.clone();
     let app = routes::router(state);
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
+        serve::serve(
+            listener,
+            app,
+            async move {
                 let _ = stopped.await;
-            })
-            .await;
+            },
+            move || streams.shut_down(),
+        )
+        .await;
         // Every clone of the state (and so of the sequencer handle) lived in the router,
         // which is gone now: the sequencer drains its queue and stops.
         tokio::task::spawn_blocking(move || sequencer_thread.join())
@@ -164,7 +171,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
             .await
             .map_err(|e| ServerError::Serve(std::io::Error::other(e)))?;
         tracing::info!("log closed");
-        served.map_err(ServerError::Serve)
+        Ok(())
     });
     Ok(RunningServer {
         local_addr,

@@ -547,3 +547,40 @@ fn raise_open_file_limit() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutting_down_ends_every_stream_so_the_server_stops_promptly() {
+    let server = TestServer::start().await;
+    let key = server.key(&[Scope::Admin], None);
+    let ledger: Ledger = Arc::default();
+    ingest(&server.base, &key, 0, 5, &ledger).await;
+    let mut sse = SseClient::connect(&server.base, &key, "since=0", None).await;
+    let mut ws = WsClient::connect(&server.base, &key).await;
+    ws.send(json!({"type": "subscribe", "id": "all", "since": 0}))
+        .await;
+    for _ in 0..5 {
+        sse.next_event().await.unwrap();
+    }
+    while ws.next().await.unwrap()["type"] != "caught_up" {}
+
+    // Both clients stay connected: shutting down must not wait for them to leave.
+    let stopping = tokio::spawn(server.stop());
+    tokio::time::timeout(Duration::from_secs(10), stopping)
+        .await
+        .expect("the server stops although stream clients are still connected")
+        .unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        // What was sent before the end (the caught_up message) is still read first.
+        while sse.next().await.is_some() {}
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the SSE stream ends so the client reconnects with Last-Event-ID"
+    );
+    let closed = tokio::time::timeout(Duration::from_secs(5), ws.next()).await;
+    assert!(
+        matches!(closed, Ok(None)),
+        "the WebSocket is closed (1001, going away)"
+    );
+}

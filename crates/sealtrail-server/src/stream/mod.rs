@@ -15,6 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use tokio::sync::watch;
+
 use sealtrail_core::{EventFilter, FieldError};
 use sealtrail_store::{LogReader, StoredEvent};
 
@@ -30,6 +32,8 @@ pub enum Closed {
     Client,
     /// Reading the store failed.
     Store(String),
+    /// The server is shutting down; the client resumes elsewhere or later.
+    ShuttingDown,
 }
 
 /// One message a subscription sends: a live event (serialised once, shared) or one
@@ -76,6 +80,8 @@ pub struct Streams {
     /// Metrics.
     pub metrics: Arc<Metrics>,
     active: Arc<AtomicUsize>,
+    /// Turns true once, when the server begins to shut down.
+    shutting_down: Arc<watch::Sender<bool>>,
 }
 
 /// A subscription counted against `stream.max_subscribers` while it lives.
@@ -105,6 +111,25 @@ impl Streams {
             settings,
             metrics,
             active: Arc::default(),
+            shutting_down: Arc::new(watch::channel(false).0),
+        }
+    }
+
+    /// Ends every subscription: each stops with [`Closed::ShuttingDown`] so that endless
+    /// responses finish and the server can close.
+    pub fn shut_down(&self) {
+        self.shutting_down.send_replace(true);
+    }
+
+    fn is_shutting_down(&self) -> bool {
+        *self.shutting_down.borrow()
+    }
+
+    /// Resolves once the server begins to shut down.
+    pub fn shutdown_signal(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut signal = self.shutting_down.subscribe();
+        async move {
+            let _ = signal.wait_for(|down| *down).await;
         }
     }
 
@@ -156,12 +181,16 @@ pub async fn follow<O: Outbox>(
     out: &mut O,
 ) -> Result<(), Closed> {
     let mut announced = false;
+    let mut shutdown = std::pin::pin!(streams.shutdown_signal());
     let mut heartbeat = tokio::time::interval(streams.heartbeat());
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     heartbeat.tick().await;
     loop {
         let mut registration = streams.hub.register(filter.clone());
         while cursor < registration.live_from {
+            if streams.is_shutting_down() {
+                return Err(Closed::ShuttingDown);
+            }
             let reader = streams.reader.clone();
             let (replay_filter, through) = (filter.clone(), registration.live_from);
             let limit = streams.settings.replay_batch_events;
@@ -197,6 +226,7 @@ pub async fn follow<O: Outbox>(
                 },
                 _ = heartbeat.tick() => out.heartbeat().await?,
                 () = out.closed() => return Err(Closed::Client),
+                () = &mut shutdown => return Err(Closed::ShuttingDown),
             }
         }
     }

@@ -35,6 +35,8 @@ const WS_OUT_QUEUE: usize = 64;
 const WS_READ_BUFFER_BYTES: usize = 2048;
 /// The close code for a client that is too slow (RFC 6455: policy violation).
 const CLOSE_TOO_SLOW: u16 = 1008;
+/// The close code when the server shuts down (RFC 6455: going away).
+const CLOSE_GOING_AWAY: u16 = 1001;
 
 /// Follow events live over a WebSocket.
 #[utoipa::path(
@@ -113,9 +115,15 @@ async fn connection(state: AppState, grant: Grant, socket: WebSocket) {
         let _ = sink.close().await;
     });
     let mut subscriptions: HashMap<String, Subscription> = HashMap::new();
+    let mut shutdown = std::pin::pin!(streams.shutdown_signal());
     loop {
         let message = tokio::select! {
             message = incoming.next() => message,
+            () = &mut shutdown => {
+                let reason = "the server is shutting down; reconnect and resubscribe with the last seqs seen";
+                let _ = out.try_send(Message::Close(Some(CloseFrame { code: CLOSE_GOING_AWAY, reason: Utf8Bytes::from_static(reason) })));
+                break;
+            }
             () = too_slow.notified() => {
                 let reason = "too slow to accept events; reconnect and resubscribe with the last seqs seen";
                 let _ = out.try_send(Message::Close(Some(CloseFrame { code: CLOSE_TOO_SLOW, reason: Utf8Bytes::from_static(reason) })));

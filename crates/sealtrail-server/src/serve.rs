@@ -1,0 +1,81 @@
+//! The HTTP/1.1 accept loop: hyper's connection builder serving the router, with graceful
+//! shutdown.
+//!
+//! We serve HTTP/1.1 only, with hyper's own builder rather than `axum::serve`: the latter
+//! sniffs each connection for an HTTP/2 preface, and the 24 sniffed bytes make hyper grow
+//! the connection's read buffer from 8 to 16 KiB — memory that every idle stream
+//! subscriber then holds for as long as it stays connected. Serving ourselves also lets
+//! us bound how long a client may take to send its request head.
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+/// How long a client may take to send a complete request head.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long to wait before accepting again after the process ran out of descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Serves `app` on `listener` until `shutdown` completes; then stops accepting, calls
+/// `closing` (which ends endless responses such as streams), and waits for every
+/// connection's response in flight to finish.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()>,
+    closing: impl FnOnce(),
+) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // Every connection task holds a sender; when all are gone, recv() returns None.
+    let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (socket, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Per-connection errors (reset before accept) and descriptor exhaustion
+                    // are passing conditions: log, wait a moment, keep serving.
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = socket.set_nodelay(true);
+        let connection = http
+            .serve_connection(TokioIo::new(socket), TowerToHyperService::new(app.clone()))
+            .with_upgrades();
+        let (mut stop, alive) = (stop_rx.clone(), alive_tx.clone());
+        tokio::spawn(async move {
+            let _alive = alive;
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::debug!(%error, "connection ended with an error");
+                    }
+                    return;
+                }
+                _ = stop.wait_for(|stop| *stop) => connection.as_mut().graceful_shutdown(),
+            }
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection ended with an error while closing");
+            }
+        });
+    }
+    drop(listener);
+    closing();
+    let _ = stop_tx.send(true);
+    drop(alive_tx);
+    let _ = alive_rx.recv().await;
+}
