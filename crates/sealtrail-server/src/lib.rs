@@ -147,12 +147,14 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         indexer: indexer.progress(),
     });
     let streams = state.streams.clone();
+    let header_read_timeout = state.config.request_timeout();
     let app = routes::router(state);
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         serve::serve(
             listener,
             app,
+            header_read_timeout,
             async move {
                 let _ = stopped.await;
             },

@@ -16,23 +16,23 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-/// How long a client may take to send a complete request head.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long to wait before accepting again after the process ran out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Serves `app` on `listener` until `shutdown` completes; then stops accepting, calls
 /// `closing` (which ends endless responses such as streams), and waits for every
-/// connection's response in flight to finish.
+/// connection's response in flight to finish. A client that takes longer than
+/// `header_read_timeout` to send a request head is disconnected.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
+    header_read_timeout: Duration,
     shutdown: impl Future<Output = ()>,
     closing: impl FnOnce(),
 ) {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(header_read_timeout);
     let (stop_tx, stop_rx) = watch::channel(false);
     // Every connection task holds a sender; when all are gone, recv() returns None.
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);

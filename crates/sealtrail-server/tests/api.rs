@@ -430,3 +430,40 @@ async fn ndjson_errors_name_the_line() {
         "{error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_slower_than_the_request_timeout_gets_408_or_is_disconnected() {
+    use std::io::{Read as _, Write as _};
+    let server = TestServer::start_with(|c| c.limits.request_timeout_secs = 1).await;
+    let key = server.key(&[Scope::Ingest], None);
+    let address = server.base.trim_start_matches("http://").to_owned();
+    tokio::task::spawn_blocking(move || {
+        // A whole head, then only half of the body it announced: 408.
+        let mut slow_body = std::net::TcpStream::connect(&address).unwrap();
+        let head = format!(
+            "POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\
+             Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"action\":"
+        );
+        slow_body.write_all(head.as_bytes()).unwrap();
+        let mut answer = String::new();
+        slow_body.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+
+        // Half a head: the connection is closed, and quickly.
+        let started = std::time::Instant::now();
+        let mut slow_head = std::net::TcpStream::connect(&address).unwrap();
+        slow_head.write_all(b"GET /healthz HTTP/1.1\r\nHo").unwrap();
+        let mut rest = Vec::new();
+        let _ = slow_head.read_to_end(&mut rest);
+        assert!(
+            !String::from_utf8_lossy(&rest).contains("200 OK"),
+            "no answer to a request never completed"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "closed after the timeout, not left open"
+        );
+    })
+    .await
+    .unwrap();
+}

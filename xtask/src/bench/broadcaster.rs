@@ -7,6 +7,7 @@
 //! publishes `--rate` events per second for `--seconds`, each to the sockets of one tenant,
 //! carrying the wall-clock send time so clients can measure latency.
 
+use std::io::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
@@ -43,28 +44,32 @@ async fn serve(args: BroadcasterArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     // The parent reads the port from the first line.
     println!("{}", listener.local_addr()?.port());
+    // Accept and read requests concurrently (a listen backlog that overflows while one
+    // slow request is read would stall the rest), until every subscriber is in or no new
+    // one arrived for a while.
+    let (joined, mut arrivals) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let joined = joined.clone();
+            tokio::spawn(async move {
+                if let Ok(subscriber) = handshake(socket).await {
+                    let _ = joined.send(subscriber);
+                }
+            });
+        }
+    });
     let mut by_tenant: Vec<Vec<TcpStream>> = (0..args.tenants).map(|_| Vec::new()).collect();
-    for _ in 0..args.subscribers {
-        let (mut socket, _) = listener.accept().await?;
-        socket.set_nodelay(true)?;
-        let mut request = vec![0u8; 1024];
-        let n = socket.read(&mut request).await?;
-        let text = String::from_utf8_lossy(&request[..n]);
-        let tenant: usize = text
-            .split_once("tenant=")
-            .and_then(|(_, rest)| {
-                rest.split(|c: char| !c.is_ascii_digit())
-                    .next()?
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or(0);
-        socket
-            .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n")
-            .await?;
-        by_tenant[tenant % args.tenants].push(socket);
+    let mut connected = 0;
+    while connected < args.subscribers {
+        match tokio::time::timeout(Duration::from_secs(30), arrivals.recv()).await {
+            Ok(Some((tenant, socket))) => {
+                by_tenant[tenant % args.tenants].push(socket);
+                connected += 1;
+            }
+            _ => break,
+        }
     }
-    println!("ready");
+    println!("ready {connected}");
     let padding = "x".repeat(args.padding);
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     anyhow::ensure!(
@@ -88,6 +93,28 @@ async fn serve(args: BroadcasterArgs) -> anyhow::Result<()> {
             }
         }
     }
-    println!("done {seq}");
+    // The parent may have stopped reading; the count is only informative.
+    let _ = writeln!(std::io::stdout(), "done {seq}");
     Ok(())
+}
+
+/// Reads a subscriber's request and answers with the stream's head; returns its tenant.
+async fn handshake(mut socket: TcpStream) -> std::io::Result<(usize, TcpStream)> {
+    socket.set_nodelay(true)?;
+    let mut request = vec![0u8; 1024];
+    let n = socket.read(&mut request).await?;
+    let text = String::from_utf8_lossy(&request[..n]);
+    let tenant: usize = text
+        .split_once("tenant=")
+        .and_then(|(_, rest)| {
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0);
+    socket
+        .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n")
+        .await?;
+    Ok((tenant, socket))
 }
