@@ -23,6 +23,9 @@ enum Task {
     Test,
     /// Benchmarks with baselines measured in the same run (builds in release).
     Bench(bench::BenchArgs),
+    /// Starts a throwaway PostgreSQL cluster for running tests by hand, prints the
+    /// `SEALTRAIL_TEST_POSTGRES` value for it, and keeps it until interrupted.
+    Postgres,
     /// The minimal SSE broadcaster the stream benchmark measures as its ceiling.
     #[command(hide = true)]
     Broadcaster(bench::broadcaster::BroadcasterArgs),
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
         Task::Test => test::run(),
         Task::Bench(args) => bench::run(args),
         Task::Broadcaster(args) => bench::broadcaster::run(args),
+        Task::Postgres => pg::serve_until_interrupted(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

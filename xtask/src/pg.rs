@@ -76,6 +76,27 @@ impl PgCluster {
     }
 }
 
+/// `cargo xtask postgres`: a cluster for tests run by hand.
+pub fn serve_until_interrupted() -> anyhow::Result<()> {
+    let cluster = PgCluster::start(300)?;
+    println!("export {}='{}'", TEST_ENV, cluster.url());
+    eprintln!("xtask: PostgreSQL is running; Ctrl-C stops and removes it");
+    let (stop, stopped) = std::sync::mpsc::channel();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            let _ = tokio::signal::ctrl_c().await;
+            let _ = stop.send(());
+        });
+    let _ = stopped.recv();
+    drop(cluster);
+    Ok(())
+}
+
+/// The variable the PostgreSQL store tests read their server from.
+pub const TEST_ENV: &str = "SEALTRAIL_TEST_POSTGRES";
+
 impl Drop for PgCluster {
     fn drop(&mut self) {
         let as_root = unsafe { libc::geteuid() } == 0;

@@ -1,10 +1,11 @@
 //! `cargo xtask test`: what CI runs, in order of how fast each step fails.
 //!
-//! The tests need nothing outside the workspace yet: the embedded store is SQLite, built
-//! in, and every server a test talks to is started by the test itself. When a test needs
-//! an outside server (PostgreSQL, SMTP, a browser), this is where it is installed and
-//! started, so that this one command stays the whole of CI.
+//! Servers the tests need from outside the workspace are installed and started here, so
+//! that this one command stays the whole of CI: a throwaway PostgreSQL cluster (installed
+//! with apt if its binaries are missing) whose URL the tests read from
+//! `SEALTRAIL_TEST_POSTGRES`. Every other server a test talks to it starts itself.
 
+use crate::pg::{PgCluster, TEST_ENV};
 use crate::run_step;
 
 pub fn run() -> anyhow::Result<()> {
@@ -20,8 +21,13 @@ pub fn run() -> anyhow::Result<()> {
             "warnings",
         ],
     )?;
+    let postgres = PgCluster::start(300)?;
+    eprintln!("xtask: PostgreSQL for the tests at {}", postgres.url());
+    // SAFETY: single-threaded here; the variable is read by the test processes we spawn.
+    unsafe { std::env::set_var(TEST_ENV, postgres.url()) };
     run_step("cargo", &["test", "--workspace", "--all-targets"])?;
     run_step("cargo", &["test", "--workspace", "--doc"])?;
+    drop(postgres);
     eprintln!("xtask: all checks passed");
     Ok(())
 }

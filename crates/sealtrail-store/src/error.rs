@@ -6,6 +6,9 @@ pub enum StoreError {
     /// The database failed (I/O, corruption, locking).
     #[error("database error: {0}")]
     Database(#[from] rusqlite::Error),
+    /// PostgreSQL failed (connection lost, constraint, I/O).
+    #[error("PostgreSQL error: {0}")]
+    Postgres(#[from] postgres::Error),
     /// A file in the data directory could not be read or written.
     #[error("{context}: {source}")]
     Io {

@@ -10,6 +10,7 @@
 mod error;
 pub mod identity;
 pub mod keys;
+pub mod postgres;
 pub mod sequencer;
 pub mod sqlite;
 pub mod traits;

@@ -5,15 +5,14 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{TestLog, at, event, prepare};
+use common::{Kind, TestLog, at, event, prepare};
 use sealtrail_core::merkle::{self, verify_consistency, verify_inclusion};
 use sealtrail_core::query::{PageRequest, StatsRequest};
-use sealtrail_store::{AppendError, LogReader};
+use sealtrail_store::AppendError;
 use serde_json::{Value, json};
 
-#[test]
-fn seqs_are_gap_free_and_every_commit_is_signed() {
-    let log = TestLog::new();
+fn seqs_are_gap_free_and_every_commit_is_signed(kind: Kind) {
+    let log = TestLog::on(kind);
     let first = log.append(vec![event(0), event(1)]);
     let second = log.append(vec![event(2)]);
     let seqs: Vec<u64> = first
@@ -31,9 +30,8 @@ fn seqs_are_gap_free_and_every_commit_is_signed() {
     assert_eq!(latest.tree_size, 3);
 }
 
-#[test]
-fn retry_with_same_id_stores_nothing_new() {
-    let log = TestLog::new();
+fn retry_with_same_id_stores_nothing_new(kind: Kind) {
+    let log = TestLog::on(kind);
     let mut e = event(1);
     e["id"] = json!("0190f0e4-8f5e-7cc2-9d2e-0f3c2a1b4c5d");
     let original = log.append(vec![e.clone()]);
@@ -50,9 +48,8 @@ fn retry_with_same_id_stores_nothing_new() {
     assert_eq!(log.handle().tree_size(), 2);
 }
 
-#[test]
-fn same_id_with_other_content_is_a_conflict_and_stores_nothing_of_the_request() {
-    let log = TestLog::new();
+fn same_id_with_other_content_is_a_conflict_and_stores_nothing_of_the_request(kind: Kind) {
+    let log = TestLog::on(kind);
     let mut e = event(1);
     e["id"] = json!("0190f0e4-8f5e-7cc2-9d2e-0f3c2a1b4c5d");
     log.append(vec![e.clone()]);
@@ -72,9 +69,8 @@ fn same_id_with_other_content_is_a_conflict_and_stores_nothing_of_the_request() 
     );
 }
 
-#[test]
-fn concurrent_appends_share_group_commits_without_gaps() {
-    let log = TestLog::new();
+fn concurrent_appends_share_group_commits_without_gaps(kind: Kind) {
+    let log = TestLog::on(kind);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .build()
@@ -153,9 +149,8 @@ fn at_every_index_stage(log: &mut TestLog, mut check: impl FnMut(&TestLog, &str)
     check(log, "indexed");
 }
 
-#[test]
-fn every_filter_selects_exactly_the_matching_events_newest_first() {
-    let mut log = TestLog::new();
+fn every_filter_selects_exactly_the_matching_events_newest_first(kind: Kind) {
+    let mut log = TestLog::on(kind);
     let events: Vec<Value> = (0..300).map(event).collect();
     log.append(events.clone());
     let s = |e: &Value, k: &str| e[k].as_str().unwrap().to_owned();
@@ -216,9 +211,8 @@ fn every_filter_selects_exactly_the_matching_events_newest_first() {
     });
 }
 
-#[test]
-fn pages_cover_every_event_exactly_once_in_both_orders() {
-    let mut log = TestLog::new();
+fn pages_cover_every_event_exactly_once_in_both_orders(kind: Kind) {
+    let mut log = TestLog::on(kind);
     // Many events share an occurred_at, so the seq tie-break matters.
     let events: Vec<Value> = (0..250)
         .map(|n| {
@@ -267,9 +261,8 @@ fn pages_cover_every_event_exactly_once_in_both_orders() {
     });
 }
 
-#[test]
-fn a_tenant_filter_never_returns_another_tenants_event() {
-    let mut log = TestLog::new();
+fn a_tenant_filter_never_returns_another_tenants_event(kind: Kind) {
+    let mut log = TestLog::on(kind);
     log.append((0..300).map(event).collect());
     at_every_index_stage(&mut log, |log, stage| {
         for tenant in ["bloom", "golden-hour", "lakeside"] {
@@ -283,9 +276,8 @@ fn a_tenant_filter_never_returns_another_tenants_event() {
     });
 }
 
-#[test]
-fn stats_count_by_each_dimension_and_bucket() {
-    let mut log = TestLog::new();
+fn stats_count_by_each_dimension_and_bucket(kind: Kind) {
+    let mut log = TestLog::on(kind);
     log.append((0..240).map(event).collect());
     at_every_index_stage(&mut log, |log, _stage| {
         let stats = |params: &[(&str, &str)]| {
@@ -319,9 +311,8 @@ fn stats_count_by_each_dimension_and_bucket() {
     });
 }
 
-#[test]
-fn inclusion_and_consistency_proofs_verify_across_stored_node_levels() {
-    let log = TestLog::new();
+fn inclusion_and_consistency_proofs_verify_across_stored_node_levels(kind: Kind) {
+    let log = TestLog::on(kind);
     let mut roots = vec![(0u64, merkle::empty_root())];
     let mut leaves = Vec::new();
     // 700 events in uneven batches: the tree crosses the level-8 boundaries at 256 and 512.
@@ -353,13 +344,11 @@ fn inclusion_and_consistency_proofs_verify_across_stored_node_levels() {
     );
 }
 
-#[test]
-fn a_restarted_log_continues_where_it_stopped() {
-    let log = TestLog::new();
+fn a_restarted_log_continues_where_it_stopped(kind: Kind) {
+    let log = TestLog::on(kind);
     log.append((0..300).map(event).collect());
     let before = log.reader.latest_checkpoint().unwrap().unwrap();
-    let dir = log.stop();
-    let log = TestLog::open_in(dir);
+    let log = log.restart();
     let outcome = log.append(vec![event(300)]);
     assert_eq!(outcome.receipts[0].seq, 301);
     let proof = log.reader.consistency_proof(before.tree_size, 301).unwrap();
@@ -372,25 +361,16 @@ fn a_restarted_log_continues_where_it_stopped() {
     ));
 }
 
-#[test]
-fn only_the_newest_checkpoint_and_history_intervals_are_kept() {
-    let dir = tempfile::tempdir().unwrap();
+fn only_the_newest_checkpoint_and_history_intervals_are_kept(kind: Kind) {
     let config = sealtrail_store::SequencerConfig {
         checkpoint_history_interval: std::time::Duration::from_secs(3600),
         ..Default::default()
     };
-    let log = TestLog::open_with(dir, config);
+    let log = TestLog::on_with(kind, config);
     for n in 0..10 {
         log.append(vec![event(n)]);
     }
-    let conn = common::sqlite(&log.db_path());
-    let sizes: Vec<i64> = conn
-        .prepare("SELECT tree_size FROM checkpoints ORDER BY tree_size")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let sizes = log.checkpoint_sizes();
     // The empty tree's checkpoint (history), the first commit (an hour has not passed, so
     // not history, superseded and dropped) ... and the newest.
     assert_eq!(sizes, vec![0, 10]);
@@ -399,10 +379,9 @@ fn only_the_newest_checkpoint_and_history_intervals_are_kept() {
 /// Stats from the rollup (whole hours), the index (partial hours) and the log (unindexed
 /// rows) add up to exactly what counting the events one by one gives, for ranges that
 /// start and end anywhere, at every stage of indexing.
-#[test]
-fn stats_equal_a_naive_count_for_any_range_and_filter() {
+fn stats_equal_a_naive_count_for_any_range_and_filter(kind: Kind) {
     use std::collections::BTreeMap;
-    let mut log = TestLog::new();
+    let mut log = TestLog::on(kind);
     let events: Vec<Value> = (0..3000).map(event).collect();
     for chunk in events.chunks(500) {
         log.append(chunk.to_vec());
@@ -503,9 +482,8 @@ fn stats_equal_a_naive_count_for_any_range_and_filter() {
 
 /// Live streams hear of every new event exactly once, in seq order, and of nothing a
 /// retry did not store.
-#[test]
-fn every_durable_event_is_published_once_in_order() {
-    let log = TestLog::new();
+fn every_durable_event_is_published_once_in_order(kind: Kind) {
+    let log = TestLog::on(kind);
     let mut retried = event(1);
     retried["id"] = json!("0190f0e4-8f5e-7cc2-9d2e-0f3c2a1b4c5d");
     log.append(vec![event(0), retried.clone()]);
@@ -517,9 +495,8 @@ fn every_durable_event_is_published_once_in_order() {
 
 /// A stream catching up reads exactly the matching events after its cursor, in seq order,
 /// page by page.
-#[test]
-fn replay_returns_every_matching_event_after_the_cursor_in_seq_order() {
-    let log = TestLog::new();
+fn replay_returns_every_matching_event_after_the_cursor_in_seq_order(kind: Kind) {
+    let log = TestLog::on(kind);
     let events: Vec<Value> = (0..300).map(event).collect();
     log.append(events.clone());
     let filter = PageRequest::from_params([("tenant_id", "bloom"), ("severity", "info,critical")])
@@ -542,3 +519,20 @@ fn replay_returns_every_matching_event_after_the_cursor_in_seq_order() {
     }
     assert_eq!(got, expected);
 }
+
+on_both_stores!(
+    seqs_are_gap_free_and_every_commit_is_signed,
+    retry_with_same_id_stores_nothing_new,
+    same_id_with_other_content_is_a_conflict_and_stores_nothing_of_the_request,
+    concurrent_appends_share_group_commits_without_gaps,
+    every_filter_selects_exactly_the_matching_events_newest_first,
+    pages_cover_every_event_exactly_once_in_both_orders,
+    a_tenant_filter_never_returns_another_tenants_event,
+    stats_count_by_each_dimension_and_bucket,
+    inclusion_and_consistency_proofs_verify_across_stored_node_levels,
+    a_restarted_log_continues_where_it_stopped,
+    only_the_newest_checkpoint_and_history_intervals_are_kept,
+    stats_equal_a_naive_count_for_any_range_and_filter,
+    every_durable_event_is_published_once_in_order,
+    replay_returns_every_matching_event_after_the_cursor_in_seq_order,
+);

@@ -11,15 +11,87 @@ use sealtrail_core::{
     CheckpointVerifier, EventLimits, PreparedEvent, TenantScope, prepare_event_value,
 };
 use sealtrail_store::sqlite::{Indexer, IndexerConfig, SqliteReader, open_log};
-use sealtrail_store::{CommitStats, Sequencer, SequencerConfig, SequencerHandle, SequencerHooks};
+use sealtrail_store::{
+    CommitStats, LogBackend, LogReader, Sequencer, SequencerConfig, SequencerHandle, SequencerHooks,
+};
 use serde_json::{Value, json};
 
-/// A log in a temporary directory, with its sequencer running.
+/// Which store a test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Sqlite,
+    Postgres,
+}
+
+/// Defines `mod sqlite` and `mod postgres`, each with a `#[test]` per named function
+/// (taking a [`Kind`]): the shared store suite runs unchanged on both backends.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(#[test] fn $name() { super::$name($crate::common::Kind::Sqlite) })+
+        }
+        mod postgres {
+            $(#[test] fn $name() { super::$name($crate::common::Kind::Postgres) })+
+        }
+    };
+}
+
+/// The environment variable naming a PostgreSQL server the tests may create databases
+/// on (`cargo xtask test` starts one and sets it).
+pub const POSTGRES_ENV: &str = "SEALTRAIL_TEST_POSTGRES";
+
+/// A database of its own for one test, dropped afterwards.
+pub struct TestDatabase {
+    admin: String,
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDatabase {
+    pub fn create() -> Self {
+        let admin = std::env::var(POSTGRES_ENV).unwrap_or_else(|_| {
+            panic!(
+                "the PostgreSQL store tests need a server: run `cargo xtask test`, or start one \
+                 with `cargo xtask postgres` and set {POSTGRES_ENV} to the URL it prints"
+            )
+        });
+        let name = format!("sealtrail_test_{}", uuid::Uuid::new_v4().simple());
+        let mut client = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap();
+        let url = format!("{admin} dbname={name}");
+        let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        sealtrail_store::postgres::migrate(&mut db).unwrap();
+        Self { admin, name, url }
+    }
+
+    pub fn client(&self) -> postgres::Client {
+        postgres::Client::connect(&self.url, postgres::NoTls).unwrap()
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Ok(mut client) = postgres::Client::connect(&self.admin, postgres::NoTls) {
+            let _ = client.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
+}
+
+/// A log in a temporary directory (and, on PostgreSQL, a database of its own), with its
+/// sequencer running.
 pub struct TestLog {
+    pub kind: Kind,
     pub dir: Option<tempfile::TempDir>,
+    pub database: Option<TestDatabase>,
     pub handle: Option<SequencerHandle>,
     pub thread: Option<JoinHandle<()>>,
-    pub reader: SqliteReader,
+    pub reader: Box<dyn LogReader>,
     pub verifier: CheckpointVerifier,
     pub commits: Arc<Mutex<Vec<CommitStats>>>,
     /// Seqs handed to the `on_durable` hook, in the order it saw them.
@@ -34,15 +106,93 @@ impl TestLog {
     }
 
     pub fn open_in(dir: tempfile::TempDir) -> Self {
-        let config = SequencerConfig {
-            checkpoint_history_interval: std::time::Duration::from_millis(0),
-            ..SequencerConfig::default()
-        };
-        Self::open_with(dir, config)
+        Self::open_with(dir, default_config())
     }
 
     pub fn open_with(dir: tempfile::TempDir, config: SequencerConfig) -> Self {
-        let (backend, signer) = open_log(dir.path(), Some("sealtrail.test/log")).unwrap();
+        Self::open_on(Kind::Sqlite, dir, None, config)
+    }
+
+    /// A new, empty log on the given store.
+    pub fn on(kind: Kind) -> Self {
+        Self::on_with(kind, default_config())
+    }
+
+    pub fn on_with(kind: Kind, config: SequencerConfig) -> Self {
+        let database = (kind == Kind::Postgres).then(TestDatabase::create);
+        Self::open_on(kind, tempfile::tempdir().unwrap(), database, config)
+    }
+
+    /// Stops the sequencer and starts a new one on the same store.
+    pub fn restart(mut self) -> Self {
+        let kind = self.kind;
+        let database = self.database.take();
+        let dir = self.stop();
+        Self::open_on(kind, dir, database, default_config())
+    }
+
+    fn open_on(
+        kind: Kind,
+        dir: tempfile::TempDir,
+        database: Option<TestDatabase>,
+        config: SequencerConfig,
+    ) -> Self {
+        match &database {
+            None => {
+                let (backend, signer) = open_log(dir.path(), Some("sealtrail.test/log")).unwrap();
+                let reader = SqliteReader::open(dir.path()).unwrap();
+                let indexer = Indexer::open(
+                    dir.path(),
+                    IndexerConfig {
+                        max_batch_events: 100,
+                        ..IndexerConfig::default()
+                    },
+                )
+                .unwrap();
+                Self::run(
+                    kind,
+                    dir,
+                    None,
+                    backend,
+                    signer,
+                    Box::new(reader),
+                    Some(indexer),
+                    config,
+                )
+            }
+            Some(db) => {
+                let (backend, signer) = sealtrail_store::postgres::open_log(
+                    &db.url,
+                    dir.path(),
+                    Some("sealtrail.test/log"),
+                )
+                .unwrap();
+                let reader = sealtrail_store::postgres::PgReader::open(&db.url).unwrap();
+                Self::run(
+                    kind,
+                    dir,
+                    database,
+                    backend,
+                    signer,
+                    Box::new(reader),
+                    None,
+                    config,
+                )
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        kind: Kind,
+        dir: tempfile::TempDir,
+        database: Option<TestDatabase>,
+        backend: impl LogBackend,
+        signer: sealtrail_core::CheckpointSigner,
+        reader: Box<dyn LogReader>,
+        indexer: Option<Indexer>,
+        config: SequencerConfig,
+    ) -> Self {
         let verifier = signer.verifier().clone();
         let commits = Arc::new(Mutex::new(Vec::new()));
         let seen = commits.clone();
@@ -62,17 +212,10 @@ impl TestLog {
             )),
         };
         let (handle, thread) = Sequencer::spawn(backend, signer, config, hooks).unwrap();
-        let reader = SqliteReader::open(dir.path()).unwrap();
-        let indexer = Indexer::open(
-            dir.path(),
-            IndexerConfig {
-                max_batch_events: 100,
-                ..IndexerConfig::default()
-            },
-        )
-        .unwrap();
         Self {
-            indexer: Some(indexer),
+            kind,
+            indexer,
+            database,
             dir: Some(dir),
             handle: Some(handle),
             thread: Some(thread),
@@ -103,14 +246,41 @@ impl TestLog {
         self.dir.take().unwrap()
     }
 
-    /// Indexes one batch (at most 100 events).
+    /// Indexes one batch (at most 100 events). PostgreSQL keeps its indexes in the
+    /// ingest transaction: nothing to do there.
     pub fn index_step(&mut self) -> u64 {
-        self.indexer.as_mut().unwrap().step().unwrap()
+        match self.indexer.as_mut() {
+            Some(indexer) => indexer.step().unwrap(),
+            None => 0,
+        }
     }
 
     /// Indexes everything committed.
     pub fn index_all(&mut self) {
-        self.indexer.as_mut().unwrap().catch_up().unwrap();
+        if let Some(indexer) = self.indexer.as_mut() {
+            indexer.catch_up().unwrap();
+        }
+    }
+
+    /// Tree sizes of the stored checkpoints, ascending.
+    pub fn checkpoint_sizes(&self) -> Vec<i64> {
+        let sql = "SELECT tree_size FROM checkpoints ORDER BY tree_size";
+        match &self.database {
+            None => sqlite(&self.db_path())
+                .prepare(sql)
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect(),
+            Some(db) => db
+                .client()
+                .query(sql, &[])
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect(),
+        }
     }
 
     pub fn append(&self, events: Vec<Value>) -> sealtrail_store::AppendOutcome {
@@ -126,6 +296,14 @@ impl Drop for TestLog {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// Every commit's checkpoint kept, so tests can look at any of them.
+fn default_config() -> SequencerConfig {
+    SequencerConfig {
+        checkpoint_history_interval: std::time::Duration::from_millis(0),
+        ..SequencerConfig::default()
     }
 }
 

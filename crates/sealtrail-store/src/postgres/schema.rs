@@ -1,0 +1,176 @@
+//! The PostgreSQL schema: versioned migrations shipped in the binary, applied by
+//! `sealtrail migrate` (or at the first start on an empty database), and the check that
+//! refuses to run on a schema this build does not know.
+
+use postgres::Client;
+
+use crate::StoreError;
+
+/// Migrations in order; `sealtrail_schema.version` is the number applied. Never edit a
+/// shipped entry: append a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: the log.
+    r#"
+    CREATE TABLE sealtrail_meta (
+        key   text PRIMARY KEY,
+        value text NOT NULL
+    );
+
+    -- The record's `details`. convert_from is only STABLE (it depends on the encoding
+    -- names in the catalog); for UTF8, which a record always is, it cannot change.
+    CREATE FUNCTION sealtrail_record_details(record bytea) RETURNS jsonb
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    AS $$ SELECT (convert_from(record, 'UTF8')::jsonb) -> 'details' $$;
+
+    -- One row per leaf, partitioned by month of occurred_at (partitions are created ahead
+    -- of time, and on demand for events from other months). `record` holds the canonical
+    -- bytes exactly as hashed; the other columns are copies for filtering, and `details`
+    -- is derived from the record by PostgreSQL itself, so it can never disagree with it.
+    CREATE TABLE events (
+        seq           bigint      NOT NULL,
+        id            uuid        NOT NULL,
+        tenant_id     text        NOT NULL,
+        occurred_at   bigint      NOT NULL,
+        received_at   bigint      NOT NULL,
+        severity      smallint    NOT NULL,
+        action        text        NOT NULL,
+        user_id       text,
+        resource_type text        NOT NULL,
+        resource_id   text,
+        content_hash  bytea,
+        leaf_hash     bytea       NOT NULL,
+        record        bytea       NOT NULL,
+        details       jsonb GENERATED ALWAYS AS (sealtrail_record_details(record)) STORED,
+        PRIMARY KEY (occurred_at, seq)
+    ) PARTITION BY RANGE (occurred_at);
+
+    -- The query API's filters, each ending in (time, seq) so a filtered page is one index
+    -- range read in order.
+    CREATE INDEX events_by_tenant_time     ON events (tenant_id, occurred_at, seq);
+    CREATE INDEX events_by_tenant_severity ON events (tenant_id, severity, occurred_at, seq);
+    CREATE INDEX events_by_tenant_action   ON events (tenant_id, action, occurred_at, seq);
+    CREATE INDEX events_by_tenant_user     ON events (tenant_id, user_id, occurred_at, seq)
+        WHERE user_id IS NOT NULL;
+    CREATE INDEX events_by_tenant_resource ON events (tenant_id, resource_type, resource_id, occurred_at, seq);
+    -- Replay by seq, and proofs (leaf hashes by seq range).
+    CREATE INDEX events_by_seq             ON events (seq) INCLUDE (leaf_hash);
+
+    -- Ids are unique across partitions, which a partitioned table cannot enforce by
+    -- itself: this table is the dedupe index, and finds an event by id.
+    CREATE TABLE event_ids (
+        id           uuid   PRIMARY KEY,
+        seq          bigint NOT NULL UNIQUE,
+        occurred_at  bigint NOT NULL,
+        tenant_id    text   NOT NULL,
+        leaf_hash    bytea  NOT NULL,
+        content_hash bytea
+    );
+
+    -- Complete Merkle subtrees at levels 8, 16, 24, ... (see NODE_LEVEL_STRIDE).
+    CREATE TABLE merkle_nodes (
+        level integer NOT NULL,
+        idx   bigint  NOT NULL,
+        hash  bytea   NOT NULL,
+        PRIMARY KEY (level, idx)
+    );
+
+    -- Creates the month partition that holds `at` (UTC microseconds) if it is missing.
+    CREATE FUNCTION sealtrail_ensure_partition(at bigint) RETURNS void
+    LANGUAGE plpgsql AS $$
+    DECLARE
+        first timestamp := date_trunc('month', to_timestamp(at / 1000000.0) AT TIME ZONE 'UTC');
+        lo    bigint    := (extract(epoch FROM first AT TIME ZONE 'UTC') * 1000000)::bigint;
+        hi    bigint    := (extract(epoch FROM (first + interval '1 month') AT TIME ZONE 'UTC') * 1000000)::bigint;
+        name  text      := 'events_' || to_char(first, 'YYYY_MM');
+    BEGIN
+        IF to_regclass(name) IS NULL THEN
+            EXECUTE format('CREATE TABLE %I PARTITION OF events FOR VALUES FROM (%s) TO (%s)',
+                           name, lo, hi);
+        END IF;
+    END $$;
+
+    -- Signed checkpoints: the newest, plus one per history interval.
+    CREATE TABLE checkpoints (
+        tree_size  bigint PRIMARY KEY,
+        root_hash  bytea  NOT NULL,
+        note       text   NOT NULL,
+        created_at bigint NOT NULL
+    );
+    "#,
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// An arbitrary constant: the advisory lock that serialises migrations between processes.
+const MIGRATION_LOCK: i64 = 0x5ea1_7a11_0001;
+
+fn current_version(client: &mut Client) -> Result<i64, StoreError> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass('sealtrail_schema') IS NOT NULL", &[])?
+        .get(0);
+    if !exists {
+        return Ok(0);
+    }
+    Ok(client
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0) FROM sealtrail_schema",
+            &[],
+        )?
+        .get(0))
+}
+
+/// Brings the database to [`SCHEMA_VERSION`]; returns the versions applied. Refuses a
+/// database written by a newer build.
+pub fn migrate(client: &mut Client) -> Result<Vec<i64>, StoreError> {
+    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])?;
+    let result = apply(client);
+    client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])?;
+    result
+}
+
+fn apply(client: &mut Client) -> Result<Vec<i64>, StoreError> {
+    client.batch_execute(
+        "CREATE TABLE IF NOT EXISTS sealtrail_schema (
+             version    bigint PRIMARY KEY,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         )",
+    )?;
+    let current = current_version(client)?;
+    refuse_newer(current)?;
+    let mut applied = Vec::new();
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let version = index as i64 + 1;
+        let mut tx = client.transaction()?;
+        tx.batch_execute(sql)?;
+        tx.execute(
+            "INSERT INTO sealtrail_schema (version) VALUES ($1)",
+            &[&version],
+        )?;
+        tx.commit()?;
+        applied.push(version);
+    }
+    Ok(applied)
+}
+
+fn refuse_newer(current: i64) -> Result<(), StoreError> {
+    if current > SCHEMA_VERSION {
+        return Err(StoreError::Schema(format!(
+            "the database was written by a newer Sealtrail (schema {current}; this build knows up to {SCHEMA_VERSION})"
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses to run on a schema this build does not know, or one not yet migrated.
+pub fn check(client: &mut Client) -> Result<(), StoreError> {
+    let current = current_version(client)?;
+    refuse_newer(current)?;
+    if current < SCHEMA_VERSION {
+        return Err(StoreError::Schema(format!(
+            "the database schema is at version {current}, this build needs {SCHEMA_VERSION}: \
+             run `sealtrail migrate --database-url ...`"
+        )));
+    }
+    Ok(())
+}
