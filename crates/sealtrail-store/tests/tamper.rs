@@ -9,7 +9,7 @@ use common::{TestLog, event, sqlite};
 use rusqlite::params;
 use sealtrail_store::sqlite::{insert_event_row, open_log};
 use sealtrail_store::verify::verify_sqlite;
-use sealtrail_store::{Finding, LogReader, NewLeaf, Sequencer, SequencerConfig};
+use sealtrail_store::{Finding, NewLeaf, Sequencer, SequencerConfig};
 
 /// A stopped log of 600 events (two full level-8 Merkle nodes), ready to be tampered with.
 fn stopped_log() -> (

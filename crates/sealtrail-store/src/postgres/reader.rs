@@ -376,7 +376,7 @@ impl LogReader for PgReader {
     }
 
     fn latest_checkpoint(&self) -> Result<Option<CheckpointRow>, StoreError> {
-        self.with_client(|client| super::writer::latest_checkpoint(client))
+        self.with_client(super::writer::latest_checkpoint)
     }
 
     fn inclusion_proof(&self, leaf_index: u64, tree_size: u64) -> Result<Vec<Hash>, StoreError> {
