@@ -5,7 +5,6 @@ mod common;
 
 use common::{TestLog, event};
 use sealtrail_core::query::PageRequest;
-use sealtrail_store::LogReader;
 use sealtrail_store::sqlite::{INDEX_DB_FILE, Indexer, IndexerConfig};
 
 #[test]
