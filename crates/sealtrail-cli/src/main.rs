@@ -3,6 +3,7 @@
 mod demo;
 mod ingest;
 mod keys;
+mod migrate;
 mod query;
 mod serve;
 mod tail;
@@ -28,8 +29,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server on the embedded store.
+    /// Run the server (on the embedded store, or on PostgreSQL with --database-url).
     Serve(serve::ServeArgs),
+    /// Create or upgrade the PostgreSQL schema.
+    Migrate(migrate::MigrateArgs),
     /// Create, list and revoke API keys (works while the server runs).
     Keys {
         #[command(subcommand)]
@@ -100,8 +103,11 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
-            Command::Keys { command } => keys::run(command),
-            Command::Verify(args) => verify::run(args),
+            // Blocking work (files, and the PostgreSQL client, which runs its own runtime)
+            // off the async workers.
+            Command::Keys { command } => blocking(move || keys::run(command)).await,
+            Command::Verify(args) => blocking(move || verify::run(args)).await,
+            Command::Migrate(args) => blocking(move || migrate::run(args)).await,
             Command::Ingest(args) => ingest::run(args).await,
             Command::Query(args) => query::run(args).await,
             Command::Tail(args) => tail::run(args).await,
@@ -115,4 +121,10 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn blocking(
+    work: impl FnOnce() -> anyhow::Result<ExitCode> + Send + 'static,
+) -> anyhow::Result<ExitCode> {
+    tokio::task::spawn_blocking(work).await?
 }

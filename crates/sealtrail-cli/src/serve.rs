@@ -19,6 +19,10 @@ pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:7700].
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// Keep the log in this PostgreSQL database instead of the embedded store (create its
+    /// schema first with `sealtrail migrate`).
+    #[arg(long)]
+    database_url: Option<String>,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -30,14 +34,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
-    let data_dir = config.data_dir.clone();
+    if let Some(url) = args.database_url {
+        config.database_url = Some(url);
+    }
+    let store = match &config.database_url {
+        Some(url) => format!(
+            "PostgreSQL store at {}",
+            sealtrail_store::postgres::redact(url)
+        ),
+        None => format!("embedded store in {}", config.data_dir.display()),
+    };
     let server = sealtrail_server::start(config)
         .await
-        .with_context(|| format!("cannot start on {}", data_dir.display()))?;
+        .with_context(|| format!("cannot start on the {store}"))?;
     println!(
-        "sealtrail listening on http://{} (embedded store in {})",
+        "sealtrail listening on http://{} ({store})",
         server.local_addr(),
-        data_dir.display()
     );
     server.run_until(shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)

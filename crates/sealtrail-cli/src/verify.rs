@@ -23,13 +23,20 @@ pub struct VerifyArgs {
     /// the log still contains exactly the tree it signed, exposing a rollback.
     #[arg(long)]
     checkpoint: Option<PathBuf>,
+    /// Verify the log in this PostgreSQL database (the data directory then only holds the
+    /// signing key, used when --public-key is not given).
+    #[arg(long, env = "SEALTRAIL_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
 }
 
 pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let dir = &args.data.data_dir;
     let verifier = match &args.public_key {
         Some(vkey) => CheckpointVerifier::from_vkey(vkey).context("--public-key")?,
-        None => sealtrail_store::sqlite::log_verifier(dir)?,
+        None => match &args.database_url {
+            Some(url) => sealtrail_store::postgres::log_verifier(url, dir)?,
+            None => sealtrail_store::sqlite::log_verifier(dir)?,
+        },
     };
     let kept = args
         .checkpoint
@@ -43,10 +50,16 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         .expect("the template is valid"),
     );
     let started = std::time::Instant::now();
-    let report = verify_sqlite(dir, &verifier, kept.as_deref(), |done, total| {
+    let progress = |done, total| {
         bar.set_length(total);
         bar.set_position(done);
-    })?;
+    };
+    let report = match &args.database_url {
+        Some(url) => {
+            sealtrail_store::postgres::verify_postgres(url, &verifier, kept.as_deref(), progress)?
+        }
+        None => verify_sqlite(dir, &verifier, kept.as_deref(), progress)?,
+    };
     bar.finish_and_clear();
     match report.problem {
         None => {

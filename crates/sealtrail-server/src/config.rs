@@ -28,6 +28,10 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Directory holding the embedded store, the signing key and the API keys.
     pub data_dir: PathBuf,
+    /// Keep the log in this PostgreSQL database instead of the embedded store
+    /// (`postgres://user:password@host/db` or `host=... dbname=...`). The data directory
+    /// still holds the signing key and the API keys.
+    pub database_url: Option<String>,
     /// Name of a new log (its checkpoints' origin line); defaults to one derived from the
     /// signing key. An existing log keeps the origin it was created with.
     pub log_origin: Option<String>,
@@ -44,6 +48,7 @@ impl Default for Config {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
             data_dir: PathBuf::from("./sealtrail-data"),
+            database_url: None,
             log_origin: None,
             limits: Limits::default(),
             log: LogSettings::default(),

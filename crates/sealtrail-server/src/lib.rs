@@ -35,7 +35,7 @@ use state::{AppState, Inner};
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// The store could not be opened or is not trustworthy.
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
@@ -87,10 +87,6 @@ impl RunningServer {
 
 /// Opens the store in `config.data_dir` and starts serving on `config.listen`.
 pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
-    let data_dir = config.data_dir.clone();
-    let origin = config.log_origin.clone();
-    let (backend, signer) = blocking_store(move || open_log(&data_dir, origin.as_deref())).await?;
-    let verifier = signer.verifier().clone();
     let metrics = Arc::new(Metrics::new());
     let observed = metrics.clone();
     let hub = stream::Hub::start(0, config.stream.live_queue_events, metrics.clone());
@@ -109,21 +105,11 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         max_queued_requests: config.log.max_queued_requests,
         checkpoint_history_interval: Duration::from_secs(config.log.checkpoint_history_secs),
     };
-    let (sequencer, sequencer_thread) = Sequencer::spawn(backend, signer, sequencer_config, hooks)?;
+    let store = open_store(&config, sequencer_config, hooks).await?;
+    let (sequencer, sequencer_thread, verifier) =
+        (store.sequencer, store.sequencer_thread, store.verifier);
     hub.set_published(sequencer.tree_size());
-    let data_dir = config.data_dir.clone();
-    let durable = sequencer.durable_size();
-    let (reader, keys, indexer) = blocking_store(move || {
-        let indexer = Indexer::open(&data_dir, IndexerConfig::default())?
-            .bounded_by(durable)
-            .spawn()?;
-        Ok((
-            SqliteReader::open(&data_dir)?,
-            ApiKeyStore::open(&data_dir)?,
-            indexer,
-        ))
-    })
-    .await?;
+    let (reader, keys, indexer) = (store.reader, store.keys, store.indexer);
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -134,7 +120,6 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     let local_addr = listener.local_addr().map_err(ServerError::Serve)?;
     tracing::info!(%local_addr, tree_size = sequencer.tree_size(), origin = verifier.origin(), "serving");
 
-    let reader: Arc<dyn LogReader> = Arc::new(reader);
     let streams = stream::Streams::new(hub, reader.clone(), config.stream.clone(), metrics.clone());
     let state = AppState::new(Inner {
         streams,
@@ -144,7 +129,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         verifier,
         config,
         metrics,
-        indexer: indexer.progress(),
+        indexer: indexer.as_ref().map(|i| i.progress()),
     });
     let streams = state.streams.clone();
     let header_read_timeout = state.config.request_timeout();
@@ -169,9 +154,11 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
             .map_err(|_| {
                 ServerError::Serve(std::io::Error::other("the sequencer thread panicked"))
             })?;
-        tokio::task::spawn_blocking(move || indexer.stop())
-            .await
-            .map_err(|e| ServerError::Serve(std::io::Error::other(e)))?;
+        if let Some(indexer) = indexer {
+            tokio::task::spawn_blocking(move || indexer.stop())
+                .await
+                .map_err(|e| ServerError::Serve(std::io::Error::other(e)))?;
+        }
         tracing::info!("log closed");
         Ok(())
     });
@@ -179,6 +166,77 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         local_addr,
         stop,
         task,
+    })
+}
+
+/// The log's writer (running), its readers and the API keys, on the configured store.
+struct Store {
+    sequencer: sealtrail_store::SequencerHandle,
+    sequencer_thread: std::thread::JoinHandle<()>,
+    verifier: sealtrail_core::CheckpointVerifier,
+    reader: Arc<dyn LogReader>,
+    keys: ApiKeyStore,
+    indexer: Option<sealtrail_store::sqlite::IndexerHandle>,
+}
+
+async fn open_store(
+    config: &Config,
+    sequencer_config: SequencerConfig,
+    hooks: SequencerHooks,
+) -> Result<Store, ServerError> {
+    let data_dir = config.data_dir.clone();
+    let origin = config.log_origin.clone();
+    if let Some(url) = config.database_url.clone() {
+        let (backend, signer) = blocking_store({
+            let url = url.clone();
+            move || sealtrail_store::postgres::open_log(&url, &data_dir, origin.as_deref())
+        })
+        .await?;
+        let verifier = signer.verifier().clone();
+        // Opening the log reads it through the blocking PostgreSQL client.
+        let (sequencer, sequencer_thread) =
+            blocking_store(move || Sequencer::spawn(backend, signer, sequencer_config, hooks))
+                .await?;
+        let data_dir = config.data_dir.clone();
+        let (reader, keys) = blocking_store(move || {
+            Ok((
+                sealtrail_store::postgres::PgReader::open(&url)?,
+                ApiKeyStore::open(&data_dir)?,
+            ))
+        })
+        .await?;
+        return Ok(Store {
+            sequencer,
+            sequencer_thread,
+            verifier,
+            reader: Arc::new(reader),
+            keys,
+            indexer: None,
+        });
+    }
+    let (backend, signer) = blocking_store(move || open_log(&data_dir, origin.as_deref())).await?;
+    let verifier = signer.verifier().clone();
+    let (sequencer, sequencer_thread) = Sequencer::spawn(backend, signer, sequencer_config, hooks)?;
+    let data_dir = config.data_dir.clone();
+    let durable = sequencer.durable_size();
+    let (reader, keys, indexer) = blocking_store(move || {
+        let indexer = Indexer::open(&data_dir, IndexerConfig::default())?
+            .bounded_by(durable)
+            .spawn()?;
+        Ok((
+            SqliteReader::open(&data_dir)?,
+            ApiKeyStore::open(&data_dir)?,
+            indexer,
+        ))
+    })
+    .await?;
+    Ok(Store {
+        sequencer,
+        sequencer_thread,
+        verifier,
+        reader: Arc::new(reader),
+        keys,
+        indexer: Some(indexer),
     })
 }
 

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use sealtrail_core::CheckpointVerifier;
-use sealtrail_store::sqlite::IndexProgress;
 use sealtrail_store::{ApiKeyStore, LogReader, SequencerHandle};
 
 use crate::config::Config;
@@ -27,8 +26,9 @@ pub struct Inner {
     pub config: Config,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// How far the query indexer has got (for its lag).
-    pub indexer: IndexProgress,
+    /// How far the embedded store's query indexer has got (for its lag); PostgreSQL
+    /// keeps its indexes in the ingest transaction and has none.
+    pub indexer: Option<sealtrail_store::sqlite::IndexProgress>,
     /// Live streams.
     pub streams: crate::stream::Streams,
 }
@@ -37,6 +37,14 @@ impl AppState {
     /// Wraps the parts.
     pub fn new(inner: Inner) -> Self {
         Self(Arc::new(inner))
+    }
+
+    /// Events the query indexes do not cover yet.
+    pub fn index_lag(&self, tree_size: u64) -> u64 {
+        self.0
+            .indexer
+            .as_ref()
+            .map_or(0, |i| tree_size.saturating_sub(i.indexed_through()))
     }
 }
 

@@ -37,7 +37,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let lag = tree_size.saturating_sub(state.indexer.indexed_through());
+    let lag = state.index_lag(tree_size);
     (
         status,
         Json(Readiness {
@@ -53,9 +53,9 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     let tree_size = state.sequencer.tree_size();
     let m = &state.metrics;
     m.tree_size.set(tree_size as i64);
-    m.index_lag_events
-        .set(tree_size.saturating_sub(state.indexer.indexed_through()) as i64);
-    if let Ok(bytes) = state.reader.storage_bytes() {
+    m.index_lag_events.set(state.index_lag(tree_size) as i64);
+    let reader = state.reader.clone();
+    if let Ok(Ok(bytes)) = tokio::task::spawn_blocking(move || reader.storage_bytes()).await {
         m.store_bytes.set(bytes as i64);
     }
     let mut response = m.encode().into_response();

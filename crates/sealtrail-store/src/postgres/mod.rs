@@ -11,6 +11,7 @@
 
 mod reader;
 mod schema;
+mod verify;
 mod writer;
 
 use std::path::Path;
@@ -21,7 +22,8 @@ use sealtrail_core::merkle::{Hash, fold_complete};
 
 pub use reader::PgReader;
 pub use schema::{SCHEMA_VERSION, check as check_schema, migrate};
-pub use writer::PgBackend;
+pub use verify::verify_postgres;
+pub use writer::{PgBackend, copy_event_rows};
 
 use crate::{NODE_LEVEL_STRIDE, StoreError, identity};
 

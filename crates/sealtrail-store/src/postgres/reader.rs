@@ -67,6 +67,24 @@ impl PgReader {
     }
 }
 
+impl Drop for PgReader {
+    fn drop(&mut self) {
+        // Closing a blocking client runs a small runtime of its own, which panics if the
+        // reader happens to be dropped on an async worker: close them on a thread.
+        let idle = std::mem::take(
+            &mut *self
+                .idle
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        if !idle.is_empty() {
+            let _ = std::thread::Builder::new()
+                .name("sealtrail-pg-close".into())
+                .spawn(move || drop(idle));
+        }
+    }
+}
+
 type Param = Box<dyn ToSql + Sync + Send>;
 
 /// SQL conditions and their parameters, numbered `$1`, `$2`, … as they are added.
