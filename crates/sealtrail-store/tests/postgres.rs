@@ -221,8 +221,6 @@ fn the_server_refuses_a_schema_it_does_not_know() {
         .err()
         .expect("refused");
     assert!(refused.to_string().contains("newer Sealtrail"), "{refused}");
-    let refused = sealtrail_store::postgres::migrate(&mut client)
-        .err()
-        .expect("migrate refuses too");
+    let refused = sealtrail_store::postgres::migrate(&mut client).expect_err("migrate refuses too");
     assert!(refused.to_string().contains("schema 99"), "{refused}");
 }
