@@ -17,8 +17,13 @@ use serde::{Deserialize, Serialize};
 /// Prefix of environment overrides.
 const ENV_PREFIX: &str = "SEALTRAIL_";
 /// Environment variables with the prefix that are not configuration keys (CLI client
-/// settings and logging).
-const ENV_NOT_CONFIG: [&str; 3] = ["SEALTRAIL_URL", "SEALTRAIL_KEY", "SEALTRAIL_LOG"];
+/// settings, logging, and the PostgreSQL server the test suite uses).
+const ENV_NOT_CONFIG: [&str; 4] = [
+    "SEALTRAIL_URL",
+    "SEALTRAIL_KEY",
+    "SEALTRAIL_LOG",
+    "SEALTRAIL_TEST_POSTGRES",
+];
 
 /// Everything `sealtrail serve` can be told.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
