@@ -11,6 +11,8 @@ pub struct PgCluster {
     /// Keeps the directory (data, socket, log) until the cluster is stopped.
     dir: tempfile::TempDir,
     bin: PathBuf,
+    /// The server options it was started with (for a restart).
+    options: String,
     pub port: u16,
 }
 
@@ -60,7 +62,44 @@ impl PgCluster {
             String::from_utf8_lossy(&start.stderr),
             std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default()
         );
-        Ok(Self { dir, bin, port })
+        Ok(Self {
+            dir,
+            bin,
+            options,
+            port,
+        })
+    }
+
+    /// Stops and starts the server (its caches empty), keeping the data.
+    pub fn restart(&self) -> anyhow::Result<()> {
+        let as_root = unsafe { libc::geteuid() } == 0;
+        let output = pg_command(&self.bin, "pg_ctl", as_root)
+            .args(["-D"])
+            .arg(self.data())
+            .args(["-o", &self.options, "-l"])
+            .arg(self.dir.path().join("server.log"))
+            .args(["-w", "-m", "fast", "restart"])
+            .output()
+            .context("running pg_ctl restart")?;
+        anyhow::ensure!(
+            output.status.success(),
+            "PostgreSQL did not restart: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(())
+    }
+
+    /// The server's version (from its binaries' directory).
+    pub fn version(&self) -> anyhow::Result<String> {
+        let output = Command::new(self.bin.join("postgres"))
+            .arg("--version")
+            .output()?;
+        Ok(String::from_utf8_lossy(&output.stdout)
+            .rsplit(' ')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_owned())
     }
 
     /// A libpq-style connection string.

@@ -46,9 +46,9 @@ impl std::fmt::Display for Spread {
 }
 
 /// Concurrent clients in the batched runs (the setup).
-const CLIENTS: usize = 8;
+pub(super) const CLIENTS: usize = 8;
 /// Events per batch.
-const BATCH: usize = 100;
+pub(super) const BATCH: usize = 100;
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -145,7 +145,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
     Ok(out)
 }
 
-fn prepared(source: &mut EventSource, count: usize) -> Vec<PreparedEvent> {
+pub(super) fn prepared(source: &mut EventSource, count: usize) -> Vec<PreparedEvent> {
     let now = now_micros();
     let limits = EventLimits::default();
     (0..count)
@@ -243,7 +243,11 @@ fn ceiling(total: usize) -> anyhow::Result<f64> {
     Ok(rate)
 }
 
-async fn http_batched(server: &Server, key: &str, total: usize) -> anyhow::Result<(f64, usize)> {
+pub(super) async fn http_batched(
+    server: &Server,
+    key: &str,
+    total: usize,
+) -> anyhow::Result<(f64, usize)> {
     let mut source = EventSource::new(3);
     let now = now_micros();
     let bodies: Vec<Vec<u8>> = (0..total / BATCH)
@@ -310,7 +314,10 @@ async fn commit_profile(server: &Server) -> anyhow::Result<String> {
     ))
 }
 
-async fn single_events(server: &Server, key: &str) -> anyhow::Result<(Latency, Latency, f64)> {
+pub(super) async fn single_events(
+    server: &Server,
+    key: &str,
+) -> anyhow::Result<(Latency, Latency, f64)> {
     let http = reqwest::Client::new();
     let url = format!("{}/v1/events", server.url);
     let mut source = EventSource::new(5);

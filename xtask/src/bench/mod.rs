@@ -9,6 +9,7 @@ pub mod broadcaster;
 mod data;
 mod ingest;
 mod machine;
+mod postgres;
 mod query;
 mod server;
 mod stats;
@@ -38,6 +39,15 @@ pub struct BenchArgs {
     /// Only the live-stream benchmarks.
     #[arg(long)]
     pub stream_only: bool,
+    /// Only the PostgreSQL store's benchmarks.
+    #[arg(long)]
+    pub postgres_only: bool,
+    /// Events sent in the PostgreSQL batched-ingest run (and the COPY ceiling).
+    #[arg(long, default_value_t = 200_000)]
+    pub pg_ingest_events: usize,
+    /// Events in the PostgreSQL store the query benchmark reads.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub pg_query_events: usize,
     /// Subscriber counts of the stream benchmark.
     #[arg(long, value_delimiter = ',', default_values_t = [100, 1000, 10000])]
     pub stream_subscribers: Vec<usize>,
@@ -68,7 +78,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         "Command: `cargo xtask bench {}`\n",
         std::env::args().skip(2).collect::<Vec<_>>().join(" ")
     )?;
-    let only = args.ingest_only || args.query_only || args.stream_only;
+    let only = args.ingest_only || args.query_only || args.stream_only || args.postgres_only;
     if args.ingest_only || !only {
         report.push_str(&ingest::run(&args)?);
     }
@@ -77,6 +87,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.stream_only || !only {
         report.push_str(&stream::run(&args)?);
+    }
+    if args.postgres_only || !only {
+        report.push_str(&postgres::run(&args)?);
     }
     println!("\n{report}");
     if let Some(path) = &args.report {

@@ -19,7 +19,7 @@ use super::server::{Server, create_key};
 use super::stats::{Latency, ms};
 
 /// The data set spans this many days before its creation.
-const SPAN_DAYS: i64 = 90;
+pub(super) const SPAN_DAYS: i64 = 90;
 const DAY: i64 = 86_400 * MICROS_PER_SECOND;
 
 struct DataSet {
@@ -98,8 +98,6 @@ fn dataset(count: usize) -> anyhow::Result<DataSet> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     eprintln!("bench: building a {count}-event store in {}", dir.display());
-    let end = now_micros() - DAY;
-    let start = end - SPAN_DAYS * DAY;
     let (backend, signer) = open_log(&dir, Some("bench/queries"))?;
     let (handle, thread) = Sequencer::spawn(
         backend,
@@ -108,6 +106,30 @@ fn dataset(count: usize) -> anyhow::Result<DataSet> {
         Default::default(),
     )?;
     let append_started = Instant::now();
+    let end = fill(&handle, count);
+    let append_secs = append_started.elapsed().as_secs_f64();
+    drop(handle);
+    thread.join().expect("sequencer");
+    let index_started = Instant::now();
+    Indexer::open(&dir, IndexerConfig::default())?.catch_up()?;
+    let index_secs = index_started.elapsed().as_secs_f64();
+    let bytes = dir_size(&dir);
+    let notes = format!(
+        "Data set: {count} events over {SPAN_DAYS} days, 20 tenants (one holds half), severities 80/15/5% info/warning/critical; \
+         built in-process at {:.0} events/s (validation + sequencer), indexed at {:.0} events/s; {:.0} bytes/event on disk.",
+        count as f64 / append_secs,
+        count as f64 / index_secs,
+        bytes as f64 / count as f64
+    );
+    std::fs::write(&marker, format!("{end}\n{notes}\n"))?;
+    Ok(DataSet { dir, end, notes })
+}
+
+/// Appends `count` events spread evenly over the [`SPAN_DAYS`] before yesterday, from two
+/// producer threads in batches of 1000; returns the newest `occurred_at`.
+pub(super) fn fill(handle: &sealtrail_store::SequencerHandle, count: usize) -> i64 {
+    let end = now_micros() - DAY;
+    let start = end - SPAN_DAYS * DAY;
     let producers: Vec<_> = (0..2usize)
         .map(|p| {
             let handle = handle.clone();
@@ -136,22 +158,7 @@ fn dataset(count: usize) -> anyhow::Result<DataSet> {
     for p in producers {
         p.join().expect("producer");
     }
-    let append_secs = append_started.elapsed().as_secs_f64();
-    drop(handle);
-    thread.join().expect("sequencer");
-    let index_started = Instant::now();
-    Indexer::open(&dir, IndexerConfig::default())?.catch_up()?;
-    let index_secs = index_started.elapsed().as_secs_f64();
-    let bytes = dir_size(&dir);
-    let notes = format!(
-        "Data set: {count} events over {SPAN_DAYS} days, 20 tenants (one holds half), severities 80/15/5% info/warning/critical; \
-         built in-process at {:.0} events/s (validation + sequencer), indexed at {:.0} events/s; {:.0} bytes/event on disk.",
-        count as f64 / append_secs,
-        count as f64 / index_secs,
-        bytes as f64 / count as f64
-    );
-    std::fs::write(&marker, format!("{end}\n{notes}\n"))?;
-    Ok(DataSet { dir, end, notes })
+    end
 }
 
 fn dir_size(dir: &Path) -> u64 {
@@ -165,7 +172,11 @@ fn dir_size(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-async fn filtered_queries(server: &Server, key: &str, end: i64) -> anyhow::Result<(Latency, f64)> {
+pub(super) async fn filtered_queries(
+    server: &Server,
+    key: &str,
+    end: i64,
+) -> anyhow::Result<(Latency, f64)> {
     let http = reqwest::Client::new();
     let mut rng = SmallRng::seed_from_u64(42);
     let mut latencies = Vec::new();

@@ -17,10 +17,16 @@ pub struct Server {
 
 impl Server {
     pub fn start(data_dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// Starts with more `serve` arguments (e.g. `--database-url`).
+    pub fn start_with(data_dir: &Path, extra: &[&str]) -> anyhow::Result<Self> {
         let mut child = Command::new(binary())
             .args(["serve", "--data-dir"])
             .arg(data_dir)
             .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
             .env("SEALTRAIL_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

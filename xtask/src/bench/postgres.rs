@@ -1,0 +1,307 @@
+//! The PostgreSQL store, in one run on a throwaway cluster: durable batched ingest over
+//! HTTP, single-event latency, the filtered 1000-event query on millions of events (warm,
+//! and after PostgreSQL restarts), and two baselines on the same table and indexes — one
+//! INSERT per event in autocommit from 8 connections (what producers writing audit rows
+//! straight into their database do) and COPY of the same rows with nothing in front (the
+//! ceiling) — plus what a GIN index on `details` costs that ceiling.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use sealtrail_core::PreparedEvent;
+use sealtrail_store::postgres::{PgBackend, copy_event_rows, migrate, open_log};
+use sealtrail_store::{NewLeaf, Sequencer, SequencerConfig};
+
+use super::BenchArgs;
+use super::data::EventSource;
+use super::ingest::{BATCH, CLIENTS, http_batched, prepared, single_events};
+use super::query::{SPAN_DAYS, fill, filtered_queries};
+use super::server::{Server, cpu_seconds, create_key};
+use super::stats::ms;
+use crate::pg::PgCluster;
+
+/// Rows per COPY (and per transaction) in the ceiling.
+const COPY_BATCH: usize = 1000;
+
+pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
+    let pg = PgCluster::start(100)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let events = args.pg_ingest_events;
+    let mut out = String::from("## PostgreSQL store\n\n");
+    writeln!(
+        out,
+        "A throwaway PostgreSQL {} cluster on the same machine (`fsync` and `synchronous_commit` on, \
+         `shared_buffers` 256 MB), default indexes, no GIN index on `details` unless stated.\n",
+        pg.version()?
+    )?;
+
+    eprintln!("bench: postgres: naive INSERT per event, {CLIENTS} connections");
+    let naive = naive_inserts(&pg.database("naive")?, 4_000)?;
+    eprintln!("bench: postgres: COPY ceiling, {events} events");
+    let ceiling = copy_ceiling(&pg.database("ceiling")?, events, false)?;
+    eprintln!("bench: postgres: COPY ceiling with a GIN index on details");
+    let ceiling_gin = copy_ceiling(&pg.database("ceiling_gin")?, events, true)?;
+
+    eprintln!("bench: postgres: HTTP batched ingest, {events} events");
+    let url = pg.database("ingest")?;
+    let dir = tempfile::tempdir()?;
+    let server = Server::start_with(dir.path(), &["--database-url", &url])?;
+    let key = create_key(dir.path())?;
+    let cpu_before = cpu_seconds(server.pid());
+    let (rate, sent) = runtime.block_on(http_batched(&server, &key, events))?;
+    let cpu_per_event_us = (cpu_seconds(server.pid()) - cpu_before) / sent as f64 * 1e6;
+    eprintln!("bench: postgres: single-event latency");
+    let (low, concurrent, concurrent_rate) = runtime.block_on(single_events(&server, &key))?;
+    drop(server);
+
+    writeln!(
+        out,
+        "| measure | result | baseline in the same run | ratio | target |"
+    )?;
+    writeln!(out, "|---|---|---|---|---|")?;
+    writeln!(
+        out,
+        "| durable ingest over HTTP, batches of {BATCH}, {CLIENTS} clients | **{rate:.0}** events/s | naive INSERT per event, autocommit, {CLIENTS} connections: {naive:.0} events/s | {:.1}× | ≥ 40,000/s, ≥ 5× |",
+        rate / naive
+    )?;
+    writeln!(
+        out,
+        "| the same, against COPY of the same rows with nothing in front | {rate:.0} events/s | ceiling: {ceiling:.0} events/s (COPY, {COPY_BATCH} rows per transaction, 4 connections) | {:.0}% | ≥ 70% |",
+        100.0 * rate / ceiling
+    )?;
+    writeln!(
+        out,
+        "| the ceiling with a GIN index (`jsonb_path_ops`) on `details` | {ceiling_gin:.0} events/s | without: {ceiling:.0} events/s | {:.0}% of COPY time is the index | |",
+        100.0 * (ceiling / ceiling_gin - 1.0)
+    )?;
+    writeln!(
+        out,
+        "| server CPU per ingested event (HTTP run) | {cpu_per_event_us:.1} µs | | | |"
+    )?;
+    writeln!(
+        out,
+        "| single-event ack latency, 1 client | p50 {} / p99 {} / max {} | | | p99 ≤ 5 ms |",
+        ms(low.p50),
+        ms(low.p99),
+        ms(low.max)
+    )?;
+    writeln!(
+        out,
+        "| single-event ack latency, 64 concurrent clients | p50 {} / p99 {} / max {} ({concurrent_rate:.0} events/s) | | | |",
+        ms(concurrent.p50),
+        ms(concurrent.p99),
+        ms(concurrent.max)
+    )?;
+
+    let count = args.pg_query_events;
+    eprintln!("bench: postgres: building a {count}-event store");
+    let url = pg.database("queries")?;
+    let dir = tempfile::tempdir()?;
+    let built = Instant::now();
+    let end = fill_postgres(&url, dir.path(), count)?;
+    let build_rate = count as f64 / built.elapsed().as_secs_f64();
+    let server = Server::start_with(dir.path(), &["--database-url", &url])?;
+    let key = create_key(dir.path())?;
+    postgres::Client::connect(&url, postgres::NoTls)?.batch_execute("VACUUM ANALYZE")?;
+    let (warm, returned) = runtime.block_on(filtered_queries(&server, &key, end))?;
+    eprintln!("bench: postgres: restarting PostgreSQL for the cold run");
+    pg.restart()?;
+    let caches_dropped = drop_os_caches();
+    let (cold, _) = runtime.block_on(filtered_queries(&server, &key, end))?;
+    drop(server);
+    writeln!(
+        out,
+        "| 1000 filtered events: tenant + severity + 7-day range, {count} events ({} queries, avg {returned:.0} returned), warm | p50 {} / p99 {} / max {} | | | p99 ≤ 50 ms |",
+        warm.count,
+        ms(warm.p50),
+        ms(warm.p99),
+        ms(warm.max)
+    )?;
+    writeln!(
+        out,
+        "| the same after a restart of PostgreSQL{} | p50 {} / p99 {} / max {} | | | |",
+        if caches_dropped {
+            " and dropping the OS page cache"
+        } else {
+            " (the OS page cache could not be dropped here)"
+        },
+        ms(cold.p50),
+        ms(cold.p99),
+        ms(cold.max)
+    )?;
+    writeln!(
+        out,
+        "\nData set for the queries: {count} events over {SPAN_DAYS} days, 20 tenants (one holds half), written \
+         through the sequencer in-process at {build_rate:.0} events/s.\n"
+    )?;
+    Ok(out)
+}
+
+/// One INSERT per event, each its own (durable) transaction, from [`CLIENTS`] connections.
+fn naive_inserts(url: &str, total: usize) -> anyhow::Result<f64> {
+    let mut source = EventSource::new(7);
+    let events = Arc::new(prepared(&mut source, total));
+    let mut setup = postgres::Client::connect(url, postgres::NoTls)?;
+    ensure_partitions(&mut setup, &events)?;
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let threads: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (events, next, url) = (events.clone(), next.clone(), url.to_owned());
+            std::thread::spawn(move || -> anyhow::Result<()> {
+                let mut client = postgres::Client::connect(&url, postgres::NoTls)?;
+                let insert = client.prepare(
+                    "INSERT INTO events (seq, id, tenant_id, occurred_at, received_at, severity,
+                                         action, user_id, resource_type, resource_id,
+                                         content_hash, leaf_hash, record)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                )?;
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(e) = events.get(i) else {
+                        return Ok(());
+                    };
+                    let seq = i as i64 + 1;
+                    let record = e.record(seq as u64);
+                    let leaf_hash = sealtrail_core::merkle::leaf_hash(&record);
+                    let content_hash = e.content_hash.as_ref().map(|h| h.as_slice());
+                    client.execute(
+                        &insert,
+                        &[
+                            &seq,
+                            &e.id,
+                            &e.tenant_id,
+                            &e.occurred_at,
+                            &e.received_at,
+                            &(e.severity.code() as i16),
+                            &e.action,
+                            &e.user_id,
+                            &e.resource_type,
+                            &e.resource_id,
+                            &content_hash,
+                            &leaf_hash.as_slice(),
+                            &record,
+                        ],
+                    )?;
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("naive insert thread")?;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+fn ensure_partitions(
+    client: &mut postgres::Client,
+    events: &[PreparedEvent],
+) -> anyhow::Result<()> {
+    let times: Vec<i64> = events.iter().map(|e| e.occurred_at).collect();
+    // One call per day present is plenty (the function creates each month once).
+    client.execute(
+        "SELECT sealtrail_ensure_partition(min(t)) FROM unnest($1::bigint[]) AS t
+         GROUP BY t / 86400000000",
+        &[&times],
+    )?;
+    Ok(())
+}
+
+/// COPY of the rows Sealtrail writes (events and their ids), [`COPY_BATCH`] per
+/// transaction, from 4 connections: PostgreSQL's own ceiling for these rows.
+fn copy_ceiling(url: &str, total: usize, gin: bool) -> anyhow::Result<f64> {
+    let mut source = EventSource::new(11);
+    let events = prepared(&mut source, total);
+    let mut setup = postgres::Client::connect(url, postgres::NoTls)?;
+    ensure_partitions(&mut setup, &events)?;
+    if gin {
+        setup.batch_execute(
+            "CREATE INDEX events_details_gin ON events USING gin (details jsonb_path_ops)",
+        )?;
+    }
+    let leaves: Vec<(u64, Vec<u8>, sealtrail_core::merkle::Hash)> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let record = e.record(i as u64 + 1);
+            let hash = sealtrail_core::merkle::leaf_hash(&record);
+            (i as u64 + 1, record, hash)
+        })
+        .collect();
+    let events = Arc::new(events);
+    let leaves = Arc::new(leaves);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (events, leaves, next, url) =
+                (events.clone(), leaves.clone(), next.clone(), url.to_owned());
+            std::thread::spawn(move || -> anyhow::Result<()> {
+                let mut client = postgres::Client::connect(&url, postgres::NoTls)?;
+                loop {
+                    let first = next.fetch_add(COPY_BATCH, Ordering::Relaxed);
+                    if first >= events.len() {
+                        return Ok(());
+                    }
+                    let last = (first + COPY_BATCH).min(events.len());
+                    let batch: Vec<NewLeaf<'_>> = (first..last)
+                        .map(|i| NewLeaf {
+                            seq: leaves[i].0,
+                            event: &events[i],
+                            record: leaves[i].1.clone(),
+                            leaf_hash: leaves[i].2,
+                        })
+                        .collect();
+                    let mut tx = client.transaction()?;
+                    copy_event_rows(&mut tx, &batch)?;
+                    tx.commit()?;
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("copy thread")?;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Writes `count` events spread over [`SPAN_DAYS`] through the sequencer on PostgreSQL;
+/// returns the newest `occurred_at`.
+fn fill_postgres(url: &str, data_dir: &std::path::Path, count: usize) -> anyhow::Result<i64> {
+    let (backend, signer): (PgBackend, _) = open_log(url, data_dir, Some("bench/queries"))?;
+    let (handle, thread) = Sequencer::spawn(
+        backend,
+        signer,
+        SequencerConfig::default(),
+        Default::default(),
+    )?;
+    let end = fill(&handle, count);
+    drop(handle);
+    thread.join().expect("sequencer");
+    Ok(end)
+}
+
+/// Migrates a new database of the cluster; its URL.
+trait Databases {
+    fn database(&self, name: &str) -> anyhow::Result<String>;
+}
+
+impl Databases for PgCluster {
+    fn database(&self, name: &str) -> anyhow::Result<String> {
+        let mut admin = postgres::Client::connect(&self.url(), postgres::NoTls)?;
+        admin.batch_execute(&format!("CREATE DATABASE {name}"))?;
+        let url = format!("{} dbname={name}", self.url());
+        migrate(&mut postgres::Client::connect(&url, postgres::NoTls)?)?;
+        Ok(url)
+    }
+}
+
+/// Asks the kernel to drop clean page-cache pages (root only); whether it did.
+fn drop_os_caches() -> bool {
+    let _ = std::process::Command::new("sync").status();
+    std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok()
+}
