@@ -350,6 +350,7 @@ impl Sequencer {
             .map_err(|e| StoreError::io("starting the flusher thread", e))?;
         let writer = Writer {
             publish: hooks_publish,
+            unverified: false,
             backend,
             signer,
             frontier,
@@ -513,6 +514,9 @@ struct Writer<B: LogBackend> {
     flush: std::sync::mpsc::SyncSender<Flush>,
     /// Whether to keep each group's events for the `on_durable` hook.
     publish: bool,
+    /// A commit failed and the stored log could not be read since (the database is
+    /// unreachable): it must be found unchanged before anything more is written.
+    unverified: bool,
 }
 
 /// A committed group: each request's resolution, the leaf hash of every new seq, and the
@@ -562,6 +566,14 @@ impl<B: LogBackend> Writer<B> {
                 }
                 continue;
             }
+            if self.unverified && !self.stored_log_is_ours() {
+                for request in group {
+                    let _ = request.reply.send(Err(AppendError::Storage(
+                        "the store is unreachable; nothing was stored".into(),
+                    )));
+                }
+                continue;
+            }
             self.commit_group(group, started);
         }
         tracing::info!(tree_size = self.frontier.size(), "sequencer stopped");
@@ -594,22 +606,49 @@ impl<B: LogBackend> Writer<B> {
                 tracing::error!(%error, "group commit failed; nothing of it was acknowledged");
                 let _ = self.backend.rollback();
                 self.frontier = before;
-                // A failed commit may still have reached the disk; continue only if the
-                // stored log is exactly what we believe it is.
-                let state = self.backend.state();
-                let consistent = matches!(&state, Ok(s) if s.size == self.frontier.size()
-                    && s.latest_checkpoint.as_ref().is_some_and(|c| c.tree_size == self.frontier.size()));
-                if !consistent {
-                    tracing::error!(
-                        "the stored log diverged from the sequencer; refusing further writes"
-                    );
-                    self.shared.fail();
-                }
+                // A failed commit may still have reached the disk; continue only once the
+                // stored log is found to be exactly what we believe it is.
+                self.unverified = true;
+                self.stored_log_is_ours();
                 for request in group {
                     let _ = request
                         .reply
                         .send(Err(AppendError::Storage(error.to_string())));
                 }
+            }
+        }
+    }
+
+    /// Whether the stored log is exactly the one this sequencer believes in. Stops the log
+    /// (fail-stop) if it is not; if it cannot be read (the database is unreachable), says
+    /// no and leaves the question open for the next group.
+    fn stored_log_is_ours(&mut self) -> bool {
+        match self.backend.state() {
+            Ok(state) => {
+                let ours = state.size == self.frontier.size()
+                    && state
+                        .latest_checkpoint
+                        .as_ref()
+                        .is_some_and(|c| c.tree_size == self.frontier.size());
+                if ours {
+                    self.unverified = false;
+                    tracing::info!(
+                        tree_size = state.size,
+                        "the store is reachable again; writing resumes"
+                    );
+                } else {
+                    tracing::error!(
+                        stored = state.size,
+                        believed = self.frontier.size(),
+                        "the stored log diverged from the sequencer; refusing further writes"
+                    );
+                    self.shared.fail();
+                }
+                ours
+            }
+            Err(error) => {
+                tracing::warn!(%error, "the store is still unreachable");
+                false
             }
         }
     }

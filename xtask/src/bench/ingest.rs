@@ -292,7 +292,7 @@ pub(super) async fn http_batched(
 }
 
 /// Events per group commit and commit latency, from the server's own metrics.
-async fn commit_profile(server: &Server) -> anyhow::Result<String> {
+pub(super) async fn commit_profile(server: &Server) -> anyhow::Result<String> {
     let text = reqwest::get(format!("{}/metrics", server.url))
         .await?
         .text()

@@ -16,7 +16,7 @@ use sealtrail_store::{NewLeaf, Sequencer, SequencerConfig};
 
 use super::BenchArgs;
 use super::data::EventSource;
-use super::ingest::{BATCH, CLIENTS, http_batched, prepared, single_events};
+use super::ingest::{BATCH, CLIENTS, commit_profile, http_batched, prepared, single_events};
 use super::query::{SPAN_DAYS, fill, filtered_queries};
 use super::server::{Server, cpu_seconds, create_key};
 use super::stats::ms;
@@ -42,9 +42,11 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
     eprintln!("bench: postgres: naive INSERT per event, {CLIENTS} connections");
     let naive = naive_inserts(&pg.database("naive")?, 4_000)?;
     eprintln!("bench: postgres: COPY ceiling, {events} events");
-    let ceiling = copy_ceiling(&pg.database("ceiling")?, events, false)?;
+    let ceiling = copy_ceiling(&pg.database("ceiling")?, events, false, 4)?;
+    eprintln!("bench: postgres: COPY from one connection, {events} events");
+    let single_writer = copy_ceiling(&pg.database("ceiling_one")?, events, false, 1)?;
     eprintln!("bench: postgres: COPY ceiling with a GIN index on details");
-    let ceiling_gin = copy_ceiling(&pg.database("ceiling_gin")?, events, true)?;
+    let ceiling_gin = copy_ceiling(&pg.database("ceiling_gin")?, events, true, 4)?;
 
     eprintln!("bench: postgres: HTTP batched ingest, {events} events");
     let url = pg.database("ingest")?;
@@ -54,6 +56,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
     let cpu_before = cpu_seconds(server.pid());
     let (rate, sent) = runtime.block_on(http_batched(&server, &key, events))?;
     let cpu_per_event_us = (cpu_seconds(server.pid()) - cpu_before) / sent as f64 * 1e6;
+    let commits = runtime.block_on(commit_profile(&server))?;
     eprintln!("bench: postgres: single-event latency");
     let (low, concurrent, concurrent_rate) = runtime.block_on(single_events(&server, &key))?;
     drop(server);
@@ -75,6 +78,11 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
     )?;
     writeln!(
         out,
+        "| the same, against COPY from one connection (one writer, as Sealtrail's sequencer is) | {rate:.0} events/s | {single_writer:.0} events/s | {:.0}% | |",
+        100.0 * rate / single_writer
+    )?;
+    writeln!(
+        out,
         "| the ceiling with a GIN index (`jsonb_path_ops`) on `details` | {ceiling_gin:.0} events/s | without: {ceiling:.0} events/s | {:.0}% of COPY time is the index | |",
         100.0 * (ceiling / ceiling_gin - 1.0)
     )?;
@@ -82,6 +90,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
         out,
         "| server CPU per ingested event (HTTP run) | {cpu_per_event_us:.1} µs | | | |"
     )?;
+    writeln!(out, "| group commits in the HTTP run | {commits} | | | |")?;
     writeln!(
         out,
         "| single-event ack latency, 1 client | p50 {} / p99 {} / max {} | | | p99 ≤ 5 ms |",
@@ -212,8 +221,8 @@ fn ensure_partitions(
 }
 
 /// COPY of the rows Sealtrail writes (events and their ids), [`COPY_BATCH`] per
-/// transaction, from 4 connections: PostgreSQL's own ceiling for these rows.
-fn copy_ceiling(url: &str, total: usize, gin: bool) -> anyhow::Result<f64> {
+/// transaction, from `connections` connections: PostgreSQL's own ceiling for these rows.
+fn copy_ceiling(url: &str, total: usize, gin: bool, connections: usize) -> anyhow::Result<f64> {
     let mut source = EventSource::new(11);
     let events = prepared(&mut source, total);
     let mut setup = postgres::Client::connect(url, postgres::NoTls)?;
@@ -236,7 +245,7 @@ fn copy_ceiling(url: &str, total: usize, gin: bool) -> anyhow::Result<f64> {
     let leaves = Arc::new(leaves);
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
-    let threads: Vec<_> = (0..4)
+    let threads: Vec<_> = (0..connections)
         .map(|_| {
             let (events, leaves, next, url) =
                 (events.clone(), leaves.clone(), next.clone(), url.to_owned());

@@ -92,7 +92,7 @@ pub fn open_log(
     };
     let signer =
         CheckpointSigner::new(&origin, &secret).map_err(|e| StoreError::Invalid(e.to_string()))?;
-    Ok((PgBackend::new(client)?, signer))
+    Ok((PgBackend::new(client, url)?, signer))
 }
 
 /// The verifier of the log at `url`, from its stored origin and the key in `data_dir`.

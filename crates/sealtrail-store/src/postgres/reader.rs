@@ -39,21 +39,32 @@ impl PgReader {
         })
     }
 
+    /// Runs `f` on a pooled connection. A pooled connection that turns out to be closed
+    /// (PostgreSQL restarted, a failover, an idle timeout) is replaced and `f` retried once
+    /// on a fresh one: every read is idempotent.
     fn with_client<T>(
         &self,
-        f: impl FnOnce(&mut Client) -> Result<T, StoreError>,
+        mut f: impl FnMut(&mut Client) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let pooled = self
             .idle
             .lock()
             .expect("reader pool lock is never poisoned")
             .pop();
-        let mut client = match pooled {
-            Some(client) if !client.is_closed() => client,
-            _ => super::connect(&self.url)?,
-        };
+        if let Some(mut client) = pooled.filter(|c| !c.is_closed()) {
+            let result = f(&mut client);
+            if !client.is_closed() {
+                return self.keep(client, result);
+            }
+        }
+        let mut client = super::connect(&self.url)?;
         let result = f(&mut client);
-        // A connection that failed may be broken or inside an aborted transaction: drop it.
+        self.keep(client, result)
+    }
+
+    /// Puts a connection back after a successful use (one that failed may be broken or
+    /// inside an aborted transaction: it is dropped).
+    fn keep<T>(&self, client: Client, result: Result<T, StoreError>) -> Result<T, StoreError> {
         if result.is_ok() && !client.is_closed() {
             let mut idle = self
                 .idle

@@ -19,6 +19,8 @@ const DAY_MICROS: i64 = 86_400_000_000;
 /// The write connection, owned by the sequencer thread.
 pub struct PgBackend {
     client: Client,
+    /// For reconnecting after PostgreSQL restarts or the network drops.
+    url: String,
     /// Whether a group's transaction is open (`BEGIN` sent, no `COMMIT`/`ROLLBACK` yet).
     in_transaction: bool,
     /// Months (days since 1970 of their first day) whose partition is known to exist.
@@ -26,16 +28,26 @@ pub struct PgBackend {
 }
 
 impl PgBackend {
-    pub(crate) fn new(mut client: Client) -> Result<Self, StoreError> {
-        // "Ack means durable": a COMMIT returns only after the WAL is flushed, whatever
-        // the server's default is.
-        client.batch_execute("SET synchronous_commit = on")?;
-        super::create_partitions_ahead(&mut client)?;
+    pub(crate) fn new(mut client: Client, url: &str) -> Result<Self, StoreError> {
+        prepare_session(&mut client)?;
         Ok(Self {
             client,
+            url: url.to_owned(),
             in_transaction: false,
             partitions: HashSet::new(),
         })
+    }
+
+    /// Replaces a connection PostgreSQL has closed (restart, failover, network).
+    fn reconnect_if_closed(&mut self) -> Result<(), StoreError> {
+        if self.client.is_closed() {
+            let mut client = super::connect(&self.url)?;
+            prepare_session(&mut client)?;
+            self.client = client;
+            self.in_transaction = false;
+            tracing::info!("reconnected to PostgreSQL");
+        }
+        Ok(())
     }
 
     /// The open group transaction's statements run on the connection itself: `BEGIN` was
@@ -61,6 +73,14 @@ impl PgBackend {
         }
         Ok(())
     }
+}
+
+/// Session settings of the sequencer's connection, and this month's partitions ahead.
+fn prepare_session(client: &mut Client) -> Result<(), StoreError> {
+    // "Ack means durable": a COMMIT returns only after the WAL is flushed, whatever the
+    // server's default is.
+    client.batch_execute("SET synchronous_commit = on")?;
+    super::create_partitions_ahead(client)
 }
 
 /// The first day (days since 1970-01-01) of the UTC month holding `micros`.
@@ -200,6 +220,7 @@ pub(crate) fn latest_checkpoint(
 
 impl LogBackend for PgBackend {
     fn state(&mut self) -> Result<LogState, StoreError> {
+        self.reconnect_if_closed()?;
         let size: i64 = self
             .client
             .query_one("SELECT COALESCE(MAX(seq), 0) FROM event_ids", &[])?
@@ -215,6 +236,7 @@ impl LogBackend for PgBackend {
     }
 
     fn begin(&mut self) -> Result<(), StoreError> {
+        self.reconnect_if_closed()?;
         self.client.batch_execute("BEGIN")?;
         self.in_transaction = true;
         Ok(())
@@ -294,7 +316,9 @@ impl LogBackend for PgBackend {
     fn rollback(&mut self) -> Result<(), StoreError> {
         if self.in_transaction {
             self.in_transaction = false;
-            self.client.batch_execute("ROLLBACK")?;
+            if !self.client.is_closed() {
+                self.client.batch_execute("ROLLBACK")?;
+            }
         }
         Ok(())
     }
