@@ -624,6 +624,7 @@ impl<B: LogBackend> Writer<B> {
     /// no and leaves the question open for the next group.
     fn stored_log_is_ours(&mut self) -> bool {
         match self.backend.state() {
+            Ok(state) if state.size > self.frontier.size() => self.adopt_stored_tail(state),
             Ok(state) => {
                 let ours = state.size == self.frontier.size()
                     && state
@@ -648,6 +649,69 @@ impl<B: LogBackend> Writer<B> {
             }
             Err(error) => {
                 tracing::warn!(%error, "the store is still unreachable");
+                false
+            }
+        }
+    }
+
+    /// The store holds more than this sequencer believes: a commit reported as failed (its
+    /// answer lost with the connection) had reached it. If the stored tail is this log's
+    /// own — its newest checkpoint covers it, is signed with our key and matches the tree
+    /// rebuilt from the store — continue from it: its producers were told the write failed
+    /// and their retries are answered from the store. Anything else stops the log.
+    fn adopt_stored_tail(&mut self, state: crate::traits::LogState) -> bool {
+        let believed = self.frontier.size();
+        let signed = state
+            .latest_checkpoint
+            .as_ref()
+            .filter(|c| c.tree_size == state.size)
+            .and_then(|c| self.signer.verifier().verify(&c.note).ok());
+        let frontier = match Frontier::load(&mut BackendSubtrees(&mut self.backend), state.size) {
+            Ok(frontier) => frontier,
+            Err(error) => {
+                tracing::warn!(%error, "the store is still unreachable");
+                return false;
+            }
+        };
+        match (signed, state.latest_checkpoint) {
+            (Some(signed), Some(latest))
+                if signed.size == state.size && signed.root == frontier.root() =>
+            {
+                tracing::warn!(
+                    believed,
+                    stored = state.size,
+                    "a commit whose answer was lost had reached the store; continuing from it"
+                );
+                self.frontier = frontier;
+                self.latest = Arc::new(latest);
+                self.latest_is_history = true;
+                self.unverified = false;
+                // Through the flusher, so the durable size and checkpoint move on in order.
+                let recovered = Flush {
+                    answers: Vec::new(),
+                    events: None,
+                    checkpoint: self.latest.clone(),
+                    stats: CommitStats {
+                        requests: 0,
+                        events: 0,
+                        duration: Duration::ZERO,
+                        tree_size: state.size,
+                    },
+                    started: Instant::now(),
+                };
+                if self.flush.send(recovered).is_err() {
+                    self.shared.fail();
+                    return false;
+                }
+                true
+            }
+            _ => {
+                tracing::error!(
+                    stored = state.size,
+                    believed,
+                    "the stored log diverged from the sequencer; refusing further writes"
+                );
+                self.shared.fail();
                 false
             }
         }

@@ -211,7 +211,12 @@ async fn dispatch(hub: std::sync::Weak<Hub>, mut groups: mpsc::Receiver<Arc<[Com
         let frames: Vec<Arc<LiveFrame>> =
             group.iter().map(|e| Arc::new(LiveFrame::new(e))).collect();
         let mut registry = hub.registry.lock().expect("hub lock is never poisoned");
-        if hub.overflowed.swap(false, Ordering::AcqRel) {
+        // Events stored without passing through here (the sequencer recovered a commit
+        // whose answer was lost) leave a gap before this group: treat it like an overflow.
+        let gap = frames
+            .first()
+            .is_some_and(|f| f.seq() > registry.published + 1);
+        if hub.overflowed.swap(false, Ordering::AcqRel) || gap {
             // Some group never reached us: nobody's live queue is complete any more.
             let evicted = registry.len();
             registry.by_tenant.clear();
