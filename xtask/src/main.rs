@@ -2,7 +2,6 @@
 //! runs; `cargo xtask bench` measures the service against baselines in the same run.
 
 mod bench;
-mod pg;
 mod test;
 
 use std::path::{Path, PathBuf};
@@ -37,7 +36,7 @@ fn main() -> ExitCode {
         Task::Test => test::run(),
         Task::Bench(args) => bench::run(args),
         Task::Broadcaster(args) => bench::broadcaster::run(args),
-        Task::Postgres => pg::serve_until_interrupted(),
+        Task::Postgres => postgres_until_interrupted(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -68,5 +67,22 @@ pub fn run_step(program: &str, args: &[&str]) -> anyhow::Result<()> {
         "`{program} {}` failed ({status})",
         args.join(" ")
     );
+    Ok(())
+}
+
+/// `cargo xtask postgres`: a cluster for tests run by hand.
+fn postgres_until_interrupted() -> anyhow::Result<()> {
+    let cluster = sealtrail_testkit::PgCluster::start(300)?;
+    println!(
+        "export {}='{}'",
+        sealtrail_testkit::pg::TEST_ENV,
+        cluster.url()
+    );
+    eprintln!("xtask: PostgreSQL is running; Ctrl-C stops and removes it");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(tokio::signal::ctrl_c())?;
+    drop(cluster);
     Ok(())
 }

@@ -5,8 +5,9 @@
 //! with apt if its binaries are missing) whose URL the tests read from
 //! `SEALTRAIL_TEST_POSTGRES`. Every other server a test talks to it starts itself.
 
-use crate::pg::{PgCluster, TEST_ENV};
 use crate::run_step;
+use sealtrail_testkit::PgCluster;
+use sealtrail_testkit::pg::TEST_ENV;
 
 pub fn run() -> anyhow::Result<()> {
     run_step("cargo", &["fmt", "--all", "--", "--check"])?;

@@ -20,7 +20,7 @@ use super::ingest::{BATCH, CLIENTS, commit_profile, http_batched, prepared, sing
 use super::query::{SPAN_DAYS, fill, filtered_queries};
 use super::server::{Server, cpu_seconds, create_key};
 use super::stats::ms;
-use crate::pg::PgCluster;
+use sealtrail_testkit::PgCluster;
 
 /// Rows per COPY (and per transaction) in the ceiling.
 const COPY_BATCH: usize = 1000;

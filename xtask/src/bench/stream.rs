@@ -119,7 +119,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
             scenarios.push(scenario);
         }
     }
-    match super::super::pg::PgCluster::start(1100) {
+    match sealtrail_testkit::PgCluster::start(1100) {
         Ok(pg) => {
             for &n in counts.iter().filter(|&&n| n <= 1000) {
                 for rate in [100, 1000] {
@@ -635,7 +635,7 @@ async fn broadcaster_scenario(n: usize, rate: u64) -> anyhow::Result<Scenario> {
 }
 
 async fn pg_scenario(
-    pg: &super::super::pg::PgCluster,
+    pg: &sealtrail_testkit::PgCluster,
     n: usize,
     rate: u64,
 ) -> anyhow::Result<Scenario> {

@@ -7,6 +7,7 @@ use std::process::Command;
 
 use anyhow::Context as _;
 
+/// A running PostgreSQL cluster in a temporary directory; stopped and removed on drop.
 pub struct PgCluster {
     /// Keeps the directory (data, socket, log) until the cluster is stopped.
     dir: tempfile::TempDir,
@@ -70,6 +71,47 @@ impl PgCluster {
         })
     }
 
+    /// Stops the server at once, as a crash would (`pg_ctl stop -m immediate`).
+    pub fn stop(&self) -> anyhow::Result<()> {
+        let as_root = unsafe { libc::geteuid() } == 0;
+        let output = pg_command(&self.bin, "pg_ctl", as_root)
+            .args(["-D"])
+            .arg(self.data())
+            .args(["-m", "immediate", "-w", "stop"])
+            .output()
+            .context("running pg_ctl stop")?;
+        anyhow::ensure!(
+            output.status.success(),
+            "PostgreSQL did not stop: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(())
+    }
+
+    /// Starts the server again after [`stop`](Self::stop), on the same port and data.
+    pub fn start_again(&self) -> anyhow::Result<()> {
+        let as_root = unsafe { libc::geteuid() } == 0;
+        let output = pg_command(&self.bin, "pg_ctl", as_root)
+            .args(["-D"])
+            .arg(self.data())
+            .args(["-o", &self.options, "-l"])
+            .arg(self.dir.path().join("server.log"))
+            .args(["-w", "start"])
+            .output()
+            .context("running pg_ctl start")?;
+        anyhow::ensure!(
+            output.status.success(),
+            "PostgreSQL did not start again: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(())
+    }
+
+    /// The URL of database `name` (not created here).
+    pub fn database_url(&self, name: &str) -> String {
+        format!("{} dbname={name}", self.url())
+    }
+
     /// Stops and starts the server (its caches empty), keeping the data.
     pub fn restart(&self) -> anyhow::Result<()> {
         let as_root = unsafe { libc::geteuid() } == 0;
@@ -115,24 +157,6 @@ impl PgCluster {
     }
 }
 
-/// `cargo xtask postgres`: a cluster for tests run by hand.
-pub fn serve_until_interrupted() -> anyhow::Result<()> {
-    let cluster = PgCluster::start(300)?;
-    println!("export {}='{}'", TEST_ENV, cluster.url());
-    eprintln!("xtask: PostgreSQL is running; Ctrl-C stops and removes it");
-    let (stop, stopped) = std::sync::mpsc::channel();
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(async {
-            let _ = tokio::signal::ctrl_c().await;
-            let _ = stop.send(());
-        });
-    let _ = stopped.recv();
-    drop(cluster);
-    Ok(())
-}
-
 /// The variable the PostgreSQL store tests read their server from.
 pub const TEST_ENV: &str = "SEALTRAIL_TEST_POSTGRES";
 
@@ -172,7 +196,7 @@ fn server_binaries() -> anyhow::Result<PathBuf> {
     if let Some(bin) = find() {
         return Ok(bin);
     }
-    eprintln!("xtask: installing PostgreSQL (apt-get install postgresql)");
+    eprintln!("installing PostgreSQL (apt-get install postgresql)");
     run(Command::new("apt-get")
         .args(["install", "-y", "-q", "postgresql"])
         .env("DEBIAN_FRONTEND", "noninteractive"))?;
