@@ -10,12 +10,20 @@ pub struct MigrateArgs {
     /// The database (`postgres://user:password@host/db` or `host=... dbname=...`).
     #[arg(long, env = "SEALTRAIL_DATABASE_URL", hide_env_values = true)]
     database_url: String,
+    /// The role `sealtrail serve` connects as: it is granted what the service needs (append
+    /// to the log, read it) and nothing more — never UPDATE or DELETE on events.
+    #[arg(long)]
+    app_role: Option<String>,
 }
 
 pub fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
     let mut client = postgres::connect(&args.database_url)?;
     let applied = postgres::migrate(&mut client)?;
     let at = postgres::redact(&args.database_url);
+    if let Some(role) = &args.app_role {
+        postgres::grant_service_role(&mut client, role)?;
+        println!("{at}: role {role} may append to the log and read it, and nothing more");
+    }
     if applied.is_empty() {
         println!(
             "{at}: schema already at version {}",

@@ -199,6 +199,10 @@ pub struct PageRequest {
     /// Read no event with a higher seq (the server passes the durable tree size, so
     /// nothing is read before it is on stable storage). Not an API parameter.
     pub visible_through: Option<u64>,
+    /// The tenant the caller's key is bound to. A store that can confine a query below
+    /// its SQL (PostgreSQL row-level security) does, in addition to the filter. Not an API
+    /// parameter.
+    pub scope: Option<String>,
 }
 
 /// Default page size when `limit` is absent.
@@ -337,6 +341,7 @@ impl PageRequest {
             limit,
             after,
             visible_through: None,
+            scope: None,
         })
     }
 }
@@ -410,6 +415,8 @@ pub struct StatsRequest {
     pub interval: Option<StatsInterval>,
     /// Count no event with a higher seq (see [`PageRequest::visible_through`]).
     pub visible_through: Option<u64>,
+    /// The tenant the caller's key is bound to (see [`PageRequest::scope`]).
+    pub scope: Option<String>,
 }
 
 impl StatsRequest {
@@ -459,6 +466,7 @@ impl StatsRequest {
             group_by,
             interval,
             visible_through: None,
+            scope: None,
         })
     }
 }

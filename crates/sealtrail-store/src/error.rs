@@ -7,7 +7,7 @@ pub enum StoreError {
     #[error("database error: {0}")]
     Database(#[from] rusqlite::Error),
     /// PostgreSQL failed (connection lost, constraint, I/O).
-    #[error("PostgreSQL error: {0}")]
+    #[error("PostgreSQL error: {}", postgres_detail(.0))]
     Postgres(#[from] postgres::Error),
     /// A file in the data directory could not be read or written.
     #[error("{context}: {source}")]
@@ -34,5 +34,16 @@ impl StoreError {
             context: context.into(),
             source,
         }
+    }
+}
+
+/// What PostgreSQL said, not just "db error".
+fn postgres_detail(error: &postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{}: {}", db.severity(), db.message()),
+        None => match std::error::Error::source(error) {
+            Some(source) => format!("{error}: {source}"),
+            None => error.to_string(),
+        },
     }
 }

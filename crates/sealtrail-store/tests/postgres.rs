@@ -224,3 +224,99 @@ fn the_server_refuses_a_schema_it_does_not_know() {
     let refused = sealtrail_store::postgres::migrate(&mut client).expect_err("migrate refuses too");
     assert!(refused.to_string().contains("schema 99"), "{refused}");
 }
+
+/// Row-level security: a tenant-scoped read cannot see another tenant's rows even when its
+/// SQL forgets the tenant filter.
+/// A role that is not a superuser (superusers bypass row-level security), granted what
+/// the service needs; its connection URL.
+fn service_role(db: &TestDatabase) -> String {
+    let mut admin = db.client();
+    admin
+        .batch_execute(
+            "DO $$ BEGIN CREATE ROLE sealtrail_app LOGIN;
+             EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+        )
+        .unwrap();
+    sealtrail_store::postgres::grant_service_role(&mut admin, "sealtrail_app").unwrap();
+    format!("{} user=sealtrail_app", db.url)
+}
+
+#[test]
+fn a_tenant_scoped_read_sees_only_its_tenant_even_without_a_filter() {
+    let log = TestLog::on(Kind::Postgres);
+    log.append((0..30).map(event).collect());
+    let db = log.database.as_ref().unwrap();
+    // The service role connects; tenant-confined reads switch to sealtrail_tenant_reader.
+    let reader = PgReader::open(&service_role(db)).unwrap();
+    let tenants = |scope: Option<&str>, table: &str| -> Vec<String> {
+        reader
+            .scoped_query(
+                scope,
+                &format!("SELECT DISTINCT tenant_id FROM {table} ORDER BY 1"),
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
+    assert_eq!(
+        tenants(None, "events"),
+        ["bloom", "golden-hour", "lakeside"]
+    );
+    assert_eq!(tenants(Some("bloom"), "events"), ["bloom"]);
+    assert_eq!(tenants(Some("bloom"), "event_ids"), ["bloom"]);
+    // Through the query API's path: a scope and another tenant's filter find nothing.
+    let mut page = PageRequest::from_params([("tenant_id", "lakeside")]).unwrap();
+    page.scope = Some("bloom".into());
+    use sealtrail_store::LogReader as _;
+    assert!(reader.query(&page).unwrap().events.is_empty());
+}
+
+#[test]
+fn the_service_role_can_append_and_read_but_never_change_or_delete_an_event() {
+    let db = TestDatabase::create();
+    let app_url = service_role(&db);
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, signer) =
+        sealtrail_store::postgres::open_log(&app_url, dir.path(), None).unwrap();
+    let (handle, thread) = sealtrail_store::Sequencer::spawn(
+        backend,
+        signer,
+        sealtrail_store::SequencerConfig::default(),
+        Default::default(),
+    )
+    .unwrap();
+    // Appends work, including one that needs a new month partition.
+    let mut old = event(1);
+    old["occurred_at"] = json!("2020-02-02T02:02:02Z");
+    handle
+        .append_blocking(vec![common::prepare(event(0)), common::prepare(old)])
+        .unwrap();
+    handle
+        .append_blocking((2..12).map(|n| common::prepare(event(n))).collect())
+        .unwrap();
+    drop(handle);
+    thread.join().unwrap();
+    let mut app = postgres::Client::connect(&app_url, postgres::NoTls).unwrap();
+    let count: i64 = app
+        .query_one("SELECT count(*) FROM events", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 12);
+    for statement in [
+        "UPDATE events SET tenant_id = 'x' WHERE seq = 1",
+        "DELETE FROM events WHERE seq = 1",
+        "UPDATE event_ids SET seq = 99 WHERE seq = 1",
+        "DELETE FROM event_ids",
+        "TRUNCATE events",
+        "UPDATE merkle_nodes SET hash = ''::bytea",
+    ] {
+        let refused = app.batch_execute(statement).unwrap_err();
+        assert_eq!(
+            refused.code(),
+            Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+            "{statement}: {refused}"
+        );
+    }
+}

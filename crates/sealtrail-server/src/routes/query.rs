@@ -56,6 +56,7 @@ pub async fn list_events(
         PageRequest::from_params(params.pairs()).map_err(ApiError::invalid_parameter)?;
     request.filter.tenant_id = auth.confine_tenant(request.filter.tenant_id.take())?;
     request.visible_through = Some(state.sequencer.tree_size());
+    request.scope = auth.0.tenant_id.clone();
     let started = Instant::now();
     let reader = state.reader.clone();
     let order = request.order;
@@ -184,6 +185,7 @@ pub async fn stats(
         StatsRequest::from_params(params.pairs()).map_err(ApiError::invalid_parameter)?;
     request.filter.tenant_id = auth.confine_tenant(request.filter.tenant_id.take())?;
     request.visible_through = Some(state.sequencer.tree_size());
+    request.scope = auth.0.tenant_id.clone();
     let (group_by, interval) = (request.group_by, request.interval);
     let started = Instant::now();
     let reader = state.reader.clone();

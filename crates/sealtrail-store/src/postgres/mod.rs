@@ -21,7 +21,7 @@ use sealtrail_core::CheckpointSigner;
 use sealtrail_core::merkle::{Hash, fold_complete};
 
 pub use reader::PgReader;
-pub use schema::{SCHEMA_VERSION, check as check_schema, migrate};
+pub use schema::{SCHEMA_VERSION, check as check_schema, grant_service_role, migrate};
 pub use verify::verify_postgres;
 pub use writer::{PgBackend, copy_event_rows};
 

@@ -62,6 +62,32 @@ impl PgReader {
         self.keep(client, result)
     }
 
+    /// Runs `sql` on the rows `scope` may see: with a scope, inside a read-only transaction
+    /// as the role sealtrail_tenant_reader with `sealtrail.tenant` set, so PostgreSQL's
+    /// row-level security hides every other tenant's rows even from SQL that forgets to
+    /// filter. Queries and stats go through here.
+    pub fn scoped_query(
+        &self,
+        scope: Option<&str>,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
+        self.with_client(|client| match scope {
+            None => Ok(client.query(sql, params)?),
+            Some(tenant) => {
+                let mut tx = client.build_transaction().read_only(true).start()?;
+                tx.batch_execute("SET LOCAL ROLE sealtrail_tenant_reader")?;
+                tx.execute(
+                    "SELECT set_config('sealtrail.tenant', $1, true)",
+                    &[&tenant],
+                )?;
+                let rows = tx.query(sql, params)?;
+                tx.commit()?;
+                Ok(rows)
+            }
+        })
+    }
+
     /// Puts a connection back after a successful use (one that failed may be broken or
     /// inside an aborted transaction: it is dropped).
     fn keep<T>(&self, client: Client, result: Result<T, StoreError>) -> Result<T, StoreError> {
@@ -304,21 +330,19 @@ fn proof_error(e: merkle::ProofError<StoreError>) -> StoreError {
 impl LogReader for PgReader {
     fn query(&self, request: &PageRequest) -> Result<EventPage, StoreError> {
         let (sql, c) = page_sql(request);
-        self.with_client(|client| {
-            let rows = client.query(&sql, &c.refs())?;
-            let mut events: Vec<StoredEvent> =
-                rows.iter().map(stored_event).collect::<Result<_, _>>()?;
-            let next = if events.len() > request.limit {
-                events.truncate(request.limit);
-                events.last().map(|e| PageCursor {
-                    occurred_at: e.occurred_at,
-                    seq: e.seq,
-                })
-            } else {
-                None
-            };
-            Ok(EventPage { events, next })
-        })
+        let rows = self.scoped_query(request.scope.as_deref(), &sql, &c.refs())?;
+        let mut events: Vec<StoredEvent> =
+            rows.iter().map(stored_event).collect::<Result<_, _>>()?;
+        let next = if events.len() > request.limit {
+            events.truncate(request.limit);
+            events.last().map(|e| PageCursor {
+                occurred_at: e.occurred_at,
+                seq: e.seq,
+            })
+        } else {
+            None
+        };
+        Ok(EventPage { events, next })
     }
 
     fn events_after(
@@ -379,29 +403,27 @@ impl LogReader for PgReader {
 
     fn stats(&self, request: &StatsRequest) -> Result<Vec<StatsRow>, StoreError> {
         let (sql, c) = stats_sql(request);
-        self.with_client(|client| {
-            let rows = client.query(&sql, &c.refs())?;
-            Ok(rows
-                .iter()
-                .map(|row| {
-                    let key: String = row.get(1);
-                    let key = match request.group_by {
-                        StatsGroup::Severity => key
-                            .parse::<i64>()
-                            .ok()
-                            .and_then(Severity::from_code)
-                            .map(|s| s.as_str().to_owned())
-                            .unwrap_or_else(|| "unknown".to_owned()),
-                        _ => key,
-                    };
-                    StatsRow {
-                        bucket: row.get(0),
-                        key,
-                        count: row.get::<_, i64>(2) as u64,
-                    }
-                })
-                .collect())
-        })
+        let rows = self.scoped_query(request.scope.as_deref(), &sql, &c.refs())?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let key: String = row.get(1);
+                let key = match request.group_by {
+                    StatsGroup::Severity => key
+                        .parse::<i64>()
+                        .ok()
+                        .and_then(Severity::from_code)
+                        .map(|s| s.as_str().to_owned())
+                        .unwrap_or_else(|| "unknown".to_owned()),
+                    _ => key,
+                };
+                StatsRow {
+                    bucket: row.get(0),
+                    key,
+                    count: row.get::<_, i64>(2) as u64,
+                }
+            })
+            .collect())
     }
 
     fn latest_checkpoint(&self) -> Result<Option<CheckpointRow>, StoreError> {

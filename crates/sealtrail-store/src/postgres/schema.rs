@@ -97,7 +97,52 @@ const MIGRATIONS: &[&str] = &[
         created_at bigint NOT NULL
     );
     "#,
+    // 2: tenant isolation below the queries, and partitions any role may have created.
+    r#"
+    -- A read confined to one tenant runs as sealtrail_tenant_reader (SET LOCAL ROLE) with
+    -- `sealtrail.tenant` set for its transaction: then only that tenant's rows exist for
+    -- it, whatever its SQL says. The sequencer writes with binary COPY, which PostgreSQL
+    -- refuses where row-level security applies, so the writing role is exempt: the table
+    -- owner (not forced), or a service role with BYPASSRLS (see grant_service_role).
+    DO $$ BEGIN CREATE ROLE sealtrail_tenant_reader NOLOGIN;
+    EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+    GRANT SELECT ON events, event_ids TO sealtrail_tenant_reader;
+    ALTER TABLE events ENABLE ROW LEVEL SECURITY;
+    CREATE POLICY tenant_isolation ON events
+        USING (tenant_id = current_setting('sealtrail.tenant', true));
+    ALTER TABLE event_ids ENABLE ROW LEVEL SECURITY;
+    CREATE POLICY tenant_isolation ON event_ids
+        USING (tenant_id = current_setting('sealtrail.tenant', true));
+
+    -- The service's role may hold only INSERT and SELECT on the log, yet the sequencer
+    -- creates month partitions: the function runs with its owner's rights.
+    ALTER FUNCTION sealtrail_ensure_partition(bigint) SECURITY DEFINER;
+    ALTER FUNCTION sealtrail_ensure_partition(bigint) SET search_path FROM CURRENT;
+    "#,
 ];
+
+/// Grants `role` what the service needs and nothing more: it can append to the log and
+/// read it, never change or delete an event. (Superseded checkpoints are deleted, so that
+/// one table allows DELETE.) It gets BYPASSRLS, without which PostgreSQL refuses binary
+/// COPY into a table with row-level security, and membership of sealtrail_tenant_reader,
+/// the role tenant-confined reads switch to. Needs a superuser.
+pub fn grant_service_role(client: &mut Client, role: &str) -> Result<(), StoreError> {
+    if role.is_empty() || !role.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(StoreError::Invalid(format!(
+            "--app-role {role:?}: a role name of letters, digits and underscores"
+        )));
+    }
+    client.batch_execute(&format!(
+        "REVOKE ALL ON events, event_ids, merkle_nodes, checkpoints, sealtrail_meta, sealtrail_schema FROM {role};
+         GRANT SELECT, INSERT ON events, event_ids, merkle_nodes, checkpoints, sealtrail_meta TO {role};
+         GRANT DELETE ON checkpoints TO {role};
+         GRANT SELECT ON sealtrail_schema TO {role};
+         GRANT EXECUTE ON FUNCTION sealtrail_ensure_partition(bigint) TO {role};
+         GRANT sealtrail_tenant_reader TO {role};
+         ALTER ROLE {role} BYPASSRLS;"
+    ))?;
+    Ok(())
+}
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
