@@ -10,6 +10,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod error;
+mod follower;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
@@ -98,7 +99,11 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
                 .commit_seconds
                 .observe(stats.duration.as_secs_f64());
         })),
-        on_durable: Some(Box::new(move |events| publisher.publish(events))),
+        // On PostgreSQL the log follower publishes every server's events, this one's too.
+        on_durable: config
+            .database_url
+            .is_none()
+            .then(|| Box::new(move |events| publisher.publish(events)) as _),
     };
     let sequencer_config = SequencerConfig {
         max_group_events: config.log.max_group_events,
@@ -120,6 +125,19 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     let local_addr = listener.local_addr().map_err(ServerError::Serve)?;
     tracing::info!(%local_addr, tree_size = sequencer.tree_size(), origin = verifier.origin(), "serving");
 
+    let follower = match &config.database_url {
+        Some(url) => Some(
+            follower::Follower::spawn(
+                url.clone(),
+                reader.clone(),
+                sequencer.clone(),
+                verifier.clone(),
+                hub.clone(),
+            )
+            .map_err(ServerError::Serve)?,
+        ),
+        None => None,
+    };
     let streams = stream::Streams::new(hub, reader.clone(), config.stream.clone(), metrics.clone());
     let state = AppState::new(Inner {
         streams,
@@ -148,6 +166,12 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         .await;
         // Every clone of the state (and so of the sequencer handle) lived in the router,
         // which is gone now: the sequencer drains its queue and stops.
+        // The follower holds a sequencer handle too.
+        if let Some(follower) = follower {
+            tokio::task::spawn_blocking(move || follower.stop())
+                .await
+                .map_err(|e| ServerError::Serve(std::io::Error::other(e)))?;
+        }
         tokio::task::spawn_blocking(move || sequencer_thread.join())
             .await
             .map_err(|e| ServerError::Serve(std::io::Error::other(e)))?

@@ -156,6 +156,25 @@ pub struct CommittedEvent {
 }
 
 impl CommittedEvent {
+    /// The event read back from the store (for live delivery of events another server
+    /// wrote): the filter columns come from its verbatim record.
+    pub fn from_stored(stored: StoredEvent) -> Result<Self, StoreError> {
+        let record = sealtrail_core::StoredRecord::parse(&stored.record).map_err(|e| {
+            StoreError::Integrity(format!(
+                "the record at seq {} is unreadable: {e}",
+                stored.seq
+            ))
+        })?;
+        Ok(Self {
+            severity: record.severity,
+            action: record.action,
+            user_id: record.user_id,
+            resource_type: record.resource_type,
+            resource_id: record.resource_id,
+            stored,
+        })
+    }
+
     /// The columns filters look at.
     pub fn columns(&self) -> EventColumns<'_> {
         EventColumns {
@@ -205,6 +224,20 @@ struct Shared {
 impl Shared {
     fn fail(&self) {
         self.failed.store(true, Ordering::Release);
+    }
+
+    /// Moves the durable tree forward to `checkpoint` (never back).
+    fn advance(&self, checkpoint: Arc<CheckpointRow>) {
+        let mut durable = self
+            .durable
+            .lock()
+            .expect("checkpoint lock is never poisoned");
+        if checkpoint.tree_size > durable.tree_size {
+            let size = checkpoint.tree_size;
+            *durable = checkpoint;
+            self.tree_size.store(size, Ordering::Release);
+            self.durable_size.send_replace(size);
+        }
     }
 }
 
@@ -283,6 +316,13 @@ impl SequencerHandle {
     pub async fn wait_durable(&self, size: u64) {
         let mut durable = self.shared.durable_size.subscribe();
         let _ = durable.wait_for(|&d| d >= size).await;
+    }
+
+    /// Another server sharing the store appended up to `checkpoint` (which the caller has
+    /// verified): reads and proofs may now use it. This sequencer catches up with the
+    /// events themselves at its next commit.
+    pub fn observe_stored(&self, checkpoint: CheckpointRow) {
+        self.shared.advance(Arc::new(checkpoint));
     }
 
     /// A cheap view of the durable tree size for other threads (the indexer).
@@ -396,14 +436,7 @@ fn run_flusher(
         match synced {
             Ok(()) => {
                 let last = batch.last().expect("the batch has a first flush");
-                *shared
-                    .durable
-                    .lock()
-                    .expect("checkpoint lock is never poisoned") = last.checkpoint.clone();
-                shared
-                    .tree_size
-                    .store(last.checkpoint.tree_size, Ordering::Release);
-                shared.durable_size.send_replace(last.checkpoint.tree_size);
+                shared.advance(last.checkpoint.clone());
                 for flush in batch {
                     // Published before answered: once a producer has its answer, every live
                     // stream has been handed the event.
@@ -625,6 +658,11 @@ impl<B: LogBackend> Writer<B> {
     fn stored_log_is_ours(&mut self) -> bool {
         match self.backend.state() {
             Ok(state) if state.size > self.frontier.size() => self.adopt_stored_tail(state),
+            // Other servers append too: whatever it holds now is checked at the next group.
+            Ok(_) if self.backend.shared() => {
+                self.unverified = false;
+                true
+            }
             Ok(state) => {
                 let ours = state.size == self.frontier.size()
                     && state
@@ -654,11 +692,12 @@ impl<B: LogBackend> Writer<B> {
         }
     }
 
-    /// The store holds more than this sequencer believes: a commit reported as failed (its
-    /// answer lost with the connection) had reached it. If the stored tail is this log's
-    /// own — its newest checkpoint covers it, is signed with our key and matches the tree
-    /// rebuilt from the store — continue from it: its producers were told the write failed
-    /// and their retries are answered from the store. Anything else stops the log.
+    /// The store holds more than this sequencer believes: another server sharing the store
+    /// appended, or a commit reported as failed (its answer lost with the connection) had
+    /// reached it. If the stored tail is this log's own — its newest checkpoint covers it,
+    /// is signed with our key and matches the tree rebuilt from the store — continue from
+    /// it (producers told a write failed have their retries answered from the store).
+    /// Anything else stops the log.
     fn adopt_stored_tail(&mut self, state: crate::traits::LogState) -> bool {
         let believed = self.frontier.size();
         let signed = state
@@ -666,8 +705,15 @@ impl<B: LogBackend> Writer<B> {
             .as_ref()
             .filter(|c| c.tree_size == state.size)
             .and_then(|c| self.signer.verifier().verify(&c.note).ok());
-        let frontier = match Frontier::load(&mut BackendSubtrees(&mut self.backend), state.size) {
-            Ok(frontier) => frontier,
+        let loaded = Frontier::load(&mut BackendSubtrees(&mut self.backend), state.size).and_then(
+            |frontier| {
+                // The stored tree must extend ours, not replace it.
+                let prefix = Frontier::load(&mut BackendSubtrees(&mut self.backend), believed)?;
+                Ok((frontier, prefix.root()))
+            },
+        );
+        let (frontier, prefix_root) = match loaded {
+            Ok(loaded) => loaded,
             Err(error) => {
                 tracing::warn!(%error, "the store is still unreachable");
                 return false;
@@ -675,13 +721,24 @@ impl<B: LogBackend> Writer<B> {
         };
         match (signed, state.latest_checkpoint) {
             (Some(signed), Some(latest))
-                if signed.size == state.size && signed.root == frontier.root() =>
+                if state.size > believed
+                    && signed.size == state.size
+                    && signed.root == frontier.root()
+                    && prefix_root == self.frontier.root() =>
             {
-                tracing::warn!(
-                    believed,
-                    stored = state.size,
-                    "a commit whose answer was lost had reached the store; continuing from it"
-                );
+                if self.backend.shared() {
+                    tracing::debug!(
+                        believed,
+                        stored = state.size,
+                        "caught up with the shared log"
+                    );
+                } else {
+                    tracing::warn!(
+                        believed,
+                        stored = state.size,
+                        "a commit whose answer was lost had reached the store; continuing from it"
+                    );
+                }
                 self.frontier = frontier;
                 self.latest = Arc::new(latest);
                 self.latest_is_history = true;
@@ -721,6 +778,16 @@ impl<B: LogBackend> Writer<B> {
     /// leaf hash of every new seq.
     fn write_group(&mut self, group: &[AppendRequest]) -> Result<GroupWritten, StoreError> {
         self.backend.begin()?;
+        if self.backend.shared() {
+            // Holding the writers' lock now: catch up with what other servers appended.
+            let state = self.backend.state()?;
+            if state.size != self.frontier.size() && !self.adopt_stored_tail(state) {
+                return Err(StoreError::Integrity(
+                    "the log in the store is not one this server can extend; see the server log"
+                        .into(),
+                ));
+            }
+        }
         let producer_ids: Vec<Uuid> = group
             .iter()
             .flat_map(|r| r.events.iter())

@@ -86,6 +86,13 @@ pub trait LogBackend: Send + 'static {
     fn syncer(&self) -> Result<Box<dyn Syncer>, StoreError>;
     /// Abandons the transaction.
     fn rollback(&mut self) -> Result<(), StoreError>;
+    /// Whether other servers may append to the same store. Then [`begin`](Self::begin)
+    /// must also take a lock that serialises writers until the transaction ends, and the
+    /// sequencer checks, inside each group's transaction, whether the log moved since its
+    /// own last commit — and continues from where it stands if so.
+    fn shared(&self) -> bool {
+        false
+    }
 }
 
 /// Makes committed writes durable (fsync), from a thread other than the writer's.

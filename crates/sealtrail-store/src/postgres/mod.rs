@@ -23,7 +23,7 @@ use sealtrail_core::merkle::{Hash, fold_complete};
 pub use reader::PgReader;
 pub use schema::{SCHEMA_VERSION, check as check_schema, grant_service_role, migrate};
 pub use verify::verify_postgres;
-pub use writer::{PgBackend, copy_event_rows};
+pub use writer::{COMMIT_CHANNEL, PgBackend, WRITER_LOCK, copy_event_rows};
 
 use crate::{NODE_LEVEL_STRIDE, StoreError, identity};
 

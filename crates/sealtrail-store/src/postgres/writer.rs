@@ -13,6 +13,11 @@ use super::hash_column;
 use crate::StoreError;
 use crate::traits::{CheckpointRow, ExistingEvent, LogBackend, LogState, NewLeaf, Syncer};
 
+/// The advisory lock that lets one server at a time write the log (an arbitrary constant).
+pub const WRITER_LOCK: i64 = 0x5ea1_7a11_0002;
+/// The channel each commit notifies, so every server hears of new events.
+pub const COMMIT_CHANNEL: &str = "sealtrail_log";
+
 /// One UTC day in microseconds.
 const DAY_MICROS: i64 = 86_400_000_000;
 
@@ -237,7 +242,11 @@ impl LogBackend for PgBackend {
 
     fn begin(&mut self) -> Result<(), StoreError> {
         self.reconnect_if_closed()?;
-        self.client.batch_execute("BEGIN")?;
+        // Several servers may share the database: one writes at a time, for as long as
+        // its transaction lasts (a server that dies releases the lock with its connection).
+        self.client.batch_execute(&format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({WRITER_LOCK})"
+        ))?;
         self.in_transaction = true;
         Ok(())
     }
@@ -305,8 +314,14 @@ impl LogBackend for PgBackend {
 
     fn commit(&mut self) -> Result<(), StoreError> {
         self.in_transaction = false;
-        self.client.batch_execute("COMMIT")?;
+        // Wakes every server's log follower (delivered only if the commit succeeds).
+        self.client
+            .batch_execute(&format!("NOTIFY {COMMIT_CHANNEL}; COMMIT"))?;
         Ok(())
+    }
+
+    fn shared(&self) -> bool {
+        true
     }
 
     fn syncer(&self) -> Result<Box<dyn Syncer>, StoreError> {
