@@ -8,7 +8,7 @@ pub enum StoreError {
     Database(#[from] rusqlite::Error),
     /// PostgreSQL failed (connection lost, constraint, I/O).
     #[error("PostgreSQL error: {}", postgres_detail(.0))]
-    Postgres(#[from] postgres::Error),
+    Postgres(postgres::Error),
     /// A file in the data directory could not be read or written.
     #[error("{context}: {source}")]
     Io {
@@ -34,6 +34,13 @@ impl StoreError {
             context: context.into(),
             source,
         }
+    }
+}
+
+// Not `#[from]`: that would also make it the error's source, and messages would repeat it.
+impl From<postgres::Error> for StoreError {
+    fn from(error: postgres::Error) -> Self {
+        Self::Postgres(error)
     }
 }
 

@@ -87,6 +87,9 @@ const MIGRATIONS: &[&str] = &[
             EXECUTE format('CREATE TABLE %I PARTITION OF events FOR VALUES FROM (%s) TO (%s)',
                            name, lo, hi);
         END IF;
+    EXCEPTION WHEN duplicate_table THEN
+        -- Another server created it at the same moment.
+        NULL;
     END $$;
 
     -- Signed checkpoints: the newest, plus one per history interval.
