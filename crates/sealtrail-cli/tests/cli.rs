@@ -474,7 +474,12 @@ fn the_other_server_takes_over_when_one_is_killed_during_ingest() {
     let dir = tempfile::tempdir().unwrap();
     let key = create_key(dir.path(), "ingest,read", None);
     let first = ServeProcess::start_postgres(dir.path(), &database);
-    let second = ServeProcess::start_postgres(dir.path(), &database);
+    // The second server: its own data directory, with copies of the signing key and keys.
+    let second_dir = tempfile::tempdir().unwrap();
+    for file in ["log-signing.key", "keys.sqlite"] {
+        std::fs::copy(dir.path().join(file), second_dir.path().join(file)).unwrap();
+    }
+    let second = ServeProcess::start_postgres(second_dir.path(), &database);
     let nodes = [first.url.clone(), second.url.clone()];
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

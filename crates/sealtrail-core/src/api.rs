@@ -201,6 +201,12 @@ pub struct IngestResponse {
     /// That tree's signed checkpoint (C2SP signed note). Keep it: a consistency proof from
     /// it to any later checkpoint shows history was not rewritten.
     pub checkpoint: String,
+    /// True when the database was unreachable and the events were kept, durably, in the
+    /// server's local spool (answer 202): they enter the log, in order, when it is back,
+    /// and their receipts carry ids but no seq yet. `tree_size` and `checkpoint` are then
+    /// the log's as it stood.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub spooled: bool,
 }
 
 /// A page of events.
@@ -327,6 +333,9 @@ pub struct Readiness {
     pub tree_size: u64,
     /// Committed events not yet in the query index (queries are exact regardless).
     pub index_lag_events: u64,
+    /// Acknowledged events waiting in the local spool for the database (PostgreSQL).
+    #[serde(default)]
+    pub spool_events: u64,
 }
 
 /// One bad event of a batch.

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+mod drain;
 pub mod error;
 mod follower;
 pub mod metrics;
@@ -139,6 +140,30 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         None => None,
     };
     let streams = stream::Streams::new(hub, reader.clone(), config.stream.clone(), metrics.clone());
+    // On PostgreSQL, ingest keeps acknowledging from a local spool while the database is
+    // unreachable, and a drainer moves the spool into the log when it is back.
+    let spool = match &config.database_url {
+        Some(_) => {
+            let dir = config.data_dir.clone();
+            let spool = blocking_store(move || sealtrail_store::spool::Spool::open(&dir)).await?;
+            if spool.depth() > 0 {
+                tracing::info!(
+                    events = spool.depth(),
+                    "the spool holds events; draining them"
+                );
+            }
+            Some(Arc::new(spool))
+        }
+        None => None,
+    };
+    let drainer = spool.clone().map(|spool| {
+        tokio::spawn(drain::run(
+            spool,
+            sequencer.clone(),
+            reader.clone(),
+            metrics.clone(),
+        ))
+    });
     let state = AppState::new(Inner {
         streams,
         sequencer,
@@ -148,6 +173,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         config,
         metrics,
         indexer: indexer.as_ref().map(|i| i.progress()),
+        spool,
     });
     let streams = state.streams.clone();
     let header_read_timeout = state.config.request_timeout();
@@ -166,7 +192,12 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         .await;
         // Every clone of the state (and so of the sequencer handle) lived in the router,
         // which is gone now: the sequencer drains its queue and stops.
-        // The follower holds a sequencer handle too.
+        // The drainer and the follower hold sequencer handles too. (A drain cut short is
+        // finished at the next start: it skips what reached the log.)
+        if let Some(drainer) = drainer {
+            drainer.abort();
+            let _ = drainer.await;
+        }
         if let Some(follower) = follower {
             tokio::task::spawn_blocking(move || follower.stop())
                 .await

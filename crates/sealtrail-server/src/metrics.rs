@@ -42,6 +42,8 @@ pub struct Metrics {
     pub index_lag_events: Gauge,
     /// Bytes the store occupies on disk.
     pub store_bytes: Gauge,
+    /// Acknowledged events waiting in the local spool for the database.
+    pub spool_events: Gauge,
     /// Stream subscriptions (SSE streams and WebSocket subscriptions).
     pub stream_subscribers: Gauge,
     /// Subscriptions in live delivery (the others are catching up from the store).
@@ -111,6 +113,12 @@ impl Metrics {
             "Committed events not yet in the query index",
             index_lag_events.clone(),
         );
+        let spool_events = Gauge::default();
+        registry.register(
+            "spool_events",
+            "Acknowledged events waiting in the local spool for the database",
+            spool_events.clone(),
+        );
         let store_bytes = Gauge::default();
         registry.register(
             "store_size_bytes",
@@ -156,6 +164,7 @@ impl Metrics {
             tree_size,
             index_lag_events,
             store_bytes,
+            spool_events,
         }
     }
 

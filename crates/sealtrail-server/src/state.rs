@@ -31,6 +31,8 @@ pub struct Inner {
     pub indexer: Option<sealtrail_store::sqlite::IndexProgress>,
     /// Live streams.
     pub streams: crate::stream::Streams,
+    /// On PostgreSQL: where ingest keeps acknowledging while the database is unreachable.
+    pub spool: Option<Arc<sealtrail_store::spool::Spool>>,
 }
 
 impl AppState {

@@ -30,14 +30,21 @@ async fn two_servers_share_one_log_and_every_stream_sees_every_event() {
     .unwrap();
     let a_url = url.clone();
     let a = TestServer::start_with(move |c| c.database_url = Some(a_url)).await;
-    // The second server shares the first's data directory: the same signing key and keys.
-    let (b_url, shared_dir) = (url.clone(), a.dir.path().to_owned());
+    let key = a.key(&[Scope::Admin], None);
+    // The second server has a data directory of its own, with copies of the log's signing
+    // key and of the API keys.
+    let b_dir = tempfile::tempdir().unwrap();
+    for file in ["log-signing.key", "keys.sqlite", "keys.sqlite-wal"] {
+        if a.dir.path().join(file).exists() {
+            std::fs::copy(a.dir.path().join(file), b_dir.path().join(file)).unwrap();
+        }
+    }
+    let (b_url, b_path) = (url.clone(), b_dir.path().to_owned());
     let b = TestServer::start_with(move |c| {
         c.database_url = Some(b_url);
-        c.data_dir = shared_dir;
+        c.data_dir = b_path;
     })
     .await;
-    let key = a.key(&[Scope::Admin], None);
 
     let mut streams = vec![
         SseClient::connect(&a.base, &key, "since=0", None).await,

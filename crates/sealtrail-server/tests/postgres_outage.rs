@@ -1,6 +1,7 @@
 //! PostgreSQL stopped (as by a crash) in the middle of concurrent ingest and started again:
-//! producers that retry until acknowledged lose nothing, no event is stored twice, the seqs
-//! have no gap, and `verify` passes.
+//! ingest goes on acknowledging from the local spool, producers that retry whatever was
+//! not acknowledged lose nothing, no event is stored twice, the seqs have no gap, and
+//! `verify` passes.
 
 mod common;
 
@@ -37,13 +38,15 @@ async fn ingest_survives_a_postgresql_outage_losing_and_duplicating_nothing() {
 
     let acked: Arc<Mutex<HashSet<uuid::Uuid>>> = Arc::default();
     let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let spooled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let producers: Vec<_> = (0..PRODUCERS)
         .map(|p| {
-            let (base, key, acked, refused) = (
+            let (base, key, acked, refused, spooled) = (
                 server.base.clone(),
                 key.clone(),
                 acked.clone(),
                 refused.clone(),
+                spooled.clone(),
             );
             tokio::spawn(async move {
                 let http = reqwest::Client::new();
@@ -72,6 +75,10 @@ async fn ingest_survives_a_postgresql_outage_losing_and_duplicating_nothing() {
                             .await;
                         match answer {
                             Ok(r) if r.status() == 201 => break,
+                            Ok(r) if r.status() == 202 => {
+                                spooled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                break;
+                            }
                             _ => {
                                 refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -107,12 +114,19 @@ async fn ingest_survives_a_postgresql_outage_losing_and_duplicating_nothing() {
             .unwrap();
     }
     assert!(
-        refused.load(std::sync::atomic::Ordering::Relaxed) > 0,
-        "the outage was felt by the producers"
+        spooled.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "requests were acknowledged from the spool during the outage"
     );
 
     let acked = acked.lock().unwrap().clone();
     assert_eq!(acked.len(), PRODUCERS * BATCHES * BATCH_EVENTS);
+    // What the spool acknowledged enters the log once the database is back.
+    common::eventually("the spool drains", async || {
+        let ready: serde_json::Value =
+            serde_json::from_str(&server.get_open("/readyz").await.1).unwrap();
+        ready["spool_events"] == 0
+    })
+    .await;
     let data_dir = server.dir.path().to_owned();
     let dir = server.stop().await;
     let check_url = url.clone();
@@ -139,6 +153,112 @@ async fn ingest_survives_a_postgresql_outage_losing_and_duplicating_nothing() {
         let report =
             sealtrail_store::postgres::verify_postgres(&check_url, &verifier, None, |_, _| {})
                 .unwrap();
+        assert_eq!(report.problem, None);
+    })
+    .await
+    .unwrap();
+    drop(dir);
+}
+
+/// While PostgreSQL is down, ingest acknowledges from the local spool (202); the spool
+/// depth shows in /readyz; when the database is back the spool drains into the log in the
+/// order it was acknowledged, each event once, and the log verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_postgresql_is_down_ingest_is_spooled_then_drained_in_order() {
+    let cluster = tokio::task::spawn_blocking(|| sealtrail_testkit::PgCluster::start(50))
+        .await
+        .unwrap()
+        .unwrap();
+    let cluster = Arc::new(cluster);
+    let url = cluster.database_url("postgres");
+    let migrate_url = url.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut client = sealtrail_store::postgres::connect(&migrate_url).unwrap();
+        sealtrail_store::postgres::migrate(&mut client).unwrap();
+    })
+    .await
+    .unwrap();
+    let server_url = url.clone();
+    let server = TestServer::start_with(move |c| c.database_url = Some(server_url)).await;
+    let key = server.key(&[Scope::Ingest, Scope::Read], None);
+    let batch = |from: u64, to: u64| {
+        // Half with producer ids, half with ids the server chooses.
+        let events: Vec<_> = (from..to)
+            .map(|n| {
+                let mut event = json!({"tenant_id": "bloom", "action": "guest.rsvp.updated",
+                                        "resource_type": "guest", "resource_id": n.to_string()});
+                if n % 2 == 0 {
+                    event["id"] = json!(uuid::Uuid::new_v4());
+                }
+                event
+            })
+            .collect();
+        json!({ "events": events })
+    };
+    let (status, _) = server.post_json(&key, "/v1/events", &batch(0, 10)).await;
+    assert_eq!(status, 201, "stored directly while the database is up");
+
+    let pg = cluster.clone();
+    tokio::task::spawn_blocking(move || pg.stop())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut spooled = Vec::new();
+    for b in 1..6u64 {
+        let (status, body) = server
+            .post_json(&key, "/v1/events", &batch(b * 10, b * 10 + 10))
+            .await;
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(body["spooled"], true);
+        for receipt in body["events"].as_array().unwrap() {
+            assert!(receipt["seq"].is_null(), "no seq while spooled");
+            spooled.push(receipt["id"].as_str().unwrap().to_owned());
+        }
+    }
+    let ready: serde_json::Value =
+        serde_json::from_str(&server.get_open("/readyz").await.1).unwrap();
+    assert_eq!(ready["spool_events"], 50);
+
+    let pg = cluster.clone();
+    tokio::task::spawn_blocking(move || pg.start_again())
+        .await
+        .unwrap()
+        .unwrap();
+    common::eventually("the spool drains", async || {
+        let ready: serde_json::Value =
+            serde_json::from_str(&server.get_open("/readyz").await.1).unwrap();
+        ready["spool_events"] == 0
+    })
+    .await;
+    let (status, _) = server.post_json(&key, "/v1/events", &batch(60, 70)).await;
+    assert_eq!(status, 201, "direct again once drained");
+
+    let data_dir = server.dir.path().to_owned();
+    let dir = server.stop().await;
+    tokio::task::spawn_blocking(move || {
+        let mut client = sealtrail_store::postgres::connect(&url).unwrap();
+        let rows = client
+            .query(
+                "SELECT id::text, seq, resource_id FROM events ORDER BY seq",
+                &[],
+            )
+            .unwrap();
+        let resource_ids: Vec<String> = rows.iter().map(|r| r.get(2)).collect();
+        assert_eq!(
+            resource_ids,
+            (0..70).map(|n| n.to_string()).collect::<Vec<_>>(),
+            "every event once, in the order acknowledged"
+        );
+        let seqs: Vec<i64> = rows.iter().map(|r| r.get(1)).collect();
+        assert_eq!(seqs, (1..=70).collect::<Vec<i64>>());
+        let stored: HashSet<String> = rows.iter().map(|r| r.get(0)).collect();
+        assert!(
+            spooled.iter().all(|id| stored.contains(id)),
+            "spooled ids kept"
+        );
+        let verifier = sealtrail_store::postgres::log_verifier(&url, &data_dir).unwrap();
+        let report =
+            sealtrail_store::postgres::verify_postgres(&url, &verifier, None, |_, _| {}).unwrap();
         assert_eq!(report.problem, None);
     })
     .await

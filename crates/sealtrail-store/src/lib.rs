@@ -12,6 +12,7 @@ pub mod identity;
 pub mod keys;
 pub mod postgres;
 pub mod sequencer;
+pub mod spool;
 pub mod sqlite;
 pub mod traits;
 pub mod verify;

@@ -40,6 +40,7 @@ const INLINE_VALIDATION_MAX_EVENTS: usize = 256;
     params(("partial" = Option<bool>, Query, description = "Store the valid events of a batch and report the invalid ones, instead of refusing the whole batch")),
     responses(
         (status = 201, description = "Stored and durable", body = IngestResponse),
+        (status = 202, description = "PostgreSQL is unreachable: kept durably in the server's local spool (`spooled: true`, receipts without seq); they enter the log in order when it is back", body = IngestResponse),
         (status = 200, description = "With partial=true: per-event results", body = IngestResponse),
         (status = 400, description = "Malformed or invalid; nothing stored", body = crate::error::ErrorBody),
         (status = 401, description = "No or unknown API key", body = crate::error::ErrorBody),
@@ -186,35 +187,96 @@ async fn ingest_inner(
         return Err(ApiError::invalid_events(errors, batch));
     }
 
-    let outcome = state
-        .sequencer
-        .append(accepted)
-        .await
-        .map_err(|e| match e {
-            AppendError::Conflict { index, id } => {
-                let field = if batch {
-                    format!("events[{}].id", positions[index])
-                } else {
-                    "id".into()
-                };
-                ApiError::id_conflict(field, id)
-            }
-            AppendError::TooLarge { events, max } => ApiError::batch_too_large(events, max),
-            // The events may or may not have reached the disk: a retry with the same ids is
-            // safe (it stores nothing twice), a retry without ids may store them again.
-            AppendError::Storage(reason) => ApiError::unavailable(format!(
-                "storing the events failed and they are not acknowledged; they may or may not \
+    // While the spool holds events, new ones queue behind them: the log keeps their order.
+    if let Some(spool) = &state.spool
+        && spool.depth() > 0
+    {
+        return spool_events(state, spool, accepted, &positions, partial, errors).await;
+    }
+    // Kept for the spool, should the database be unreachable.
+    let spare = state.spool.as_ref().map(|_| accepted.clone());
+    let appended = state.sequencer.append(accepted).await;
+    if let (Some(spool), Some(events), Err(AppendError::Storage(reason))) =
+        (&state.spool, spare, &appended)
+    {
+        tracing::warn!(%reason, "the database is unreachable; spooling");
+        return spool_events(state, spool, events, &positions, partial, errors).await;
+    }
+    let outcome = appended.map_err(|e| match e {
+        AppendError::Conflict { index, id } => {
+            let field = if batch {
+                format!("events[{}].id", positions[index])
+            } else {
+                "id".into()
+            };
+            ApiError::id_conflict(field, id)
+        }
+        AppendError::TooLarge { events, max } => ApiError::batch_too_large(events, max),
+        // The events may or may not have reached the disk: a retry with the same ids is
+        // safe (it stores nothing twice), a retry without ids may store them again.
+        AppendError::Storage(reason) => ApiError::unavailable(format!(
+            "storing the events failed and they are not acknowledged; they may or may not \
                  have been stored, so retry with the same event ids: {reason}"
-            )),
-            AppendError::Unavailable(reason) => ApiError::unavailable(format!(
-                "the log is not taking writes; events are not acknowledged (retry with the same \
+        )),
+        AppendError::Unavailable(reason) => ApiError::unavailable(format!(
+            "the log is not taking writes; events are not acknowledged (retry with the same \
                  event ids): {reason}"
-            )),
-        })?;
+        )),
+    })?;
     let new_events = outcome.receipts.iter().filter(|r| !r.duplicate).count();
     state.metrics.ingest_events.inc_by(new_events as u64);
     tracing::debug!(events = outcome.receipts.len(), new_events, "ingested");
     Ok(respond(outcome, partial.then_some((positions, errors))))
+}
+
+/// Keeps the events in the local spool (fsync'd) and answers 202 with their ids.
+async fn spool_events(
+    state: &AppState,
+    spool: &std::sync::Arc<sealtrail_store::spool::Spool>,
+    events: Vec<sealtrail_core::PreparedEvent>,
+    positions: &[usize],
+    partial: bool,
+    errors: Vec<EventError>,
+) -> Result<Response, ApiError> {
+    let ids: Vec<String> = events.iter().map(|e| e.id.to_string()).collect();
+    let writer = spool.clone();
+    super::blocking(move || Ok(writer.append(&events)?)).await?;
+    state.metrics.spool_events.set(spool.depth() as i64);
+    let receipt = |index: Option<usize>, id: &String| IngestResult {
+        index,
+        id: Some(id.clone()),
+        seq: None,
+        leaf_hash: None,
+        error: None,
+    };
+    let mut results: Vec<IngestResult> = if partial {
+        positions
+            .iter()
+            .zip(&ids)
+            .map(|(&i, id)| receipt(Some(i), id))
+            .collect()
+    } else {
+        ids.iter().map(|id| receipt(None, id)).collect()
+    };
+    results.extend(errors.into_iter().map(|e| IngestResult {
+        index: Some(e.index),
+        id: None,
+        seq: None,
+        leaf_hash: None,
+        error: Some(e),
+    }));
+    results.sort_by_key(|r| r.index);
+    let checkpoint = state.sequencer.durable_checkpoint();
+    let body = IngestResponse {
+        events: results,
+        tree_size: checkpoint.tree_size,
+        checkpoint: checkpoint.note.clone(),
+        spooled: true,
+    };
+    Ok(raw_json(
+        StatusCode::ACCEPTED,
+        serde_json::to_vec(&body).expect("serialising plain structs cannot fail"),
+    ))
 }
 
 /// Writing another tenant is an authorisation failure (403), not a malformed event; the
@@ -367,6 +429,7 @@ fn respond(outcome: AppendOutcome, partial: Option<(Vec<usize>, Vec<EventError>)
         events,
         tree_size: outcome.checkpoint.tree_size,
         checkpoint: outcome.checkpoint.note.clone(),
+        spooled: false,
     };
     raw_json(
         status,

@@ -44,6 +44,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
             ready,
             tree_size,
             index_lag_events: lag,
+            spool_events: state.spool.as_ref().map_or(0, |s| s.depth()),
         }),
     )
 }
@@ -54,6 +55,8 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     let m = &state.metrics;
     m.tree_size.set(tree_size as i64);
     m.index_lag_events.set(state.index_lag(tree_size) as i64);
+    m.spool_events
+        .set(state.spool.as_ref().map_or(0, |s| s.depth()) as i64);
     let reader = state.reader.clone();
     if let Ok(Ok(bytes)) = tokio::task::spawn_blocking(move || reader.storage_bytes()).await {
         m.store_bytes.set(bytes as i64);
