@@ -30,7 +30,12 @@ pub struct PgBackend {
     in_transaction: bool,
     /// Months (days since 1970 of their first day) whose partition is known to exist.
     partitions: HashSet<i64>,
+    /// When the partitions ahead of the current month were last ensured.
+    ahead_checked: std::time::Instant,
 }
+
+/// How often a running sequencer makes sure the coming months have partitions.
+const AHEAD_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
 
 impl PgBackend {
     pub(crate) fn new(mut client: Client, url: &str) -> Result<Self, StoreError> {
@@ -40,6 +45,7 @@ impl PgBackend {
             url: url.to_owned(),
             in_transaction: false,
             partitions: HashSet::new(),
+            ahead_checked: std::time::Instant::now(),
         })
     }
 
@@ -242,6 +248,11 @@ impl LogBackend for PgBackend {
 
     fn begin(&mut self) -> Result<(), StoreError> {
         self.reconnect_if_closed()?;
+        // A server running for months still finds next month's partition waiting.
+        if self.ahead_checked.elapsed() >= AHEAD_CHECK_INTERVAL {
+            super::create_partitions_ahead(&mut self.client)?;
+            self.ahead_checked = std::time::Instant::now();
+        }
         // Several servers may share the database: one writes at a time, for as long as
         // its transaction lasts (a server that dies releases the lock with its connection).
         self.client.batch_execute(&format!(
