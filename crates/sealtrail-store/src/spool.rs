@@ -326,6 +326,11 @@ mod tests {
             "an empty spool starts over"
         );
         assert!(
+            Spool::open(dir.path()).is_err(),
+            "one server per spool: a second one is refused"
+        );
+        drop(spool);
+        assert!(
             Spool::open(dir.path())
                 .unwrap()
                 .pending(10)
