@@ -16,18 +16,7 @@ const BATCH_EVENTS: u64 = 10;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_share_one_log_and_every_stream_sees_every_event() {
-    let cluster = tokio::task::spawn_blocking(|| sealtrail_testkit::PgCluster::start(60))
-        .await
-        .unwrap()
-        .unwrap();
-    let url = cluster.database_url("postgres");
-    let migrate_url = url.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut client = sealtrail_store::postgres::connect(&migrate_url).unwrap();
-        sealtrail_store::postgres::migrate(&mut client).unwrap();
-    })
-    .await
-    .unwrap();
+    let (_cluster, url) = common::postgres_with_schema().await;
     let a_url = url.clone();
     let a = TestServer::start_with(move |c| c.database_url = Some(a_url)).await;
     let key = a.key(&[Scope::Admin], None);

@@ -19,19 +19,7 @@ const BATCH_EVENTS: usize = 20;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_survives_a_postgresql_outage_losing_and_duplicating_nothing() {
-    let cluster = tokio::task::spawn_blocking(|| sealtrail_testkit::PgCluster::start(50))
-        .await
-        .unwrap()
-        .unwrap();
-    let cluster = Arc::new(cluster);
-    let url = cluster.database_url("postgres");
-    let migrate_url = url.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut client = sealtrail_store::postgres::connect(&migrate_url).unwrap();
-        sealtrail_store::postgres::migrate(&mut client).unwrap();
-    })
-    .await
-    .unwrap();
+    let (cluster, url) = common::postgres_with_schema().await;
     let server_url = url.clone();
     let server = TestServer::start_with(move |c| c.database_url = Some(server_url)).await;
     let key = server.key(&[Scope::Ingest], None);
@@ -165,19 +153,7 @@ async fn ingest_survives_a_postgresql_outage_losing_and_duplicating_nothing() {
 /// order it was acknowledged, each event once, and the log verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_postgresql_is_down_ingest_is_spooled_then_drained_in_order() {
-    let cluster = tokio::task::spawn_blocking(|| sealtrail_testkit::PgCluster::start(50))
-        .await
-        .unwrap()
-        .unwrap();
-    let cluster = Arc::new(cluster);
-    let url = cluster.database_url("postgres");
-    let migrate_url = url.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut client = sealtrail_store::postgres::connect(&migrate_url).unwrap();
-        sealtrail_store::postgres::migrate(&mut client).unwrap();
-    })
-    .await
-    .unwrap();
+    let (cluster, url) = common::postgres_with_schema().await;
     let server_url = url.clone();
     let server = TestServer::start_with(move |c| c.database_url = Some(server_url)).await;
     let key = server.key(&[Scope::Ingest, Scope::Read], None);

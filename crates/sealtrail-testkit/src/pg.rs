@@ -73,38 +73,17 @@ impl PgCluster {
 
     /// Stops the server at once, as a crash would (`pg_ctl stop -m immediate`).
     pub fn stop(&self) -> anyhow::Result<()> {
-        let as_root = unsafe { libc::geteuid() } == 0;
-        let output = pg_command(&self.bin, "pg_ctl", as_root)
-            .args(["-D"])
-            .arg(self.data())
-            .args(["-m", "immediate", "-w", "stop"])
-            .output()
-            .context("running pg_ctl stop")?;
-        anyhow::ensure!(
-            output.status.success(),
-            "PostgreSQL did not stop: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        Ok(())
+        self.pg_ctl(&["-m", "immediate", "-w", "stop"], false)
     }
 
     /// Starts the server again after [`stop`](Self::stop), on the same port and data.
     pub fn start_again(&self) -> anyhow::Result<()> {
-        let as_root = unsafe { libc::geteuid() } == 0;
-        let output = pg_command(&self.bin, "pg_ctl", as_root)
-            .args(["-D"])
-            .arg(self.data())
-            .args(["-o", &self.options, "-l"])
-            .arg(self.dir.path().join("server.log"))
-            .args(["-w", "start"])
-            .output()
-            .context("running pg_ctl start")?;
-        anyhow::ensure!(
-            output.status.success(),
-            "PostgreSQL did not start again: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        Ok(())
+        self.pg_ctl(&["-w", "start"], true)
+    }
+
+    /// Stops and starts the server (its caches empty), keeping the data.
+    pub fn restart(&self) -> anyhow::Result<()> {
+        self.pg_ctl(&["-w", "-m", "fast", "restart"], true)
     }
 
     /// The URL of database `name` (not created here).
@@ -112,20 +91,24 @@ impl PgCluster {
         format!("{} dbname={name}", self.url())
     }
 
-    /// Stops and starts the server (its caches empty), keeping the data.
-    pub fn restart(&self) -> anyhow::Result<()> {
+    /// Runs `pg_ctl -D DATA [server options and log] ARGS`.
+    fn pg_ctl(&self, args: &[&str], starts_server: bool) -> anyhow::Result<()> {
         let as_root = unsafe { libc::geteuid() } == 0;
-        let output = pg_command(&self.bin, "pg_ctl", as_root)
-            .args(["-D"])
-            .arg(self.data())
-            .args(["-o", &self.options, "-l"])
-            .arg(self.dir.path().join("server.log"))
-            .args(["-w", "-m", "fast", "restart"])
+        let mut command = pg_command(&self.bin, "pg_ctl", as_root);
+        command.args(["-D"]).arg(self.data());
+        if starts_server {
+            command
+                .args(["-o", &self.options, "-l"])
+                .arg(self.dir.path().join("server.log"));
+        }
+        let output = command
+            .args(args)
             .output()
-            .context("running pg_ctl restart")?;
+            .with_context(|| format!("running pg_ctl {}", args.join(" ")))?;
         anyhow::ensure!(
             output.status.success(),
-            "PostgreSQL did not restart: {}",
+            "pg_ctl {} failed: {}",
+            args.join(" "),
             String::from_utf8_lossy(&output.stderr)
         );
         Ok(())

@@ -318,3 +318,17 @@ pub async fn eventually(what: &str, mut condition: impl AsyncFnMut() -> bool) {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// A PostgreSQL cluster of the test's own (so it may stop and start it) with the log's
+/// schema in its `postgres` database; that database's URL.
+pub async fn postgres_with_schema() -> (std::sync::Arc<sealtrail_testkit::PgCluster>, String) {
+    tokio::task::spawn_blocking(|| {
+        let cluster = sealtrail_testkit::PgCluster::start(60).unwrap();
+        let url = cluster.database_url("postgres");
+        let mut client = sealtrail_store::postgres::connect(&url).unwrap();
+        sealtrail_store::postgres::migrate(&mut client).unwrap();
+        (std::sync::Arc::new(cluster), url)
+    })
+    .await
+    .unwrap()
+}
