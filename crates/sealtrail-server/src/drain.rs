@@ -12,8 +12,11 @@ use crate::metrics::Metrics;
 
 /// How often the drainer looks at the spool.
 const INTERVAL: Duration = Duration::from_millis(250);
-/// Requests taken from the spool per look.
-const REQUESTS_PER_STEP: usize = 64;
+/// Requests taken from the spool per step.
+const REQUESTS_PER_STEP: usize = 256;
+/// Events appended together: consecutive spooled requests share one append (each was
+/// acknowledged on its own, so they need not be atomic apart), which keeps their order.
+const EVENTS_PER_APPEND: usize = 2000;
 
 /// Runs until the sequencer stops.
 pub async fn run(
@@ -22,28 +25,30 @@ pub async fn run(
     reader: Arc<dyn LogReader>,
     metrics: Arc<Metrics>,
 ) {
-    let mut tick = tokio::time::interval(INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
         if spool.depth() == 0 {
+            tokio::time::sleep(INTERVAL).await;
             continue;
         }
-        match step(&spool, &sequencer, &reader).await {
+        let result = step(&spool, &sequencer, &reader).await;
+        metrics.spool_events.set(spool.depth() as i64);
+        match result {
+            // Straight on while it makes progress: new requests queue behind the spool
+            // until it is empty, so it must drain faster than they arrive.
             Ok(drained) if drained > 0 => {
                 tracing::info!(
                     drained,
                     left = spool.depth(),
                     "drained spooled events into the log"
-                )
+                );
             }
-            Ok(_) => {}
+            Ok(_) => tokio::time::sleep(INTERVAL).await,
             Err(Stop::Sequencer) => return,
             Err(Stop::NotYet(reason)) => {
-                tracing::debug!(%reason, "the spool waits for the database")
+                tracing::debug!(%reason, "the spool waits for the database");
+                tokio::time::sleep(INTERVAL).await;
             }
         }
-        metrics.spool_events.set(spool.depth() as i64);
     }
 }
 
@@ -67,38 +72,34 @@ async fn step(
             .map_err(|e| Stop::NotYet(e.to_string()))?
     };
     let mut drained = 0;
-    for request in pending {
-        let count = request.events.len() as u64;
-        // Server-chosen ids have no content hash to deduplicate by: an event whose id is
-        // already in the log was stored by an earlier attempt (the one that failed on its
-        // way back, or a drain cut short).
-        let lookup = reader.clone();
-        let events = tokio::task::spawn_blocking(move || {
-            let mut fresh = Vec::with_capacity(request.events.len());
-            for event in request.events {
-                if event.content_hash.is_none() && lookup.get(&event.id)?.is_some() {
-                    continue;
-                }
-                fresh.push(event);
+    let mut requests = pending.into_iter().peekable();
+    while requests.peek().is_some() {
+        // Consecutive requests, up to EVENTS_PER_APPEND events (at least one request).
+        let mut chunk = Vec::new();
+        let mut events_in_chunk = 0;
+        while let Some(next) = requests.peek() {
+            if !chunk.is_empty() && events_in_chunk + next.events.len() > EVENTS_PER_APPEND {
+                break;
             }
-            Ok::<_, sealtrail_store::StoreError>(fresh)
-        })
-        .await
-        .map_err(|e| Stop::NotYet(e.to_string()))?
-        .map_err(|e| Stop::NotYet(e.to_string()))?;
-        if !events.is_empty() {
-            match sequencer.append(events).await {
-                Ok(_) => {}
-                Err(AppendError::Storage(reason)) => return Err(Stop::NotYet(reason)),
-                Err(AppendError::Unavailable(_)) => return Err(Stop::Sequencer),
-                // A producer reused an id for other content while its first event waited
-                // here: the log keeps the first one stored; this request cannot enter.
-                Err(refused @ (AppendError::Conflict { .. } | AppendError::TooLarge { .. })) => {
-                    tracing::error!(%refused, "a spooled request cannot enter the log; dropping it");
+            events_in_chunk += next.events.len();
+            chunk.push(requests.next().expect("peeked"));
+        }
+        let end = chunk.last().expect("at least one request").end;
+        let count = events_in_chunk as u64;
+        let merged: Vec<_> = chunk.iter().flat_map(|r| r.events.clone()).collect();
+        match append_fresh(reader, sequencer, merged).await? {
+            Ok(()) => {}
+            // One request of the chunk cannot enter (an id reused for other content while
+            // its first event waited here, or a chunk above the group limit): take the
+            // requests one by one, so only the one refused is left out.
+            Err(_) => {
+                for request in chunk {
+                    if let Err(refused) = append_fresh(reader, sequencer, request.events).await? {
+                        tracing::error!(%refused, "a spooled request cannot enter the log; dropping it");
+                    }
                 }
             }
         }
-        let end = request.end;
         let spool = spool.clone();
         tokio::task::spawn_blocking(move || spool.drained(end, count))
             .await
@@ -107,4 +108,39 @@ async fn step(
         drained += count;
     }
     Ok(drained)
+}
+
+/// Appends the events not yet in the log. `Err` stops the step; `Ok(Err)` is a refusal of
+/// these events by the sequencer (a conflict, or too many at once).
+async fn append_fresh(
+    reader: &Arc<dyn LogReader>,
+    sequencer: &SequencerHandle,
+    events: Vec<sealtrail_core::PreparedEvent>,
+) -> Result<Result<(), AppendError>, Stop> {
+    // Server-chosen ids have no content hash to deduplicate by: an event whose id is
+    // already in the log was stored by an earlier attempt (the one that failed on its way
+    // back, or a drain cut short).
+    let lookup = reader.clone();
+    let fresh = tokio::task::spawn_blocking(move || {
+        let mut fresh = Vec::with_capacity(events.len());
+        for event in events {
+            if event.content_hash.is_none() && lookup.get(&event.id)?.is_some() {
+                continue;
+            }
+            fresh.push(event);
+        }
+        Ok::<_, sealtrail_store::StoreError>(fresh)
+    })
+    .await
+    .map_err(|e| Stop::NotYet(e.to_string()))?
+    .map_err(|e| Stop::NotYet(e.to_string()))?;
+    if fresh.is_empty() {
+        return Ok(Ok(()));
+    }
+    match sequencer.append(fresh).await {
+        Ok(_) => Ok(Ok(())),
+        Err(AppendError::Storage(reason)) => Err(Stop::NotYet(reason)),
+        Err(AppendError::Unavailable(_)) => Err(Stop::Sequencer),
+        Err(refused) => Ok(Err(refused)),
+    }
 }
