@@ -231,7 +231,11 @@ pub(crate) fn latest_checkpoint(
 
 impl LogBackend for PgBackend {
     fn state(&mut self) -> Result<LogState, StoreError> {
-        self.reconnect_if_closed()?;
+        // Inside a group's transaction a lost connection must fail the group, never be
+        // replaced silently (the rest of the group would run outside the transaction).
+        if !self.in_transaction {
+            self.reconnect_if_closed()?;
+        }
         let size: i64 = self
             .client
             .query_one("SELECT COALESCE(MAX(seq), 0) FROM event_ids", &[])?
