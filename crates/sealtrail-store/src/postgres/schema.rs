@@ -110,6 +110,8 @@ const MIGRATIONS: &[&str] = &[
     DO $$ BEGIN CREATE ROLE sealtrail_tenant_reader NOLOGIN;
     EXCEPTION WHEN duplicate_object THEN NULL; END $$;
     GRANT SELECT ON events, event_ids TO sealtrail_tenant_reader;
+    -- The migrating role usually runs the service too: it must be able to switch.
+    GRANT sealtrail_tenant_reader TO CURRENT_USER;
     ALTER TABLE events ENABLE ROW LEVEL SECURITY;
     CREATE POLICY tenant_isolation ON events
         USING (tenant_id = current_setting('sealtrail.tenant', true));
