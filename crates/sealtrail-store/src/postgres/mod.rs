@@ -43,6 +43,17 @@ pub fn connect(url: &str) -> Result<Client, StoreError> {
 
 /// `url` without its password, for messages.
 pub fn redact(url: &str) -> String {
+    if !url.contains("://") {
+        // key=value form: hide the value of `password`.
+        return url
+            .split_whitespace()
+            .map(|pair| match pair.split_once('=') {
+                Some(("password", _)) => "password=***".to_owned(),
+                _ => pair.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+    }
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let credentials = &url[scheme + 3..at];
@@ -178,10 +189,10 @@ mod tests {
             "postgres://sealtrail:***@db:5432/audit"
         );
         assert_eq!(redact("postgres://db/audit"), "postgres://db/audit");
+        assert_eq!(redact("host=/tmp user=me"), "host=/tmp user=me");
         assert_eq!(
-            redact("host=/tmp user=me"),
-            "host=/tmp user=me",
-            "key=value strings pass unchanged"
+            redact("host=db user=me password=s3cret dbname=audit"),
+            "host=db user=me password=*** dbname=audit"
         );
     }
 }
