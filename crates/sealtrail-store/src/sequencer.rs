@@ -345,6 +345,13 @@ impl DurableSize {
     pub fn get(&self) -> u64 {
         self.0.tree_size.load(Ordering::Acquire)
     }
+
+    /// Waits until the durable tree holds more than `size` leaves (or the sequencer stops,
+    /// when it returns at once: callers re-check).
+    pub async fn wait_beyond(&self, size: u64) {
+        let mut durable = self.0.durable_size.subscribe();
+        let _ = durable.wait_for(|&d| d > size).await;
+    }
 }
 
 /// Starts sequencers.

@@ -1,0 +1,415 @@
+//! What the config file says about sinks and routes (`[[sinks]]`, `[[routes]]`), and the
+//! checks that turn it into something that can run, with errors naming the entry and key.
+//!
+//! Secrets (API keys, passwords, signing secrets, Slack webhook URLs) are never written in
+//! the config text: a secret is `{ env = "NAME" }` or `{ file = "/path" }`, read at start.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Longest batch any sink sends in one request.
+pub const MAX_BATCH_EVENTS_LIMIT: usize = 10_000;
+
+/// Where a secret comes from. Deliberately has no inline form.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum SecretRef {
+    /// An environment variable holding the secret.
+    Env(String),
+    /// A file holding the secret (surrounding whitespace is trimmed).
+    File(PathBuf),
+}
+
+impl SecretRef {
+    /// Reads the secret; the error names where it was looked for, never its value.
+    pub fn resolve(&self) -> Result<Secret, String> {
+        let value = match self {
+            SecretRef::Env(name) => std::env::var(name)
+                .map_err(|_| format!("environment variable {name} is not set"))?,
+            SecretRef::File(path) => std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?,
+        };
+        let value = value.trim().to_owned();
+        if value.is_empty() {
+            return Err(format!("{} is empty", self.describe()));
+        }
+        Ok(Secret(value))
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            SecretRef::Env(name) => format!("environment variable {name}"),
+            SecretRef::File(path) => format!("secret file {}", path.display()),
+        }
+    }
+}
+
+/// A secret's value. Its `Debug` never shows it, so it cannot leak into logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The value, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// One `[[sinks]]` entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    /// Unique name; routes refer to it, and its cursor is kept under it.
+    pub name: String,
+    /// What it delivers to, and how.
+    #[serde(flatten)]
+    pub kind: SinkKind,
+    /// Most events in one request (capped by the receiver's own limit for some kinds).
+    #[serde(default)]
+    pub max_batch_events: Option<usize>,
+    /// Every request is abandoned (and retried) after this long.
+    #[serde(default = "default_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// First retry delay; doubles per failure up to `retry_max_delay_ms` (full jitter).
+    #[serde(default = "default_retry_initial_delay_ms")]
+    pub retry_initial_delay_ms: u64,
+    /// Longest wait between two attempts.
+    #[serde(default = "default_retry_max_delay_ms")]
+    pub retry_max_delay_ms: u64,
+    /// Consecutive failed attempts after which the circuit opens.
+    #[serde(default = "default_breaker_failures")]
+    pub breaker_failures: u32,
+    /// How long an open circuit waits before one trial request.
+    #[serde(default = "default_breaker_cooldown_ms")]
+    pub breaker_cooldown_ms: u64,
+}
+
+fn default_timeout_ms() -> u64 {
+    10_000
+}
+fn default_retry_initial_delay_ms() -> u64 {
+    200
+}
+fn default_retry_max_delay_ms() -> u64 {
+    60_000
+}
+fn default_breaker_failures() -> u32 {
+    5
+}
+fn default_breaker_cooldown_ms() -> u64 {
+    30_000
+}
+
+impl SinkConfig {
+    /// The request timeout.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// The batch size in effect: the configured one, or the kind's default, never above
+    /// what the receiver accepts.
+    pub fn batch_events(&self) -> usize {
+        let (default, max) = self.kind.batch_limits();
+        self.max_batch_events.unwrap_or(default).min(max)
+    }
+
+    /// The kind's name as written in the config (`datadog`, `webhook`, ...).
+    pub fn kind_name(&self) -> &'static str {
+        self.kind.name()
+    }
+}
+
+/// The sink kinds, by `kind = "..."`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SinkKind {
+    /// POST JSON, signed the Standard Webhooks way.
+    Webhook {
+        /// Where to POST.
+        url: String,
+        /// `whsec_...` (base64 after the prefix) or any text used as the key as is.
+        secret: SecretRef,
+    },
+    /// Elasticsearch or OpenSearch `_bulk`.
+    Elasticsearch {
+        /// Base URL of the cluster (`https://es.example:9200`).
+        url: String,
+        /// Index name; `{yyyy}`, `{mm}`, `{dd}` take the event's `occurred_at` date (UTC).
+        #[serde(default = "default_index")]
+        index: String,
+        /// Basic auth user (with `password`).
+        #[serde(default)]
+        username: Option<String>,
+        /// Basic auth password.
+        #[serde(default)]
+        password: Option<SecretRef>,
+        /// `Authorization: ApiKey ...` (the encoded key as Elasticsearch issues it).
+        #[serde(default)]
+        api_key: Option<SecretRef>,
+    },
+    /// Datadog Logs intake API v2.
+    Datadog {
+        /// The Datadog site (`datadoghq.com`, `datadoghq.eu`, `us3.datadoghq.com`, ...).
+        #[serde(default = "default_datadog_site")]
+        site: String,
+        /// Overrides the intake URL derived from `site` (a proxy, or a test receiver).
+        #[serde(default)]
+        url: Option<String>,
+        /// `DD-API-KEY`.
+        api_key: SecretRef,
+        /// `service` of every log.
+        #[serde(default = "default_service")]
+        service: String,
+        /// `ddsource` of every log.
+        #[serde(default = "default_service")]
+        source: String,
+        /// Extra `ddtags` (`env:prod`); tenant, action and resource type are added.
+        #[serde(default)]
+        tags: Vec<String>,
+    },
+    /// Slack incoming webhook.
+    Slack {
+        /// The webhook URL (it is the credential, so it is a secret).
+        webhook_url: SecretRef,
+        /// Link to an event in the message; `{id}`, `{seq}`, `{tenant_id}` are filled in.
+        #[serde(default)]
+        event_url: Option<String>,
+    },
+    /// PagerDuty Events API v2.
+    Pagerduty {
+        /// The integration's routing key.
+        routing_key: SecretRef,
+        /// Overrides `https://events.pagerduty.com/v2/enqueue`.
+        #[serde(default)]
+        url: Option<String>,
+        /// Template of the `dedup_key`; by default the event id.
+        #[serde(default)]
+        dedup_key: Option<String>,
+        /// Template of the summary.
+        #[serde(default)]
+        summary: Option<String>,
+        /// Link to the event; `{id}`, `{seq}`, `{tenant_id}` are filled in.
+        #[serde(default)]
+        event_url: Option<String>,
+    },
+}
+
+fn default_index() -> String {
+    "sealtrail-{yyyy}.{mm}.{dd}".into()
+}
+fn default_datadog_site() -> String {
+    "datadoghq.com".into()
+}
+fn default_service() -> String {
+    "sealtrail".into()
+}
+
+impl SinkKind {
+    /// The name written in `kind = "..."`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SinkKind::Webhook { .. } => "webhook",
+            SinkKind::Elasticsearch { .. } => "elasticsearch",
+            SinkKind::Datadog { .. } => "datadog",
+            SinkKind::Slack { .. } => "slack",
+            SinkKind::Pagerduty { .. } => "pagerduty",
+        }
+    }
+
+    /// (default, maximum) events per request. Datadog accepts at most 1,000 logs per
+    /// request; Slack and PagerDuty take one message or alert per request.
+    fn batch_limits(&self) -> (usize, usize) {
+        match self {
+            SinkKind::Webhook { .. } => (100, MAX_BATCH_EVENTS_LIMIT),
+            SinkKind::Elasticsearch { .. } => (1000, MAX_BATCH_EVENTS_LIMIT),
+            SinkKind::Datadog { .. } => (1000, 1000),
+            SinkKind::Slack { .. } | SinkKind::Pagerduty { .. } => (1, 1),
+        }
+    }
+
+    /// Whether the sink alerts people (and so is subject to route rate limits).
+    pub fn is_alerting(&self) -> bool {
+        matches!(self, SinkKind::Slack { .. } | SinkKind::Pagerduty { .. })
+    }
+}
+
+/// One `[[routes]]` entry: which events go to which sinks. Every present condition must
+/// hold.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Name shown in errors and status.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Sinks the matching events go to.
+    pub sinks: Vec<String>,
+    /// Only this tenant.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// Only these severities (`info`, `warning`, `critical`); empty means all.
+    #[serde(default)]
+    pub severities: Vec<String>,
+    /// `guest.dietary_restriction.updated`, or a prefix such as `guest.*`.
+    #[serde(default)]
+    pub action: Option<String>,
+    /// Only this resource type.
+    #[serde(default)]
+    pub resource_type: Option<String>,
+    /// JSON pointer into `details` → the value it must equal (`"/guest/vendor" = "caterer"`).
+    #[serde(default)]
+    pub details: BTreeMap<String, serde_json::Value>,
+}
+
+impl RouteConfig {
+    /// "route 2 (dietary changes)" for messages.
+    pub fn label(&self, index: usize) -> String {
+        match &self.name {
+            Some(name) => format!("routes[{index}] ({name})"),
+            None => format!("routes[{index}]"),
+        }
+    }
+}
+
+/// Checks sinks and routes together; every problem, each naming its entry and key.
+pub fn check(sinks: &[SinkConfig], routes: &[RouteConfig]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut names = HashSet::new();
+    for (i, sink) in sinks.iter().enumerate() {
+        let at = format!("sinks[{i}] ({})", sink.name);
+        if sink.name.is_empty()
+            || !sink
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            problems.push(format!(
+                "{at}.name: must be non-empty ASCII letters, digits, '-', '_' or '.'"
+            ));
+        }
+        if !names.insert(sink.name.as_str()) {
+            problems.push(format!("{at}.name: another sink has this name"));
+        }
+        if sink.max_batch_events == Some(0) {
+            problems.push(format!("{at}.max_batch_events: must be at least 1"));
+        }
+        let (_, max) = sink.kind.batch_limits();
+        if let Some(n) = sink.max_batch_events
+            && n > max
+        {
+            problems.push(format!(
+                "{at}.max_batch_events: {n} is more than a {} sink sends per request ({max})",
+                sink.kind.name()
+            ));
+        }
+        for (key, value) in [
+            ("request_timeout_ms", sink.request_timeout_ms),
+            ("retry_initial_delay_ms", sink.retry_initial_delay_ms),
+            ("retry_max_delay_ms", sink.retry_max_delay_ms),
+            ("breaker_cooldown_ms", sink.breaker_cooldown_ms),
+            ("breaker_failures", u64::from(sink.breaker_failures)),
+        ] {
+            if value == 0 {
+                problems.push(format!("{at}.{key}: must be at least 1"));
+            }
+        }
+        if sink.retry_max_delay_ms < sink.retry_initial_delay_ms {
+            problems.push(format!(
+                "{at}.retry_max_delay_ms: must not be below retry_initial_delay_ms"
+            ));
+        }
+        check_kind(&at, &sink.kind, &mut problems);
+    }
+    for (i, route) in routes.iter().enumerate() {
+        let at = route.label(i);
+        if route.sinks.is_empty() {
+            problems.push(format!("{at}.sinks: name at least one sink"));
+        }
+        for name in &route.sinks {
+            if !names.contains(name.as_str()) {
+                problems.push(format!("{at}.sinks: no sink is named {name:?}"));
+            }
+        }
+        for severity in &route.severities {
+            if sealtrail_core::Severity::parse(severity).is_none() {
+                problems.push(format!(
+                    "{at}.severities: {severity:?} is not info, warning or critical"
+                ));
+            }
+        }
+        if let Some(action) = &route.action
+            && let Err(reason) = sealtrail_core::ActionMatch::parse(action)
+        {
+            problems.push(format!("{at}.action: {reason}"));
+        }
+        for pointer in route.details.keys() {
+            if !pointer.starts_with('/') {
+                problems.push(format!(
+                    "{at}.details: {pointer:?} is not a JSON pointer (it starts with '/')"
+                ));
+            }
+        }
+    }
+    problems
+}
+
+fn check_kind(at: &str, kind: &SinkKind, problems: &mut Vec<String>) {
+    let mut url = |key: &str, value: &str| {
+        if let Err(e) = reqwest::Url::parse(value) {
+            problems.push(format!("{at}.{key}: {value:?} is not a URL: {e}"));
+        } else if !(value.starts_with("http://") || value.starts_with("https://")) {
+            problems.push(format!("{at}.{key}: must be an http:// or https:// URL"));
+        }
+    };
+    match kind {
+        SinkKind::Webhook { url: u, .. } => url("url", u),
+        SinkKind::Elasticsearch {
+            url: u,
+            index,
+            username,
+            password,
+            api_key,
+        } => {
+            url("url", u);
+            if index.is_empty() || index.starts_with(['-', '_', '+']) || index.contains(' ') {
+                problems.push(format!(
+                    "{at}.index: {index:?} is not a valid index name pattern"
+                ));
+            }
+            if username.is_some() != password.is_some() {
+                problems.push(format!(
+                    "{at}.password: username and password go together"
+                ));
+            }
+            if username.is_some() && api_key.is_some() {
+                problems.push(format!(
+                    "{at}.api_key: give either api_key or username and password"
+                ));
+            }
+        }
+        SinkKind::Datadog { url: u, site, .. } => {
+            if let Some(u) = u {
+                url("url", u);
+            }
+            if site.is_empty() || site.contains('/') {
+                problems.push(format!(
+                    "{at}.site: give the site's domain, such as datadoghq.com"
+                ));
+            }
+        }
+        SinkKind::Slack { .. } => {}
+        SinkKind::Pagerduty { url: u, .. } => {
+            if let Some(u) = u {
+                url("url", u);
+            }
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! One module per receiver, each with the same two parts: building the sink from its
+//! config (secrets read, URLs fixed) and sending a batch of events in the receiver's
+//! documented wire format, answering with a [`Delivery`].
+
+mod datadog;
+mod elasticsearch;
+mod pagerduty;
+mod slack;
+mod webhook;
+
+use crate::config::SinkKind;
+use crate::delivery::Delivery;
+use crate::event::SinkEvent;
+
+/// A sink ready to send.
+pub enum Destination {
+    /// See [`webhook`].
+    Webhook(webhook::Webhook),
+    /// See [`elasticsearch`].
+    Elasticsearch(elasticsearch::Elasticsearch),
+    /// See [`datadog`].
+    Datadog(datadog::Datadog),
+    /// See [`slack`].
+    Slack(slack::Slack),
+    /// See [`pagerduty`].
+    Pagerduty(pagerduty::Pagerduty),
+}
+
+impl Destination {
+    /// Builds the sink, reading its secrets; the error names the key.
+    pub fn build(kind: &SinkKind) -> Result<Self, String> {
+        Ok(match kind {
+            SinkKind::Webhook { url, secret } => {
+                Destination::Webhook(webhook::Webhook::build(url, secret)?)
+            }
+            SinkKind::Elasticsearch {
+                url,
+                index,
+                username,
+                password,
+                api_key,
+            } => Destination::Elasticsearch(elasticsearch::Elasticsearch::build(
+                url,
+                index,
+                username.as_deref(),
+                password.as_ref(),
+                api_key.as_ref(),
+            )?),
+            SinkKind::Datadog {
+                site,
+                url,
+                api_key,
+                service,
+                source,
+                tags,
+            } => Destination::Datadog(datadog::Datadog::build(
+                site,
+                url.as_deref(),
+                api_key,
+                service,
+                source,
+                tags,
+            )?),
+            SinkKind::Slack {
+                webhook_url,
+                event_url,
+            } => Destination::Slack(slack::Slack::build(webhook_url, event_url.clone())?),
+            SinkKind::Pagerduty {
+                routing_key,
+                url,
+                dedup_key,
+                summary,
+                event_url,
+            } => Destination::Pagerduty(pagerduty::Pagerduty::build(
+                routing_key,
+                url.as_deref(),
+                dedup_key.clone(),
+                summary.clone(),
+                event_url.clone(),
+            )?),
+        })
+    }
+
+    /// Sends `events` in one request.
+    pub async fn send(&self, client: &reqwest::Client, events: &[&SinkEvent]) -> Delivery {
+        match self {
+            Destination::Webhook(s) => s.send(client, events).await,
+            Destination::Elasticsearch(s) => s.send(client, events).await,
+            Destination::Datadog(s) => s.send(client, events).await,
+            Destination::Slack(s) => s.send(client, events).await,
+            Destination::Pagerduty(s) => s.send(client, events).await,
+        }
+    }
+}
+
+/// The one-line description of an event used as a title or summary:
+/// "guest.dietary_restriction.updated on guest/g_12 by coordinator_7 (acme)".
+pub fn headline(event: &SinkEvent) -> String {
+    let mut text = event.action().to_owned();
+    let resource_type = event.str("resource_type");
+    if !resource_type.is_empty() {
+        text.push_str(" on ");
+        text.push_str(resource_type);
+        let id = event.str("resource_id");
+        if !id.is_empty() {
+            text.push('/');
+            text.push_str(id);
+        }
+    }
+    let user = event.str("user_id");
+    if !user.is_empty() {
+        text.push_str(" by ");
+        text.push_str(user);
+    }
+    text.push_str(" (");
+    text.push_str(event.tenant_id());
+    text.push(')');
+    text
+}

@@ -1,0 +1,115 @@
+//! Slack incoming webhooks: one message per event (or per digest), with `text` as the
+//! notification fallback and Block Kit `blocks` for the readable form: a header, the
+//! who/what/where fields, the reason, and a button linking to the event. Slack answers
+//! 200 `ok`, or an error such as 400 `invalid_payload`, 404 `no_service`, 410
+//! `channel_is_archived`, 429 with `Retry-After`.
+
+use serde_json::{Value, json};
+
+use crate::config::{Secret, SecretRef};
+use crate::delivery::{self, Delivery};
+use crate::event::{SinkEvent, render};
+
+/// A Slack webhook.
+pub struct Slack {
+    webhook_url: Secret,
+    event_url: Option<String>,
+}
+
+impl Slack {
+    pub(super) fn build(webhook_url: &SecretRef, event_url: Option<String>) -> Result<Self, String> {
+        let webhook_url = webhook_url.resolve().map_err(|e| format!("webhook_url: {e}"))?;
+        if !webhook_url.expose().starts_with("https://") && !webhook_url.expose().starts_with("http://") {
+            return Err("webhook_url: the secret is not an http(s) URL".into());
+        }
+        Ok(Self {
+            webhook_url,
+            event_url,
+        })
+    }
+
+    pub(super) async fn send(&self, client: &reqwest::Client, events: &[&SinkEvent]) -> Delivery {
+        let mut last = Delivery::Accepted;
+        // Slack takes one message per request; batches are sent one by one.
+        for (i, event) in events.iter().enumerate() {
+            let request = client
+                .post(self.webhook_url.expose())
+                .header("content-type", "application/json")
+                .body(self.message(event).to_string());
+            last = match delivery::send(request).await {
+                Ok((status, headers, body)) => Delivery::from_status(status, &headers, &body),
+                Err(failed) => failed,
+            };
+            if last != Delivery::Accepted {
+                if i == 0 {
+                    return last;
+                }
+                let reason = format!("{last:?}");
+                return Delivery::Partial {
+                    retry: (i..events.len()).collect(),
+                    refused: Vec::new(),
+                    reason,
+                };
+            }
+        }
+        last
+    }
+
+    fn message(&self, event: &SinkEvent) -> Value {
+        let headline = super::headline(event);
+        let emoji = match event.severity() {
+            sealtrail_core::Severity::Critical => ":rotating_light:",
+            sealtrail_core::Severity::Warning => ":warning:",
+            sealtrail_core::Severity::Info => ":information_source:",
+        };
+        let mut fields = Vec::new();
+        for (label, key) in [
+            ("Tenant", "tenant_id"),
+            ("Severity", "severity"),
+            ("Who", "user_id"),
+            ("When", "occurred_at"),
+            ("From", "ip_address"),
+            ("Outcome", "outcome"),
+        ] {
+            let value = event.str(key);
+            if !value.is_empty() {
+                fields.push(json!({"type": "mrkdwn", "text": format!("*{label}*\n{}", escape(value))}));
+            }
+        }
+        let resource = match event.str("resource_id") {
+            "" => event.str("resource_type").to_owned(),
+            id => format!("{}/{id}", event.str("resource_type")),
+        };
+        fields.push(json!({"type": "mrkdwn", "text": format!("*Resource*\n{}", escape(&resource))}));
+        let mut blocks = vec![
+            json!({"type": "header", "text": {"type": "plain_text", "text": truncate(&format!("{} {}", emoji_text(event), event.action()), 150), "emoji": true}}),
+            json!({"type": "section", "fields": fields}),
+        ];
+        let reason = event.str("reason");
+        if !reason.is_empty() {
+            blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": truncate(&format!("*Why*\n{}", escape(reason)), 3000)}}));
+        }
+        blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": format!("seq {} · id `{}`", event.seq, escape(event.id()))}]}));
+        if let Some(url) = &self.event_url {
+            blocks.push(json!({"type": "actions", "elements": [{"type": "button", "text": {"type": "plain_text", "text": "View event"}, "url": render(url, event)}]}));
+        }
+        json!({"text": format!("{emoji} {}", escape(&headline)), "blocks": blocks})
+    }
+}
+
+fn emoji_text(event: &SinkEvent) -> &'static str {
+    match event.severity() {
+        sealtrail_core::Severity::Critical => "🚨",
+        sealtrail_core::Severity::Warning => "⚠️",
+        sealtrail_core::Severity::Info => "ℹ️",
+    }
+}
+
+/// Slack's mrkdwn needs `&`, `<` and `>` escaped.
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+fn truncate(text: &str, max_chars: usize) -> String {
+    text.chars().take(max_chars).collect()
+}

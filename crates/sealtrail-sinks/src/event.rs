@@ -1,0 +1,173 @@
+//! An event as sinks see it: the API's JSON object of a stored event (its record plus
+//! `leaf_hash`), parsed once, with the accessors routes and templates need.
+
+use sealtrail_core::Severity;
+use sealtrail_store::StoredEvent;
+use serde_json::{Map, Value};
+
+/// One event on its way to sinks.
+#[derive(Clone, Debug)]
+pub struct SinkEvent {
+    /// Its position in the log.
+    pub seq: u64,
+    /// The event as the API returns it.
+    pub body: Map<String, Value>,
+}
+
+impl SinkEvent {
+    /// Parses a stored event; `None` if its record is not an object (it always is: the
+    /// sequencer wrote it).
+    pub fn from_stored(stored: &StoredEvent) -> Option<Self> {
+        match serde_json::from_slice(&stored.to_api_json()) {
+            Ok(Value::Object(body)) => Some(Self {
+                seq: stored.seq,
+                body,
+            }),
+            _ => None,
+        }
+    }
+
+    /// A top-level string member, or "".
+    pub fn str(&self, key: &str) -> &str {
+        self.body.get(key).and_then(Value::as_str).unwrap_or("")
+    }
+
+    /// The event id.
+    pub fn id(&self) -> &str {
+        self.str("id")
+    }
+
+    /// The tenant.
+    pub fn tenant_id(&self) -> &str {
+        self.str("tenant_id")
+    }
+
+    /// The action.
+    pub fn action(&self) -> &str {
+        self.str("action")
+    }
+
+    /// The severity (info if unreadable, which a stored record never is).
+    pub fn severity(&self) -> Severity {
+        Severity::parse(self.str("severity")).unwrap_or(Severity::Info)
+    }
+
+    /// `occurred_at`, RFC 3339.
+    pub fn occurred_at(&self) -> &str {
+        self.str("occurred_at")
+    }
+
+    /// `received_at` in UTC microseconds (0 if unreadable).
+    pub fn received_at_micros(&self) -> i64 {
+        sealtrail_core::time_format::parse_rfc3339_micros(self.str("received_at")).unwrap_or(0)
+    }
+
+    /// The value at a JSON pointer into the whole event (`/details/guest/name`).
+    pub fn pointer(&self, pointer: &str) -> Option<&Value> {
+        let (first, rest) = match pointer.strip_prefix('/')?.split_once('/') {
+            Some((first, rest)) => (first, Some(rest)),
+            None => (pointer.strip_prefix('/')?, None),
+        };
+        let top = self.body.get(&unescape(first))?;
+        match rest {
+            Some(rest) => top.pointer(&format!("/{rest}")),
+            None => Some(top),
+        }
+    }
+
+    /// The value at a JSON pointer into `details`.
+    pub fn detail(&self, pointer: &str) -> Option<&Value> {
+        self.body.get("details")?.pointer(pointer)
+    }
+
+    /// The event as one line of JSON.
+    pub fn to_json(&self) -> String {
+        Value::Object(self.body.clone()).to_string()
+    }
+}
+
+fn unescape(token: &str) -> String {
+    token.replace("~1", "/").replace("~0", "~")
+}
+
+/// Fills `{name}` placeholders: a top-level member (`{id}`, `{action}`, `{tenant_id}`,
+/// `{seq}`) or a JSON pointer into the event (`{/details/guest/name}`). Unknown or absent
+/// ones become "". `{{` and `}}` are literal braces.
+pub fn render(template: &str, event: &SinkEvent) -> String {
+    let mut out = String::with_capacity(template.len() + 32);
+    let mut rest = template;
+    while let Some(i) = rest.find(['{', '}']) {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        if tail.starts_with("{{") || tail.starts_with("}}") {
+            out.push_str(&tail[..1]);
+            rest = &tail[2..];
+            continue;
+        }
+        if tail.starts_with('}') {
+            out.push('}');
+            rest = &tail[1..];
+            continue;
+        }
+        let Some(end) = tail.find('}') else {
+            out.push_str(tail);
+            return out;
+        };
+        let name = &tail[1..end];
+        let value = if name == "seq" {
+            Some(Value::from(event.seq))
+        } else if name.starts_with('/') {
+            event.pointer(name).cloned()
+        } else {
+            event.body.get(name).cloned()
+        };
+        match value {
+            Some(Value::String(s)) => out.push_str(&s),
+            Some(Value::Null) | None => {}
+            Some(other) => out.push_str(&other.to_string()),
+        }
+        rest = &tail[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event() -> SinkEvent {
+        let body = serde_json::json!({
+            "id": "0190f5e2-0000-7000-8000-000000000001",
+            "tenant_id": "acme",
+            "action": "guest.dietary_restriction.updated",
+            "severity": "warning",
+            "details": {"guest": {"name": "Ada", "a/b": 1}, "vendors": ["x@example.com"]},
+        });
+        let Value::Object(body) = body else {
+            unreachable!()
+        };
+        SinkEvent { seq: 42, body }
+    }
+
+    #[test]
+    fn templates_fill_members_pointers_and_seq() {
+        let e = event();
+        assert_eq!(
+            render("{tenant_id}/{action}#{seq} {/details/guest/name}", &e),
+            "acme/guest.dietary_restriction.updated#42 Ada"
+        );
+        assert_eq!(render("{/details/guest/a~1b}", &e), "1");
+        assert_eq!(render("{missing}|{/details/nope}", &e), "|");
+        assert_eq!(render("{{literal}} {id", &e), "{literal} {id");
+    }
+
+    #[test]
+    fn pointers_reach_into_details() {
+        let e = event();
+        assert_eq!(e.detail("/guest/name"), Some(&Value::from("Ada")));
+        assert_eq!(e.pointer("/details/vendors/0"), Some(&Value::from("x@example.com")));
+        assert_eq!(e.pointer("/tenant_id"), Some(&Value::from("acme")));
+        assert_eq!(e.severity(), Severity::Warning);
+    }
+}

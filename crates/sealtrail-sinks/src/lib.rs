@@ -1,0 +1,222 @@
+//! Routing and sinks: every configured sink is a durable cursor on the log that delivers
+//! the events its routes match to Datadog, Elasticsearch/OpenSearch, Slack, PagerDuty or a
+//! signed webhook, at least once, in order, surviving receiver outages and restarts.
+//!
+//! - [`config`]: the `[[sinks]]` and `[[routes]]` config and its checks;
+//! - [`route`]: which events a sink receives;
+//! - [`destinations`]: one module per receiver's wire format;
+//! - [`delivery`]: what a receiver's answer means (retry, split, refuse);
+//! - [`runner`]: the per-sink loop (cursor, batches, backoff, circuit breaker, dead letters);
+//! - [`store`]: cursors and dead letters in `sinks.sqlite`.
+
+pub mod config;
+pub mod delivery;
+pub mod destinations;
+pub mod event;
+pub mod route;
+pub mod runner;
+pub mod store;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use sealtrail_store::{DurableSize, LogReader};
+use tokio::sync::{Notify, watch};
+
+pub use config::{RouteConfig, SinkConfig, SinkKind};
+pub use runner::SinkStatus;
+pub use store::DeadLetter;
+
+use destinations::Destination;
+use route::Route;
+use runner::Runner;
+use store::SinkStore;
+
+/// Why sinks could not start or answer.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The configuration is wrong: every problem, one per line.
+    #[error("invalid sink configuration:\n{}", .0.join("\n"))]
+    Config(Vec<String>),
+    /// The cursor store failed.
+    #[error(transparent)]
+    Store(#[from] store::StoreFailure),
+    /// No sink has this name.
+    #[error("no sink is named {0:?}")]
+    UnknownSink(String),
+}
+
+/// Checks the configuration as `serve` would at start, reading every secret, without
+/// starting anything: the problems, each naming its entry and key.
+pub fn check_config(sinks: &[SinkConfig], routes: &[RouteConfig]) -> Vec<String> {
+    let mut problems = config::check(sinks, routes);
+    for (i, sink) in sinks.iter().enumerate() {
+        if let Err(e) = Destination::build(&sink.kind) {
+            problems.push(format!("sinks[{i}] ({}).{e}", sink.name));
+        }
+    }
+    problems
+}
+
+struct RunningSink {
+    status: Arc<Mutex<SinkStatus>>,
+    wake: Arc<Notify>,
+}
+
+/// The running sinks.
+pub struct Sinks {
+    sinks: Vec<(String, RunningSink)>,
+    store: Arc<SinkStore>,
+    durable: DurableSize,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Sinks {
+    /// Checks the configuration, reads the secrets and starts one delivery task per sink,
+    /// each resuming from its saved cursor.
+    pub fn start(
+        sinks: &[SinkConfig],
+        routes: &[RouteConfig],
+        data_dir: &Path,
+        reader: Arc<dyn LogReader>,
+        durable: DurableSize,
+    ) -> Result<Self, SinkError> {
+        let problems = config::check(sinks, routes);
+        if !problems.is_empty() {
+            return Err(SinkError::Config(problems));
+        }
+        let mut destinations = Vec::with_capacity(sinks.len());
+        let mut problems = Vec::new();
+        for (i, sink) in sinks.iter().enumerate() {
+            match Destination::build(&sink.kind) {
+                Ok(d) => destinations.push(d),
+                Err(e) => problems.push(format!("sinks[{i}] ({}).{e}", sink.name)),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(SinkError::Config(problems));
+        }
+        install_tls_provider();
+        let store = Arc::new(SinkStore::open(data_dir)?);
+        let mut sink_routes: HashMap<&str, Vec<Route>> = HashMap::new();
+        for (i, route) in routes.iter().enumerate() {
+            for name in &route.sinks {
+                sink_routes
+                    .entry(name.as_str())
+                    .or_default()
+                    .push(Route::compile(i, route));
+            }
+        }
+        let (stop, stopped) = watch::channel(false);
+        let mut running = Vec::new();
+        let mut tasks = Vec::new();
+        for (sink, destination) in sinks.iter().zip(destinations) {
+            let routes = sink_routes.remove(sink.name.as_str()).unwrap_or_default();
+            if routes.is_empty() {
+                tracing::warn!(sink = %sink.name, "no route names this sink; it receives nothing");
+            }
+            let client = reqwest::Client::builder()
+                .timeout(sink.request_timeout())
+                .connect_timeout(sink.request_timeout())
+                .user_agent(concat!("sealtrail/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|e| {
+                    SinkError::Config(vec![format!("sinks ({}): HTTP client: {e}", sink.name)])
+                })?;
+            let status = Arc::new(Mutex::new(SinkStatus {
+                name: sink.name.clone(),
+                kind: sink.kind_name().to_owned(),
+                routes: routes.iter().map(|r| r.label.clone()).collect(),
+                circuit: "closed",
+                dead_letters: store.dead_letter_count(&sink.name)?,
+                ..SinkStatus::default()
+            }));
+            let wake = Arc::new(Notify::new());
+            let runner = Runner {
+                config: sink.clone(),
+                destination,
+                routes,
+                client,
+                store: store.clone(),
+                reader: reader.clone(),
+                durable: durable.clone(),
+                status: status.clone(),
+                wake: wake.clone(),
+                stop: stopped.clone(),
+                jitter: rand::SeedableRng::seed_from_u64(
+                    sealtrail_core::time_format::now_micros() as u64 ^ tasks.len() as u64,
+                ),
+            };
+            tasks.push(tokio::spawn(runner.run()));
+            running.push((sink.name.clone(), RunningSink { status, wake }));
+        }
+        Ok(Self {
+            sinks: running,
+            store,
+            durable,
+            stop,
+            tasks,
+        })
+    }
+
+    /// Every sink's state.
+    pub fn status(&self) -> Vec<SinkStatus> {
+        let through = self.durable.get();
+        let now = sealtrail_core::time_format::now_micros();
+        self.sinks
+            .iter()
+            .map(|(_, sink)| {
+                let mut status = sink
+                    .status
+                    .lock()
+                    .expect("status lock is never poisoned")
+                    .clone();
+                status.lag_events = through.saturating_sub(status.cursor);
+                status.lag_seconds = match (status.lag_events, status.oldest_pending_micros) {
+                    (0, _) | (_, None) => 0.0,
+                    (_, Some(oldest)) => (now - oldest).max(0) as f64 / 1e6,
+                };
+                status
+            })
+            .collect()
+    }
+
+    fn find(&self, name: &str) -> Result<&RunningSink, SinkError> {
+        self.sinks
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| s)
+            .ok_or_else(|| SinkError::UnknownSink(name.to_owned()))
+    }
+
+    /// A sink's dead letters, oldest first, at most `limit`.
+    pub fn dead_letters(&self, name: &str, limit: usize) -> Result<Vec<DeadLetter>, SinkError> {
+        self.find(name)?;
+        Ok(self.store.dead_letters(name, limit)?)
+    }
+
+    /// Asks a sink to send dead letters again (those with the given seqs, or all); the
+    /// number marked. Accepted ones leave the list; refused ones stay with the new answer.
+    pub fn replay(&self, name: &str, seqs: Option<&[u64]>) -> Result<usize, SinkError> {
+        let sink = self.find(name)?;
+        let marked = self.store.request_replay(name, seqs)?;
+        sink.wake.notify_one();
+        Ok(marked)
+    }
+
+    /// Stops every sink (an interrupted request is sent again at the next start) and waits.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// reqwest is built without a TLS crypto provider of its own: ring is installed once.
+fn install_tls_provider() {
+    // Err means one is installed already, which is all that is needed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -1,0 +1,375 @@
+//! One sink's delivery loop: a durable cursor on the log (DESIGN.md).
+//!
+//! It reads the events after its cursor, keeps those its routes match, sends them in
+//! batches, and moves the cursor only once the receiver has dealt with every event before
+//! it (accepted, or refused for good and dead-lettered). Failures are retried with
+//! exponential backoff and full jitter, honouring `Retry-After`; after
+//! `breaker_failures` failed attempts in a row the circuit opens and only one trial
+//! request is sent per `breaker_cooldown_ms`. A request the receiver refuses is narrowed
+//! to single events, so one bad event is dead-lettered and never blocks the others. Each
+//! sink runs on its own task with its own client, so a slow or dead receiver slows only
+//! its own sink, never ingest.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::Rng;
+use sealtrail_core::EventFilter;
+use sealtrail_core::time_format::{format_micros, now_micros};
+use sealtrail_store::{DurableSize, LogReader};
+use serde::Serialize;
+use tokio::sync::{Notify, watch};
+
+use crate::config::SinkConfig;
+use crate::delivery::Delivery;
+use crate::destinations::Destination;
+use crate::event::SinkEvent;
+use crate::route::Route;
+use crate::store::SinkStore;
+
+/// Most events read from the log at once.
+const MAX_PAGE_EVENTS: usize = 10_000;
+/// Dead letters replayed per round.
+const REPLAY_BATCH: usize = 100;
+/// How often an idle sink looks at the log even without a signal.
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
+/// What `GET /v1/sinks` shows of a sink.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SinkStatus {
+    /// Its name.
+    pub name: String,
+    /// Its kind.
+    pub kind: String,
+    /// Routes that feed it.
+    pub routes: Vec<String>,
+    /// Every event up to this seq has been dealt with.
+    pub cursor: u64,
+    /// Log events after the cursor.
+    pub lag_events: u64,
+    /// Age of the oldest event not yet dealt with (0 when caught up).
+    pub lag_seconds: f64,
+    /// Events the receiver accepted since start.
+    pub delivered_events: u64,
+    /// When the receiver last accepted a request, RFC 3339.
+    pub last_success_at: Option<String>,
+    /// The last failure, RFC 3339 time and message.
+    pub last_error: Option<LastError>,
+    /// Failed attempts in a row (0 when the last one succeeded).
+    pub consecutive_failures: u32,
+    /// When the next attempt is due, while waiting to retry.
+    pub next_attempt_at: Option<String>,
+    /// `closed` (sending), `open` (waiting after repeated failures) or `half_open`
+    /// (sending one trial request).
+    pub circuit: &'static str,
+    /// Events in the dead-letter list.
+    pub dead_letters: u64,
+    /// When the oldest unsent event was received, UTC microseconds (for lag_seconds).
+    #[serde(skip)]
+    pub oldest_pending_micros: Option<i64>,
+}
+
+/// A failure as shown in the status.
+#[derive(Clone, Debug, Serialize)]
+pub struct LastError {
+    /// RFC 3339.
+    pub at: String,
+    /// What happened.
+    pub message: String,
+}
+
+/// Why a delivery loop ended early.
+pub struct Stopped;
+
+pub(crate) struct Runner {
+    pub config: SinkConfig,
+    pub destination: Destination,
+    pub routes: Vec<Route>,
+    pub client: reqwest::Client,
+    pub store: Arc<SinkStore>,
+    pub reader: Arc<dyn LogReader>,
+    pub durable: DurableSize,
+    pub status: Arc<Mutex<SinkStatus>>,
+    pub wake: Arc<Notify>,
+    pub stop: watch::Receiver<bool>,
+    /// Picks the retry delays (full jitter).
+    pub jitter: rand::rngs::SmallRng,
+}
+
+impl Runner {
+    pub async fn run(mut self) {
+        let name = self.config.name.clone();
+        let mut cursor = match self.store.cursor(&name) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(sink = %name, error = %e, "cannot read the sink's cursor; it does not run");
+                self.fail(e.to_string());
+                return;
+            }
+        };
+        self.update(|s| s.cursor = cursor);
+        tracing::info!(sink = %name, cursor, "sink started");
+        while !*self.stop.borrow() {
+            if self.replay_dead_letters().await.is_err() {
+                return;
+            }
+            let through = self.durable.get();
+            self.update(|s| s.lag_events = through.saturating_sub(cursor));
+            if cursor >= through {
+                self.update(|s| s.oldest_pending_micros = None);
+                let durable = self.durable.clone();
+                tokio::select! {
+                    () = durable.wait_beyond(cursor) => {}
+                    () = self.wake.notified() => {}
+                    () = tokio::time::sleep(IDLE_POLL) => {}
+                    _ = self.stop.changed() => {}
+                }
+                continue;
+            }
+            let page = {
+                let reader = self.reader.clone();
+                let limit = self.config.batch_events().clamp(1000, MAX_PAGE_EVENTS);
+                tokio::task::spawn_blocking(move || {
+                    reader.events_after(cursor, through, &EventFilter::default(), limit)
+                })
+                .await
+            };
+            let page = match page {
+                Ok(Ok(page)) => page,
+                Ok(Err(e)) => {
+                    self.fail(format!("cannot read the log: {e}"));
+                    if self.pause(Duration::from_secs(1)).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    self.fail(format!("log read task failed: {e}"));
+                    return;
+                }
+            };
+            if let Some(first) = page.events.first().and_then(SinkEvent::from_stored) {
+                let oldest = first.received_at_micros();
+                self.update(|s| s.oldest_pending_micros = Some(oldest));
+            }
+            let matched: Vec<SinkEvent> = page
+                .events
+                .iter()
+                .filter_map(SinkEvent::from_stored)
+                .filter(|e| self.routes.iter().any(|r| r.matches(e)))
+                .collect();
+            let batch = self.config.batch_events();
+            for chunk in matched.chunks(batch) {
+                let Ok(dead) = self.deliver(chunk).await else {
+                    return;
+                };
+                let last = chunk.last().map_or(cursor, |e| e.seq);
+                if !self.commit(&mut cursor, last, &dead) {
+                    return;
+                }
+            }
+            let scanned = page.scanned_through.max(cursor);
+            if !self.commit(&mut cursor, scanned, &[]) {
+                return;
+            }
+        }
+    }
+
+    /// Moves the cursor (with the dead letters before it) in the store and the status.
+    fn commit(&self, cursor: &mut u64, to: u64, dead: &[(u64, String, String)]) -> bool {
+        if to <= *cursor && dead.is_empty() {
+            return true;
+        }
+        if let Err(e) = self.store.advance(&self.config.name, to, dead) {
+            tracing::error!(sink = %self.config.name, error = %e, "cannot save the sink's cursor; it stops");
+            self.fail(e.to_string());
+            return false;
+        }
+        debug_assert!(to >= *cursor, "a sink's cursor never moves back");
+        *cursor = to.max(*cursor);
+        let dead_count = dead.len() as u64;
+        let through = self.durable.get();
+        self.update(|s| {
+            s.cursor = *cursor;
+            s.lag_events = through.saturating_sub(*cursor);
+            s.dead_letters += dead_count;
+        });
+        true
+    }
+
+    /// Sends `events` until each is accepted or refused for good; returns the refused ones
+    /// as (seq, id, reason).
+    async fn deliver(&mut self, events: &[SinkEvent]) -> Result<Vec<(u64, String, String)>, Stopped> {
+        let mut pending: Vec<&SinkEvent> = events.iter().collect();
+        let mut dead = Vec::new();
+        let mut window = pending.len();
+        while !pending.is_empty() {
+            self.wait_for_circuit().await?;
+            let attempt: Vec<&SinkEvent> = pending[..window.min(pending.len())].to_vec();
+            let outcome = tokio::select! {
+                outcome = self.destination.send(&self.client, &attempt) => outcome,
+                _ = self.stop.changed() => return Err(Stopped),
+            };
+            match outcome {
+                Delivery::Accepted => {
+                    self.succeeded(attempt.len());
+                    pending.drain(..attempt.len());
+                }
+                Delivery::Partial {
+                    retry,
+                    refused,
+                    reason,
+                } => {
+                    let accepted = attempt.len() - retry.len() - refused.len();
+                    if accepted > 0 || !refused.is_empty() {
+                        self.succeeded(accepted);
+                    }
+                    for (i, why) in &refused {
+                        let e = attempt[*i];
+                        tracing::warn!(sink = %self.config.name, seq = e.seq, reason = %why, "event refused; dead-lettered");
+                        dead.push((e.seq, e.id().to_owned(), why.clone()));
+                    }
+                    let again: Vec<&SinkEvent> = retry.iter().map(|&i| attempt[i]).collect();
+                    pending.splice(..attempt.len(), again);
+                    if !retry.is_empty() {
+                        self.failed(reason, None).await?;
+                    }
+                }
+                Delivery::Retry {
+                    reason,
+                    retry_after,
+                } => self.failed(reason, retry_after).await?,
+                Delivery::Split { reason } if attempt.len() > 1 => {
+                    tracing::info!(sink = %self.config.name, reason = %reason, "request too large; splitting");
+                    window = (attempt.len() / 2).max(1);
+                }
+                Delivery::Split { reason } | Delivery::Refused { reason } => {
+                    if attempt.len() > 1 {
+                        // Find the refused event(s): one at a time through this batch.
+                        window = 1;
+                        continue;
+                    }
+                    self.succeeded(0);
+                    let e = attempt[0];
+                    tracing::warn!(sink = %self.config.name, seq = e.seq, reason = %reason, "event refused; dead-lettered");
+                    dead.push((e.seq, e.id().to_owned(), reason));
+                    pending.remove(0);
+                }
+            }
+        }
+        Ok(dead)
+    }
+
+    /// Sends the dead letters someone asked to replay.
+    async fn replay_dead_letters(&mut self) -> Result<(), Stopped> {
+        let name = self.config.name.clone();
+        let requested = match self.store.replays_requested(&name, REPLAY_BATCH) {
+            Ok(r) => r,
+            Err(e) => {
+                self.fail(e.to_string());
+                return Ok(());
+            }
+        };
+        for letter in requested {
+            let reader = self.reader.clone();
+            let seq = letter.seq;
+            let stored = tokio::task::spawn_blocking(move || {
+                reader.events_after(seq - 1, seq, &EventFilter::default(), 1)
+            })
+            .await;
+            let event = match stored {
+                Ok(Ok(page)) => page.events.first().and_then(SinkEvent::from_stored),
+                _ => None,
+            };
+            let Some(event) = event else {
+                let _ = self
+                    .store
+                    .replay_refused(&name, seq, "the event could not be read from the log");
+                continue;
+            };
+            let dead = self.deliver(std::slice::from_ref(&event)).await?;
+            let result = match dead.first() {
+                None => self.store.replay_delivered(&name, seq),
+                Some((_, _, why)) => self.store.replay_refused(&name, seq, why),
+            };
+            if let Err(e) = result {
+                self.fail(e.to_string());
+            } else if dead.is_empty() {
+                self.update(|s| s.dead_letters = s.dead_letters.saturating_sub(1));
+            }
+        }
+        Ok(())
+    }
+
+    fn succeeded(&self, events: usize) {
+        let now = format_micros(now_micros());
+        self.update(|s| {
+            s.delivered_events += events as u64;
+            s.last_success_at = Some(now);
+            s.consecutive_failures = 0;
+            s.next_attempt_at = None;
+            s.circuit = "closed";
+        });
+    }
+
+    /// Records a failed attempt and waits before the next: backoff with full jitter, at
+    /// least `Retry-After`, or the breaker's cooldown once it opens.
+    async fn failed(&mut self, reason: String, retry_after: Option<Duration>) -> Result<(), Stopped> {
+        tracing::warn!(sink = %self.config.name, reason = %reason, "delivery failed; will retry");
+        self.fail(reason);
+        let failures = self.status_of(|s| s.consecutive_failures);
+        let cap = self.config.retry_max_delay_ms;
+        let exp = self
+            .config
+            .retry_initial_delay_ms
+            .saturating_mul(1u64 << failures.saturating_sub(1).min(30));
+        let mut wait = Duration::from_millis(self.jitter.random_range(0..=exp.min(cap)));
+        if failures >= self.config.breaker_failures {
+            self.update(|s| s.circuit = "open");
+            wait = wait.max(Duration::from_millis(self.config.breaker_cooldown_ms));
+        }
+        if let Some(after) = retry_after {
+            wait = wait.max(after);
+        }
+        let due = now_micros() + wait.as_micros() as i64;
+        self.update(|s| s.next_attempt_at = Some(format_micros(due)));
+        self.pause(wait).await
+    }
+
+    /// After an open circuit's cooldown, the next request is a trial.
+    async fn wait_for_circuit(&mut self) -> Result<(), Stopped> {
+        if *self.stop.borrow() {
+            return Err(Stopped);
+        }
+        self.update(|s| {
+            if s.circuit == "open" {
+                s.circuit = "half_open";
+            }
+            s.next_attempt_at = None;
+        });
+        Ok(())
+    }
+
+    async fn pause(&mut self, wait: Duration) -> Result<(), Stopped> {
+        tokio::select! {
+            () = tokio::time::sleep(wait) => Ok(()),
+            _ = self.stop.changed() => Err(Stopped),
+        }
+    }
+
+    fn fail(&self, message: String) {
+        let at = format_micros(now_micros());
+        self.update(|s| {
+            s.consecutive_failures += 1;
+            s.last_error = Some(LastError { at, message });
+        });
+    }
+
+    fn update(&self, change: impl FnOnce(&mut SinkStatus)) {
+        change(&mut self.status.lock().expect("status lock is never poisoned"));
+    }
+
+    fn status_of<T>(&self, read: impl FnOnce(&SinkStatus) -> T) -> T {
+        read(&self.status.lock().expect("status lock is never poisoned"))
+    }
+}
