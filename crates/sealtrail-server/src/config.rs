@@ -46,6 +46,10 @@ pub struct Config {
     pub log: LogSettings,
     /// Live streams (SSE and WebSocket).
     pub stream: StreamSettings,
+    /// Where events are delivered besides the log (`[[sinks]]`).
+    pub sinks: Vec<sealtrail_sinks::SinkConfig>,
+    /// Which events go to which sinks (`[[routes]]`).
+    pub routes: Vec<sealtrail_sinks::RouteConfig>,
 }
 
 impl Default for Config {
@@ -58,6 +62,8 @@ impl Default for Config {
             limits: Limits::default(),
             log: LogSettings::default(),
             stream: StreamSettings::default(),
+            sinks: Vec::new(),
+            routes: Vec::new(),
         }
     }
 }
@@ -263,6 +269,13 @@ impl Config {
         }
         if self.log.max_queued_requests == 0 {
             return Err(invalid("log.max_queued_requests", "must be at least 1"));
+        }
+        let problems = sealtrail_sinks::config::check(&self.sinks, &self.routes);
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid {
+                origin: String::new(),
+                message: problems.join("; "),
+            });
         }
         if let Some(origin) = &self.log_origin
             && (origin.is_empty() || origin.chars().any(|c| c.is_whitespace() || c == '+'))

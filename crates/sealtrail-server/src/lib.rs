@@ -47,6 +47,9 @@ pub enum ServerError {
         /// Why.
         source: std::io::Error,
     },
+    /// The sinks could not start (configuration, secrets, their state file).
+    #[error("{0}")]
+    Sinks(String),
     /// Serving failed.
     #[error("server failed: {0}")]
     Serve(std::io::Error),
@@ -156,6 +159,16 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         }
         None => None,
     };
+    let sinks = Arc::new(
+        sealtrail_sinks::Sinks::start(
+            &config.sinks,
+            &config.routes,
+            &config.data_dir,
+            reader.clone(),
+            sequencer.durable_size(),
+        )
+        .map_err(|e| ServerError::Sinks(e.to_string()))?,
+    );
     let drainer = spool.clone().map(|spool| {
         tokio::spawn(drain::run(
             spool,
@@ -174,6 +187,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         metrics,
         indexer: indexer.as_ref().map(|i| i.progress()),
         spool,
+        sinks: sinks.clone(),
     });
     let streams = state.streams.clone();
     let header_read_timeout = state.config.request_timeout();
@@ -194,6 +208,8 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         // which is gone now: the sequencer drains its queue and stops.
         // The drainer and the follower hold sequencer handles too. (A drain cut short is
         // finished at the next start: it skips what reached the log.)
+        // Sinks resume from their cursors at the next start.
+        sinks.stop().await;
         if let Some(drainer) = drainer {
             drainer.abort();
             let _ = drainer.await;

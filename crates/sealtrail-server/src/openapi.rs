@@ -22,12 +22,16 @@ use utoipa::{Modify, OpenApi};
         crate::routes::ops::readyz,
         crate::stream::sse::stream,
         crate::stream::ws::ws,
+        crate::routes::sinks::list_sinks,
+        crate::routes::sinks::dead_letters,
+        crate::routes::sinks::replay,
     ),
     modifiers(&BearerKey),
     tags(
         (name = "events", description = "Append and read audit events"),
         (name = "integrity", description = "Checkpoints, proofs and the signing key"),
         (name = "streams", description = "Follow events live, resuming exactly where a client left off"),
+        (name = "sinks", description = "Delivery to other systems: state, dead letters, replay"),
         (name = "operations", description = "Health"),
     )
 )]

@@ -33,6 +33,8 @@ pub struct Inner {
     pub streams: crate::stream::Streams,
     /// On PostgreSQL: where ingest keeps acknowledging while the database is unreachable.
     pub spool: Option<Arc<sealtrail_store::spool::Spool>>,
+    /// The sinks delivering the log elsewhere.
+    pub sinks: Arc<sealtrail_sinks::Sinks>,
 }
 
 impl AppState {

@@ -64,9 +64,9 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// One `[[sinks]]` entry.
+/// One `[[sinks]]` entry. (Unknown keys are refused by [`SinkKind`], which receives every
+/// key not named here: serde cannot deny unknown fields on a struct with a flattened one.)
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SinkConfig {
     /// Unique name; routes refer to it, and its cursor is kept under it.
     pub name: String,
@@ -385,9 +385,7 @@ fn check_kind(at: &str, kind: &SinkKind, problems: &mut Vec<String>) {
                 ));
             }
             if username.is_some() != password.is_some() {
-                problems.push(format!(
-                    "{at}.password: username and password go together"
-                ));
+                problems.push(format!("{at}.password: username and password go together"));
             }
             if username.is_some() && api_key.is_some() {
                 problems.push(format!(

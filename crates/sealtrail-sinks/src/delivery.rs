@@ -171,7 +171,8 @@ mod tests {
                 retry_after: Some(Duration::from_secs(7))
             }
         );
-        let Delivery::Retry { retry_after, .. } = status(503, Some("Wed, 21 Oct 2015 07:28:00 GMT"))
+        let Delivery::Retry { retry_after, .. } =
+            status(503, Some("Wed, 21 Oct 2015 07:28:00 GMT"))
         else {
             panic!("503 is retried")
         };

@@ -104,9 +104,9 @@ pub fn render(template: &str, event: &SinkEvent) -> String {
             rest = &tail[2..];
             continue;
         }
-        if tail.starts_with('}') {
+        if let Some(after) = tail.strip_prefix('}') {
             out.push('}');
-            rest = &tail[1..];
+            rest = after;
             continue;
         }
         let Some(end) = tail.find('}') else {
@@ -166,7 +166,10 @@ mod tests {
     fn pointers_reach_into_details() {
         let e = event();
         assert_eq!(e.detail("/guest/name"), Some(&Value::from("Ada")));
-        assert_eq!(e.pointer("/details/vendors/0"), Some(&Value::from("x@example.com")));
+        assert_eq!(
+            e.pointer("/details/vendors/0"),
+            Some(&Value::from("x@example.com"))
+        );
         assert_eq!(e.pointer("/tenant_id"), Some(&Value::from("acme")));
         assert_eq!(e.severity(), Severity::Warning);
     }

@@ -70,7 +70,7 @@ pub struct Sinks {
     store: Arc<SinkStore>,
     durable: DurableSize,
     stop: watch::Sender<bool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Sinks {
@@ -129,7 +129,7 @@ impl Sinks {
                 name: sink.name.clone(),
                 kind: sink.kind_name().to_owned(),
                 routes: routes.iter().map(|r| r.label.clone()).collect(),
-                circuit: "closed",
+                circuit: "closed".into(),
                 dead_letters: store.dead_letter_count(&sink.name)?,
                 ..SinkStatus::default()
             }));
@@ -157,7 +157,7 @@ impl Sinks {
             store,
             durable,
             stop,
-            tasks,
+            tasks: Mutex::new(tasks),
         })
     }
 
@@ -207,9 +207,11 @@ impl Sinks {
     }
 
     /// Stops every sink (an interrupted request is sent again at the next start) and waits.
-    pub async fn stop(self) {
+    pub async fn stop(&self) {
         let _ = self.stop.send(true);
-        for task in self.tasks {
+        let tasks =
+            std::mem::take(&mut *self.tasks.lock().expect("task list lock is never poisoned"));
+        for task in tasks {
             let _ = task.await;
         }
     }

@@ -102,8 +102,18 @@ mod tests {
             "#,
         );
         let good = serde_json::json!({"guest": {"vendor": "caterer"}, "count": 2});
-        assert!(r.matches(&event("acme", "guest.diet.updated", "warning", good.clone())));
-        assert!(!r.matches(&event("other", "guest.diet.updated", "warning", good.clone())));
+        assert!(r.matches(&event(
+            "acme",
+            "guest.diet.updated",
+            "warning",
+            good.clone()
+        )));
+        assert!(!r.matches(&event(
+            "other",
+            "guest.diet.updated",
+            "warning",
+            good.clone()
+        )));
         assert!(!r.matches(&event("acme", "guest.diet.updated", "info", good.clone())));
         assert!(!r.matches(&event("acme", "venue.booked", "warning", good.clone())));
         let wrong = serde_json::json!({"guest": {"vendor": "florist"}, "count": 2});
@@ -113,6 +123,29 @@ mod tests {
         // Equality is on the JSON value: 2 is not "2".
         let text = serde_json::json!({"guest": {"vendor": "caterer"}, "count": "2"});
         assert!(!r.matches(&event("acme", "guest.x", "critical", text)));
+    }
+
+    #[test]
+    fn unknown_sink_keys_are_refused() {
+        let text = r#"
+            name = "x"
+            kind = "webhook"
+            url = "https://example.com/hook"
+            secret = { env = "X" }
+            retries = 3
+        "#;
+        let error = toml::from_str::<crate::config::SinkConfig>(text).unwrap_err();
+        assert!(error.to_string().contains("retries"), "{error}");
+        let inline = r#"
+            name = "x"
+            kind = "webhook"
+            url = "https://example.com/hook"
+            secret = "whsec_abc"
+        "#;
+        assert!(
+            toml::from_str::<crate::config::SinkConfig>(inline).is_err(),
+            "no inline secrets"
+        );
     }
 
     #[test]

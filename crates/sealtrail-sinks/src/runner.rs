@@ -35,7 +35,7 @@ const REPLAY_BATCH: usize = 100;
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
 /// What `GET /v1/sinks` shows of a sink.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct SinkStatus {
     /// Its name.
     pub name: String,
@@ -61,16 +61,17 @@ pub struct SinkStatus {
     pub next_attempt_at: Option<String>,
     /// `closed` (sending), `open` (waiting after repeated failures) or `half_open`
     /// (sending one trial request).
-    pub circuit: &'static str,
+    pub circuit: String,
     /// Events in the dead-letter list.
     pub dead_letters: u64,
     /// When the oldest unsent event was received, UTC microseconds (for lag_seconds).
     #[serde(skip)]
+    #[schema(ignore)]
     pub oldest_pending_micros: Option<i64>,
 }
 
 /// A failure as shown in the status.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct LastError {
     /// RFC 3339.
     pub at: String,
@@ -199,7 +200,10 @@ impl Runner {
 
     /// Sends `events` until each is accepted or refused for good; returns the refused ones
     /// as (seq, id, reason).
-    async fn deliver(&mut self, events: &[SinkEvent]) -> Result<Vec<(u64, String, String)>, Stopped> {
+    async fn deliver(
+        &mut self,
+        events: &[SinkEvent],
+    ) -> Result<Vec<(u64, String, String)>, Stopped> {
         let mut pending: Vec<&SinkEvent> = events.iter().collect();
         let mut dead = Vec::new();
         let mut window = pending.len();
@@ -282,9 +286,11 @@ impl Runner {
                 _ => None,
             };
             let Some(event) = event else {
-                let _ = self
-                    .store
-                    .replay_refused(&name, seq, "the event could not be read from the log");
+                let _ = self.store.replay_refused(
+                    &name,
+                    seq,
+                    "the event could not be read from the log",
+                );
                 continue;
             };
             let dead = self.deliver(std::slice::from_ref(&event)).await?;
@@ -308,13 +314,17 @@ impl Runner {
             s.last_success_at = Some(now);
             s.consecutive_failures = 0;
             s.next_attempt_at = None;
-            s.circuit = "closed";
+            s.circuit = "closed".into();
         });
     }
 
     /// Records a failed attempt and waits before the next: backoff with full jitter, at
     /// least `Retry-After`, or the breaker's cooldown once it opens.
-    async fn failed(&mut self, reason: String, retry_after: Option<Duration>) -> Result<(), Stopped> {
+    async fn failed(
+        &mut self,
+        reason: String,
+        retry_after: Option<Duration>,
+    ) -> Result<(), Stopped> {
         tracing::warn!(sink = %self.config.name, reason = %reason, "delivery failed; will retry");
         self.fail(reason);
         let failures = self.status_of(|s| s.consecutive_failures);
@@ -325,7 +335,7 @@ impl Runner {
             .saturating_mul(1u64 << failures.saturating_sub(1).min(30));
         let mut wait = Duration::from_millis(self.jitter.random_range(0..=exp.min(cap)));
         if failures >= self.config.breaker_failures {
-            self.update(|s| s.circuit = "open");
+            self.update(|s| s.circuit = "open".into());
             wait = wait.max(Duration::from_millis(self.config.breaker_cooldown_ms));
         }
         if let Some(after) = retry_after {
@@ -343,7 +353,7 @@ impl Runner {
         }
         self.update(|s| {
             if s.circuit == "open" {
-                s.circuit = "half_open";
+                s.circuit = "half_open".into();
             }
             s.next_attempt_at = None;
         });

@@ -21,7 +21,7 @@ pub const SINKS_DB_FILE: &str = "sinks.sqlite";
 pub struct StoreFailure(#[from] rusqlite::Error);
 
 /// An event a receiver refused for good, with its answer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct DeadLetter {
     /// The sink.
     pub sink: String,
@@ -228,7 +228,11 @@ mod tests {
         let store = SinkStore::open(dir.path()).expect("open");
         assert_eq!(store.cursor("es").expect("cursor"), 0);
         store
-            .advance("es", 10, &[(7, "id-7".into(), "400 mapper_parsing_exception".into())])
+            .advance(
+                "es",
+                10,
+                &[(7, "id-7".into(), "400 mapper_parsing_exception".into())],
+            )
             .expect("advance");
         store.advance("es", 5, &[]).expect("advance");
         assert_eq!(store.cursor("es").expect("cursor"), 10, "never back");
@@ -242,7 +246,10 @@ mod tests {
         assert_eq!((dead[0].seq, dead[0].attempts), (7, 1));
         assert!(!dead[0].replay_requested);
 
-        assert_eq!(store.request_replay("es", Some(&[7, 8])).expect("replay"), 1);
+        assert_eq!(
+            store.request_replay("es", Some(&[7, 8])).expect("replay"),
+            1
+        );
         assert_eq!(store.replays_requested("es", 10).expect("list").len(), 1);
         store.replay_refused("es", 7, "400 again").expect("refused");
         let dead = store.dead_letters("es", 10).expect("list");

@@ -4,6 +4,7 @@ pub mod ingest;
 pub mod integrity;
 pub mod ops;
 pub mod query;
+pub mod sinks;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Query};
@@ -28,6 +29,9 @@ pub fn router(state: AppState) -> Router {
         .route("/public-key", get(integrity::public_key))
         .route("/stream", get(crate::stream::sse::stream))
         .route("/ws", get(crate::stream::ws::ws))
+        .route("/sinks", get(sinks::list_sinks))
+        .route("/sinks/{name}/dead-letters", get(sinks::dead_letters))
+        .route("/sinks/{name}/dead-letters/replay", post(sinks::replay))
         .route("/openapi.json", get(ops::openapi));
     Router::new()
         .nest("/v1", v1)

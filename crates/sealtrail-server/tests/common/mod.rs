@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod receiver;
+
 use sealtrail_core::Scope;
 use sealtrail_server::{Config, RunningServer};
 use sealtrail_store::ApiKeyStore;
@@ -13,6 +15,7 @@ pub struct TestServer {
     pub base: String,
     pub http: reqwest::Client,
     keys: ApiKeyStore,
+    config: Config,
 }
 
 impl TestServer {
@@ -28,7 +31,7 @@ impl TestServer {
             ..Config::default()
         };
         adjust(&mut config);
-        let server = sealtrail_server::start(config).await.unwrap();
+        let server = sealtrail_server::start(config.clone()).await.unwrap();
         let base = format!("http://{}", server.local_addr());
         let keys = ApiKeyStore::open(dir.path()).unwrap();
         Self {
@@ -37,6 +40,7 @@ impl TestServer {
             base,
             http: reqwest::Client::new(),
             keys,
+            config,
         }
     }
 
@@ -107,15 +111,11 @@ impl TestServer {
         ready["tree_size"].as_u64().unwrap()
     }
 
-    /// Stops the server gracefully and starts a new one on the same data directory.
+    /// Stops the server gracefully and starts a new one on the same data directory, with
+    /// the same configuration.
     pub async fn restart(mut self) -> Self {
         self.server.take().unwrap().shutdown().await.unwrap();
-        let config = Config {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: self.dir.path().to_owned(),
-            ..Config::default()
-        };
-        let server = sealtrail_server::start(config).await.unwrap();
+        let server = sealtrail_server::start(self.config.clone()).await.unwrap();
         self.base = format!("http://{}", server.local_addr());
         self.server = Some(server);
         self

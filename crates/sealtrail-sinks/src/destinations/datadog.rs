@@ -14,8 +14,8 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use serde_json::{Value, json};
 
-use crate::config::SecretRef;
 use crate::config::Secret;
+use crate::config::SecretRef;
 use crate::delivery::{self, Delivery};
 use crate::event::SinkEvent;
 

@@ -123,7 +123,10 @@ fn items_outcome(body: &str, sent: usize) -> Delivery {
             .cloned()
             .unwrap_or(Value::Null);
         let status = result.get("status").and_then(Value::as_u64).unwrap_or(0);
-        let error = result.get("error").map(describe_item_error).unwrap_or_default();
+        let error = result
+            .get("error")
+            .map(describe_item_error)
+            .unwrap_or_default();
         match status {
             200..=299 | 409 => {}
             429 | 500..=599 | 0 => {
@@ -160,7 +163,10 @@ mod tests {
             index_name("audit-{yyyy}.{mm}.{dd}", "2026-12-01T21:31:56.123456Z"),
             "audit-2026.12.01"
         );
-        assert_eq!(index_name("audit-{yyyy}-{mm}", "2026-02-03T00:00:00Z"), "audit-2026-02");
+        assert_eq!(
+            index_name("audit-{yyyy}-{mm}", "2026-02-03T00:00:00Z"),
+            "audit-2026-02"
+        );
         assert_eq!(index_name("audit", "2026-02-03T00:00:00Z"), "audit");
     }
 

@@ -37,7 +37,9 @@ impl Pagerduty {
             url: url
                 .unwrap_or("https://events.pagerduty.com/v2/enqueue")
                 .to_owned(),
-            routing_key: routing_key.resolve().map_err(|e| format!("routing_key: {e}"))?,
+            routing_key: routing_key
+                .resolve()
+                .map_err(|e| format!("routing_key: {e}"))?,
             dedup_key,
             summary,
             event_url,

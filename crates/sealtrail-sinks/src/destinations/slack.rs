@@ -17,9 +17,16 @@ pub struct Slack {
 }
 
 impl Slack {
-    pub(super) fn build(webhook_url: &SecretRef, event_url: Option<String>) -> Result<Self, String> {
-        let webhook_url = webhook_url.resolve().map_err(|e| format!("webhook_url: {e}"))?;
-        if !webhook_url.expose().starts_with("https://") && !webhook_url.expose().starts_with("http://") {
+    pub(super) fn build(
+        webhook_url: &SecretRef,
+        event_url: Option<String>,
+    ) -> Result<Self, String> {
+        let webhook_url = webhook_url
+            .resolve()
+            .map_err(|e| format!("webhook_url: {e}"))?;
+        if !webhook_url.expose().starts_with("https://")
+            && !webhook_url.expose().starts_with("http://")
+        {
             return Err("webhook_url: the secret is not an http(s) URL".into());
         }
         Ok(Self {
@@ -73,14 +80,17 @@ impl Slack {
         ] {
             let value = event.str(key);
             if !value.is_empty() {
-                fields.push(json!({"type": "mrkdwn", "text": format!("*{label}*\n{}", escape(value))}));
+                fields.push(
+                    json!({"type": "mrkdwn", "text": format!("*{label}*\n{}", escape(value))}),
+                );
             }
         }
         let resource = match event.str("resource_id") {
             "" => event.str("resource_type").to_owned(),
             id => format!("{}/{id}", event.str("resource_type")),
         };
-        fields.push(json!({"type": "mrkdwn", "text": format!("*Resource*\n{}", escape(&resource))}));
+        fields
+            .push(json!({"type": "mrkdwn", "text": format!("*Resource*\n{}", escape(&resource))}));
         let mut blocks = vec![
             json!({"type": "header", "text": {"type": "plain_text", "text": truncate(&format!("{} {}", emoji_text(event), event.action()), 150), "emoji": true}}),
             json!({"type": "section", "fields": fields}),
@@ -107,7 +117,9 @@ fn emoji_text(event: &SinkEvent) -> &'static str {
 
 /// Slack's mrkdwn needs `&`, `<` and `>` escaped.
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 fn truncate(text: &str, max_chars: usize) -> String {

@@ -1,0 +1,389 @@
+//! Sinks against a local receiver that checks each service's documented wire format and
+//! injects the faults real receivers have.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::receiver::{self, Fault, Receiver};
+use common::{TestServer, eventually, guest_event};
+use sealtrail_core::Scope;
+use sealtrail_server::Config;
+use serde_json::{Value, json};
+
+fn secret_file(dir: &Path, name: &str, value: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("{value}\n")).unwrap();
+    path.display().to_string()
+}
+
+/// `[[sinks]]`/`[[routes]]` as a user writes them, parsed the way `serve` parses its file.
+fn sinks_config(config: &mut Config, toml_text: &str) {
+    let parsed: Config = toml::from_str(toml_text).unwrap();
+    config.sinks = parsed.sinks;
+    config.routes = parsed.routes;
+    config.validate().unwrap();
+}
+
+fn fast_retries() -> &'static str {
+    "request_timeout_ms = 400\nretry_initial_delay_ms = 10\nretry_max_delay_ms = 50\nbreaker_failures = 3\nbreaker_cooldown_ms = 150"
+}
+
+async fn sink_status(s: &TestServer, admin: &str, name: &str) -> Value {
+    let (status, body) = s.get(admin, "/v1/sinks").await;
+    assert_eq!(status, 200, "{body}");
+    body.as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == name)
+        .cloned()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_sink_receives_its_routed_events_in_its_documented_format() {
+    let rx = Receiver::start().await;
+    let secrets = tempfile::tempdir().unwrap();
+    let toml_text = format!(
+        r#"
+        [[sinks]]
+        name = "hook"
+        kind = "webhook"
+        url = "{base}/hook"
+        secret = {{ file = "{hook}" }}
+        max_batch_events = 1
+
+        [[sinks]]
+        name = "search"
+        kind = "elasticsearch"
+        url = "{base}"
+        index = "audit-{{yyyy}}.{{mm}}"
+
+        [[sinks]]
+        name = "dd"
+        kind = "datadog"
+        url = "{base}/api/v2/logs"
+        api_key = {{ file = "{dd}" }}
+        service = "wedding-planner"
+        tags = ["env:test"]
+
+        [[sinks]]
+        name = "chat"
+        kind = "slack"
+        webhook_url = {{ file = "{slack}" }}
+        event_url = "https://audit.example/events/{{id}}"
+
+        [[sinks]]
+        name = "pager"
+        kind = "pagerduty"
+        url = "{base}/v2/enqueue"
+        routing_key = {{ file = "{pd}" }}
+        dedup_key = "{{tenant_id}}/{{resource_type}}/{{resource_id}}"
+
+        [[routes]]
+        name = "everything"
+        sinks = ["hook", "search"]
+
+        [[routes]]
+        name = "acme guests"
+        sinks = ["dd"]
+        tenant = "acme"
+        action = "guest.*"
+
+        [[routes]]
+        name = "dietary warnings"
+        sinks = ["chat"]
+        severities = ["warning"]
+        action = "guest.dietary_restriction.updated"
+
+        [[routes]]
+        name = "pages"
+        sinks = ["pager"]
+        severities = ["critical"]
+        details = {{ "/page" = true }}
+        "#,
+        base = rx.base,
+        hook = secret_file(secrets.path(), "hook", receiver::WEBHOOK_SECRET),
+        dd = secret_file(secrets.path(), "dd", receiver::DD_API_KEY),
+        slack = secret_file(secrets.path(), "slack", &format!("{}/slack", rx.base)),
+        pd = secret_file(secrets.path(), "pd", receiver::PD_ROUTING_KEY),
+    );
+    let s = TestServer::start_with(|c| sinks_config(c, &toml_text)).await;
+    let acme = s.key(&[Scope::Ingest], Some("acme"));
+    let other = s.key(&[Scope::Ingest], Some("other"));
+    let admin = s.key(&[Scope::Admin], None);
+
+    assert_eq!(s.post_batch(&acme, 0..40).await.0, 201);
+    assert_eq!(s.post_batch(&other, 40..50).await.0, 201);
+    let page = json!({"action": "venue.cancelled", "resource_type": "venue", "resource_id": "v1",
+                      "severity": "critical", "details": {"page": true}});
+    let quiet = json!({"action": "venue.cancelled", "resource_type": "venue", "resource_id": "v2",
+                       "severity": "critical", "details": {"page": false}});
+    assert_eq!(s.post_json(&acme, "/v1/events", &page).await.0, 201);
+    assert_eq!(s.post_json(&acme, "/v1/events", &quiet).await.0, 201);
+    let total = 52;
+
+    eventually("every sink has caught up", async || {
+        let (_, body) = s.get(&admin, "/v1/sinks").await;
+        body.as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["cursor"] == total && x["lag_events"] == 0)
+    })
+    .await;
+    assert!(rx.violations().is_empty(), "{:?}", rx.violations());
+
+    // Webhook and Elasticsearch: every event, once, in log order.
+    let (_, listed) = s.get(&admin, "/v1/events?limit=100").await;
+    let mut ids: Vec<String> = listed["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["seq"].as_u64().unwrap(),
+                e["id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect::<std::collections::BTreeMap<_, _>>()
+        .into_values()
+        .collect();
+    assert_eq!(ids.len(), total as usize);
+    assert_eq!(rx.doc_ids(), ids);
+    let hooks = rx.accepted("/hook");
+    let hook_ids: Vec<String> = hooks
+        .iter()
+        .map(|h| h["message"]["data"]["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(hook_ids, ids);
+    assert_eq!(hooks[0]["message"]["type"], "audit_event.created");
+    assert_eq!(hooks[0]["id"], format!("msg_{}", ids[0]));
+    let doc = rx.doc(&ids[0]).unwrap();
+    assert_eq!(doc["@timestamp"], doc["occurred_at"]);
+    assert!(doc["leaf_hash"].is_string());
+    let bulk = &rx.requests("/_bulk")[0];
+    let first_action: Value = serde_json::from_str(
+        std::str::from_utf8(&bulk.body)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let index = first_action["create"]["_index"].as_str().unwrap();
+    assert!(
+        index.starts_with("audit-20") && index.len() == "audit-2026.12".len(),
+        "{index}"
+    );
+
+    // Datadog: acme's guest events only, gzip, the documented fields.
+    let logs = rx.accepted("/api/v2/logs");
+    assert_eq!(logs.len(), 40);
+    assert!(
+        rx.requests("/api/v2/logs")
+            .iter()
+            .all(|r| r.headers["content-encoding"] == "gzip")
+    );
+    assert_eq!(logs[0]["service"], "wedding-planner");
+    assert!(logs[0]["ddtags"].as_str().unwrap().contains("env:test"));
+    assert!(logs[0]["ddtags"].as_str().unwrap().contains("tenant:acme"));
+    assert_eq!(logs[0]["status"], "warning", "guest_event(0) is a warning");
+    assert_eq!(logs[1]["status"], "info");
+
+    // Slack: the dietary warnings (every 4th guest event), readable.
+    let messages = rx.accepted("/slack");
+    assert_eq!(messages.len(), 13);
+    let text = messages[0].to_string();
+    assert!(text.contains("guest.dietary_restriction.updated"), "{text}");
+    assert!(text.contains("https://audit.example/events/"), "{text}");
+    assert!(text.contains("coord:ines"), "{text}");
+
+    // PagerDuty: the one critical event whose details ask for a page.
+    let pages = rx.accepted("/v2/enqueue");
+    assert_eq!(pages.len(), 1);
+    assert_eq!(pages[0]["dedup_key"], "acme/venue/v1");
+    assert_eq!(pages[0]["payload"]["severity"], "critical");
+    assert_eq!(pages[0]["event_action"], "trigger");
+
+    // The status shows each sink's delivery, and no secret anywhere.
+    let status = sink_status(&s, &admin, "search").await;
+    assert_eq!(status["delivered_events"], total);
+    assert_eq!(status["circuit"], "closed");
+    assert_eq!(status["dead_letters"], 0);
+    assert!(status["last_success_at"].is_string());
+    let (_, all) = s.get(&admin, "/v1/sinks").await;
+    let shown = all.to_string();
+    for secret in [
+        receiver::DD_API_KEY,
+        receiver::PD_ROUTING_KEY,
+        "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    ] {
+        assert!(!shown.contains(secret));
+    }
+    ids.clear();
+
+    // Sinks are an admin matter.
+    let reader = s.key(&[Scope::Read], None);
+    assert_eq!(s.get(&reader, "/v1/sinks").await.0, 403);
+    let bound_admin = s.key(&[Scope::Admin], Some("acme"));
+    assert_eq!(s.get(&bound_admin, "/v1/sinks").await.0, 403);
+    assert_eq!(s.get(&admin, "/v1/sinks/nope/dead-letters").await.0, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_are_retried_and_a_refused_event_is_dead_lettered_then_replayed() {
+    let rx = Receiver::start().await;
+    let toml_text = format!(
+        r#"
+        [[sinks]]
+        name = "search"
+        kind = "elasticsearch"
+        url = "{base}"
+        max_batch_events = 10
+        {fast}
+
+        [[routes]]
+        sinks = ["search"]
+        "#,
+        base = rx.base,
+        fast = fast_retries(),
+    );
+    // Every fault a receiver has, before the first request gets through: a 5xx, a 429
+    // with Retry-After, an answer slower than the timeout, a dropped connection; then
+    // per-item results in the first accepted bulk: one 429 (retried), one 400 (refused).
+    rx.fault(Fault::Status(503, None));
+    rx.fault(Fault::Status(429, Some(1)));
+    rx.fault(Fault::Delay(Duration::from_millis(800)));
+    rx.fault(Fault::Drop);
+    rx.item_faults(&[201, 429, 400]);
+    let s = TestServer::start_with(|c| sinks_config(c, &toml_text)).await;
+    let key = s.key(&[Scope::Ingest], Some("acme"));
+    let admin = s.key(&[Scope::Admin], None);
+    assert_eq!(s.post_batch(&key, 0..20).await.0, 201);
+
+    eventually("19 events are in the index", async || {
+        rx.doc_ids().len() == 19
+    })
+    .await;
+    eventually("the cursor is at the end", async || {
+        sink_status(&s, &admin, "search").await["cursor"] == 20
+    })
+    .await;
+    let requests = rx.requests("/_bulk");
+    let after_429 = requests.iter().position(|r| r.status == 429).unwrap();
+    let waited = requests[after_429 + 1].at - requests[after_429].at;
+    assert!(
+        waited >= Duration::from_millis(950),
+        "Retry-After: 1 was not honoured: {waited:?}"
+    );
+
+    let (status, dead) = s.get(&admin, "/v1/sinks/search/dead-letters").await;
+    assert_eq!(status, 200);
+    let dead = dead.as_array().unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(
+        dead[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("item status 400"),
+        "{dead:?}"
+    );
+    let dead_seq = dead[0]["seq"].as_u64().unwrap();
+    let status = sink_status(&s, &admin, "search").await;
+    assert_eq!(status["dead_letters"], 1);
+    assert_eq!(status["circuit"], "closed");
+    let last_error = status["last_error"]["message"].as_str().unwrap();
+    assert!(!last_error.is_empty());
+
+    // The receiver has been fixed: replay.
+    let replay = s
+        .http
+        .post(s.url("/v1/sinks/search/dead-letters/replay"))
+        .bearer_auth(&admin)
+        .json(&json!({"seqs": [dead_seq]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), 202);
+    eventually("the replayed event is in the index", async || {
+        rx.doc_ids().len() == 20
+    })
+    .await;
+    eventually("the dead letter is gone", async || {
+        s.get(&admin, "/v1/sinks/search/dead-letters").await.1 == json!([])
+    })
+    .await;
+    assert!(rx.violations().is_empty(), "{:?}", rx.violations());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_outage_and_a_restart_lose_nothing_and_duplicate_nothing() {
+    let rx = Receiver::start().await;
+    let toml_text = format!(
+        r#"
+        [[sinks]]
+        name = "search"
+        kind = "elasticsearch"
+        url = "{base}"
+        max_batch_events = 25
+        {fast}
+
+        [[routes]]
+        sinks = ["search"]
+        "#,
+        base = rx.base,
+        fast = fast_retries(),
+    );
+    rx.set_down(true);
+    let s = TestServer::start_with(|c| sinks_config(c, &toml_text)).await;
+    let key = s.key(&[Scope::Ingest], Some("acme"));
+    let admin = s.key(&[Scope::Admin], None);
+    for start in (0..200).step_by(50) {
+        assert_eq!(s.post_batch(&key, start..start + 50).await.0, 201);
+    }
+    eventually("the circuit opens", async || {
+        let st = sink_status(&s, &admin, "search").await;
+        st["circuit"] != "closed"
+            && st["lag_events"] == 200
+            && st["lag_seconds"].as_f64().unwrap() > 0.0
+    })
+    .await;
+    // Sealtrail restarts in the middle of the outage.
+    let s = s.restart().await;
+    let admin = s.key(&[Scope::Admin], None);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    rx.set_down(false);
+    eventually("every event arrived", async || rx.doc_ids().len() == 200).await;
+    eventually("the sink has caught up", async || {
+        sink_status(&s, &admin, "search").await["lag_events"] == 0
+    })
+    .await;
+    // In log order, each once.
+    let (_, listed) = s.get(&admin, "/v1/events?limit=200").await;
+    let mut by_seq: Vec<(u64, String)> = listed["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["seq"].as_u64().unwrap(),
+                e["id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    by_seq.sort();
+    let ids: Vec<String> = by_seq.into_iter().map(|(_, id)| id).collect();
+    assert_eq!(rx.doc_ids(), ids);
+    let sent: usize = rx
+        .requests("/_bulk")
+        .iter()
+        .filter(|r| r.status == 200)
+        .map(|r| r.body.iter().filter(|&&b| b == b'\n').count() / 2)
+        .sum();
+    assert_eq!(
+        sent, 200,
+        "nothing was sent twice once the receiver answered"
+    );
+    let _ = guest_event(0);
+}
