@@ -6,6 +6,7 @@ mod keys;
 mod migrate;
 mod query;
 mod serve;
+mod sinks;
 mod tail;
 mod verify;
 
@@ -48,6 +49,16 @@ enum Command {
     Tail(tail::TailArgs),
     /// Fill a server with realistic wedding-planning audit events.
     Demo(demo::DemoArgs),
+    /// Sinks: delivery state, dead letters, replay.
+    Sinks {
+        #[command(subcommand)]
+        command: sinks::SinksCommand,
+    },
+    /// Check a configuration file (sinks, routes, secrets, limits) without starting.
+    Config {
+        #[command(subcommand)]
+        command: serve::ConfigCommand,
+    },
 }
 
 /// Where the data directory is.
@@ -112,6 +123,8 @@ fn main() -> ExitCode {
             Command::Query(args) => query::run(args).await,
             Command::Tail(args) => tail::run(args).await,
             Command::Demo(args) => demo::run(args).await,
+            Command::Sinks { command } => sinks::run(command).await,
+            Command::Config { command } => serve::check_config(command),
         }
     });
     match result {

@@ -100,3 +100,45 @@ fn raise_open_file_limit() {
         }
     }
 }
+
+#[derive(clap::Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Load the file as `serve` would (with SEALTRAIL_* overrides), read every sink's
+    /// secrets, and print each problem; exit status 1 if there is any.
+    Check {
+        /// The TOML configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+pub fn check_config(command: ConfigCommand) -> anyhow::Result<ExitCode> {
+    let ConfigCommand::Check { config } = command;
+    let config = match Config::load(config.as_deref(), std::env::vars()) {
+        Ok(config) => config,
+        Err(e) => {
+            println!("{e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let problems = sealtrail_sinks::check_config(&config.sinks, &config.routes);
+    if !problems.is_empty() {
+        for problem in &problems {
+            println!("{problem}");
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    println!(
+        "ok: {} sinks, {} routes; the log {}",
+        config.sinks.len(),
+        config.routes.len(),
+        match &config.database_url {
+            Some(url) => format!(
+                "in PostgreSQL at {}",
+                sealtrail_store::postgres::redact(url)
+            ),
+            None => format!("in {}", config.data_dir.display()),
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}

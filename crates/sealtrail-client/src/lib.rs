@@ -163,6 +163,35 @@ impl Client {
         .await
     }
 
+    /// Every sink's state (`GET /v1/sinks`; admin key).
+    pub async fn sinks(&self) -> Result<Vec<Value>, ClientError> {
+        self.get("/v1/sinks", &[]).await
+    }
+
+    /// A sink's dead letters, oldest first.
+    pub async fn dead_letters(&self, sink: &str, limit: usize) -> Result<Vec<Value>, ClientError> {
+        self.get(
+            &format!("/v1/sinks/{sink}/dead-letters"),
+            &[("limit".into(), limit.to_string())],
+        )
+        .await
+    }
+
+    /// Queues dead letters for another delivery (those seqs, or all); how many.
+    pub async fn replay_dead_letters(
+        &self,
+        sink: &str,
+        seqs: Option<&[u64]>,
+    ) -> Result<Value, ClientError> {
+        let body = serde_json::json!({ "seqs": seqs }).to_string().into_bytes();
+        self.send_body(
+            &format!("/v1/sinks/{sink}/dead-letters/replay"),
+            "application/json",
+            body,
+        )
+        .await
+    }
+
     async fn get<T: DeserializeOwned>(
         &self,
         path: &str,

@@ -274,7 +274,7 @@ impl Config {
         if !problems.is_empty() {
             return Err(ConfigError::Invalid {
                 origin: String::new(),
-                message: problems.join("; "),
+                message: problems.join("\n"),
             });
         }
         if let Some(origin) = &self.log_origin
