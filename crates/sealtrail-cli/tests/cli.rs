@@ -126,7 +126,9 @@ fn ready(url: &str) -> (u64, u64) {
         .build()
         .unwrap();
     let ready: Value = runtime.block_on(async {
-        reqwest::get(format!("{url}/readyz"))
+        sealtrail_testkit::http_client()
+            .get(format!("{url}/readyz"))
+            .send()
             .await
             .unwrap()
             .json()
@@ -140,7 +142,7 @@ fn ready(url: &str) -> (u64, u64) {
 }
 
 async fn all_events(url: &str, key: &str) -> Vec<Value> {
-    let client = reqwest::Client::new();
+    let client = sealtrail_testkit::http_client();
     let mut events = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -303,7 +305,7 @@ fn sigkill_during_concurrent_ingest_loses_no_acknowledged_event() {
         .map(|client| {
             let (url, key, acked) = (url.clone(), key.clone(), acked.clone());
             runtime.spawn(async move {
-                let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+                let http = sealtrail_testkit::http_client_builder().timeout(Duration::from_secs(10)).build().unwrap();
                 for round in 0u64.. {
                     // Alternate single events and batches, every event with its own id.
                     let size = if round % 2 == 0 { 1 } else { 25 };
@@ -418,7 +420,7 @@ fn tail_follows_across_a_server_restart() {
             let events: Vec<Value> = (from..from + 20)
                 .map(|n| json!({"action": "guest.rsvp.updated", "resource_type": "guest", "resource_id": n.to_string()}))
                 .collect();
-            let response = reqwest::Client::new()
+            let response = sealtrail_testkit::http_client()
                 .post(format!("{url}/v1/events"))
                 .bearer_auth(&key)
                 .json(&json!({ "events": events }))
@@ -491,7 +493,7 @@ fn the_other_server_takes_over_when_one_is_killed_during_ingest() {
         .map(|client| {
             let (nodes, key, acked, done) = (nodes.clone(), key.clone(), acked.clone(), done.clone());
             runtime.spawn(async move {
-                let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+                let http = sealtrail_testkit::http_client_builder().timeout(Duration::from_secs(10)).build().unwrap();
                 let mut round = 0usize;
                 while !done.load(std::sync::atomic::Ordering::Acquire) {
                     let events: Vec<Value> = (0..10)

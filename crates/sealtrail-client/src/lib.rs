@@ -91,6 +91,9 @@ impl Client {
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(ClientError::InvalidUrl(base_url.to_owned()));
         }
+        // reqwest is built with rustls and no crypto provider of its own: ring is installed
+        // (Err means one is installed already).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .build()

@@ -45,7 +45,7 @@ async fn two_servers_share_one_log_and_every_stream_sees_every_event() {
         .map(|(node, base)| {
             let key = key.clone();
             tokio::spawn(async move {
-                let http = reqwest::Client::new();
+                let http = sealtrail_testkit::http_client();
                 for batch in 0..PER_SERVER_BATCHES {
                     let events: Vec<_> = (0..BATCH_EVENTS)
                         .map(|i| {

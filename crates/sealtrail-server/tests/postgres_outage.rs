@@ -37,7 +37,7 @@ async fn ingest_survives_a_postgresql_outage_losing_and_duplicating_nothing() {
                 spooled.clone(),
             );
             tokio::spawn(async move {
-                let http = reqwest::Client::new();
+                let http = sealtrail_testkit::http_client();
                 for b in 0..BATCHES {
                     let ids: Vec<uuid::Uuid> =
                         (0..BATCH_EVENTS).map(|_| uuid::Uuid::new_v4()).collect();

@@ -387,3 +387,51 @@ async fn a_long_outage_and_a_restart_lose_nothing_and_duplicate_nothing() {
     );
     let _ = guest_event(0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_over_a_routes_rate_limit_arrive_as_one_digest() {
+    let rx = Receiver::start().await;
+    let secrets = tempfile::tempdir().unwrap();
+    let toml_text = format!(
+        r#"
+        [[sinks]]
+        name = "chat"
+        kind = "slack"
+        webhook_url = {{ file = "{slack}" }}
+
+        [[routes]]
+        name = "warnings"
+        sinks = ["chat"]
+        severities = ["warning"]
+        rate_limit = {{ max_events = 2, per_secs = 2 }}
+        "#,
+        slack = secret_file(secrets.path(), "slack", &format!("{}/slack", rx.base)),
+    );
+    let s = TestServer::start_with(|c| sinks_config(c, &toml_text)).await;
+    let key = s.key(&[Scope::Ingest], Some("acme"));
+    let admin = s.key(&[Scope::Admin], None);
+    // guest_event(n) is a warning for every 4th n: 10 warnings.
+    assert_eq!(s.post_batch(&key, 0..40).await.0, 201);
+    eventually("two alerts and one digest arrived", async || {
+        rx.accepted("/slack").len() == 3
+    })
+    .await;
+    let messages = rx.accepted("/slack");
+    assert!(messages[0]["text"].as_str().unwrap().contains("guest-0"));
+    assert!(messages[1]["text"].as_str().unwrap().contains("guest-4"));
+    let digest = messages[2].to_string();
+    assert!(
+        digest.contains("8 events matched routes[0] (warnings)"),
+        "{digest}"
+    );
+    assert!(
+        digest.contains("guest-8") && digest.contains("guest-36"),
+        "{digest}"
+    );
+    let status = sink_status(&s, &admin, "chat").await;
+    assert_eq!(status["cursor"], 40);
+    assert_eq!(status["dead_letters"], 0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(rx.accepted("/slack").len(), 3, "nothing is sent twice");
+    assert!(rx.violations().is_empty(), "{:?}", rx.violations());
+}

@@ -58,7 +58,7 @@ const CASES: [Case; 4] = [
 type Ledger = Arc<Mutex<Vec<(u64, Value)>>>;
 
 async fn ingest(base: &str, key: &str, from: u64, count: u64, ledger: &Ledger) {
-    let http = reqwest::Client::new();
+    let http = sealtrail_testkit::http_client();
     let mut n = from;
     while n < from + count {
         let size = (1 + n % 7).min(from + count - n);
@@ -276,7 +276,7 @@ async fn sse_replays_then_goes_live_with_ids_heartbeats_and_caught_up() {
         "then live events"
     );
     // Other tenants and missing scopes are refused up front.
-    let response = reqwest::Client::new()
+    let response = sealtrail_testkit::http_client()
         .get(format!("{}/v1/stream?tenant_id=lakeside", server.base))
         .bearer_auth(&key)
         .send()
@@ -284,14 +284,14 @@ async fn sse_replays_then_goes_live_with_ids_heartbeats_and_caught_up() {
         .unwrap();
     assert_eq!(response.status(), 403);
     let reader = server.key(&[Scope::Read], None);
-    let response = reqwest::Client::new()
+    let response = sealtrail_testkit::http_client()
         .get(format!("{}/v1/stream", server.base))
         .bearer_auth(&reader)
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 403);
-    let response = reqwest::Client::new()
+    let response = sealtrail_testkit::http_client()
         .get(format!("{}/v1/stream?since=9999", server.base))
         .bearer_auth(&key)
         .send()
@@ -412,7 +412,7 @@ async fn a_stalled_client_neither_holds_memory_nor_delays_others() {
     let ledger: Ledger = Arc::default();
     // Enough to fill the stalled socket's kernel buffers many times over.
     let details = "x".repeat(2000);
-    let http = reqwest::Client::new();
+    let http = sealtrail_testkit::http_client();
     for round in 0..40u64 {
         let events: Vec<Value> = (0..50)
             .map(|i| {

@@ -267,6 +267,20 @@ pub struct RouteConfig {
     /// JSON pointer into `details` → the value it must equal (`"/guest/vendor" = "caterer"`).
     #[serde(default)]
     pub details: BTreeMap<String, serde_json::Value>,
+    /// For the route's alerting sinks (Slack, PagerDuty): at most this many messages per
+    /// window; the rest are sent as one digest when the window ends, never dropped.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A fixed-window rate limit on alerts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Messages per window.
+    pub max_events: u32,
+    /// Window length.
+    pub per_secs: u64,
 }
 
 impl RouteConfig {
@@ -349,6 +363,13 @@ pub fn check(sinks: &[SinkConfig], routes: &[RouteConfig]) -> Vec<String> {
             && let Err(reason) = sealtrail_core::ActionMatch::parse(action)
         {
             problems.push(format!("{at}.action: {reason}"));
+        }
+        if let Some(limit) = route.rate_limit
+            && (limit.max_events == 0 || limit.per_secs == 0)
+        {
+            problems.push(format!(
+                "{at}.rate_limit: max_events and per_secs must be at least 1"
+            ));
         }
         for pointer in route.details.keys() {
             if !pointer.starts_with('/') {

@@ -145,6 +145,8 @@ impl Sinks {
                 status: status.clone(),
                 wake: wake.clone(),
                 stop: stopped.clone(),
+                windows: HashMap::new(),
+                digest_due: HashMap::new(),
                 jitter: rand::SeedableRng::seed_from_u64(
                     sealtrail_core::time_format::now_micros() as u64 ^ tasks.len() as u64,
                 ),

@@ -3,7 +3,7 @@
 use sealtrail_core::{ActionMatch, Severity};
 use serde_json::Value;
 
-use crate::config::RouteConfig;
+use crate::config::{RateLimit, RouteConfig};
 use crate::event::SinkEvent;
 
 /// One route, ready to match.
@@ -16,6 +16,8 @@ pub struct Route {
     action: Option<ActionMatch>,
     resource_type: Option<String>,
     details: Vec<(String, Value)>,
+    /// Limits alerts through this route (see [`RateLimit`]).
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Route {
@@ -40,6 +42,7 @@ impl Route {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            rate_limit: config.rate_limit,
         }
     }
 

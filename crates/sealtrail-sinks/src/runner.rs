@@ -10,8 +10,9 @@
 //! sink runs on its own task with its own client, so a slow or dead receiver slows only
 //! its own sink, never ingest.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 use sealtrail_core::EventFilter;
@@ -25,7 +26,7 @@ use crate::delivery::Delivery;
 use crate::destinations::Destination;
 use crate::event::SinkEvent;
 use crate::route::Route;
-use crate::store::SinkStore;
+use crate::store::{HeldEvent, SinkStore};
 
 /// Most events read from the log at once.
 const MAX_PAGE_EVENTS: usize = 10_000;
@@ -82,6 +83,16 @@ pub struct LastError {
 /// Why a delivery loop ended early.
 pub struct Stopped;
 
+/// What a sink does with an event.
+enum Admission {
+    /// No route sends it here.
+    Skip,
+    /// Send it.
+    Send,
+    /// Hold it for this route's digest.
+    Hold(String),
+}
+
 pub(crate) struct Runner {
     pub config: SinkConfig,
     pub destination: Destination,
@@ -95,6 +106,11 @@ pub(crate) struct Runner {
     pub stop: watch::Receiver<bool>,
     /// Picks the retry delays (full jitter).
     pub jitter: rand::rngs::SmallRng,
+    /// Per rate-limited route: when its current window began (at its first alert) and
+    /// the alerts sent in it.
+    pub windows: HashMap<String, (Instant, u32)>,
+    /// Per route with held events: when its digest is due (absent after a restart: due).
+    pub digest_due: HashMap<String, Instant>,
 }
 
 impl Runner {
@@ -111,7 +127,7 @@ impl Runner {
         self.update(|s| s.cursor = cursor);
         tracing::info!(sink = %name, cursor, "sink started");
         while !*self.stop.borrow() {
-            if self.replay_dead_letters().await.is_err() {
+            if self.replay_dead_letters().await.is_err() || self.send_due_digests().await.is_err() {
                 return;
             }
             let through = self.durable.get();
@@ -153,35 +169,51 @@ impl Runner {
                 let oldest = first.received_at_micros();
                 self.update(|s| s.oldest_pending_micros = Some(oldest));
             }
-            let matched: Vec<SinkEvent> = page
-                .events
-                .iter()
-                .filter_map(SinkEvent::from_stored)
-                .filter(|e| self.routes.iter().any(|r| r.matches(e)))
-                .collect();
+            let mut matched = Vec::new();
+            let mut held = Vec::new();
+            for event in page.events.iter().filter_map(SinkEvent::from_stored) {
+                match self.admit(&event) {
+                    Admission::Skip => {}
+                    Admission::Send => matched.push(event),
+                    Admission::Hold(route) => held.push(HeldEvent {
+                        route,
+                        seq: event.seq,
+                        event_id: event.id().to_owned(),
+                        headline: crate::destinations::headline(&event),
+                    }),
+                }
+            }
             let batch = self.config.batch_events();
             for chunk in matched.chunks(batch) {
                 let Ok(dead) = self.deliver(chunk).await else {
                     return;
                 };
                 let last = chunk.last().map_or(cursor, |e| e.seq);
-                if !self.commit(&mut cursor, last, &dead) {
+                let split = held.partition_point(|h| h.seq <= last);
+                let passed: Vec<HeldEvent> = held.drain(..split).collect();
+                if !self.commit(&mut cursor, last, &dead, &passed) {
                     return;
                 }
             }
             let scanned = page.scanned_through.max(cursor);
-            if !self.commit(&mut cursor, scanned, &[]) {
+            if !self.commit(&mut cursor, scanned, &[], &held) {
                 return;
             }
         }
     }
 
     /// Moves the cursor (with the dead letters before it) in the store and the status.
-    fn commit(&self, cursor: &mut u64, to: u64, dead: &[(u64, String, String)]) -> bool {
-        if to <= *cursor && dead.is_empty() {
+    fn commit(
+        &self,
+        cursor: &mut u64,
+        to: u64,
+        dead: &[(u64, String, String)],
+        held: &[HeldEvent],
+    ) -> bool {
+        if to <= *cursor && dead.is_empty() && held.is_empty() {
             return true;
         }
-        if let Err(e) = self.store.advance(&self.config.name, to, dead) {
+        if let Err(e) = self.store.advance(&self.config.name, to, dead, held) {
             tracing::error!(sink = %self.config.name, error = %e, "cannot save the sink's cursor; it stops");
             self.fail(e.to_string());
             return false;
@@ -196,6 +228,104 @@ impl Runner {
             s.dead_letters += dead_count;
         });
         true
+    }
+
+    /// Whether an event goes to this sink now, is held for a digest (every route that
+    /// matches it is rate-limited and out of alerts for its window), or is not for it.
+    fn admit(&mut self, event: &SinkEvent) -> Admission {
+        let matching: Vec<&Route> = self.routes.iter().filter(|r| r.matches(event)).collect();
+        if matching.is_empty() {
+            return Admission::Skip;
+        }
+        if !self.config.kind.is_alerting() || matching.iter().any(|r| r.rate_limit.is_none()) {
+            return Admission::Send;
+        }
+        let now = Instant::now();
+        for route in &matching {
+            let limit = route.rate_limit.expect("only rate-limited routes are left");
+            let length = Duration::from_secs(limit.per_secs);
+            let entry = self.windows.entry(route.label.clone()).or_insert((now, 0));
+            if now >= entry.0 + length {
+                *entry = (now, 0);
+            }
+            if entry.1 < limit.max_events {
+                entry.1 += 1;
+                return Admission::Send;
+            }
+        }
+        let route = matching[0];
+        let limit = route.rate_limit.expect("only rate-limited routes are left");
+        let started = self.windows.get(&route.label).map_or(now, |w| w.0);
+        let due = started + Duration::from_secs(limit.per_secs);
+        self.digest_due.entry(route.label.clone()).or_insert(due);
+        Admission::Hold(route.label.clone())
+    }
+
+    /// Sends the digest of every route whose window has ended (and, after a restart, of
+    /// every route with held events). A refused digest turns its events into dead letters.
+    async fn send_due_digests(&mut self) -> Result<(), Stopped> {
+        let name = self.config.name.clone();
+        let held = match self.store.held(&name) {
+            Ok(h) => h,
+            Err(e) => {
+                self.fail(e.to_string());
+                return Ok(());
+            }
+        };
+        let mut by_route: Vec<(String, Vec<HeldEvent>)> = Vec::new();
+        for h in held {
+            match by_route.iter_mut().find(|(r, _)| *r == h.route) {
+                Some((_, list)) => list.push(h),
+                None => by_route.push((h.route.clone(), vec![h])),
+            }
+        }
+        for (route, events) in by_route {
+            if self
+                .digest_due
+                .get(&route)
+                .is_some_and(|due| Instant::now() < *due)
+            {
+                continue;
+            }
+            loop {
+                self.wait_for_circuit().await?;
+                let outcome = tokio::select! {
+                    outcome = self.destination.send_digest(&self.client, &name, &route, &events) => outcome,
+                    _ = self.stop.changed() => return Err(Stopped),
+                };
+                let dead: Vec<(u64, String, String)> = match outcome {
+                    Delivery::Accepted | Delivery::Partial { .. } => Vec::new(),
+                    Delivery::Retry {
+                        reason,
+                        retry_after,
+                    } => {
+                        self.failed(reason, retry_after).await?;
+                        continue;
+                    }
+                    Delivery::Split { reason } | Delivery::Refused { reason } => events
+                        .iter()
+                        .map(|h| {
+                            (
+                                h.seq,
+                                h.event_id.clone(),
+                                format!("digest refused: {reason}"),
+                            )
+                        })
+                        .collect(),
+                };
+                self.succeeded(if dead.is_empty() { events.len() } else { 0 });
+                let seqs: Vec<u64> = events.iter().map(|h| h.seq).collect();
+                if let Err(e) = self.store.digest_done(&name, &seqs, &dead) {
+                    self.fail(e.to_string());
+                } else {
+                    let n = dead.len() as u64;
+                    self.update(|s| s.dead_letters += n);
+                }
+                self.digest_due.remove(&route);
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Sends `events` until each is accepted or refused for good; returns the refused ones

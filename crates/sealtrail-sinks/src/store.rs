@@ -39,6 +39,19 @@ pub struct DeadLetter {
     pub replay_requested: bool,
 }
 
+/// An event kept back by a route's rate limit, to go out in the route's next digest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldEvent {
+    /// The route's label.
+    pub route: String,
+    /// The event's seq.
+    pub seq: u64,
+    /// The event's id.
+    pub event_id: String,
+    /// Its one-line description.
+    pub headline: String,
+}
+
 /// The sinks' cursors and dead letters.
 pub struct SinkStore {
     conn: Mutex<Connection>,
@@ -66,6 +79,14 @@ impl SinkStore {
                  created_at       INTEGER NOT NULL,
                  replay_requested INTEGER NOT NULL DEFAULT 0,
                  PRIMARY KEY (sink, seq)
+             );
+             CREATE TABLE IF NOT EXISTS digest_pending (
+                 sink     TEXT    NOT NULL,
+                 route    TEXT    NOT NULL,
+                 seq      INTEGER NOT NULL,
+                 event_id TEXT    NOT NULL,
+                 headline TEXT    NOT NULL,
+                 PRIMARY KEY (sink, seq)
              );",
         )?;
         Ok(Self {
@@ -92,13 +113,15 @@ impl SinkStore {
         Ok(seq.map_or(0, |s| s as u64))
     }
 
-    /// Moves the cursor to `seq` and records `dead` (events before it that were refused),
-    /// in one transaction. A cursor never moves back.
+    /// Moves the cursor to `seq` and records `dead` (events before it that were refused)
+    /// and `held` (events kept back for a digest), in one transaction. A cursor never moves
+    /// back.
     pub fn advance(
         &self,
         sink: &str,
         seq: u64,
         dead: &[(u64, String, String)],
+        held: &[HeldEvent],
     ) -> Result<(), StoreFailure> {
         let now = sealtrail_core::time_format::now_micros();
         let mut conn = self.conn();
@@ -112,12 +135,65 @@ impl SinkStore {
                 params![sink, *dead_seq as i64, event_id, error, now],
             )?;
         }
+        for h in held {
+            debug_assert!(h.seq <= seq, "a held event is behind its cursor");
+            tx.execute(
+                "INSERT OR IGNORE INTO digest_pending (sink, route, seq, event_id, headline)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![sink, h.route, h.seq as i64, h.event_id, h.headline],
+            )?;
+        }
         tx.execute(
             "INSERT INTO sink_cursors (sink, seq, updated_at) VALUES (?1, ?2, ?3)
              ON CONFLICT (sink) DO UPDATE SET seq = max(seq, excluded.seq),
                                               updated_at = excluded.updated_at",
             params![sink, seq as i64, now],
         )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Events held for the sink's digests, oldest first.
+    pub fn held(&self, sink: &str) -> Result<Vec<HeldEvent>, StoreFailure> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT route, seq, event_id, headline FROM digest_pending WHERE sink = ?1 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([sink], |r| {
+            Ok(HeldEvent {
+                route: r.get(0)?,
+                seq: r.get::<_, i64>(1)? as u64,
+                event_id: r.get(2)?,
+                headline: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// A digest went out (or its events became dead letters): they are no longer held.
+    pub fn digest_done(
+        &self,
+        sink: &str,
+        seqs: &[u64],
+        dead: &[(u64, String, String)],
+    ) -> Result<(), StoreFailure> {
+        let now = sealtrail_core::time_format::now_micros();
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for (seq, event_id, error) in dead {
+            tx.execute(
+                "INSERT INTO dead_letters (sink, seq, event_id, error, attempts, created_at)
+                 VALUES (?1, ?2, ?3, ?4, 1, ?5)
+                 ON CONFLICT (sink, seq) DO UPDATE SET error = excluded.error",
+                params![sink, *seq as i64, event_id, error, now],
+            )?;
+        }
+        for seq in seqs {
+            tx.execute(
+                "DELETE FROM digest_pending WHERE sink = ?1 AND seq = ?2",
+                params![sink, *seq as i64],
+            )?;
+        }
         tx.commit()?;
         Ok(())
     }
@@ -232,9 +308,10 @@ mod tests {
                 "es",
                 10,
                 &[(7, "id-7".into(), "400 mapper_parsing_exception".into())],
+                &[],
             )
             .expect("advance");
-        store.advance("es", 5, &[]).expect("advance");
+        store.advance("es", 5, &[], &[]).expect("advance");
         assert_eq!(store.cursor("es").expect("cursor"), 10, "never back");
         assert_eq!(store.cursor("other").expect("cursor"), 0);
         drop(store);

@@ -4,3 +4,19 @@
 pub mod pg;
 
 pub use pg::PgCluster;
+
+/// An HTTP client for tests and benchmarks. reqwest is built with rustls and no crypto
+/// provider of its own (ring is installed instead, as the server does), so a process must
+/// install one before it builds its first client: this does.
+pub fn http_client() -> reqwest::Client {
+    http_client_builder()
+        .build()
+        .expect("a default HTTP client builds")
+}
+
+/// [`http_client`]'s builder, for clients with their own settings.
+pub fn http_client_builder() -> reqwest::ClientBuilder {
+    // Err means a provider is installed already, which is all that is needed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+}

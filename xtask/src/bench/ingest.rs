@@ -260,7 +260,7 @@ pub(super) async fn http_batched(
         .collect();
     let bodies = Arc::new(bodies);
     let next = Arc::new(AtomicUsize::new(0));
-    let http = reqwest::Client::new();
+    let http = sealtrail_testkit::http_client();
     let url = format!("{}/v1/events", server.url);
     eprintln!("bench: burst of {} requests starts", bodies.len());
     let started = Instant::now();
@@ -293,7 +293,9 @@ pub(super) async fn http_batched(
 
 /// Events per group commit and commit latency, from the server's own metrics.
 pub(super) async fn commit_profile(server: &Server) -> anyhow::Result<String> {
-    let text = reqwest::get(format!("{}/metrics", server.url))
+    let text = sealtrail_testkit::http_client()
+        .get(format!("{}/metrics", server.url))
+        .send()
         .await?
         .text()
         .await?;
@@ -318,7 +320,7 @@ pub(super) async fn single_events(
     server: &Server,
     key: &str,
 ) -> anyhow::Result<(Latency, Latency, f64)> {
-    let http = reqwest::Client::new();
+    let http = sealtrail_testkit::http_client();
     let url = format!("{}/v1/events", server.url);
     let mut source = EventSource::new(5);
     let now = now_micros();

@@ -12,6 +12,7 @@ mod machine;
 mod postgres;
 mod query;
 mod server;
+mod sinks;
 mod stats;
 mod stream;
 
@@ -48,6 +49,12 @@ pub struct BenchArgs {
     /// Events in the PostgreSQL store the query benchmark reads.
     #[arg(long, default_value_t = 2_000_000)]
     pub pg_query_events: usize,
+    /// Only the sink benchmarks.
+    #[arg(long)]
+    pub sinks_only: bool,
+    /// Events each sink delivers in the throughput runs.
+    #[arg(long, default_value_t = 200_000)]
+    pub sink_events: usize,
     /// Subscriber counts of the stream benchmark.
     #[arg(long, value_delimiter = ',', default_values_t = [100, 1000, 10000])]
     pub stream_subscribers: Vec<usize>,
@@ -78,7 +85,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         "Command: `cargo xtask bench {}`\n",
         std::env::args().skip(2).collect::<Vec<_>>().join(" ")
     )?;
-    let only = args.ingest_only || args.query_only || args.stream_only || args.postgres_only;
+    let only = args.ingest_only
+        || args.query_only
+        || args.stream_only
+        || args.postgres_only
+        || args.sinks_only;
     if args.ingest_only || !only {
         report.push_str(&ingest::run(&args)?);
     }
@@ -90,6 +101,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.postgres_only || !only {
         report.push_str(&postgres::run(&args)?);
+    }
+    if args.sinks_only || !only {
+        report.push_str(&sinks::run(&args)?);
     }
     println!("\n{report}");
     if let Some(path) = &args.report {

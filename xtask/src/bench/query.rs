@@ -177,7 +177,7 @@ pub(super) async fn filtered_queries(
     key: &str,
     end: i64,
 ) -> anyhow::Result<(Latency, f64)> {
-    let http = reqwest::Client::new();
+    let http = sealtrail_testkit::http_client();
     let mut rng = SmallRng::seed_from_u64(42);
     let mut latencies = Vec::new();
     let mut returned = 0usize;
@@ -219,7 +219,7 @@ pub(super) async fn filtered_queries(
 }
 
 async fn stats_queries(server: &Server, key: &str, params: &str) -> anyhow::Result<(Latency, u64)> {
-    let http = reqwest::Client::new();
+    let http = sealtrail_testkit::http_client();
     let url = format!(
         "{}/v1/stats?tenant_id={}&{params}",
         server.url,

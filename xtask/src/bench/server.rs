@@ -49,7 +49,7 @@ impl Server {
     /// Waits until the query index has caught up with the log; returns the lag when the
     /// wait began and how long it took.
     pub async fn wait_until_indexed(&self) -> anyhow::Result<(u64, std::time::Duration)> {
-        let http = reqwest::Client::new();
+        let http = sealtrail_testkit::http_client();
         let started = std::time::Instant::now();
         let mut first = None;
         loop {

@@ -344,7 +344,7 @@ const DRAIN: Duration = Duration::from_secs(1);
 /// [`DRAIN`]; returns each acknowledged seq with its tenant and times.
 async fn publish_to_sealtrail(url: &str, key: &str, rate: u64) -> anyhow::Result<Publication> {
     let started = Instant::now();
-    let http = reqwest::Client::new();
+    let http = sealtrail_testkit::http_client();
     let per_tick = (rate / 100).max(1) as usize;
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     let mut acked = HashMap::new();
@@ -425,7 +425,9 @@ fn bench_event(tenant: usize, n: usize) -> Value {
 async fn wait_for_live(server: &Server, n: usize) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
-        let metrics = reqwest::get(format!("{}/metrics", server.url))
+        let metrics = sealtrail_testkit::http_client()
+            .get(format!("{}/metrics", server.url))
+            .send()
             .await?
             .text()
             .await?;

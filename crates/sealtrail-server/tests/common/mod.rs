@@ -38,7 +38,7 @@ impl TestServer {
             server: Some(server),
             dir,
             base,
-            http: reqwest::Client::new(),
+            http: sealtrail_testkit::http_client(),
             keys,
             config,
         }
@@ -178,7 +178,7 @@ impl SseClient {
         query: &str,
         last_event_id: Option<u64>,
     ) -> Option<Self> {
-        let mut request = reqwest::Client::new()
+        let mut request = sealtrail_testkit::http_client()
             .get(format!("{base}/v1/stream?{query}"))
             .bearer_auth(key);
         if let Some(id) = last_event_id {

@@ -11,6 +11,7 @@ mod webhook;
 use crate::config::SinkKind;
 use crate::delivery::Delivery;
 use crate::event::SinkEvent;
+use crate::store::HeldEvent;
 
 /// A sink ready to send.
 pub enum Destination {
@@ -91,6 +92,45 @@ impl Destination {
             Destination::Pagerduty(s) => s.send(client, events).await,
         }
     }
+}
+
+/// Most held events listed by name in a digest message.
+pub const DIGEST_LISTED_EVENTS: usize = 20;
+
+impl Destination {
+    /// Sends one digest of the events a route's rate limit held back (alerting sinks).
+    pub async fn send_digest(
+        &self,
+        client: &reqwest::Client,
+        sink: &str,
+        route: &str,
+        held: &[HeldEvent],
+    ) -> Delivery {
+        match self {
+            Destination::Slack(s) => s.send_digest(client, route, held).await,
+            Destination::Pagerduty(s) => s.send_digest(client, sink, route, held).await,
+            _ => Delivery::Refused {
+                reason: "only alerting sinks (slack, pagerduty) send digests".into(),
+            },
+        }
+    }
+}
+
+/// "N events matched ROUTE while its rate limit was reached" and the first few of them.
+pub fn digest_lines(route: &str, held: &[HeldEvent]) -> (String, Vec<String>) {
+    let title = format!(
+        "{} events matched {route} while its rate limit was reached",
+        held.len()
+    );
+    let mut lines: Vec<String> = held
+        .iter()
+        .take(DIGEST_LISTED_EVENTS)
+        .map(|h| format!("seq {}: {}", h.seq, h.headline))
+        .collect();
+    if held.len() > DIGEST_LISTED_EVENTS {
+        lines.push(format!("… and {} more", held.len() - DIGEST_LISTED_EVENTS));
+    }
+    (title, lines)
 }
 
 /// The one-line description of an event used as a title or summary:

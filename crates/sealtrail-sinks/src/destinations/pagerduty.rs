@@ -70,6 +70,38 @@ impl Pagerduty {
         Delivery::Accepted
     }
 
+    pub(super) async fn send_digest(
+        &self,
+        client: &reqwest::Client,
+        sink: &str,
+        route: &str,
+        held: &[crate::store::HeldEvent],
+    ) -> Delivery {
+        let (title, lines) = super::digest_lines(route, held);
+        let first = held.first().map_or(0, |h| h.seq);
+        let trigger = json!({
+            "routing_key": self.routing_key.expose(),
+            "event_action": "trigger",
+            // The same held events always make the same key: a resent digest is one alert.
+            "dedup_key": format!("sealtrail-digest/{sink}/{first}").chars().take(MAX_DEDUP_KEY_CHARS).collect::<String>(),
+            "client": "Sealtrail",
+            "payload": {
+                "summary": title.chars().take(MAX_SUMMARY_CHARS).collect::<String>(),
+                "source": format!("sealtrail/{sink}"),
+                "severity": "warning",
+                "custom_details": {"events": lines, "route": route},
+            },
+        });
+        let request = client
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .body(trigger.to_string());
+        match delivery::send(request).await {
+            Ok((status, headers, body)) => Delivery::from_status(status, &headers, &body),
+            Err(failed) => failed,
+        }
+    }
+
     fn trigger(&self, event: &SinkEvent) -> Value {
         let dedup_key = match &self.dedup_key {
             Some(template) => render(template, event),

@@ -62,6 +62,31 @@ impl Slack {
         last
     }
 
+    pub(super) async fn send_digest(
+        &self,
+        client: &reqwest::Client,
+        route: &str,
+        held: &[crate::store::HeldEvent],
+    ) -> Delivery {
+        let (title, lines) = super::digest_lines(route, held);
+        let list: Vec<String> = lines.iter().map(|l| format!("• {}", escape(l))).collect();
+        let message = json!({
+            "text": escape(&title),
+            "blocks": [
+                {"type": "header", "text": {"type": "plain_text", "text": truncate(&format!("Digest: {} events", held.len()), 150)}},
+                {"type": "section", "text": {"type": "mrkdwn", "text": truncate(&format!("{}\n{}", escape(&title), list.join("\n")), 3000)}},
+            ],
+        });
+        let request = client
+            .post(self.webhook_url.expose())
+            .header("content-type", "application/json")
+            .body(message.to_string());
+        match delivery::send(request).await {
+            Ok((status, headers, body)) => Delivery::from_status(status, &headers, &body),
+            Err(failed) => failed,
+        }
+    }
+
     fn message(&self, event: &SinkEvent) -> Value {
         let headline = super::headline(event);
         let emoji = match event.severity() {
