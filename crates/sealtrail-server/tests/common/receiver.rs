@@ -236,7 +236,7 @@ fn bulk(state: &State, headers: &HeaderMap, body: &[u8]) -> Response {
         return bad(state, 400, "bulk: the body must end with a newline".into());
     }
     let lines: Vec<&str> = text.lines().collect();
-    if lines.len() % 2 != 0 {
+    if !lines.len().is_multiple_of(2) {
         return bad(
             state,
             400,
@@ -411,9 +411,9 @@ fn pagerduty(state: &State, body: &[u8]) -> Response {
             "payload.summary",
         ),
         (
-            !event["payload"]["source"]
+            event["payload"]["source"]
                 .as_str()
-                .is_some_and(|s| !s.is_empty()),
+                .is_none_or(str::is_empty),
             "payload.source",
         ),
         (
