@@ -3,7 +3,9 @@
 //! Servers the tests need from outside the workspace are installed and started here, so
 //! that this one command stays the whole of CI: a throwaway PostgreSQL cluster (installed
 //! with apt if its binaries are missing) whose URL the tests read from
-//! `SEALTRAIL_TEST_POSTGRES`. Every other server a test talks to it starts itself.
+//! `SEALTRAIL_TEST_POSTGRES`, and aiosmtpd (from PyPI, in a virtualenv under `target/`)
+//! whose Python they read from `SEALTRAIL_TEST_SMTPD_PYTHON`. Every other server a test
+//! talks to it starts itself.
 
 use crate::run_step;
 use sealtrail_testkit::PgCluster;
@@ -26,6 +28,12 @@ pub fn run() -> anyhow::Result<()> {
     eprintln!("xtask: PostgreSQL for the tests at {}", postgres.url());
     // SAFETY: single-threaded here; the variable is read by the test processes we spawn.
     unsafe { std::env::set_var(TEST_ENV, postgres.url()) };
+    let smtpd = sealtrail_testkit::smtp::install_aiosmtpd(
+        &crate::root().join("target/test-tools/aiosmtpd"),
+    )?;
+    eprintln!("xtask: aiosmtpd for the tests with {}", smtpd.display());
+    // SAFETY: as above.
+    unsafe { std::env::set_var(sealtrail_testkit::smtp::SMTPD_PYTHON_ENV, &smtpd) };
     run_step("cargo", &["test", "--workspace", "--all-targets"])?;
     run_step("cargo", &["test", "--workspace", "--doc"])?;
     drop(postgres);

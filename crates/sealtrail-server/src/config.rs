@@ -17,13 +17,10 @@ use serde::{Deserialize, Serialize};
 /// Prefix of environment overrides.
 const ENV_PREFIX: &str = "SEALTRAIL_";
 /// Environment variables with the prefix that are not configuration keys (CLI client
-/// settings, logging, and the PostgreSQL server the test suite uses).
-const ENV_NOT_CONFIG: [&str; 4] = [
-    "SEALTRAIL_URL",
-    "SEALTRAIL_KEY",
-    "SEALTRAIL_LOG",
-    "SEALTRAIL_TEST_POSTGRES",
-];
+/// settings and logging; the servers the test suite uses are `SEALTRAIL_TEST_*`).
+const ENV_NOT_CONFIG: [&str; 3] = ["SEALTRAIL_URL", "SEALTRAIL_KEY", "SEALTRAIL_LOG"];
+/// Variables with this prefix name the test suite's servers, not configuration.
+const ENV_TEST_PREFIX: &str = "SEALTRAIL_TEST_";
 
 /// Everything `sealtrail serve` can be told.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -202,7 +199,7 @@ impl Config {
             let Some(path) = name.strip_prefix(ENV_PREFIX) else {
                 continue;
             };
-            if ENV_NOT_CONFIG.contains(&name.as_str()) {
+            if ENV_NOT_CONFIG.contains(&name.as_str()) || name.starts_with(ENV_TEST_PREFIX) {
                 continue;
             }
             let keys: Vec<String> = path.split("__").map(|k| k.to_ascii_lowercase()).collect();

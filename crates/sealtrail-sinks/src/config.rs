@@ -201,6 +201,54 @@ pub enum SinkKind {
         #[serde(default)]
         event_url: Option<String>,
     },
+    /// Email over SMTP, one message per event (or per digest).
+    Email {
+        /// The SMTP server.
+        host: String,
+        /// Its port; by default 587 for `starttls`, 465 for `tls`, 25 for `none`.
+        #[serde(default)]
+        port: Option<u16>,
+        /// `starttls` (required, not opportunistic), `tls` (implicit TLS) or `none`.
+        #[serde(default)]
+        security: SmtpSecurity,
+        /// SMTP AUTH user (with `password`).
+        #[serde(default)]
+        username: Option<String>,
+        /// SMTP AUTH password.
+        #[serde(default)]
+        password: Option<SecretRef>,
+        /// PEM file of a CA to trust besides the public roots (a private mail relay).
+        #[serde(default)]
+        ca_file: Option<PathBuf>,
+        /// The sender, `Name <address>` or an address.
+        from: String,
+        /// Fixed recipients.
+        #[serde(default)]
+        to: Vec<String>,
+        /// A JSON pointer into the event whose value (an address or a list of them) adds
+        /// recipients, e.g. `/details/notify` — how "tell the relevant vendors" works.
+        #[serde(default)]
+        to_from: Option<String>,
+        /// Subject template.
+        #[serde(default)]
+        subject: Option<String>,
+        /// Body template (plain text); by default a readable summary of the event.
+        #[serde(default)]
+        body: Option<String>,
+    },
+}
+
+/// How the email sink secures its SMTP connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpSecurity {
+    /// Plain connection upgraded with STARTTLS, which the server must offer.
+    #[default]
+    Starttls,
+    /// TLS from the first byte (SMTPS).
+    Tls,
+    /// No encryption (a local relay only).
+    None,
 }
 
 fn default_index() -> String {
@@ -222,6 +270,7 @@ impl SinkKind {
             SinkKind::Datadog { .. } => "datadog",
             SinkKind::Slack { .. } => "slack",
             SinkKind::Pagerduty { .. } => "pagerduty",
+            SinkKind::Email { .. } => "email",
         }
     }
 
@@ -232,13 +281,16 @@ impl SinkKind {
             SinkKind::Webhook { .. } => (100, MAX_BATCH_EVENTS_LIMIT),
             SinkKind::Elasticsearch { .. } => (1000, MAX_BATCH_EVENTS_LIMIT),
             SinkKind::Datadog { .. } => (1000, 1000),
-            SinkKind::Slack { .. } | SinkKind::Pagerduty { .. } => (1, 1),
+            SinkKind::Slack { .. } | SinkKind::Pagerduty { .. } | SinkKind::Email { .. } => (1, 1),
         }
     }
 
     /// Whether the sink alerts people (and so is subject to route rate limits).
     pub fn is_alerting(&self) -> bool {
-        matches!(self, SinkKind::Slack { .. } | SinkKind::Pagerduty { .. })
+        matches!(
+            self,
+            SinkKind::Slack { .. } | SinkKind::Pagerduty { .. } | SinkKind::Email { .. }
+        )
     }
 }
 
@@ -425,6 +477,39 @@ fn check_kind(at: &str, kind: &SinkKind, problems: &mut Vec<String>) {
             }
         }
         SinkKind::Slack { .. } => {}
+        SinkKind::Email {
+            host,
+            username,
+            password,
+            from,
+            to,
+            to_from,
+            ..
+        } => {
+            if host.is_empty() {
+                problems.push(format!("{at}.host: must not be empty"));
+            }
+            if username.is_some() != password.is_some() {
+                problems.push(format!("{at}.password: username and password go together"));
+            }
+            if let Err(e) = from.parse::<lettre::message::Mailbox>() {
+                problems.push(format!("{at}.from: {from:?} is not an address: {e}"));
+            }
+            for address in to {
+                if let Err(e) = address.parse::<lettre::message::Mailbox>() {
+                    problems.push(format!("{at}.to: {address:?} is not an address: {e}"));
+                }
+            }
+            match to_from {
+                Some(pointer) if !pointer.starts_with('/') => problems.push(format!(
+                    "{at}.to_from: {pointer:?} is not a JSON pointer (it starts with '/')"
+                )),
+                None if to.is_empty() => problems.push(format!(
+                    "{at}.to: give recipients, or to_from (a JSON pointer into the event)"
+                )),
+                _ => {}
+            }
+        }
         SinkKind::Pagerduty { url: u, .. } => {
             if let Some(u) = u {
                 url("url", u);

@@ -52,7 +52,7 @@ pub enum SinkError {
 pub fn check_config(sinks: &[SinkConfig], routes: &[RouteConfig]) -> Vec<String> {
     let mut problems = config::check(sinks, routes);
     for (i, sink) in sinks.iter().enumerate() {
-        if let Err(e) = Destination::build(&sink.kind) {
+        if let Err(e) = Destination::build(&sink.kind, sink.request_timeout()) {
             problems.push(format!("sinks[{i}] ({}).{e}", sink.name));
         }
     }
@@ -90,7 +90,7 @@ impl Sinks {
         let mut destinations = Vec::with_capacity(sinks.len());
         let mut problems = Vec::new();
         for (i, sink) in sinks.iter().enumerate() {
-            match Destination::build(&sink.kind) {
+            match Destination::build(&sink.kind, sink.request_timeout()) {
                 Ok(d) => destinations.push(d),
                 Err(e) => problems.push(format!("sinks[{i}] ({}).{e}", sink.name)),
             }

@@ -4,6 +4,7 @@
 
 mod datadog;
 mod elasticsearch;
+mod email;
 mod pagerduty;
 mod slack;
 mod webhook;
@@ -25,11 +26,13 @@ pub enum Destination {
     Slack(slack::Slack),
     /// See [`pagerduty`].
     Pagerduty(pagerduty::Pagerduty),
+    /// See [`email`].
+    Email(email::Email),
 }
 
 impl Destination {
     /// Builds the sink, reading its secrets; the error names the key.
-    pub fn build(kind: &SinkKind) -> Result<Self, String> {
+    pub fn build(kind: &SinkKind, timeout: std::time::Duration) -> Result<Self, String> {
         Ok(match kind {
             SinkKind::Webhook { url, secret } => {
                 Destination::Webhook(webhook::Webhook::build(url, secret)?)
@@ -79,6 +82,32 @@ impl Destination {
                 summary.clone(),
                 event_url.clone(),
             )?),
+            SinkKind::Email {
+                host,
+                port,
+                security,
+                username,
+                password,
+                ca_file,
+                from,
+                to,
+                to_from,
+                subject,
+                body,
+            } => Destination::Email(email::Email::build(email::EmailSettings {
+                host,
+                port: *port,
+                security: *security,
+                username: username.as_deref(),
+                password: password.as_ref(),
+                ca_file: ca_file.as_ref(),
+                from,
+                to,
+                to_from: to_from.as_deref(),
+                subject: subject.as_deref(),
+                body: body.as_deref(),
+                timeout,
+            })?),
         })
     }
 
@@ -90,6 +119,7 @@ impl Destination {
             Destination::Datadog(s) => s.send(client, events).await,
             Destination::Slack(s) => s.send(client, events).await,
             Destination::Pagerduty(s) => s.send(client, events).await,
+            Destination::Email(s) => s.send(events).await,
         }
     }
 }
@@ -109,8 +139,9 @@ impl Destination {
         match self {
             Destination::Slack(s) => s.send_digest(client, route, held).await,
             Destination::Pagerduty(s) => s.send_digest(client, sink, route, held).await,
+            Destination::Email(s) => s.send_digest(route, held).await,
             _ => Delivery::Refused {
-                reason: "only alerting sinks (slack, pagerduty) send digests".into(),
+                reason: "only alerting sinks (slack, pagerduty, email) send digests".into(),
             },
         }
     }
