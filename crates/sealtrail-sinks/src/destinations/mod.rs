@@ -26,8 +26,8 @@ pub enum Destination {
     Slack(slack::Slack),
     /// See [`pagerduty`].
     Pagerduty(pagerduty::Pagerduty),
-    /// See [`email`].
-    Email(email::Email),
+    /// See [`email`] (boxed: the SMTP transport is large, and there is one per sink).
+    Email(Box<email::Email>),
 }
 
 impl Destination {
@@ -94,7 +94,7 @@ impl Destination {
                 to_from,
                 subject,
                 body,
-            } => Destination::Email(email::Email::build(email::EmailSettings {
+            } => Destination::Email(Box::new(email::Email::build(email::EmailSettings {
                 host,
                 port: *port,
                 security: *security,
@@ -107,7 +107,7 @@ impl Destination {
                 subject: subject.as_deref(),
                 body: body.as_deref(),
                 timeout,
-            })?),
+            })?)),
         })
     }
 
