@@ -59,6 +59,7 @@ async fn every_kind_of_sink_receives_its_routed_events_in_its_documented_format(
         kind = "elasticsearch"
         url = "{base}"
         index = "audit-{{yyyy}}.{{mm}}"
+        api_key = {{ file = "{es}" }}
 
         [[sinks]]
         name = "dd"
@@ -108,6 +109,11 @@ async fn every_kind_of_sink_receives_its_routed_events_in_its_documented_format(
         dd = secret_file(secrets.path(), "dd", receiver::DD_API_KEY),
         slack = secret_file(secrets.path(), "slack", &format!("{}/slack", rx.base)),
         pd = secret_file(secrets.path(), "pd", receiver::PD_ROUTING_KEY),
+        es = secret_file(
+            secrets.path(),
+            "es",
+            "VnVhQ2ZHY0JDZGJrUW0tZTVhT3g6dWkybHAyYXhUTm1zeWFrdzl0dk5udw=="
+        ),
     );
     let s = TestServer::start_with(|c| sinks_config(c, &toml_text)).await;
     let acme = s.key(&[Scope::Ingest], Some("acme"));
@@ -163,6 +169,10 @@ async fn every_kind_of_sink_receives_its_routed_events_in_its_documented_format(
     assert_eq!(doc["@timestamp"], doc["occurred_at"]);
     assert!(doc["leaf_hash"].is_string());
     let bulk = &rx.requests("/_bulk")[0];
+    assert_eq!(
+        bulk.headers["authorization"],
+        "ApiKey VnVhQ2ZHY0JDZGJrUW0tZTVhT3g6dWkybHAyYXhUTm1zeWFrdzl0dk5udw=="
+    );
     let first_action: Value = serde_json::from_str(
         std::str::from_utf8(&bulk.body)
             .unwrap()
@@ -563,4 +573,59 @@ async fn the_email_sink_delivers_through_a_real_smtp_server_with_starttls_and_au
     let error = wrong["last_error"]["message"].as_str().unwrap();
     assert!(error.contains("535"), "{error}");
     assert!(!error.contains("not-it"), "the password leaked: {error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_receiver_slows_neither_ingest_nor_the_other_sinks() {
+    let dead = Receiver::start().await;
+    dead.set_down(true);
+    let healthy = Receiver::start().await;
+    let toml_text = format!(
+        r#"
+        [[sinks]]
+        name = "dead"
+        kind = "elasticsearch"
+        url = "{dead}"
+        max_batch_events = 10
+        {fast}
+
+        [[sinks]]
+        name = "healthy"
+        kind = "elasticsearch"
+        url = "{healthy}"
+        max_batch_events = 10
+
+        [[routes]]
+        sinks = ["dead", "healthy"]
+        "#,
+        dead = dead.base,
+        healthy = healthy.base,
+        fast = fast_retries(),
+    );
+    let s = TestServer::start_with(|c| sinks_config(c, &toml_text)).await;
+    let key = s.key(&[Scope::Ingest], Some("acme"));
+    let admin = s.key(&[Scope::Admin], None);
+    for start in (0..300).step_by(30) {
+        assert_eq!(s.post_batch(&key, start..start + 30).await.0, 201);
+    }
+    eventually("the healthy receiver has everything", async || {
+        healthy.doc_ids().len() == 300
+    })
+    .await;
+    let stuck = sink_status(&s, &admin, "dead").await;
+    assert_eq!(stuck["cursor"], 0, "{stuck}");
+    assert_eq!(stuck["lag_events"], 300);
+    assert!(
+        stuck["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("503"),
+        "{stuck}"
+    );
+    assert!(dead.doc_ids().is_empty());
+    let fine = sink_status(&s, &admin, "healthy").await;
+    assert_eq!(
+        (fine["lag_events"].as_u64(), fine["circuit"].as_str()),
+        (Some(0), Some("closed"))
+    );
 }
