@@ -21,6 +21,13 @@ pub struct EndpointLabel {
     pub endpoint: &'static str,
 }
 
+/// Label of per-sink metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabel {
+    /// The sink's name.
+    pub sink: String,
+}
+
 /// Every metric the server exports.
 pub struct Metrics {
     registry: Registry,
@@ -52,6 +59,16 @@ pub struct Metrics {
     pub stream_deliveries: Counter,
     /// Times a subscriber fell behind live delivery and went back to the store.
     pub stream_evictions: Counter,
+    /// Per sink: log events after its cursor.
+    pub sink_lag_events: Family<SinkLabel, Gauge>,
+    /// Per sink: age in milliseconds of the oldest event it has not dealt with.
+    pub sink_lag_ms: Family<SinkLabel, Gauge>,
+    /// Per sink: events its receiver accepted since start.
+    pub sink_delivered_events: Family<SinkLabel, Gauge>,
+    /// Per sink: events in its dead-letter list.
+    pub sink_dead_letters: Family<SinkLabel, Gauge>,
+    /// Per sink: failed attempts in a row.
+    pub sink_consecutive_failures: Family<SinkLabel, Gauge>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -149,7 +166,42 @@ impl Metrics {
             "Times a subscriber fell behind live delivery and caught up from the store",
             stream_evictions.clone(),
         );
+        let sink_lag_events = Family::<SinkLabel, Gauge>::default();
+        registry.register(
+            "sink_lag_events",
+            "Log events after the sink's cursor",
+            sink_lag_events.clone(),
+        );
+        let sink_lag_ms = Family::<SinkLabel, Gauge>::default();
+        registry.register(
+            "sink_lag_milliseconds",
+            "Age of the oldest event the sink has not dealt with",
+            sink_lag_ms.clone(),
+        );
+        let sink_delivered_events = Family::<SinkLabel, Gauge>::default();
+        registry.register(
+            "sink_delivered_events",
+            "Events the sink's receiver accepted since the server started",
+            sink_delivered_events.clone(),
+        );
+        let sink_dead_letters = Family::<SinkLabel, Gauge>::default();
+        registry.register(
+            "sink_dead_letters",
+            "Events in the sink's dead-letter list",
+            sink_dead_letters.clone(),
+        );
+        let sink_consecutive_failures = Family::<SinkLabel, Gauge>::default();
+        registry.register(
+            "sink_consecutive_failures",
+            "Failed delivery attempts in a row",
+            sink_consecutive_failures.clone(),
+        );
         Self {
+            sink_lag_events,
+            sink_lag_ms,
+            sink_delivered_events,
+            sink_dead_letters,
+            sink_consecutive_failures,
             stream_subscribers,
             stream_live,
             stream_deliveries,

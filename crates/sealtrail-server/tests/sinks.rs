@@ -623,6 +623,15 @@ async fn a_dead_receiver_slows_neither_ingest_nor_the_other_sinks() {
         "{stuck}"
     );
     assert!(dead.doc_ids().is_empty());
+    let (_, metrics) = s.get_open("/metrics").await;
+    assert!(
+        metrics.contains(r#"sealtrail_sink_lag_events{sink="dead"} 300"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"sealtrail_sink_delivered_events{sink="healthy"} 300"#),
+        "{metrics}"
+    );
     let fine = sink_status(&s, &admin, "healthy").await;
     assert_eq!(
         (fine["lag_events"].as_u64(), fine["circuit"].as_str()),

@@ -57,6 +57,21 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     m.index_lag_events.set(state.index_lag(tree_size) as i64);
     m.spool_events
         .set(state.spool.as_ref().map_or(0, |s| s.depth()) as i64);
+    for sink in state.sinks.status() {
+        let label = crate::metrics::SinkLabel { sink: sink.name };
+        let set = |family: &prometheus_client::metrics::family::Family<_, _>, value: i64| {
+            let gauge: &prometheus_client::metrics::gauge::Gauge = &family.get_or_create(&label);
+            gauge.set(value);
+        };
+        set(&m.sink_lag_events, sink.lag_events as i64);
+        set(&m.sink_lag_ms, (sink.lag_seconds * 1000.0) as i64);
+        set(&m.sink_delivered_events, sink.delivered_events as i64);
+        set(&m.sink_dead_letters, sink.dead_letters as i64);
+        set(
+            &m.sink_consecutive_failures,
+            i64::from(sink.consecutive_failures),
+        );
+    }
     let reader = state.reader.clone();
     if let Ok(Ok(bytes)) = tokio::task::spawn_blocking(move || reader.storage_bytes()).await {
         m.store_bytes.set(bytes as i64);
