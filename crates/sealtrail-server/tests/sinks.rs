@@ -638,3 +638,103 @@ async fn a_dead_receiver_slows_neither_ingest_nor_the_other_sinks() {
         (Some(0), Some("closed"))
     );
 }
+
+/// Every kind of sink rides out the same faults: a 5xx, a 429 with Retry-After, an answer
+/// slower than its timeout and a dropped connection; then the receiver accepts each event
+/// exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_sink_rides_out_5xx_429_timeouts_and_dropped_connections() {
+    let secrets = tempfile::tempdir().unwrap();
+    let kinds = [
+        ("webhook", "/hook"),
+        ("datadog", "/api/v2/logs"),
+        ("slack", "/slack"),
+        ("pagerduty", "/v2/enqueue"),
+    ];
+    for (kind, path) in kinds {
+        let rx = Receiver::start().await;
+        let target = match kind {
+            "webhook" => format!(
+                "url = \"{}/hook\"\nsecret = {{ file = \"{}\" }}\nmax_batch_events = 1",
+                rx.base,
+                secret_file(secrets.path(), "hook", receiver::WEBHOOK_SECRET)
+            ),
+            "datadog" => format!(
+                "url = \"{}/api/v2/logs\"\napi_key = {{ file = \"{}\" }}",
+                rx.base,
+                secret_file(secrets.path(), "dd", receiver::DD_API_KEY)
+            ),
+            "slack" => format!(
+                "webhook_url = {{ file = \"{}\" }}",
+                secret_file(secrets.path(), "slack", &format!("{}/slack", rx.base))
+            ),
+            _ => format!(
+                "url = \"{}/v2/enqueue\"\nrouting_key = {{ file = \"{}\" }}",
+                rx.base,
+                secret_file(secrets.path(), "pd", receiver::PD_ROUTING_KEY)
+            ),
+        };
+        let toml_text = format!(
+            "[[sinks]]\nname = \"s\"\nkind = \"{kind}\"\n{target}\n{fast}\n\n[[routes]]\nsinks = [\"s\"]\n",
+            fast = fast_retries()
+        );
+        rx.fault(Fault::Status(503, None));
+        rx.fault(Fault::Status(429, Some(1)));
+        rx.fault(Fault::Delay(Duration::from_millis(800)));
+        rx.fault(Fault::Drop);
+        let s = TestServer::start_with(|c| sinks_config(c, &toml_text)).await;
+        let key = s.key(&[Scope::Ingest], Some("acme"));
+        assert_eq!(s.post_batch(&key, 0..3).await.0, 201);
+        eventually(&format!("{kind} accepted the events"), async || {
+            rx.accepted(path).len() >= 3
+        })
+        .await;
+        let admin = s.key(&[Scope::Admin], None);
+        eventually(&format!("{kind} caught up"), async || {
+            sink_status(&s, &admin, "s").await["lag_events"] == 0
+        })
+        .await;
+        assert_eq!(rx.accepted(path).len(), 3, "{kind}: each event once");
+        let statuses: Vec<u16> = rx.requests(path).iter().map(|r| r.status).collect();
+        // The slow answer is not recorded: the client gave up on it, which cancelled it.
+        assert!(
+            statuses.starts_with(&[503, 429, 200]),
+            "{kind}: {statuses:?}"
+        );
+        let status = sink_status(&s, &admin, "s").await;
+        assert_eq!(status["dead_letters"], 0, "{kind}: {status}");
+        assert!(rx.violations().is_empty(), "{kind}: {:?}", rx.violations());
+        s.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slack_webhook_url_never_shows_in_errors() {
+    let secrets = tempfile::tempdir().unwrap();
+    // Nothing listens on this port: every attempt fails with a connection error.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let url = format!("http://{closed}/services/T000/B000/XXXXSECRETTOKEN");
+    let toml_text = format!(
+        "[[sinks]]\nname = \"chat\"\nkind = \"slack\"\nwebhook_url = {{ file = \"{}\" }}\n{}\n\n[[routes]]\nsinks = [\"chat\"]\n",
+        secret_file(secrets.path(), "slack", &url),
+        fast_retries()
+    );
+    let s = TestServer::start_with(|c| sinks_config(c, &toml_text)).await;
+    let key = s.key(&[Scope::Ingest], Some("acme"));
+    let admin = s.key(&[Scope::Admin], None);
+    assert_eq!(s.post_batch(&key, 0..1).await.0, 201);
+    eventually("the failure is reported", async || {
+        sink_status(&s, &admin, "chat").await["last_error"].is_object()
+    })
+    .await;
+    let (_, all) = s.get(&admin, "/v1/sinks").await;
+    let text = all.to_string();
+    assert!(text.contains("cannot connect"), "{text}");
+    assert!(
+        !text.contains("SECRETTOKEN") && !text.contains("/services/"),
+        "{text}"
+    );
+}
