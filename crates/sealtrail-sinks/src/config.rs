@@ -91,7 +91,27 @@ pub struct SinkConfig {
     /// How long an open circuit waits before one trial request.
     #[serde(default = "default_breaker_cooldown_ms")]
     pub breaker_cooldown_ms: u64,
+    /// Where a new sink (one without a saved cursor) starts: `oldest` (the whole log) or
+    /// `latest` (events from now on). Default: `latest` for alerting sinks (Slack,
+    /// PagerDuty, email: nobody wants a page per historic event), `oldest` for the others.
+    #[serde(default)]
+    pub start: Option<StartAt>,
 }
+
+/// Where a new sink starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartAt {
+    /// At the first event of the log.
+    Oldest,
+    /// After the last event in the log when the sink first runs.
+    Latest,
+}
+
+/// Upper bound of every delay and timeout setting: a day.
+pub const MAX_DELAY_MS: u64 = 86_400_000;
+/// Upper bound of a rate limit's window: a day.
+pub const MAX_RATE_WINDOW_SECS: u64 = 86_400;
 
 fn default_timeout_ms() -> u64 {
     10_000
@@ -120,6 +140,14 @@ impl SinkConfig {
     pub fn batch_events(&self) -> usize {
         let (default, max) = self.kind.batch_limits();
         self.max_batch_events.unwrap_or(default).min(max)
+    }
+
+    /// Whether a sink without a saved cursor starts at the end of the log.
+    pub fn starts_at_latest(&self) -> bool {
+        match self.start {
+            Some(start) => start == StartAt::Latest,
+            None => self.kind.is_alerting(),
+        }
     }
 
     /// The kind's name as written in the config (`datadog`, `webhook`, ...).
@@ -386,6 +414,11 @@ pub fn check(sinks: &[SinkConfig], routes: &[RouteConfig]) -> Vec<String> {
             if value == 0 {
                 problems.push(format!("{at}.{key}: must be at least 1"));
             }
+            if key.ends_with("_ms") && value > MAX_DELAY_MS {
+                problems.push(format!(
+                    "{at}.{key}: must be at most {MAX_DELAY_MS} (a day)"
+                ));
+            }
         }
         if sink.retry_max_delay_ms < sink.retry_initial_delay_ms {
             problems.push(format!(
@@ -417,10 +450,12 @@ pub fn check(sinks: &[SinkConfig], routes: &[RouteConfig]) -> Vec<String> {
             problems.push(format!("{at}.action: {reason}"));
         }
         if let Some(limit) = route.rate_limit
-            && (limit.max_events == 0 || limit.per_secs == 0)
+            && (limit.max_events == 0
+                || limit.per_secs == 0
+                || limit.per_secs > MAX_RATE_WINDOW_SECS)
         {
             problems.push(format!(
-                "{at}.rate_limit: max_events and per_secs must be at least 1"
+                "{at}.rate_limit: max_events must be at least 1, per_secs from 1 to {MAX_RATE_WINDOW_SECS}"
             ));
         }
         for pointer in route.details.keys() {
@@ -452,9 +487,20 @@ fn check_kind(at: &str, kind: &SinkKind, problems: &mut Vec<String>) {
             api_key,
         } => {
             url("url", u);
-            if index.is_empty() || index.starts_with(['-', '_', '+']) || index.contains(' ') {
+            // Elasticsearch's rules: lowercase, no spaces or \ / * ? " < > | , #, not
+            // starting with - _ +. (The {yyyy} placeholders are lowercase already.)
+            if index.is_empty()
+                || index.starts_with(['-', '_', '+'])
+                || index.chars().any(|c| {
+                    c.is_uppercase()
+                        || matches!(
+                            c,
+                            ' ' | '\\' | '/' | '*' | '?' | '"' | '<' | '>' | '|' | ',' | '#'
+                        )
+                })
+            {
                 problems.push(format!(
-                    "{at}.index: {index:?} is not a valid index name pattern"
+                    "{at}.index: {index:?} is not a valid index name (lowercase, none of \\ / * ? \" < > | , # or spaces, not starting with - _ +)"
                 ));
             }
             if username.is_some() != password.is_some() {
@@ -515,5 +561,46 @@ fn check_kind(at: &str, kind: &SinkKind, problems: &mut Vec<String>) {
                 url("url", u);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sink(text: &str) -> SinkConfig {
+        toml::from_str(text).expect("test sink parses")
+    }
+
+    #[test]
+    fn alerting_sinks_start_at_the_end_of_the_log_unless_told_otherwise() {
+        let slack = "name = \"s\"\nkind = \"slack\"\nwebhook_url = { env = \"X\" }\n";
+        assert!(sink(slack).starts_at_latest());
+        assert!(!sink(&format!("{slack}start = \"oldest\"\n")).starts_at_latest());
+        let es = "name = \"e\"\nkind = \"elasticsearch\"\nurl = \"http://es:9200\"\n";
+        assert!(!sink(es).starts_at_latest());
+        assert!(sink(&format!("{es}start = \"latest\"\n")).starts_at_latest());
+    }
+
+    #[test]
+    fn limits_and_names_are_checked_with_the_key() {
+        let es = sink(
+            "name = \"e\"\nkind = \"elasticsearch\"\nurl = \"http://es:9200\"\nindex = \"Audit-{yyyy}\"\nretry_max_delay_ms = 999999999\n",
+        );
+        let route = RouteConfig {
+            sinks: vec!["e".into()],
+            rate_limit: Some(RateLimit {
+                max_events: 1,
+                per_secs: 10_000_000,
+            }),
+            ..RouteConfig::default()
+        };
+        let problems = check(&[es], &[route]).join("\n");
+        assert!(problems.contains("sinks[0] (e).index"), "{problems}");
+        assert!(
+            problems.contains("sinks[0] (e).retry_max_delay_ms: must be at most"),
+            "{problems}"
+        );
+        assert!(problems.contains("routes[0].rate_limit"), "{problems}");
     }
 }

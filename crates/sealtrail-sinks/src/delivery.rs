@@ -60,6 +60,19 @@ impl Delivery {
             return Delivery::Accepted;
         }
         let reason = describe(status, body);
+        if status.is_redirection() {
+            let to = headers
+                .get(reqwest::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .map(|l| l.split('?').next().unwrap_or(l).to_owned())
+                .unwrap_or_default();
+            return Delivery::Retry {
+                reason: format!(
+                    "HTTP {status}: redirected (to {to:?}); configure the URL it redirects to"
+                ),
+                retry_after: None,
+            };
+        }
         match status.as_u16() {
             413 => Delivery::Split { reason },
             408 | 425 | 429 | 401 | 403 | 404 | 410 => Delivery::Retry {
@@ -92,16 +105,27 @@ impl Delivery {
     }
 }
 
-/// Sends a request and reads the answer's body (bounded), mapping a transport failure to
-/// `Err(Delivery::Retry)`.
+/// Longest answer body read; the rest is not read (a bulk answer for 10,000 items is
+/// about 1.5 MB).
+pub const MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
+
+/// Sends a request and reads the answer's body (at most [`MAX_ANSWER_BYTES`]), mapping a
+/// transport failure to `Err(Delivery::Retry)`.
 pub async fn send(
     request: reqwest::RequestBuilder,
 ) -> Result<(StatusCode, HeaderMap, String), Delivery> {
-    let response = request.send().await.map_err(Delivery::from_error)?;
+    let mut response = request.send().await.map_err(Delivery::from_error)?;
     let status = response.status();
     let headers = response.headers().clone();
-    let body = response.text().await.map_err(Delivery::from_error)?;
-    Ok((status, headers, body))
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(Delivery::from_error)? {
+        let room = MAX_ANSWER_BYTES - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() == MAX_ANSWER_BYTES {
+            break;
+        }
+    }
+    Ok((status, headers, String::from_utf8_lossy(&body).into_owned()))
 }
 
 /// "HTTP 400 Bad Request: <body>" with the body cut to [`MAX_ERROR_CHARS`].

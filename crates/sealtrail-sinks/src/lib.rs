@@ -111,13 +111,18 @@ impl Sinks {
         }
         let (stop, stopped) = watch::channel(false);
         let mut running = Vec::new();
-        let mut tasks = Vec::new();
+        let mut runners = Vec::new();
+        // Everything that can fail happens before any sink starts.
         for (sink, destination) in sinks.iter().zip(destinations) {
             let routes = sink_routes.remove(sink.name.as_str()).unwrap_or_default();
             if routes.is_empty() {
                 tracing::warn!(sink = %sink.name, "no route names this sink; it receives nothing");
             }
             let client = reqwest::Client::builder()
+                // A redirect would turn a POST into a GET without a body (an "accepted"
+                // request that delivered nothing) or carry the API key to another host:
+                // 3xx is answered as an error instead.
+                .redirect(reqwest::redirect::Policy::none())
                 .timeout(sink.request_timeout())
                 .connect_timeout(sink.request_timeout())
                 .user_agent(concat!("sealtrail/", env!("CARGO_PKG_VERSION")))
@@ -148,12 +153,18 @@ impl Sinks {
                 windows: HashMap::new(),
                 digest_due: HashMap::new(),
                 jitter: rand::SeedableRng::seed_from_u64(
-                    sealtrail_core::time_format::now_micros() as u64 ^ tasks.len() as u64,
+                    sealtrail_core::time_format::now_micros() as u64 ^ runners.len() as u64,
                 ),
+                cursor: 0,
+                held: Vec::new(),
             };
-            tasks.push(tokio::spawn(runner.run()));
+            runners.push(runner);
             running.push((sink.name.clone(), RunningSink { status, wake }));
         }
+        let tasks = runners
+            .into_iter()
+            .map(|runner| tokio::spawn(runner.run()))
+            .collect();
         Ok(Self {
             sinks: running,
             store,

@@ -6,7 +6,8 @@
 //! exponential backoff and full jitter, honouring `Retry-After`; after
 //! `breaker_failures` failed attempts in a row the circuit opens and only one trial
 //! request is sent per `breaker_cooldown_ms`. A request the receiver refuses is narrowed
-//! to single events, so one bad event is dead-lettered and never blocks the others. Each
+//! down by halving until the refused event is alone, so one bad event is dead-lettered and
+//! never blocks the others; the cursor is saved as the settled prefix grows. Each
 //! sink runs on its own task with its own client, so a slow or dead receiver slows only
 //! its own sink, never ingest.
 
@@ -34,6 +35,8 @@ const MAX_PAGE_EVENTS: usize = 10_000;
 const REPLAY_BATCH: usize = 100;
 /// How often an idle sink looks at the log even without a signal.
 const IDLE_POLL: Duration = Duration::from_secs(1);
+/// A digest that was sent but could not be recorded is sent again after this long.
+const DIGEST_RETRY_AFTER_STORE_FAILURE: Duration = Duration::from_secs(60);
 
 /// What `GET /v1/sinks` shows of a sink.
 #[derive(Clone, Debug, Default, Serialize, utoipa::ToSchema)]
@@ -111,26 +114,27 @@ pub(crate) struct Runner {
     pub windows: HashMap<String, (Instant, u32)>,
     /// Per route with held events: when its digest is due (absent after a restart: due).
     pub digest_due: HashMap<String, Instant>,
+    /// Every event up to here is dealt with (and saved so).
+    pub cursor: u64,
+    /// Events held for digests that the saved cursor has not passed yet.
+    pub held: Vec<HeldEvent>,
 }
+
+/// A refused event on its way to the dead letters: (seq, id, the receiver's reason).
+type Refusal = (u64, String, String);
 
 impl Runner {
     pub async fn run(mut self) {
         let name = self.config.name.clone();
-        let mut cursor = match self.store.cursor(&name) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(sink = %name, error = %e, "cannot read the sink's cursor; it does not run");
-                self.fail(e.to_string());
-                return;
-            }
-        };
-        self.update(|s| s.cursor = cursor);
-        tracing::info!(sink = %name, cursor, "sink started");
+        if self.start_cursor().await.is_err() {
+            return;
+        }
+        tracing::info!(sink = %name, cursor = self.cursor, "sink started");
         while !*self.stop.borrow() {
             if self.replay_dead_letters().await.is_err() || self.send_due_digests().await.is_err() {
                 return;
             }
-            let through = self.durable.get();
+            let (cursor, through) = (self.cursor, self.durable.get());
             self.update(|s| s.lag_events = through.saturating_sub(cursor));
             if cursor >= through {
                 self.update(|s| s.oldest_pending_micros = None);
@@ -139,17 +143,21 @@ impl Runner {
                     () = durable.wait_beyond(cursor) => {}
                     () = self.wake.notified() => {}
                     () = tokio::time::sleep(IDLE_POLL) => {}
-                    _ = self.stop.changed() => {}
+                    changed = self.stop.changed() => if changed.is_err() { return },
                 }
                 continue;
             }
             let page = {
                 let reader = self.reader.clone();
                 let limit = self.config.batch_events().clamp(1000, MAX_PAGE_EVENTS);
-                tokio::task::spawn_blocking(move || {
+                let read = tokio::task::spawn_blocking(move || {
                     reader.events_after(cursor, through, &EventFilter::default(), limit)
-                })
-                .await
+                });
+                // A read stuck on an unreachable database must not hold up a shutdown.
+                tokio::select! {
+                    page = read => page,
+                    _ = self.stop.changed() => return,
+                }
             };
             let page = match page {
                 Ok(Ok(page)) => page,
@@ -170,12 +178,11 @@ impl Runner {
                 self.update(|s| s.oldest_pending_micros = Some(oldest));
             }
             let mut matched = Vec::new();
-            let mut held = Vec::new();
             for event in page.events.iter().filter_map(SinkEvent::from_stored) {
                 match self.admit(&event) {
                     Admission::Skip => {}
                     Admission::Send => matched.push(event),
-                    Admission::Hold(route) => held.push(HeldEvent {
+                    Admission::Hold(route) => self.held.push(HeldEvent {
                         route,
                         seq: event.seq,
                         event_id: event.id().to_owned(),
@@ -183,51 +190,68 @@ impl Runner {
                     }),
                 }
             }
-            let batch = self.config.batch_events();
-            for chunk in matched.chunks(batch) {
-                let Ok(dead) = self.deliver(chunk).await else {
-                    return;
-                };
-                let last = chunk.last().map_or(cursor, |e| e.seq);
-                let split = held.partition_point(|h| h.seq <= last);
-                let passed: Vec<HeldEvent> = held.drain(..split).collect();
-                if !self.commit(&mut cursor, last, &dead, &passed) {
+            for chunk in matched.chunks(self.config.batch_events()) {
+                if self.deliver(chunk).await.is_err() {
                     return;
                 }
             }
-            let scanned = page.scanned_through.max(cursor);
-            if !self.commit(&mut cursor, scanned, &[], &held) {
+            let scanned = page.scanned_through.max(self.cursor);
+            if self.commit(scanned, Vec::new()).await.is_err() {
                 return;
             }
         }
     }
 
-    /// Moves the cursor (with the dead letters before it) in the store and the status.
-    fn commit(
-        &self,
-        cursor: &mut u64,
-        to: u64,
-        dead: &[(u64, String, String)],
-        held: &[HeldEvent],
-    ) -> bool {
-        if to <= *cursor && dead.is_empty() && held.is_empty() {
-            return true;
+    /// Loads the saved cursor; a sink without one starts at the oldest event or, if it is
+    /// told to (`start = "latest"`, the default for alerting sinks), at the log's end.
+    async fn start_cursor(&mut self) -> Result<(), Stopped> {
+        let name = self.config.name.clone();
+        loop {
+            match self.store.stored_cursor(&name) {
+                Ok(Some(cursor)) => {
+                    self.cursor = cursor;
+                    break;
+                }
+                Ok(None) if self.config.starts_at_latest() => {
+                    let latest = self.durable.get();
+                    self.commit(latest, Vec::new()).await?;
+                    break;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    self.fail(format!("cannot read the cursor: {e}"));
+                    self.pause(Duration::from_secs(1)).await?;
+                }
+            }
         }
-        if let Err(e) = self.store.advance(&self.config.name, to, dead, held) {
-            tracing::error!(sink = %self.config.name, error = %e, "cannot save the sink's cursor; it stops");
+        let cursor = self.cursor;
+        self.update(|s| s.cursor = cursor);
+        Ok(())
+    }
+
+    /// Saves the cursor at `to` with `dead` (refused events before it) and the held events
+    /// it passes, in one transaction; retries until the store takes it (or the sink
+    /// stops). A cursor never moves back.
+    async fn commit(&mut self, to: u64, dead: Vec<Refusal>) -> Result<(), Stopped> {
+        let passed = self.held.partition_point(|h| h.seq <= to);
+        if to <= self.cursor && dead.is_empty() && passed == 0 {
+            return Ok(());
+        }
+        let held: Vec<HeldEvent> = self.held[..passed].to_vec();
+        while let Err(e) = self.store.advance(&self.config.name, to, &dead, &held) {
+            tracing::error!(sink = %self.config.name, error = %e, "cannot save the sink's cursor; retrying");
             self.fail(e.to_string());
-            return false;
+            self.pause(Duration::from_secs(1)).await?;
         }
-        debug_assert!(to >= *cursor, "a sink's cursor never moves back");
-        *cursor = to.max(*cursor);
-        let dead_count = dead.len() as u64;
-        let through = self.durable.get();
+        self.held.drain(..passed);
+        self.cursor = to.max(self.cursor);
+        let (cursor, dead_count, through) = (self.cursor, dead.len() as u64, self.durable.get());
         self.update(|s| {
-            s.cursor = *cursor;
-            s.lag_events = through.saturating_sub(*cursor);
+            s.cursor = cursor;
+            s.lag_events = through.saturating_sub(cursor);
             s.dead_letters += dead_count;
         });
-        true
+        Ok(())
     }
 
     /// Whether an event goes to this sink now, is held for a digest (every route that
@@ -313,85 +337,123 @@ impl Runner {
                         })
                         .collect(),
                 };
-                self.succeeded(if dead.is_empty() { events.len() } else { 0 });
+                if dead.is_empty() {
+                    self.delivered(events.len(), true);
+                }
                 let seqs: Vec<u64> = events.iter().map(|h| h.seq).collect();
                 if let Err(e) = self.store.digest_done(&name, &seqs, &dead) {
+                    // Sent, but not recorded: it goes out again (at least once), though
+                    // not before another window has passed.
                     self.fail(e.to_string());
+                    self.digest_due.insert(
+                        route.clone(),
+                        Instant::now() + DIGEST_RETRY_AFTER_STORE_FAILURE,
+                    );
                 } else {
                     let n = dead.len() as u64;
                     self.update(|s| s.dead_letters += n);
+                    self.digest_due.remove(&route);
                 }
-                self.digest_due.remove(&route);
                 break;
             }
         }
         Ok(())
     }
 
-    /// Sends `events` until each is accepted or refused for good; returns the refused ones
-    /// as (seq, id, reason).
-    async fn deliver(
-        &mut self,
-        events: &[SinkEvent],
-    ) -> Result<Vec<(u64, String, String)>, Stopped> {
-        let mut pending: Vec<&SinkEvent> = events.iter().collect();
+    /// Sends a chunk of events until each is accepted or refused for good, saving the
+    /// cursor as the settled prefix grows (so a crash resends at most what was in flight).
+    async fn deliver(&mut self, events: &[SinkEvent]) -> Result<(), Stopped> {
+        let last = events.last().map_or(self.cursor, |e| e.seq);
         let mut dead = Vec::new();
+        let mut pending: Vec<&SinkEvent> = events.iter().collect();
         let mut window = pending.len();
         while !pending.is_empty() {
-            self.wait_for_circuit().await?;
-            let attempt: Vec<&SinkEvent> = pending[..window.min(pending.len())].to_vec();
-            let outcome = tokio::select! {
-                outcome = self.destination.send(&self.client, &attempt) => outcome,
-                _ = self.stop.changed() => return Err(Stopped),
-            };
-            match outcome {
-                Delivery::Accepted => {
-                    self.succeeded(attempt.len());
-                    pending.drain(..attempt.len());
-                }
-                Delivery::Partial {
-                    retry,
-                    refused,
-                    reason,
-                } => {
-                    let accepted = attempt.len() - retry.len() - refused.len();
-                    if accepted > 0 || !refused.is_empty() {
-                        self.succeeded(accepted);
-                    }
-                    for (i, why) in &refused {
-                        let e = attempt[*i];
-                        tracing::warn!(sink = %self.config.name, seq = e.seq, reason = %why, "event refused; dead-lettered");
-                        dead.push((e.seq, e.id().to_owned(), why.clone()));
-                    }
-                    let again: Vec<&SinkEvent> = retry.iter().map(|&i| attempt[i]).collect();
-                    pending.splice(..attempt.len(), again);
-                    if !retry.is_empty() {
-                        self.failed(reason, None).await?;
-                    }
-                }
-                Delivery::Retry {
-                    reason,
-                    retry_after,
-                } => self.failed(reason, retry_after).await?,
-                Delivery::Split { reason } if attempt.len() > 1 => {
-                    tracing::info!(sink = %self.config.name, reason = %reason, "request too large; splitting");
-                    window = (attempt.len() / 2).max(1);
-                }
-                Delivery::Split { reason } | Delivery::Refused { reason } => {
-                    if attempt.len() > 1 {
-                        // Find the refused event(s): one at a time through this batch.
-                        window = 1;
-                        continue;
-                    }
-                    self.succeeded(0);
-                    let e = attempt[0];
-                    tracing::warn!(sink = %self.config.name, seq = e.seq, reason = %reason, "event refused; dead-lettered");
-                    dead.push((e.seq, e.id().to_owned(), reason));
-                    pending.remove(0);
-                }
+            window = self
+                .attempt(&mut pending, window, events.len(), &mut dead)
+                .await?;
+            // Everything before the first unsettled event is settled.
+            let settled = pending.first().map_or(last, |e| e.seq - 1);
+            if settled > self.cursor {
+                let (now, later): (Vec<Refusal>, Vec<Refusal>) =
+                    dead.into_iter().partition(|d| d.0 <= settled);
+                dead = later;
+                self.commit(settled, now).await?;
             }
         }
-        Ok(dead)
+        self.commit(last, dead).await
+    }
+
+    /// Sends the first `window` pending events once and sorts out the answer: accepted
+    /// ones leave `pending`, refused ones move to `dead`, retried ones stay (after a
+    /// backoff). Returns the next window: halved to narrow down a refusal or a request too
+    /// large, doubled again (up to `full`) after a success.
+    async fn attempt(
+        &mut self,
+        pending: &mut Vec<&SinkEvent>,
+        window: usize,
+        full: usize,
+        dead: &mut Vec<Refusal>,
+    ) -> Result<usize, Stopped> {
+        self.wait_for_circuit().await?;
+        let sent: Vec<&SinkEvent> = pending[..window.min(pending.len())].to_vec();
+        let outcome = tokio::select! {
+            outcome = self.destination.send(&self.client, &sent) => outcome,
+            _ = self.stop.changed() => return Err(Stopped),
+        };
+        match outcome {
+            Delivery::Accepted => {
+                self.delivered(sent.len(), true);
+                pending.drain(..sent.len());
+                Ok((window * 2).min(full))
+            }
+            Delivery::Partial {
+                retry,
+                refused,
+                reason,
+            } => {
+                self.delivered(sent.len() - retry.len() - refused.len(), retry.is_empty());
+                for (i, why) in &refused {
+                    let e = sent[*i];
+                    tracing::warn!(sink = %self.config.name, seq = e.seq, reason = %why, "event refused; dead-lettered");
+                    dead.push((e.seq, e.id().to_owned(), why.clone()));
+                }
+                let again: Vec<&SinkEvent> = retry.iter().map(|&i| sent[i]).collect();
+                let again_empty = again.is_empty();
+                pending.splice(..sent.len(), again);
+                if !again_empty {
+                    self.failed(reason, None).await?;
+                }
+                Ok(window)
+            }
+            Delivery::Retry {
+                reason,
+                retry_after,
+            } => {
+                self.failed(reason, retry_after).await?;
+                Ok(window)
+            }
+            Delivery::Split { reason } | Delivery::Refused { reason } if sent.len() > 1 => {
+                tracing::info!(sink = %self.config.name, reason = %reason, "request refused; narrowing it down");
+                Ok(sent.len() / 2)
+            }
+            Delivery::Split { reason } | Delivery::Refused { reason } => {
+                let e = sent[0];
+                tracing::warn!(sink = %self.config.name, seq = e.seq, reason = %reason, "event refused; dead-lettered");
+                dead.push((e.seq, e.id().to_owned(), reason));
+                pending.remove(0);
+                Ok(full)
+            }
+        }
+    }
+
+    /// Sends one event for a replay: `None` if accepted, the refusal otherwise.
+    async fn deliver_one(&mut self, event: &SinkEvent) -> Result<Option<String>, Stopped> {
+        let mut pending = vec![event];
+        let mut dead = Vec::new();
+        while !pending.is_empty() {
+            self.attempt(&mut pending, 1, 1, &mut dead).await?;
+        }
+        Ok(dead.pop().map(|(_, _, why)| why))
     }
 
     /// Sends the dead letters someone asked to replay.
@@ -423,28 +485,32 @@ impl Runner {
                 );
                 continue;
             };
-            let dead = self.deliver(std::slice::from_ref(&event)).await?;
-            let result = match dead.first() {
+            let refusal = self.deliver_one(&event).await?;
+            let result = match &refusal {
                 None => self.store.replay_delivered(&name, seq),
-                Some((_, _, why)) => self.store.replay_refused(&name, seq, why),
+                Some(why) => self.store.replay_refused(&name, seq, why),
             };
             if let Err(e) = result {
                 self.fail(e.to_string());
-            } else if dead.is_empty() {
+            } else if refusal.is_none() {
                 self.update(|s| s.dead_letters = s.dead_letters.saturating_sub(1));
             }
         }
         Ok(())
     }
 
-    fn succeeded(&self, events: usize) {
+    /// The receiver accepted `events`; `all` when nothing of the request is to be
+    /// retried, which closes the circuit and ends the backoff.
+    fn delivered(&self, events: usize, all: bool) {
         let now = format_micros(now_micros());
         self.update(|s| {
             s.delivered_events += events as u64;
             s.last_success_at = Some(now);
-            s.consecutive_failures = 0;
-            s.next_attempt_at = None;
-            s.circuit = "closed".into();
+            if all {
+                s.consecutive_failures = 0;
+                s.next_attempt_at = None;
+                s.circuit = "closed".into();
+            }
         });
     }
 

@@ -102,6 +102,11 @@ impl SinkStore {
 
     /// The last seq the sink has dealt with (0 for a new sink).
     pub fn cursor(&self, sink: &str) -> Result<u64, StoreFailure> {
+        Ok(self.stored_cursor(sink)?.unwrap_or(0))
+    }
+
+    /// The saved cursor, `None` for a sink that never saved one.
+    pub fn stored_cursor(&self, sink: &str) -> Result<Option<u64>, StoreFailure> {
         let seq: Option<i64> = self
             .conn()
             .query_row(
@@ -110,7 +115,7 @@ impl SinkStore {
                 |r| r.get(0),
             )
             .optional()?;
-        Ok(seq.map_or(0, |s| s as u64))
+        Ok(seq.map(|s| s as u64))
     }
 
     /// Moves the cursor to `seq` and records `dead` (events before it that were refused)

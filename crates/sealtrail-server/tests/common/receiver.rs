@@ -73,6 +73,8 @@ struct State {
     violations: Mutex<Vec<String>>,
     /// Payloads accepted per path (for Datadog: each log; Slack/PagerDuty/webhook: each body).
     accepted: Mutex<Vec<(String, Value)>>,
+    /// A request whose body contains this is refused with 400 (a "poison" event).
+    poison: Mutex<Option<String>>,
 }
 
 pub struct Receiver {
@@ -102,6 +104,11 @@ impl Receiver {
 
     pub fn item_faults(&self, statuses: &[u16]) {
         self.state.item_faults.lock().unwrap().extend(statuses);
+    }
+
+    /// Refuses (400) every request whose body contains `marker`.
+    pub fn refuse_containing(&self, marker: &str) {
+        *self.state.poison.lock().unwrap() = Some(marker.to_owned());
     }
 
     /// While down, every request gets 503.
@@ -156,6 +163,17 @@ async fn handle(
     let path = uri.path().to_owned();
     let fault = state.faults.lock().unwrap().pop_front();
     let down = state.down.load(Ordering::SeqCst);
+    let poisoned = state
+        .poison
+        .lock()
+        .unwrap()
+        .as_deref()
+        .is_some_and(|marker| String::from_utf8_lossy(&body).contains(marker));
+    let fault = if poisoned && fault.is_none() {
+        Some(Fault::Status(400, None))
+    } else {
+        fault
+    };
     let response = match (fault, down) {
         (_, true) => status_response(503, None, "down for maintenance"),
         (Some(Fault::Status(code, retry)), _) => status_response(code, retry, "injected"),

@@ -1,8 +1,10 @@
 //! Datadog's Logs intake API v2 (`POST https://http-intake.logs.<site>/api/v2/logs`): a
 //! JSON array of logs, gzip-compressed, authenticated by `DD-API-KEY`. Datadog's documented
 //! limits: at most 1,000 logs per request, 5 MB per request before compression, 1 MB per
-//! log. A batch over 5 MB is sent in halves; a single event over 1 MB is refused here
-//! rather than truncated by Datadog.
+//! log (longer ones are truncated), `timestamp` at most 18 hours old (older logs are
+//! dropped although the answer is 202). A batch over 5 MB is sent in halves; a single
+//! event over 1 MB is refused here rather than truncated; an old event is sent without
+//! `timestamp`.
 //!
 //! Each log carries `ddsource`, `service`, `ddtags` (the configured tags plus tenant,
 //! action and resource type), `status` (the event's severity), `message` (one readable
@@ -20,9 +22,12 @@ use crate::delivery::{self, Delivery};
 use crate::event::SinkEvent;
 
 /// Datadog's limit on one request's uncompressed size.
-pub const MAX_PAYLOAD_BYTES: usize = 5 * 1024 * 1024;
-/// Datadog's limit on one log's size.
-pub const MAX_LOG_BYTES: usize = 1024 * 1024;
+pub const MAX_PAYLOAD_BYTES: usize = 5_000_000;
+/// Datadog's limit on one log's size: it truncates longer ones, which for an audit event
+/// would be a misleading record, so such an event is dead-lettered instead.
+pub const MAX_LOG_BYTES: usize = 1_000_000;
+/// How old a log's `timestamp` may be: Datadog's 18 hours, less an hour of margin.
+const MAX_TIMESTAMP_AGE_MICROS: i64 = 17 * 3600 * 1_000_000;
 
 /// A Datadog site.
 pub struct Datadog {
@@ -120,15 +125,24 @@ impl Datadog {
         tags.push(format!("tenant:{}", event.tenant_id()));
         tags.push(format!("action:{}", event.action()));
         tags.push(format!("resource_type:{}", event.str("resource_type")));
-        json!({
+        let mut log = json!({
             "ddsource": self.source,
             "service": self.service,
             "ddtags": tags.join(","),
             "status": event.severity().as_str(),
             "message": super::headline(event),
-            "timestamp": event.occurred_at(),
             "sealtrail": Value::Object(event.body.clone()),
-        })
+        });
+        // Datadog accepts (202) but drops logs dated more than 18 hours back: an older
+        // event (a backlog after an outage, a backdated event, a new sink reading history)
+        // goes without `timestamp` and is dated on arrival; `sealtrail.occurred_at` keeps
+        // the real time.
+        let occurred = sealtrail_core::time_format::parse_rfc3339_micros(event.occurred_at());
+        let age_micros = sealtrail_core::time_format::now_micros() - occurred.unwrap_or(0);
+        if age_micros < MAX_TIMESTAMP_AGE_MICROS {
+            log["timestamp"] = Value::from(event.occurred_at());
+        }
+        log
     }
 }
 

@@ -1,8 +1,9 @@
 //! Elasticsearch and OpenSearch, through the `_bulk` API: one `create` action per event
 //! into a date-named index, with `_id` = the event id. A redelivered event then answers
 //! 409 (`version_conflict_engine_exception`), which is taken as delivered: the index never
-//! holds an event twice. Per-item results are read one by one: 429 and 5xx items are
-//! retried, other refused items go to the dead letters, and the rest count as delivered.
+//! holds an event twice. Per-item results are read one by one: 429, 5xx, and 401/403/404
+//! (access or index state, not the event) items are retried, other refused items go to
+//! the dead letters, and the rest count as delivered.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -129,7 +130,9 @@ fn items_outcome(body: &str, sent: usize) -> Delivery {
             .unwrap_or_default();
         match status {
             200..=299 | 409 => {}
-            429 | 500..=599 | 0 => {
+            // 401/403/404 on an item is the sink's access or the index's state (a key
+            // without rights on a new index, auto-creation off), not the event.
+            401 | 403 | 404 | 429 | 500..=599 | 0 => {
                 reason = format!("item status {status}: {error}");
                 retry.push(i);
             }

@@ -114,10 +114,7 @@ impl Email {
 
     pub(super) async fn send(&self, events: &[&SinkEvent]) -> Delivery {
         for (i, event) in events.iter().enumerate() {
-            let outcome = match self.message(event) {
-                Ok(message) => self.deliver(message).await,
-                Err(reason) => Delivery::Refused { reason },
-            };
+            let outcome = self.send_event(event).await;
             if outcome != Delivery::Accepted {
                 if i == 0 {
                     return outcome;
@@ -161,6 +158,47 @@ impl Email {
         }
     }
 
+    /// One event's message. If the server refuses it and the event named recipients of
+    /// its own, the fixed recipients still get it, and the event is refused with the
+    /// reason (its replay sends to everyone again).
+    async fn send_event(&self, event: &SinkEvent) -> Delivery {
+        let recipients = match self.recipients(event) {
+            Ok(r) => r,
+            Err(reason) => {
+                if self.to.is_empty() {
+                    return Delivery::Refused { reason };
+                }
+                return self.fixed_only(event, reason).await;
+            }
+        };
+        let message = match self.message(event, &recipients) {
+            Ok(m) => m,
+            Err(reason) => return Delivery::Refused { reason },
+        };
+        match self.deliver(message).await {
+            Delivery::Refused { reason }
+                if recipients.len() > self.to.len() && !self.to.is_empty() =>
+            {
+                self.fixed_only(event, reason).await
+            }
+            other => other,
+        }
+    }
+
+    /// Sends to the fixed recipients alone after the event's own were refused.
+    async fn fixed_only(&self, event: &SinkEvent, reason: String) -> Delivery {
+        let message = match self.message(event, &self.to) {
+            Ok(m) => m,
+            Err(reason) => return Delivery::Refused { reason },
+        };
+        match self.deliver(message).await {
+            Delivery::Accepted => Delivery::Refused {
+                reason: format!("sent to the fixed recipients only; {reason}"),
+            },
+            other => other,
+        }
+    }
+
     fn recipients(&self, event: &SinkEvent) -> Result<Vec<Mailbox>, String> {
         let mut all = self.to.clone();
         if let Some(pointer) = &self.to_from {
@@ -193,13 +231,13 @@ impl Email {
         Ok(all)
     }
 
-    fn message(&self, event: &SinkEvent) -> Result<Message, String> {
+    fn message(&self, event: &SinkEvent, recipients: &[Mailbox]) -> Result<Message, String> {
         let mut builder = Message::builder()
             .from(self.from.clone())
             .subject(render(&self.subject, event).trim().to_owned())
             .message_id(Some(format!("<{}@sealtrail>", event.id())));
-        for to in self.recipients(event)? {
-            builder = builder.to(to);
+        for to in recipients {
+            builder = builder.to(to.clone());
         }
         let body = match &self.body {
             Some(template) => render(template, event),
@@ -228,8 +266,11 @@ impl Email {
                 } else {
                     format!("SMTP {code}: {e}")
                 };
-                let auth = matches!(code.as_str(), "530" | "534" | "535" | "538");
-                if e.is_permanent() && !auth {
+                // Authentication (530, 534, 535, 538) and policy refusals such as
+                // "5.7.1 relaying denied" are about the sink's account, not the event.
+                let sink_level = matches!(code.as_str(), "530" | "534" | "535" | "538")
+                    || reason.contains(" 5.7.");
+                if e.is_permanent() && !sink_level {
                     Delivery::Refused { reason }
                 } else {
                     Delivery::Retry {

@@ -13,6 +13,8 @@ use crate::event::{SinkEvent, render};
 
 /// PagerDuty's limit on `summary`.
 pub const MAX_SUMMARY_CHARS: usize = 1024;
+/// Length of a PagerDuty integration (routing) key.
+pub const ROUTING_KEY_CHARS: usize = 32;
 /// PagerDuty's limit on `dedup_key`.
 pub const MAX_DEDUP_KEY_CHARS: usize = 255;
 
@@ -37,9 +39,19 @@ impl Pagerduty {
             url: url
                 .unwrap_or("https://events.pagerduty.com/v2/enqueue")
                 .to_owned(),
-            routing_key: routing_key
-                .resolve()
-                .map_err(|e| format!("routing_key: {e}"))?,
+            routing_key: {
+                let key = routing_key
+                    .resolve()
+                    .map_err(|e| format!("routing_key: {e}"))?;
+                // An integration key is 32 characters; any other is refused per event.
+                if key.expose().len() != ROUTING_KEY_CHARS {
+                    return Err(format!(
+                        "routing_key: the secret is {} characters; a PagerDuty integration key has {ROUTING_KEY_CHARS}",
+                        key.expose().len()
+                    ));
+                }
+                key
+            },
             dedup_key,
             summary,
             event_url,
