@@ -12,19 +12,30 @@ pub struct SinkEvent {
     pub seq: u64,
     /// The event as the API returns it.
     pub body: Map<String, Value>,
+    /// The same, as the API's JSON bytes (the stored record spliced with `leaf_hash`):
+    /// bulk formats copy these rather than serialise `body` again.
+    pub json: Vec<u8>,
 }
 
 impl SinkEvent {
     /// Parses a stored event; `None` if its record is not an object (it always is: the
     /// sequencer wrote it).
     pub fn from_stored(stored: &StoredEvent) -> Option<Self> {
-        match serde_json::from_slice(&stored.to_api_json()) {
+        let json = stored.to_api_json();
+        match serde_json::from_slice(&json) {
             Ok(Value::Object(body)) => Some(Self {
                 seq: stored.seq,
                 body,
+                json,
             }),
             _ => None,
         }
+    }
+
+    /// Builds one from the API's JSON object (tests, replays).
+    pub fn from_json(seq: u64, body: Map<String, Value>) -> Self {
+        let json = Value::Object(body.clone()).to_string().into_bytes();
+        Self { seq, body, json }
     }
 
     /// A top-level string member, or "".
@@ -80,9 +91,17 @@ impl SinkEvent {
         self.body.get("details")?.pointer(pointer)
     }
 
-    /// The event as one line of JSON.
-    pub fn to_json(&self) -> String {
-        Value::Object(self.body.clone()).to_string()
+    /// The event's JSON with one more string member before the closing brace.
+    pub fn json_with(&self, key: &str, value: &str) -> Vec<u8> {
+        debug_assert_eq!(self.json.last(), Some(&b'}'), "an event is a JSON object");
+        let mut out = Vec::with_capacity(self.json.len() + key.len() + value.len() + 8);
+        out.extend_from_slice(&self.json[..self.json.len() - 1]);
+        out.push(b',');
+        out.extend_from_slice(Value::from(key).to_string().as_bytes());
+        out.push(b':');
+        out.extend_from_slice(Value::from(value).to_string().as_bytes());
+        out.push(b'}');
+        out
     }
 }
 
@@ -147,7 +166,7 @@ mod tests {
         let Value::Object(body) = body else {
             unreachable!()
         };
-        SinkEvent { seq: 42, body }
+        SinkEvent::from_json(42, body)
     }
 
     #[test]

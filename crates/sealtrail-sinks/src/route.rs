@@ -83,7 +83,7 @@ mod tests {
         }) else {
             unreachable!()
         };
-        SinkEvent { seq: 1, body }
+        SinkEvent::from_json(1, body)
     }
 
     fn route(toml_text: &str) -> Route {

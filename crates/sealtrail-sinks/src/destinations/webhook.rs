@@ -79,16 +79,23 @@ fn message(events: &[&SinkEvent]) -> (String, String) {
         ids.update(b"\n");
     }
     let id = format!("msg_batch_{}", &hex_lower(&ids.finalize())[..32]);
-    let data: Vec<Value> = events
-        .iter()
-        .map(|e| Value::Object(e.body.clone()))
-        .collect();
-    let body = json!({
-        "type": "audit_events.created",
-        "timestamp": now,
-        "data": {"events": data},
-    });
-    (id, body.to_string())
+    // The events' own JSON bytes, spliced: no second serialisation of each event.
+    let mut body = format!(
+        r#"{{"type":"audit_events.created","timestamp":{},"data":{{"events":["#,
+        Value::from(now)
+    )
+    .into_bytes();
+    for (i, event) in events.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(&event.json);
+    }
+    body.extend_from_slice(b"]}}");
+    (
+        id,
+        String::from_utf8(body).expect("JSON text of UTF-8 records is UTF-8"),
+    )
 }
 
 fn hex_lower(bytes: &[u8]) -> String {
@@ -125,7 +132,7 @@ mod tests {
             let Value::Object(body) = json!({"id": id}) else {
                 unreachable!()
             };
-            SinkEvent { seq: 1, body }
+            SinkEvent::from_json(1, body)
         };
         let (a, b) = (e("a"), e("b"));
         let (id1, _) = message(&[&a, &b]);
