@@ -30,6 +30,14 @@ fn fast_retries() -> &'static str {
     "request_timeout_ms = 400\nretry_initial_delay_ms = 10\nretry_max_delay_ms = 50\nbreaker_failures = 3\nbreaker_cooldown_ms = 150"
 }
 
+/// One Elasticsearch sink "search" that every event is routed to, with fast retries.
+fn search_sink(base: &str, batch: usize) -> String {
+    format!(
+        "[[sinks]]\nname = \"search\"\nkind = \"elasticsearch\"\nurl = \"{base}\"\nmax_batch_events = {batch}\n{}\n\n[[routes]]\nsinks = [\"search\"]\n",
+        fast_retries()
+    )
+}
+
 async fn sink_status(s: &TestServer, admin: &str, name: &str) -> Value {
     let (status, body) = s.get(admin, "/v1/sinks").await;
     assert_eq!(status, 200, "{body}");
@@ -244,21 +252,7 @@ async fn every_kind_of_sink_receives_its_routed_events_in_its_documented_format(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_are_retried_and_a_refused_event_is_dead_lettered_then_replayed() {
     let rx = Receiver::start().await;
-    let toml_text = format!(
-        r#"
-        [[sinks]]
-        name = "search"
-        kind = "elasticsearch"
-        url = "{base}"
-        max_batch_events = 10
-        {fast}
-
-        [[routes]]
-        sinks = ["search"]
-        "#,
-        base = rx.base,
-        fast = fast_retries(),
-    );
+    let toml_text = search_sink(&rx.base, 10);
     // Every fault a receiver has, before the first request gets through: a 5xx, a 429
     // with Retry-After, an answer slower than the timeout, a dropped connection; then
     // per-item results in the first accepted bulk: one 429 (retried), one 400 (refused).
@@ -330,21 +324,7 @@ async fn faults_are_retried_and_a_refused_event_is_dead_lettered_then_replayed()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_outage_and_a_restart_lose_nothing_and_duplicate_nothing() {
     let rx = Receiver::start().await;
-    let toml_text = format!(
-        r#"
-        [[sinks]]
-        name = "search"
-        kind = "elasticsearch"
-        url = "{base}"
-        max_batch_events = 25
-        {fast}
-
-        [[routes]]
-        sinks = ["search"]
-        "#,
-        base = rx.base,
-        fast = fast_retries(),
-    );
+    let toml_text = search_sink(&rx.base, 25);
     rx.set_down(true);
     let s = TestServer::start_with(|c| sinks_config(c, &toml_text)).await;
     let key = s.key(&[Scope::Ingest], Some("acme"));

@@ -14,6 +14,8 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
+use crate::event::SinkEvent;
+
 /// Longest receiver answer kept in an error message.
 pub const MAX_ERROR_CHARS: usize = 500;
 /// A `Retry-After` longer than this is taken as this.
@@ -126,6 +128,38 @@ pub async fn send(
         }
     }
     Ok((status, headers, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// Sends a request whose answer is judged by its status alone.
+pub async fn answer(request: reqwest::RequestBuilder) -> Delivery {
+    match send(request).await {
+        Ok((status, headers, body)) => Delivery::from_status(status, &headers, &body),
+        Err(failed) => failed,
+    }
+}
+
+/// Sends events one per request, as receivers that take one message each do (Slack,
+/// PagerDuty, email; their batches are of one, so this loops only if that changes): stops
+/// at the first that is not accepted, asking for it and the rest to be retried.
+pub async fn one_at_a_time<'a, F, Fut>(events: &[&'a SinkEvent], mut send_one: F) -> Delivery
+where
+    F: FnMut(&'a SinkEvent) -> Fut,
+    Fut: std::future::Future<Output = Delivery>,
+{
+    for (i, event) in events.iter().enumerate() {
+        let outcome = send_one(event).await;
+        if outcome != Delivery::Accepted {
+            if i == 0 {
+                return outcome;
+            }
+            return Delivery::Partial {
+                retry: (i..events.len()).collect(),
+                refused: Vec::new(),
+                reason: format!("{outcome:?}"),
+            };
+        }
+    }
+    Delivery::Accepted
 }
 
 /// "HTTP 400 Bad Request: <body>" with the body cut to [`MAX_ERROR_CHARS`].

@@ -131,15 +131,11 @@ impl SinkStore {
         let now = sealtrail_core::time_format::now_micros();
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        for (dead_seq, event_id, error) in dead {
-            debug_assert!(*dead_seq <= seq, "a dead letter is behind its cursor");
-            tx.execute(
-                "INSERT INTO dead_letters (sink, seq, event_id, error, attempts, created_at)
-                 VALUES (?1, ?2, ?3, ?4, 1, ?5)
-                 ON CONFLICT (sink, seq) DO UPDATE SET error = excluded.error",
-                params![sink, *dead_seq as i64, event_id, error, now],
-            )?;
-        }
+        debug_assert!(
+            dead.iter().all(|d| d.0 <= seq),
+            "a dead letter is behind its cursor"
+        );
+        insert_dead_letters(&tx, sink, dead, now)?;
         for h in held {
             debug_assert!(h.seq <= seq, "a held event is behind its cursor");
             tx.execute(
@@ -185,14 +181,7 @@ impl SinkStore {
         let now = sealtrail_core::time_format::now_micros();
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        for (seq, event_id, error) in dead {
-            tx.execute(
-                "INSERT INTO dead_letters (sink, seq, event_id, error, attempts, created_at)
-                 VALUES (?1, ?2, ?3, ?4, 1, ?5)
-                 ON CONFLICT (sink, seq) DO UPDATE SET error = excluded.error",
-                params![sink, *seq as i64, event_id, error, now],
-            )?;
-        }
+        insert_dead_letters(&tx, sink, dead, now)?;
         for seq in seqs {
             tx.execute(
                 "DELETE FROM digest_pending WHERE sink = ?1 AND seq = ?2",
@@ -297,6 +286,24 @@ impl SinkStore {
         )?;
         Ok(())
     }
+}
+
+/// Records refused events (seq, id, reason); one refused again keeps its first date.
+fn insert_dead_letters(
+    tx: &rusqlite::Transaction<'_>,
+    sink: &str,
+    dead: &[(u64, String, String)],
+    now: i64,
+) -> Result<(), StoreFailure> {
+    for (seq, event_id, error) in dead {
+        tx.execute(
+            "INSERT INTO dead_letters (sink, seq, event_id, error, attempts, created_at)
+             VALUES (?1, ?2, ?3, ?4, 1, ?5)
+             ON CONFLICT (sink, seq) DO UPDATE SET error = excluded.error",
+            params![sink, *seq as i64, event_id, error, now],
+        )?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -104,10 +104,7 @@ impl Datadog {
             .header("content-encoding", "gzip")
             .header("dd-api-key", self.api_key.expose())
             .body(body);
-        let outcome = match delivery::send(request).await {
-            Ok((status, headers, body)) => Delivery::from_status(status, &headers, &body),
-            Err(failed) => failed,
-        };
+        let outcome = delivery::answer(request).await;
         match (outcome, refused.is_empty()) {
             (outcome, true) => outcome,
             (Delivery::Accepted, false) => Delivery::Partial {

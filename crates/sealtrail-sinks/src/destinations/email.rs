@@ -113,20 +113,7 @@ impl Email {
     }
 
     pub(super) async fn send(&self, events: &[&SinkEvent]) -> Delivery {
-        for (i, event) in events.iter().enumerate() {
-            let outcome = self.send_event(event).await;
-            if outcome != Delivery::Accepted {
-                if i == 0 {
-                    return outcome;
-                }
-                return Delivery::Partial {
-                    retry: (i..events.len()).collect(),
-                    refused: Vec::new(),
-                    reason: format!("{outcome:?}"),
-                };
-            }
-        }
-        Delivery::Accepted
+        crate::delivery::one_at_a_time(events, |event| self.send_event(event)).await
     }
 
     pub(super) async fn send_digest(&self, route: &str, held: &[HeldEvent]) -> Delivery {
@@ -286,19 +273,11 @@ impl Email {
 /// The readable default: what happened, who, when, from where, why, and the changes.
 fn default_body(event: &SinkEvent) -> String {
     let mut text = format!("{}\n\n", super::headline(event));
-    for (label, key) in [
-        ("Tenant", "tenant_id"),
-        ("Severity", "severity"),
-        ("Who", "user_id"),
-        ("When", "occurred_at"),
-        ("From", "ip_address"),
-        ("Outcome", "outcome"),
-        ("Why", "reason"),
-    ] {
-        let value = event.str(key);
-        if !value.is_empty() {
-            text.push_str(&format!("{label}: {value}\n"));
-        }
+    for (label, value) in super::summary_fields(event) {
+        text.push_str(&format!("{label}: {value}\n"));
+    }
+    if !event.str("reason").is_empty() {
+        text.push_str(&format!("Why: {}\n", event.str("reason")));
     }
     if let Some(Value::Array(changes)) = event.body.get("changes") {
         text.push_str("\nChanges:\n");

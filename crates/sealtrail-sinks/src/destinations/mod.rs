@@ -164,6 +164,22 @@ pub fn digest_lines(route: &str, held: &[HeldEvent]) -> (String, Vec<String>) {
     (title, lines)
 }
 
+/// The who/when/where of an event that alerts show, as (label, value) for the members
+/// present: tenant, severity, who, when, from where, outcome.
+pub fn summary_fields(event: &SinkEvent) -> impl Iterator<Item = (&'static str, &str)> {
+    [
+        ("Tenant", "tenant_id"),
+        ("Severity", "severity"),
+        ("Who", "user_id"),
+        ("When", "occurred_at"),
+        ("From", "ip_address"),
+        ("Outcome", "outcome"),
+    ]
+    .into_iter()
+    .map(|(label, key)| (label, event.str(key)))
+    .filter(|(_, value)| !value.is_empty())
+}
+
 /// The one-line description of an event used as a title or summary:
 /// "guest.dietary_restriction.updated on guest/g_12 by coordinator_7 (acme)".
 pub fn headline(event: &SinkEvent) -> String {

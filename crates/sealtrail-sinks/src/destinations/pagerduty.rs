@@ -59,27 +59,14 @@ impl Pagerduty {
     }
 
     pub(super) async fn send(&self, client: &reqwest::Client, events: &[&SinkEvent]) -> Delivery {
-        for (i, event) in events.iter().enumerate() {
+        delivery::one_at_a_time(events, |event| {
             let request = client
                 .post(&self.url)
                 .header("content-type", "application/json")
                 .body(self.trigger(event).to_string());
-            let outcome = match delivery::send(request).await {
-                Ok((status, headers, body)) => Delivery::from_status(status, &headers, &body),
-                Err(failed) => failed,
-            };
-            if outcome != Delivery::Accepted {
-                if i == 0 {
-                    return outcome;
-                }
-                return Delivery::Partial {
-                    retry: (i..events.len()).collect(),
-                    refused: Vec::new(),
-                    reason: format!("{outcome:?}"),
-                };
-            }
-        }
-        Delivery::Accepted
+            delivery::answer(request)
+        })
+        .await
     }
 
     pub(super) async fn send_digest(
@@ -108,10 +95,7 @@ impl Pagerduty {
             .post(&self.url)
             .header("content-type", "application/json")
             .body(trigger.to_string());
-        match delivery::send(request).await {
-            Ok((status, headers, body)) => Delivery::from_status(status, &headers, &body),
-            Err(failed) => failed,
-        }
+        delivery::answer(request).await
     }
 
     fn trigger(&self, event: &SinkEvent) -> Value {

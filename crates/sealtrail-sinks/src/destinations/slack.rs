@@ -36,30 +36,14 @@ impl Slack {
     }
 
     pub(super) async fn send(&self, client: &reqwest::Client, events: &[&SinkEvent]) -> Delivery {
-        let mut last = Delivery::Accepted;
-        // Slack takes one message per request; batches are sent one by one.
-        for (i, event) in events.iter().enumerate() {
+        delivery::one_at_a_time(events, |event| {
             let request = client
                 .post(self.webhook_url.expose())
                 .header("content-type", "application/json")
                 .body(self.message(event).to_string());
-            last = match delivery::send(request).await {
-                Ok((status, headers, body)) => Delivery::from_status(status, &headers, &body),
-                Err(failed) => failed,
-            };
-            if last != Delivery::Accepted {
-                if i == 0 {
-                    return last;
-                }
-                let reason = format!("{last:?}");
-                return Delivery::Partial {
-                    retry: (i..events.len()).collect(),
-                    refused: Vec::new(),
-                    reason,
-                };
-            }
-        }
-        last
+            delivery::answer(request)
+        })
+        .await
     }
 
     pub(super) async fn send_digest(
@@ -81,10 +65,7 @@ impl Slack {
             .post(self.webhook_url.expose())
             .header("content-type", "application/json")
             .body(message.to_string());
-        match delivery::send(request).await {
-            Ok((status, headers, body)) => Delivery::from_status(status, &headers, &body),
-            Err(failed) => failed,
-        }
+        delivery::answer(request).await
     }
 
     fn message(&self, event: &SinkEvent) -> Value {
@@ -94,22 +75,11 @@ impl Slack {
             sealtrail_core::Severity::Warning => ":warning:",
             sealtrail_core::Severity::Info => ":information_source:",
         };
-        let mut fields = Vec::new();
-        for (label, key) in [
-            ("Tenant", "tenant_id"),
-            ("Severity", "severity"),
-            ("Who", "user_id"),
-            ("When", "occurred_at"),
-            ("From", "ip_address"),
-            ("Outcome", "outcome"),
-        ] {
-            let value = event.str(key);
-            if !value.is_empty() {
-                fields.push(
-                    json!({"type": "mrkdwn", "text": format!("*{label}*\n{}", escape(value))}),
-                );
-            }
-        }
+        let mut fields: Vec<Value> = super::summary_fields(event)
+            .map(|(label, value)| {
+                json!({"type": "mrkdwn", "text": format!("*{label}*\n{}", escape(value))})
+            })
+            .collect();
         let resource = match event.str("resource_id") {
             "" => event.str("resource_type").to_owned(),
             id => format!("{}/{id}", event.str("resource_type")),

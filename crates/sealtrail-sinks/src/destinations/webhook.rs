@@ -44,10 +44,7 @@ impl Webhook {
             .header("webhook-timestamp", timestamp.to_string())
             .header("webhook-signature", signature)
             .body(body);
-        match delivery::send(request).await {
-            Ok((status, headers, body)) => Delivery::from_status(status, &headers, &body),
-            Err(failed) => failed,
-        }
+        delivery::answer(request).await
     }
 }
 
