@@ -23,6 +23,12 @@ pub struct ServeArgs {
     /// schema first with `sealtrail migrate`).
     #[arg(long)]
     database_url: Option<String>,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -37,6 +43,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(url) = args.database_url {
         config.database_url = Some(url);
     }
+    if let (Some(cert_file), Some(key_file)) = (args.tls_cert, args.tls_key) {
+        config.tls = Some(sealtrail_server::config::TlsSettings {
+            cert_file,
+            key_file,
+        });
+    }
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let store = match &config.database_url {
         Some(url) => format!(
             "PostgreSQL store at {}",
@@ -48,7 +65,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot start on the {store}"))?;
     println!(
-        "sealtrail listening on http://{} ({store})",
+        "sealtrail listening on {scheme}://{} ({store})",
         server.local_addr(),
     );
     server.run_until(shutdown_signal()).await?;

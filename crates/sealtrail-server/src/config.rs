@@ -47,6 +47,18 @@ pub struct Config {
     pub sinks: Vec<sealtrail_sinks::SinkConfig>,
     /// Which events go to which sinks (`[[routes]]`).
     pub routes: Vec<sealtrail_sinks::RouteConfig>,
+    /// Serve HTTPS with this certificate and key; plain HTTP when absent.
+    pub tls: Option<TlsSettings>,
+}
+
+/// The server's TLS certificate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM file with the certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM file with its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
 }
 
 impl Default for Config {
@@ -61,6 +73,7 @@ impl Default for Config {
             stream: StreamSettings::default(),
             sinks: Vec::new(),
             routes: Vec::new(),
+            tls: None,
         }
     }
 }

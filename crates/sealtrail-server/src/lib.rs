@@ -47,6 +47,9 @@ pub enum ServerError {
         /// Why.
         source: std::io::Error,
     },
+    /// The TLS certificate or key could not be loaded.
+    #[error("{0}")]
+    Tls(String),
     /// The sinks could not start (configuration, secrets, their state file).
     #[error("{0}")]
     Sinks(String),
@@ -92,6 +95,7 @@ impl RunningServer {
 
 /// Opens the store in `config.data_dir` and starts serving on `config.listen`.
 pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
+    let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
     let metrics = Arc::new(Metrics::new());
     let observed = metrics.clone();
     let hub = stream::Hub::start(0, config.stream.live_queue_events, metrics.clone());
@@ -197,6 +201,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         serve::serve(
             listener,
             app,
+            tls,
             header_read_timeout,
             async move {
                 let _ = stopped.await;
@@ -309,6 +314,40 @@ async fn open_store(
         keys,
         indexer: Some(indexer),
     })
+}
+
+/// The TLS server configuration from the certificate and key files (HTTP/1.1, rustls
+/// with ring).
+fn tls_acceptor(settings: &config::TlsSettings) -> Result<tokio_rustls::TlsAcceptor, ServerError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (cert_file, key_file) = (&settings.cert_file, &settings.key_file);
+    let certs = CertificateDer::pem_file_iter(cert_file)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| ServerError::Tls(format!("tls.cert_file {}: {e}", cert_file.display())))?;
+    if certs.is_empty() {
+        return Err(ServerError::Tls(format!(
+            "tls.cert_file {}: no certificate in it",
+            cert_file.display()
+        )));
+    }
+    let key = PrivateKeyDer::from_pem_file(key_file)
+        .map_err(|e| ServerError::Tls(format!("tls.key_file {}: {e}", key_file.display())))?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ServerError::Tls(format!("TLS: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| {
+            ServerError::Tls(format!(
+                "tls: the key in {} does not fit the certificate in {}: {e}",
+                key_file.display(),
+                cert_file.display()
+            ))
+        })?;
+    server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server)))
 }
 
 async fn blocking_store<T: Send + 'static>(

@@ -11,10 +11,13 @@ use std::future::Future;
 use std::time::Duration;
 
 use axum::Router;
+use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
 
 /// How long to wait before accepting again after the process ran out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -22,15 +25,17 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Serves `app` on `listener` until `shutdown` completes; then stops accepting, calls
 /// `closing` (which ends endless responses such as streams), and waits for every
 /// connection's response in flight to finish. A client that takes longer than
-/// `header_read_timeout` to send a request head is disconnected.
+/// `header_read_timeout` to complete the TLS handshake (with `tls`) or to send a request
+/// head is disconnected.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
+    tls: Option<TlsAcceptor>,
     header_read_timeout: Duration,
     shutdown: impl Future<Output = ()>,
     closing: impl FnOnce(),
 ) {
-    let mut http = hyper::server::conn::http1::Builder::new();
+    let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout);
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -52,24 +57,17 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = socket.set_nodelay(true);
-        let connection = http
-            .serve_connection(TokioIo::new(socket), TowerToHyperService::new(app.clone()))
-            .with_upgrades();
-        let (mut stop, alive) = (stop_rx.clone(), alive_tx.clone());
+        let (stop, alive) = (stop_rx.clone(), alive_tx.clone());
+        let (http, app, tls) = (http.clone(), app.clone(), tls.clone());
         tokio::spawn(async move {
             let _alive = alive;
-            let mut connection = std::pin::pin!(connection);
-            tokio::select! {
-                result = connection.as_mut() => {
-                    if let Err(error) = result {
-                        tracing::debug!(%error, "connection ended with an error");
-                    }
-                    return;
-                }
-                _ = stop.wait_for(|stop| *stop) => connection.as_mut().graceful_shutdown(),
-            }
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "connection ended with an error while closing");
+            let Some(acceptor) = tls else {
+                return drive(&http, socket, app, stop).await;
+            };
+            match tokio::time::timeout(header_read_timeout, acceptor.accept(socket)).await {
+                Ok(Ok(stream)) => drive(&http, stream, app, stop).await,
+                Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
+                Err(_) => tracing::debug!("TLS handshake timed out"),
             }
         });
     }
@@ -78,4 +76,27 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     drop(alive_tx);
     let _ = alive_rx.recv().await;
+}
+
+/// Serves one connection (plain or TLS) until it ends, closing it gracefully on `stop`.
+async fn drive<IO>(http: &http1::Builder, io: IO, app: Router, mut stop: watch::Receiver<bool>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let connection = http
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(app))
+        .with_upgrades();
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(error) = result {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+            return;
+        }
+        _ = stop.wait_for(|stop| *stop) => connection.as_mut().graceful_shutdown(),
+    }
+    if let Err(error) = connection.await {
+        tracing::debug!(%error, "connection ended with an error while closing");
+    }
 }

@@ -3,6 +3,7 @@
 
 pub mod pg;
 pub mod smtp;
+pub mod tls;
 
 pub use pg::PgCluster;
 

@@ -89,7 +89,7 @@ impl SmtpServer {
             .unwrap_or_else(|| PathBuf::from("python3"));
         let dir = tempfile::tempdir()?;
         let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-        make_certificates(dir.path())?;
+        crate::tls::make_certificates(dir.path())?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -156,69 +156,6 @@ impl SmtpServer {
             .filter_map(|(_, _, path)| std::fs::read_to_string(path).ok())
             .collect()
     }
-}
-
-/// A throwaway CA (`ca.pem`) and a server certificate it signed for 127.0.0.1 and
-/// localhost (`cert.pem`, `key.pem`): rustls refuses a self-signed CA as a server's own.
-fn make_certificates(dir: &Path) -> anyhow::Result<()> {
-    let openssl = |args: &[&str]| -> anyhow::Result<()> {
-        let status = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .stderr(Stdio::null())
-            .status()
-            .context("openssl")?;
-        anyhow::ensure!(status.success(), "openssl {} failed", args.join(" "));
-        Ok(())
-    };
-    std::fs::write(
-        dir.join("server.ext"),
-        "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
-    )?;
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=sealtrail test CA",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-    ])?;
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        "key.pem",
-        "-out",
-        "server.csr",
-    ])?;
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        "server.ext",
-        "-out",
-        "cert.pem",
-    ])
 }
 
 impl Drop for SmtpServer {

@@ -1,0 +1,124 @@
+//! HTTPS: the server with a certificate, through a real TLS client (reqwest with rustls)
+//! that trusts only the test CA.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestServer, guest_event};
+use sealtrail_core::Scope;
+use sealtrail_server::config::TlsSettings;
+use tokio::io::AsyncReadExt;
+
+fn certificates() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    sealtrail_testkit::tls::make_certificates(dir.path()).unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_is_served_over_tls_to_a_client_that_trusts_the_ca() {
+    let certs = certificates();
+    let s = TestServer::start_with(|c| {
+        c.tls = Some(TlsSettings {
+            cert_file: certs.path().join("cert.pem"),
+            key_file: certs.path().join("key.pem"),
+        });
+        c.limits.request_timeout_secs = 1;
+    })
+    .await;
+    let https = s.base.replace("http://", "https://");
+    let ca = std::fs::read(certs.path().join("ca.pem")).unwrap();
+    let client = sealtrail_testkit::http_client_builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .build()
+        .unwrap();
+
+    let health = client.get(format!("{https}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(health.version(), reqwest::Version::HTTP_11);
+    let key = s.key(&[Scope::Ingest, Scope::Read], Some("acme"));
+    let stored = client
+        .post(format!("{https}/v1/events"))
+        .bearer_auth(&key)
+        .json(&guest_event(1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stored.status(), 201);
+    let listed: serde_json::Value = client
+        .get(format!("{https}/v1/events"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["events"].as_array().unwrap().len(), 1);
+
+    // A client that does not trust the CA refuses the server.
+    let untrusting = sealtrail_testkit::http_client();
+    assert!(
+        untrusting
+            .get(format!("{https}/healthz"))
+            .send()
+            .await
+            .is_err()
+    );
+    // Plain HTTP to the TLS port gets no HTTP answer.
+    let plain = sealtrail_testkit::http_client()
+        .get(format!("{}/healthz", s.base))
+        .send()
+        .await;
+    assert!(plain.is_err(), "{plain:?}");
+    // A client that connects and never starts the handshake is cut off.
+    let mut idle = tokio::net::TcpStream::connect(s.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf))
+        .await
+        .expect("the server closes a silent connection within its timeout");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+}
+
+#[tokio::test]
+async fn a_key_that_does_not_fit_the_certificate_is_named_at_start() {
+    let certs = certificates();
+    let other = certificates();
+    let dir = tempfile::tempdir().unwrap();
+    let config = sealtrail_server::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().to_owned(),
+        tls: Some(TlsSettings {
+            cert_file: certs.path().join("cert.pem"),
+            key_file: other.path().join("key.pem"),
+        }),
+        ..sealtrail_server::Config::default()
+    };
+    let error = sealtrail_server::start(config)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("does not fit the certificate"), "{error}");
+    let config = sealtrail_server::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().to_owned(),
+        tls: Some(TlsSettings {
+            cert_file: dir.path().join("missing.pem"),
+            key_file: other.path().join("key.pem"),
+        }),
+        ..sealtrail_server::Config::default()
+    };
+    let error = sealtrail_server::start(config)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains("tls.cert_file") && error.contains("missing.pem"),
+        "{error}"
+    );
+}
