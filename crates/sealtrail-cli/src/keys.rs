@@ -24,6 +24,20 @@ pub enum KeysCommand {
         /// A note on what the key is for.
         #[arg(long)]
         description: Option<String>,
+        /// Refuse the key after this long: 90d, 12h, 30m, 3600s.
+        #[arg(long, value_parser = parse_duration_micros)]
+        expires_in: Option<i64>,
+    },
+    /// Replace a key with a new one of the same scopes and tenant (printed once); the old
+    /// one is refused at once, or after --grace.
+    Rotate {
+        #[command(flatten)]
+        data: DataDirArg,
+        /// The key id.
+        key_id: String,
+        /// Keep the old key working this long: 1h, 7d, ...
+        #[arg(long, value_parser = parse_duration_micros)]
+        grace: Option<i64>,
     },
     /// List keys (never their secrets).
     List {
@@ -46,11 +60,17 @@ pub fn run(command: KeysCommand) -> anyhow::Result<ExitCode> {
             scopes,
             tenant,
             description,
+            expires_in,
         } => {
             let scopes = Scope::parse_list(&scopes).map_err(anyhow::Error::msg)?;
             let store = ApiKeyStore::open(&data.data_dir)?;
-            let (info, secret) =
-                store.create(&scopes, tenant.as_deref(), description.as_deref())?;
+            let expires_at = expires_in.map(|d| sealtrail_core::time_format::now_micros() + d);
+            let (info, secret) = store.create_expiring(
+                &scopes,
+                tenant.as_deref(),
+                description.as_deref(),
+                expires_at,
+            )?;
             println!("{secret}");
             eprintln!(
                 "created key {} with scopes {}{}",
@@ -67,11 +87,9 @@ pub fn run(command: KeysCommand) -> anyhow::Result<ExitCode> {
                 "{:<14} {:<20} {:<24} {:<28} STATUS",
                 "KEY ID", "SCOPES", "TENANT", "CREATED"
             );
+            let now = sealtrail_core::time_format::now_micros();
             for key in store.list()? {
-                let status = match key.revoked_at {
-                    Some(at) => format!("revoked {}", format_micros(at)),
-                    None => "active".into(),
-                };
+                let status = key.state(now);
                 println!(
                     "{:<14} {:<20} {:<24} {:<28} {status}",
                     key.key_id,
@@ -80,6 +98,25 @@ pub fn run(command: KeysCommand) -> anyhow::Result<ExitCode> {
                     format_micros(key.created_at),
                 );
             }
+        }
+        KeysCommand::Rotate {
+            data,
+            key_id,
+            grace,
+        } => {
+            let store = ApiKeyStore::open(&data.data_dir)?;
+            let Some((info, secret)) = store.rotate(&key_id, grace)? else {
+                anyhow::bail!("no live key with id {key_id}");
+            };
+            println!("{secret}");
+            eprintln!(
+                "key {} replaces {key_id}, which is {}",
+                info.key_id,
+                match grace {
+                    Some(_) => "refused after the grace period",
+                    None => "refused from now on",
+                }
+            );
         }
         KeysCommand::Revoke { data, key_id } => {
             let store = ApiKeyStore::open(&data.data_dir)?;
@@ -90,4 +127,28 @@ pub fn run(command: KeysCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `90d`, `12h`, `30m`, `45s` (or plain seconds) in microseconds.
+fn parse_duration_micros(text: &str) -> Result<i64, String> {
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: i64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 90d, 12h, 30m or 45s"))?;
+    let unit_secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: the unit is s, m, h or d")),
+    };
+    if n == 0 {
+        return Err("a duration must be more than zero".into());
+    }
+    n.checked_mul(unit_secs * 1_000_000)
+        .filter(|&m| m <= 10 * 365 * 86_400 * 1_000_000)
+        .ok_or_else(|| format!("{text:?} is longer than ten years"))
 }

@@ -22,6 +22,10 @@ use utoipa::{Modify, OpenApi};
         crate::routes::ops::readyz,
         crate::stream::sse::stream,
         crate::stream::ws::ws,
+        crate::routes::keys::list_keys,
+        crate::routes::keys::create_key,
+        crate::routes::keys::rotate_key,
+        crate::routes::keys::revoke_key,
         crate::routes::sinks::list_sinks,
         crate::routes::sinks::dead_letters,
         crate::routes::sinks::replay,
@@ -31,6 +35,7 @@ use utoipa::{Modify, OpenApi};
         (name = "events", description = "Append and read audit events"),
         (name = "integrity", description = "Checkpoints, proofs and the signing key"),
         (name = "streams", description = "Follow events live, resuming exactly where a client left off"),
+        (name = "keys", description = "API keys: create, list, rotate, revoke (admin)"),
         (name = "sinks", description = "Delivery to other systems: state, dead letters, replay"),
         (name = "operations", description = "Health"),
     )

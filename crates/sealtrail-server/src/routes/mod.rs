@@ -2,6 +2,7 @@
 
 pub mod ingest;
 pub mod integrity;
+pub mod keys;
 pub mod ops;
 pub mod query;
 pub mod sinks;
@@ -29,6 +30,9 @@ pub fn router(state: AppState) -> Router {
         .route("/public-key", get(integrity::public_key))
         .route("/stream", get(crate::stream::sse::stream))
         .route("/ws", get(crate::stream::ws::ws))
+        .route("/keys", get(keys::list_keys).post(keys::create_key))
+        .route("/keys/{key_id}", axum::routing::delete(keys::revoke_key))
+        .route("/keys/{key_id}/rotate", post(keys::rotate_key))
         .route("/sinks", get(sinks::list_sinks))
         .route("/sinks/{name}/dead-letters", get(sinks::dead_letters))
         .route("/sinks/{name}/dead-letters/replay", post(sinks::replay))
