@@ -34,8 +34,17 @@ impl FromRequestParts<AppState> for Auth {
         };
         // A hash and a map probe behind one pragma read: cheap enough to do inline.
         match state.keys.authenticate(key).map_err(ApiError::internal)? {
-            Some(grant) => Ok(Auth(grant)),
-            None => Err(ApiError::unauthorized("unknown or revoked API key")),
+            Some(grant) => match state.rate_limits.check(&grant.key_id) {
+                Ok(()) => Ok(Auth(grant)),
+                Err(retry_after_secs) => Err(ApiError::rate_limited(
+                    &grant.key_id,
+                    state.config.limits.key_requests_per_sec,
+                    retry_after_secs,
+                )),
+            },
+            None => Err(ApiError::unauthorized(
+                "unknown, revoked or expired API key",
+            )),
         }
     }
 }

@@ -86,8 +86,18 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Most events in one ingest request.
     pub max_batch_events: usize,
-    /// Longest a request may take, in seconds, before it is answered 408.
+    /// Longest a request may take, in seconds, before it is answered 408; also how long a
+    /// connection may take to send a request head (TLS handshake included).
     pub request_timeout_secs: u64,
+    /// Largest request head (request line and headers), in bytes; 431 above. At least 8192.
+    pub max_header_bytes: usize,
+    /// Most connections open at once; further ones are closed as they arrive.
+    pub max_connections: usize,
+    /// Requests per second each API key may make on average (0: unlimited); 429 with
+    /// `Retry-After` above.
+    pub key_requests_per_sec: u32,
+    /// Requests a key may make in a burst above its rate.
+    pub key_burst: u32,
     /// Bounds on each event's fields.
     pub event: EventLimits,
 }
@@ -98,6 +108,10 @@ impl Default for Limits {
             max_body_bytes: 10 * 1024 * 1024,
             max_batch_events: 1000,
             request_timeout_secs: 30,
+            max_header_bytes: 16 * 1024,
+            max_connections: 25_000,
+            key_requests_per_sec: 10_000,
+            key_burst: 20_000,
             event: EventLimits::default(),
         }
     }
@@ -257,6 +271,18 @@ impl Config {
         }
         if self.limits.request_timeout_secs == 0 {
             return Err(invalid("limits.request_timeout_secs", "must be at least 1"));
+        }
+        if self.limits.max_header_bytes < 8192 {
+            return Err(invalid("limits.max_header_bytes", "must be at least 8192"));
+        }
+        if self.limits.max_connections == 0 {
+            return Err(invalid("limits.max_connections", "must be at least 1"));
+        }
+        if self.limits.key_requests_per_sec > 0 && self.limits.key_burst == 0 {
+            return Err(invalid(
+                "limits.key_burst",
+                "must be at least 1 when key_requests_per_sec is set",
+            ));
         }
         let st = &self.stream;
         for (key, value) in [

@@ -175,6 +175,19 @@ impl ApiError {
         e
     }
 
+    /// 429: the key made more requests than its rate allows.
+    pub fn rate_limited(key_id: &str, per_sec: u32, retry_after_secs: u64) -> Self {
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "API key {key_id} is over its limit of {per_sec} requests per second (limits.key_requests_per_sec); retry after {retry_after_secs} s"
+            ),
+        );
+        e.retry_after_secs = Some(retry_after_secs);
+        e
+    }
+
     /// 500, for failures that are ours; the detail goes to the log, not the client.
     pub fn internal(error: impl std::fmt::Display) -> Self {
         tracing::error!(%error, "request failed");

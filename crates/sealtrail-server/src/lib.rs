@@ -12,6 +12,7 @@ pub mod config;
 mod drain;
 pub mod error;
 mod follower;
+pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
@@ -96,6 +97,7 @@ impl RunningServer {
 /// Opens the store in `config.data_dir` and starts serving on `config.listen`.
 pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
+    let config_limits = config.limits.clone();
     let metrics = Arc::new(Metrics::new());
     let observed = metrics.clone();
     let hub = stream::Hub::start(0, config.stream.live_queue_events, metrics.clone());
@@ -192,6 +194,10 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         indexer: indexer.as_ref().map(|i| i.progress()),
         spool,
         sinks: sinks.clone(),
+        rate_limits: limits::KeyRateLimiter::new(
+            config_limits.key_requests_per_sec,
+            config_limits.key_burst,
+        ),
     });
     let streams = state.streams.clone();
     let header_read_timeout = state.config.request_timeout();
@@ -202,7 +208,11 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
             listener,
             app,
             tls,
-            header_read_timeout,
+            serve::ConnectionLimits {
+                header_read_timeout,
+                max_header_bytes: config_limits.max_header_bytes,
+                max_connections: config_limits.max_connections,
+            },
             async move {
                 let _ = stopped.await;
             },

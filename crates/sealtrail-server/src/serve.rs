@@ -22,6 +22,17 @@ use tokio_rustls::TlsAcceptor;
 /// How long to wait before accepting again after the process ran out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// Bounds on every connection.
+pub struct ConnectionLimits {
+    /// Longest a client may take to complete the TLS handshake and to send a request head
+    /// (also how long a kept-alive connection may sit idle).
+    pub header_read_timeout: Duration,
+    /// Largest request head; hyper answers 431 above it.
+    pub max_header_bytes: usize,
+    /// Most connections at once; a connection beyond it is closed on arrival.
+    pub max_connections: usize,
+}
+
 /// Serves `app` on `listener` until `shutdown` completes; then stops accepting, calls
 /// `closing` (which ends endless responses such as streams), and waits for every
 /// connection's response in flight to finish. A client that takes longer than
@@ -31,13 +42,16 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     tls: Option<TlsAcceptor>,
-    header_read_timeout: Duration,
+    limits: ConnectionLimits,
     shutdown: impl Future<Output = ()>,
     closing: impl FnOnce(),
 ) {
+    let header_read_timeout = limits.header_read_timeout;
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout);
+        .header_read_timeout(header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    let connections = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
     // Every connection task holds a sender; when all are gone, recv() returns None.
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
@@ -56,11 +70,19 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tracing::warn!(
+                max = limits.max_connections,
+                "connection refused: limits.max_connections are open"
+            );
+            drop(socket);
+            continue;
+        };
         let _ = socket.set_nodelay(true);
         let (stop, alive) = (stop_rx.clone(), alive_tx.clone());
         let (http, app, tls) = (http.clone(), app.clone(), tls.clone());
         tokio::spawn(async move {
-            let _alive = alive;
+            let (_alive, _permit) = (alive, permit);
             let Some(acceptor) = tls else {
                 return drive(&http, socket, app, stop).await;
             };

@@ -35,6 +35,8 @@ pub struct Inner {
     pub spool: Option<Arc<sealtrail_store::spool::Spool>>,
     /// The sinks delivering the log elsewhere.
     pub sinks: Arc<sealtrail_sinks::Sinks>,
+    /// Requests per API key.
+    pub rate_limits: crate::limits::KeyRateLimiter,
 }
 
 impl AppState {
