@@ -83,6 +83,9 @@ impl ServeProcess {
         let mut child = Command::new(BIN)
             .args(["serve", "--data-dir", dir.to_str().unwrap()])
             .args(args)
+            // These tests count events exactly; reads would add `audit_log.*` ones (the
+            // access log is tested in the server's tests/access.rs).
+            .env("SEALTRAIL_ACCESS_LOG__ENABLED", "false")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

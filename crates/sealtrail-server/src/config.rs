@@ -49,6 +49,27 @@ pub struct Config {
     pub routes: Vec<sealtrail_sinks::RouteConfig>,
     /// Serve HTTPS with this certificate and key; plain HTTP when absent.
     pub tls: Option<TlsSettings>,
+    /// Recording every read in the log itself.
+    pub access_log: AccessLogSettings,
+}
+
+/// Access logging (see the server's `access` module).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccessLogSettings {
+    /// Append an `audit_log.*` event for every read made with a key.
+    pub enabled: bool,
+    /// Where reads not confined to one tenant's events are recorded.
+    pub global_tenant: String,
+}
+
+impl Default for AccessLogSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            global_tenant: "_sealtrail".into(),
+        }
+    }
 }
 
 /// The server's TLS certificate.
@@ -74,6 +95,7 @@ impl Default for Config {
             sinks: Vec::new(),
             routes: Vec::new(),
             tls: None,
+            access_log: AccessLogSettings::default(),
         }
     }
 }
@@ -312,6 +334,12 @@ impl Config {
                 origin: String::new(),
                 message: problems.join("\n"),
             });
+        }
+        if let Err(reason) = sealtrail_core::event::validate_tenant_id(
+            &self.access_log.global_tenant,
+            &self.limits.event,
+        ) {
+            return Err(invalid("access_log.global_tenant", &reason));
         }
         if let Some(origin) = &self.log_origin
             && (origin.is_empty() || origin.chars().any(|c| c.is_whitespace() || c == '+'))

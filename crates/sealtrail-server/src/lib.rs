@@ -6,6 +6,7 @@
 //! let in-flight requests finish (their appends complete), then close the sequencer
 //! (which commits what it has queued) and the indexer.
 
+pub mod access;
 pub mod api;
 pub mod auth;
 pub mod config;

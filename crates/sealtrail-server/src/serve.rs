@@ -13,7 +13,6 @@ use std::time::Duration;
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -57,7 +56,7 @@ pub async fn serve(
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let (socket, _peer) = tokio::select! {
+        let (socket, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
@@ -84,13 +83,18 @@ pub async fn serve(
         tokio::spawn(async move {
             let (_alive, _permit) = (alive, permit);
             let Some(acceptor) = tls else {
-                return drive(&http, socket, app, stop).await;
+                return drive(&http, socket, peer, app, stop).await;
             };
-            match tokio::time::timeout(header_read_timeout, acceptor.accept(socket)).await {
-                Ok(Ok(stream)) => drive(&http, stream, app, stop).await,
-                Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
-                Err(_) => tracing::debug!("TLS handshake timed out"),
-            }
+            // Boxed: a TLS session's state is kilobytes, which would otherwise size every
+            // connection's task, plain ones included (idle stream subscribers count them).
+            Box::pin(async move {
+                match tokio::time::timeout(header_read_timeout, acceptor.accept(socket)).await {
+                    Ok(Ok(stream)) => drive(&http, stream, peer, app, stop).await,
+                    Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
+                    Err(_) => tracing::debug!("TLS handshake timed out"),
+                }
+            })
+            .await
         });
     }
     drop(listener);
@@ -101,12 +105,24 @@ pub async fn serve(
 }
 
 /// Serves one connection (plain or TLS) until it ends, closing it gracefully on `stop`.
-async fn drive<IO>(http: &http1::Builder, io: IO, app: Router, mut stop: watch::Receiver<bool>)
-where
+/// Every request carries the client's address (for the access log).
+async fn drive<IO>(
+    http: &http1::Builder,
+    io: IO,
+    peer: std::net::SocketAddr,
+    app: Router,
+    mut stop: watch::Receiver<bool>,
+) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let client = crate::access::ClientAddr(peer);
+    let service =
+        hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(client);
+            tower_service::Service::call(&mut app.clone(), request)
+        });
     let connection = http
-        .serve_connection(TokioIo::new(io), TowerToHyperService::new(app))
+        .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     let mut connection = std::pin::pin!(connection);
     tokio::select! {

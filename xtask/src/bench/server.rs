@@ -22,11 +22,21 @@ impl Server {
 
     /// Starts with more `serve` arguments (e.g. `--database-url`).
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with_env(data_dir, extra, &[])
+    }
+
+    /// Starts with more `serve` arguments and environment variables.
+    pub fn start_with_env(
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let mut child = Command::new(binary())
             .args(["serve", "--data-dir"])
             .arg(data_dir)
             .args(["--listen", "127.0.0.1:0"])
             .args(extra)
+            .envs(env.iter().copied())
             .env("SEALTRAIL_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -68,6 +68,7 @@ pub async fn checkpoint(
 pub async fn consistency_proof(
     State(state): State<AppState>,
     auth: Auth,
+    requester: crate::access::Requester,
     params: Params,
 ) -> Result<Json<ConsistencyProof>, ApiError> {
     auth.require_any(&EVIDENCE_SCOPES)?;
@@ -114,6 +115,16 @@ pub async fn consistency_proof(
     })
     .await?;
     state.metrics.read("proof", started.elapsed().as_secs_f64());
+    let read = crate::access::Read {
+        action: "audit_log.proof",
+        filter: crate::access::params_object(params.pairs()),
+        confined_to: auth.0.tenant_id.as_deref(),
+        returned: Default::default(),
+        result_count: None,
+        resource: None,
+        event_id: None,
+    };
+    crate::access::record(&state, &auth, &requester, read).await?;
     Ok(Json(ConsistencyProof {
         from,
         to,

@@ -1,5 +1,6 @@
 //! Reads: `GET /v1/events`, `GET /v1/events/{id}`, `GET /v1/stats`.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use axum::extract::{Path, State};
@@ -8,9 +9,11 @@ use axum::response::Response;
 use sealtrail_core::query::{PageRequest, StatsRequest};
 use sealtrail_core::time_format::format_micros;
 use sealtrail_core::{FieldError, Scope};
+use serde_json::json;
 use uuid::Uuid;
 
 use super::{Params, blocking, raw_json};
+use crate::access::{self, Requester};
 use crate::api::{InclusionProof, StatsResponse, StatsRow};
 use crate::auth::Auth;
 use crate::error::ApiError;
@@ -49,6 +52,7 @@ const DURABILITY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 pub async fn list_events(
     State(state): State<AppState>,
     auth: Auth,
+    requester: Requester,
     params: Params,
 ) -> Result<Response, ApiError> {
     auth.require(Scope::Read)?;
@@ -60,10 +64,26 @@ pub async fn list_events(
     let started = Instant::now();
     let reader = state.reader.clone();
     let order = request.order;
+    let confined_to = request.filter.tenant_id.clone();
+    let resource = access::filtered_resource(&request.filter);
     let page = blocking(move || Ok(reader.query(&request)?)).await?;
     state
         .metrics
         .read("events", started.elapsed().as_secs_f64());
+    let mut returned = BTreeMap::new();
+    for event in &page.events {
+        *returned.entry(event.tenant_id.clone()).or_insert(0) += 1;
+    }
+    let read = access::Read {
+        action: "audit_log.read",
+        filter: access::params_object(params.pairs()),
+        confined_to: confined_to.as_deref(),
+        returned,
+        result_count: Some(page.events.len() as u64),
+        resource,
+        event_id: None,
+    };
+    access::record(&state, &auth, &requester, read).await?;
 
     let mut body = Vec::with_capacity(
         page.events
@@ -104,6 +124,7 @@ pub async fn list_events(
 pub async fn get_event(
     State(state): State<AppState>,
     auth: Auth,
+    requester: Requester,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     auth.require(Scope::Read)?;
@@ -134,6 +155,18 @@ pub async fn get_event(
     let tree_size = checkpoint.tree_size;
     let hashes = blocking(move || Ok(reader.inclusion_proof(leaf_index, tree_size)?)).await?;
     state.metrics.read("event", started.elapsed().as_secs_f64());
+    let read = access::Read {
+        action: "audit_log.read_event",
+        filter: json!({"id": id.to_string()}),
+        confined_to: Some(&event.tenant_id),
+        returned: BTreeMap::new(),
+        result_count: Some(1),
+        resource: sealtrail_core::StoredRecord::parse(&event.record)
+            .ok()
+            .map(|r| (r.resource_type, r.resource_id)),
+        event_id: Some(id.to_string()),
+    };
+    access::record(&state, &auth, &requester, read).await?;
     let proof = InclusionProof {
         leaf_index,
         tree_size: checkpoint.tree_size,
@@ -178,6 +211,7 @@ pub async fn get_event(
 pub async fn stats(
     State(state): State<AppState>,
     auth: Auth,
+    requester: Requester,
     params: Params,
 ) -> Result<axum::Json<StatsResponse>, ApiError> {
     auth.require(Scope::Read)?;
@@ -189,8 +223,20 @@ pub async fn stats(
     let (group_by, interval) = (request.group_by, request.interval);
     let started = Instant::now();
     let reader = state.reader.clone();
+    let confined_to = request.filter.tenant_id.clone();
+    let resource = access::filtered_resource(&request.filter);
     let rows = blocking(move || Ok(reader.stats(&request)?)).await?;
     state.metrics.read("stats", started.elapsed().as_secs_f64());
+    let read = access::Read {
+        action: "audit_log.stats",
+        filter: access::params_object(params.pairs()),
+        confined_to: confined_to.as_deref(),
+        returned: BTreeMap::new(),
+        result_count: Some(rows.iter().map(|r| r.count).sum()),
+        resource,
+        event_id: None,
+    };
+    access::record(&state, &auth, &requester, read).await?;
     Ok(axum::Json(StatsResponse {
         group_by: group_by.as_str().to_owned(),
         interval: interval.map(|i| i.as_str().to_owned()),

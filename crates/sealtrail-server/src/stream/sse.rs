@@ -93,6 +93,7 @@ impl Outbox for SseOutbox {
 pub async fn stream(
     State(state): State<AppState>,
     auth: Auth,
+    requester: crate::access::Requester,
     headers: HeaderMap,
     params: Params,
 ) -> Result<Response, ApiError> {
@@ -102,6 +103,17 @@ pub async fn stream(
         extra: rest,
     } = parse_filter(params.pairs(), &["since"])?;
     filter.tenant_id = auth.confine_tenant(filter.tenant_id.take())?;
+    // Recorded before the stream starts, so a new stream begins after its own record.
+    let read = crate::access::Read {
+        action: "audit_log.subscribe",
+        filter: crate::access::params_object(params.pairs()),
+        confined_to: filter.tenant_id.as_deref(),
+        returned: Default::default(),
+        result_count: None,
+        resource: crate::access::filtered_resource(&filter),
+        event_id: None,
+    };
+    crate::access::record(&state, &auth, &requester, read).await?;
     let tree_size = state.sequencer.tree_size();
     let since = match headers.get("last-event-id") {
         Some(value) => Some(parse_seq(value.to_str().unwrap_or("?"), "Last-Event-ID")?),

@@ -53,6 +53,7 @@ const CLOSE_GOING_AWAY: u16 = 1001;
 pub async fn ws(
     State(state): State<AppState>,
     auth: Auth,
+    requester: crate::access::Requester,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     auth.require(Scope::Stream)?;
@@ -64,7 +65,7 @@ pub async fn ws(
         .write_buffer_size(0)
         .max_message_size(max_message)
         .max_frame_size(max_message)
-        .on_upgrade(move |socket| connection(state, auth.0, socket)))
+        .on_upgrade(move |socket| connection(state, auth.0, requester, socket)))
 }
 
 #[derive(Deserialize)]
@@ -91,7 +92,12 @@ impl Drop for Subscription {
     }
 }
 
-async fn connection(state: AppState, grant: Grant, socket: WebSocket) {
+async fn connection(
+    state: AppState,
+    grant: Grant,
+    requester: crate::access::Requester,
+    socket: WebSocket,
+) {
     let streams = state.streams.clone();
     let (mut sink, mut incoming) = socket.split();
     let (out, mut queued) = mpsc::channel::<Message>(WS_OUT_QUEUE);
@@ -143,7 +149,16 @@ async fn connection(state: AppState, grant: Grant, socket: WebSocket) {
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
             Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
         };
-        match handle(&state, &grant, &text, &mut subscriptions, &out, &too_slow) {
+        let handled = handle(
+            &state,
+            &grant,
+            &requester,
+            &text,
+            &mut subscriptions,
+            &out,
+            &too_slow,
+        );
+        match handled.await {
             Ok(reply) => send(&out, reply).await,
             Err((subscription, error)) => {
                 send(
@@ -165,9 +180,10 @@ async fn connection(state: AppState, grant: Grant, socket: WebSocket) {
 
 /// Acts on one client message; returns the reply, or the error for the client.
 #[allow(clippy::result_large_err)]
-fn handle(
+async fn handle(
     state: &AppState,
     grant: &Grant,
+    requester: &crate::access::Requester,
     text: &str,
     subscriptions: &mut HashMap<String, Subscription>,
     out: &mpsc::Sender<Message>,
@@ -235,6 +251,18 @@ fn handle(
             let auth = Auth(grant.clone());
             event_filter.tenant_id = auth
                 .confine_tenant(event_filter.tenant_id.take())
+                .map_err(fail)?;
+            let read = crate::access::Read {
+                action: "audit_log.subscribe",
+                filter: json!({"subscription": id, "filter": filter, "since": since}),
+                confined_to: event_filter.tenant_id.as_deref(),
+                returned: Default::default(),
+                result_count: None,
+                resource: crate::access::filtered_resource(&event_filter),
+                event_id: None,
+            };
+            crate::access::record(state, &auth, requester, read)
+                .await
                 .map_err(fail)?;
             let tree_size = state.sequencer.tree_size();
             let cursor = match since {

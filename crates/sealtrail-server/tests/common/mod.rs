@@ -30,6 +30,9 @@ impl TestServer {
             data_dir: dir.path().to_owned(),
             ..Config::default()
         };
+        // Reads would add `audit_log.*` events these tests do not count on; the access
+        // log has its own tests (tests/access.rs), which turn it back on.
+        config.access_log.enabled = false;
         adjust(&mut config);
         let server = sealtrail_server::start(config.clone()).await.unwrap();
         let base = format!("http://{}", server.local_addr());
