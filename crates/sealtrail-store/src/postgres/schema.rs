@@ -107,8 +107,11 @@ const MIGRATIONS: &[&str] = &[
     -- it, whatever its SQL says. The sequencer writes with binary COPY, which PostgreSQL
     -- refuses where row-level security applies, so the writing role is exempt: the table
     -- owner (not forced), or a service role with BYPASSRLS (see grant_service_role).
+    -- Roles are per cluster: another database's migration may be creating it at the same
+    -- moment, which fails with unique_violation rather than duplicate_object. (Widened
+    -- after release; the schema it leaves is the same.)
     DO $$ BEGIN CREATE ROLE sealtrail_tenant_reader NOLOGIN;
-    EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+    EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$;
     GRANT SELECT ON events, event_ids TO sealtrail_tenant_reader;
     -- The migrating role usually runs the service too: it must be able to switch.
     GRANT sealtrail_tenant_reader TO CURRENT_USER;
