@@ -54,9 +54,15 @@ pub async fn ws(
     State(state): State<AppState>,
     auth: Auth,
     requester: crate::access::Requester,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
+    // The key is judged before the upgrade request, so a key without the scope learns
+    // nothing more than 403.
     auth.require(Scope::Stream)?;
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return Ok(axum::response::IntoResponse::into_response(rejection)),
+    };
     let max_message = state.streams.settings.max_ws_message_bytes;
     Ok(upgrade
         // tungstenite's default buffers are 128 KiB each; an idle subscriber needs a few KiB,
