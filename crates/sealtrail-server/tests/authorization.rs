@@ -7,7 +7,7 @@ mod common;
 use common::TestServer;
 use reqwest::Method;
 use sealtrail_core::Scope;
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// What an endpoint needs.
 #[derive(Clone, Copy, Debug, PartialEq)]
