@@ -2,6 +2,7 @@
 //! runs; `cargo xtask bench` measures the service against baselines in the same run.
 
 mod bench;
+mod fuzz;
 mod test;
 
 use std::path::{Path, PathBuf};

@@ -5,11 +5,14 @@
 //! with apt if its binaries are missing) whose URL the tests read from
 //! `SEALTRAIL_TEST_POSTGRES`, and aiosmtpd (from PyPI, in a virtualenv under `target/`)
 //! whose Python they read from `SEALTRAIL_TEST_SMTPD_PYTHON`. Every other server a test
-//! talks to it starts itself.
+//! talks to it starts itself. Last, each fuzz target runs for a bounded time (`fuzz.rs`).
 
 use crate::run_step;
 use sealtrail_testkit::PgCluster;
 use sealtrail_testkit::pg::TEST_ENV;
+
+/// How long each fuzz target runs in CI.
+const FUZZ_SECONDS_PER_TARGET: u64 = 30;
 
 pub fn run() -> anyhow::Result<()> {
     run_step("cargo", &["fmt", "--all", "--", "--check"])?;
@@ -36,6 +39,7 @@ pub fn run() -> anyhow::Result<()> {
     unsafe { std::env::set_var(sealtrail_testkit::smtp::SMTPD_PYTHON_ENV, &smtpd) };
     run_step("cargo", &["test", "--workspace", "--all-targets"])?;
     run_step("cargo", &["test", "--workspace", "--doc"])?;
+    crate::fuzz::run(FUZZ_SECONDS_PER_TARGET)?;
     drop(postgres);
     eprintln!("xtask: all checks passed");
     Ok(())
