@@ -1,6 +1,7 @@
 //! Project automation in Rust rather than shell: `cargo xtask test` runs every check CI
 //! runs; `cargo xtask bench` measures the service against baselines in the same run.
 
+mod api_fuzz;
 mod bench;
 mod fuzz;
 mod test;

@@ -5,7 +5,8 @@
 //! with apt if its binaries are missing) whose URL the tests read from
 //! `SEALTRAIL_TEST_POSTGRES`, and aiosmtpd (from PyPI, in a virtualenv under `target/`)
 //! whose Python they read from `SEALTRAIL_TEST_SMTPD_PYTHON`. Every other server a test
-//! talks to it starts itself. Last, each fuzz target runs for a bounded time (`fuzz.rs`).
+//! talks to it starts itself. Last, schemathesis checks the API against its OpenAPI
+//! document (`api_fuzz.rs`), and each fuzz target runs for a bounded time (`fuzz.rs`).
 
 use crate::run_step;
 use sealtrail_testkit::PgCluster;
@@ -39,6 +40,7 @@ pub fn run() -> anyhow::Result<()> {
     unsafe { std::env::set_var(sealtrail_testkit::smtp::SMTPD_PYTHON_ENV, &smtpd) };
     run_step("cargo", &["test", "--workspace", "--all-targets"])?;
     run_step("cargo", &["test", "--workspace", "--doc"])?;
+    crate::api_fuzz::run()?;
     crate::fuzz::run(FUZZ_SECONDS_PER_TARGET)?;
     drop(postgres);
     eprintln!("xtask: all checks passed");

@@ -30,7 +30,7 @@ use utoipa::{Modify, OpenApi};
         crate::routes::sinks::dead_letters,
         crate::routes::sinks::replay,
     ),
-    modifiers(&BearerKey),
+    modifiers(&BearerKey, &ErrorResponses),
     tags(
         (name = "events", description = "Append and read audit events"),
         (name = "integrity", description = "Checkpoints, proofs and the signing key"),
@@ -41,6 +41,75 @@ use utoipa::{Modify, OpenApi};
     )
 )]
 pub struct ApiDoc;
+
+/// Documents the errors every authenticated operation can answer with (the one error body
+/// of `error.rs`), so each operation's list is complete without repeating it in every
+/// annotation: 400 (a parameter or body is invalid), 401 (no, unknown, revoked or expired
+/// key), 403 (scope or tenant), 404 where the path names something, 408 (request timeout),
+/// 429 (the key's rate limit, with `Retry-After`), 503 (the log or the access log cannot
+/// take the write).
+struct ErrorResponses;
+
+impl Modify for ErrorResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let has_path_parameter = path.contains('{');
+            for operation in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if operation.security.as_ref().is_none_or(|s| s.is_empty()) {
+                    continue;
+                }
+                let mut codes = vec![
+                    (
+                        "400",
+                        "A parameter or the body is invalid; `field` names it",
+                    ),
+                    ("401", "No API key, or an unknown, revoked or expired one"),
+                    ("403", "The key lacks the scope, or asks for another tenant"),
+                    (
+                        "408",
+                        "The request took longer than limits.request_timeout_secs",
+                    ),
+                    ("429", "The key is over its request rate; see Retry-After"),
+                    (
+                        "503",
+                        "The log cannot take the write (or the read's access record)",
+                    ),
+                ];
+                if has_path_parameter {
+                    codes.push(("404", "Not found (or not visible to this key)"));
+                }
+                for (code, description) in codes {
+                    operation
+                        .responses
+                        .responses
+                        .entry(code.to_owned())
+                        .or_insert_with(|| error(description).into());
+                }
+            }
+        }
+    }
+}
 
 struct BearerKey;
 

@@ -2,6 +2,7 @@
 //! server binaries on the machine, for tests that must stop and start their own database.
 
 pub mod pg;
+pub mod python;
 pub mod smtp;
 pub mod tls;
 

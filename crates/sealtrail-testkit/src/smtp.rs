@@ -41,33 +41,7 @@ except KeyboardInterrupt:
 
 /// Creates (once) a virtualenv in `dir` with aiosmtpd; its Python.
 pub fn install_aiosmtpd(dir: &Path) -> anyhow::Result<PathBuf> {
-    let python = dir.join("bin/python");
-    let has_it = |python: &Path| {
-        Command::new(python)
-            .args(["-c", "import aiosmtpd"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if has_it(&python) {
-        return Ok(python);
-    }
-    let status = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(dir)
-        .status()
-        .context("python3 -m venv")?;
-    anyhow::ensure!(status.success(), "python3 -m venv {} failed", dir.display());
-    let status = Command::new(&python)
-        .args(["-m", "pip", "install", "--quiet", "aiosmtpd"])
-        .status()
-        .context("pip install aiosmtpd")?;
-    anyhow::ensure!(status.success(), "pip install aiosmtpd failed");
-    anyhow::ensure!(
-        has_it(&python),
-        "aiosmtpd is not importable after installing it"
-    );
-    Ok(python)
+    crate::python::venv_with(dir, "aiosmtpd", "aiosmtpd")
 }
 
 /// A running aiosmtpd.

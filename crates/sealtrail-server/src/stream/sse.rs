@@ -82,7 +82,7 @@ impl Outbox for SseOutbox {
         ("Last-Event-ID" = Option<u64>, Header, description = "The last seq received, when reconnecting"),
     ),
     responses(
-        (status = 200, description = "An endless text/event-stream: `id: <seq>` + `data: <event>` per event, `event: caught_up` when replay ends, `: heartbeat` comments", content_type = "text/event-stream", body = String),
+        (status = 200, description = "An endless text/event-stream: `id: <seq>` + `data: <event>` per event, `event: caught_up` when replay ends, `: heartbeat` comments", content_type = "text/event-stream", body = serde_json::Value),
         (status = 400, description = "A parameter is invalid", body = crate::error::ErrorBody),
         (status = 401, description = "No or unknown API key", body = crate::error::ErrorBody),
         (status = 403, description = "Key lacks the stream scope, or asks for another tenant", body = crate::error::ErrorBody),

@@ -61,7 +61,12 @@ pub async fn ws(
     auth.require(Scope::Stream)?;
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
-        Err(rejection) => return Ok(axum::response::IntoResponse::into_response(rejection)),
+        Err(rejection) => {
+            return Err(ApiError::invalid_parameter(FieldError::new(
+                "upgrade",
+                format!("not a WebSocket upgrade request: {}", rejection.body_text()),
+            )));
+        }
     };
     let max_message = state.streams.settings.max_ws_message_bytes;
     Ok(upgrade
