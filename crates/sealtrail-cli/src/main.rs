@@ -8,6 +8,7 @@ mod query;
 mod serve;
 mod sinks;
 mod tail;
+mod tenants;
 mod verify;
 
 use std::path::PathBuf;
@@ -53,6 +54,11 @@ enum Command {
     Sinks {
         #[command(subcommand)]
         command: sinks::SinksCommand,
+    },
+    /// Crypto-shredding: destroy a tenant's or a data subject's encryption keys.
+    Tenants {
+        #[command(subcommand)]
+        command: tenants::TenantsCommand,
     },
     /// Check a configuration file (sinks, routes, secrets, limits) without starting.
     Config {
@@ -124,6 +130,7 @@ fn main() -> ExitCode {
             Command::Tail(args) => tail::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Sinks { command } => sinks::run(command).await,
+            Command::Tenants { command } => tenants::run(command).await,
             Command::Config { command } => serve::check_config(command),
         }
     });

@@ -166,6 +166,20 @@ impl Client {
         .await
     }
 
+    /// Destroys a tenant's data keys (or one subject's, the value at `encryption.subject`):
+    /// their encrypted fields read as `"[shredded]"` from now on.
+    pub async fn shred(&self, tenant: &str, subject: Option<&str>) -> Result<Value, ClientError> {
+        let path = match subject {
+            None => format!("/v1/tenants/{tenant}/shred"),
+            Some(subject) => format!(
+                "/v1/tenants/{tenant}/subjects/{}/shred",
+                utf8_percent_encode_path(subject)
+            ),
+        };
+        self.send_body(&path, "application/json", b"{}".to_vec())
+            .await
+    }
+
     /// Every sink's state (`GET /v1/sinks`; admin key).
     pub async fn sinks(&self) -> Result<Vec<Value>, ClientError> {
         self.get("/v1/sinks", &[]).await
@@ -498,4 +512,17 @@ impl EventStream {
                 .map_err(|e| decode(e.to_string())),
         })
     }
+}
+
+/// A path segment with everything but unreserved characters percent-encoded.
+fn utf8_percent_encode_path(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for byte in segment.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }

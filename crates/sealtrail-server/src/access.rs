@@ -139,6 +139,10 @@ pub async fn record(
         let prepared =
             sealtrail_core::prepare_event_value(event, &TenantScope::Any, received_at, limits)
                 .map_err(|e| ApiError::internal(format!("an access record is invalid: {e}")))?;
+        let mut prepared = prepared;
+        if let Some(cipher) = state.opener.cipher() {
+            cipher.seal(&mut prepared).map_err(ApiError::internal)?;
+        }
         events.push(prepared);
     }
     state.sequencer.append(events).await.map_err(|e| {

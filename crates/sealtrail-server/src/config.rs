@@ -51,6 +51,25 @@ pub struct Config {
     pub tls: Option<TlsSettings>,
     /// Recording every read in the log itself.
     pub access_log: AccessLogSettings,
+    /// Encrypting sensitive fields before they are stored (off when absent).
+    pub encryption: Option<EncryptionConfig>,
+}
+
+/// Field encryption (see `sealtrail_store::encryption`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionConfig {
+    /// The master key: 32 random bytes in base64, from `{ env = ... }` or `{ file = ... }`
+    /// (never in the config text, never in the data directory).
+    pub master_key: sealtrail_sinks::config::SecretRef,
+    /// Fields to encrypt: `ip_address`, `user_agent`, `reason`, `changes`, `request_id`,
+    /// or JSON pointers into `details` (`/details/guest/dietary_notes`).
+    pub fields: Vec<String>,
+    /// A JSON pointer naming each event's data subject (`/user_id`, `/details/guest/id`):
+    /// events with one are encrypted under that subject's own key, so one subject can be
+    /// shredded alone.
+    #[serde(default)]
+    pub subject: Option<String>,
 }
 
 /// Access logging (see the server's `access` module).
@@ -96,6 +115,7 @@ impl Default for Config {
             routes: Vec::new(),
             tls: None,
             access_log: AccessLogSettings::default(),
+            encryption: None,
         }
     }
 }
@@ -340,6 +360,23 @@ impl Config {
             &self.limits.event,
         ) {
             return Err(invalid("access_log.global_tenant", &reason));
+        }
+        if let Some(encryption) = &self.encryption {
+            sealtrail_store::encryption::check_fields(&encryption.fields)
+                .map_err(|reason| invalid("encryption.fields", &reason))?;
+            if encryption.fields.is_empty() {
+                return Err(invalid("encryption.fields", "name at least one field"));
+            }
+            if encryption
+                .subject
+                .as_ref()
+                .is_some_and(|s| !s.starts_with('/'))
+            {
+                return Err(invalid(
+                    "encryption.subject",
+                    "must be a JSON pointer (it starts with '/')",
+                ));
+            }
         }
         if let Some(origin) = &self.log_origin
             && (origin.is_empty() || origin.chars().any(|c| c.is_whitespace() || c == '+'))

@@ -175,6 +175,11 @@ impl ApiError {
         e
     }
 
+    /// 409: the request does not fit the server's configuration or state.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", message)
+    }
+
     /// 429: the key made more requests than its rate allows.
     pub fn rate_limited(key_id: &str, per_sec: u32, retry_after_secs: u64) -> Self {
         let mut e = Self::new(

@@ -101,7 +101,18 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     let config_limits = config.limits.clone();
     let metrics = Arc::new(Metrics::new());
     let observed = metrics.clone();
-    let hub = stream::Hub::start(0, config.stream.live_queue_events, metrics.clone());
+    let cipher = config
+        .encryption
+        .as_ref()
+        .map(|settings| open_cipher(&config.data_dir, settings))
+        .transpose()?;
+    let opener = sealtrail_store::encryption::Opener::new(cipher);
+    let hub = stream::Hub::start(
+        0,
+        config.stream.live_queue_events,
+        metrics.clone(),
+        opener.clone(),
+    );
     let publisher = hub.clone();
     let hooks = SequencerHooks {
         on_commit: Some(Box::new(move |stats: &CommitStats| {
@@ -149,7 +160,13 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         ),
         None => None,
     };
-    let streams = stream::Streams::new(hub, reader.clone(), config.stream.clone(), metrics.clone());
+    let streams = stream::Streams::new(
+        hub,
+        reader.clone(),
+        config.stream.clone(),
+        metrics.clone(),
+        opener.clone(),
+    );
     // On PostgreSQL, ingest keeps acknowledging from a local spool while the database is
     // unreachable, and a drainer moves the spool into the log when it is back.
     let spool = match &config.database_url {
@@ -173,6 +190,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
             &config.data_dir,
             reader.clone(),
             sequencer.durable_size(),
+            opener.clone(),
         )
         .map_err(|e| ServerError::Sinks(e.to_string()))?,
     );
@@ -195,6 +213,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         indexer: indexer.as_ref().map(|i| i.progress()),
         spool,
         sinks: sinks.clone(),
+        opener,
         rate_limits: limits::KeyRateLimiter::new(
             config_limits.key_requests_per_sec,
             config_limits.key_burst,
@@ -325,6 +344,36 @@ async fn open_store(
         keys,
         indexer: Some(indexer),
     })
+}
+
+/// The field cipher from the configured master key (base64 of 32 bytes) and fields.
+fn open_cipher(
+    data_dir: &std::path::Path,
+    settings: &config::EncryptionConfig,
+) -> Result<Arc<sealtrail_store::encryption::FieldCipher>, ServerError> {
+    use base64::Engine as _;
+    let secret = settings.master_key.resolve().map_err(|e| {
+        ServerError::Store(StoreError::Invalid(format!("encryption.master_key: {e}")))
+    })?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(secret.expose())
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .ok_or_else(|| {
+            ServerError::Store(StoreError::Invalid(
+                "encryption.master_key: must be 32 random bytes in base64 (e.g. `openssl rand -base64 32`)"
+                    .into(),
+            ))
+        })?;
+    let cipher = sealtrail_store::encryption::FieldCipher::open(
+        data_dir,
+        sealtrail_store::encryption::EncryptionSettings {
+            master_key: bytes,
+            fields: settings.fields.clone(),
+            subject: settings.subject.clone(),
+        },
+    )?;
+    Ok(Arc::new(cipher))
 }
 
 /// The TLS server configuration from the certificate and key files (HTTP/1.1, rustls

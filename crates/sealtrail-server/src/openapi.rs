@@ -26,6 +26,8 @@ use utoipa::{Modify, OpenApi};
         crate::routes::keys::create_key,
         crate::routes::keys::rotate_key,
         crate::routes::keys::revoke_key,
+        crate::routes::tenants::shred_tenant,
+        crate::routes::tenants::shred_subject,
         crate::routes::sinks::list_sinks,
         crate::routes::sinks::dead_letters,
         crate::routes::sinks::replay,
@@ -36,6 +38,7 @@ use utoipa::{Modify, OpenApi};
         (name = "integrity", description = "Checkpoints, proofs and the signing key"),
         (name = "streams", description = "Follow events live, resuming exactly where a client left off"),
         (name = "keys", description = "API keys: create, list, rotate, revoke (admin)"),
+        (name = "tenants", description = "Crypto-shredding of a tenant's or a subject's data keys (admin)"),
         (name = "sinks", description = "Delivery to other systems: state, dead letters, replay"),
         (name = "operations", description = "Health"),
     )

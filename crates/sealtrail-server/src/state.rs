@@ -35,6 +35,8 @@ pub struct Inner {
     pub spool: Option<Arc<sealtrail_store::spool::Spool>>,
     /// The sinks delivering the log elsewhere.
     pub sinks: Arc<sealtrail_sinks::Sinks>,
+    /// Shows events to readers (sealed fields opened when encryption is on).
+    pub opener: sealtrail_store::encryption::Opener,
     /// Requests per API key.
     pub rate_limits: crate::limits::KeyRateLimiter,
 }

@@ -82,6 +82,7 @@ impl Sinks {
         data_dir: &Path,
         reader: Arc<dyn LogReader>,
         durable: DurableSize,
+        opener: sealtrail_store::encryption::Opener,
     ) -> Result<Self, SinkError> {
         let problems = config::check(sinks, routes);
         if !problems.is_empty() {
@@ -157,6 +158,7 @@ impl Sinks {
                 ),
                 cursor: 0,
                 held: Vec::new(),
+                opener: opener.clone(),
             };
             runners.push(runner);
             running.push((sink.name.clone(), RunningSink { status, wake }));

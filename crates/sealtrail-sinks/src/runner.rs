@@ -118,6 +118,8 @@ pub(crate) struct Runner {
     pub cursor: u64,
     /// Events held for digests that the saved cursor has not passed yet.
     pub held: Vec<HeldEvent>,
+    /// Shows events with their sealed fields opened (receivers get what readers get).
+    pub opener: sealtrail_store::encryption::Opener,
 }
 
 /// A refused event on its way to the dead letters: (seq, id, the receiver's reason).
@@ -173,12 +175,15 @@ impl Runner {
                     return;
                 }
             };
-            if let Some(first) = page.events.first().and_then(SinkEvent::from_stored) {
+            let opener = self.opener.clone();
+            let parse =
+                |stored: &sealtrail_store::StoredEvent| SinkEvent::from_stored(stored, &opener);
+            if let Some(first) = page.events.first().and_then(parse) {
                 let oldest = first.received_at_micros();
                 self.update(|s| s.oldest_pending_micros = Some(oldest));
             }
             let mut matched = Vec::new();
-            for event in page.events.iter().filter_map(SinkEvent::from_stored) {
+            for event in page.events.iter().filter_map(parse) {
                 match self.admit(&event) {
                     Admission::Skip => {}
                     Admission::Send => matched.push(event),
@@ -474,7 +479,10 @@ impl Runner {
             })
             .await;
             let event = match stored {
-                Ok(Ok(page)) => page.events.first().and_then(SinkEvent::from_stored),
+                Ok(Ok(page)) => page
+                    .events
+                    .first()
+                    .and_then(|stored| SinkEvent::from_stored(stored, &self.opener)),
                 _ => None,
             };
             let Some(event) = event else {

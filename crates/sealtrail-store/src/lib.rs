@@ -7,6 +7,7 @@
 //! seqs, the Merkle frontier, checkpoints — is written once here and shared by backends,
 //! which only provide transactional primitives.
 
+pub mod encryption;
 mod error;
 pub mod identity;
 pub mod keys;

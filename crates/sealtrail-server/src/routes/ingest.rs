@@ -187,6 +187,17 @@ async fn ingest_inner(
         return Err(ApiError::invalid_events(errors, batch));
     }
 
+    // Sensitive fields are sealed before anything is stored or spooled.
+    if let Some(cipher) = state.opener.cipher() {
+        for event in &mut accepted {
+            cipher.seal(event).map_err(|e| match e {
+                sealtrail_store::StoreError::Invalid(reason) => {
+                    ApiError::invalid_parameter(FieldError::new("", reason))
+                }
+                other => ApiError::internal(other),
+            })?;
+        }
+    }
     // While the spool holds events, new ones queue behind them: the log keeps their order.
     if let Some(spool) = &state.spool
         && spool.depth() > 0

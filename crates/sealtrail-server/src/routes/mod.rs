@@ -6,6 +6,7 @@ pub mod keys;
 pub mod ops;
 pub mod query;
 pub mod sinks;
+pub mod tenants;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Query};
@@ -33,6 +34,11 @@ pub fn router(state: AppState) -> Router {
         .route("/keys", get(keys::list_keys).post(keys::create_key))
         .route("/keys/{key_id}", axum::routing::delete(keys::revoke_key))
         .route("/keys/{key_id}/rotate", post(keys::rotate_key))
+        .route("/tenants/{tenant_id}/shred", post(tenants::shred_tenant))
+        .route(
+            "/tenants/{tenant_id}/subjects/{subject}/shred",
+            post(tenants::shred_subject),
+        )
         .route("/sinks", get(sinks::list_sinks))
         .route("/sinks/{name}/dead-letters", get(sinks::dead_letters))
         .route("/sinks/{name}/dead-letters/replay", post(sinks::replay))

@@ -97,7 +97,7 @@ pub async fn list_events(
         if i > 0 {
             body.push(b',');
         }
-        body.extend_from_slice(&event.to_api_json());
+        body.extend_from_slice(&state.opener.api_json(event));
     }
     body.extend_from_slice(b"],\"next_cursor\":");
     let next = page.next.map(|c| c.encode(order));
@@ -173,7 +173,7 @@ pub async fn get_event(
         hashes: hashes.iter().map(hex::encode).collect(),
     };
     let mut body = b"{\"event\":".to_vec();
-    body.extend_from_slice(&event.to_api_json());
+    body.extend_from_slice(&state.opener.api_json(&event));
     body.extend_from_slice(b",\"proof\":");
     body.extend_from_slice(&serde_json::to_vec(&proof).expect("plain struct"));
     body.extend_from_slice(b",\"checkpoint\":");

@@ -37,8 +37,8 @@ pub struct LiveFrame {
 }
 
 impl LiveFrame {
-    fn new(event: &CommittedEvent) -> Self {
-        let json = Bytes::from(event.stored.to_api_json());
+    fn new(event: &CommittedEvent, opener: &sealtrail_store::encryption::Opener) -> Self {
+        let json = Bytes::from(opener.api_json(&event.stored));
         let sse = sse_message(event.stored.seq, &json);
         Self {
             event: event.clone(),
@@ -112,6 +112,8 @@ pub struct Hub {
     dropped_through: AtomicU64,
     live_queue_events: usize,
     metrics: Arc<Metrics>,
+    /// Shows events with their sealed fields opened.
+    opener: sealtrail_store::encryption::Opener,
 }
 
 /// A subscriber's place in live delivery.
@@ -140,7 +142,12 @@ impl Drop for Registration {
 
 impl Hub {
     /// A hub whose log holds `published` events, and its dispatcher task.
-    pub fn start(published: u64, live_queue_events: usize, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn start(
+        published: u64,
+        live_queue_events: usize,
+        metrics: Arc<Metrics>,
+        opener: sealtrail_store::encryption::Opener,
+    ) -> Arc<Self> {
         let (input, groups) = mpsc::channel(DISPATCH_QUEUE_GROUPS);
         let hub = Arc::new(Self {
             registry: Mutex::new(Registry {
@@ -152,6 +159,7 @@ impl Hub {
             dropped_through: AtomicU64::new(0),
             live_queue_events,
             metrics,
+            opener,
         });
         tokio::spawn(dispatch(Arc::downgrade(&hub), groups));
         hub
@@ -208,8 +216,10 @@ impl Hub {
 async fn dispatch(hub: std::sync::Weak<Hub>, mut groups: mpsc::Receiver<Arc<[CommittedEvent]>>) {
     while let Some(group) = groups.recv().await {
         let Some(hub) = hub.upgrade() else { return };
-        let frames: Vec<Arc<LiveFrame>> =
-            group.iter().map(|e| Arc::new(LiveFrame::new(e))).collect();
+        let frames: Vec<Arc<LiveFrame>> = group
+            .iter()
+            .map(|e| Arc::new(LiveFrame::new(e, &hub.opener)))
+            .collect();
         let mut registry = hub.registry.lock().expect("hub lock is never poisoned");
         // Events stored without passing through here (the sequencer recovered a commit
         // whose answer was lost) leave a gap before this group: treat it like an overflow.

@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use sealtrail_core::{EventFilter, FieldError};
-use sealtrail_store::{LogReader, StoredEvent};
+use sealtrail_store::LogReader;
 
 use crate::config::StreamSettings;
 use crate::error::ApiError;
@@ -41,8 +41,8 @@ pub enum Closed {
 pub enum Outgoing<'a> {
     /// From the hub.
     Live(&'a Arc<LiveFrame>),
-    /// From the store.
-    Replayed(&'a StoredEvent),
+    /// From the store: its seq and its JSON as the API shows it.
+    Replayed(u64, Vec<u8>),
 }
 
 impl Outgoing<'_> {
@@ -50,7 +50,7 @@ impl Outgoing<'_> {
     pub fn seq(&self) -> u64 {
         match self {
             Outgoing::Live(frame) => frame.seq(),
-            Outgoing::Replayed(event) => event.seq,
+            Outgoing::Replayed(seq, _) => *seq,
         }
     }
 }
@@ -79,6 +79,8 @@ pub struct Streams {
     pub settings: StreamSettings,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Shows replayed events with their sealed fields opened.
+    pub opener: sealtrail_store::encryption::Opener,
     active: Arc<AtomicUsize>,
     /// Turns true once, when the server begins to shut down.
     shutting_down: Arc<watch::Sender<bool>>,
@@ -104,12 +106,14 @@ impl Streams {
         reader: Arc<dyn LogReader>,
         settings: StreamSettings,
         metrics: Arc<Metrics>,
+        opener: sealtrail_store::encryption::Opener,
     ) -> Self {
         Self {
             hub,
             reader,
             settings,
             metrics,
+            opener,
             active: Arc::default(),
             shutting_down: Arc::new(watch::channel(false).0),
         }
@@ -201,7 +205,8 @@ pub async fn follow<O: Outbox>(
             .map_err(|e| Closed::Store(e.to_string()))?
             .map_err(|e| Closed::Store(e.to_string()))?;
             for event in &page.events {
-                out.event(Outgoing::Replayed(event)).await?;
+                let json = streams.opener.api_json(event);
+                out.event(Outgoing::Replayed(event.seq, json)).await?;
             }
             debug_assert!(
                 page.scanned_through > cursor,

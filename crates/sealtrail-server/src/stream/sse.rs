@@ -45,7 +45,7 @@ impl Outbox for SseOutbox {
     async fn event(&mut self, event: Outgoing<'_>) -> Result<(), Closed> {
         let frame = match event {
             Outgoing::Live(frame) => frame.sse.clone(),
-            Outgoing::Replayed(stored) => sse_message(stored.seq, &stored.to_api_json()),
+            Outgoing::Replayed(seq, json) => sse_message(seq, &json),
         };
         self.send(frame).await
     }

@@ -354,13 +354,9 @@ impl Outbox for WsOutbox {
     async fn event(&mut self, event: Outgoing<'_>) -> Result<(), Closed> {
         // The event's JSON is made once per event (live) or per replay; only the small
         // envelope with this subscription's id is added here.
-        let replayed;
         let json: &[u8] = match &event {
             Outgoing::Live(frame) => &frame.json,
-            Outgoing::Replayed(stored) => {
-                replayed = stored.to_api_json();
-                &replayed
-            }
+            Outgoing::Replayed(_, json) => json,
         };
         let mut message = Vec::with_capacity(self.prefix.len() + json.len() + 1);
         message.extend_from_slice(&self.prefix);

@@ -1,0 +1,675 @@
+//! Field encryption and crypto-shredding.
+//!
+//! Configured sensitive fields (`ip_address`, `user_agent`, `reason`, `changes`, or JSON
+//! pointers into `details`) are encrypted *before* the record is hashed into the Merkle
+//! tree, so the log, its indexes, backups and exports hold only ciphertext, and destroying a
+//! key later leaves every leaf hash — and `verify` — intact.
+//!
+//! - Each value is sealed with AES-256-GCM under a data key: one per tenant, or one per
+//!   (tenant, subject) when a subject pointer is configured (the subject's id is stored
+//!   only as a SHA-256, so the key table does not name people). The additional data binds
+//!   the ciphertext to its tenant, event id and field, so it cannot be moved elsewhere.
+//! - Data keys are random, kept wrapped (AES-256-GCM) by the master key in
+//!   `data-keys.sqlite`; the master key comes from a file or environment variable and is
+//!   never stored beside the data.
+//! - A sealed value is the string `sealtrail:enc:v1:<key ref>:<base64url(nonce ‖ ciphertext)>`
+//!   holding the value's JSON text, so any JSON value round-trips.
+//! - Shredding deletes a data key (tenant or subject): its values read as `"[shredded]"`
+//!   forever after.
+//! - With encryption on, the content hash used to recognise retries is keyed (HMAC with a
+//!   key derived from the master key), so it cannot be used to guess a sensitive value.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use ring::rand::{SecureRandom, SystemRandom};
+use rusqlite::{Connection, OptionalExtension, params};
+use sealtrail_core::PreparedEvent;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::{StoreError, StoredEvent};
+
+/// File of the wrapped data keys, in the data directory.
+pub const DATA_KEYS_FILE: &str = "data-keys.sqlite";
+/// Prefix of every sealed value.
+pub const SEALED_PREFIX: &str = "sealtrail:enc:v1:";
+/// What a value whose key was destroyed reads as.
+pub const SHREDDED: &str = "[shredded]";
+
+/// Top-level fields that may be encrypted: none of them is an index or filter column
+/// (those must stay readable for queries and row-level security).
+pub const ENCRYPTABLE_FIELDS: [&str; 5] = [
+    "ip_address",
+    "user_agent",
+    "reason",
+    "changes",
+    "request_id",
+];
+
+/// Which fields, under which keys.
+#[derive(Clone, Debug)]
+pub struct EncryptionSettings {
+    /// The 32-byte master key.
+    pub master_key: [u8; 32],
+    /// Top-level field names from [`ENCRYPTABLE_FIELDS`], or JSON pointers into `details`
+    /// (`/details/guest/dietary_notes`).
+    pub fields: Vec<String>,
+    /// A JSON pointer into the event naming its data subject (`/user_id`, or
+    /// `/details/guest/id`): events with one get that subject's own key.
+    pub subject: Option<String>,
+}
+
+/// Checks a field list; the reason names the bad entry.
+pub fn check_fields(fields: &[String]) -> Result<(), String> {
+    for field in fields {
+        let ok = ENCRYPTABLE_FIELDS.contains(&field.as_str())
+            || (field.starts_with("/details/") && field.len() > "/details/".len());
+        if !ok {
+            return Err(format!(
+                "{field:?} cannot be encrypted: give one of {} or a JSON pointer into details \
+                 (/details/...); indexed fields must stay readable",
+                ENCRYPTABLE_FIELDS.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Seals and opens sensitive fields; owns the data keys.
+pub struct FieldCipher {
+    settings: EncryptionSettings,
+    master: LessSafeKey,
+    content_key: ring::hmac::Key,
+    random: SystemRandom,
+    keys: Mutex<Connection>,
+    /// Unwrapped data keys by id; `None` for a shredded one.
+    cache: Mutex<HashMap<String, Option<[u8; 32]>>>,
+    /// The key new values are sealed with, by base: (generation, key).
+    active: Mutex<HashMap<String, (u32, [u8; 32])>>,
+}
+
+impl std::fmt::Debug for FieldCipher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FieldCipher")
+            .field("fields", &self.settings.fields)
+            .finish_non_exhaustive()
+    }
+}
+
+fn aead_key(bytes: &[u8; 32]) -> LessSafeKey {
+    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, bytes).expect("a 32-byte AES-256 key"))
+}
+
+fn crypto_error(what: &str) -> StoreError {
+    StoreError::Integrity(format!("encryption: {what}"))
+}
+
+impl FieldCipher {
+    /// Opens (creating if needed) the data key table in `data_dir`.
+    pub fn open(data_dir: &Path, settings: EncryptionSettings) -> Result<Self, StoreError> {
+        check_fields(&settings.fields).map_err(StoreError::Invalid)?;
+        let conn = Connection::open(data_dir.join(DATA_KEYS_FILE))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS data_keys (
+                 key_id      TEXT PRIMARY KEY,
+                 base        TEXT NOT NULL,
+                 generation  INTEGER NOT NULL,
+                 wrapped     BLOB,
+                 created_at  INTEGER NOT NULL,
+                 shredded_at INTEGER
+             );
+             CREATE INDEX IF NOT EXISTS data_keys_by_base ON data_keys (base, generation);",
+        )?;
+        let derived = Sha256::new()
+            .chain_update(b"sealtrail content hash key\n")
+            .chain_update(settings.master_key)
+            .finalize();
+        Ok(Self {
+            master: aead_key(&settings.master_key),
+            content_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &derived),
+            settings,
+            random: SystemRandom::new(),
+            keys: Mutex::new(conn),
+            cache: Mutex::new(HashMap::new()),
+            active: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// What a tenant's or a subject's keys are filed under. A shredding destroys every
+    /// generation of a base; the next value sealed gets a new generation.
+    fn key_base(tenant: &str, subject: Option<&str>) -> String {
+        match subject {
+            None => format!("t/{tenant}"),
+            Some(subject) => format!("s/{tenant}/{}", hex::encode(Sha256::digest(subject))),
+        }
+    }
+
+    /// A data key by id (`<base>#<generation>`), for opening: `None` if it was shredded or
+    /// never existed.
+    fn data_key(&self, key_id: &str) -> Result<Option<[u8; 32]>, StoreError> {
+        let mut cache = self
+            .cache
+            .lock()
+            .expect("data key cache lock is never poisoned");
+        if let Some(found) = cache.get(key_id) {
+            return Ok(*found);
+        }
+        let conn = self.keys.lock().expect("data key lock is never poisoned");
+        let wrapped: Option<Option<Vec<u8>>> = conn
+            .query_row(
+                "SELECT wrapped FROM data_keys WHERE key_id = ?1 AND shredded_at IS NULL",
+                [key_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let key = match wrapped.flatten() {
+            Some(wrapped) => Some(self.unwrap_key(key_id, wrapped)?),
+            None => None,
+        };
+        cache.insert(key_id.to_owned(), key);
+        Ok(key)
+    }
+
+    /// The key new values of `base` are sealed with, created (as the next generation) if
+    /// the base has none alive.
+    fn active_key(&self, base: &str) -> Result<(u32, [u8; 32]), StoreError> {
+        let mut active = self
+            .active
+            .lock()
+            .expect("active key lock is never poisoned");
+        if let Some(found) = active.get(base) {
+            return Ok(*found);
+        }
+        let conn = self.keys.lock().expect("data key lock is never poisoned");
+        let live: Option<(u32, Vec<u8>)> = conn
+            .query_row(
+                "SELECT generation, wrapped FROM data_keys
+                 WHERE base = ?1 AND shredded_at IS NULL AND wrapped IS NOT NULL
+                 ORDER BY generation DESC LIMIT 1",
+                [base],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let found = match live {
+            Some((generation, wrapped)) => (
+                generation,
+                self.unwrap_key(&format!("{base}#{generation}"), wrapped)?,
+            ),
+            None => {
+                let last: Option<u32> = conn.query_row(
+                    "SELECT max(generation) FROM data_keys WHERE base = ?1",
+                    [base],
+                    |r| r.get(0),
+                )?;
+                let generation = last.unwrap_or(0) + 1;
+                let key_id = format!("{base}#{generation}");
+                let mut key = [0u8; 32];
+                self.random
+                    .fill(&mut key)
+                    .map_err(|_| crypto_error("no randomness for a data key"))?;
+                let wrapped = self.seal_bytes(&self.master, key_id.as_bytes(), &key)?;
+                conn.execute(
+                    "INSERT INTO data_keys (key_id, base, generation, wrapped, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![
+                        key_id,
+                        base,
+                        generation,
+                        wrapped,
+                        sealtrail_core::time_format::now_micros()
+                    ],
+                )?;
+                (generation, key)
+            }
+        };
+        active.insert(base.to_owned(), found);
+        Ok(found)
+    }
+
+    fn unwrap_key(&self, key_id: &str, mut wrapped: Vec<u8>) -> Result<[u8; 32], StoreError> {
+        let plain = self
+            .open_bytes(&self.master, key_id.as_bytes(), &mut wrapped)
+            .ok_or_else(|| {
+                crypto_error(&format!(
+                    "data key {key_id} does not open with this master key"
+                ))
+            })?;
+        plain
+            .try_into()
+            .map_err(|_| crypto_error(&format!("data key {key_id} is not 32 bytes")))
+    }
+
+    fn seal_bytes(
+        &self,
+        key: &LessSafeKey,
+        aad: &[u8],
+        plain: &[u8],
+    ) -> Result<Vec<u8>, StoreError> {
+        let mut nonce = [0u8; 12];
+        self.random
+            .fill(&mut nonce)
+            .map_err(|_| crypto_error("no randomness for a nonce"))?;
+        let mut sealed = plain.to_vec();
+        key.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad),
+            &mut sealed,
+        )
+        .map_err(|_| crypto_error("sealing failed"))?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&sealed);
+        Ok(out)
+    }
+
+    fn open_bytes<'a>(
+        &self,
+        key: &LessSafeKey,
+        aad: &[u8],
+        sealed: &'a mut [u8],
+    ) -> Option<&'a [u8]> {
+        if sealed.len() < 12 + AES_256_GCM.tag_len() {
+            return None;
+        }
+        let (nonce, body) = sealed.split_at_mut(12);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+        key.open_in_place(nonce, Aad::from(aad), body)
+            .ok()
+            .map(|p| &*p)
+    }
+
+    /// The subject of an event (the value at the subject pointer), if configured and present.
+    fn subject_of(&self, record: &Map<String, Value>) -> Option<String> {
+        let pointer = self.settings.subject.as_deref()?;
+        match Value::Object(record.clone()).pointer(pointer)? {
+            Value::String(s) => Some(s.clone()),
+            Value::Null => None,
+            other => Some(other.to_string()),
+        }
+    }
+
+    /// Encrypts the configured fields of a prepared event (its record and content hash).
+    pub fn seal(&self, event: &mut PreparedEvent) -> Result<(), StoreError> {
+        if let Some(hash) = event.content_hash.as_mut() {
+            let tag = ring::hmac::sign(&self.content_key, hash);
+            hash.copy_from_slice(&tag.as_ref()[..32]);
+        }
+        let record = event.record(0);
+        let Value::Object(mut map) = serde_json::from_slice::<Value>(&record)
+            .map_err(|e| crypto_error(&format!("a prepared record is not JSON: {e}")))?
+        else {
+            return Err(crypto_error("a prepared record is not an object"));
+        };
+        let subject = self.subject_of(&map);
+        let base = Self::key_base(&event.tenant_id, subject.as_deref());
+        let kind = if subject.is_some() { "s" } else { "t" };
+        let mut key: Option<(String, LessSafeKey)> = None;
+        let id = event.id.to_string();
+        let mut changed = false;
+        for field in &self.settings.fields {
+            let slot = if field.starts_with('/') {
+                map.get_mut("details")
+                    .and_then(|d| d.pointer_mut(&field["/details".len()..]))
+            } else {
+                map.get_mut(field.as_str())
+            };
+            let Some(slot) = slot else { continue };
+            if slot.is_null() {
+                continue;
+            }
+            let (key_ref, key) = match &key {
+                Some((key_ref, k)) => (key_ref.clone(), k),
+                None => {
+                    let (generation, bytes) = self.active_key(&base)?;
+                    let entry = key.insert((format!("{kind}.{generation}"), aead_key(&bytes)));
+                    (entry.0.clone(), &entry.1)
+                }
+            };
+            let aad = format!("{}\n{id}\n{field}", event.tenant_id);
+            let sealed = self.seal_bytes(key, aad.as_bytes(), slot.to_string().as_bytes())?;
+            *slot = Value::String(format!("{SEALED_PREFIX}{key_ref}:{}", B64.encode(sealed)));
+            changed = true;
+        }
+        if changed {
+            let (head, tail) = split_at_seq(&map);
+            event.record_head = head;
+            event.record_tail = tail;
+        }
+        Ok(())
+    }
+
+    /// The event as the API returns it, its sealed values opened (or `"[shredded]"`).
+    pub fn open_api_json(&self, stored: &StoredEvent) -> Vec<u8> {
+        let marker = SEALED_PREFIX.as_bytes();
+        if !stored.record.windows(marker.len()).any(|w| w == marker) {
+            return stored.to_api_json();
+        }
+        let Ok(Value::Object(mut map)) = serde_json::from_slice::<Value>(&stored.record) else {
+            return stored.to_api_json();
+        };
+        let id = map
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        let subject = self.subject_of(&map);
+        let tenant = stored.tenant_id.clone();
+        for field in &self.settings.fields {
+            let slot = if field.starts_with('/') {
+                map.get_mut("details")
+                    .and_then(|d| d.pointer_mut(&field["/details".len()..]))
+            } else {
+                map.get_mut(field.as_str())
+            };
+            let Some(slot) = slot else { continue };
+            let Some(sealed) = slot.as_str().and_then(|s| s.strip_prefix(SEALED_PREFIX)) else {
+                continue;
+            };
+            if let Some(opened) = self.open_value(&tenant, &id, field, subject.as_deref(), sealed) {
+                *slot = opened;
+            }
+        }
+        map.insert(
+            "leaf_hash".into(),
+            Value::from(hex::encode(stored.leaf_hash)),
+        );
+        sealtrail_core::canonical::to_vec(&Value::Object(map))
+    }
+
+    /// Opens one sealed value: the value, `"[shredded]"` if its key is gone, or `None` if
+    /// it does not open (left as stored).
+    fn open_value(
+        &self,
+        tenant: &str,
+        id: &str,
+        field: &str,
+        subject: Option<&str>,
+        sealed: &str,
+    ) -> Option<Value> {
+        let (key_ref, body) = sealed.split_once(':')?;
+        let (kind, generation) = key_ref.split_once('.')?;
+        let base = match kind {
+            "t" => Self::key_base(tenant, None),
+            "s" => Self::key_base(tenant, Some(subject?)),
+            _ => return None,
+        };
+        let generation: u32 = generation.parse().ok()?;
+        let Ok(found) = self.data_key(&format!("{base}#{generation}")) else {
+            return None;
+        };
+        let Some(bytes) = found else {
+            return Some(Value::from(SHREDDED));
+        };
+        let mut raw = B64.decode(body).ok()?;
+        let aad = format!("{tenant}\n{id}\n{field}");
+        let plain = self.open_bytes(&aead_key(&bytes), aad.as_bytes(), &mut raw)?;
+        serde_json::from_slice(plain).ok()
+    }
+
+    /// Destroys every generation of a tenant's data keys (its subjects' too), or of one
+    /// subject's; returns whether there was one. Values sealed later get a new key.
+    pub fn shred(&self, tenant: &str, subject: Option<&str>) -> Result<bool, StoreError> {
+        let base = Self::key_base(tenant, subject);
+        let subjects = format!("s/{tenant}/");
+        let now = sealtrail_core::time_format::now_micros();
+        let mut cache = self
+            .cache
+            .lock()
+            .expect("data key cache lock is never poisoned");
+        let mut active = self
+            .active
+            .lock()
+            .expect("active key lock is never poisoned");
+        let conn = self.keys.lock().expect("data key lock is never poisoned");
+        let destroyed = match subject {
+            Some(_) => conn.execute(
+                "UPDATE data_keys SET wrapped = NULL, shredded_at = ?2
+                 WHERE base = ?1 AND shredded_at IS NULL",
+                params![base, now],
+            )?,
+            None => conn.execute(
+                "UPDATE data_keys SET wrapped = NULL, shredded_at = ?2
+                 WHERE (base = ?1 OR substr(base, 1, length(?3)) = ?3) AND shredded_at IS NULL",
+                params![base, now, subjects],
+            )?,
+        };
+        // SQLite keeps overwritten bytes in the WAL and free pages until they are reused.
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); VACUUM;")?;
+        let own = format!("{base}#");
+        let gone = |key: &str| {
+            key == base
+                || key.starts_with(&own)
+                || (subject.is_none() && key.starts_with(&subjects))
+        };
+        cache.retain(|k, _| !gone(k));
+        active.retain(|k, _| !gone(k));
+        Ok(destroyed > 0)
+    }
+}
+
+/// How events are shown to authorised readers: with their sealed fields opened when field
+/// encryption is on, verbatim otherwise. Cheap to clone; shared by every read path (queries,
+/// streams, sinks).
+#[derive(Clone, Debug, Default)]
+pub struct Opener(Option<std::sync::Arc<FieldCipher>>);
+
+impl Opener {
+    /// Opens with `cipher`, or shows records as stored.
+    pub fn new(cipher: Option<std::sync::Arc<FieldCipher>>) -> Self {
+        Self(cipher)
+    }
+
+    /// The event as the API returns it.
+    pub fn api_json(&self, stored: &StoredEvent) -> Vec<u8> {
+        match &self.0 {
+            Some(cipher) => cipher.open_api_json(stored),
+            None => stored.to_api_json(),
+        }
+    }
+
+    /// The cipher, when encryption is on.
+    pub fn cipher(&self) -> Option<&FieldCipher> {
+        self.0.as_deref()
+    }
+}
+
+/// Canonical bytes of `map` split around `seq`: the head ends with `"seq":`, the tail is
+/// what follows the seq's digits (as `PreparedEvent` keeps its record).
+fn split_at_seq(map: &Map<String, Value>) -> (Vec<u8>, Vec<u8>) {
+    let (mut before, mut after) = (Map::new(), Map::new());
+    for (key, value) in map {
+        match key.as_str().cmp("seq") {
+            std::cmp::Ordering::Less => {
+                before.insert(key.clone(), value.clone());
+            }
+            std::cmp::Ordering::Greater => {
+                after.insert(key.clone(), value.clone());
+            }
+            std::cmp::Ordering::Equal => {}
+        }
+    }
+    let mut head = Vec::new();
+    sealtrail_core::canonical::write_object(&mut head, &before);
+    head.pop(); // '}'
+    if before.is_empty() {
+        head.extend_from_slice(b"\"seq\":");
+    } else {
+        head.extend_from_slice(b",\"seq\":");
+    }
+    let mut tail = Vec::new();
+    sealtrail_core::canonical::write_object(&mut tail, &after);
+    if after.is_empty() {
+        tail = b"}".to_vec();
+    } else {
+        tail[0] = b',';
+    }
+    (head, tail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sealtrail_core::{EventLimits, TenantScope, prepare_event};
+
+    fn cipher(dir: &Path, subject: Option<&str>) -> FieldCipher {
+        FieldCipher::open(
+            dir,
+            EncryptionSettings {
+                master_key: [7; 32],
+                fields: vec![
+                    "ip_address".into(),
+                    "/details/guest/notes".into(),
+                    "changes".into(),
+                ],
+                subject: subject.map(str::to_owned),
+            },
+        )
+        .expect("open")
+    }
+
+    fn event(user: &str, notes: &str) -> PreparedEvent {
+        event_with_id(user, notes, uuid::Uuid::new_v4())
+    }
+
+    fn event_with_id(user: &str, notes: &str, id: uuid::Uuid) -> PreparedEvent {
+        let json = serde_json::json!({
+            "tenant_id": "acme", "action": "guest.updated", "resource_type": "guest",
+            "user_id": user, "ip_address": "203.0.113.77", "id": id.to_string(),
+            "changes": [{"field": "diet", "before": "none", "after": "vegan"}],
+            "details": {"guest": {"name": "Ada", "notes": notes}},
+        });
+        prepare_event(
+            json.to_string().as_bytes(),
+            &TenantScope::Any,
+            1_764_000_000_000_000,
+            &EventLimits::default(),
+        )
+        .expect("valid")
+    }
+
+    fn stored(event: &PreparedEvent, seq: u64) -> StoredEvent {
+        let record = event.record(seq);
+        StoredEvent {
+            seq,
+            tenant_id: event.tenant_id.clone(),
+            occurred_at: event.occurred_at,
+            leaf_hash: sealtrail_core::merkle::leaf_hash(&record),
+            record,
+        }
+    }
+
+    #[test]
+    fn sealed_fields_leave_no_plaintext_and_open_again() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let c = cipher(dir.path(), None);
+        let plain = event("coord:ines", "no peanuts at all");
+        let plain_json =
+            serde_json::from_slice::<Value>(&stored(&plain, 5).to_api_json()).expect("json");
+        let mut sealed = event_with_id("coord:ines", "no peanuts at all", plain.id);
+        c.seal(&mut sealed).expect("seal");
+        let record = sealed.record(5);
+        let text = String::from_utf8_lossy(&record);
+        for secret in ["203.0.113.77", "no peanuts", "vegan"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert!(
+            text.contains("\"name\":\"Ada\""),
+            "unconfigured fields stay"
+        );
+        let value: Value = serde_json::from_slice(&record).expect("a sealed record is JSON");
+        assert_eq!(
+            sealtrail_core::canonical::to_vec(&value),
+            record,
+            "and canonical"
+        );
+        let opened: Value =
+            serde_json::from_slice(&c.open_api_json(&stored(&sealed, 5))).expect("json");
+        for field in ["ip_address", "changes", "details"] {
+            assert_eq!(opened[field], plain_json[field], "{field}");
+        }
+        assert_ne!(
+            opened["leaf_hash"], plain_json["leaf_hash"],
+            "the hash is over the sealed record"
+        );
+        assert_ne!(
+            sealed.content_hash, plain.content_hash,
+            "the content hash is keyed"
+        );
+    }
+
+    #[test]
+    fn a_sealed_value_moved_to_another_event_does_not_open() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let c = cipher(dir.path(), None);
+        let mut a = event("u", "secret a");
+        c.seal(&mut a).expect("seal");
+        let mut b = event("u", "secret b");
+        c.seal(&mut b).expect("seal");
+        let a_json: Value = serde_json::from_slice(&a.record(1)).expect("json");
+        let mut b_json: Value = serde_json::from_slice(&b.record(2)).expect("json");
+        b_json["ip_address"] = a_json["ip_address"].clone();
+        let forged = StoredEvent {
+            seq: 2,
+            tenant_id: "acme".into(),
+            occurred_at: 0,
+            leaf_hash: [0; 32],
+            record: sealtrail_core::canonical::to_vec(&b_json),
+        };
+        let opened: Value = serde_json::from_slice(&c.open_api_json(&forged)).expect("json");
+        assert!(
+            opened["ip_address"]
+                .as_str()
+                .expect("str")
+                .starts_with(SEALED_PREFIX)
+        );
+        assert_eq!(opened["details"]["guest"]["notes"], "secret b");
+    }
+
+    #[test]
+    fn shredding_a_subject_or_a_tenant_leaves_a_marker_forever() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let c = cipher(dir.path(), Some("/user_id"));
+        let mut ines = event("coord:ines", "ines's note");
+        c.seal(&mut ines).expect("seal");
+        let mut tom = event("coord:tom", "tom's note");
+        c.seal(&mut tom).expect("seal");
+        assert!(c.shred("acme", Some("coord:ines")).expect("shred"));
+        let reopen = cipher(dir.path(), Some("/user_id"));
+        for cipher in [&c, &reopen] {
+            let i: Value =
+                serde_json::from_slice(&cipher.open_api_json(&stored(&ines, 1))).expect("json");
+            assert_eq!(i["details"]["guest"]["notes"], SHREDDED);
+            assert_eq!(i["ip_address"], SHREDDED);
+            let t: Value =
+                serde_json::from_slice(&cipher.open_api_json(&stored(&tom, 2))).expect("json");
+            assert_eq!(t["details"]["guest"]["notes"], "tom's note");
+        }
+        let mut again = event("coord:ines", "new note");
+        c.seal(&mut again).expect("a later event gets a new key");
+        let a: Value = serde_json::from_slice(&c.open_api_json(&stored(&again, 3))).expect("json");
+        assert_eq!(a["details"]["guest"]["notes"], "new note");
+        let i: Value = serde_json::from_slice(&c.open_api_json(&stored(&ines, 1))).expect("json");
+        assert_eq!(
+            i["details"]["guest"]["notes"], SHREDDED,
+            "the old one stays shredded"
+        );
+        reopen.shred("acme", None).expect("shred tenant");
+        let t: Value =
+            serde_json::from_slice(&reopen.open_api_json(&stored(&tom, 2))).expect("json");
+        assert_eq!(t["details"]["guest"]["notes"], SHREDDED);
+    }
+
+    #[test]
+    fn only_unindexed_fields_may_be_encrypted() {
+        assert!(check_fields(&["user_id".into()]).is_err());
+        assert!(check_fields(&["/details".into()]).is_err());
+        assert!(check_fields(&["ip_address".into(), "/details/x".into()]).is_ok());
+    }
+}
