@@ -7,6 +7,7 @@
 
 pub mod broadcaster;
 mod data;
+mod encryption;
 mod ingest;
 mod machine;
 mod postgres;
@@ -49,6 +50,12 @@ pub struct BenchArgs {
     /// Events in the PostgreSQL store the query benchmark reads.
     #[arg(long, default_value_t = 2_000_000)]
     pub pg_query_events: usize,
+    /// Only the field-encryption benchmark.
+    #[arg(long)]
+    pub encryption_only: bool,
+    /// Events ingested in each mode of the encryption benchmark.
+    #[arg(long, default_value_t = 200_000)]
+    pub encryption_events: usize,
     /// Only the sink benchmarks.
     #[arg(long)]
     pub sinks_only: bool,
@@ -89,7 +96,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         || args.query_only
         || args.stream_only
         || args.postgres_only
-        || args.sinks_only;
+        || args.sinks_only
+        || args.encryption_only;
     if args.ingest_only || !only {
         report.push_str(&ingest::run(&args)?);
     }
@@ -104,6 +112,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.sinks_only || !only {
         report.push_str(&sinks::run(&args)?);
+    }
+    if args.encryption_only || !only {
+        report.push_str(&encryption::run(&args)?);
     }
     println!("\n{report}");
     if let Some(path) = &args.report {
