@@ -7,13 +7,15 @@
 //!
 //! - Each value is sealed with AES-256-GCM under a data key: one per tenant, or one per
 //!   (tenant, subject) when a subject pointer is configured (the subject's id is stored
-//!   only as a SHA-256, so the key table does not name people). The additional data binds
-//!   the ciphertext to its tenant, event id and field, so it cannot be moved elsewhere.
+//!   only as 16 hex digits of its SHA-256, so the key table does not name people). The
+//!   additional data binds the ciphertext to its tenant and field; its event is pinned by
+//!   the record's leaf hash (moving it would be tampering, which `verify` finds).
 //! - Data keys are random, kept wrapped (AES-256-GCM) by the master key in
 //!   `data-keys.sqlite`; the master key comes from a file or environment variable and is
 //!   never stored beside the data.
-//! - A sealed value is the string `sealtrail:enc:v1:<key ref>:<base64url(nonce ‖ ciphertext)>`
-//!   holding the value's JSON text, so any JSON value round-trips.
+//! - A sealed value is the string `sealtrail:enc:v1:<key ref>:<field>:<base64url(nonce ‖
+//!   ciphertext)>` holding the value's JSON text, so any JSON value round-trips, and a read
+//!   can splice opened values into the stored bytes without parsing the record.
 //! - Shredding deletes a data key (tenant or subject): its values read as `"[shredded]"`
 //!   forever after.
 //! - With encryption on, the content hash used to recognise retries is keyed (HMAC with a
@@ -80,6 +82,15 @@ pub fn check_fields(fields: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// What became of a data key.
+#[derive(Clone, Copy)]
+enum KeyState {
+    Live([u8; 32]),
+    Shredded,
+    /// No such key (a sealed value from elsewhere): the value is left as stored.
+    Missing,
+}
+
 /// Seals and opens sensitive fields; owns the data keys.
 pub struct FieldCipher {
     settings: EncryptionSettings,
@@ -87,10 +98,14 @@ pub struct FieldCipher {
     content_key: ring::hmac::Key,
     random: SystemRandom,
     keys: Mutex<Connection>,
-    /// Unwrapped data keys by id; `None` for a shredded one.
-    cache: Mutex<HashMap<String, Option<[u8; 32]>>>,
+    /// Data keys by id, as found.
+    cache: Mutex<HashMap<String, KeyState>>,
     /// The key new values are sealed with, by base: (generation, key).
     active: Mutex<HashMap<String, (u32, [u8; 32])>>,
+    /// Nonces: a random 64-bit prefix drawn per process (and again whenever the counter
+    /// wraps) and a 32-bit counter, so no two seals under any key share a nonce without a
+    /// system call per value.
+    nonces: Mutex<([u8; 8], u32)>,
 }
 
 impl std::fmt::Debug for FieldCipher {
@@ -103,6 +118,14 @@ impl std::fmt::Debug for FieldCipher {
 
 fn aead_key(bytes: &[u8; 32]) -> LessSafeKey {
     LessSafeKey::new(UnboundKey::new(&AES_256_GCM, bytes).expect("a 32-byte AES-256 key"))
+}
+
+fn random_prefix() -> Result<[u8; 8], StoreError> {
+    let mut prefix = [0u8; 8];
+    SystemRandom::new()
+        .fill(&mut prefix)
+        .map_err(|_| crypto_error("no randomness for nonces"))?;
+    Ok(prefix)
 }
 
 fn crypto_error(what: &str) -> StoreError {
@@ -140,6 +163,7 @@ impl FieldCipher {
             keys: Mutex::new(conn),
             cache: Mutex::new(HashMap::new()),
             active: Mutex::new(HashMap::new()),
+            nonces: Mutex::new((random_prefix()?, 0)),
         })
     }
 
@@ -148,13 +172,12 @@ impl FieldCipher {
     fn key_base(tenant: &str, subject: Option<&str>) -> String {
         match subject {
             None => format!("t/{tenant}"),
-            Some(subject) => format!("s/{tenant}/{}", hex::encode(Sha256::digest(subject))),
+            Some(subject) => format!("s/{tenant}/{}", subject_tag(subject)),
         }
     }
 
-    /// A data key by id (`<base>#<generation>`), for opening: `None` if it was shredded or
-    /// never existed.
-    fn data_key(&self, key_id: &str) -> Result<Option<[u8; 32]>, StoreError> {
+    /// A data key by id (`<base>#<generation>`), for opening.
+    fn data_key(&self, key_id: &str) -> Result<KeyState, StoreError> {
         let mut cache = self
             .cache
             .lock()
@@ -163,19 +186,20 @@ impl FieldCipher {
             return Ok(*found);
         }
         let conn = self.keys.lock().expect("data key lock is never poisoned");
-        let wrapped: Option<Option<Vec<u8>>> = conn
+        let row: Option<(Option<Vec<u8>>, Option<i64>)> = conn
             .query_row(
-                "SELECT wrapped FROM data_keys WHERE key_id = ?1 AND shredded_at IS NULL",
+                "SELECT wrapped, shredded_at FROM data_keys WHERE key_id = ?1",
                 [key_id],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
-        let key = match wrapped.flatten() {
-            Some(wrapped) => Some(self.unwrap_key(key_id, wrapped)?),
-            None => None,
+        let state = match row {
+            None => KeyState::Missing,
+            Some((Some(wrapped), None)) => KeyState::Live(self.unwrap_key(key_id, wrapped)?),
+            Some(_) => KeyState::Shredded,
         };
-        cache.insert(key_id.to_owned(), key);
-        Ok(key)
+        cache.insert(key_id.to_owned(), state);
+        Ok(state)
     }
 
     /// The key new values of `base` are sealed with, created (as the next generation) if
@@ -234,6 +258,18 @@ impl FieldCipher {
         Ok(found)
     }
 
+    fn next_nonce(&self) -> Result<[u8; 12], StoreError> {
+        let mut state = self.nonces.lock().expect("nonce lock is never poisoned");
+        if state.1 == u32::MAX {
+            *state = (random_prefix()?, 0);
+        }
+        state.1 += 1;
+        let mut nonce = [0u8; 12];
+        nonce[..8].copy_from_slice(&state.0);
+        nonce[8..].copy_from_slice(&state.1.to_be_bytes());
+        Ok(nonce)
+    }
+
     fn unwrap_key(&self, key_id: &str, mut wrapped: Vec<u8>) -> Result<[u8; 32], StoreError> {
         let plain = self
             .open_bytes(&self.master, key_id.as_bytes(), &mut wrapped)
@@ -253,10 +289,7 @@ impl FieldCipher {
         aad: &[u8],
         plain: &[u8],
     ) -> Result<Vec<u8>, StoreError> {
-        let mut nonce = [0u8; 12];
-        self.random
-            .fill(&mut nonce)
-            .map_err(|_| crypto_error("no randomness for a nonce"))?;
+        let nonce = self.next_nonce()?;
         let mut sealed = plain.to_vec();
         key.seal_in_place_append_tag(
             Nonce::assume_unique_for_key(nonce),
@@ -309,9 +342,11 @@ impl FieldCipher {
         };
         let subject = self.subject_of(&map);
         let base = Self::key_base(&event.tenant_id, subject.as_deref());
-        let kind = if subject.is_some() { "s" } else { "t" };
+        let kind = match &subject {
+            Some(subject) => format!("s.{}", subject_tag(subject)),
+            None => "t".to_owned(),
+        };
         let mut key: Option<(String, LessSafeKey)> = None;
-        let id = event.id.to_string();
         let mut changed = false;
         for field in &self.settings.fields {
             let slot = if field.starts_with('/') {
@@ -332,9 +367,14 @@ impl FieldCipher {
                     (entry.0.clone(), &entry.1)
                 }
             };
-            let aad = format!("{}\n{id}\n{field}", event.tenant_id);
+            // The record's place in the Merkle tree already pins the value to its event;
+            // the additional data pins it to its tenant and field.
+            let aad = format!("{}\n{field}", event.tenant_id);
             let sealed = self.seal_bytes(key, aad.as_bytes(), slot.to_string().as_bytes())?;
-            *slot = Value::String(format!("{SEALED_PREFIX}{key_ref}:{}", B64.encode(sealed)));
+            *slot = Value::String(format!(
+                "{SEALED_PREFIX}{key_ref}:{field}:{}",
+                B64.encode(sealed)
+            ));
             changed = true;
         }
         if changed {
@@ -345,72 +385,70 @@ impl FieldCipher {
         Ok(())
     }
 
-    /// The event as the API returns it, its sealed values opened (or `"[shredded]"`).
+    /// The event as the API returns it, its sealed values opened (or `"[shredded]"`). The
+    /// stored bytes are copied with each sealed string replaced by its value: no record is
+    /// parsed.
     pub fn open_api_json(&self, stored: &StoredEvent) -> Vec<u8> {
-        let marker = SEALED_PREFIX.as_bytes();
-        if !stored.record.windows(marker.len()).any(|w| w == marker) {
-            return stored.to_api_json();
-        }
-        let Ok(Value::Object(mut map)) = serde_json::from_slice::<Value>(&stored.record) else {
-            return stored.to_api_json();
-        };
-        let id = map
-            .get("id")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned();
-        let subject = self.subject_of(&map);
-        let tenant = stored.tenant_id.clone();
-        for field in &self.settings.fields {
-            let slot = if field.starts_with('/') {
-                map.get_mut("details")
-                    .and_then(|d| d.pointer_mut(&field["/details".len()..]))
-            } else {
-                map.get_mut(field.as_str())
+        let marker = format!("\"{SEALED_PREFIX}");
+        let marker = marker.as_bytes();
+        let record = &stored.record;
+        debug_assert_eq!(record.last(), Some(&b'}'), "a record is a JSON object");
+        let mut out = Vec::with_capacity(record.len() + 96);
+        let mut at = 0;
+        while let Some(found) = find(&record[at..], marker) {
+            let start = at + found;
+            let inner_start = start + 1;
+            // A sealed string holds no escapes; anything else is left as it is.
+            let Some(len) = record[inner_start..]
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\')
+            else {
+                break;
             };
-            let Some(slot) = slot else { continue };
-            let Some(sealed) = slot.as_str().and_then(|s| s.strip_prefix(SEALED_PREFIX)) else {
+            let end = inner_start + len;
+            if record[end] == b'\\' {
+                out.extend_from_slice(&record[at..end]);
+                at = end;
                 continue;
-            };
-            if let Some(opened) = self.open_value(&tenant, &id, field, subject.as_deref(), sealed) {
-                *slot = opened;
             }
+            out.extend_from_slice(&record[at..start]);
+            let inner = std::str::from_utf8(&record[inner_start..end]).unwrap_or("");
+            match self.open_sealed(&stored.tenant_id, inner) {
+                Some(opened) => out.extend_from_slice(&opened),
+                None => out.extend_from_slice(&record[start..=end]),
+            }
+            at = end + 1;
         }
-        map.insert(
-            "leaf_hash".into(),
-            Value::from(hex::encode(stored.leaf_hash)),
-        );
-        sealtrail_core::canonical::to_vec(&Value::Object(map))
+        out.extend_from_slice(&record[at..record.len() - 1]);
+        out.extend_from_slice(b",\"leaf_hash\":\"");
+        out.extend_from_slice(hex::encode(stored.leaf_hash).as_bytes());
+        out.extend_from_slice(b"\"}");
+        out
     }
 
-    /// Opens one sealed value: the value, `"[shredded]"` if its key is gone, or `None` if
-    /// it does not open (left as stored).
-    fn open_value(
-        &self,
-        tenant: &str,
-        id: &str,
-        field: &str,
-        subject: Option<&str>,
-        sealed: &str,
-    ) -> Option<Value> {
-        let (key_ref, body) = sealed.split_once(':')?;
-        let (kind, generation) = key_ref.split_once('.')?;
-        let base = match kind {
-            "t" => Self::key_base(tenant, None),
-            "s" => Self::key_base(tenant, Some(subject?)),
+    /// Opens one sealed string (`sealtrail:enc:v1:<key ref>:<field>:<data>`): the value's
+    /// JSON, `"[shredded]"` if its key is gone, or `None` if it does not open.
+    fn open_sealed(&self, tenant: &str, inner: &str) -> Option<Vec<u8>> {
+        let rest = inner.strip_prefix(SEALED_PREFIX)?;
+        let (key_ref, rest) = rest.split_once(':')?;
+        let (field, body) = rest.rsplit_once(':')?;
+        let (base, generation) = match key_ref.split('.').collect::<Vec<_>>().as_slice() {
+            ["t", generation] => (format!("t/{tenant}"), *generation),
+            ["s", tag, generation] => (format!("s/{tenant}/{tag}"), *generation),
             _ => return None,
         };
         let generation: u32 = generation.parse().ok()?;
-        let Ok(found) = self.data_key(&format!("{base}#{generation}")) else {
-            return None;
-        };
-        let Some(bytes) = found else {
-            return Some(Value::from(SHREDDED));
+        let bytes = match self.data_key(&format!("{base}#{generation}")).ok()? {
+            KeyState::Live(bytes) => bytes,
+            KeyState::Shredded => return Some(format!("\"{SHREDDED}\"").into_bytes()),
+            KeyState::Missing => return None,
         };
         let mut raw = B64.decode(body).ok()?;
-        let aad = format!("{tenant}\n{id}\n{field}");
+        let aad = format!("{tenant}\n{field}");
         let plain = self.open_bytes(&aead_key(&bytes), aad.as_bytes(), &mut raw)?;
-        serde_json::from_slice(plain).ok()
+        // The sealed text is the value's JSON, as serde_json wrote it.
+        serde_json::from_slice::<&serde_json::value::RawValue>(plain).ok()?;
+        Some(plain.to_vec())
     }
 
     /// Destroys every generation of a tenant's data keys (its subjects' too), or of one
@@ -478,6 +516,16 @@ impl Opener {
     pub fn cipher(&self) -> Option<&FieldCipher> {
         self.0.as_deref()
     }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A subject's short name in key ids and sealed values: 16 hex digits of its SHA-256 (the
+/// key table and the log never name a subject).
+fn subject_tag(subject: &str) -> String {
+    hex::encode(&Sha256::digest(subject)[..8])
 }
 
 /// Canonical bytes of `map` split around `seq`: the head ends with `"seq":`, the tail is
@@ -605,22 +653,32 @@ mod tests {
     }
 
     #[test]
-    fn a_sealed_value_moved_to_another_event_does_not_open() {
+    fn a_sealed_value_moved_to_another_tenant_or_renamed_does_not_open() {
         let dir = tempfile::tempdir().expect("temp dir");
         let c = cipher(dir.path(), None);
         let mut a = event("u", "secret a");
         c.seal(&mut a).expect("seal");
-        let mut b = event("u", "secret b");
-        c.seal(&mut b).expect("seal");
         let a_json: Value = serde_json::from_slice(&a.record(1)).expect("json");
-        let mut b_json: Value = serde_json::from_slice(&b.record(2)).expect("json");
-        b_json["ip_address"] = a_json["ip_address"].clone();
+        let sealed_ip = a_json["ip_address"].as_str().expect("sealed").to_owned();
+        // The same record shown as another tenant's: nothing opens.
+        let elsewhere = StoredEvent {
+            seq: 1,
+            tenant_id: "globex".into(),
+            occurred_at: 0,
+            leaf_hash: [0; 32],
+            record: a.record(1),
+        };
+        let opened: Value = serde_json::from_slice(&c.open_api_json(&elsewhere)).expect("json");
+        assert_eq!(opened["ip_address"], sealed_ip);
+        // The field named in the sealed string is authenticated too.
+        let mut renamed = a_json.clone();
+        renamed["ip_address"] = Value::from(sealed_ip.replace(":ip_address:", ":user_agent:"));
         let forged = StoredEvent {
-            seq: 2,
+            seq: 1,
             tenant_id: "acme".into(),
             occurred_at: 0,
             leaf_hash: [0; 32],
-            record: sealtrail_core::canonical::to_vec(&b_json),
+            record: sealtrail_core::canonical::to_vec(&renamed),
         };
         let opened: Value = serde_json::from_slice(&c.open_api_json(&forged)).expect("json");
         assert!(
@@ -629,7 +687,10 @@ mod tests {
                 .expect("str")
                 .starts_with(SEALED_PREFIX)
         );
-        assert_eq!(opened["details"]["guest"]["notes"], "secret b");
+        assert_eq!(
+            opened["details"]["guest"]["notes"], "secret a",
+            "the rest opens"
+        );
     }
 
     #[test]
