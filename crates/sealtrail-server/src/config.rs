@@ -70,6 +70,9 @@ pub struct EncryptionConfig {
     /// shredded alone.
     #[serde(default)]
     pub subject: Option<String>,
+    /// Encrypted fields that can be searched by equality through a keyed blind index.
+    #[serde(default)]
+    pub blind_index: Vec<String>,
 }
 
 /// Access logging (see the server's `access` module).
@@ -364,6 +367,16 @@ impl Config {
         if let Some(encryption) = &self.encryption {
             sealtrail_store::encryption::check_fields(&encryption.fields)
                 .map_err(|reason| invalid("encryption.fields", &reason))?;
+            if let Some(field) = encryption
+                .blind_index
+                .iter()
+                .find(|f| !encryption.fields.contains(f))
+            {
+                return Err(invalid(
+                    "encryption.blind_index",
+                    &format!("{field:?} is not in encryption.fields"),
+                ));
+            }
             if encryption.fields.is_empty() {
                 return Err(invalid("encryption.fields", "name at least one field"));
             }

@@ -9,6 +9,7 @@
 pub mod access;
 pub mod api;
 pub mod auth;
+pub mod blind;
 pub mod config;
 mod drain;
 pub mod error;
@@ -194,6 +195,31 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         )
         .map_err(|e| ServerError::Sinks(e.to_string()))?,
     );
+    // Equality search on encrypted fields: a cursor on the log keeping the blind index.
+    let (blind_stop, blind_stopped) = tokio::sync::watch::channel(false);
+    let blind = match opener.cipher() {
+        Some(_)
+            if config
+                .encryption
+                .as_ref()
+                .is_some_and(|e| !e.blind_index.is_empty()) =>
+        {
+            let dir = config.data_dir.clone();
+            Some(Arc::new(
+                blocking_store(move || blind::BlindIndex::open(&dir)).await?,
+            ))
+        }
+        _ => None,
+    };
+    let blind_task = blind.clone().map(|index| {
+        tokio::spawn(blind::follow(
+            index,
+            reader.clone(),
+            sequencer.durable_size(),
+            opener.clone(),
+            blind_stopped,
+        ))
+    });
     let drainer = spool.clone().map(|spool| {
         tokio::spawn(drain::run(
             spool,
@@ -214,6 +240,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         spool,
         sinks: sinks.clone(),
         opener,
+        blind,
         rate_limits: limits::KeyRateLimiter::new(
             config_limits.key_requests_per_sec,
             config_limits.key_burst,
@@ -243,8 +270,12 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         // which is gone now: the sequencer drains its queue and stops.
         // The drainer and the follower hold sequencer handles too. (A drain cut short is
         // finished at the next start: it skips what reached the log.)
-        // Sinks resume from their cursors at the next start.
+        // Sinks and the blind index resume from their cursors at the next start.
         sinks.stop().await;
+        let _ = blind_stop.send(true);
+        if let Some(task) = blind_task {
+            let _ = task.await;
+        }
         if let Some(drainer) = drainer {
             drainer.abort();
             let _ = drainer.await;
@@ -371,6 +402,7 @@ fn open_cipher(
             master_key: bytes,
             fields: settings.fields.clone(),
             subject: settings.subject.clone(),
+            blind_index: settings.blind_index.clone(),
         },
     )?;
     Ok(Arc::new(cipher))

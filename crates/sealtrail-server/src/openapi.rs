@@ -15,6 +15,7 @@ use utoipa::{Modify, OpenApi};
         crate::routes::ingest::ingest,
         crate::routes::query::list_events,
         crate::routes::query::get_event,
+        crate::routes::query::search_events,
         crate::routes::query::stats,
         crate::routes::integrity::checkpoint,
         crate::routes::integrity::consistency_proof,

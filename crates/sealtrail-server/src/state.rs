@@ -37,6 +37,8 @@ pub struct Inner {
     pub sinks: Arc<sealtrail_sinks::Sinks>,
     /// Shows events to readers (sealed fields opened when encryption is on).
     pub opener: sealtrail_store::encryption::Opener,
+    /// Equality search on encrypted fields, when a blind index is configured.
+    pub blind: Option<Arc<crate::blind::BlindIndex>>,
     /// Requests per API key.
     pub rate_limits: crate::limits::KeyRateLimiter,
 }

@@ -26,8 +26,9 @@ async fn start() -> (TestServer, tempfile::TempDir) {
         r#"
         [encryption]
         master_key = {{ file = "{}" }}
-        fields = ["ip_address", "user_agent", "/details/guest/dietary_notes"]
+        fields = ["ip_address", "user_agent", "/details/guest/dietary_notes", "/details/guest/email"]
         subject = "/details/guest/id"
+        blind_index = ["/details/guest/email"]
         "#,
         key_file.display()
     );
@@ -45,7 +46,8 @@ fn change(guest: &str, notes: &str) -> Value {
         "action": "guest.dietary_restriction.updated", "resource_type": "guest",
         "resource_id": guest, "user_id": "coord:ines", "ip_address": IP,
         "user_agent": "wedding-planner/2.1",
-        "details": {"guest": {"id": guest, "name": "Ada", "dietary_notes": notes}},
+        "details": {"guest": {"id": guest, "name": "Ada", "dietary_notes": notes,
+                              "email": format!("{guest}@guests.example")}},
     })
 }
 
@@ -199,4 +201,77 @@ async fn shredding_needs_an_admin_of_the_tenant_and_encryption() {
         .post_json(&admin, "/v1/tenants/acme/shred", &json!({}))
         .await;
     assert_eq!(status, 409, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_field_is_found_by_equality_through_the_blind_index() {
+    let (s, _secrets) = start().await;
+    let writer = s.key(&[Scope::Ingest], Some("acme"));
+    let other_writer = s.key(&[Scope::Ingest], Some("globex"));
+    let reader = s.key(&[Scope::Read], Some("acme"));
+    let admin = s.key(&[Scope::Admin], None);
+    for guest in ["g1", "g2", "g3"] {
+        assert_eq!(
+            s.post_json(&writer, "/v1/events", &change(guest, "none"))
+                .await
+                .0,
+            201
+        );
+    }
+    // The same address in another tenant is another token.
+    assert_eq!(
+        s.post_json(&other_writer, "/v1/events", &change("g1", "none"))
+            .await
+            .0,
+        201
+    );
+    let search = "/v1/events/search?field=/details/guest/email&equals=g2@guests.example";
+    common::eventually("the blind index has caught up", async || {
+        s.get(&reader, search).await.1["events"]
+            .as_array()
+            .is_some_and(|e| e.len() == 1)
+    })
+    .await;
+    let (_, found) = s.get(&reader, search).await;
+    assert_eq!(found["events"][0]["details"]["guest"]["id"], "g2");
+    assert_eq!(
+        found["events"][0]["details"]["guest"]["email"],
+        "g2@guests.example"
+    );
+    let (_, none) = s
+        .get(
+            &reader,
+            "/v1/events/search?field=/details/guest/email&equals=nobody@x.example",
+        )
+        .await;
+    assert_eq!(none["events"], json!([]));
+    let (status, body) = s
+        .get(
+            &reader,
+            "/v1/events/search?field=ip_address&equals=203.0.113.77",
+        )
+        .await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (400, Some("field")),
+        "{body}"
+    );
+    // The index holds tokens, never the values.
+    assert!(files_containing(s.dir.path(), "g2@guests.example").is_empty());
+
+    // Forgetting g2 forgets its index entries too.
+    let (status, _) = s
+        .post_json(&admin, "/v1/tenants/acme/subjects/g2/shred", &json!({}))
+        .await;
+    assert_eq!(status, 200);
+    let (_, gone) = s.get(&reader, search).await;
+    assert_eq!(gone["events"], json!([]));
+    let g1 = "/v1/events/search?field=/details/guest/email&equals=g1@guests.example";
+    assert_eq!(
+        s.get(&reader, g1).await.1["events"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 }

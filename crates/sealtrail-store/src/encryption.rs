@@ -64,6 +64,20 @@ pub struct EncryptionSettings {
     /// A JSON pointer into the event naming its data subject (`/user_id`, or
     /// `/details/guest/id`): events with one get that subject's own key.
     pub subject: Option<String>,
+    /// Encrypted fields that also get a keyed blind index, for equality search.
+    pub blind_index: Vec<String>,
+}
+
+/// One blind index entry of an event: which field, its token, and whose key sealed it
+/// (the subject tag, so a subject's shredding can drop its entries).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlindToken {
+    /// The field.
+    pub field: String,
+    /// HMAC of the tenant, field and value under the blind-index key, hex.
+    pub token: String,
+    /// The subject's tag, if the value was sealed under a subject key.
+    pub subject_tag: Option<String>,
 }
 
 /// Checks a field list; the reason names the bad entry.
@@ -96,6 +110,7 @@ pub struct FieldCipher {
     settings: EncryptionSettings,
     master: LessSafeKey,
     content_key: ring::hmac::Key,
+    blind_key: ring::hmac::Key,
     random: SystemRandom,
     keys: Mutex<Connection>,
     /// Data keys by id, as found.
@@ -136,6 +151,15 @@ impl FieldCipher {
     /// Opens (creating if needed) the data key table in `data_dir`.
     pub fn open(data_dir: &Path, settings: EncryptionSettings) -> Result<Self, StoreError> {
         check_fields(&settings.fields).map_err(StoreError::Invalid)?;
+        if let Some(field) = settings
+            .blind_index
+            .iter()
+            .find(|f| !settings.fields.contains(f))
+        {
+            return Err(StoreError::Invalid(format!(
+                "encryption.blind_index: {field:?} is not in encryption.fields"
+            )));
+        }
         let conn = Connection::open(data_dir.join(DATA_KEYS_FILE))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -158,6 +182,13 @@ impl FieldCipher {
         Ok(Self {
             master: aead_key(&settings.master_key),
             content_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &derived),
+            blind_key: ring::hmac::Key::new(
+                ring::hmac::HMAC_SHA256,
+                &Sha256::new()
+                    .chain_update(b"sealtrail blind index key\n")
+                    .chain_update(settings.master_key)
+                    .finalize(),
+            ),
             settings,
             random: SystemRandom::new(),
             keys: Mutex::new(conn),
@@ -426,6 +457,73 @@ impl FieldCipher {
         out
     }
 
+    /// The blind index token of `value_json` (a value's JSON text) in `field` of `tenant`.
+    pub fn blind_token(&self, tenant: &str, field: &str, value_json: &[u8]) -> String {
+        let mut context = ring::hmac::Context::with_key(&self.blind_key);
+        context.update(tenant.as_bytes());
+        context.update(b"\n");
+        context.update(field.as_bytes());
+        context.update(b"\n");
+        context.update(value_json);
+        hex::encode(&context.sign().as_ref()[..16])
+    }
+
+    /// Whether `field` has a blind index.
+    pub fn has_blind_index(&self, field: &str) -> bool {
+        self.settings.blind_index.iter().any(|f| f == field)
+    }
+
+    /// The blind index entries of a stored event: one per sealed value of a blind-indexed
+    /// field whose key is alive.
+    pub fn blind_tokens(&self, stored: &StoredEvent) -> Vec<BlindToken> {
+        if self.settings.blind_index.is_empty() {
+            return Vec::new();
+        }
+        let marker = format!("\"{SEALED_PREFIX}");
+        let record = &stored.record;
+        let mut tokens = Vec::new();
+        let mut at = 0;
+        while let Some(found) = find(&record[at..], marker.as_bytes()) {
+            let inner_start = at + found + 1;
+            let Some(len) = record[inner_start..].iter().position(|&b| b == b'"') else {
+                break;
+            };
+            let inner = std::str::from_utf8(&record[inner_start..inner_start + len]).unwrap_or("");
+            at = inner_start + len + 1;
+            let Some((key_ref, field)) = inner
+                .strip_prefix(SEALED_PREFIX)
+                .and_then(|r| r.split_once(':'))
+                .and_then(|(key_ref, rest)| Some((key_ref, rest.rsplit_once(':')?.0)))
+            else {
+                continue;
+            };
+            if !self.has_blind_index(field) {
+                continue;
+            }
+            let Some(opened) = self.open_sealed(&stored.tenant_id, inner) else {
+                continue;
+            };
+            if opened == format!("\"{SHREDDED}\"").as_bytes() {
+                continue;
+            }
+            let subject_tag = key_ref
+                .strip_prefix("s.")
+                .and_then(|r| r.split('.').next())
+                .map(str::to_owned);
+            tokens.push(BlindToken {
+                field: field.to_owned(),
+                token: self.blind_token(&stored.tenant_id, field, &opened),
+                subject_tag,
+            });
+        }
+        tokens
+    }
+
+    /// A subject's tag, as blind index entries carry it.
+    pub fn subject_tag(subject: &str) -> String {
+        subject_tag(subject)
+    }
+
     /// Opens one sealed string (`sealtrail:enc:v1:<key ref>:<field>:<data>`): the value's
     /// JSON, `"[shredded]"` if its key is gone, or `None` if it does not open.
     fn open_sealed(&self, tenant: &str, inner: &str) -> Option<Vec<u8>> {
@@ -577,6 +675,7 @@ mod tests {
                     "changes".into(),
                 ],
                 subject: subject.map(str::to_owned),
+                blind_index: vec!["ip_address".into()],
             },
         )
         .expect("open")

@@ -24,6 +24,7 @@ use crate::state::AppState;
 pub fn router(state: AppState) -> Router {
     let v1 = Router::new()
         .route("/events", post(ingest::ingest).get(query::list_events))
+        .route("/events/search", get(query::search_events))
         .route("/events/{id}", get(query::get_event))
         .route("/stats", get(query::stats))
         .route("/checkpoint", get(integrity::checkpoint))

@@ -9,7 +9,7 @@ use axum::response::Response;
 use sealtrail_core::query::{PageRequest, StatsRequest};
 use sealtrail_core::time_format::format_micros;
 use sealtrail_core::{FieldError, Scope};
-use serde_json::json;
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::{Params, blocking, raw_json};
@@ -250,4 +250,116 @@ pub async fn stats(
             })
             .collect(),
     }))
+}
+
+/// Most events a blind-index search returns.
+pub const MAX_SEARCH_LIMIT: usize = 1000;
+
+/// Events of one tenant whose encrypted field equals a value, found through the blind index
+/// (newest first). The index follows the log a moment behind ingest.
+#[utoipa::path(
+    get,
+    path = "/v1/events/search",
+    tag = "events",
+    params(
+        ("tenant_id" = Option<String>, Query, description = "The tenant (a tenant-bound key's own by default)"),
+        ("field" = String, Query, description = "A blind-indexed encrypted field (encryption.blind_index)"),
+        ("equals" = String, Query, description = "The value, compared as a JSON string"),
+        ("limit" = Option<usize>, Query, description = "At most this many (default 100, at most 1000)"),
+    ),
+    responses(
+        (status = 200, description = "Matching events, opened (next_cursor is always null)", body = crate::api::EventPage),
+        (status = 409, description = "No blind index is configured", body = crate::error::ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn search_events(
+    State(state): State<AppState>,
+    auth: Auth,
+    requester: Requester,
+    params: Params,
+) -> Result<Response, ApiError> {
+    auth.require(Scope::Read)?;
+    let (mut tenant, mut field, mut equals, mut limit) = (None, None, None, 100usize);
+    for (key, value) in params.pairs() {
+        match key {
+            "tenant_id" => tenant = Some(value.to_owned()),
+            "field" => field = Some(value.to_owned()),
+            "equals" => equals = Some(value.to_owned()),
+            "limit" => {
+                limit = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_SEARCH_LIMIT).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::invalid_parameter(FieldError::new(
+                            "limit",
+                            format!("must be a number from 1 to {MAX_SEARCH_LIMIT}"),
+                        ))
+                    })?;
+            }
+            other => {
+                return Err(ApiError::invalid_parameter(FieldError::new(
+                    other,
+                    "unknown parameter; search takes tenant_id, field, equals, limit",
+                )));
+            }
+        }
+    }
+    let required = |name: &str| ApiError::invalid_parameter(FieldError::new(name, "required"));
+    let tenant = auth
+        .confine_tenant(tenant)?
+        .ok_or_else(|| required("tenant_id"))?;
+    let field = field.ok_or_else(|| required("field"))?;
+    let equals = equals.ok_or_else(|| required("equals"))?;
+    let (Some(cipher), Some(index)) = (state.opener.cipher(), state.blind.clone()) else {
+        return Err(ApiError::conflict(
+            "no blind index is configured (encryption.blind_index)",
+        ));
+    };
+    if !cipher.has_blind_index(&field) {
+        return Err(ApiError::invalid_parameter(FieldError::new(
+            "field",
+            format!("{field:?} has no blind index (encryption.blind_index)"),
+        )));
+    }
+    let token = cipher.blind_token(&tenant, &field, Value::from(equals).to_string().as_bytes());
+    // The access record names the field and the token, never the value searched for: it
+    // is as sensitive as the field.
+    let recorded_filter =
+        json!({"tenant_id": tenant, "field": field, "equals_token": token, "limit": limit});
+    let (reader, through) = (state.reader.clone(), state.sequencer.tree_size());
+    let search_tenant = tenant.clone();
+    let events = blocking(move || {
+        let seqs = index.find(&search_tenant, &field, &token, limit)?;
+        let filter = sealtrail_core::EventFilter {
+            tenant_id: Some(search_tenant),
+            ..Default::default()
+        };
+        let mut events = Vec::with_capacity(seqs.len());
+        for seq in seqs.into_iter().filter(|&s| s >= 1 && s <= through) {
+            events.extend(reader.events_after(seq - 1, seq, &filter, 1)?.events);
+        }
+        Ok(events)
+    })
+    .await?;
+    let read = access::Read {
+        action: "audit_log.search",
+        filter: recorded_filter,
+        confined_to: Some(&tenant),
+        returned: BTreeMap::new(),
+        result_count: Some(events.len() as u64),
+        resource: None,
+        event_id: None,
+    };
+    access::record(&state, &auth, &requester, read).await?;
+    let mut body = b"{\"events\":[".to_vec();
+    for (i, event) in events.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(&state.opener.api_json(event));
+    }
+    body.extend_from_slice(b"],\"next_cursor\":null}");
+    Ok(raw_json(StatusCode::OK, body))
 }

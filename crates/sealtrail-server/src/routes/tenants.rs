@@ -81,6 +81,20 @@ async fn shred(
         })
         .await?
     };
+    if let Some(index) = state.blind.clone() {
+        let (tenant, tag) = (
+            tenant.clone(),
+            subject
+                .as_deref()
+                .map(sealtrail_store::encryption::FieldCipher::subject_tag),
+        );
+        blocking(move || {
+            index
+                .forget(&tenant, tag.as_deref())
+                .map_err(ApiError::internal)
+        })
+        .await?;
+    }
     let (action, resource_type, resource_id) = match &subject_sha256 {
         Some(hash) => ("subject.shredded", "data_subject", hash.clone()),
         None => ("tenant.shredded", "tenant", tenant.clone()),
