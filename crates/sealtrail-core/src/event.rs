@@ -303,6 +303,47 @@ pub fn prepare_event_value(
     received_at: i64,
     limits: &EventLimits,
 ) -> Result<PreparedEvent, FieldError> {
+    prepare_event_sealed(value, scope, received_at, limits, None)
+}
+
+/// Encrypts sensitive field values while a record is written (field encryption lives in
+/// the store; this is the seam it plugs into, so sealing costs no second pass over the
+/// record).
+pub trait FieldSealer {
+    /// Fields to seal: top-level names, or JSON pointers into `details` (`/details/...`).
+    fn sealed_fields(&self) -> &[String];
+    /// A JSON pointer into the event naming its data subject, if keys are per subject.
+    fn subject_pointer(&self) -> Option<&str>;
+    /// The sealed string standing for `value_json` (a value's JSON text) in `field`.
+    fn seal(
+        &self,
+        tenant: &str,
+        subject: Option<&str>,
+        field: &str,
+        value_json: &str,
+    ) -> Result<String, String>;
+    /// Keys the content hash (so it cannot be used to guess a sealed value).
+    fn key_content_hash(&self, hash: &mut Hash);
+}
+
+/// [`prepare_event_value`], sealing the fields `sealer` names as the record is written.
+/// The content hash then covers the values as sent (so a retry still matches), keyed by the
+/// sealer.
+pub fn prepare_event_sealed(
+    value: Value,
+    scope: &TenantScope,
+    received_at: i64,
+    limits: &EventLimits,
+    sealer: Option<&dyn FieldSealer>,
+) -> Result<PreparedEvent, FieldError> {
+    let subject = sealer
+        .and_then(|s| s.subject_pointer())
+        .and_then(|pointer| value.pointer(pointer))
+        .and_then(|v| match v {
+            Value::Null => None,
+            Value::String(s) => Some(s.clone()),
+            other => Some(other.to_string()),
+        });
     let Value::Object(mut fields) = value else {
         return Err(FieldError::new("", "an event must be a JSON object"));
     };
@@ -374,6 +415,71 @@ pub fn prepare_event_value(
         "every producer field was taken: {fields:?}"
     );
 
+    // Sealing: each sealed value's plaintext goes into the content hash under its field
+    // name, then the value is replaced by its sealed string.
+    let mut sealed_content = Sha256::new();
+    let (mut ip_address, mut user_agent, mut request_id, mut reason) =
+        (ip_address, user_agent, request_id, reason);
+    let (mut changes, mut details) = (changes, details);
+    // Members whose written bytes are random (sealed): left out of the content hash.
+    let mut random_members: Vec<&str> = Vec::new();
+    if let Some(sealer) = sealer {
+        let seal = |field: &str, value_json: &str, content: &mut Sha256| {
+            content.update(field.as_bytes());
+            content.update(b"\n");
+            content.update(value_json.as_bytes());
+            content.update(b"\n");
+            sealer
+                .seal(&tenant_id, subject.as_deref(), field, value_json)
+                .map_err(|reason| FieldError::new(field, reason))
+        };
+        for field in sealer.sealed_fields() {
+            let text_slot = match field.as_str() {
+                "ip_address" => Some(&mut ip_address),
+                "user_agent" => Some(&mut user_agent),
+                "request_id" => Some(&mut request_id),
+                "reason" => Some(&mut reason),
+                _ => None,
+            };
+            if let Some(slot) = text_slot {
+                if let Some(text) = slot.as_ref() {
+                    let json = serde_json::to_string(text).expect("a string serialises");
+                    *slot = Some(seal(field, &json, &mut sealed_content)?);
+                    random_members.push(field);
+                }
+                continue;
+            }
+            if field == "changes" {
+                if let Some(bytes) = &changes {
+                    let json = String::from_utf8(bytes.clone()).expect("canonical JSON is UTF-8");
+                    let sealed = seal(field, &json, &mut sealed_content)?;
+                    changes = Some(crate::canonical::to_vec(&Value::String(sealed)));
+                    random_members.push("changes");
+                }
+                continue;
+            }
+            let Some(pointer) = field.strip_prefix("/details") else {
+                continue;
+            };
+            if let Some(bytes) = &details {
+                let mut value: Value =
+                    serde_json::from_slice(bytes).expect("details were canonicalised just now");
+                if let Some(slot) = value.pointer_mut(pointer).filter(|v| !v.is_null()) {
+                    if !random_members.contains(&"details") {
+                        // The details as sent count once, whole.
+                        sealed_content.update(b"details\n");
+                        sealed_content.update(bytes);
+                        sealed_content.update(b"\n");
+                        random_members.push("details");
+                    }
+                    let json = slot.to_string();
+                    *slot = Value::String(seal(field, &json, &mut sealed_content)?);
+                    details = Some(crate::canonical::to_vec(&value));
+                }
+            }
+        }
+    }
+
     let id = producer_id.unwrap_or_else(Uuid::now_v7);
     let occurred = occurred_at.unwrap_or(received_at);
     let id_text = id.hyphenated().to_string();
@@ -397,17 +503,17 @@ pub fn prepare_event_value(
     add(&mut record, r, true);
     if let Some(changes) = &changes {
         let r = record.member_raw("changes", changes);
-        add(&mut record, r, true);
+        add(&mut record, r, !random_members.contains(&"changes"));
     }
     if let Some(details) = &details {
         let r = record.member_raw("details", details);
-        add(&mut record, r, true);
+        add(&mut record, r, !random_members.contains(&"details"));
     }
     let r = record.member_str("id", &id_text);
     add(&mut record, r, true);
     if let Some(ip) = &ip_address {
         let r = record.member_str("ip_address", ip);
-        add(&mut record, r, true);
+        add(&mut record, r, !random_members.contains(&"ip_address"));
     }
     let r = record.member_str("occurred_at", &occurred_text);
     add(&mut record, r, occurred_at.is_some());
@@ -415,12 +521,12 @@ pub fn prepare_event_value(
     add(&mut record, r, true);
     if let Some(reason) = &reason {
         let r = record.member_str("reason", reason);
-        add(&mut record, r, true);
+        add(&mut record, r, !random_members.contains(&"reason"));
     }
     record.member_str("received_at", &received_text);
     if let Some(request_id) = &request_id {
         let r = record.member_str("request_id", request_id);
-        add(&mut record, r, true);
+        add(&mut record, r, !random_members.contains(&"request_id"));
     }
     if let Some(resource_id) = &resource_id {
         let r = record.member_str("resource_id", resource_id);
@@ -436,7 +542,7 @@ pub fn prepare_event_value(
     add(&mut record, r, true);
     if let Some(user_agent) = &user_agent {
         let r = record.member_str("user_agent", user_agent);
-        add(&mut record, r, true);
+        add(&mut record, r, !random_members.contains(&"user_agent"));
     }
     if let Some(user_id) = &user_id {
         let r = record.member_str("user_id", user_id);
@@ -456,7 +562,20 @@ pub fn prepare_event_value(
         resource_id,
         record_head,
         record_tail,
-        content_hash: producer_id.map(|_| content.finalize().into()),
+        content_hash: producer_id.map(|_| {
+            let mut hash: Hash = match sealer {
+                // The sealed members' bytes are random: the plaintexts count instead.
+                Some(_) => content
+                    .chain_update(sealed_content.finalize())
+                    .finalize()
+                    .into(),
+                None => content.finalize().into(),
+            };
+            if let Some(sealer) = sealer {
+                sealer.key_content_hash(&mut hash);
+            }
+            hash
+        }),
     })
 }
 

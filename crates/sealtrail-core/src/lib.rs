@@ -17,8 +17,8 @@ pub mod time_format;
 pub use auth::{Grant, Scope};
 pub use checkpoint::{Checkpoint, CheckpointSigner, CheckpointVerifier, SignedCheckpoint};
 pub use event::{
-    ActorType, EventLimits, FieldError, Outcome, PreparedEvent, Severity, StoredRecord,
-    TenantScope, prepare_event, prepare_event_value,
+    ActorType, EventLimits, FieldError, FieldSealer, Outcome, PreparedEvent, Severity,
+    StoredRecord, TenantScope, prepare_event, prepare_event_sealed, prepare_event_value,
 };
 pub use merkle::{Frontier, Hash};
 pub use query::{

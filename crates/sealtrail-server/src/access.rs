@@ -136,13 +136,19 @@ pub async fn record(
         if let Some(ua) = &requester.user_agent {
             event["user_agent"] = json!(ua);
         }
-        let prepared =
-            sealtrail_core::prepare_event_value(event, &TenantScope::Any, received_at, limits)
-                .map_err(|e| ApiError::internal(format!("an access record is invalid: {e}")))?;
-        let mut prepared = prepared;
-        if let Some(cipher) = state.opener.cipher() {
-            cipher.seal(&mut prepared).map_err(ApiError::internal)?;
-        }
+        // The reader's address and user agent are sealed like any event's.
+        let sealer = state
+            .opener
+            .cipher()
+            .map(|c| c as &dyn sealtrail_core::FieldSealer);
+        let prepared = sealtrail_core::prepare_event_sealed(
+            event,
+            &TenantScope::Any,
+            received_at,
+            limits,
+            sealer,
+        )
+        .map_err(|e| ApiError::internal(format!("an access record is invalid: {e}")))?;
         events.push(prepared);
     }
     state.sequencer.append(events).await.map_err(|e| {

@@ -30,8 +30,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
 use rusqlite::{Connection, OptionalExtension, params};
-use sealtrail_core::PreparedEvent;
-use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::{StoreError, StoredEvent};
@@ -349,73 +347,6 @@ impl FieldCipher {
             .map(|p| &*p)
     }
 
-    /// The subject of an event (the value at the subject pointer), if configured and present.
-    fn subject_of(&self, record: &Map<String, Value>) -> Option<String> {
-        let pointer = self.settings.subject.as_deref()?;
-        match Value::Object(record.clone()).pointer(pointer)? {
-            Value::String(s) => Some(s.clone()),
-            Value::Null => None,
-            other => Some(other.to_string()),
-        }
-    }
-
-    /// Encrypts the configured fields of a prepared event (its record and content hash).
-    pub fn seal(&self, event: &mut PreparedEvent) -> Result<(), StoreError> {
-        if let Some(hash) = event.content_hash.as_mut() {
-            let tag = ring::hmac::sign(&self.content_key, hash);
-            hash.copy_from_slice(&tag.as_ref()[..32]);
-        }
-        let record = event.record(0);
-        let Value::Object(mut map) = serde_json::from_slice::<Value>(&record)
-            .map_err(|e| crypto_error(&format!("a prepared record is not JSON: {e}")))?
-        else {
-            return Err(crypto_error("a prepared record is not an object"));
-        };
-        let subject = self.subject_of(&map);
-        let base = Self::key_base(&event.tenant_id, subject.as_deref());
-        let kind = match &subject {
-            Some(subject) => format!("s.{}", subject_tag(subject)),
-            None => "t".to_owned(),
-        };
-        let mut key: Option<(String, LessSafeKey)> = None;
-        let mut changed = false;
-        for field in &self.settings.fields {
-            let slot = if field.starts_with('/') {
-                map.get_mut("details")
-                    .and_then(|d| d.pointer_mut(&field["/details".len()..]))
-            } else {
-                map.get_mut(field.as_str())
-            };
-            let Some(slot) = slot else { continue };
-            if slot.is_null() {
-                continue;
-            }
-            let (key_ref, key) = match &key {
-                Some((key_ref, k)) => (key_ref.clone(), k),
-                None => {
-                    let (generation, bytes) = self.active_key(&base)?;
-                    let entry = key.insert((format!("{kind}.{generation}"), aead_key(&bytes)));
-                    (entry.0.clone(), &entry.1)
-                }
-            };
-            // The record's place in the Merkle tree already pins the value to its event;
-            // the additional data pins it to its tenant and field.
-            let aad = format!("{}\n{field}", event.tenant_id);
-            let sealed = self.seal_bytes(key, aad.as_bytes(), slot.to_string().as_bytes())?;
-            *slot = Value::String(format!(
-                "{SEALED_PREFIX}{key_ref}:{field}:{}",
-                B64.encode(sealed)
-            ));
-            changed = true;
-        }
-        if changed {
-            let (head, tail) = split_at_seq(&map);
-            event.record_head = head;
-            event.record_tail = tail;
-        }
-        Ok(())
-    }
-
     /// The event as the API returns it, its sealed values opened (or `"[shredded]"`). The
     /// stored bytes are copied with each sealed string replaced by its value: no record is
     /// parsed.
@@ -590,6 +521,46 @@ impl FieldCipher {
     }
 }
 
+impl sealtrail_core::FieldSealer for FieldCipher {
+    fn sealed_fields(&self) -> &[String] {
+        &self.settings.fields
+    }
+
+    fn subject_pointer(&self) -> Option<&str> {
+        self.settings.subject.as_deref()
+    }
+
+    fn seal(
+        &self,
+        tenant: &str,
+        subject: Option<&str>,
+        field: &str,
+        value_json: &str,
+    ) -> Result<String, String> {
+        let base = Self::key_base(tenant, subject);
+        let (generation, bytes) = self.active_key(&base).map_err(|e| e.to_string())?;
+        let key_ref = match subject {
+            Some(subject) => format!("s.{}.{generation}", subject_tag(subject)),
+            None => format!("t.{generation}"),
+        };
+        // The record's place in the Merkle tree pins the value to its event; the additional
+        // data pins it to its tenant and field.
+        let aad = format!("{tenant}\n{field}");
+        let sealed = self
+            .seal_bytes(&aead_key(&bytes), aad.as_bytes(), value_json.as_bytes())
+            .map_err(|e| e.to_string())?;
+        Ok(format!(
+            "{SEALED_PREFIX}{key_ref}:{field}:{}",
+            B64.encode(sealed)
+        ))
+    }
+
+    fn key_content_hash(&self, hash: &mut sealtrail_core::Hash) {
+        let tag = ring::hmac::sign(&self.content_key, hash.as_slice());
+        hash.copy_from_slice(&tag.as_ref()[..32]);
+    }
+}
+
 /// How events are shown to authorised readers: with their sealed fields opened when field
 /// encryption is on, verbatim otherwise. Cheap to clone; shared by every read path (queries,
 /// streams, sinks).
@@ -614,6 +585,11 @@ impl Opener {
     pub fn cipher(&self) -> Option<&FieldCipher> {
         self.0.as_deref()
     }
+
+    /// The cipher, shareable with another thread.
+    pub fn shared_cipher(&self) -> Option<std::sync::Arc<FieldCipher>> {
+        self.0.clone()
+    }
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -626,43 +602,13 @@ fn subject_tag(subject: &str) -> String {
     hex::encode(&Sha256::digest(subject)[..8])
 }
 
-/// Canonical bytes of `map` split around `seq`: the head ends with `"seq":`, the tail is
-/// what follows the seq's digits (as `PreparedEvent` keeps its record).
-fn split_at_seq(map: &Map<String, Value>) -> (Vec<u8>, Vec<u8>) {
-    let (mut before, mut after) = (Map::new(), Map::new());
-    for (key, value) in map {
-        match key.as_str().cmp("seq") {
-            std::cmp::Ordering::Less => {
-                before.insert(key.clone(), value.clone());
-            }
-            std::cmp::Ordering::Greater => {
-                after.insert(key.clone(), value.clone());
-            }
-            std::cmp::Ordering::Equal => {}
-        }
-    }
-    let mut head = Vec::new();
-    sealtrail_core::canonical::write_object(&mut head, &before);
-    head.pop(); // '}'
-    if before.is_empty() {
-        head.extend_from_slice(b"\"seq\":");
-    } else {
-        head.extend_from_slice(b",\"seq\":");
-    }
-    let mut tail = Vec::new();
-    sealtrail_core::canonical::write_object(&mut tail, &after);
-    if after.is_empty() {
-        tail = b"}".to_vec();
-    } else {
-        tail[0] = b',';
-    }
-    (head, tail)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sealtrail_core::{EventLimits, TenantScope, prepare_event};
+    use sealtrail_core::{
+        EventLimits, FieldSealer, PreparedEvent, TenantScope, prepare_event_sealed,
+    };
+    use serde_json::Value;
 
     fn cipher(dir: &Path, subject: Option<&str>) -> FieldCipher {
         FieldCipher::open(
@@ -682,21 +628,31 @@ mod tests {
     }
 
     fn event(user: &str, notes: &str) -> PreparedEvent {
-        event_with_id(user, notes, uuid::Uuid::new_v4())
+        event_with_id(user, notes, uuid::Uuid::new_v4(), None)
     }
 
-    fn event_with_id(user: &str, notes: &str, id: uuid::Uuid) -> PreparedEvent {
+    fn sealed(c: &FieldCipher, user: &str, notes: &str) -> PreparedEvent {
+        event_with_id(user, notes, uuid::Uuid::new_v4(), Some(c))
+    }
+
+    fn event_with_id(
+        user: &str,
+        notes: &str,
+        id: uuid::Uuid,
+        sealer: Option<&FieldCipher>,
+    ) -> PreparedEvent {
         let json = serde_json::json!({
             "tenant_id": "acme", "action": "guest.updated", "resource_type": "guest",
             "user_id": user, "ip_address": "203.0.113.77", "id": id.to_string(),
             "changes": [{"field": "diet", "before": "none", "after": "vegan"}],
             "details": {"guest": {"name": "Ada", "notes": notes}},
         });
-        prepare_event(
-            json.to_string().as_bytes(),
+        prepare_event_sealed(
+            json,
             &TenantScope::Any,
             1_764_000_000_000_000,
             &EventLimits::default(),
+            sealer.map(|c| c as &dyn FieldSealer),
         )
         .expect("valid")
     }
@@ -719,8 +675,7 @@ mod tests {
         let plain = event("coord:ines", "no peanuts at all");
         let plain_json =
             serde_json::from_slice::<Value>(&stored(&plain, 5).to_api_json()).expect("json");
-        let mut sealed = event_with_id("coord:ines", "no peanuts at all", plain.id);
-        c.seal(&mut sealed).expect("seal");
+        let sealed = event_with_id("coord:ines", "no peanuts at all", plain.id, Some(&c));
         let record = sealed.record(5);
         let text = String::from_utf8_lossy(&record);
         for secret in ["203.0.113.77", "no peanuts", "vegan"] {
@@ -755,8 +710,7 @@ mod tests {
     fn a_sealed_value_moved_to_another_tenant_or_renamed_does_not_open() {
         let dir = tempfile::tempdir().expect("temp dir");
         let c = cipher(dir.path(), None);
-        let mut a = event("u", "secret a");
-        c.seal(&mut a).expect("seal");
+        let a = sealed(&c, "u", "secret a");
         let a_json: Value = serde_json::from_slice(&a.record(1)).expect("json");
         let sealed_ip = a_json["ip_address"].as_str().expect("sealed").to_owned();
         // The same record shown as another tenant's: nothing opens.
@@ -796,10 +750,8 @@ mod tests {
     fn shredding_a_subject_or_a_tenant_leaves_a_marker_forever() {
         let dir = tempfile::tempdir().expect("temp dir");
         let c = cipher(dir.path(), Some("/user_id"));
-        let mut ines = event("coord:ines", "ines's note");
-        c.seal(&mut ines).expect("seal");
-        let mut tom = event("coord:tom", "tom's note");
-        c.seal(&mut tom).expect("seal");
+        let ines = sealed(&c, "coord:ines", "ines's note");
+        let tom = sealed(&c, "coord:tom", "tom's note");
         assert!(c.shred("acme", Some("coord:ines")).expect("shred"));
         let reopen = cipher(dir.path(), Some("/user_id"));
         for cipher in [&c, &reopen] {
@@ -811,8 +763,7 @@ mod tests {
                 serde_json::from_slice(&cipher.open_api_json(&stored(&tom, 2))).expect("json");
             assert_eq!(t["details"]["guest"]["notes"], "tom's note");
         }
-        let mut again = event("coord:ines", "new note");
-        c.seal(&mut again).expect("a later event gets a new key");
+        let again = sealed(&c, "coord:ines", "new note");
         let a: Value = serde_json::from_slice(&c.open_api_json(&stored(&again, 3))).expect("json");
         assert_eq!(a["details"]["guest"]["notes"], "new note");
         let i: Value = serde_json::from_slice(&c.open_api_json(&stored(&ines, 1))).expect("json");
@@ -824,6 +775,27 @@ mod tests {
         let t: Value =
             serde_json::from_slice(&reopen.open_api_json(&stored(&tom, 2))).expect("json");
         assert_eq!(t["details"]["guest"]["notes"], SHREDDED);
+    }
+
+    #[test]
+    fn a_retry_of_a_sealed_event_has_the_same_content_hash() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let c = cipher(dir.path(), Some("/user_id"));
+        let id = uuid::Uuid::new_v4();
+        let first = event_with_id("u", "note", id, Some(&c));
+        let retry = event_with_id("u", "note", id, Some(&c));
+        assert_ne!(first.record(1), retry.record(1), "fresh nonces");
+        assert_eq!(
+            first.content_hash, retry.content_hash,
+            "the same event as sent"
+        );
+        let changed = event_with_id("u", "another note", id, Some(&c));
+        assert_ne!(
+            first.content_hash, changed.content_hash,
+            "a sealed value counts"
+        );
+        let plain = event_with_id("u", "note", id, None);
+        assert_ne!(first.content_hash, plain.content_hash, "keyed when sealed");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use sealtrail_core::time_format::now_micros;
-use sealtrail_core::{FieldError, PreparedEvent, Scope, TenantScope, prepare_event_value};
+use sealtrail_core::{FieldError, PreparedEvent, Scope, TenantScope};
 use sealtrail_store::{AppendError, AppendOutcome};
 use serde_json::Value;
 
@@ -159,7 +159,9 @@ async fn ingest_inner(
     let limits = state.config.limits.event.clone();
     let received_at = now_micros();
     let inline = items.len() < INLINE_VALIDATION_MAX_EVENTS;
-    let validate = move || validate_all(items, &scope, received_at, &limits);
+    // Sensitive fields are sealed as each record is written, before anything is stored.
+    let cipher = state.opener.shared_cipher();
+    let validate = move || validate_all(items, &scope, received_at, &limits, cipher.as_deref());
     let checked = if inline {
         validate()
     } else {
@@ -187,17 +189,6 @@ async fn ingest_inner(
         return Err(ApiError::invalid_events(errors, batch));
     }
 
-    // Sensitive fields are sealed before anything is stored or spooled.
-    if let Some(cipher) = state.opener.cipher() {
-        for event in &mut accepted {
-            cipher.seal(event).map_err(|e| match e {
-                sealtrail_store::StoreError::Invalid(reason) => {
-                    ApiError::invalid_parameter(FieldError::new("", reason))
-                }
-                other => ApiError::internal(other),
-            })?;
-        }
-    }
     // While the spool holds events, new ones queue behind them: the log keeps their order.
     if let Some(spool) = &state.spool
         && spool.depth() > 0
@@ -330,10 +321,16 @@ fn validate_all(
     scope: &TenantScope,
     received_at: i64,
     limits: &sealtrail_core::EventLimits,
+    sealer: Option<&sealtrail_store::encryption::FieldCipher>,
 ) -> Checked {
+    let sealer = sealer.map(|c| c as &dyn sealtrail_core::FieldSealer);
     items
         .into_iter()
-        .map(|item| item.and_then(|value| prepare_event_value(value, scope, received_at, limits)))
+        .map(|item| {
+            item.and_then(|value| {
+                sealtrail_core::prepare_event_sealed(value, scope, received_at, limits, sealer)
+            })
+        })
         .collect()
 }
 
