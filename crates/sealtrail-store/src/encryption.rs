@@ -95,9 +95,10 @@ pub fn check_fields(fields: &[String]) -> Result<(), String> {
 }
 
 /// What became of a data key.
-#[derive(Clone, Copy)]
+/// (The AES key schedule is built once per data key, not once per value.)
+#[derive(Clone)]
 enum KeyState {
-    Live([u8; 32]),
+    Live(std::sync::Arc<LessSafeKey>),
     Shredded,
     /// No such key (a sealed value from elsewhere): the value is left as stored.
     Missing,
@@ -114,7 +115,7 @@ pub struct FieldCipher {
     /// Data keys by id, as found.
     cache: Mutex<HashMap<String, KeyState>>,
     /// The key new values are sealed with, by base: (generation, key).
-    active: Mutex<HashMap<String, (u32, [u8; 32])>>,
+    active: Mutex<HashMap<String, (u32, std::sync::Arc<LessSafeKey>)>>,
     /// Nonces: a random 64-bit prefix drawn per process (and again whenever the counter
     /// wraps) and a 32-bit counter, so no two seals under any key share a nonce without a
     /// system call per value.
@@ -212,7 +213,7 @@ impl FieldCipher {
             .lock()
             .expect("data key cache lock is never poisoned");
         if let Some(found) = cache.get(key_id) {
-            return Ok(*found);
+            return Ok(found.clone());
         }
         let conn = self.keys.lock().expect("data key lock is never poisoned");
         let row: Option<(Option<Vec<u8>>, Option<i64>)> = conn
@@ -224,22 +225,24 @@ impl FieldCipher {
             .optional()?;
         let state = match row {
             None => KeyState::Missing,
-            Some((Some(wrapped), None)) => KeyState::Live(self.unwrap_key(key_id, wrapped)?),
+            Some((Some(wrapped), None)) => KeyState::Live(std::sync::Arc::new(aead_key(
+                &self.unwrap_key(key_id, wrapped)?,
+            ))),
             Some(_) => KeyState::Shredded,
         };
-        cache.insert(key_id.to_owned(), state);
+        cache.insert(key_id.to_owned(), state.clone());
         Ok(state)
     }
 
     /// The key new values of `base` are sealed with, created (as the next generation) if
     /// the base has none alive.
-    fn active_key(&self, base: &str) -> Result<(u32, [u8; 32]), StoreError> {
+    fn active_key(&self, base: &str) -> Result<(u32, std::sync::Arc<LessSafeKey>), StoreError> {
         let mut active = self
             .active
             .lock()
             .expect("active key lock is never poisoned");
         if let Some(found) = active.get(base) {
-            return Ok(*found);
+            return Ok(found.clone());
         }
         let conn = self.keys.lock().expect("data key lock is never poisoned");
         let live: Option<(u32, Vec<u8>)> = conn
@@ -283,7 +286,8 @@ impl FieldCipher {
                 (generation, key)
             }
         };
-        active.insert(base.to_owned(), found);
+        let found = (found.0, std::sync::Arc::new(aead_key(&found.1)));
+        active.insert(base.to_owned(), found.clone());
         Ok(found)
     }
 
@@ -468,13 +472,13 @@ impl FieldCipher {
         };
         let generation: u32 = generation.parse().ok()?;
         let bytes = match self.data_key(&format!("{base}#{generation}")).ok()? {
-            KeyState::Live(bytes) => bytes,
+            KeyState::Live(key) => key,
             KeyState::Shredded => return Some(format!("\"{SHREDDED}\"").into_bytes()),
             KeyState::Missing => return None,
         };
         let mut raw = B64.decode(body).ok()?;
         let aad = format!("{tenant}\n{field}");
-        let plain = self.open_bytes(&aead_key(&bytes), aad.as_bytes(), &mut raw)?;
+        let plain = self.open_bytes(&bytes, aad.as_bytes(), &mut raw)?;
         // The sealed text is the value's JSON, as serde_json wrote it.
         serde_json::from_slice::<&serde_json::value::RawValue>(plain).ok()?;
         Some(plain.to_vec())
@@ -547,7 +551,7 @@ impl sealtrail_core::FieldSealer for FieldCipher {
         // data pins it to its tenant and field.
         let aad = format!("{tenant}\n{field}");
         let sealed = self
-            .seal_bytes(&aead_key(&bytes), aad.as_bytes(), value_json.as_bytes())
+            .seal_bytes(&bytes, aad.as_bytes(), value_json.as_bytes())
             .map_err(|e| e.to_string())?;
         Ok(format!(
             "{SEALED_PREFIX}{key_ref}:{field}:{}",
