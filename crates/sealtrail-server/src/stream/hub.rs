@@ -216,16 +216,29 @@ impl Hub {
 async fn dispatch(hub: std::sync::Weak<Hub>, mut groups: mpsc::Receiver<Arc<[CommittedEvent]>>) {
     while let Some(group) = groups.recv().await {
         let Some(hub) = hub.upgrade() else { return };
-        let frames: Vec<Arc<LiveFrame>> = group
+        // Frames (the event's JSON, opened if encrypted, and its SSE message) are made
+        // outside the lock, and only for events someone may be watching: with no
+        // subscriber for its tenant, an event costs nothing here.
+        let (any_tenant, tenants): (bool, HashSet<String>) = {
+            let registry = hub.registry.lock().expect("hub lock is never poisoned");
+            (
+                !registry.any_tenant.is_empty(),
+                registry.by_tenant.keys().cloned().collect(),
+            )
+        };
+        let mut frames: Vec<Option<Arc<LiveFrame>>> = group
             .iter()
-            .map(|e| Arc::new(LiveFrame::new(e, &hub.opener)))
+            .map(|e| {
+                (any_tenant || tenants.contains(&e.stored.tenant_id))
+                    .then(|| Arc::new(LiveFrame::new(e, &hub.opener)))
+            })
             .collect();
         let mut registry = hub.registry.lock().expect("hub lock is never poisoned");
         // Events stored without passing through here (the sequencer recovered a commit
         // whose answer was lost) leave a gap before this group: treat it like an overflow.
-        let gap = frames
+        let gap = group
             .first()
-            .is_some_and(|f| f.seq() > registry.published + 1);
+            .is_some_and(|e| e.stored.seq > registry.published + 1);
         if hub.overflowed.swap(false, Ordering::AcqRel) || gap {
             // Some group never reached us: nobody's live queue is complete any more.
             let evicted = registry.len();
@@ -242,13 +255,18 @@ async fn dispatch(hub: std::sync::Weak<Hub>, mut groups: mpsc::Receiver<Arc<[Com
         }
         let mut evicted: HashSet<u64> = HashSet::new();
         let mut delivered = 0u64;
-        for frame in &frames {
-            let columns = frame.event.columns();
+        for (event, frame) in group.iter().zip(frames.iter_mut()) {
+            let columns = event.columns();
             let own = registry
                 .by_tenant
                 .get(columns.tenant_id)
                 .map(Vec::as_slice)
                 .unwrap_or(&[]);
+            if own.is_empty() && registry.any_tenant.is_empty() {
+                continue;
+            }
+            // A subscriber that registered after the look above: framed now, under the lock.
+            let frame = frame.get_or_insert_with(|| Arc::new(LiveFrame::new(event, &hub.opener)));
             for slot in own.iter().chain(registry.any_tenant.iter()) {
                 if !slot.filter.matches(&columns) || evicted.contains(&slot.id) {
                     continue;
@@ -271,8 +289,8 @@ async fn dispatch(hub: std::sync::Weak<Hub>, mut groups: mpsc::Receiver<Arc<[Com
             });
             hub.metrics.stream_evictions.inc_by(evicted.len() as u64);
         }
-        if let Some(last) = frames.last() {
-            registry.published = registry.published.max(last.seq());
+        if let Some(last) = group.last() {
+            registry.published = registry.published.max(last.stored.seq);
         }
         hub.metrics.stream_live.set(registry.len() as i64);
         drop(registry);
