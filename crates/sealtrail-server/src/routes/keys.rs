@@ -64,6 +64,19 @@ pub struct CreatedKey {
     pub info: KeyView,
 }
 
+impl CreatedKey {
+    /// The 201 answer for a key just made.
+    fn answer(info: KeyInfo, key: String) -> (StatusCode, Json<Self>) {
+        (
+            StatusCode::CREATED,
+            Json(Self {
+                key,
+                info: KeyView::of(info),
+            }),
+        )
+    }
+}
+
 /// What a new key may do.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -191,13 +204,7 @@ pub async fn create_key(
                 }
                 other => ApiError::internal(other),
             })?;
-        Ok((
-            StatusCode::CREATED,
-            Json(CreatedKey {
-                key,
-                info: KeyView::of(info),
-            }),
-        ))
+        Ok(CreatedKey::answer(info, key))
     })
     .await
 }
@@ -215,11 +222,7 @@ pub async fn rotate_key(
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
     auth.require(Scope::Admin)?;
-    let rotation: Rotation = if body.iter().all(u8::is_ascii_whitespace) {
-        Rotation::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::invalid_json(e.to_string()))?
-    };
+    let rotation: Rotation = crate::routes::optional_json(&body)?;
     let grace = rotation
         .grace_secs
         .map(|s| seconds("grace_secs", s))
@@ -231,13 +234,7 @@ pub async fn rotate_key(
             .rotate(&key_id, grace)
             .map_err(ApiError::internal)?
             .ok_or_else(|| ApiError::not_found(format!("no live API key {key_id}")))?;
-        Ok((
-            StatusCode::CREATED,
-            Json(CreatedKey {
-                key,
-                info: KeyView::of(info),
-            }),
-        ))
+        Ok(CreatedKey::answer(info, key))
     })
     .await
 }

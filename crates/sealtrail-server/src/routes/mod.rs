@@ -93,6 +93,14 @@ pub fn raw_json(status: StatusCode, body: Vec<u8>) -> Response {
     response
 }
 
+/// A JSON body that may be left out (empty or whitespace means the default).
+pub fn optional_json<T: Default + serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::invalid_json(e.to_string()))
+}
+
 /// Runs blocking store work off the async workers.
 pub async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,

@@ -138,11 +138,7 @@ pub async fn replay(
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<ReplayAnswer>), ApiError> {
     require_global_admin(&auth)?;
-    let request: ReplayRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        ReplayRequest::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::invalid_json(e.to_string()))?
-    };
+    let request: ReplayRequest = crate::routes::optional_json(&body)?;
     let sinks = state.sinks.clone();
     let queued = crate::routes::blocking(move || {
         sinks
