@@ -61,6 +61,8 @@ pub fn run() -> anyhow::Result<()> {
             .args(["--header", &format!("Authorization: Bearer {key}")])
             .args(["--checks", CHECKS, "--max-examples", MAX_EXAMPLES])
             .args(["--seed", "20261201"])
+            // schemathesis keeps a cache in its working directory: not in the checkout.
+            .current_dir(data.path())
             .status()?;
         anyhow::ensure!(status.success(), "schemathesis found failures (above)");
         Ok(())
