@@ -32,10 +32,11 @@ pub struct BlindIndex {
 impl BlindIndex {
     /// Opens (creating if needed) the index in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        let conn = Connection::open(data_dir.join(BLIND_INDEX_FILE))?;
-        conn.busy_timeout(Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // Lost commits are re-indexed from the cursor: NORMAL is enough.
+        let conn = sealtrail_store::sidecar::open(
+            &data_dir.join(BLIND_INDEX_FILE),
+            sealtrail_store::sidecar::Durability::Normal,
+        )?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS blind_cursor (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS blind_tokens (
@@ -138,17 +139,18 @@ pub async fn follow(
     opener: Opener,
     mut stop: watch::Receiver<bool>,
 ) {
+    // Read once: from here on this task is the only one moving it.
+    let mut cursor = match index.cursor() {
+        Ok(c) => c,
+        Err(error) => {
+            tracing::error!(%error, "the blind index cannot read its cursor; it stops");
+            return;
+        }
+    };
     loop {
         if *stop.borrow() {
             return;
         }
-        let cursor = match index.cursor() {
-            Ok(c) => c,
-            Err(error) => {
-                tracing::error!(%error, "the blind index cannot read its cursor; it stops");
-                return;
-            }
-        };
         let through = durable.get();
         if cursor >= through {
             tokio::select! {
@@ -159,7 +161,7 @@ pub async fn follow(
             continue;
         }
         let (index2, reader2, opener2) = (index.clone(), reader.clone(), opener.clone());
-        let step = tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
+        let step = tokio::task::spawn_blocking(move || -> Result<u64, StoreError> {
             let page =
                 reader2.events_after(cursor, through, &EventFilter::default(), STEP_EVENTS)?;
             let cipher = opener2
@@ -177,11 +179,13 @@ pub async fn follow(
                     ));
                 }
             }
-            index2.add(&entries, page.scanned_through.max(cursor))
+            let scanned = page.scanned_through.max(cursor);
+            index2.add(&entries, scanned)?;
+            Ok(scanned)
         })
         .await;
         match step {
-            Ok(Ok(())) => {}
+            Ok(Ok(scanned)) => cursor = scanned,
             Ok(Err(error)) => {
                 tracing::warn!(%error, "blind indexing failed; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;

@@ -60,10 +60,10 @@ pub struct SinkStore {
 impl SinkStore {
     /// Opens (creating if needed) the file in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Self, StoreFailure> {
-        let conn = Connection::open(data_dir.join(SINKS_DB_FILE))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.pragma_update(None, "journal_mode", "wal")?;
-        conn.pragma_update(None, "synchronous", "normal")?;
+        let conn = sealtrail_store::sidecar::open(
+            &data_dir.join(SINKS_DB_FILE),
+            sealtrail_store::sidecar::Durability::Normal,
+        )?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS sink_cursors (
                  sink       TEXT PRIMARY KEY,

@@ -159,10 +159,10 @@ impl FieldCipher {
                 "encryption.blind_index: {field:?} is not in encryption.fields"
             )));
         }
-        let conn = Connection::open(data_dir.join(DATA_KEYS_FILE))?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        let conn = crate::sidecar::open(
+            &data_dir.join(DATA_KEYS_FILE),
+            crate::sidecar::Durability::Full,
+        )?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS data_keys (
                  key_id      TEXT PRIMARY KEY,
@@ -755,8 +755,31 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let c = cipher(dir.path(), Some("/user_id"));
         let ines = sealed(&c, "coord:ines", "ines's note");
+        let ines_key = {
+            let conn = c.keys.lock().expect("lock");
+            let wrapped: Vec<u8> = conn
+                .query_row(
+                    "SELECT wrapped FROM data_keys WHERE base LIKE 's/acme/%'",
+                    [],
+                    |r| r.get(0),
+                )
+                .expect("ines's key is stored");
+            wrapped
+        };
         let tom = sealed(&c, "coord:tom", "tom's note");
         assert!(c.shred("acme", Some("coord:ines")).expect("shred"));
+        // The wrapped key is gone from the file itself (no free page or WAL keeps it), so
+        // not even the master key brings it back.
+        let dir_files: Vec<Vec<u8>> = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .map(|e| std::fs::read(e.expect("entry").path()).unwrap_or_default())
+            .collect();
+        assert!(
+            dir_files.iter().all(|bytes| !bytes
+                .windows(ines_key.len())
+                .any(|w| w == ines_key.as_slice())),
+            "the shredded key's bytes are still on disk"
+        );
         let reopen = cipher(dir.path(), Some("/user_id"));
         for cipher in [&c, &reopen] {
             let i: Value =

@@ -91,10 +91,10 @@ impl ApiKeyStore {
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| StoreError::io(format!("creating {}", data_dir.display()), e))?;
-        let conn = Connection::open(data_dir.join(KEYS_DB_FILE))?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        let conn = crate::sidecar::open(
+            &data_dir.join(KEYS_DB_FILE),
+            crate::sidecar::Durability::Full,
+        )?;
         conn.execute_batch(SCHEMA)?;
         for (column, definition) in ADDED_COLUMNS {
             let present: bool = conn.query_row(

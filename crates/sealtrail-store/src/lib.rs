@@ -13,6 +13,7 @@ pub mod identity;
 pub mod keys;
 pub mod postgres;
 pub mod sequencer;
+pub mod sidecar;
 pub mod spool;
 pub mod sqlite;
 pub mod traits;
