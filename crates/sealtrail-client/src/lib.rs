@@ -170,11 +170,8 @@ impl Client {
     /// their encrypted fields read as `"[shredded]"` from now on.
     pub async fn shred(&self, tenant: &str, subject: Option<&str>) -> Result<Value, ClientError> {
         let path = match subject {
-            None => format!("/v1/tenants/{tenant}/shred"),
-            Some(subject) => format!(
-                "/v1/tenants/{tenant}/subjects/{}/shred",
-                utf8_percent_encode_path(subject)
-            ),
+            None => path_of(&["v1", "tenants", tenant, "shred"]),
+            Some(subject) => path_of(&["v1", "tenants", tenant, "subjects", subject, "shred"]),
         };
         self.send_body(&path, "application/json", b"{}".to_vec())
             .await
@@ -366,6 +363,15 @@ pub fn derived_id(import_id: &[u8], line_number: u64, line: &[u8]) -> uuid::Uuid
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn path_segments_are_encoded_one_by_one() {
+        assert_eq!(
+            path_of(&["v1", "tenants", "acme", "subjects", "guest 17/a?b", "shred"]),
+            "/v1/tenants/acme/subjects/guest%2017%2Fa%3Fb/shred"
+        );
+    }
+
     use super::*;
 
     #[test]
@@ -514,15 +520,11 @@ impl EventStream {
     }
 }
 
-/// A path segment with everything but unreserved characters percent-encoded.
-fn utf8_percent_encode_path(segment: &str) -> String {
-    let mut out = String::with_capacity(segment.len());
-    for byte in segment.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
+/// A path made of `segments`, each percent-encoded as a path segment (by the URL crate).
+fn path_of(segments: &[&str]) -> String {
+    let mut url = reqwest::Url::parse("http://sealtrail.invalid/").expect("a constant URL");
+    url.path_segments_mut()
+        .expect("an http URL has a path")
+        .extend(segments);
+    url.path().to_owned()
 }
