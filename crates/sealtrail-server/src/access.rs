@@ -20,10 +20,9 @@ use std::net::SocketAddr;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use sealtrail_core::TenantScope;
-use sealtrail_core::time_format::now_micros;
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use crate::app::system::AccessRecord;
 use crate::auth::Auth;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -99,64 +98,51 @@ pub async fn record(
             .collect(),
         (None, true) => vec![(settings.global_tenant.clone(), read.result_count)],
     };
-    let received_at = now_micros();
-    let limits = &state.config.limits.event;
-    let mut events = Vec::with_capacity(tenants.len());
-    for (tenant, count) in tenants {
-        let mut details = json!({
-            "key_id": auth.0.key_id,
-            "filter": read.filter,
-        });
-        if let Some(count) = count {
-            details["result_count"] = json!(count);
-        }
-        if let Some(id) = &read.event_id {
-            details["event_id"] = json!(id);
-        }
-        let (resource_type, resource_id) = match &read.resource {
-            Some((kind, id)) => (kind.as_str(), id.clone()),
-            None => ("audit_log", None),
-        };
-        let mut event = json!({
-            "tenant_id": tenant,
-            "action": read.action,
-            "actor_type": "service",
-            "user_id": format!("key:{}", auth.0.key_id),
-            "resource_type": resource_type,
-            "severity": "info",
-            "outcome": "success",
-            "details": details,
-        });
-        if let Some(id) = resource_id {
-            event["resource_id"] = json!(id);
-        }
-        if let Some(addr) = requester.address {
-            event["ip_address"] = json!(addr.ip().to_string());
-        }
-        if let Some(ua) = &requester.user_agent {
-            event["user_agent"] = json!(ua);
-        }
-        // The reader's address and user agent are sealed like any event's.
-        let sealer = state
-            .opener
-            .cipher()
-            .map(|c| c as &dyn sealtrail_core::FieldSealer);
-        let prepared = sealtrail_core::prepare_event_sealed(
-            event,
-            &TenantScope::Any,
-            received_at,
-            limits,
-            sealer,
-        )
-        .map_err(|e| ApiError::internal(format!("an access record is invalid: {e}")))?;
-        events.push(prepared);
-    }
-    state.sequencer.append(events).await.map_err(|e| {
+    let events = prepare_records(state, auth, requester, &read, &tenants)?;
+    state.log.record(events).await.map_err(|e| {
         ApiError::unavailable(format!(
             "the read was not answered because it could not be recorded in the access log: {e}"
         ))
     })?;
     Ok(())
+}
+
+/// One access event per tenant in `tenants` (with the count returned in it).
+fn prepare_records(
+    state: &AppState,
+    auth: &Auth,
+    requester: &Requester,
+    read: &Read<'_>,
+    tenants: &[(String, Option<u64>)],
+) -> Result<Vec<sealtrail_core::PreparedEvent>, ApiError> {
+    let sealer = state
+        .opener
+        .cipher()
+        .map(|c| c as &dyn sealtrail_core::FieldSealer);
+    let client_ip = requester.address.map(|a| a.ip());
+    let received_at = sealtrail_core::time_format::now_micros();
+    let resource = read
+        .resource
+        .as_ref()
+        .map(|(kind, id)| (kind.as_str(), id.as_deref()));
+    tenants
+        .iter()
+        .map(|(tenant, count)| {
+            AccessRecord {
+                tenant,
+                action: read.action,
+                key_id: &auth.0.key_id,
+                filter: &read.filter,
+                result_count: *count,
+                event_id: read.event_id.as_deref(),
+                resource,
+                client_ip,
+                user_agent: requester.user_agent.as_deref(),
+            }
+            .prepare(received_at, &state.config.limits.event, sealer)
+            .map_err(|e| ApiError::internal(format!("an access record is invalid: {e}")))
+        })
+        .collect()
 }
 
 /// The resource a filter names, if it names one (`resource_type`, and `resource_id`).

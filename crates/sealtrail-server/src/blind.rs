@@ -11,13 +11,12 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 use sealtrail_core::EventFilter;
+use sealtrail_store::StoreError;
 use sealtrail_store::encryption::Opener;
-use sealtrail_store::{DurableSize, LogReader, StoreError};
-use tokio::sync::watch;
+use sealtrail_store::follow::{LogConsumer, ReadPlan, Step, StepError};
 
 /// File name in the data directory.
 pub const BLIND_INDEX_FILE: &str = "blind-index.sqlite";
@@ -131,40 +130,41 @@ impl BlindIndex {
     }
 }
 
-/// Follows the log, indexing the blind-indexed fields of every durable event.
-pub async fn follow(
-    index: Arc<BlindIndex>,
-    reader: Arc<dyn LogReader>,
-    durable: DurableSize,
-    opener: Opener,
-    mut stop: watch::Receiver<bool>,
-) {
-    // Read once: from here on this task is the only one moving it.
-    let mut cursor = match index.cursor() {
-        Ok(c) => c,
-        Err(error) => {
-            tracing::error!(%error, "the blind index cannot read its cursor; it stops");
-            return;
+/// The blind index as a consumer of the log: each step tokenises the blind-indexed
+/// fields of the events read and stores the tokens with the new cursor.
+pub struct BlindIndexer {
+    /// The index it keeps.
+    pub index: Arc<BlindIndex>,
+    /// Opens the sealed fields to tokenise them.
+    pub opener: Opener,
+}
+
+impl LogConsumer for BlindIndexer {
+    fn name(&self) -> &str {
+        "blind-index"
+    }
+
+    async fn start(&mut self, _through: u64) -> Result<u64, StepError> {
+        // Read once: from here on this consumer is the only one moving it.
+        let index = self.index.clone();
+        tokio::task::spawn_blocking(move || index.cursor())
+            .await
+            .map_err(|e| StepError::Fatal(e.to_string()))?
+            .map_err(|e| StepError::Fatal(format!("cannot read its cursor: {e}")))
+    }
+
+    fn plan(&self) -> ReadPlan {
+        ReadPlan::Events {
+            filter: EventFilter::default(),
+            max_events: STEP_EVENTS,
         }
-    };
-    loop {
-        if *stop.borrow() {
-            return;
-        }
-        let through = durable.get();
-        if cursor >= through {
-            tokio::select! {
-                () = durable.wait_beyond(cursor) => {}
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                changed = stop.changed() => if changed.is_err() { return },
-            }
-            continue;
-        }
-        let (index2, reader2, opener2) = (index.clone(), reader.clone(), opener.clone());
-        let step = tokio::task::spawn_blocking(move || -> Result<u64, StoreError> {
-            let page =
-                reader2.events_after(cursor, through, &EventFilter::default(), STEP_EVENTS)?;
-            let cipher = opener2
+    }
+
+    async fn step(&mut self, step: Step) -> Result<u64, StepError> {
+        let page = step.page.expect("the plan reads events");
+        let (index, opener) = (self.index.clone(), self.opener.clone());
+        tokio::task::spawn_blocking(move || -> Result<u64, StoreError> {
+            let cipher = opener
                 .cipher()
                 .expect("the blind index runs with encryption on");
             let mut entries = Vec::new();
@@ -179,21 +179,12 @@ pub async fn follow(
                     ));
                 }
             }
-            let scanned = page.scanned_through.max(cursor);
-            index2.add(&entries, scanned)?;
+            let scanned = page.scanned_through.max(step.cursor);
+            index.add(&entries, scanned)?;
             Ok(scanned)
         })
-        .await;
-        match step {
-            Ok(Ok(scanned)) => cursor = scanned,
-            Ok(Err(error)) => {
-                tracing::warn!(%error, "blind indexing failed; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "the blind index task failed; it stops");
-                return;
-            }
-        }
+        .await
+        .map_err(|e| StepError::Fatal(format!("the blind index task failed: {e}")))?
+        .map_err(StepError::from)
     }
 }

@@ -8,97 +8,76 @@
 //! it is the hub's only publisher on PostgreSQL — and advances the durable tree size.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use postgres::fallible_iterator::FallibleIterator as _;
 use sealtrail_core::{CheckpointVerifier, EventFilter};
+use sealtrail_store::follow::{
+    LogConsumer, LogFollower, ReadPlan, Shutdown, Step, StepError, Unbounded,
+};
 use sealtrail_store::{CommittedEvent, LogReader, SequencerHandle, StoreError};
+use tokio::sync::Notify;
 
 use crate::stream::Hub;
 
-/// How long the follower waits for a notification before looking anyway.
+/// How long the listener waits for a notification before looking anyway; the follower
+/// polls as often.
 const POLL: Duration = Duration::from_secs(1);
 /// Events read from the store per step.
 const PAGE_EVENTS: usize = 1000;
 
-/// The running follower; stops when dropped (within [`POLL`]).
-pub struct Follower {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+/// Follows the shared log until `shutdown`: a [`LogFollower`] woken by a thread that
+/// LISTENs for commits. Returns the follower's task and the listener's thread.
+pub fn spawn(
+    url: String,
+    reader: Arc<dyn LogReader>,
+    sequencer: SequencerHandle,
+    verifier: CheckpointVerifier,
+    hub: Arc<Hub>,
+    shutdown: Shutdown,
+) -> std::io::Result<(tokio::task::JoinHandle<()>, JoinHandle<()>)> {
+    let commits = Arc::new(Notify::new());
+    let listener = {
+        let (commits, shutdown) = (commits.clone(), shutdown.clone());
+        std::thread::Builder::new()
+            .name("sealtrail-listen".into())
+            .spawn(move || listen(&url, &commits, &shutdown))?
+    };
+    let follower = LogFollower::without_reader(Unbounded(commits), shutdown);
+    let consumer = SharedLog {
+        published: sequencer.tree_size(),
+        reader,
+        sequencer,
+        verifier,
+        hub,
+    };
+    let task = tokio::spawn(async move { follower.run(consumer).await });
+    Ok((task, listener))
 }
 
-impl Follower {
-    pub fn spawn(
-        url: String,
-        reader: Arc<dyn LogReader>,
-        sequencer: SequencerHandle,
-        verifier: CheckpointVerifier,
-        hub: Arc<Hub>,
-    ) -> std::io::Result<Self> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("sealtrail-follower".into())
-            .spawn(move || {
-                let mut published = sequencer.tree_size();
-                while !stopping.load(Ordering::Acquire) {
-                    if let Err(error) = follow(
-                        &url,
-                        &*reader,
-                        &sequencer,
-                        &verifier,
-                        &hub,
-                        &mut published,
-                        &stopping,
-                    ) {
-                        tracing::warn!(%error, "following the shared log failed; retrying");
-                        std::thread::sleep(POLL);
-                    }
-                }
-            })?;
-        Ok(Self {
-            stop,
-            thread: Some(thread),
-        })
-    }
-
-    /// Stops the follower and waits for it.
-    pub fn stop(mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+/// Wakes the follower on every commit any server makes, until `shutdown`.
+fn listen(url: &str, commits: &Notify, shutdown: &Shutdown) {
+    while !shutdown.is_cancelled() {
+        if let Err(error) = listen_once(url, commits, shutdown) {
+            tracing::warn!(%error, "listening for commits on the shared log failed; retrying");
+            std::thread::sleep(POLL);
         }
     }
 }
 
-impl Drop for Follower {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-    }
-}
-
-fn follow(
-    url: &str,
-    reader: &dyn LogReader,
-    sequencer: &SequencerHandle,
-    verifier: &CheckpointVerifier,
-    hub: &Hub,
-    published: &mut u64,
-    stop: &AtomicBool,
-) -> Result<(), StoreError> {
+fn listen_once(url: &str, commits: &Notify, shutdown: &Shutdown) -> Result<(), StoreError> {
     let mut client = sealtrail_store::postgres::connect(url)?;
     client.batch_execute(&format!(
         "LISTEN {}",
         sealtrail_store::postgres::COMMIT_CHANNEL
     ))?;
-    while !stop.load(Ordering::Acquire) {
-        catch_up(reader, sequencer, verifier, hub, published)?;
+    while !shutdown.is_cancelled() {
         // Wait for the next commit anywhere; drain what else queued up meanwhile.
         let woken = client.notifications().timeout_iter(POLL).next()?.is_some();
         if woken {
             while client.notifications().iter().next()?.is_some() {}
+            commits.notify_one();
         }
         if client.is_closed() {
             return Err(StoreError::Invalid(
@@ -107,6 +86,50 @@ fn follow(
         }
     }
     Ok(())
+}
+
+/// The shared log as this server's consumer: its cursor is how far it has published.
+struct SharedLog {
+    published: u64,
+    reader: Arc<dyn LogReader>,
+    sequencer: SequencerHandle,
+    verifier: CheckpointVerifier,
+    hub: Arc<Hub>,
+}
+
+impl LogConsumer for SharedLog {
+    fn name(&self) -> &str {
+        "shared-log"
+    }
+
+    async fn start(&mut self, _through: u64) -> Result<u64, StepError> {
+        Ok(self.published)
+    }
+
+    fn plan(&self) -> ReadPlan {
+        // How far it may read is the newest verified checkpoint, found in the step.
+        ReadPlan::Range
+    }
+
+    async fn step(&mut self, _step: Step) -> Result<u64, StepError> {
+        let (reader, sequencer, verifier, hub) = (
+            self.reader.clone(),
+            self.sequencer.clone(),
+            self.verifier.clone(),
+            self.hub.clone(),
+        );
+        let mut published = self.published;
+        let (published, caught_up) = tokio::task::spawn_blocking(move || {
+            let result = catch_up(&*reader, &sequencer, &verifier, &hub, &mut published);
+            (published, result)
+        })
+        .await
+        .map_err(|e| StepError::Fatal(format!("the follower's task failed: {e}")))?;
+        // What was published before a failure stays published.
+        self.published = published;
+        caught_up?;
+        Ok(self.published)
+    }
 }
 
 /// Hands every event up to the newest verified checkpoint to the hub, then makes it

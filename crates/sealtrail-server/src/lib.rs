@@ -8,10 +8,11 @@
 
 pub mod access;
 pub mod api;
+pub mod app;
 pub mod auth;
 pub mod blind;
+mod components;
 pub mod config;
-mod drain;
 pub mod error;
 mod follower;
 pub mod limits;
@@ -24,17 +25,14 @@ pub mod stream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use sealtrail_store::sqlite::{Indexer, IndexerConfig, SqliteReader, open_log};
-use sealtrail_store::{
-    ApiKeyStore, CommitStats, LogReader, Sequencer, SequencerConfig, SequencerHooks, StoreError,
-};
+use sealtrail_store::StoreError;
+use sealtrail_store::follow::Shutdown;
 use tokio::sync::oneshot;
 
+use components::Components;
 pub use config::Config;
 use metrics::Metrics;
-use state::{AppState, Inner};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -99,205 +97,45 @@ impl RunningServer {
 /// Opens the store in `config.data_dir` and starts serving on `config.listen`.
 pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
-    let config_limits = config.limits.clone();
+    let shutdown = Shutdown::new();
     let metrics = Arc::new(Metrics::new());
-    let observed = metrics.clone();
-    let cipher = config
-        .encryption
-        .as_ref()
-        .map(|settings| open_cipher(&config.data_dir, settings))
-        .transpose()?;
-    let opener = sealtrail_store::encryption::Opener::new(cipher);
-    let hub = stream::Hub::start(
-        0,
-        config.stream.live_queue_events,
-        metrics.clone(),
-        opener.clone(),
-    );
-    let publisher = hub.clone();
-    let hooks = SequencerHooks {
-        on_commit: Some(Box::new(move |stats: &CommitStats| {
-            observed.commit_events.observe(stats.events as f64);
-            observed
-                .commit_seconds
-                .observe(stats.duration.as_secs_f64());
-        })),
-        // On PostgreSQL the log follower publishes every server's events, this one's too.
-        on_durable: config
-            .database_url
-            .is_none()
-            .then(|| Box::new(move |events| publisher.publish(events)) as _),
+    let (components, parts) = Components::open(&config, metrics.clone(), shutdown.clone()).await?;
+    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+        Ok(listener) => listener,
+        Err(source) => {
+            drop(parts);
+            components.close().await?;
+            return Err(ServerError::Bind {
+                addr: config.listen,
+                source,
+            });
+        }
     };
-    let sequencer_config = SequencerConfig {
-        max_group_events: config.log.max_group_events,
-        max_queued_requests: config.log.max_queued_requests,
-        checkpoint_history_interval: Duration::from_secs(config.log.checkpoint_history_secs),
-    };
-    let store = open_store(&config, sequencer_config, hooks).await?;
-    let (sequencer, sequencer_thread, verifier) =
-        (store.sequencer, store.sequencer_thread, store.verifier);
-    hub.set_published(sequencer.tree_size());
-    let (reader, keys, indexer) = (store.reader, store.keys, store.indexer);
-
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| ServerError::Bind {
-            addr: config.listen,
-            source,
-        })?;
     let local_addr = listener.local_addr().map_err(ServerError::Serve)?;
-    tracing::info!(%local_addr, tree_size = sequencer.tree_size(), origin = verifier.origin(), "serving");
-
-    let follower = match &config.database_url {
-        Some(url) => Some(
-            follower::Follower::spawn(
-                url.clone(),
-                reader.clone(),
-                sequencer.clone(),
-                verifier.clone(),
-                hub.clone(),
-            )
-            .map_err(ServerError::Serve)?,
-        ),
-        None => None,
+    tracing::info!(%local_addr, tree_size = parts.sequencer.tree_size(), origin = parts.verifier.origin(), "serving");
+    let limits = serve::ConnectionLimits {
+        header_read_timeout: config.request_timeout(),
+        max_header_bytes: config.limits.max_header_bytes,
+        max_connections: config.limits.max_connections,
     };
-    let streams = stream::Streams::new(
-        hub,
-        reader.clone(),
-        config.stream.clone(),
-        metrics.clone(),
-        opener.clone(),
-    );
-    // On PostgreSQL, ingest keeps acknowledging from a local spool while the database is
-    // unreachable, and a drainer moves the spool into the log when it is back.
-    let spool = match &config.database_url {
-        Some(_) => {
-            let dir = config.data_dir.clone();
-            let spool = blocking_store(move || sealtrail_store::spool::Spool::open(&dir)).await?;
-            if spool.depth() > 0 {
-                tracing::info!(
-                    events = spool.depth(),
-                    "the spool holds events; draining them"
-                );
-            }
-            Some(Arc::new(spool))
-        }
-        None => None,
-    };
-    let sinks = Arc::new(
-        sealtrail_sinks::Sinks::start(
-            &config.sinks,
-            &config.routes,
-            &config.data_dir,
-            reader.clone(),
-            sequencer.durable_size(),
-            opener.clone(),
-        )
-        .map_err(|e| ServerError::Sinks(e.to_string()))?,
-    );
-    // Equality search on encrypted fields: a cursor on the log keeping the blind index.
-    let (blind_stop, blind_stopped) = tokio::sync::watch::channel(false);
-    let blind = match opener.cipher() {
-        Some(_)
-            if config
-                .encryption
-                .as_ref()
-                .is_some_and(|e| !e.blind_index.is_empty()) =>
-        {
-            let dir = config.data_dir.clone();
-            Some(Arc::new(
-                blocking_store(move || blind::BlindIndex::open(&dir)).await?,
-            ))
-        }
-        _ => None,
-    };
-    let blind_task = blind.clone().map(|index| {
-        tokio::spawn(blind::follow(
-            index,
-            reader.clone(),
-            sequencer.durable_size(),
-            opener.clone(),
-            blind_stopped,
-        ))
-    });
-    let drainer = spool.clone().map(|spool| {
-        tokio::spawn(drain::run(
-            spool,
-            sequencer.clone(),
-            reader.clone(),
-            metrics.clone(),
-        ))
-    });
-    let state = AppState::new(Inner {
-        streams,
-        sequencer,
-        reader,
-        keys: Arc::new(keys),
-        verifier,
-        config,
-        metrics,
-        indexer: indexer.as_ref().map(|i| i.progress()),
-        spool,
-        sinks: sinks.clone(),
-        opener,
-        blind,
-        rate_limits: limits::KeyRateLimiter::new(
-            config_limits.key_requests_per_sec,
-            config_limits.key_burst,
-        ),
-    });
-    let streams = state.streams.clone();
-    let header_read_timeout = state.config.request_timeout();
-    let app = routes::router(state);
+    let app = routes::router(parts.into_state(config, metrics));
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
+        let stopping = shutdown.clone();
         serve::serve(
             listener,
             app,
             tls,
-            serve::ConnectionLimits {
-                header_read_timeout,
-                max_header_bytes: config_limits.max_header_bytes,
-                max_connections: config_limits.max_connections,
-            },
+            limits,
             async move {
                 let _ = stopped.await;
             },
-            move || streams.shut_down(),
+            // Streams and every follower of the log stop at once; requests in flight
+            // finish before the log closes.
+            move || stopping.cancel(),
         )
         .await;
-        // Every clone of the state (and so of the sequencer handle) lived in the router,
-        // which is gone now: the sequencer drains its queue and stops.
-        // The drainer and the follower hold sequencer handles too. (A drain cut short is
-        // finished at the next start: it skips what reached the log.)
-        // Sinks and the blind index resume from their cursors at the next start.
-        sinks.stop().await;
-        let _ = blind_stop.send(true);
-        if let Some(task) = blind_task {
-            let _ = task.await;
-        }
-        if let Some(drainer) = drainer {
-            drainer.abort();
-            let _ = drainer.await;
-        }
-        if let Some(follower) = follower {
-            tokio::task::spawn_blocking(move || follower.stop())
-                .await
-                .map_err(|e| ServerError::Serve(std::io::Error::other(e)))?;
-        }
-        tokio::task::spawn_blocking(move || sequencer_thread.join())
-            .await
-            .map_err(|e| ServerError::Serve(std::io::Error::other(e)))?
-            .map_err(|_| {
-                ServerError::Serve(std::io::Error::other("the sequencer thread panicked"))
-            })?;
-        if let Some(indexer) = indexer {
-            tokio::task::spawn_blocking(move || indexer.stop())
-                .await
-                .map_err(|e| ServerError::Serve(std::io::Error::other(e)))?;
-        }
-        tracing::info!("log closed");
-        Ok(())
+        components.close().await
     });
     Ok(RunningServer {
         local_addr,
@@ -306,79 +144,8 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     })
 }
 
-/// The log's writer (running), its readers and the API keys, on the configured store.
-struct Store {
-    sequencer: sealtrail_store::SequencerHandle,
-    sequencer_thread: std::thread::JoinHandle<()>,
-    verifier: sealtrail_core::CheckpointVerifier,
-    reader: Arc<dyn LogReader>,
-    keys: ApiKeyStore,
-    indexer: Option<sealtrail_store::sqlite::IndexerHandle>,
-}
-
-async fn open_store(
-    config: &Config,
-    sequencer_config: SequencerConfig,
-    hooks: SequencerHooks,
-) -> Result<Store, ServerError> {
-    let data_dir = config.data_dir.clone();
-    let origin = config.log_origin.clone();
-    if let Some(url) = config.database_url.clone() {
-        let (backend, signer) = blocking_store({
-            let url = url.clone();
-            move || sealtrail_store::postgres::open_log(&url, &data_dir, origin.as_deref())
-        })
-        .await?;
-        let verifier = signer.verifier().clone();
-        // Opening the log reads it through the blocking PostgreSQL client.
-        let (sequencer, sequencer_thread) =
-            blocking_store(move || Sequencer::spawn(backend, signer, sequencer_config, hooks))
-                .await?;
-        let data_dir = config.data_dir.clone();
-        let (reader, keys) = blocking_store(move || {
-            Ok((
-                sealtrail_store::postgres::PgReader::open(&url)?,
-                ApiKeyStore::open(&data_dir)?,
-            ))
-        })
-        .await?;
-        return Ok(Store {
-            sequencer,
-            sequencer_thread,
-            verifier,
-            reader: Arc::new(reader),
-            keys,
-            indexer: None,
-        });
-    }
-    let (backend, signer) = blocking_store(move || open_log(&data_dir, origin.as_deref())).await?;
-    let verifier = signer.verifier().clone();
-    let (sequencer, sequencer_thread) = Sequencer::spawn(backend, signer, sequencer_config, hooks)?;
-    let data_dir = config.data_dir.clone();
-    let durable = sequencer.durable_size();
-    let (reader, keys, indexer) = blocking_store(move || {
-        let indexer = Indexer::open(&data_dir, IndexerConfig::default())?
-            .bounded_by(durable)
-            .spawn()?;
-        Ok((
-            SqliteReader::open(&data_dir)?,
-            ApiKeyStore::open(&data_dir)?,
-            indexer,
-        ))
-    })
-    .await?;
-    Ok(Store {
-        sequencer,
-        sequencer_thread,
-        verifier,
-        reader: Arc::new(reader),
-        keys,
-        indexer: Some(indexer),
-    })
-}
-
 /// The field cipher from the configured master key (base64 of 32 bytes) and fields.
-fn open_cipher(
+pub(crate) fn open_cipher(
     data_dir: &std::path::Path,
     settings: &config::EncryptionConfig,
 ) -> Result<Arc<sealtrail_store::encryption::FieldCipher>, ServerError> {
@@ -442,7 +209,7 @@ fn tls_acceptor(settings: &config::TlsSettings) -> Result<tokio_rustls::TlsAccep
     Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server)))
 }
 
-async fn blocking_store<T: Send + 'static>(
+pub(crate) async fn blocking_store<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, ServerError> {
     tokio::task::spawn_blocking(work)

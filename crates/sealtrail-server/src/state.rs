@@ -14,7 +14,7 @@ pub struct AppState(Arc<Inner>);
 
 /// The parts of [`AppState`].
 pub struct Inner {
-    /// Appends go here.
+    /// The log's writer: its durable tree size and checkpoint (appends go through `log`).
     pub sequencer: SequencerHandle,
     /// Reads go here.
     pub reader: Arc<dyn LogReader>,
@@ -31,8 +31,12 @@ pub struct Inner {
     pub indexer: Option<sealtrail_store::sqlite::IndexProgress>,
     /// Live streams.
     pub streams: crate::stream::Streams,
-    /// On PostgreSQL: where ingest keeps acknowledging while the database is unreachable.
-    pub spool: Option<Arc<sealtrail_store::spool::Spool>>,
+    /// The way into the log (on PostgreSQL with the spool for outages).
+    pub log: crate::app::DurableLog,
+    /// Validates and appends producers' events.
+    pub ingest: crate::app::ingest::Ingest,
+    /// Destroys data keys.
+    pub shredder: crate::app::shred::Shredder,
     /// The sinks delivering the log elsewhere.
     pub sinks: Arc<sealtrail_sinks::Sinks>,
     /// Shows events to readers (sealed fields opened when encryption is on).

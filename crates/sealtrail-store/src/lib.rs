@@ -9,6 +9,7 @@
 
 pub mod encryption;
 mod error;
+pub mod follow;
 pub mod identity;
 pub mod keys;
 pub mod postgres;

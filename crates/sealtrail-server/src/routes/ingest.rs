@@ -7,22 +7,17 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
-use sealtrail_core::time_format::now_micros;
-use sealtrail_core::{FieldError, PreparedEvent, Scope, TenantScope};
-use sealtrail_store::{AppendError, AppendOutcome};
+use sealtrail_core::{FieldError, Scope};
+use sealtrail_store::AppendError;
 use serde_json::Value;
 
 use super::{Params, raw_json};
 use crate::api::{IngestResponse, IngestResult};
+use crate::app::Appended;
+use crate::app::ingest::{Batch, IngestError, Ingested};
 use crate::auth::Auth;
 use crate::error::{ApiError, EventError};
 use crate::state::AppState;
-
-/// Requests with fewer events than this are validated on the async worker (~15 µs per
-/// event, so up to ~4 ms); larger ones on a blocking thread so they do not stall the other
-/// requests a worker serves. Measured: moving 100-event batches off the workers added a
-/// thread hop and CPU contention that cost a fifth of the ingest throughput.
-const INLINE_VALIDATION_MAX_EVENTS: usize = 256;
 
 /// Append events.
 #[utoipa::path(
@@ -87,11 +82,43 @@ async fn ingest_inner(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     auth.require(Scope::Ingest)?;
+    let partial = partial_param(&params)?;
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::body_too_large(state.config.limits.max_body_bytes)
+        } else {
+            ApiError::invalid_json(rejection.body_text())
+        }
+    })?;
+    let split = split_body(&body, is_ndjson(&headers)?)?;
+    check_count(split.items.len(), state.config.limits.max_batch_events)?;
+    refuse_other_tenants(&auth, &split.items, split.batch)?;
+    let batch = Batch {
+        items: split.items,
+        lines: split.lines,
+        partial,
+        scope: auth.0.tenant_scope(),
+    };
+    let ingested = state
+        .ingest
+        .ingest(batch)
+        .await
+        .map_err(|e| ingest_error(e, split.batch))?;
+    if let Appended::Stored(outcome) = &ingested.appended {
+        let new_events = outcome.receipts.iter().filter(|r| !r.duplicate).count();
+        state.metrics.ingest_events.inc_by(new_events as u64);
+        tracing::debug!(events = outcome.receipts.len(), new_events, "ingested");
+    }
+    Ok(respond(ingested, partial))
+}
+
+/// `?partial=true|false`, the only parameter.
+fn partial_param(params: &Params) -> Result<bool, ApiError> {
     let mut partial = false;
     for (key, value) in params.pairs() {
-        match (key, value) {
-            ("partial", "true") => partial = true,
-            ("partial", "false") => partial = false,
+        partial = match (key, value) {
+            ("partial", "true") => true,
+            ("partial", "false") => false,
             ("partial", other) => {
                 return Err(ApiError::invalid_parameter(FieldError::new(
                     "partial",
@@ -104,45 +131,38 @@ async fn ingest_inner(
                     "unknown parameter; POST /v1/events takes partial",
                 )));
             }
-        }
+        };
     }
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::body_too_large(state.config.limits.max_body_bytes)
-        } else {
-            ApiError::invalid_json(rejection.body_text())
-        }
-    })?;
-    let ndjson = match headers
+    Ok(partial)
+}
+
+/// Whether the body is NDJSON (by its content type; JSON when none is given).
+fn is_ndjson(headers: &HeaderMap) -> Result<bool, ApiError> {
+    let Some(ct) = headers
         .get(header::CONTENT_TYPE)
         .map(|v| v.to_str().unwrap_or("?"))
-    {
-        None => false,
-        Some(ct) => {
-            let essence = ct
-                .split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase();
-            match essence.as_str() {
-                "application/json" => false,
-                "application/x-ndjson" | "application/jsonl" => true,
-                _ => return Err(ApiError::unsupported_media_type(ct)),
-            }
-        }
+    else {
+        return Ok(false);
     };
-
-    let SplitBody {
-        items,
-        batch,
-        lines,
-    } = split_body(&body, ndjson)?;
-    let max = state.config.limits.max_batch_events;
-    if items.len() > max {
-        return Err(ApiError::batch_too_large(items.len(), max));
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match essence.as_str() {
+        "application/json" => Ok(false),
+        "application/x-ndjson" | "application/jsonl" => Ok(true),
+        _ => Err(ApiError::unsupported_media_type(ct)),
     }
-    if items.is_empty() {
+}
+
+/// A request holds at least one event and at most `max`.
+fn check_count(count: usize, max: usize) -> Result<(), ApiError> {
+    if count > max {
+        return Err(ApiError::batch_too_large(count, max));
+    }
+    if count == 0 {
         return Err(ApiError::invalid_events(
             vec![EventError {
                 line: None,
@@ -153,58 +173,16 @@ async fn ingest_inner(
             false,
         ));
     }
+    Ok(())
+}
 
-    refuse_other_tenants(&auth, &items, batch)?;
-    let scope = auth.0.tenant_scope();
-    let limits = state.config.limits.event.clone();
-    let received_at = now_micros();
-    let inline = items.len() < INLINE_VALIDATION_MAX_EVENTS;
-    // Sensitive fields are sealed as each record is written, before anything is stored.
-    let cipher = state.opener.shared_cipher();
-    let validate = move || validate_all(items, &scope, received_at, &limits, cipher.as_deref());
-    let checked = if inline {
-        validate()
-    } else {
-        super::blocking(move || Ok(validate())).await?
+fn ingest_error(error: IngestError, batch: bool) -> ApiError {
+    let (error, positions) = match error {
+        IngestError::Invalid(errors) => return ApiError::invalid_events(errors, batch),
+        IngestError::Internal(reason) => return ApiError::internal(reason),
+        IngestError::Append { error, positions } => (error, positions),
     };
-
-    let mut accepted = Vec::with_capacity(checked.len());
-    let mut errors = Vec::new();
-    let mut positions = Vec::with_capacity(checked.len());
-    for (index, result) in checked.into_iter().enumerate() {
-        match result {
-            Ok(event) => {
-                positions.push(index);
-                accepted.push(event);
-            }
-            Err(e) => errors.push(EventError {
-                line: lines.as_ref().map(|l| l[index]),
-                index,
-                field: e.field,
-                reason: e.reason,
-            }),
-        }
-    }
-    if !errors.is_empty() && (!partial || accepted.is_empty()) {
-        return Err(ApiError::invalid_events(errors, batch));
-    }
-
-    // While the spool holds events, new ones queue behind them: the log keeps their order.
-    if let Some(spool) = &state.spool
-        && spool.depth() > 0
-    {
-        return spool_events(state, spool, accepted, &positions, partial, errors).await;
-    }
-    // Kept for the spool, should the database be unreachable.
-    let spare = state.spool.as_ref().map(|_| accepted.clone());
-    let appended = state.sequencer.append(accepted).await;
-    if let (Some(spool), Some(events), Err(AppendError::Storage(reason))) =
-        (&state.spool, spare, &appended)
-    {
-        tracing::warn!(%reason, "the database is unreachable; spooling");
-        return spool_events(state, spool, events, &positions, partial, errors).await;
-    }
-    let outcome = appended.map_err(|e| match e {
+    match error {
         AppendError::Conflict { index, id } => {
             let field = if batch {
                 format!("events[{}].id", positions[index])
@@ -224,61 +202,7 @@ async fn ingest_inner(
             "the log is not taking writes; events are not acknowledged (retry with the same \
                  event ids): {reason}"
         )),
-    })?;
-    let new_events = outcome.receipts.iter().filter(|r| !r.duplicate).count();
-    state.metrics.ingest_events.inc_by(new_events as u64);
-    tracing::debug!(events = outcome.receipts.len(), new_events, "ingested");
-    Ok(respond(outcome, partial.then_some((positions, errors))))
-}
-
-/// Keeps the events in the local spool (fsync'd) and answers 202 with their ids.
-async fn spool_events(
-    state: &AppState,
-    spool: &std::sync::Arc<sealtrail_store::spool::Spool>,
-    events: Vec<sealtrail_core::PreparedEvent>,
-    positions: &[usize],
-    partial: bool,
-    errors: Vec<EventError>,
-) -> Result<Response, ApiError> {
-    let ids: Vec<String> = events.iter().map(|e| e.id.to_string()).collect();
-    let writer = spool.clone();
-    super::blocking(move || Ok(writer.append(&events)?)).await?;
-    state.metrics.spool_events.set(spool.depth() as i64);
-    let receipt = |index: Option<usize>, id: &String| IngestResult {
-        index,
-        id: Some(id.clone()),
-        seq: None,
-        leaf_hash: None,
-        error: None,
-    };
-    let mut results: Vec<IngestResult> = if partial {
-        positions
-            .iter()
-            .zip(&ids)
-            .map(|(&i, id)| receipt(Some(i), id))
-            .collect()
-    } else {
-        ids.iter().map(|id| receipt(None, id)).collect()
-    };
-    results.extend(errors.into_iter().map(|e| IngestResult {
-        index: Some(e.index),
-        id: None,
-        seq: None,
-        leaf_hash: None,
-        error: Some(e),
-    }));
-    results.sort_by_key(|r| r.index);
-    let checkpoint = state.sequencer.durable_checkpoint();
-    let body = IngestResponse {
-        events: results,
-        tree_size: checkpoint.tree_size,
-        checkpoint: checkpoint.note.clone(),
-        spooled: true,
-    };
-    Ok(raw_json(
-        StatusCode::ACCEPTED,
-        serde_json::to_vec(&body).expect("serialising plain structs cannot fail"),
-    ))
+    }
 }
 
 /// Writing another tenant is an authorisation failure (403), not a malformed event; the
@@ -312,26 +236,6 @@ fn refuse_other_tenants(
         }
     }
     Ok(())
-}
-
-type Checked = Vec<Result<PreparedEvent, FieldError>>;
-
-fn validate_all(
-    items: Vec<Result<Value, FieldError>>,
-    scope: &TenantScope,
-    received_at: i64,
-    limits: &sealtrail_core::EventLimits,
-    sealer: Option<&sealtrail_store::encryption::FieldCipher>,
-) -> Checked {
-    let sealer = sealer.map(|c| c as &dyn sealtrail_core::FieldSealer);
-    items
-        .into_iter()
-        .map(|item| {
-            item.and_then(|value| {
-                sealtrail_core::prepare_event_sealed(value, scope, received_at, limits, sealer)
-            })
-        })
-        .collect()
 }
 
 /// Splits a body into events: `(events, is_batch)`. A malformed NDJSON line is that
@@ -403,44 +307,76 @@ fn split_body(body: &[u8], ndjson: bool) -> Result<SplitBody, ApiError> {
     }
 }
 
-fn respond(outcome: AppendOutcome, partial: Option<(Vec<usize>, Vec<EventError>)>) -> Response {
-    let receipt = |index: Option<usize>, r: &sealtrail_store::Receipt| IngestResult {
-        index,
-        id: Some(r.id.to_string()),
-        seq: Some(r.seq),
-        leaf_hash: Some(hex::encode(r.leaf_hash)),
-        error: None,
-    };
-    let (status, events) = match partial {
-        None => (
-            StatusCode::CREATED,
-            outcome.receipts.iter().map(|r| receipt(None, r)).collect(),
-        ),
-        Some((positions, errors)) => {
-            let mut results: Vec<IngestResult> = positions
+/// 201 with receipts (200 and per-event results with `partial`), or 202 when spooled.
+fn respond(ingested: Ingested, partial: bool) -> Response {
+    let Ingested {
+        appended,
+        positions,
+        errors,
+    } = ingested;
+    let (status, mut events, checkpoint, spooled) = match appended {
+        Appended::Stored(outcome) => (
+            if partial {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            },
+            outcome
+                .receipts
                 .iter()
-                .zip(&outcome.receipts)
-                .map(|(&i, r)| receipt(Some(i), r))
-                .collect();
-            results.extend(errors.into_iter().map(|e| IngestResult {
-                index: Some(e.index),
-                id: None,
-                seq: None,
-                leaf_hash: None,
-                error: Some(e),
-            }));
-            results.sort_by_key(|r| r.index);
-            (StatusCode::OK, results)
-        }
+                .map(stored_receipt)
+                .collect::<Vec<_>>(),
+            outcome.checkpoint,
+            false,
+        ),
+        Appended::Spooled { ids, checkpoint } => (
+            StatusCode::ACCEPTED,
+            ids.iter().map(spooled_receipt).collect(),
+            checkpoint,
+            true,
+        ),
     };
+    if partial {
+        for (result, &index) in events.iter_mut().zip(&positions) {
+            result.index = Some(index);
+        }
+        events.extend(errors.into_iter().map(|e| IngestResult {
+            index: Some(e.index),
+            id: None,
+            seq: None,
+            leaf_hash: None,
+            error: Some(e),
+        }));
+        events.sort_by_key(|r| r.index);
+    }
     let body = IngestResponse {
         events,
-        tree_size: outcome.checkpoint.tree_size,
-        checkpoint: outcome.checkpoint.note.clone(),
-        spooled: false,
+        tree_size: checkpoint.tree_size,
+        checkpoint: checkpoint.note.clone(),
+        spooled,
     };
     raw_json(
         status,
         serde_json::to_vec(&body).expect("serialising plain structs cannot fail"),
     )
+}
+
+fn stored_receipt(r: &sealtrail_store::Receipt) -> IngestResult {
+    IngestResult {
+        index: None,
+        id: Some(r.id.to_string()),
+        seq: Some(r.seq),
+        leaf_hash: Some(hex::encode(r.leaf_hash)),
+        error: None,
+    }
+}
+
+fn spooled_receipt(id: &uuid::Uuid) -> IngestResult {
+    IngestResult {
+        index: None,
+        id: Some(id.to_string()),
+        seq: None,
+        leaf_hash: None,
+        error: None,
+    }
 }

@@ -44,7 +44,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
             ready,
             tree_size,
             index_lag_events: lag,
-            spool_events: state.spool.as_ref().map_or(0, |s| s.depth()),
+            spool_events: state.log.spooled_events(),
         }),
     )
 }
@@ -55,8 +55,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     let m = &state.metrics;
     m.tree_size.set(tree_size as i64);
     m.index_lag_events.set(state.index_lag(tree_size) as i64);
-    m.spool_events
-        .set(state.spool.as_ref().map_or(0, |s| s.depth()) as i64);
+    m.spool_events.set(state.log.spooled_events() as i64);
     for sink in state.sinks.status() {
         let label = crate::metrics::SinkLabel { sink: sink.name };
         let set = |family: &prometheus_client::metrics::family::Family<_, _>, value: i64| {

@@ -15,10 +15,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::sync::watch;
-
 use sealtrail_core::{EventFilter, FieldError};
 use sealtrail_store::LogReader;
+use sealtrail_store::follow::{Shutdown, StepError, read_after};
 
 use crate::config::StreamSettings;
 use crate::error::ApiError;
@@ -82,8 +81,8 @@ pub struct Streams {
     /// Shows replayed events with their sealed fields opened.
     pub opener: sealtrail_store::encryption::Opener,
     active: Arc<AtomicUsize>,
-    /// Turns true once, when the server begins to shut down.
-    shutting_down: Arc<watch::Sender<bool>>,
+    /// The server's shutdown: every subscription ends when it begins.
+    shutdown: Shutdown,
 }
 
 /// A subscription counted against `stream.max_subscribers` while it lives.
@@ -100,13 +99,16 @@ impl Drop for SubscriberSlot {
 }
 
 impl Streams {
-    /// The streams of a server.
+    /// The streams of a server. When `shutdown` is signalled every subscription stops
+    /// with [`Closed::ShuttingDown`], so that endless responses finish and the server can
+    /// close.
     pub fn new(
         hub: Arc<Hub>,
         reader: Arc<dyn LogReader>,
         settings: StreamSettings,
         metrics: Arc<Metrics>,
         opener: sealtrail_store::encryption::Opener,
+        shutdown: Shutdown,
     ) -> Self {
         Self {
             hub,
@@ -115,26 +117,13 @@ impl Streams {
             metrics,
             opener,
             active: Arc::default(),
-            shutting_down: Arc::new(watch::channel(false).0),
+            shutdown,
         }
-    }
-
-    /// Ends every subscription: each stops with [`Closed::ShuttingDown`] so that endless
-    /// responses finish and the server can close.
-    pub fn shut_down(&self) {
-        self.shutting_down.send_replace(true);
-    }
-
-    fn is_shutting_down(&self) -> bool {
-        *self.shutting_down.borrow()
     }
 
     /// Resolves once the server begins to shut down.
     pub fn shutdown_signal(&self) -> impl Future<Output = ()> + Send + 'static {
-        let mut signal = self.shutting_down.subscribe();
-        async move {
-            let _ = signal.wait_for(|down| *down).await;
-        }
+        self.shutdown.clone().cancelled_owned()
     }
 
     /// Takes a subscriber slot, or refuses with 503 at the limit.
@@ -192,26 +181,23 @@ pub async fn follow<O: Outbox>(
     loop {
         let mut registration = streams.hub.register(filter.clone());
         while cursor < registration.live_from {
-            if streams.is_shutting_down() {
-                return Err(Closed::ShuttingDown);
-            }
-            let reader = streams.reader.clone();
-            let (replay_filter, through) = (filter.clone(), registration.live_from);
-            let limit = streams.settings.replay_batch_events;
-            let page = tokio::task::spawn_blocking(move || {
-                reader.events_after(cursor, through, &replay_filter, limit)
-            })
+            let page = read_after(
+                streams.reader.clone(),
+                cursor,
+                registration.live_from,
+                filter.clone(),
+                streams.settings.replay_batch_events,
+                &streams.shutdown,
+            )
             .await
-            .map_err(|e| Closed::Store(e.to_string()))?
-            .map_err(|e| Closed::Store(e.to_string()))?;
+            .map_err(|e| match e {
+                StepError::Stopped => Closed::ShuttingDown,
+                other => Closed::Store(other.to_string()),
+            })?;
             for event in &page.events {
                 let json = streams.opener.api_json(event);
                 out.event(Outgoing::Replayed(event.seq, json)).await?;
             }
-            debug_assert!(
-                page.scanned_through > cursor,
-                "a replay step always advances"
-            );
             cursor = page.scanned_through;
         }
         if !announced {

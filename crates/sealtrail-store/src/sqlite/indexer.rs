@@ -14,7 +14,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,9 @@ use super::{INDEX_DB_FILE, log_db_path, schema};
 pub(crate) const HOUR_OF_OCCURRED_AT: &str =
     "occurred_at - (((occurred_at % 3600000000) + 3600000000) % 3600000000)";
 use crate::StoreError;
+use crate::follow::{
+    FollowTiming, Horizon, LogConsumer, LogFollower, ReadPlan, Shutdown, Step, StepError,
+};
 use crate::sequencer::DurableSize;
 
 /// How the indexer batches.
@@ -149,11 +152,17 @@ impl Indexer {
 
     /// Indexes the next batch of committed rows; returns how many.
     pub fn step(&mut self) -> Result<u64, StoreError> {
+        let bound = self.durable.as_ref().map_or(u64::MAX, DurableSize::get);
+        self.step_within(bound)
+    }
+
+    /// Indexes the next batch of committed rows up to seq `bound`; returns how many.
+    fn step_within(&mut self, bound: u64) -> Result<u64, StoreError> {
         let from = self.indexed_through()?;
-        let mut upto = self.log_size()?.min(from + self.config.max_batch_events);
-        if let Some(durable) = &self.durable {
-            upto = upto.min(durable.get());
-        }
+        let upto = self
+            .log_size()?
+            .min(from + self.config.max_batch_events)
+            .min(bound);
         if upto <= from {
             return Ok(0);
         }
@@ -208,72 +217,124 @@ impl Indexer {
         }
     }
 
-    /// Runs the indexer on its own thread until the handle is stopped or dropped.
-    pub fn spawn(mut self) -> Result<IndexerHandle, StoreError> {
-        let stop = Arc::new(AtomicBool::new(false));
+    /// Runs the indexer on its own thread until the handle is stopped or dropped: a
+    /// [`LogFollower`] on a single-threaded runtime of its own, so that the thread's
+    /// scheduling priority (see [`Priority`]) applies to the indexing alone.
+    pub fn spawn(self) -> Result<IndexerHandle, StoreError> {
+        let shutdown = Shutdown::new();
         let indexed = Arc::new(AtomicU64::new(self.indexed_through()?));
-        let (stop_flag, indexed_through) = (stop.clone(), indexed.clone());
+        let timing = FollowTiming {
+            poll: self.config.poll_interval,
+            retry_after: self.config.poll_interval * 10,
+        };
+        let horizon = IndexHorizon(self.durable.clone());
+        let follower = LogFollower::without_reader(horizon, shutdown.clone()).with_timing(timing);
+        let consumer = IndexConsumer {
+            indexer: self,
+            indexed: indexed.clone(),
+            priority: Priority::Normal,
+            waiting_since: None,
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|e| StoreError::io("starting the indexer's runtime", e))?;
         let thread = std::thread::Builder::new()
             .name("sealtrail-indexer".into())
-            .spawn(move || self.run(&stop_flag, &indexed_through))
+            .spawn(move || runtime.block_on(follower.run(consumer)))
             .map_err(|e| StoreError::io("starting the indexer thread", e))?;
         Ok(IndexerHandle {
-            stop,
+            shutdown,
             indexed,
             thread: Some(thread),
         })
     }
+}
 
-    fn run(&mut self, stop: &AtomicBool, indexed: &AtomicU64) {
-        let mut priority = Priority::Idle;
-        set_priority(priority);
-        let mut waiting_since: Option<Instant> = None;
-        while !stop.load(Ordering::Acquire) {
-            let pending = match (self.log_size(), self.indexed_through()) {
-                (Ok(size), Ok(through)) => {
-                    let size = self.durable.as_ref().map_or(size, |d| size.min(d.get()));
-                    size.saturating_sub(through)
-                }
-                (Err(e), _) | (_, Err(e)) => {
-                    tracing::error!(error = %e, "indexer cannot read the log; retrying");
-                    std::thread::sleep(self.config.poll_interval * 10);
-                    continue;
-                }
-            };
-            let wanted = if pending > MAX_YIELDING_LAG_EVENTS {
-                Priority::Normal
-            } else {
-                Priority::Idle
-            };
-            if wanted != priority {
-                priority = wanted;
-                set_priority(priority);
-            }
-            let due = match waiting_since {
-                _ if pending >= self.config.min_batch_events => true,
-                Some(since) => pending > 0 && since.elapsed() >= self.config.max_delay,
-                None => false,
-            };
-            if pending > 0 && waiting_since.is_none() {
-                waiting_since = Some(Instant::now());
-            }
-            if !due {
-                std::thread::sleep(self.config.poll_interval);
-                continue;
-            }
-            match self.step() {
-                Ok(_) => {
-                    if let Ok(through) = self.indexed_through() {
-                        indexed.store(through, Ordering::Release);
-                    }
-                    waiting_since = None;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "indexing failed; retrying");
-                    std::thread::sleep(self.config.poll_interval * 10);
-                }
-            }
+/// The indexer's bound: the durable tree when a sequencer runs, else whatever the log
+/// holds. It is polled (every `poll_interval`) rather than woken by each commit: batches
+/// are what make indexing cheap.
+#[derive(Clone)]
+struct IndexHorizon(Option<DurableSize>);
+
+impl Horizon for IndexHorizon {
+    fn through(&self) -> u64 {
+        self.0.as_ref().map_or(u64::MAX, DurableSize::get)
+    }
+
+    fn moved_beyond(&self, _seq: u64) -> impl Future<Output = ()> + Send {
+        std::future::pending()
+    }
+}
+
+/// The indexer as a consumer of the log: it copies rows in SQL, so it reads nothing
+/// through the follower, and it waits for a batch to fill (or to age) before a step.
+struct IndexConsumer {
+    indexer: Indexer,
+    indexed: Arc<AtomicU64>,
+    priority: Priority,
+    /// When the oldest unindexed row was first seen waiting.
+    waiting_since: Option<Instant>,
+}
+
+impl IndexConsumer {
+    fn pending(&self, through: u64) -> Result<u64, StoreError> {
+        let size = self.indexer.log_size()?.min(through);
+        Ok(size.saturating_sub(self.indexer.indexed_through()?))
+    }
+
+    fn adjust_priority(&mut self, pending: u64) {
+        let wanted = if pending > MAX_YIELDING_LAG_EVENTS {
+            Priority::Normal
+        } else {
+            Priority::Idle
+        };
+        if wanted != self.priority {
+            self.priority = wanted;
+            set_priority(wanted);
         }
+    }
+
+    /// A batch is due once it is large, or once its oldest row has waited long enough.
+    fn due(&mut self, pending: u64) -> bool {
+        let config = &self.indexer.config;
+        let due = match self.waiting_since {
+            _ if pending >= config.min_batch_events => true,
+            Some(since) => pending > 0 && since.elapsed() >= config.max_delay,
+            None => false,
+        };
+        if pending > 0 && self.waiting_since.is_none() {
+            self.waiting_since = Some(Instant::now());
+        }
+        due
+    }
+}
+
+impl LogConsumer for IndexConsumer {
+    fn name(&self) -> &str {
+        "indexer"
+    }
+
+    async fn start(&mut self, _through: u64) -> Result<u64, StepError> {
+        self.adjust_priority(0);
+        Ok(self.indexer.indexed_through()?)
+    }
+
+    fn plan(&self) -> ReadPlan {
+        ReadPlan::Range
+    }
+
+    async fn step(&mut self, step: Step) -> Result<u64, StepError> {
+        let pending = self.pending(step.through)?;
+        self.adjust_priority(pending);
+        if !self.due(pending) {
+            return Ok(step.cursor);
+        }
+        self.indexer.step_within(step.through)?;
+        let through = self.indexer.indexed_through()?;
+        self.indexed.store(through, Ordering::Release);
+        self.waiting_since = None;
+        Ok(through)
     }
 }
 
@@ -327,7 +388,7 @@ impl IndexProgress {
 
 /// The running indexer.
 pub struct IndexerHandle {
-    stop: Arc<AtomicBool>,
+    shutdown: Shutdown,
     indexed: Arc<AtomicU64>,
     thread: Option<JoinHandle<()>>,
 }
@@ -349,7 +410,7 @@ impl IndexerHandle {
     }
 
     fn shutdown(&mut self) {
-        self.stop.store(true, Ordering::Release);
+        self.shutdown.cancel();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }

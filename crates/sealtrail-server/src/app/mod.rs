@@ -1,0 +1,16 @@
+//! The application layer: what the server does, between HTTP and the stores.
+//!
+//! Handlers in `routes/` parse a request, authorise it, call one method here and turn the
+//! answer into a response; nothing here knows HTTP. [`DurableLog`] owns the way into the
+//! log — the sequencer, and on PostgreSQL the local spool and its drainer — so the
+//! spool-or-log decision is made in one place. [`system`] holds the events the server
+//! writes about itself (access records, shreddings), typed rather than built as JSON
+//! where they are needed.
+
+mod drain;
+pub mod ingest;
+pub mod log;
+pub mod shred;
+pub mod system;
+
+pub use log::{Appended, DurableLog};

@@ -1,0 +1,161 @@
+//! The events the server writes about itself, typed: the access record of a read, and
+//! the record of a crypto-shredding. Each becomes an ordinary producer event (validated
+//! and hashed like any other), so it is queried, streamed and verified like any other.
+
+use std::net::IpAddr;
+
+use sealtrail_core::{EventLimits, FieldError, FieldSealer, PreparedEvent, TenantScope};
+use serde::Serialize;
+use serde_json::Value;
+
+/// The producer-event shape of a system event (fields absent when `None`).
+#[derive(Serialize)]
+struct Input<'a, D: Serialize> {
+    tenant_id: &'a str,
+    action: &'a str,
+    actor_type: &'static str,
+    user_id: String,
+    resource_type: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resource_id: Option<&'a str>,
+    severity: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outcome: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ip_address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_agent: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+    details: D,
+}
+
+impl<D: Serialize> Input<'_, D> {
+    /// Validated (and, with `sealer`, sealed) like a producer's event.
+    fn prepare(
+        &self,
+        received_at: i64,
+        limits: &EventLimits,
+        sealer: Option<&dyn FieldSealer>,
+    ) -> Result<PreparedEvent, FieldError> {
+        let value = serde_json::to_value(self).expect("system events serialise to JSON");
+        sealtrail_core::prepare_event_sealed(value, &TenantScope::Any, received_at, limits, sealer)
+    }
+}
+
+/// The record of one read made with an API key (`audit_log.*`), in one tenant.
+pub struct AccessRecord<'a> {
+    /// Where it is recorded.
+    pub tenant: &'a str,
+    /// `audit_log.read`, `audit_log.stats`, ...
+    pub action: &'a str,
+    /// The key that read.
+    pub key_id: &'a str,
+    /// The filter or parameters as the client gave them.
+    pub filter: &'a Value,
+    /// Events returned (in this tenant), where that has a meaning.
+    pub result_count: Option<u64>,
+    /// The event read, for a read of one event by id.
+    pub event_id: Option<&'a str>,
+    /// The resource read, when the read was of one resource: (type, id).
+    pub resource: Option<(&'a str, Option<&'a str>)>,
+    /// The client's address.
+    pub client_ip: Option<IpAddr>,
+    /// The client's user agent.
+    pub user_agent: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct AccessDetails<'a> {
+    key_id: &'a str,
+    filter: &'a Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result_count: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_id: Option<&'a str>,
+}
+
+impl AccessRecord<'_> {
+    /// The event, received at `received_at` (UTC µs); the reader's address and user agent
+    /// are sealed like any event's.
+    pub fn prepare(
+        &self,
+        received_at: i64,
+        limits: &EventLimits,
+        sealer: Option<&dyn FieldSealer>,
+    ) -> Result<PreparedEvent, FieldError> {
+        let (resource_type, resource_id) = self.resource.unwrap_or(("audit_log", None));
+        Input {
+            tenant_id: self.tenant,
+            action: self.action,
+            actor_type: "service",
+            user_id: format!("key:{}", self.key_id),
+            resource_type,
+            resource_id,
+            severity: "info",
+            outcome: Some("success"),
+            ip_address: self.client_ip.map(|ip| ip.to_string()),
+            user_agent: self.user_agent,
+            reason: None,
+            details: AccessDetails {
+                key_id: self.key_id,
+                filter: self.filter,
+                result_count: self.result_count,
+                event_id: self.event_id,
+            },
+        }
+        .prepare(received_at, limits, sealer)
+    }
+}
+
+/// The record of a crypto-shredding: a tenant's data keys, or one subject's, destroyed.
+pub struct ShreddingRecord<'a> {
+    /// The tenant.
+    pub tenant: &'a str,
+    /// The admin key that asked.
+    pub key_id: &'a str,
+    /// SHA-256 (hex) of the subject id, for a subject's shredding.
+    pub subject_sha256: Option<&'a str>,
+    /// Whether the key had ever been used.
+    pub key_existed: bool,
+}
+
+#[derive(Serialize)]
+struct ShreddingDetails<'a> {
+    subject_sha256: Option<&'a str>,
+    key_existed: bool,
+}
+
+impl ShreddingRecord<'_> {
+    /// The event. Not sealed: it holds nothing sensitive, and the tenant's key may be gone.
+    pub fn prepare(
+        &self,
+        received_at: i64,
+        limits: &EventLimits,
+    ) -> Result<PreparedEvent, FieldError> {
+        let (action, resource_type, resource_id) = match self.subject_sha256 {
+            Some(hash) => ("subject.shredded", "data_subject", hash),
+            None => ("tenant.shredded", "tenant", self.tenant),
+        };
+        Input {
+            tenant_id: self.tenant,
+            action,
+            actor_type: "service",
+            user_id: format!("key:{}", self.key_id),
+            resource_type,
+            resource_id: Some(resource_id),
+            severity: "warning",
+            outcome: None,
+            ip_address: None,
+            user_agent: None,
+            reason: Some(
+                "crypto-shredding: the data key was destroyed; its fields read as [shredded]",
+            ),
+            details: ShreddingDetails {
+                subject_sha256: self.subject_sha256,
+                key_existed: self.key_existed,
+            },
+        }
+        .prepare(received_at, limits, None)
+    }
+}

@@ -1,0 +1,375 @@
+//! What a running server is made of besides its routes, and the one order they stop in.
+//!
+//! [`Components::open`] opens the log (sequencer, readers, query indexer, the spool on
+//! PostgreSQL) and starts every consumer that follows it — the sinks, the blind index,
+//! the shared-log follower on PostgreSQL, the spool's drainer — each stopping on the one
+//! [`Shutdown`] token the server cancels when it stops accepting. [`Components::close`]
+//! then waits for them in order: consumers first, so that the last handles on the
+//! sequencer go; then the sequencer, which commits what it has queued; then the indexer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sealtrail_store::encryption::Opener;
+use sealtrail_store::follow::{LogFollower, Shutdown};
+use sealtrail_store::sqlite::{Indexer, IndexerConfig, IndexerHandle, SqliteReader, open_log};
+use sealtrail_store::{
+    ApiKeyStore, CommitStats, LogReader, Sequencer, SequencerConfig, SequencerHandle,
+    SequencerHooks,
+};
+
+use crate::app::DurableLog;
+use crate::app::ingest::Ingest;
+use crate::app::shred::Shredder;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::state::{AppState, Inner};
+use crate::{ServerError, blind, blocking_store, follower, limits, stream};
+
+/// The running parts a server must stop, in order, when it stops serving.
+pub(crate) struct Components {
+    shutdown: Shutdown,
+    sinks: Arc<sealtrail_sinks::Sinks>,
+    /// Tasks that end on the shutdown token (followers of the log, the drainer).
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Threads that end on the shutdown token (the PostgreSQL commit listener).
+    threads: Vec<std::thread::JoinHandle<()>>,
+    sequencer_thread: std::thread::JoinHandle<()>,
+    indexer: Option<IndexerHandle>,
+}
+
+/// What the routes share: becomes the [`AppState`].
+pub(crate) struct Parts {
+    pub sequencer: SequencerHandle,
+    pub reader: Arc<dyn LogReader>,
+    pub keys: ApiKeyStore,
+    pub verifier: sealtrail_core::CheckpointVerifier,
+    indexer: Option<sealtrail_store::sqlite::IndexProgress>,
+    streams: stream::Streams,
+    log: DurableLog,
+    sinks: Arc<sealtrail_sinks::Sinks>,
+    opener: Opener,
+    blind: Option<Arc<blind::BlindIndex>>,
+}
+
+impl Parts {
+    /// The state every handler reaches.
+    pub fn into_state(self, config: Config, metrics: Arc<Metrics>) -> AppState {
+        let rate_limits = limits::KeyRateLimiter::new(
+            config.limits.key_requests_per_sec,
+            config.limits.key_burst,
+        );
+        let ingest = Ingest {
+            log: self.log.clone(),
+            limits: config.limits.event.clone(),
+            sealer: self
+                .opener
+                .shared_cipher()
+                .map(|c| c as Arc<dyn sealtrail_core::FieldSealer + Send + Sync>),
+        };
+        let shredder = Shredder {
+            log: self.log.clone(),
+            opener: self.opener.clone(),
+            blind: self.blind.clone(),
+            limits: config.limits.event.clone(),
+        };
+        AppState::new(Inner {
+            streams: self.streams,
+            sequencer: self.sequencer,
+            reader: self.reader,
+            keys: Arc::new(self.keys),
+            verifier: self.verifier,
+            config,
+            metrics,
+            indexer: self.indexer,
+            log: self.log,
+            ingest,
+            shredder,
+            sinks: self.sinks,
+            opener: self.opener,
+            blind: self.blind,
+            rate_limits,
+        })
+    }
+}
+
+impl Components {
+    /// Opens the log and starts everything that follows it.
+    pub async fn open(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        shutdown: Shutdown,
+    ) -> Result<(Self, Parts), ServerError> {
+        let cipher = config
+            .encryption
+            .as_ref()
+            .map(|settings| crate::open_cipher(&config.data_dir, settings))
+            .transpose()?;
+        let opener = Opener::new(cipher);
+        let hub = stream::Hub::start(
+            0,
+            config.stream.live_queue_events,
+            metrics.clone(),
+            opener.clone(),
+        );
+        let store = open_store(config, sequencer_hooks(config, &metrics, &hub)).await?;
+        hub.set_published(store.sequencer.tree_size());
+        let mut tasks = Vec::new();
+        let mut threads = Vec::new();
+        if let Some(url) = &config.database_url {
+            let (task, listener) = follower::spawn(
+                url.clone(),
+                store.reader.clone(),
+                store.sequencer.clone(),
+                store.verifier.clone(),
+                hub.clone(),
+                shutdown.clone(),
+            )
+            .map_err(ServerError::Serve)?;
+            tasks.push(task);
+            threads.push(listener);
+        }
+        let streams = stream::Streams::new(
+            hub,
+            store.reader.clone(),
+            config.stream.clone(),
+            metrics.clone(),
+            opener.clone(),
+            shutdown.clone(),
+        );
+        let log = DurableLog::new(
+            store.sequencer.clone(),
+            open_spool(config).await?,
+            metrics.clone(),
+        );
+        tasks.extend(log.spawn_drainer(store.reader.clone(), shutdown.clone()));
+        let sinks = Arc::new(
+            sealtrail_sinks::Sinks::start(
+                &config.sinks,
+                &config.routes,
+                &config.data_dir,
+                store.reader.clone(),
+                store.sequencer.durable_size(),
+                opener.clone(),
+            )
+            .map_err(|e| ServerError::Sinks(e.to_string()))?,
+        );
+        let blind = open_blind_index(config, &opener).await?;
+        if let Some(index) = blind.clone() {
+            let follower = LogFollower::new(
+                store.reader.clone(),
+                store.sequencer.durable_size(),
+                shutdown.clone(),
+            );
+            let consumer = blind::BlindIndexer {
+                index,
+                opener: opener.clone(),
+            };
+            tasks.push(tokio::spawn(async move { follower.run(consumer).await }));
+        }
+        let components = Self {
+            shutdown,
+            sinks: sinks.clone(),
+            tasks,
+            threads,
+            sequencer_thread: store.sequencer_thread,
+            indexer: store.indexer,
+        };
+        let parts = Parts {
+            sequencer: store.sequencer,
+            reader: store.reader,
+            keys: store.keys,
+            verifier: store.verifier,
+            indexer: components.indexer.as_ref().map(IndexerHandle::progress),
+            streams,
+            log,
+            sinks,
+            opener,
+            blind,
+        };
+        Ok((components, parts))
+    }
+
+    /// Stops everything once serving has ended (every request answered, every handle on
+    /// the sequencer held by the routes dropped).
+    pub async fn close(self) -> Result<(), ServerError> {
+        // Signalled already when serving stopped; here too should serving have failed.
+        self.shutdown.cancel();
+        // Sinks and the blind index resume from their cursors at the next start.
+        self.sinks.stop().await;
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        for thread in self.threads {
+            join_thread(thread, "a log follower").await?;
+        }
+        // The consumers' sequencer handles are gone with them: it drains its queue and stops.
+        join_thread(self.sequencer_thread, "the sequencer").await?;
+        if let Some(indexer) = self.indexer {
+            tokio::task::spawn_blocking(move || indexer.stop())
+                .await
+                .map_err(|e| ServerError::Serve(std::io::Error::other(e)))?;
+        }
+        tracing::info!("log closed");
+        Ok(())
+    }
+}
+
+async fn join_thread(
+    thread: std::thread::JoinHandle<()>,
+    what: &'static str,
+) -> Result<(), ServerError> {
+    tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .map_err(|e| ServerError::Serve(std::io::Error::other(e)))?
+        .map_err(|_| ServerError::Serve(std::io::Error::other(format!("{what} panicked"))))
+}
+
+/// Commit metrics; on the embedded store the hub is fed by the sequencer as each group
+/// becomes durable (on PostgreSQL the shared-log follower publishes every server's
+/// events, this one's too).
+fn sequencer_hooks(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    hub: &Arc<stream::Hub>,
+) -> SequencerHooks {
+    let observed = metrics.clone();
+    let publisher = hub.clone();
+    SequencerHooks {
+        on_commit: Some(Box::new(move |stats: &CommitStats| {
+            observed.commit_events.observe(stats.events as f64);
+            observed
+                .commit_seconds
+                .observe(stats.duration.as_secs_f64());
+        })),
+        on_durable: config
+            .database_url
+            .is_none()
+            .then(|| Box::new(move |events| publisher.publish(events)) as _),
+    }
+}
+
+/// On PostgreSQL, ingest keeps acknowledging from a local spool while the database is
+/// unreachable, and a drainer moves the spool into the log when it is back.
+async fn open_spool(
+    config: &Config,
+) -> Result<Option<Arc<sealtrail_store::spool::Spool>>, ServerError> {
+    if config.database_url.is_none() {
+        return Ok(None);
+    }
+    let dir = config.data_dir.clone();
+    let spool = blocking_store(move || sealtrail_store::spool::Spool::open(&dir)).await?;
+    if spool.depth() > 0 {
+        tracing::info!(
+            events = spool.depth(),
+            "the spool holds events; draining them"
+        );
+    }
+    Ok(Some(Arc::new(spool)))
+}
+
+/// Equality search on encrypted fields, when encryption names blind-indexed fields.
+async fn open_blind_index(
+    config: &Config,
+    opener: &Opener,
+) -> Result<Option<Arc<blind::BlindIndex>>, ServerError> {
+    let wanted = config
+        .encryption
+        .as_ref()
+        .is_some_and(|e| !e.blind_index.is_empty());
+    if !wanted || opener.cipher().is_none() {
+        return Ok(None);
+    }
+    let dir = config.data_dir.clone();
+    Ok(Some(Arc::new(
+        blocking_store(move || blind::BlindIndex::open(&dir)).await?,
+    )))
+}
+
+/// The log's writer (running), its readers and the API keys, on the configured store.
+struct Store {
+    sequencer: SequencerHandle,
+    sequencer_thread: std::thread::JoinHandle<()>,
+    verifier: sealtrail_core::CheckpointVerifier,
+    reader: Arc<dyn LogReader>,
+    keys: ApiKeyStore,
+    indexer: Option<IndexerHandle>,
+}
+
+fn sequencer_config(config: &Config) -> SequencerConfig {
+    SequencerConfig {
+        max_group_events: config.log.max_group_events,
+        max_queued_requests: config.log.max_queued_requests,
+        checkpoint_history_interval: Duration::from_secs(config.log.checkpoint_history_secs),
+    }
+}
+
+async fn open_store(config: &Config, hooks: SequencerHooks) -> Result<Store, ServerError> {
+    match config.database_url.clone() {
+        Some(url) => open_postgres_store(config, url, hooks).await,
+        None => open_embedded_store(config, hooks).await,
+    }
+}
+
+async fn open_postgres_store(
+    config: &Config,
+    url: String,
+    hooks: SequencerHooks,
+) -> Result<Store, ServerError> {
+    let (data_dir, origin) = (config.data_dir.clone(), config.log_origin.clone());
+    let sequencer_config = sequencer_config(config);
+    let (backend, signer) = blocking_store({
+        let url = url.clone();
+        move || sealtrail_store::postgres::open_log(&url, &data_dir, origin.as_deref())
+    })
+    .await?;
+    let verifier = signer.verifier().clone();
+    // Opening the log reads it through the blocking PostgreSQL client.
+    let (sequencer, sequencer_thread) =
+        blocking_store(move || Sequencer::spawn(backend, signer, sequencer_config, hooks)).await?;
+    let data_dir = config.data_dir.clone();
+    let (reader, keys) = blocking_store(move || {
+        Ok((
+            sealtrail_store::postgres::PgReader::open(&url)?,
+            ApiKeyStore::open(&data_dir)?,
+        ))
+    })
+    .await?;
+    Ok(Store {
+        sequencer,
+        sequencer_thread,
+        verifier,
+        reader: Arc::new(reader),
+        keys,
+        indexer: None,
+    })
+}
+
+async fn open_embedded_store(config: &Config, hooks: SequencerHooks) -> Result<Store, ServerError> {
+    let (data_dir, origin) = (config.data_dir.clone(), config.log_origin.clone());
+    let (backend, signer) = blocking_store(move || open_log(&data_dir, origin.as_deref())).await?;
+    let verifier = signer.verifier().clone();
+    let (sequencer, sequencer_thread) =
+        Sequencer::spawn(backend, signer, sequencer_config(config), hooks)?;
+    let data_dir = config.data_dir.clone();
+    let durable = sequencer.durable_size();
+    let (reader, keys, indexer) = blocking_store(move || {
+        let indexer = Indexer::open(&data_dir, IndexerConfig::default())?
+            .bounded_by(durable)
+            .spawn()?;
+        Ok((
+            SqliteReader::open(&data_dir)?,
+            ApiKeyStore::open(&data_dir)?,
+            indexer,
+        ))
+    })
+    .await?;
+    Ok(Store {
+        sequencer,
+        sequencer_thread,
+        verifier,
+        reader: Arc::new(reader),
+        keys,
+        indexer: Some(indexer),
+    })
+}
