@@ -185,3 +185,84 @@ registry! {
     /// Email over SMTP, one message per event (or per digest).
     Email(email::Email) = "email",
 }
+
+#[cfg(test)]
+mod config_messages {
+    //! Every message a kind's config can get — serde's (unknown key, missing key, unknown
+    //! kind) and the checks' and build's, each naming `sinks[i] (name).key` — pinned in
+    //! `config_messages.txt`, so moving a kind's config around cannot change what users see.
+
+    use crate::config::{RouteConfig, SinkConfig, check};
+
+    #[derive(serde::Deserialize)]
+    struct File {
+        #[serde(default)]
+        sinks: Vec<SinkConfig>,
+        #[serde(default)]
+        routes: Vec<RouteConfig>,
+    }
+
+    const CASES: &[&str] = &[
+        "name = \"w\"\nkind = \"webhook\"\nurl = \"http://x\"\nsecret = { env = \"X\" }\nbogus = 1",
+        "name = \"w\"\nkind = \"webhook\"\nurl = \"http://x\"",
+        "name = \"w\"\nkind = \"kafka\"\nurl = \"http://x\"",
+        "name = \"w\"\nkind = \"webhook\"\nurl = \"http://x\"\nsecret = \"inline\"",
+        "name = \"w\"\nurl = \"http://x\"",
+        "name = \"m\"\nkind = \"email\"\nhost = \"h\"\nfrom = \"a@b.c\"\nto = [\"x@y.z\"]\nsecurity = \"ssl\"",
+        "name = \"w\"\nkind = \"webhook\"\nurl = \"ftp://x\"\nsecret = { env = \"SEALTRAIL_GOLDEN_UNSET\" }",
+        "name = \"w\"\nkind = \"webhook\"\nurl = \"not a url\"\nsecret = { file = \"/nonexistent/secret\" }\nmax_batch_events = 20000",
+        "name = \"e\"\nkind = \"elasticsearch\"\nurl = \"http://es\"\nindex = \"_Bad\"\nusername = \"u\"\napi_key = { env = \"SEALTRAIL_GOLDEN_UNSET\" }",
+        "name = \"e\"\nkind = \"elasticsearch\"\nurl = \"http://es\"\npassword = { env = \"SEALTRAIL_GOLDEN_UNSET\" }\nmax_batch_events = 0",
+        "name = \"d\"\nkind = \"datadog\"\nsite = \"x/y\"\nurl = \"gopher://q\"\napi_key = { env = \"SEALTRAIL_GOLDEN_UNSET\" }\nmax_batch_events = 1001",
+        "name = \"d\"\nkind = \"datadog\"\nsite = \"\"\napi_key = { env = \"SEALTRAIL_GOLDEN_UNSET\" }\ntags = 3",
+        "name = \"s\"\nkind = \"slack\"\nwebhook_url = { env = \"SEALTRAIL_GOLDEN_NOT_URL\" }\nmax_batch_events = 2",
+        "name = \"s\"\nkind = \"slack\"\nwebhook_url = { env = \"SEALTRAIL_GOLDEN_UNSET\" }\nurl = \"http://x\"",
+        "name = \"p\"\nkind = \"pagerduty\"\nrouting_key = { env = \"SEALTRAIL_GOLDEN_SHORT\" }\nurl = \"x\"",
+        "name = \"p\"\nkind = \"pagerduty\"\nrouting_key = { env = \"SEALTRAIL_GOLDEN_EMPTY\" }",
+        "name = \"m\"\nkind = \"email\"\nhost = \"\"\nfrom = \"not an address\"\nto = [\"bad\"]\nusername = \"u\"",
+        "name = \"m\"\nkind = \"email\"\nhost = \"h\"\nfrom = \"a@b.c\"\nto_from = \"details\"",
+        "name = \"m\"\nkind = \"email\"\nhost = \"h\"\nfrom = \"a@b.c\"",
+        "name = \"m\"\nkind = \"email\"\nhost = \"h\"\nfrom = \"a@b.c\"\nto = [\"x@y.z\"]\nca_file = \"/nonexistent/ca.pem\"\nusername = \"u\"\npassword = { env = \"SEALTRAIL_GOLDEN_UNSET\" }",
+        "name = \"w\"\nkind = \"webhook\"\nurl = \"http://x\"\nsecret = { env = \"SEALTRAIL_GOLDEN_BAD_WHSEC\" }\nstart = \"latest\"",
+    ];
+
+    fn outcome(case: &str) -> String {
+        // SAFETY: tests in this module only read these variables.
+        unsafe {
+            std::env::set_var("SEALTRAIL_GOLDEN_NOT_URL", "hooks.slack.com/x");
+            std::env::set_var("SEALTRAIL_GOLDEN_SHORT", "abc");
+            std::env::set_var("SEALTRAIL_GOLDEN_EMPTY", "  ");
+            std::env::set_var("SEALTRAIL_GOLDEN_BAD_WHSEC", "whsec_!!!");
+        }
+        let text = format!("[[sinks]]\n{case}\n");
+        match toml::from_str::<File>(&text) {
+            Err(e) => format!("parse: {}", e.message()),
+            Ok(file) => {
+                let mut out = check(&file.sinks, &file.routes);
+                out.push("--".into());
+                out.extend(crate::check_config(&file.sinks, &file.routes));
+                let s = &file.sinks[0];
+                out.push(format!(
+                    "kind={} batch={} latest={}",
+                    s.kind_name(),
+                    s.batch_events(),
+                    s.starts_at_latest()
+                ));
+                out.join("\n")
+            }
+        }
+    }
+
+    #[test]
+    fn config_messages_are_unchanged() {
+        let mut all = String::new();
+        for case in CASES {
+            all.push_str(&format!("=== {case:?}\n{}\n", outcome(case)));
+        }
+        let expected = include_str!("config_messages.txt");
+        for (got, want) in all.lines().zip(expected.lines()) {
+            assert_eq!(got, want);
+        }
+        assert_eq!(all, expected);
+    }
+}
