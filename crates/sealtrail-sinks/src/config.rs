@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::destinations::SinkKind;
+
 /// Longest batch any sink sends in one request.
 pub const MAX_BATCH_EVENTS_LIMIT: usize = 10_000;
 
@@ -138,8 +140,10 @@ impl SinkConfig {
     /// The batch size in effect: the configured one, or the kind's default, never above
     /// what the receiver accepts.
     pub fn batch_events(&self) -> usize {
-        let (default, max) = self.kind.batch_limits();
-        self.max_batch_events.unwrap_or(default).min(max)
+        let limits = self.kind.batch_limits();
+        self.max_batch_events
+            .unwrap_or(limits.default_events)
+            .min(limits.max_events)
     }
 
     /// Whether a sink without a saved cursor starts at the end of the log.
@@ -153,172 +157,6 @@ impl SinkConfig {
     /// The kind's name as written in the config (`datadog`, `webhook`, ...).
     pub fn kind_name(&self) -> &'static str {
         self.kind.name()
-    }
-}
-
-/// The sink kinds, by `kind = "..."`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum SinkKind {
-    /// POST JSON, signed the Standard Webhooks way.
-    Webhook {
-        /// Where to POST.
-        url: String,
-        /// `whsec_...` (base64 after the prefix) or any text used as the key as is.
-        secret: SecretRef,
-    },
-    /// Elasticsearch or OpenSearch `_bulk`.
-    Elasticsearch {
-        /// Base URL of the cluster (`https://es.example:9200`).
-        url: String,
-        /// Index name; `{yyyy}`, `{mm}`, `{dd}` take the event's `occurred_at` date (UTC).
-        #[serde(default = "default_index")]
-        index: String,
-        /// Basic auth user (with `password`).
-        #[serde(default)]
-        username: Option<String>,
-        /// Basic auth password.
-        #[serde(default)]
-        password: Option<SecretRef>,
-        /// `Authorization: ApiKey ...` (the encoded key as Elasticsearch issues it).
-        #[serde(default)]
-        api_key: Option<SecretRef>,
-    },
-    /// Datadog Logs intake API v2.
-    Datadog {
-        /// The Datadog site (`datadoghq.com`, `datadoghq.eu`, `us3.datadoghq.com`, ...).
-        #[serde(default = "default_datadog_site")]
-        site: String,
-        /// Overrides the intake URL derived from `site` (a proxy, or a test receiver).
-        #[serde(default)]
-        url: Option<String>,
-        /// `DD-API-KEY`.
-        api_key: SecretRef,
-        /// `service` of every log.
-        #[serde(default = "default_service")]
-        service: String,
-        /// `ddsource` of every log.
-        #[serde(default = "default_service")]
-        source: String,
-        /// Extra `ddtags` (`env:prod`); tenant, action and resource type are added.
-        #[serde(default)]
-        tags: Vec<String>,
-    },
-    /// Slack incoming webhook.
-    Slack {
-        /// The webhook URL (it is the credential, so it is a secret).
-        webhook_url: SecretRef,
-        /// Link to an event in the message; `{id}`, `{seq}`, `{tenant_id}` are filled in.
-        #[serde(default)]
-        event_url: Option<String>,
-    },
-    /// PagerDuty Events API v2.
-    Pagerduty {
-        /// The integration's routing key.
-        routing_key: SecretRef,
-        /// Overrides `https://events.pagerduty.com/v2/enqueue`.
-        #[serde(default)]
-        url: Option<String>,
-        /// Template of the `dedup_key`; by default the event id.
-        #[serde(default)]
-        dedup_key: Option<String>,
-        /// Template of the summary.
-        #[serde(default)]
-        summary: Option<String>,
-        /// Link to the event; `{id}`, `{seq}`, `{tenant_id}` are filled in.
-        #[serde(default)]
-        event_url: Option<String>,
-    },
-    /// Email over SMTP, one message per event (or per digest).
-    Email {
-        /// The SMTP server.
-        host: String,
-        /// Its port; by default 587 for `starttls`, 465 for `tls`, 25 for `none`.
-        #[serde(default)]
-        port: Option<u16>,
-        /// `starttls` (required, not opportunistic), `tls` (implicit TLS) or `none`.
-        #[serde(default)]
-        security: SmtpSecurity,
-        /// SMTP AUTH user (with `password`).
-        #[serde(default)]
-        username: Option<String>,
-        /// SMTP AUTH password.
-        #[serde(default)]
-        password: Option<SecretRef>,
-        /// PEM file of a CA to trust besides the public roots (a private mail relay).
-        #[serde(default)]
-        ca_file: Option<PathBuf>,
-        /// The sender, `Name <address>` or an address.
-        from: String,
-        /// Fixed recipients.
-        #[serde(default)]
-        to: Vec<String>,
-        /// A JSON pointer into the event whose value (an address or a list of them) adds
-        /// recipients, e.g. `/details/notify` — how "tell the relevant vendors" works.
-        #[serde(default)]
-        to_from: Option<String>,
-        /// Subject template.
-        #[serde(default)]
-        subject: Option<String>,
-        /// Body template (plain text); by default a readable summary of the event.
-        #[serde(default)]
-        body: Option<String>,
-    },
-}
-
-/// How the email sink secures its SMTP connection.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SmtpSecurity {
-    /// Plain connection upgraded with STARTTLS, which the server must offer.
-    #[default]
-    Starttls,
-    /// TLS from the first byte (SMTPS).
-    Tls,
-    /// No encryption (a local relay only).
-    None,
-}
-
-fn default_index() -> String {
-    "sealtrail-{yyyy}.{mm}.{dd}".into()
-}
-fn default_datadog_site() -> String {
-    "datadoghq.com".into()
-}
-fn default_service() -> String {
-    "sealtrail".into()
-}
-
-impl SinkKind {
-    /// The name written in `kind = "..."`.
-    pub fn name(&self) -> &'static str {
-        match self {
-            SinkKind::Webhook { .. } => "webhook",
-            SinkKind::Elasticsearch { .. } => "elasticsearch",
-            SinkKind::Datadog { .. } => "datadog",
-            SinkKind::Slack { .. } => "slack",
-            SinkKind::Pagerduty { .. } => "pagerduty",
-            SinkKind::Email { .. } => "email",
-        }
-    }
-
-    /// (default, maximum) events per request. Datadog accepts at most 1,000 logs per
-    /// request; Slack and PagerDuty take one message or alert per request.
-    fn batch_limits(&self) -> (usize, usize) {
-        match self {
-            SinkKind::Webhook { .. } => (100, MAX_BATCH_EVENTS_LIMIT),
-            SinkKind::Elasticsearch { .. } => (1000, MAX_BATCH_EVENTS_LIMIT),
-            SinkKind::Datadog { .. } => (1000, 1000),
-            SinkKind::Slack { .. } | SinkKind::Pagerduty { .. } | SinkKind::Email { .. } => (1, 1),
-        }
-    }
-
-    /// Whether the sink alerts people (and so is subject to route rate limits).
-    pub fn is_alerting(&self) -> bool {
-        matches!(
-            self,
-            SinkKind::Slack { .. } | SinkKind::Pagerduty { .. } | SinkKind::Email { .. }
-        )
     }
 }
 
@@ -373,6 +211,28 @@ impl RouteConfig {
     }
 }
 
+/// Problems found in one sink's entry, each written as `sinks[i] (name).key: message`.
+pub struct KeyProblems<'a> {
+    at: &'a str,
+    problems: &'a mut Vec<String>,
+}
+
+impl KeyProblems<'_> {
+    /// Adds a problem with `key`.
+    pub fn push(&mut self, key: &str, message: impl std::fmt::Display) {
+        self.problems.push(format!("{}.{key}: {message}", self.at));
+    }
+
+    /// Checks that `value`, the value of `key`, is an http:// or https:// URL.
+    pub fn http_url(&mut self, key: &str, value: &str) {
+        if let Err(e) = reqwest::Url::parse(value) {
+            self.push(key, format!("{value:?} is not a URL: {e}"));
+        } else if !(value.starts_with("http://") || value.starts_with("https://")) {
+            self.push(key, "must be an http:// or https:// URL");
+        }
+    }
+}
+
 /// Checks sinks and routes together; every problem, each naming its entry and key.
 pub fn check(sinks: &[SinkConfig], routes: &[RouteConfig]) -> Vec<String> {
     let mut problems = Vec::new();
@@ -395,7 +255,7 @@ pub fn check(sinks: &[SinkConfig], routes: &[RouteConfig]) -> Vec<String> {
         if sink.max_batch_events == Some(0) {
             problems.push(format!("{at}.max_batch_events: must be at least 1"));
         }
-        let (_, max) = sink.kind.batch_limits();
+        let max = sink.kind.batch_limits().max_events;
         if let Some(n) = sink.max_batch_events
             && n > max
         {
@@ -425,7 +285,10 @@ pub fn check(sinks: &[SinkConfig], routes: &[RouteConfig]) -> Vec<String> {
                 "{at}.retry_max_delay_ms: must not be below retry_initial_delay_ms"
             ));
         }
-        check_kind(&at, &sink.kind, &mut problems);
+        sink.kind.check(&mut KeyProblems {
+            at: &at,
+            problems: &mut problems,
+        });
     }
     for (i, route) in routes.iter().enumerate() {
         let at = route.label(i);
@@ -467,101 +330,6 @@ pub fn check(sinks: &[SinkConfig], routes: &[RouteConfig]) -> Vec<String> {
         }
     }
     problems
-}
-
-fn check_kind(at: &str, kind: &SinkKind, problems: &mut Vec<String>) {
-    let mut url = |key: &str, value: &str| {
-        if let Err(e) = reqwest::Url::parse(value) {
-            problems.push(format!("{at}.{key}: {value:?} is not a URL: {e}"));
-        } else if !(value.starts_with("http://") || value.starts_with("https://")) {
-            problems.push(format!("{at}.{key}: must be an http:// or https:// URL"));
-        }
-    };
-    match kind {
-        SinkKind::Webhook { url: u, .. } => url("url", u),
-        SinkKind::Elasticsearch {
-            url: u,
-            index,
-            username,
-            password,
-            api_key,
-        } => {
-            url("url", u);
-            // Elasticsearch's rules: lowercase, no spaces or \ / * ? " < > | , #, not
-            // starting with - _ +. (The {yyyy} placeholders are lowercase already.)
-            if index.is_empty()
-                || index.starts_with(['-', '_', '+'])
-                || index.chars().any(|c| {
-                    c.is_uppercase()
-                        || matches!(
-                            c,
-                            ' ' | '\\' | '/' | '*' | '?' | '"' | '<' | '>' | '|' | ',' | '#'
-                        )
-                })
-            {
-                problems.push(format!(
-                    "{at}.index: {index:?} is not a valid index name (lowercase, none of \\ / * ? \" < > | , # or spaces, not starting with - _ +)"
-                ));
-            }
-            if username.is_some() != password.is_some() {
-                problems.push(format!("{at}.password: username and password go together"));
-            }
-            if username.is_some() && api_key.is_some() {
-                problems.push(format!(
-                    "{at}.api_key: give either api_key or username and password"
-                ));
-            }
-        }
-        SinkKind::Datadog { url: u, site, .. } => {
-            if let Some(u) = u {
-                url("url", u);
-            }
-            if site.is_empty() || site.contains('/') {
-                problems.push(format!(
-                    "{at}.site: give the site's domain, such as datadoghq.com"
-                ));
-            }
-        }
-        SinkKind::Slack { .. } => {}
-        SinkKind::Email {
-            host,
-            username,
-            password,
-            from,
-            to,
-            to_from,
-            ..
-        } => {
-            if host.is_empty() {
-                problems.push(format!("{at}.host: must not be empty"));
-            }
-            if username.is_some() != password.is_some() {
-                problems.push(format!("{at}.password: username and password go together"));
-            }
-            if let Err(e) = from.parse::<lettre::message::Mailbox>() {
-                problems.push(format!("{at}.from: {from:?} is not an address: {e}"));
-            }
-            for address in to {
-                if let Err(e) = address.parse::<lettre::message::Mailbox>() {
-                    problems.push(format!("{at}.to: {address:?} is not an address: {e}"));
-                }
-            }
-            match to_from {
-                Some(pointer) if !pointer.starts_with('/') => problems.push(format!(
-                    "{at}.to_from: {pointer:?} is not a JSON pointer (it starts with '/')"
-                )),
-                None if to.is_empty() => problems.push(format!(
-                    "{at}.to: give recipients, or to_from (a JSON pointer into the event)"
-                )),
-                _ => {}
-            }
-        }
-        SinkKind::Pagerduty { url: u, .. } => {
-            if let Some(u) = u {
-                url("url", u);
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,9 @@
 //!
 //! - [`config`]: the `[[sinks]]` and `[[routes]]` config and its checks;
 //! - [`route`]: which events a sink receives;
-//! - [`destinations`]: one module per receiver's wire format;
+//! - [`destinations`]: the [`Destination`](destinations::Destination) trait and one folder
+//!   per kind of receiver (its config, checks, requests and answers), listed once in
+//!   its registry;
 //! - [`delivery`]: what a receiver's answer means (retry, split, refuse);
 //! - [`runner`]: the per-sink loop (cursor, batches, backoff, circuit breaker, dead letters);
 //! - [`store`]: cursors and dead letters in `sinks.sqlite`.
@@ -28,7 +30,6 @@ pub use config::{RouteConfig, SinkConfig, SinkKind};
 pub use runner::SinkStatus;
 pub use store::DeadLetter;
 
-use destinations::Destination;
 use route::Route;
 use runner::Runner;
 use store::SinkStore;
@@ -52,7 +53,7 @@ pub enum SinkError {
 pub fn check_config(sinks: &[SinkConfig], routes: &[RouteConfig]) -> Vec<String> {
     let mut problems = config::check(sinks, routes);
     for (i, sink) in sinks.iter().enumerate() {
-        if let Err(e) = Destination::build(&sink.kind, sink.request_timeout()) {
+        if let Err(e) = sink.kind.build(sink.request_timeout()) {
             problems.push(format!("sinks[{i}] ({}).{e}", sink.name));
         }
     }
@@ -91,7 +92,7 @@ impl Sinks {
         let mut destinations = Vec::with_capacity(sinks.len());
         let mut problems = Vec::new();
         for (i, sink) in sinks.iter().enumerate() {
-            match Destination::build(&sink.kind, sink.request_timeout()) {
+            match sink.kind.build(sink.request_timeout()) {
                 Ok(d) => destinations.push(d),
                 Err(e) => problems.push(format!("sinks[{i}] ({}).{e}", sink.name)),
             }

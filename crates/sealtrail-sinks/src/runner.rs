@@ -24,7 +24,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::config::SinkConfig;
 use crate::delivery::Delivery;
-use crate::destinations::Destination;
+use crate::destinations::{BuiltDestination, Digest};
 use crate::event::SinkEvent;
 use crate::route::Route;
 use crate::store::{HeldEvent, SinkStore};
@@ -98,7 +98,7 @@ enum Admission {
 
 pub(crate) struct Runner {
     pub config: SinkConfig,
-    pub destination: Destination,
+    pub destination: Box<dyn BuiltDestination>,
     pub routes: Vec<Route>,
     pub client: reqwest::Client,
     pub store: Arc<SinkStore>,
@@ -319,7 +319,7 @@ impl Runner {
             loop {
                 self.wait_for_circuit().await?;
                 let outcome = tokio::select! {
-                    outcome = self.destination.send_digest(&self.client, &name, &route, &events) => outcome,
+                    outcome = self.destination.send_digest(&self.client, Digest { sink: &name, route: &route, held: &events }) => outcome,
                     _ = self.stop.changed() => return Err(Stopped),
                 };
                 let dead: Vec<(u64, String, String)> = match outcome {

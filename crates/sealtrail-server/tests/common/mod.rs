@@ -2,8 +2,6 @@
 
 #![allow(dead_code)]
 
-pub mod receiver;
-
 use sealtrail_core::Scope;
 use sealtrail_server::{Config, RunningServer};
 use sealtrail_store::ApiKeyStore;

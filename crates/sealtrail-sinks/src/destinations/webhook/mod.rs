@@ -7,16 +7,32 @@
 //! The body is `{"type", "timestamp", "data"}`: one event is `type = "audit_event.created"`
 //! with the event as `data`; a batch is `type = "audit_events.created"` with
 //! `data = {"events": [...]}`.
+//!
+//! Config: `url`, `secret`; answers are judged by status alone ([`delivery::answer`]).
+
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{KeyInit, Mac};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::config::SecretRef;
+use super::{BatchLimits, Destination};
+use crate::config::{KeyProblems, MAX_BATCH_EVENTS_LIMIT, SecretRef};
 use crate::delivery::{self, Delivery};
 use crate::event::SinkEvent;
+
+/// `kind = "webhook"`: POST JSON, signed the Standard Webhooks way.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Where to POST.
+    pub url: String,
+    /// `whsec_...` (base64 after the prefix) or any text used as the key as is.
+    pub secret: SecretRef,
+}
 
 /// A webhook receiver.
 pub struct Webhook {
@@ -24,16 +40,30 @@ pub struct Webhook {
     key: Vec<u8>,
 }
 
-impl Webhook {
-    pub(super) fn build(url: &str, secret: &SecretRef) -> Result<Self, String> {
-        let secret = secret.resolve().map_err(|e| format!("secret: {e}"))?;
+impl Destination for Webhook {
+    type Config = WebhookConfig;
+
+    const BATCH_LIMITS: BatchLimits = BatchLimits {
+        default_events: 100,
+        max_events: MAX_BATCH_EVENTS_LIMIT,
+    };
+
+    fn check(config: &WebhookConfig, problems: &mut KeyProblems<'_>) {
+        problems.http_url("url", &config.url);
+    }
+
+    fn build(config: &WebhookConfig, _request_timeout: Duration) -> Result<Self, String> {
+        let secret = config
+            .secret
+            .resolve()
+            .map_err(|e| format!("secret: {e}"))?;
         Ok(Self {
-            url: url.to_owned(),
+            url: config.url.clone(),
             key: signing_key(secret.expose())?,
         })
     }
 
-    pub(super) async fn send(&self, client: &reqwest::Client, events: &[&SinkEvent]) -> Delivery {
+    async fn send(&self, client: &reqwest::Client, events: &[&SinkEvent]) -> Delivery {
         let (id, body) = message(events);
         let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();
         let signature = sign(&self.key, &id, timestamp, &body);

@@ -11,13 +11,15 @@
 //! line), `timestamp` (when it happened) and the whole event under `sealtrail`.
 
 use std::io::Write;
+use std::time::Duration;
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::config::Secret;
-use crate::config::SecretRef;
+use super::{BatchLimits, Destination};
+use crate::config::{KeyProblems, Secret, SecretRef};
 use crate::delivery::{self, Delivery};
 use crate::event::SinkEvent;
 
@@ -29,6 +31,39 @@ pub const MAX_LOG_BYTES: usize = 1_000_000;
 /// How old a log's `timestamp` may be: Datadog's 18 hours, less an hour of margin.
 const MAX_TIMESTAMP_AGE_MICROS: i64 = 17 * 3600 * 1_000_000;
 
+/// Datadog's limit on logs per request.
+pub const MAX_LOGS_PER_REQUEST: usize = 1000;
+
+/// `kind = "datadog"`: Datadog Logs intake API v2.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatadogConfig {
+    /// The Datadog site (`datadoghq.com`, `datadoghq.eu`, `us3.datadoghq.com`, ...).
+    #[serde(default = "default_site")]
+    pub site: String,
+    /// Overrides the intake URL derived from `site` (a proxy, or a test receiver).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// `DD-API-KEY`.
+    pub api_key: SecretRef,
+    /// `service` of every log.
+    #[serde(default = "default_service")]
+    pub service: String,
+    /// `ddsource` of every log.
+    #[serde(default = "default_service")]
+    pub source: String,
+    /// Extra `ddtags` (`env:prod`); tenant, action and resource type are added.
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+fn default_site() -> String {
+    "datadoghq.com".into()
+}
+fn default_service() -> String {
+    "sealtrail".into()
+}
+
 /// A Datadog site.
 pub struct Datadog {
     url: String,
@@ -38,27 +73,40 @@ pub struct Datadog {
     tags: Vec<String>,
 }
 
-impl Datadog {
-    pub(super) fn build(
-        site: &str,
-        url: Option<&str>,
-        api_key: &SecretRef,
-        service: &str,
-        source: &str,
-        tags: &[String],
-    ) -> Result<Self, String> {
+impl Destination for Datadog {
+    type Config = DatadogConfig;
+
+    const BATCH_LIMITS: BatchLimits = BatchLimits {
+        default_events: MAX_LOGS_PER_REQUEST,
+        max_events: MAX_LOGS_PER_REQUEST,
+    };
+
+    fn check(config: &DatadogConfig, problems: &mut KeyProblems<'_>) {
+        if let Some(url) = &config.url {
+            problems.http_url("url", url);
+        }
+        if config.site.is_empty() || config.site.contains('/') {
+            problems.push("site", "give the site's domain, such as datadoghq.com");
+        }
+    }
+
+    fn build(config: &DatadogConfig, _request_timeout: Duration) -> Result<Self, String> {
         Ok(Self {
-            url: url
-                .map(str::to_owned)
-                .unwrap_or_else(|| format!("https://http-intake.logs.{site}/api/v2/logs")),
-            api_key: api_key.resolve().map_err(|e| format!("api_key: {e}"))?,
-            service: service.to_owned(),
-            source: source.to_owned(),
-            tags: tags.to_vec(),
+            url: config
+                .url
+                .clone()
+                .unwrap_or_else(|| format!("https://http-intake.logs.{}/api/v2/logs", config.site)),
+            api_key: config
+                .api_key
+                .resolve()
+                .map_err(|e| format!("api_key: {e}"))?,
+            service: config.service.clone(),
+            source: config.source.clone(),
+            tags: config.tags.clone(),
         })
     }
 
-    pub(super) async fn send(&self, client: &reqwest::Client, events: &[&SinkEvent]) -> Delivery {
+    async fn send(&self, client: &reqwest::Client, events: &[&SinkEvent]) -> Delivery {
         let mut logs = Vec::with_capacity(events.len());
         let mut refused = Vec::new();
         let mut size = 2;
@@ -116,7 +164,9 @@ impl Datadog {
             (outcome, false) => outcome,
         }
     }
+}
 
+impl Datadog {
     fn log(&self, event: &SinkEvent) -> Value {
         let mut tags = self.tags.clone();
         tags.push(format!("tenant:{}", event.tenant_id()));

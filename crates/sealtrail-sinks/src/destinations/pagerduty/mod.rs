@@ -5,9 +5,13 @@
 //! PagerDuty's same-named levels), `timestamp`, `component`, `group`, `class` and
 //! `custom_details`. PagerDuty answers 202, or 400 (invalid event), 429, 5xx.
 
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::config::{Secret, SecretRef};
+use super::{BatchLimits, Destination, Digest};
+use crate::config::{KeyProblems, Secret, SecretRef};
 use crate::delivery::{self, Delivery};
 use crate::event::{SinkEvent, render};
 
@@ -18,6 +22,29 @@ pub const ROUTING_KEY_CHARS: usize = 32;
 /// PagerDuty's limit on `dedup_key`.
 pub const MAX_DEDUP_KEY_CHARS: usize = 255;
 
+/// Where events go unless `url` says otherwise.
+const DEFAULT_URL: &str = "https://events.pagerduty.com/v2/enqueue";
+
+/// `kind = "pagerduty"`: PagerDuty Events API v2.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PagerdutyConfig {
+    /// The integration's routing key.
+    pub routing_key: SecretRef,
+    /// Overrides `https://events.pagerduty.com/v2/enqueue`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Template of the `dedup_key`; by default the event id.
+    #[serde(default)]
+    pub dedup_key: Option<String>,
+    /// Template of the summary.
+    #[serde(default)]
+    pub summary: Option<String>,
+    /// Link to the event; `{id}`, `{seq}`, `{tenant_id}` are filled in.
+    #[serde(default)]
+    pub event_url: Option<String>,
+}
+
 /// A PagerDuty service integration.
 pub struct Pagerduty {
     url: String,
@@ -27,38 +54,45 @@ pub struct Pagerduty {
     event_url: Option<String>,
 }
 
-impl Pagerduty {
-    pub(super) fn build(
-        routing_key: &SecretRef,
-        url: Option<&str>,
-        dedup_key: Option<String>,
-        summary: Option<String>,
-        event_url: Option<String>,
-    ) -> Result<Self, String> {
+impl Destination for Pagerduty {
+    type Config = PagerdutyConfig;
+
+    /// One alert per request.
+    const BATCH_LIMITS: BatchLimits = BatchLimits {
+        default_events: 1,
+        max_events: 1,
+    };
+
+    const ALERTING: bool = true;
+
+    fn check(config: &PagerdutyConfig, problems: &mut KeyProblems<'_>) {
+        if let Some(url) = &config.url {
+            problems.http_url("url", url);
+        }
+    }
+
+    fn build(config: &PagerdutyConfig, _request_timeout: Duration) -> Result<Self, String> {
+        let key = config
+            .routing_key
+            .resolve()
+            .map_err(|e| format!("routing_key: {e}"))?;
+        // An integration key is 32 characters; any other is refused per event.
+        if key.expose().len() != ROUTING_KEY_CHARS {
+            return Err(format!(
+                "routing_key: the secret is {} characters; a PagerDuty integration key has {ROUTING_KEY_CHARS}",
+                key.expose().len()
+            ));
+        }
         Ok(Self {
-            url: url
-                .unwrap_or("https://events.pagerduty.com/v2/enqueue")
-                .to_owned(),
-            routing_key: {
-                let key = routing_key
-                    .resolve()
-                    .map_err(|e| format!("routing_key: {e}"))?;
-                // An integration key is 32 characters; any other is refused per event.
-                if key.expose().len() != ROUTING_KEY_CHARS {
-                    return Err(format!(
-                        "routing_key: the secret is {} characters; a PagerDuty integration key has {ROUTING_KEY_CHARS}",
-                        key.expose().len()
-                    ));
-                }
-                key
-            },
-            dedup_key,
-            summary,
-            event_url,
+            url: config.url.as_deref().unwrap_or(DEFAULT_URL).to_owned(),
+            routing_key: key,
+            dedup_key: config.dedup_key.clone(),
+            summary: config.summary.clone(),
+            event_url: config.event_url.clone(),
         })
     }
 
-    pub(super) async fn send(&self, client: &reqwest::Client, events: &[&SinkEvent]) -> Delivery {
+    async fn send(&self, client: &reqwest::Client, events: &[&SinkEvent]) -> Delivery {
         delivery::one_at_a_time(events, |event| {
             let request = client
                 .post(&self.url)
@@ -69,13 +103,8 @@ impl Pagerduty {
         .await
     }
 
-    pub(super) async fn send_digest(
-        &self,
-        client: &reqwest::Client,
-        sink: &str,
-        route: &str,
-        held: &[crate::store::HeldEvent],
-    ) -> Delivery {
+    async fn send_digest(&self, client: &reqwest::Client, digest: Digest<'_>) -> Delivery {
+        let (sink, route, held) = (digest.sink, digest.route, digest.held);
         let (title, lines) = super::digest_lines(route, held);
         let first = held.first().map_or(0, |h| h.seq);
         let trigger = json!({
@@ -97,7 +126,9 @@ impl Pagerduty {
             .body(trigger.to_string());
         delivery::answer(request).await
     }
+}
 
+impl Pagerduty {
     fn trigger(&self, event: &SinkEvent) -> Value {
         let dedup_key = match &self.dedup_key {
             Some(template) => render(template, event),

@@ -10,37 +10,75 @@
 //! (dead letter); a 5xx to authentication (530, 534, 535) is the sink's configuration and
 //! is retried, so fixing the password delivers everything.
 
-use std::path::PathBuf;
+mod message;
 
-use lettre::message::header::ContentType;
-use lettre::message::{Mailbox, Message};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lettre::message::Mailbox;
+use lettre::message::Message;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
 
-use crate::config::{SecretRef, SmtpSecurity};
+use super::{BatchLimits, Destination, Digest};
+use crate::config::{KeyProblems, SecretRef};
 use crate::delivery::Delivery;
-use crate::event::{SinkEvent, render};
-use crate::store::HeldEvent;
+use crate::event::SinkEvent;
 
-/// Most recipients one message goes to.
-pub const MAX_RECIPIENTS: usize = 100;
+use message::DEFAULT_SUBJECT;
+pub use message::MAX_RECIPIENTS;
 
-/// What the email sink is told.
-pub struct EmailSettings<'a> {
-    pub host: &'a str,
+/// `kind = "email"`: email over SMTP, one message per event (or per digest).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    /// The SMTP server.
+    pub host: String,
+    /// Its port; by default 587 for `starttls`, 465 for `tls`, 25 for `none`.
+    #[serde(default)]
     pub port: Option<u16>,
+    /// `starttls` (required, not opportunistic), `tls` (implicit TLS) or `none`.
+    #[serde(default)]
     pub security: SmtpSecurity,
-    pub username: Option<&'a str>,
-    pub password: Option<&'a SecretRef>,
-    pub ca_file: Option<&'a PathBuf>,
-    pub from: &'a str,
-    pub to: &'a [String],
-    pub to_from: Option<&'a str>,
-    pub subject: Option<&'a str>,
-    pub body: Option<&'a str>,
-    pub timeout: std::time::Duration,
+    /// SMTP AUTH user (with `password`).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// SMTP AUTH password.
+    #[serde(default)]
+    pub password: Option<SecretRef>,
+    /// PEM file of a CA to trust besides the public roots (a private mail relay).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// The sender, `Name <address>` or an address.
+    pub from: String,
+    /// Fixed recipients.
+    #[serde(default)]
+    pub to: Vec<String>,
+    /// A JSON pointer into the event whose value (an address or a list of them) adds
+    /// recipients, e.g. `/details/notify` — how "tell the relevant vendors" works.
+    #[serde(default)]
+    pub to_from: Option<String>,
+    /// Subject template.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// Body template (plain text); by default a readable summary of the event.
+    #[serde(default)]
+    pub body: Option<String>,
+}
+
+/// How the email sink secures its SMTP connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpSecurity {
+    /// Plain connection upgraded with STARTTLS, which the server must offer.
+    #[default]
+    Starttls,
+    /// TLS from the first byte (SMTPS).
+    Tls,
+    /// No encryption (a local relay only).
+    None,
 }
 
 /// An SMTP relay and the message templates.
@@ -48,7 +86,7 @@ pub struct Email {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     /// Bounds a whole delivery: lettre's own timeout does not cover a server that stops
     /// answering in the middle of a conversation.
-    timeout: std::time::Duration,
+    timeout: Duration,
     from: Mailbox,
     to: Vec<Mailbox>,
     to_from: Option<String>,
@@ -56,23 +94,59 @@ pub struct Email {
     body: Option<String>,
 }
 
-const DEFAULT_SUBJECT: &str = "[{tenant_id}] {action} on {resource_type} {resource_id}";
+impl Destination for Email {
+    type Config = EmailConfig;
 
-impl Email {
-    pub(super) fn build(s: EmailSettings<'_>) -> Result<Self, String> {
-        let port = s.port.unwrap_or(match s.security {
+    /// One message per request.
+    const BATCH_LIMITS: BatchLimits = BatchLimits {
+        default_events: 1,
+        max_events: 1,
+    };
+
+    const ALERTING: bool = true;
+
+    fn check(config: &EmailConfig, problems: &mut KeyProblems<'_>) {
+        if config.host.is_empty() {
+            problems.push("host", "must not be empty");
+        }
+        if config.username.is_some() != config.password.is_some() {
+            problems.push("password", "username and password go together");
+        }
+        if let Err(e) = config.from.parse::<Mailbox>() {
+            problems.push("from", format!("{:?} is not an address: {e}", config.from));
+        }
+        for address in &config.to {
+            if let Err(e) = address.parse::<Mailbox>() {
+                problems.push("to", format!("{address:?} is not an address: {e}"));
+            }
+        }
+        match &config.to_from {
+            Some(pointer) if !pointer.starts_with('/') => problems.push(
+                "to_from",
+                format!("{pointer:?} is not a JSON pointer (it starts with '/')"),
+            ),
+            None if config.to.is_empty() => problems.push(
+                "to",
+                "give recipients, or to_from (a JSON pointer into the event)",
+            ),
+            _ => {}
+        }
+    }
+
+    fn build(config: &EmailConfig, request_timeout: Duration) -> Result<Self, String> {
+        let port = config.port.unwrap_or(match config.security {
             SmtpSecurity::Starttls => 587,
             SmtpSecurity::Tls => 465,
             SmtpSecurity::None => 25,
         });
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(s.host)
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host)
             .port(port)
-            .timeout(Some(s.timeout));
-        if s.security != SmtpSecurity::None {
+            .timeout(Some(request_timeout));
+        if config.security != SmtpSecurity::None {
             // The process-wide provider (ring) must exist before rustls builds a config.
             let _ = rustls::crypto::ring::default_provider().install_default();
-            let mut tls = TlsParameters::builder(s.host.to_owned());
-            if let Some(path) = s.ca_file {
+            let mut tls = TlsParameters::builder(config.host.clone());
+            if let Some(path) = &config.ca_file {
                 let pem = std::fs::read(path)
                     .map_err(|e| format!("ca_file: cannot read {}: {e}", path.display()))?;
                 let cert = Certificate::from_pem(&pem).map_err(|e| {
@@ -81,12 +155,12 @@ impl Email {
                 tls = tls.add_root_certificate(cert);
             }
             let tls = tls.build_rustls().map_err(|e| format!("security: {e}"))?;
-            builder = builder.tls(match s.security {
+            builder = builder.tls(match config.security {
                 SmtpSecurity::Starttls => Tls::Required(tls),
                 _ => Tls::Wrapper(tls),
             });
         }
-        if let (Some(user), Some(password)) = (s.username, s.password) {
+        if let (Some(user), Some(password)) = (&config.username, &config.password) {
             let password = password.resolve().map_err(|e| format!("password: {e}"))?;
             builder = builder.credentials(Credentials::new(
                 user.to_owned(),
@@ -99,52 +173,41 @@ impl Email {
         };
         Ok(Self {
             transport: builder.build(),
-            timeout: s.timeout,
-            from: parse("from", s.from)?,
-            to: s
+            timeout: request_timeout,
+            from: parse("from", &config.from)?,
+            to: config
                 .to
                 .iter()
                 .map(|t| parse("to", t))
                 .collect::<Result<_, _>>()?,
-            to_from: s.to_from.map(str::to_owned),
-            subject: s.subject.unwrap_or(DEFAULT_SUBJECT).to_owned(),
-            body: s.body.map(str::to_owned),
+            to_from: config.to_from.clone(),
+            subject: config
+                .subject
+                .as_deref()
+                .unwrap_or(DEFAULT_SUBJECT)
+                .to_owned(),
+            body: config.body.clone(),
         })
     }
 
-    pub(super) async fn send(&self, events: &[&SinkEvent]) -> Delivery {
+    async fn send(&self, _client: &reqwest::Client, events: &[&SinkEvent]) -> Delivery {
         crate::delivery::one_at_a_time(events, |event| self.send_event(event)).await
     }
 
-    pub(super) async fn send_digest(&self, route: &str, held: &[HeldEvent]) -> Delivery {
+    async fn send_digest(&self, _client: &reqwest::Client, digest: Digest<'_>) -> Delivery {
         if self.to.is_empty() {
             return Delivery::Refused {
                 reason: "a digest goes to the fixed recipients (to), and there are none".into(),
             };
         }
-        let (title, lines) = super::digest_lines(route, held);
-        let mut builder = Message::builder()
-            .from(self.from.clone())
-            .subject(title.clone())
-            .message_id(Some(format!(
-                "<digest-{}-{}@sealtrail>",
-                held.first().map_or(0, |h| h.seq),
-                held.len()
-            )));
-        for to in &self.to {
-            builder = builder.to(to.clone());
-        }
-        match builder
-            .header(ContentType::TEXT_PLAIN)
-            .body(format!("{title}.\n\n{}\n", lines.join("\n")))
-        {
+        match self.digest_message(digest.route, digest.held) {
             Ok(message) => self.deliver(message).await,
-            Err(e) => Delivery::Refused {
-                reason: format!("cannot build the digest: {e}"),
-            },
+            Err(reason) => Delivery::Refused { reason },
         }
     }
+}
 
+impl Email {
     /// One event's message. If the server refuses it and the event named recipients of
     /// its own, the fixed recipients still get it, and the event is refused with the
     /// reason (its replay sends to everyone again).
@@ -186,56 +249,6 @@ impl Email {
         }
     }
 
-    fn recipients(&self, event: &SinkEvent) -> Result<Vec<Mailbox>, String> {
-        let mut all = self.to.clone();
-        if let Some(pointer) = &self.to_from {
-            let found: Vec<&str> = match event.pointer(pointer) {
-                Some(Value::String(one)) => vec![one.as_str()],
-                Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).collect(),
-                _ => Vec::new(),
-            };
-            for text in found {
-                let address = text
-                    .parse::<Mailbox>()
-                    .map_err(|e| format!("{pointer}: {text:?} is not an address: {e}"))?;
-                if !all.contains(&address) {
-                    all.push(address);
-                }
-            }
-        }
-        if all.is_empty() {
-            return Err(format!(
-                "no recipient: the event has no address at {}",
-                self.to_from.as_deref().unwrap_or("to_from")
-            ));
-        }
-        if all.len() > MAX_RECIPIENTS {
-            return Err(format!(
-                "{} recipients; at most {MAX_RECIPIENTS}",
-                all.len()
-            ));
-        }
-        Ok(all)
-    }
-
-    fn message(&self, event: &SinkEvent, recipients: &[Mailbox]) -> Result<Message, String> {
-        let mut builder = Message::builder()
-            .from(self.from.clone())
-            .subject(render(&self.subject, event).trim().to_owned())
-            .message_id(Some(format!("<{}@sealtrail>", event.id())));
-        for to in recipients {
-            builder = builder.to(to.clone());
-        }
-        let body = match &self.body {
-            Some(template) => render(template, event),
-            None => default_body(event),
-        };
-        builder
-            .header(ContentType::TEXT_PLAIN)
-            .body(body)
-            .map_err(|e| format!("cannot build the message: {e}"))
-    }
-
     async fn deliver(&self, message: Message) -> Delivery {
         let Ok(sent) = tokio::time::timeout(self.timeout, self.transport.send(message)).await
         else {
@@ -268,31 +281,4 @@ impl Email {
             }
         }
     }
-}
-
-/// The readable default: what happened, who, when, from where, why, and the changes.
-fn default_body(event: &SinkEvent) -> String {
-    let mut text = format!("{}\n\n", super::headline(event));
-    for (label, value) in super::summary_fields(event) {
-        text.push_str(&format!("{label}: {value}\n"));
-    }
-    if !event.str("reason").is_empty() {
-        text.push_str(&format!("Why: {}\n", event.str("reason")));
-    }
-    if let Some(Value::Array(changes)) = event.body.get("changes") {
-        text.push_str("\nChanges:\n");
-        for change in changes {
-            text.push_str(&format!(
-                "  {}: {} -> {}\n",
-                change["field"].as_str().unwrap_or("?"),
-                change["before"],
-                change["after"]
-            ));
-        }
-    }
-    if let Some(details) = event.body.get("details") {
-        text.push_str(&format!("\nDetails: {details}\n"));
-    }
-    text.push_str(&format!("\nEvent {} (seq {})\n", event.id(), event.seq));
-    text
 }

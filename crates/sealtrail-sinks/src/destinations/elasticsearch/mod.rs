@@ -5,13 +5,41 @@
 //! (access or index state, not the event) items are retried, other refused items go to
 //! the dead letters, and the rest count as delivered.
 
+use std::time::Duration;
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::config::SecretRef;
+use super::{BatchLimits, Destination};
+use crate::config::{KeyProblems, MAX_BATCH_EVENTS_LIMIT, SecretRef};
 use crate::delivery::{self, Delivery};
 use crate::event::SinkEvent;
+
+/// `kind = "elasticsearch"`: Elasticsearch or OpenSearch `_bulk`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ElasticsearchConfig {
+    /// Base URL of the cluster (`https://es.example:9200`).
+    pub url: String,
+    /// Index name; `{yyyy}`, `{mm}`, `{dd}` take the event's `occurred_at` date (UTC).
+    #[serde(default = "default_index")]
+    pub index: String,
+    /// Basic auth user (with `password`).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Basic auth password.
+    #[serde(default)]
+    pub password: Option<SecretRef>,
+    /// `Authorization: ApiKey ...` (the encoded key as Elasticsearch issues it).
+    #[serde(default)]
+    pub api_key: Option<SecretRef>,
+}
+
+fn default_index() -> String {
+    "sealtrail-{yyyy}.{mm}.{dd}".into()
+}
 
 /// A cluster.
 pub struct Elasticsearch {
@@ -20,15 +48,46 @@ pub struct Elasticsearch {
     authorization: Option<String>,
 }
 
-impl Elasticsearch {
-    pub(super) fn build(
-        url: &str,
-        index: &str,
-        username: Option<&str>,
-        password: Option<&SecretRef>,
-        api_key: Option<&SecretRef>,
-    ) -> Result<Self, String> {
-        let authorization = match (username, password, api_key) {
+impl Destination for Elasticsearch {
+    type Config = ElasticsearchConfig;
+
+    const BATCH_LIMITS: BatchLimits = BatchLimits {
+        default_events: 1000,
+        max_events: MAX_BATCH_EVENTS_LIMIT,
+    };
+
+    fn check(config: &ElasticsearchConfig, problems: &mut KeyProblems<'_>) {
+        problems.http_url("url", &config.url);
+        let index = &config.index;
+        // Elasticsearch's rules: lowercase, no spaces or \ / * ? " < > | , #, not
+        // starting with - _ +. (The {yyyy} placeholders are lowercase already.)
+        if index.is_empty()
+            || index.starts_with(['-', '_', '+'])
+            || index.chars().any(|c| {
+                c.is_uppercase()
+                    || matches!(
+                        c,
+                        ' ' | '\\' | '/' | '*' | '?' | '"' | '<' | '>' | '|' | ',' | '#'
+                    )
+            })
+        {
+            problems.push(
+                "index",
+                format!(
+                    "{index:?} is not a valid index name (lowercase, none of \\ / * ? \" < > | , # or spaces, not starting with - _ +)"
+                ),
+            );
+        }
+        if config.username.is_some() != config.password.is_some() {
+            problems.push("password", "username and password go together");
+        }
+        if config.username.is_some() && config.api_key.is_some() {
+            problems.push("api_key", "give either api_key or username and password");
+        }
+    }
+
+    fn build(config: &ElasticsearchConfig, _request_timeout: Duration) -> Result<Self, String> {
+        let authorization = match (&config.username, &config.password, &config.api_key) {
             (Some(user), Some(password), _) => {
                 let password = password.resolve().map_err(|e| format!("password: {e}"))?;
                 let pair = format!("{user}:{}", password.expose());
@@ -41,13 +100,13 @@ impl Elasticsearch {
             _ => None,
         };
         Ok(Self {
-            bulk_url: format!("{}/_bulk", url.trim_end_matches('/')),
-            index: index.to_owned(),
+            bulk_url: format!("{}/_bulk", config.url.trim_end_matches('/')),
+            index: config.index.clone(),
             authorization,
         })
     }
 
-    pub(super) async fn send(&self, client: &reqwest::Client, events: &[&SinkEvent]) -> Delivery {
+    async fn send(&self, client: &reqwest::Client, events: &[&SinkEvent]) -> Delivery {
         let mut body = Vec::with_capacity(events.len() * 800);
         for event in events {
             let action = serde_json::json!({"create": {

@@ -4,11 +4,26 @@
 //! 200 `ok`, or an error such as 400 `invalid_payload`, 404 `no_service`, 410
 //! `channel_is_archived`, 429 with `Retry-After`.
 
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::config::{Secret, SecretRef};
+use super::{BatchLimits, Destination, Digest};
+use crate::config::{KeyProblems, Secret, SecretRef};
 use crate::delivery::{self, Delivery};
 use crate::event::{SinkEvent, render};
+
+/// `kind = "slack"`: Slack incoming webhook.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackConfig {
+    /// The webhook URL (it is the credential, so it is a secret).
+    pub webhook_url: SecretRef,
+    /// Link to an event in the message; `{id}`, `{seq}`, `{tenant_id}` are filled in.
+    #[serde(default)]
+    pub event_url: Option<String>,
+}
 
 /// A Slack webhook.
 pub struct Slack {
@@ -16,12 +31,23 @@ pub struct Slack {
     event_url: Option<String>,
 }
 
-impl Slack {
-    pub(super) fn build(
-        webhook_url: &SecretRef,
-        event_url: Option<String>,
-    ) -> Result<Self, String> {
-        let webhook_url = webhook_url
+impl Destination for Slack {
+    type Config = SlackConfig;
+
+    /// One message per request.
+    const BATCH_LIMITS: BatchLimits = BatchLimits {
+        default_events: 1,
+        max_events: 1,
+    };
+
+    const ALERTING: bool = true;
+
+    /// The webhook URL is a secret, so it can only be checked once read (in `build`).
+    fn check(_config: &SlackConfig, _problems: &mut KeyProblems<'_>) {}
+
+    fn build(config: &SlackConfig, _request_timeout: Duration) -> Result<Self, String> {
+        let webhook_url = config
+            .webhook_url
             .resolve()
             .map_err(|e| format!("webhook_url: {e}"))?;
         if !webhook_url.expose().starts_with("https://")
@@ -31,11 +57,11 @@ impl Slack {
         }
         Ok(Self {
             webhook_url,
-            event_url,
+            event_url: config.event_url.clone(),
         })
     }
 
-    pub(super) async fn send(&self, client: &reqwest::Client, events: &[&SinkEvent]) -> Delivery {
+    async fn send(&self, client: &reqwest::Client, events: &[&SinkEvent]) -> Delivery {
         delivery::one_at_a_time(events, |event| {
             let request = client
                 .post(self.webhook_url.expose())
@@ -46,12 +72,8 @@ impl Slack {
         .await
     }
 
-    pub(super) async fn send_digest(
-        &self,
-        client: &reqwest::Client,
-        route: &str,
-        held: &[crate::store::HeldEvent],
-    ) -> Delivery {
+    async fn send_digest(&self, client: &reqwest::Client, digest: Digest<'_>) -> Delivery {
+        let (route, held) = (digest.route, digest.held);
         let (title, lines) = super::digest_lines(route, held);
         let list: Vec<String> = lines.iter().map(|l| format!("• {}", escape(l))).collect();
         let message = json!({
@@ -67,7 +89,9 @@ impl Slack {
             .body(message.to_string());
         delivery::answer(request).await
     }
+}
 
+impl Slack {
     fn message(&self, event: &SinkEvent) -> Value {
         let headline = super::headline(event);
         let emoji = match event.severity() {
