@@ -1,6 +1,7 @@
 //! `sealtrail`: a thin command-line layer over the Sealtrail libraries.
 
 mod demo;
+mod filter;
 mod ingest;
 mod keys;
 mod migrate;

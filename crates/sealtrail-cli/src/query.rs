@@ -6,35 +6,14 @@ use clap::Args;
 use sealtrail_core::api::Event;
 
 use crate::ServerArgs;
+use crate::filter::{Events, FilterArgs};
 
 #[derive(Args, Debug)]
 pub struct QueryArgs {
     #[command(flatten)]
     server: ServerArgs,
-    /// Only this tenant.
-    #[arg(long)]
-    tenant: Option<String>,
-    /// Comma list of info, warning, critical.
-    #[arg(long)]
-    severity: Option<String>,
-    /// An action, or a prefix such as guest.*
-    #[arg(long)]
-    action: Option<String>,
-    /// Acting user.
-    #[arg(long)]
-    user: Option<String>,
-    /// Resource type.
-    #[arg(long)]
-    resource_type: Option<String>,
-    /// Resource id.
-    #[arg(long)]
-    resource_id: Option<String>,
-    /// From this time (RFC 3339), inclusive.
-    #[arg(long)]
-    from: Option<String>,
-    /// Until this time (RFC 3339), exclusive.
-    #[arg(long)]
-    to: Option<String>,
+    #[command(flatten)]
+    filter: FilterArgs<Events>,
     /// Oldest first instead of newest first.
     #[arg(long)]
     asc: bool,
@@ -51,19 +30,7 @@ const MAX_PAGE: usize = 1000;
 
 pub async fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
     let client = args.server.client()?;
-    let mut params: Vec<(String, String)> = [
-        ("tenant_id", &args.tenant),
-        ("severity", &args.severity),
-        ("action", &args.action),
-        ("user_id", &args.user),
-        ("resource_type", &args.resource_type),
-        ("resource_id", &args.resource_id),
-        ("from", &args.from),
-        ("to", &args.to),
-    ]
-    .into_iter()
-    .filter_map(|(k, v)| v.as_ref().map(|v| (k.to_owned(), v.clone())))
-    .collect();
+    let mut params = args.filter.params();
     if args.asc {
         params.push(("order".into(), "asc".into()));
     }

@@ -10,6 +10,7 @@ use sealtrail_client::{ClientError, StreamMessage};
 use sealtrail_core::api::Event;
 
 use crate::ServerArgs;
+use crate::filter::{FilterArgs, Stream};
 
 /// First wait before reconnecting; doubles up to [`MAX_RECONNECT_DELAY`].
 const FIRST_RECONNECT_DELAY: Duration = Duration::from_millis(250);
@@ -19,24 +20,8 @@ const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(10);
 pub struct TailArgs {
     #[command(flatten)]
     server: ServerArgs,
-    /// Only this tenant.
-    #[arg(long)]
-    tenant: Option<String>,
-    /// Comma list of info, warning, critical.
-    #[arg(long)]
-    severity: Option<String>,
-    /// An action, or a prefix such as guest.*
-    #[arg(long)]
-    action: Option<String>,
-    /// Acting user.
-    #[arg(long)]
-    user: Option<String>,
-    /// Resource type.
-    #[arg(long)]
-    resource_type: Option<String>,
-    /// Resource id.
-    #[arg(long)]
-    resource_id: Option<String>,
+    #[command(flatten)]
+    filter: FilterArgs<Stream>,
     /// Start after this seq (replaying what matched since); without it, only new events.
     #[arg(long)]
     since: Option<u64>,
@@ -47,17 +32,7 @@ pub struct TailArgs {
 
 pub async fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
     let client = args.server.client()?;
-    let params: Vec<(String, String)> = [
-        ("tenant_id", &args.tenant),
-        ("severity", &args.severity),
-        ("action", &args.action),
-        ("user_id", &args.user),
-        ("resource_type", &args.resource_type),
-        ("resource_id", &args.resource_id),
-    ]
-    .into_iter()
-    .filter_map(|(k, v)| v.as_ref().map(|v| (k.to_owned(), v.clone())))
-    .collect();
+    let params = args.filter.params();
     let mut last = args.since;
     let mut delay = FIRST_RECONNECT_DELAY;
     loop {

@@ -210,54 +210,148 @@ pub const DEFAULT_PAGE_LIMIT: usize = 100;
 /// Largest page a query may ask for.
 pub const MAX_PAGE_LIMIT: usize = 1000;
 
-/// The filter parameters every endpoint that selects events understands.
-pub const FILTER_PARAMS: [&str; 8] = [
-    "tenant_id",
-    "severity",
-    "action",
-    "user_id",
-    "resource_type",
-    "resource_id",
-    "from",
-    "to",
+/// One parameter of the event filter: its name in query strings (and in a WebSocket
+/// subscription's `filter` object), its CLI flag, the description the OpenAPI document and
+/// `--help` show, and how its value is applied to an [`EventFilter`].
+#[derive(Clone, Copy, Debug)]
+pub struct FilterParam {
+    /// The query parameter.
+    pub name: &'static str,
+    /// The long flag of `sealtrail query` and `sealtrail tail`, without `--`; shorter than
+    /// the parameter where that reads better on a command line (`--tenant`, `--user`).
+    pub flag: &'static str,
+    /// What the parameter selects.
+    pub description: &'static str,
+    /// Whether the live streams offer it (`GET /v1/stream` documents it, `sealtrail tail`
+    /// has the flag). A time range is not offered for following new events; the shared
+    /// parser still accepts one there, as it accepts every filter parameter.
+    pub on_streams: bool,
+    /// Parses the value into the filter; the error is the reason, the caller names the field.
+    apply: fn(&mut EventFilter, &str) -> Result<(), String>,
+}
+
+/// The one declaration of the event filter's parameters, in the order they are documented.
+///
+/// Everything that speaks the filter is made from this table, so nothing can fall out of
+/// step: the query-string parsing ([`EventFilter::apply_param`], hence `GET /v1/events`,
+/// `GET /v1/stats`, `GET /v1/stream` and WebSocket subscriptions), the OpenAPI parameters
+/// of those operations ([`EventFilterParams`] and [`StreamFilterParams`], feature
+/// `openapi`) and the CLI flags of `sealtrail query` and `sealtrail tail` (built from it in
+/// the CLI crate, which keeps clap out of this crate). Every value is bounded by
+/// [`MAX_FILTER_VALUE_CHARS`].
+pub const EVENT_FILTER_PARAMS: [FilterParam; 8] = [
+    FilterParam {
+        name: "tenant_id",
+        flag: "tenant",
+        description: "Only this tenant (a tenant-bound key sees only its own)",
+        on_streams: true,
+        apply: |filter, value| {
+            // Any tenant id the server could have stored, whatever its configured length
+            // limit: checked for the alphabet and the filter-value bound only.
+            let limits = EventLimits {
+                max_tenant_chars: MAX_FILTER_VALUE_CHARS,
+                ..Default::default()
+            };
+            validate_tenant_id(value, &limits)?;
+            filter.tenant_id = Some(value.to_owned());
+            Ok(())
+        },
+    },
+    FilterParam {
+        name: "severity",
+        flag: "severity",
+        description: "Comma list of info, warning, critical",
+        on_streams: true,
+        apply: |filter, value| {
+            filter.severities = parse_severities(value)?;
+            Ok(())
+        },
+    },
+    FilterParam {
+        name: "action",
+        flag: "action",
+        description: "Exact action, or a prefix ending in * (guest.*)",
+        on_streams: true,
+        apply: |filter, value| {
+            filter.action = Some(ActionMatch::parse(value)?);
+            Ok(())
+        },
+    },
+    FilterParam {
+        name: "user_id",
+        flag: "user",
+        description: "Acting user",
+        on_streams: true,
+        apply: |filter, value| {
+            filter.user_id = Some(non_empty(value)?);
+            Ok(())
+        },
+    },
+    FilterParam {
+        name: "resource_type",
+        flag: "resource-type",
+        description: "Resource type",
+        on_streams: true,
+        apply: |filter, value| {
+            filter.resource_type = Some(non_empty(value)?);
+            Ok(())
+        },
+    },
+    FilterParam {
+        name: "resource_id",
+        flag: "resource-id",
+        description: "Resource id",
+        on_streams: true,
+        apply: |filter, value| {
+            filter.resource_id = Some(non_empty(value)?);
+            Ok(())
+        },
+    },
+    FilterParam {
+        name: "from",
+        flag: "from",
+        description: "occurred_at ≥ from (RFC 3339)",
+        on_streams: false,
+        apply: |filter, value| {
+            filter.from = Some(parse_rfc3339_micros(value)?);
+            Ok(())
+        },
+    },
+    FilterParam {
+        name: "to",
+        flag: "to",
+        description: "occurred_at < to (RFC 3339)",
+        on_streams: false,
+        apply: |filter, value| {
+            filter.to = Some(parse_rfc3339_micros(value)?);
+            Ok(())
+        },
+    },
 ];
+
+/// The names of the filter parameters every endpoint that selects events understands.
+pub const FILTER_PARAMS: [&str; EVENT_FILTER_PARAMS.len()] = {
+    let mut names = [""; EVENT_FILTER_PARAMS.len()];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = EVENT_FILTER_PARAMS[i].name;
+        i += 1;
+    }
+    names
+};
+
+/// The filter parameters the live streams offer (see [`FilterParam::on_streams`]).
+pub fn stream_filter_params() -> impl Iterator<Item = &'static FilterParam> {
+    EVENT_FILTER_PARAMS.iter().filter(|p| p.on_streams)
+}
 
 impl EventFilter {
     /// Applies one filter parameter; returns `Ok(false)` if `key` is not a filter parameter.
     pub fn apply_param(&mut self, key: &str, value: &str) -> Result<bool, FieldError> {
-        let err = |reason: String| FieldError::new(key, reason);
-        match key {
-            "tenant_id" => {
-                // Any tenant id the server could have stored, whatever its configured length
-                // limit: checked for the alphabet and the filter-value bound only.
-                let limits = EventLimits {
-                    max_tenant_chars: MAX_FILTER_VALUE_CHARS,
-                    ..Default::default()
-                };
-                validate_tenant_id(value, &limits).map_err(err)?;
-                self.tenant_id = Some(value.to_owned());
-            }
-            "severity" => {
-                let mut severities = Vec::new();
-                for name in value.split(',').map(str::trim) {
-                    let severity = Severity::parse(name).ok_or_else(|| {
-                        err(format!("{name:?} is not one of info, warning, critical"))
-                    })?;
-                    if !severities.contains(&severity) {
-                        severities.push(severity);
-                    }
-                }
-                severities.sort();
-                self.severities = severities;
-            }
-            "action" => self.action = Some(ActionMatch::parse(value).map_err(err)?),
-            "user_id" => self.user_id = Some(non_empty(value).map_err(err)?),
-            "resource_type" => self.resource_type = Some(non_empty(value).map_err(err)?),
-            "resource_id" => self.resource_id = Some(non_empty(value).map_err(err)?),
-            "from" => self.from = Some(parse_rfc3339_micros(value).map_err(err)?),
-            "to" => self.to = Some(parse_rfc3339_micros(value).map_err(err)?),
-            _ => return Ok(false),
-        }
+        let Some(param) = EVENT_FILTER_PARAMS.iter().find(|p| p.name == key) else {
+            return Ok(false);
+        };
+        (param.apply)(self, value).map_err(|reason| FieldError::new(key, reason))?;
         Ok(true)
     }
 
@@ -270,6 +364,62 @@ impl EventFilter {
         }
         Ok(())
     }
+}
+
+/// The event filter's parameters as the OpenAPI query parameters of every operation that
+/// selects events (`params(EventFilterParams)` in a handler's `#[utoipa::path]`).
+#[cfg(feature = "openapi")]
+pub struct EventFilterParams;
+
+/// The filter parameters the live streams offer, as OpenAPI query parameters.
+#[cfg(feature = "openapi")]
+pub struct StreamFilterParams;
+
+#[cfg(feature = "openapi")]
+impl utoipa::IntoParams for EventFilterParams {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        EVENT_FILTER_PARAMS.iter().map(openapi_parameter).collect()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::IntoParams for StreamFilterParams {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        stream_filter_params().map(openapi_parameter).collect()
+    }
+}
+
+/// An optional string in the query, as `("name" = Option<String>, Query, description = ..)`
+/// documents it.
+#[cfg(feature = "openapi")]
+fn openapi_parameter(param: &FilterParam) -> utoipa::openapi::path::Parameter {
+    use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+    use utoipa::openapi::{ObjectBuilder, Required, Type};
+    ParameterBuilder::new()
+        .name(param.name)
+        .parameter_in(ParameterIn::Query)
+        .description(Some(param.description))
+        .required(Required::False)
+        .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+        .build()
+}
+
+/// A comma list of severities, without repeats, in severity order.
+fn parse_severities(value: &str) -> Result<Vec<Severity>, String> {
+    let mut severities = Vec::new();
+    for name in value.split(',').map(str::trim) {
+        let severity = Severity::parse(name)
+            .ok_or_else(|| format!("{name:?} is not one of info, warning, critical"))?;
+        if !severities.contains(&severity) {
+            severities.push(severity);
+        }
+    }
+    severities.sort();
+    Ok(severities)
 }
 
 /// Longest value a filter parameter may have, in characters: longer than any stored value
@@ -346,7 +496,9 @@ impl PageRequest {
     }
 }
 
-fn unknown_param(name: &str, extra: &[&str]) -> FieldError {
+/// The error for a parameter that is neither a filter parameter nor one of `extra` (the
+/// others the endpoint takes): it names the parameter and lists the known ones.
+pub fn unknown_param(name: &str, extra: &[&str]) -> FieldError {
     let mut known: Vec<&str> = FILTER_PARAMS.to_vec();
     known.extend_from_slice(extra);
     FieldError::new(
@@ -500,6 +652,33 @@ mod tests {
         );
         assert_eq!(req.order, Order::Asc);
         assert_eq!(req.limit, 1000);
+    }
+
+    #[test]
+    fn every_declared_filter_parameter_sets_its_own_condition() {
+        let valid = |name: &str| match name {
+            "tenant_id" => "bloom",
+            "severity" => "info",
+            "action" => "guest.*",
+            "from" | "to" => "2026-11-01T00:00:00Z",
+            _ => "x",
+        };
+        let mut seen: Vec<EventFilter> = Vec::new();
+        for (param, name) in EVENT_FILTER_PARAMS.iter().zip(FILTER_PARAMS) {
+            assert_eq!(param.name, name);
+            let mut filter = EventFilter::default();
+            assert_eq!(filter.apply_param(name, valid(name)), Ok(true), "{name}");
+            assert_ne!(filter, EventFilter::default(), "{name} sets a condition");
+            assert!(
+                !seen.contains(&filter),
+                "{name} sets a condition of its own"
+            );
+            seen.push(filter);
+        }
+        assert_eq!(
+            stream_filter_params().map(|p| p.name).collect::<Vec<_>>(),
+            FILTER_PARAMS[..6]
+        );
     }
 
     #[test]

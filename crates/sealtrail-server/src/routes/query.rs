@@ -6,7 +6,7 @@ use std::time::Instant;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use sealtrail_core::query::{PageRequest, StatsRequest};
+use sealtrail_core::query::{EventFilterParams, PageRequest, StatsRequest};
 use sealtrail_core::time_format::format_micros;
 use sealtrail_core::{FieldError, Scope};
 use serde_json::{Value, json};
@@ -29,14 +29,7 @@ const DURABILITY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
     path = "/v1/events",
     tag = "events",
     params(
-        ("tenant_id" = Option<String>, Query, description = "Only this tenant (a tenant-bound key sees only its own)"),
-        ("severity" = Option<String>, Query, description = "Comma list of info, warning, critical"),
-        ("action" = Option<String>, Query, description = "Exact action, or a prefix ending in * (guest.*)"),
-        ("user_id" = Option<String>, Query, description = "Acting user"),
-        ("resource_type" = Option<String>, Query, description = "Resource type"),
-        ("resource_id" = Option<String>, Query, description = "Resource id"),
-        ("from" = Option<String>, Query, description = "occurred_at ≥ from (RFC 3339)"),
-        ("to" = Option<String>, Query, description = "occurred_at < to (RFC 3339)"),
+        EventFilterParams,
         ("order" = Option<String>, Query, description = "desc (newest first, default) or asc"),
         ("limit" = Option<u32>, Query, description = "1 to 1000, default 100"),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
@@ -191,14 +184,7 @@ pub async fn get_event(
     params(
         ("group_by" = Option<String>, Query, description = "severity (default), action or resource_type"),
         ("interval" = Option<String>, Query, description = "hour or day buckets"),
-        ("tenant_id" = Option<String>, Query, description = "Only this tenant"),
-        ("severity" = Option<String>, Query, description = "Comma list of severities"),
-        ("action" = Option<String>, Query, description = "Exact action or prefix.*"),
-        ("user_id" = Option<String>, Query, description = "Acting user"),
-        ("resource_type" = Option<String>, Query, description = "Resource type"),
-        ("resource_id" = Option<String>, Query, description = "Resource id"),
-        ("from" = Option<String>, Query, description = "occurred_at ≥ from (RFC 3339)"),
-        ("to" = Option<String>, Query, description = "occurred_at < to (RFC 3339)"),
+        EventFilterParams,
     ),
     responses(
         (status = 200, description = "Counts", body = StatsResponse),

@@ -249,12 +249,9 @@ pub fn parse_filter<'a>(
         if extra.contains(&key) {
             rest.push((key, value));
         } else {
-            let mut known = sealtrail_core::query::FILTER_PARAMS.to_vec();
-            known.extend_from_slice(extra);
-            return Err(ApiError::invalid_parameter(FieldError::new(
-                key,
-                format!("unknown parameter; known are {}", known.join(", ")),
-            )));
+            return Err(ApiError::invalid_parameter(
+                sealtrail_core::query::unknown_param(key, extra),
+            ));
         }
     }
     filter.check().map_err(ApiError::invalid_parameter)?;

@@ -12,6 +12,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
+use sealtrail_core::query::StreamFilterParams;
 use sealtrail_core::{FieldError, Scope};
 use tokio::sync::mpsc;
 
@@ -72,12 +73,7 @@ impl Outbox for SseOutbox {
     path = "/v1/stream",
     tag = "streams",
     params(
-        ("tenant_id" = Option<String>, Query, description = "Only this tenant (a tenant-bound key sees only its own)"),
-        ("severity" = Option<String>, Query, description = "Comma list of info, warning, critical"),
-        ("action" = Option<String>, Query, description = "Exact action, or a prefix ending in * (guest.*)"),
-        ("user_id" = Option<String>, Query, description = "Acting user"),
-        ("resource_type" = Option<String>, Query, description = "Resource type"),
-        ("resource_id" = Option<String>, Query, description = "Resource id"),
+        StreamFilterParams,
         ("since" = Option<u64>, Query, description = "Resume after this seq (the Last-Event-ID header takes precedence); without either, only new events"),
         ("Last-Event-ID" = Option<u64>, Header, description = "The last seq received, when reconnecting"),
     ),
