@@ -42,6 +42,9 @@ pub enum ServerError {
     /// The store could not be opened or is not trustworthy.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Field encryption could not start (its settings, its data keys).
+    #[error(transparent)]
+    Encryption(#[from] sealtrail_crypto::CryptoError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -107,7 +110,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         .as_ref()
         .map(|settings| open_cipher(&config.data_dir, settings))
         .transpose()?;
-    let opener = sealtrail_store::encryption::Opener::new(cipher);
+    let opener = sealtrail_crypto::Opener::new(cipher);
     let hub = stream::Hub::start(
         0,
         config.stream.live_queue_events,
@@ -206,8 +209,9 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         {
             let dir = config.data_dir.clone();
             Some(Arc::new(
-                blocking_store(move || blind::BlindIndex::open(&dir)).await?,
-            ))
+                blocking_store(move || sealtrail_store::blind_index::SqliteBlindIndex::open(&dir))
+                    .await?,
+            ) as Arc<dyn sealtrail_crypto::BlindIndexStore>)
         }
         _ => None,
     };
@@ -381,7 +385,7 @@ async fn open_store(
 fn open_cipher(
     data_dir: &std::path::Path,
     settings: &config::EncryptionConfig,
-) -> Result<Arc<sealtrail_store::encryption::FieldCipher>, ServerError> {
+) -> Result<Arc<sealtrail_crypto::FieldCipher>, ServerError> {
     use base64::Engine as _;
     let secret = settings.master_key.resolve().map_err(|e| {
         ServerError::Store(StoreError::Invalid(format!("encryption.master_key: {e}")))
@@ -396,15 +400,16 @@ fn open_cipher(
                     .into(),
             ))
         })?;
-    let cipher = sealtrail_store::encryption::FieldCipher::open(
-        data_dir,
-        sealtrail_store::encryption::EncryptionSettings {
-            master_key: bytes,
-            fields: settings.fields.clone(),
-            subject: settings.subject.clone(),
-            blind_index: settings.blind_index.clone(),
-        },
-    )?;
+    let settings = sealtrail_crypto::EncryptionSettings {
+        master_key: bytes,
+        fields: settings.fields.clone(),
+        subject: settings.subject.clone(),
+        blind_index: settings.blind_index.clone(),
+    };
+    // Checked before the key file is created: a configuration refused leaves no file.
+    settings.check()?;
+    let keys = sealtrail_store::data_keys::SqliteDataKeyStore::open(data_dir)?;
+    let cipher = sealtrail_crypto::FieldCipher::new(settings, Box::new(keys))?;
     Ok(Arc::new(cipher))
 }
 

@@ -321,7 +321,7 @@ fn validate_all(
     scope: &TenantScope,
     received_at: i64,
     limits: &sealtrail_core::EventLimits,
-    sealer: Option<&sealtrail_store::encryption::FieldCipher>,
+    sealer: Option<&sealtrail_crypto::FieldCipher>,
 ) -> Checked {
     let sealer = sealer.map(|c| c as &dyn sealtrail_core::FieldSealer);
     items

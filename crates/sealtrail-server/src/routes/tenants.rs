@@ -86,7 +86,7 @@ async fn shred(
             tenant.clone(),
             subject
                 .as_deref()
-                .map(sealtrail_store::encryption::FieldCipher::subject_tag),
+                .map(sealtrail_crypto::FieldCipher::subject_tag),
         );
         blocking(move || {
             index

@@ -80,7 +80,7 @@ pub struct Streams {
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Shows replayed events with their sealed fields opened.
-    pub opener: sealtrail_store::encryption::Opener,
+    pub opener: sealtrail_crypto::Opener,
     active: Arc<AtomicUsize>,
     /// Turns true once, when the server begins to shut down.
     shutting_down: Arc<watch::Sender<bool>>,
@@ -106,7 +106,7 @@ impl Streams {
         reader: Arc<dyn LogReader>,
         settings: StreamSettings,
         metrics: Arc<Metrics>,
-        opener: sealtrail_store::encryption::Opener,
+        opener: sealtrail_crypto::Opener,
     ) -> Self {
         Self {
             hub,
