@@ -12,6 +12,7 @@ pub mod checkpoint;
 pub mod event;
 pub mod merkle;
 pub mod query;
+pub mod stored;
 pub mod time_format;
 
 pub use auth::{Grant, Scope};
@@ -25,3 +26,4 @@ pub use query::{
     ActionMatch, EventFilter, Order, PageCursor, PageRequest, StatsGroup, StatsInterval,
     StatsRequest,
 };
+pub use stored::StoredEvent;

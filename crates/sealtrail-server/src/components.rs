@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sealtrail_store::encryption::Opener;
+use sealtrail_crypto::Opener;
 use sealtrail_store::follow::{LogFollower, Shutdown};
 use sealtrail_store::sqlite::{Indexer, IndexerConfig, IndexerHandle, SqliteReader, open_log};
 use sealtrail_store::{
@@ -49,7 +49,7 @@ pub(crate) struct Parts {
     log: DurableLog,
     sinks: Arc<sealtrail_sinks::Sinks>,
     opener: Opener,
-    blind: Option<Arc<blind::BlindIndex>>,
+    blind: Option<Arc<dyn sealtrail_crypto::BlindIndexStore>>,
 }
 
 impl Parts {
@@ -272,7 +272,7 @@ async fn open_spool(
 async fn open_blind_index(
     config: &Config,
     opener: &Opener,
-) -> Result<Option<Arc<blind::BlindIndex>>, ServerError> {
+) -> Result<Option<Arc<dyn sealtrail_crypto::BlindIndexStore>>, ServerError> {
     let wanted = config
         .encryption
         .as_ref()
@@ -282,7 +282,7 @@ async fn open_blind_index(
     }
     let dir = config.data_dir.clone();
     Ok(Some(Arc::new(
-        blocking_store(move || blind::BlindIndex::open(&dir)).await?,
+        blocking_store(move || sealtrail_store::blind_index::SqliteBlindIndex::open(&dir)).await?,
     )))
 }
 

@@ -55,7 +55,7 @@ pub struct Config {
     pub encryption: Option<EncryptionConfig>,
 }
 
-/// Field encryption (see `sealtrail_store::encryption`).
+/// Field encryption (see `sealtrail_crypto`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EncryptionConfig {
@@ -365,8 +365,8 @@ impl Config {
             return Err(invalid("access_log.global_tenant", &reason));
         }
         if let Some(encryption) = &self.encryption {
-            sealtrail_store::encryption::check_fields(&encryption.fields)
-                .map_err(|reason| invalid("encryption.fields", &reason))?;
+            sealtrail_crypto::check_fields(&encryption.fields)
+                .map_err(|reason| invalid("encryption.fields", &reason.to_string()))?;
             if let Some(field) = encryption
                 .blind_index
                 .iter()

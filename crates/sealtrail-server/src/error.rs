@@ -226,6 +226,12 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<sealtrail_crypto::CryptoError> for ApiError {
+    fn from(error: sealtrail_crypto::CryptoError) -> Self {
+        Self::internal(error)
+    }
+}
+
 impl From<sealtrail_store::StoreError> for ApiError {
     fn from(error: sealtrail_store::StoreError) -> Self {
         match error {

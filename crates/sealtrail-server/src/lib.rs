@@ -40,6 +40,9 @@ pub enum ServerError {
     /// The store could not be opened or is not trustworthy.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Field encryption could not start (its settings, its data keys).
+    #[error(transparent)]
+    Encryption(#[from] sealtrail_crypto::CryptoError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -148,7 +151,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
 pub(crate) fn open_cipher(
     data_dir: &std::path::Path,
     settings: &config::EncryptionConfig,
-) -> Result<Arc<sealtrail_store::encryption::FieldCipher>, ServerError> {
+) -> Result<Arc<sealtrail_crypto::FieldCipher>, ServerError> {
     use base64::Engine as _;
     let secret = settings.master_key.resolve().map_err(|e| {
         ServerError::Store(StoreError::Invalid(format!("encryption.master_key: {e}")))
@@ -163,15 +166,16 @@ pub(crate) fn open_cipher(
                     .into(),
             ))
         })?;
-    let cipher = sealtrail_store::encryption::FieldCipher::open(
-        data_dir,
-        sealtrail_store::encryption::EncryptionSettings {
-            master_key: bytes,
-            fields: settings.fields.clone(),
-            subject: settings.subject.clone(),
-            blind_index: settings.blind_index.clone(),
-        },
-    )?;
+    let settings = sealtrail_crypto::EncryptionSettings {
+        master_key: bytes,
+        fields: settings.fields.clone(),
+        subject: settings.subject.clone(),
+        blind_index: settings.blind_index.clone(),
+    };
+    // Checked before the key file is created: a configuration refused leaves no file.
+    settings.check()?;
+    let keys = sealtrail_store::data_keys::SqliteDataKeyStore::open(data_dir)?;
+    let cipher = sealtrail_crypto::FieldCipher::new(settings, Box::new(keys))?;
     Ok(Arc::new(cipher))
 }
 

@@ -40,9 +40,9 @@ pub struct Inner {
     /// The sinks delivering the log elsewhere.
     pub sinks: Arc<sealtrail_sinks::Sinks>,
     /// Shows events to readers (sealed fields opened when encryption is on).
-    pub opener: sealtrail_store::encryption::Opener,
+    pub opener: sealtrail_crypto::Opener,
     /// Equality search on encrypted fields, when a blind index is configured.
-    pub blind: Option<Arc<crate::blind::BlindIndex>>,
+    pub blind: Option<Arc<dyn sealtrail_crypto::BlindIndexStore>>,
     /// Requests per API key.
     pub rate_limits: crate::limits::KeyRateLimiter,
 }

@@ -20,10 +20,7 @@ pub struct SinkEvent {
 impl SinkEvent {
     /// Parses a stored event; `None` if its record is not an object (it always is: the
     /// sequencer wrote it).
-    pub fn from_stored(
-        stored: &StoredEvent,
-        opener: &sealtrail_store::encryption::Opener,
-    ) -> Option<Self> {
+    pub fn from_stored(stored: &StoredEvent, opener: &sealtrail_crypto::Opener) -> Option<Self> {
         let json = opener.api_json(stored);
         match serde_json::from_slice(&json) {
             Ok(Value::Object(body)) => Some(Self {

@@ -83,7 +83,7 @@ impl Sinks {
         data_dir: &Path,
         reader: Arc<dyn LogReader>,
         durable: DurableSize,
-        opener: sealtrail_store::encryption::Opener,
+        opener: sealtrail_crypto::Opener,
     ) -> Result<Self, SinkError> {
         let problems = config::check(sinks, routes);
         if !problems.is_empty() {

@@ -119,7 +119,7 @@ pub(crate) struct Runner {
     /// Events held for digests that the saved cursor has not passed yet.
     pub held: Vec<HeldEvent>,
     /// Shows events with their sealed fields opened (receivers get what readers get).
-    pub opener: sealtrail_store::encryption::Opener,
+    pub opener: sealtrail_crypto::Opener,
 }
 
 /// A refused event on its way to the dead letters: (seq, id, the receiver's reason).

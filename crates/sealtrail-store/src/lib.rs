@@ -6,8 +6,13 @@
 //! readers use the read side ([`LogReader`]) at the same time. The sequencer's logic — ids,
 //! seqs, the Merkle frontier, checkpoints — is written once here and shared by backends,
 //! which only provide transactional primitives.
+//!
+//! Beside the log, the data directory holds small SQLite files of its own ([`sidecar`]):
+//! API keys, and the persistence `sealtrail-crypto` asks for through its traits — the
+//! wrapped data keys ([`data_keys`]) and the blind index ([`blind_index`]).
 
-pub mod encryption;
+pub mod blind_index;
+pub mod data_keys;
 mod error;
 pub mod follow;
 pub mod identity;

@@ -7,12 +7,11 @@ use std::sync::Arc;
 
 use sealtrail_core::EventLimits;
 use sealtrail_store::Receipt;
-use sealtrail_store::encryption::{FieldCipher, Opener};
+use sealtrail_crypto::{BlindIndexStore, FieldCipher, Opener};
 use sha2::{Digest, Sha256};
 
 use super::DurableLog;
 use super::system::ShreddingRecord;
-use crate::blind::BlindIndex;
 
 /// What a shredding did.
 pub struct Shredding {
@@ -47,7 +46,7 @@ pub struct Shredder {
     /// The cipher whose keys are destroyed.
     pub opener: Opener,
     /// The blind index whose entries go with them.
-    pub blind: Option<Arc<BlindIndex>>,
+    pub blind: Option<Arc<dyn BlindIndexStore>>,
     /// Limits of the record.
     pub limits: EventLimits,
 }

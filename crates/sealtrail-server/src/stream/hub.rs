@@ -37,7 +37,7 @@ pub struct LiveFrame {
 }
 
 impl LiveFrame {
-    fn new(event: &CommittedEvent, opener: &sealtrail_store::encryption::Opener) -> Self {
+    fn new(event: &CommittedEvent, opener: &sealtrail_crypto::Opener) -> Self {
         let json = Bytes::from(opener.api_json(&event.stored));
         let sse = sse_message(event.stored.seq, &json);
         Self {
@@ -113,7 +113,7 @@ pub struct Hub {
     live_queue_events: usize,
     metrics: Arc<Metrics>,
     /// Shows events with their sealed fields opened.
-    opener: sealtrail_store::encryption::Opener,
+    opener: sealtrail_crypto::Opener,
 }
 
 /// A subscriber's place in live delivery.
@@ -146,7 +146,7 @@ impl Hub {
         published: u64,
         live_queue_events: usize,
         metrics: Arc<Metrics>,
-        opener: sealtrail_store::encryption::Opener,
+        opener: sealtrail_crypto::Opener,
     ) -> Arc<Self> {
         let (input, groups) = mpsc::channel(DISPATCH_QUEUE_GROUPS);
         let hub = Arc::new(Self {

@@ -79,7 +79,7 @@ pub struct Streams {
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Shows replayed events with their sealed fields opened.
-    pub opener: sealtrail_store::encryption::Opener,
+    pub opener: sealtrail_crypto::Opener,
     active: Arc<AtomicUsize>,
     /// The server's shutdown: every subscription ends when it begins.
     shutdown: Shutdown,
@@ -107,7 +107,7 @@ impl Streams {
         reader: Arc<dyn LogReader>,
         settings: StreamSettings,
         metrics: Arc<Metrics>,
-        opener: sealtrail_store::encryption::Opener,
+        opener: sealtrail_crypto::Opener,
         shutdown: Shutdown,
     ) -> Self {
         Self {

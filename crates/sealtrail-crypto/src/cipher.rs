@@ -1,104 +1,29 @@
-//! Field encryption and crypto-shredding.
-//!
-//! Configured sensitive fields (`ip_address`, `user_agent`, `reason`, `changes`, or JSON
-//! pointers into `details`) are encrypted *before* the record is hashed into the Merkle
-//! tree, so the log, its indexes, backups and exports hold only ciphertext, and destroying a
-//! key later leaves every leaf hash — and `verify` — intact.
-//!
-//! - Each value is sealed with AES-256-GCM under a data key: one per tenant, or one per
-//!   (tenant, subject) when a subject pointer is configured (the subject's id is stored
-//!   only as 16 hex digits of its SHA-256, so the key table does not name people). The
-//!   additional data binds the ciphertext to its tenant and field; its event is pinned by
-//!   the record's leaf hash (moving it would be tampering, which `verify` finds).
-//! - Data keys are random, kept wrapped (AES-256-GCM) by the master key in
-//!   `data-keys.sqlite`; the master key comes from a file or environment variable and is
-//!   never stored beside the data.
-//! - A sealed value is the string `sealtrail:enc:v1:<key ref>:<field>:<base64url(nonce ‖
-//!   ciphertext)>` holding the value's JSON text, so any JSON value round-trips, and a read
-//!   can splice opened values into the stored bytes without parsing the record.
-//! - Shredding deletes a data key (tenant or subject): its values read as `"[shredded]"`
-//!   forever after.
-//! - With encryption on, the content hash used to recognise retries is keyed (HMAC with a
-//!   key derived from the master key), so it cannot be used to guess a sensitive value.
+//! The field cipher: seals values as records are written, opens them for readers, and
+//! owns the data keys (their AES key schedules cached, their wrapped bytes kept by a
+//! [`DataKeyStore`]), so shredding is one call.
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
-use rusqlite::{Connection, OptionalExtension, params};
+use sealtrail_core::StoredEvent;
 use sha2::{Digest, Sha256};
 
-use crate::{StoreError, StoredEvent};
+use crate::{CryptoError, DataKeyStore, EncryptionSettings, NewDataKey, StoredDataKey};
 
-/// File of the wrapped data keys, in the data directory.
-pub const DATA_KEYS_FILE: &str = "data-keys.sqlite";
 /// Prefix of every sealed value.
 pub const SEALED_PREFIX: &str = "sealtrail:enc:v1:";
 /// What a value whose key was destroyed reads as.
 pub const SHREDDED: &str = "[shredded]";
 
-/// Top-level fields that may be encrypted: none of them is an index or filter column
-/// (those must stay readable for queries and row-level security).
-pub const ENCRYPTABLE_FIELDS: [&str; 5] = [
-    "ip_address",
-    "user_agent",
-    "reason",
-    "changes",
-    "request_id",
-];
-
-/// Which fields, under which keys.
-#[derive(Clone, Debug)]
-pub struct EncryptionSettings {
-    /// The 32-byte master key.
-    pub master_key: [u8; 32],
-    /// Top-level field names from [`ENCRYPTABLE_FIELDS`], or JSON pointers into `details`
-    /// (`/details/guest/dietary_notes`).
-    pub fields: Vec<String>,
-    /// A JSON pointer into the event naming its data subject (`/user_id`, or
-    /// `/details/guest/id`): events with one get that subject's own key.
-    pub subject: Option<String>,
-    /// Encrypted fields that also get a keyed blind index, for equality search.
-    pub blind_index: Vec<String>,
-}
-
-/// One blind index entry of an event: which field, its token, and whose key sealed it
-/// (the subject tag, so a subject's shredding can drop its entries).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BlindToken {
-    /// The field.
-    pub field: String,
-    /// HMAC of the tenant, field and value under the blind-index key, hex.
-    pub token: String,
-    /// The subject's tag, if the value was sealed under a subject key.
-    pub subject_tag: Option<String>,
-}
-
-/// Checks a field list; the reason names the bad entry.
-pub fn check_fields(fields: &[String]) -> Result<(), String> {
-    for field in fields {
-        let ok = ENCRYPTABLE_FIELDS.contains(&field.as_str())
-            || (field.starts_with("/details/") && field.len() > "/details/".len());
-        if !ok {
-            return Err(format!(
-                "{field:?} cannot be encrypted: give one of {} or a JSON pointer into details \
-                 (/details/...); indexed fields must stay readable",
-                ENCRYPTABLE_FIELDS.join(", ")
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// What became of a data key.
 /// (The AES key schedule is built once per data key, not once per value.)
 #[derive(Clone)]
 enum KeyState {
-    Live(std::sync::Arc<LessSafeKey>),
+    Live(Arc<LessSafeKey>),
     Shredded,
     /// No such key (a sealed value from elsewhere): the value is left as stored.
     Missing,
@@ -106,16 +31,16 @@ enum KeyState {
 
 /// Seals and opens sensitive fields; owns the data keys.
 pub struct FieldCipher {
-    settings: EncryptionSettings,
+    pub(crate) settings: EncryptionSettings,
     master: LessSafeKey,
     content_key: ring::hmac::Key,
-    blind_key: ring::hmac::Key,
+    pub(crate) blind_key: ring::hmac::Key,
     random: SystemRandom,
-    keys: Mutex<Connection>,
+    keys: Box<dyn DataKeyStore>,
     /// Data keys by id, as found.
     cache: Mutex<HashMap<String, KeyState>>,
     /// The key new values are sealed with, by base: (generation, key).
-    active: Mutex<HashMap<String, (u32, std::sync::Arc<LessSafeKey>)>>,
+    active: Mutex<HashMap<String, (u32, Arc<LessSafeKey>)>>,
     /// Nonces: a random 64-bit prefix drawn per process (and again whenever the counter
     /// wraps) and a 32-bit counter, so no two seals under any key share a nonce without a
     /// system call per value.
@@ -134,63 +59,38 @@ fn aead_key(bytes: &[u8; 32]) -> LessSafeKey {
     LessSafeKey::new(UnboundKey::new(&AES_256_GCM, bytes).expect("a 32-byte AES-256 key"))
 }
 
-fn random_prefix() -> Result<[u8; 8], StoreError> {
+fn random_prefix() -> Result<[u8; 8], CryptoError> {
     let mut prefix = [0u8; 8];
     SystemRandom::new()
         .fill(&mut prefix)
-        .map_err(|_| crypto_error("no randomness for nonces"))?;
+        .map_err(|_| CryptoError::NoRandomness("nonces"))?;
     Ok(prefix)
 }
 
-fn crypto_error(what: &str) -> StoreError {
-    StoreError::Integrity(format!("encryption: {what}"))
+/// An HMAC-SHA256 key derived from the master key for one purpose.
+fn derived_key(purpose: &[u8], master_key: &[u8; 32]) -> ring::hmac::Key {
+    let derived = Sha256::new()
+        .chain_update(purpose)
+        .chain_update(master_key)
+        .finalize();
+    ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &derived)
 }
 
 impl FieldCipher {
-    /// Opens (creating if needed) the data key table in `data_dir`.
-    pub fn open(data_dir: &Path, settings: EncryptionSettings) -> Result<Self, StoreError> {
-        check_fields(&settings.fields).map_err(StoreError::Invalid)?;
-        if let Some(field) = settings
-            .blind_index
-            .iter()
-            .find(|f| !settings.fields.contains(f))
-        {
-            return Err(StoreError::Invalid(format!(
-                "encryption.blind_index: {field:?} is not in encryption.fields"
-            )));
-        }
-        let conn = crate::sidecar::open(
-            &data_dir.join(DATA_KEYS_FILE),
-            crate::sidecar::Durability::Full,
-        )?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS data_keys (
-                 key_id      TEXT PRIMARY KEY,
-                 base        TEXT NOT NULL,
-                 generation  INTEGER NOT NULL,
-                 wrapped     BLOB,
-                 created_at  INTEGER NOT NULL,
-                 shredded_at INTEGER
-             );
-             CREATE INDEX IF NOT EXISTS data_keys_by_base ON data_keys (base, generation);",
-        )?;
-        let derived = Sha256::new()
-            .chain_update(b"sealtrail content hash key\n")
-            .chain_update(settings.master_key)
-            .finalize();
+    /// A cipher for `settings`, its data keys kept in `keys`. The settings are checked
+    /// first ([`EncryptionSettings::check`]).
+    pub fn new(
+        settings: EncryptionSettings,
+        keys: Box<dyn DataKeyStore>,
+    ) -> Result<Self, CryptoError> {
+        settings.check()?;
         Ok(Self {
             master: aead_key(&settings.master_key),
-            content_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &derived),
-            blind_key: ring::hmac::Key::new(
-                ring::hmac::HMAC_SHA256,
-                &Sha256::new()
-                    .chain_update(b"sealtrail blind index key\n")
-                    .chain_update(settings.master_key)
-                    .finalize(),
-            ),
+            content_key: derived_key(b"sealtrail content hash key\n", &settings.master_key),
+            blind_key: derived_key(b"sealtrail blind index key\n", &settings.master_key),
             settings,
             random: SystemRandom::new(),
-            keys: Mutex::new(conn),
+            keys,
             cache: Mutex::new(HashMap::new()),
             active: Mutex::new(HashMap::new()),
             nonces: Mutex::new((random_prefix()?, 0)),
@@ -207,7 +107,7 @@ impl FieldCipher {
     }
 
     /// A data key by id (`<base>#<generation>`), for opening.
-    fn data_key(&self, key_id: &str) -> Result<KeyState, StoreError> {
+    fn data_key(&self, key_id: &str) -> Result<KeyState, CryptoError> {
         let mut cache = self
             .cache
             .lock()
@@ -215,20 +115,12 @@ impl FieldCipher {
         if let Some(found) = cache.get(key_id) {
             return Ok(found.clone());
         }
-        let conn = self.keys.lock().expect("data key lock is never poisoned");
-        let row: Option<(Option<Vec<u8>>, Option<i64>)> = conn
-            .query_row(
-                "SELECT wrapped, shredded_at FROM data_keys WHERE key_id = ?1",
-                [key_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        let state = match row {
+        let state = match self.keys.load(key_id)? {
             None => KeyState::Missing,
-            Some((Some(wrapped), None)) => KeyState::Live(std::sync::Arc::new(aead_key(
-                &self.unwrap_key(key_id, wrapped)?,
-            ))),
-            Some(_) => KeyState::Shredded,
+            Some(StoredDataKey::Wrapped(wrapped)) => {
+                KeyState::Live(Arc::new(aead_key(&self.unwrap_key(key_id, wrapped)?)))
+            }
+            Some(StoredDataKey::Destroyed) => KeyState::Shredded,
         };
         cache.insert(key_id.to_owned(), state.clone());
         Ok(state)
@@ -236,7 +128,7 @@ impl FieldCipher {
 
     /// The key new values of `base` are sealed with, created (as the next generation) if
     /// the base has none alive.
-    fn active_key(&self, base: &str) -> Result<(u32, std::sync::Arc<LessSafeKey>), StoreError> {
+    fn active_key(&self, base: &str) -> Result<(u32, Arc<LessSafeKey>), CryptoError> {
         let mut active = self
             .active
             .lock()
@@ -244,54 +136,38 @@ impl FieldCipher {
         if let Some(found) = active.get(base) {
             return Ok(found.clone());
         }
-        let conn = self.keys.lock().expect("data key lock is never poisoned");
-        let live: Option<(u32, Vec<u8>)> = conn
-            .query_row(
-                "SELECT generation, wrapped FROM data_keys
-                 WHERE base = ?1 AND shredded_at IS NULL AND wrapped IS NOT NULL
-                 ORDER BY generation DESC LIMIT 1",
-                [base],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        let found = match live {
+        let found = match self.keys.newest_live(base)? {
             Some((generation, wrapped)) => (
                 generation,
                 self.unwrap_key(&format!("{base}#{generation}"), wrapped)?,
             ),
-            None => {
-                let last: Option<u32> = conn.query_row(
-                    "SELECT max(generation) FROM data_keys WHERE base = ?1",
-                    [base],
-                    |r| r.get(0),
-                )?;
-                let generation = last.unwrap_or(0) + 1;
-                let key_id = format!("{base}#{generation}");
-                let mut key = [0u8; 32];
-                self.random
-                    .fill(&mut key)
-                    .map_err(|_| crypto_error("no randomness for a data key"))?;
-                let wrapped = self.seal_bytes(&self.master, key_id.as_bytes(), &key)?;
-                conn.execute(
-                    "INSERT INTO data_keys (key_id, base, generation, wrapped, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![
-                        key_id,
-                        base,
-                        generation,
-                        wrapped,
-                        sealtrail_core::time_format::now_micros()
-                    ],
-                )?;
-                (generation, key)
-            }
+            None => self.new_data_key(base)?,
         };
-        let found = (found.0, std::sync::Arc::new(aead_key(&found.1)));
+        let found = (found.0, Arc::new(aead_key(&found.1)));
         active.insert(base.to_owned(), found.clone());
         Ok(found)
     }
 
-    fn next_nonce(&self) -> Result<[u8; 12], StoreError> {
+    /// Makes and files the next generation of `base`'s key.
+    fn new_data_key(&self, base: &str) -> Result<(u32, [u8; 32]), CryptoError> {
+        let generation = self.keys.last_generation(base)?.unwrap_or(0) + 1;
+        let key_id = format!("{base}#{generation}");
+        let mut key = [0u8; 32];
+        self.random
+            .fill(&mut key)
+            .map_err(|_| CryptoError::NoRandomness("a data key"))?;
+        let wrapped = self.seal_bytes(&self.master, key_id.as_bytes(), &key)?;
+        self.keys.insert(&NewDataKey {
+            key_id: &key_id,
+            base,
+            generation,
+            wrapped: &wrapped,
+            created_at: sealtrail_core::time_format::now_micros(),
+        })?;
+        Ok((generation, key))
+    }
+
+    fn next_nonce(&self) -> Result<[u8; 12], CryptoError> {
         let mut state = self.nonces.lock().expect("nonce lock is never poisoned");
         if state.1 == u32::MAX {
             *state = (random_prefix()?, 0);
@@ -303,17 +179,15 @@ impl FieldCipher {
         Ok(nonce)
     }
 
-    fn unwrap_key(&self, key_id: &str, mut wrapped: Vec<u8>) -> Result<[u8; 32], StoreError> {
+    fn unwrap_key(&self, key_id: &str, mut wrapped: Vec<u8>) -> Result<[u8; 32], CryptoError> {
         let plain = self
             .open_bytes(&self.master, key_id.as_bytes(), &mut wrapped)
-            .ok_or_else(|| {
-                crypto_error(&format!(
-                    "data key {key_id} does not open with this master key"
-                ))
+            .ok_or_else(|| CryptoError::WrongMasterKey {
+                key_id: key_id.to_owned(),
             })?;
-        plain
-            .try_into()
-            .map_err(|_| crypto_error(&format!("data key {key_id} is not 32 bytes")))
+        plain.try_into().map_err(|_| CryptoError::MalformedDataKey {
+            key_id: key_id.to_owned(),
+        })
     }
 
     fn seal_bytes(
@@ -321,7 +195,7 @@ impl FieldCipher {
         key: &LessSafeKey,
         aad: &[u8],
         plain: &[u8],
-    ) -> Result<Vec<u8>, StoreError> {
+    ) -> Result<Vec<u8>, CryptoError> {
         let nonce = self.next_nonce()?;
         let mut sealed = plain.to_vec();
         key.seal_in_place_append_tag(
@@ -329,7 +203,7 @@ impl FieldCipher {
             Aad::from(aad),
             &mut sealed,
         )
-        .map_err(|_| crypto_error("sealing failed"))?;
+        .map_err(|_| CryptoError::SealingFailed)?;
         let mut out = nonce.to_vec();
         out.extend_from_slice(&sealed);
         Ok(out)
@@ -392,68 +266,6 @@ impl FieldCipher {
         out
     }
 
-    /// The blind index token of `value_json` (a value's JSON text) in `field` of `tenant`.
-    pub fn blind_token(&self, tenant: &str, field: &str, value_json: &[u8]) -> String {
-        let mut context = ring::hmac::Context::with_key(&self.blind_key);
-        context.update(tenant.as_bytes());
-        context.update(b"\n");
-        context.update(field.as_bytes());
-        context.update(b"\n");
-        context.update(value_json);
-        hex::encode(&context.sign().as_ref()[..16])
-    }
-
-    /// Whether `field` has a blind index.
-    pub fn has_blind_index(&self, field: &str) -> bool {
-        self.settings.blind_index.iter().any(|f| f == field)
-    }
-
-    /// The blind index entries of a stored event: one per sealed value of a blind-indexed
-    /// field whose key is alive.
-    pub fn blind_tokens(&self, stored: &StoredEvent) -> Vec<BlindToken> {
-        if self.settings.blind_index.is_empty() {
-            return Vec::new();
-        }
-        let marker = format!("\"{SEALED_PREFIX}");
-        let record = &stored.record;
-        let mut tokens = Vec::new();
-        let mut at = 0;
-        while let Some(found) = find(&record[at..], marker.as_bytes()) {
-            let inner_start = at + found + 1;
-            let Some(len) = record[inner_start..].iter().position(|&b| b == b'"') else {
-                break;
-            };
-            let inner = std::str::from_utf8(&record[inner_start..inner_start + len]).unwrap_or("");
-            at = inner_start + len + 1;
-            let Some((key_ref, field)) = inner
-                .strip_prefix(SEALED_PREFIX)
-                .and_then(|r| r.split_once(':'))
-                .and_then(|(key_ref, rest)| Some((key_ref, rest.rsplit_once(':')?.0)))
-            else {
-                continue;
-            };
-            if !self.has_blind_index(field) {
-                continue;
-            }
-            let Some(opened) = self.open_sealed(&stored.tenant_id, inner) else {
-                continue;
-            };
-            if opened == format!("\"{SHREDDED}\"").as_bytes() {
-                continue;
-            }
-            let subject_tag = key_ref
-                .strip_prefix("s.")
-                .and_then(|r| r.split('.').next())
-                .map(str::to_owned);
-            tokens.push(BlindToken {
-                field: field.to_owned(),
-                token: self.blind_token(&stored.tenant_id, field, &opened),
-                subject_tag,
-            });
-        }
-        tokens
-    }
-
     /// A subject's tag, as blind index entries carry it.
     pub fn subject_tag(subject: &str) -> String {
         subject_tag(subject)
@@ -461,7 +273,7 @@ impl FieldCipher {
 
     /// Opens one sealed string (`sealtrail:enc:v1:<key ref>:<field>:<data>`): the value's
     /// JSON, `"[shredded]"` if its key is gone, or `None` if it does not open.
-    fn open_sealed(&self, tenant: &str, inner: &str) -> Option<Vec<u8>> {
+    pub(crate) fn open_sealed(&self, tenant: &str, inner: &str) -> Option<Vec<u8>> {
         let rest = inner.strip_prefix(SEALED_PREFIX)?;
         let (key_ref, rest) = rest.split_once(':')?;
         let (field, body) = rest.rsplit_once(':')?;
@@ -486,7 +298,7 @@ impl FieldCipher {
 
     /// Destroys every generation of a tenant's data keys (its subjects' too), or of one
     /// subject's; returns whether there was one. Values sealed later get a new key.
-    pub fn shred(&self, tenant: &str, subject: Option<&str>) -> Result<bool, StoreError> {
+    pub fn shred(&self, tenant: &str, subject: Option<&str>) -> Result<bool, CryptoError> {
         let base = Self::key_base(tenant, subject);
         let subjects = format!("s/{tenant}/");
         let now = sealtrail_core::time_format::now_micros();
@@ -498,21 +310,8 @@ impl FieldCipher {
             .active
             .lock()
             .expect("active key lock is never poisoned");
-        let conn = self.keys.lock().expect("data key lock is never poisoned");
-        let destroyed = match subject {
-            Some(_) => conn.execute(
-                "UPDATE data_keys SET wrapped = NULL, shredded_at = ?2
-                 WHERE base = ?1 AND shredded_at IS NULL",
-                params![base, now],
-            )?,
-            None => conn.execute(
-                "UPDATE data_keys SET wrapped = NULL, shredded_at = ?2
-                 WHERE (base = ?1 OR substr(base, 1, length(?3)) = ?3) AND shredded_at IS NULL",
-                params![base, now, subjects],
-            )?,
-        };
-        // SQLite keeps overwritten bytes in the WAL and free pages until they are reused.
-        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); VACUUM;")?;
+        let bases_under = subject.is_none().then_some(subjects.as_str());
+        let destroyed = self.keys.destroy(&base, bases_under, now)?;
         let own = format!("{base}#");
         let gone = |key: &str| {
             key == base
@@ -565,38 +364,7 @@ impl sealtrail_core::FieldSealer for FieldCipher {
     }
 }
 
-/// How events are shown to authorised readers: with their sealed fields opened when field
-/// encryption is on, verbatim otherwise. Cheap to clone; shared by every read path (queries,
-/// streams, sinks).
-#[derive(Clone, Debug, Default)]
-pub struct Opener(Option<std::sync::Arc<FieldCipher>>);
-
-impl Opener {
-    /// Opens with `cipher`, or shows records as stored.
-    pub fn new(cipher: Option<std::sync::Arc<FieldCipher>>) -> Self {
-        Self(cipher)
-    }
-
-    /// The event as the API returns it.
-    pub fn api_json(&self, stored: &StoredEvent) -> Vec<u8> {
-        match &self.0 {
-            Some(cipher) => cipher.open_api_json(stored),
-            None => stored.to_api_json(),
-        }
-    }
-
-    /// The cipher, when encryption is on.
-    pub fn cipher(&self) -> Option<&FieldCipher> {
-        self.0.as_deref()
-    }
-
-    /// The cipher, shareable with another thread.
-    pub fn shared_cipher(&self) -> Option<std::sync::Arc<FieldCipher>> {
-        self.0.clone()
-    }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+pub(crate) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
@@ -609,26 +377,31 @@ fn subject_tag(subject: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data_keys::memory::MemoryDataKeys;
     use sealtrail_core::{
         EventLimits, FieldSealer, PreparedEvent, TenantScope, prepare_event_sealed,
     };
     use serde_json::Value;
 
-    fn cipher(dir: &Path, subject: Option<&str>) -> FieldCipher {
-        FieldCipher::open(
-            dir,
-            EncryptionSettings {
-                master_key: [7; 32],
-                fields: vec![
-                    "ip_address".into(),
-                    "/details/guest/notes".into(),
-                    "changes".into(),
-                ],
-                subject: subject.map(str::to_owned),
-                blind_index: vec!["ip_address".into()],
-            },
-        )
-        .expect("open")
+    fn settings(subject: Option<&str>) -> EncryptionSettings {
+        EncryptionSettings {
+            master_key: [7; 32],
+            fields: vec![
+                "ip_address".into(),
+                "/details/guest/notes".into(),
+                "changes".into(),
+            ],
+            subject: subject.map(str::to_owned),
+            blind_index: vec!["ip_address".into()],
+        }
+    }
+
+    fn cipher_over(keys: &MemoryDataKeys, subject: Option<&str>) -> FieldCipher {
+        FieldCipher::new(settings(subject), Box::new(keys.clone())).expect("valid settings")
+    }
+
+    fn cipher(subject: Option<&str>) -> FieldCipher {
+        cipher_over(&MemoryDataKeys::default(), subject)
     }
 
     fn event(user: &str, notes: &str) -> PreparedEvent {
@@ -674,8 +447,7 @@ mod tests {
 
     #[test]
     fn sealed_fields_leave_no_plaintext_and_open_again() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let c = cipher(dir.path(), None);
+        let c = cipher(None);
         let plain = event("coord:ines", "no peanuts at all");
         let plain_json =
             serde_json::from_slice::<Value>(&stored(&plain, 5).to_api_json()).expect("json");
@@ -712,8 +484,7 @@ mod tests {
 
     #[test]
     fn a_sealed_value_moved_to_another_tenant_or_renamed_does_not_open() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let c = cipher(dir.path(), None);
+        let c = cipher(None);
         let a = sealed(&c, "u", "secret a");
         let a_json: Value = serde_json::from_slice(&a.record(1)).expect("json");
         let sealed_ip = a_json["ip_address"].as_str().expect("sealed").to_owned();
@@ -752,35 +523,20 @@ mod tests {
 
     #[test]
     fn shredding_a_subject_or_a_tenant_leaves_a_marker_forever() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let c = cipher(dir.path(), Some("/user_id"));
+        let keys = MemoryDataKeys::default();
+        let c = cipher_over(&keys, Some("/user_id"));
         let ines = sealed(&c, "coord:ines", "ines's note");
-        let ines_key = {
-            let conn = c.keys.lock().expect("lock");
-            let wrapped: Vec<u8> = conn
-                .query_row(
-                    "SELECT wrapped FROM data_keys WHERE base LIKE 's/acme/%'",
-                    [],
-                    |r| r.get(0),
-                )
-                .expect("ines's key is stored");
-            wrapped
-        };
         let tom = sealed(&c, "coord:tom", "tom's note");
+        let ines_base = format!("s/acme/{}", FieldCipher::subject_tag("coord:ines"));
         assert!(c.shred("acme", Some("coord:ines")).expect("shred"));
-        // The wrapped key is gone from the file itself (no free page or WAL keeps it), so
-        // not even the master key brings it back.
-        let dir_files: Vec<Vec<u8>> = std::fs::read_dir(dir.path())
-            .expect("dir")
-            .map(|e| std::fs::read(e.expect("entry").path()).unwrap_or_default())
-            .collect();
         assert!(
-            dir_files.iter().all(|bytes| !bytes
-                .windows(ines_key.len())
-                .any(|w| w == ines_key.as_slice())),
-            "the shredded key's bytes are still on disk"
+            keys.rows()
+                .values()
+                .filter(|(base, _, _)| *base == ines_base)
+                .all(|(_, _, wrapped)| wrapped.is_none()),
+            "the key store was told to destroy ines's key"
         );
-        let reopen = cipher(dir.path(), Some("/user_id"));
+        let reopen = cipher_over(&keys, Some("/user_id"));
         for cipher in [&c, &reopen] {
             let i: Value =
                 serde_json::from_slice(&cipher.open_api_json(&stored(&ines, 1))).expect("json");
@@ -798,6 +554,7 @@ mod tests {
             i["details"]["guest"]["notes"], SHREDDED,
             "the old one stays shredded"
         );
+        assert!(!c.shred("acme", Some("coord:nobody")).expect("shred"));
         reopen.shred("acme", None).expect("shred tenant");
         let t: Value =
             serde_json::from_slice(&reopen.open_api_json(&stored(&tom, 2))).expect("json");
@@ -806,8 +563,7 @@ mod tests {
 
     #[test]
     fn a_retry_of_a_sealed_event_has_the_same_content_hash() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let c = cipher(dir.path(), Some("/user_id"));
+        let c = cipher(Some("/user_id"));
         let id = uuid::Uuid::new_v4();
         let first = event_with_id("u", "note", id, Some(&c));
         let retry = event_with_id("u", "note", id, Some(&c));
@@ -826,9 +582,58 @@ mod tests {
     }
 
     #[test]
-    fn only_unindexed_fields_may_be_encrypted() {
-        assert!(check_fields(&["user_id".into()]).is_err());
-        assert!(check_fields(&["/details".into()]).is_err());
-        assert!(check_fields(&["ip_address".into(), "/details/x".into()]).is_ok());
+    fn values_sealed_in_the_v1_format_by_another_implementation_open() {
+        // Made with Python's `cryptography` (AES-256-GCM): the data key 00..1f wrapped by
+        // the master key 07.. with its key id as additional data, and "203.0.113.77"
+        // sealed under it for acme's ip_address. Stored data must keep opening.
+        let keys = MemoryDataKeys::default();
+        let wrapped = hex::decode(
+            "01010101010101010101010176e08bb494baea09d9ddd62a7c3a7e3eb8ea06e70c822d04402859797aa928a4ae3124526a35ef57d371996e323b735b",
+        )
+        .expect("hex");
+        keys.insert(&NewDataKey {
+            key_id: "t/acme#1",
+            base: "t/acme",
+            generation: 1,
+            wrapped: &wrapped,
+            created_at: 0,
+        })
+        .expect("insert");
+        let c = cipher_over(&keys, None);
+        let sealed = "sealtrail:enc:v1:t.1:ip_address:AgICAgICAgICAgICuRopiJfpH2r6tozPBFunIFbOL3jJ2WAaJ4lrEDMe";
+        let record = format!("{{\"ip_address\":\"{sealed}\",\"tenant_id\":\"acme\"}}");
+        let stored = StoredEvent {
+            seq: 1,
+            tenant_id: "acme".into(),
+            occurred_at: 0,
+            leaf_hash: [0xab; 32],
+            record: record.into_bytes(),
+        };
+        assert_eq!(
+            String::from_utf8(c.open_api_json(&stored)).expect("utf-8"),
+            format!(
+                "{{\"ip_address\":\"203.0.113.77\",\"tenant_id\":\"acme\",\"leaf_hash\":\"{}\"}}",
+                "ab".repeat(32)
+            )
+        );
+        let own = c.seal("acme", None, "ip_address", "\"x\"").expect("seal");
+        assert!(own.starts_with("sealtrail:enc:v1:t.1:ip_address:"), "{own}");
+    }
+
+    #[test]
+    fn a_data_key_under_another_master_key_is_refused_by_name() {
+        let keys = MemoryDataKeys::default();
+        let c = cipher_over(&keys, None);
+        sealed(&c, "u", "note");
+        let mut other = settings(None);
+        other.master_key = [8; 32];
+        let wrong = FieldCipher::new(other, Box::new(keys.clone())).expect("valid settings");
+        let error = wrong
+            .seal("acme", None, "ip_address", "\"x\"")
+            .expect_err("the stored key does not open");
+        assert_eq!(
+            error,
+            "encryption: data key t/acme#1 does not open with this master key"
+        );
     }
 }
