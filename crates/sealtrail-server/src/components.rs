@@ -139,7 +139,7 @@ impl Components {
         );
         let log = DurableLog::new(
             store.sequencer.clone(),
-            open_spool(config).await?,
+            crate::app::log::open_spool(config).await?,
             metrics.clone(),
         );
         tasks.extend(log.spawn_drainer(store.reader.clone(), shutdown.clone()));
@@ -151,6 +151,7 @@ impl Components {
                 store.reader.clone(),
                 store.sequencer.durable_size(),
                 opener.clone(),
+                &shutdown,
             )
             .map_err(|e| ServerError::Sinks(e.to_string()))?,
         );
@@ -247,25 +248,6 @@ fn sequencer_hooks(
             .is_none()
             .then(|| Box::new(move |events| publisher.publish(events)) as _),
     }
-}
-
-/// On PostgreSQL, ingest keeps acknowledging from a local spool while the database is
-/// unreachable, and a drainer moves the spool into the log when it is back.
-async fn open_spool(
-    config: &Config,
-) -> Result<Option<Arc<sealtrail_store::spool::Spool>>, ServerError> {
-    if config.database_url.is_none() {
-        return Ok(None);
-    }
-    let dir = config.data_dir.clone();
-    let spool = blocking_store(move || sealtrail_store::spool::Spool::open(&dir)).await?;
-    if spool.depth() > 0 {
-        tracing::info!(
-            events = spool.depth(),
-            "the spool holds events; draining them"
-        );
-    }
-    Ok(Some(Arc::new(spool)))
 }
 
 /// Equality search on encrypted fields, when encryption names blind-indexed fields.

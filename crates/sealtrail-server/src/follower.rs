@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use postgres::fallible_iterator::FallibleIterator as _;
 use sealtrail_core::{CheckpointVerifier, EventFilter};
 use sealtrail_store::follow::{
     LogConsumer, LogFollower, ReadPlan, Shutdown, Step, StepError, Unbounded,
 };
+use sealtrail_store::postgres::CommitListener;
 use sealtrail_store::{CommittedEvent, LogReader, SequencerHandle, StoreError};
 use tokio::sync::Notify;
 
@@ -67,22 +67,10 @@ fn listen(url: &str, commits: &Notify, shutdown: &Shutdown) {
 }
 
 fn listen_once(url: &str, commits: &Notify, shutdown: &Shutdown) -> Result<(), StoreError> {
-    let mut client = sealtrail_store::postgres::connect(url)?;
-    client.batch_execute(&format!(
-        "LISTEN {}",
-        sealtrail_store::postgres::COMMIT_CHANNEL
-    ))?;
+    let mut listener = CommitListener::connect(url)?;
     while !shutdown.is_cancelled() {
-        // Wait for the next commit anywhere; drain what else queued up meanwhile.
-        let woken = client.notifications().timeout_iter(POLL).next()?.is_some();
-        if woken {
-            while client.notifications().iter().next()?.is_some() {}
+        if listener.wait(POLL)? {
             commits.notify_one();
-        }
-        if client.is_closed() {
-            return Err(StoreError::Invalid(
-                "the connection to PostgreSQL closed".into(),
-            ));
         }
     }
     Ok(())

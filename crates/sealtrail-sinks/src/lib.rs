@@ -24,7 +24,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use sealtrail_store::{DurableSize, LogReader};
-use tokio::sync::{Notify, watch};
+use sealtrail_store::follow::{FollowTiming, LogFollower, Shutdown};
+use tokio::sync::Notify;
 
 pub use config::{RouteConfig, SinkConfig, SinkKind};
 pub use runner::SinkStatus;
@@ -70,13 +71,14 @@ pub struct Sinks {
     sinks: Vec<(String, RunningSink)>,
     store: Arc<SinkStore>,
     durable: DurableSize,
-    stop: watch::Sender<bool>,
+    stop: Shutdown,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Sinks {
     /// Checks the configuration, reads the secrets and starts one delivery task per sink,
-    /// each resuming from its saved cursor.
+    /// each a [`LogFollower`] resuming from its saved cursor, until `shutdown` (or
+    /// [`stop`](Self::stop)).
     pub fn start(
         sinks: &[SinkConfig],
         routes: &[RouteConfig],
@@ -84,6 +86,7 @@ impl Sinks {
         reader: Arc<dyn LogReader>,
         durable: DurableSize,
         opener: sealtrail_crypto::Opener,
+        shutdown: &Shutdown,
     ) -> Result<Self, SinkError> {
         let problems = config::check(sinks, routes);
         if !problems.is_empty() {
@@ -111,7 +114,7 @@ impl Sinks {
                     .push(Route::compile(i, route));
             }
         }
-        let (stop, stopped) = watch::channel(false);
+        let stop = shutdown.child_token();
         let mut running = Vec::new();
         let mut runners = Vec::new();
         // Everything that can fail happens before any sink starts.
@@ -151,7 +154,7 @@ impl Sinks {
                 durable: durable.clone(),
                 status: status.clone(),
                 wake: wake.clone(),
-                stop: stopped.clone(),
+                stop: stop.clone(),
                 windows: HashMap::new(),
                 digest_due: HashMap::new(),
                 jitter: rand::SeedableRng::seed_from_u64(
@@ -164,9 +167,17 @@ impl Sinks {
             runners.push(runner);
             running.push((sink.name.clone(), RunningSink { status, wake }));
         }
+        let timing = FollowTiming {
+            poll: runner::IDLE_POLL,
+            retry_after: std::time::Duration::from_secs(1),
+        };
         let tasks = runners
             .into_iter()
-            .map(|runner| tokio::spawn(runner.run()))
+            .map(|runner| {
+                let follower = LogFollower::without_reader(durable.clone(), stop.clone())
+                    .with_timing(timing);
+                tokio::spawn(async move { follower.run(runner).await })
+            })
             .collect();
         Ok(Self {
             sinks: running,
@@ -224,7 +235,7 @@ impl Sinks {
 
     /// Stops every sink (an interrupted request is sent again at the next start) and waits.
     pub async fn stop(&self) {
-        let _ = self.stop.send(true);
+        self.stop.cancel();
         let tasks =
             std::mem::take(&mut *self.tasks.lock().expect("task list lock is never poisoned"));
         for task in tasks {

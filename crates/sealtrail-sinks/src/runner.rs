@@ -18,9 +18,10 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use sealtrail_core::EventFilter;
 use sealtrail_core::time_format::{format_micros, now_micros};
-use sealtrail_store::{DurableSize, LogReader};
+use sealtrail_store::follow::{LogConsumer, ReadPlan, Shutdown, Step, StepError, read_after};
+use sealtrail_store::{DurableSize, LogReader, ReplayPage};
 use serde::Serialize;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 
 use crate::config::SinkConfig;
 use crate::delivery::Delivery;
@@ -34,7 +35,7 @@ const MAX_PAGE_EVENTS: usize = 10_000;
 /// Dead letters replayed per round.
 const REPLAY_BATCH: usize = 100;
 /// How often an idle sink looks at the log even without a signal.
-const IDLE_POLL: Duration = Duration::from_secs(1);
+pub(crate) const IDLE_POLL: Duration = Duration::from_secs(1);
 /// A digest that was sent but could not be recorded is sent again after this long.
 const DIGEST_RETRY_AFTER_STORE_FAILURE: Duration = Duration::from_secs(60);
 
@@ -106,7 +107,8 @@ pub(crate) struct Runner {
     pub durable: DurableSize,
     pub status: Arc<Mutex<SinkStatus>>,
     pub wake: Arc<Notify>,
-    pub stop: watch::Receiver<bool>,
+    /// The sinks' shutdown: every wait and request stops on it.
+    pub stop: Shutdown,
     /// Picks the retry delays (full jitter).
     pub jitter: rand::rngs::SmallRng,
     /// Per rate-limited route: when its current window began (at its first alert) and
@@ -125,86 +127,91 @@ pub(crate) struct Runner {
 /// A refused event on its way to the dead letters: (seq, id, the receiver's reason).
 type Refusal = (u64, String, String);
 
+/// A sink is a consumer of the log like any other; the [`LogFollower`] drives it.
+impl LogConsumer for Runner {
+    fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    async fn start(&mut self, _through: u64) -> Result<u64, StepError> {
+        self.start_cursor().await.map_err(|Stopped| StepError::Stopped)?;
+        tracing::info!(sink = %self.config.name, cursor = self.cursor, "sink started");
+        Ok(self.cursor)
+    }
+
+    fn plan(&self) -> ReadPlan {
+        // The sink reads itself: a failed read is shown in its status.
+        ReadPlan::Range
+    }
+
+    async fn tend(&mut self) -> Result<(), StepError> {
+        self.replay_dead_letters().await.map_err(|Stopped| StepError::Stopped)?;
+        self.send_due_digests().await.map_err(|Stopped| StepError::Stopped)
+    }
+
+    fn waiting(&mut self, cursor: u64, through: u64) {
+        self.update(|s| {
+            s.lag_events = through.saturating_sub(cursor);
+            s.oldest_pending_micros = None;
+        });
+    }
+
+    fn wake(&self) -> Option<Arc<Notify>> {
+        Some(self.wake.clone())
+    }
+
+    async fn step(&mut self, step: Step) -> Result<u64, StepError> {
+        let (cursor, through) = (self.cursor, step.through);
+        debug_assert_eq!(cursor, step.cursor, "the sink's cursor is the follower's");
+        self.update(|s| s.lag_events = through.saturating_sub(cursor));
+        let limit = self.config.batch_events().clamp(1000, MAX_PAGE_EVENTS);
+        let page = read_after(
+            self.reader.clone(),
+            cursor,
+            through,
+            EventFilter::default(),
+            limit,
+            &self.stop,
+        )
+        .await
+        .inspect_err(|e| {
+            if !matches!(e, StepError::Stopped) {
+                self.fail(format!("cannot read the log: {e}"));
+            }
+        })?;
+        self.handle(page).await.map_err(|Stopped| StepError::Stopped)?;
+        Ok(self.cursor)
+    }
+}
+
 impl Runner {
-    pub async fn run(mut self) {
-        let name = self.config.name.clone();
-        if self.start_cursor().await.is_err() {
-            return;
+    /// Sends what the page holds for this sink (holding what a rate limit keeps for a
+    /// digest), then saves the cursor past the page.
+    async fn handle(&mut self, page: ReplayPage) -> Result<(), Stopped> {
+        let opener = self.opener.clone();
+        let parse = |stored: &sealtrail_store::StoredEvent| SinkEvent::from_stored(stored, &opener);
+        if let Some(first) = page.events.first().and_then(parse) {
+            let oldest = first.received_at_micros();
+            self.update(|s| s.oldest_pending_micros = Some(oldest));
         }
-        tracing::info!(sink = %name, cursor = self.cursor, "sink started");
-        while !*self.stop.borrow() {
-            if self.replay_dead_letters().await.is_err() || self.send_due_digests().await.is_err() {
-                return;
-            }
-            let (cursor, through) = (self.cursor, self.durable.get());
-            self.update(|s| s.lag_events = through.saturating_sub(cursor));
-            if cursor >= through {
-                self.update(|s| s.oldest_pending_micros = None);
-                let durable = self.durable.clone();
-                tokio::select! {
-                    () = durable.wait_beyond(cursor) => {}
-                    () = self.wake.notified() => {}
-                    () = tokio::time::sleep(IDLE_POLL) => {}
-                    changed = self.stop.changed() => if changed.is_err() { return },
-                }
-                continue;
-            }
-            let page = {
-                let reader = self.reader.clone();
-                let limit = self.config.batch_events().clamp(1000, MAX_PAGE_EVENTS);
-                let read = tokio::task::spawn_blocking(move || {
-                    reader.events_after(cursor, through, &EventFilter::default(), limit)
-                });
-                // A read stuck on an unreachable database must not hold up a shutdown.
-                tokio::select! {
-                    page = read => page,
-                    _ = self.stop.changed() => return,
-                }
-            };
-            let page = match page {
-                Ok(Ok(page)) => page,
-                Ok(Err(e)) => {
-                    self.fail(format!("cannot read the log: {e}"));
-                    if self.pause(Duration::from_secs(1)).await.is_err() {
-                        return;
-                    }
-                    continue;
-                }
-                Err(e) => {
-                    self.fail(format!("log read task failed: {e}"));
-                    return;
-                }
-            };
-            let opener = self.opener.clone();
-            let parse =
-                |stored: &sealtrail_store::StoredEvent| SinkEvent::from_stored(stored, &opener);
-            if let Some(first) = page.events.first().and_then(parse) {
-                let oldest = first.received_at_micros();
-                self.update(|s| s.oldest_pending_micros = Some(oldest));
-            }
-            let mut matched = Vec::new();
-            for event in page.events.iter().filter_map(parse) {
-                match self.admit(&event) {
-                    Admission::Skip => {}
-                    Admission::Send => matched.push(event),
-                    Admission::Hold(route) => self.held.push(HeldEvent {
-                        route,
-                        seq: event.seq,
-                        event_id: event.id().to_owned(),
-                        headline: crate::destinations::headline(&event),
-                    }),
-                }
-            }
-            for chunk in matched.chunks(self.config.batch_events()) {
-                if self.deliver(chunk).await.is_err() {
-                    return;
-                }
-            }
-            let scanned = page.scanned_through.max(self.cursor);
-            if self.commit(scanned, Vec::new()).await.is_err() {
-                return;
+        let mut matched = Vec::new();
+        for event in page.events.iter().filter_map(parse) {
+            match self.admit(&event) {
+                Admission::Skip => {}
+                Admission::Send => matched.push(event),
+                Admission::Hold(route) => self.held.push(HeldEvent {
+                    route,
+                    seq: event.seq,
+                    event_id: event.id().to_owned(),
+                    headline: crate::destinations::headline(&event),
+                }),
             }
         }
+        for chunk in matched.chunks(self.config.batch_events()) {
+            self.deliver(chunk).await?;
+        }
+        let scanned = page.scanned_through.max(self.cursor);
+        self.commit(scanned, Vec::new()).await
     }
 
     /// Loads the saved cursor; a sink without one starts at the oldest event or, if it is
@@ -320,7 +327,7 @@ impl Runner {
                 self.wait_for_circuit().await?;
                 let outcome = tokio::select! {
                     outcome = self.destination.send_digest(&self.client, Digest { sink: &name, route: &route, held: &events }) => outcome,
-                    _ = self.stop.changed() => return Err(Stopped),
+                    () = self.stop.cancelled() => return Err(Stopped),
                 };
                 let dead: Vec<(u64, String, String)> = match outcome {
                     Delivery::Accepted | Delivery::Partial { .. } => Vec::new(),
@@ -403,7 +410,7 @@ impl Runner {
         let sent: Vec<&SinkEvent> = pending[..window.min(pending.len())].to_vec();
         let outcome = tokio::select! {
             outcome = self.destination.send(&self.client, &sent) => outcome,
-            _ = self.stop.changed() => return Err(Stopped),
+            () = self.stop.cancelled() => return Err(Stopped),
         };
         match outcome {
             Delivery::Accepted => {
@@ -552,7 +559,7 @@ impl Runner {
 
     /// After an open circuit's cooldown, the next request is a trial.
     async fn wait_for_circuit(&mut self) -> Result<(), Stopped> {
-        if *self.stop.borrow() {
+        if self.stop.is_cancelled() {
             return Err(Stopped);
         }
         self.update(|s| {
@@ -567,7 +574,7 @@ impl Runner {
     async fn pause(&mut self, wait: Duration) -> Result<(), Stopped> {
         tokio::select! {
             () = tokio::time::sleep(wait) => Ok(()),
-            _ = self.stop.changed() => Err(Stopped),
+            () = self.stop.cancelled() => Err(Stopped),
         }
     }
 

@@ -130,3 +130,23 @@ impl DurableLog {
         }))
     }
 }
+
+/// On PostgreSQL, ingest keeps acknowledging from a local spool while the database is
+/// unreachable, and a drainer moves the spool into the log when it is back.
+pub(crate) async fn open_spool(
+    config: &crate::config::Config,
+) -> Result<Option<Arc<Spool>>, crate::ServerError> {
+    if config.database_url.is_none() {
+        return Ok(None);
+    }
+    let dir = config.data_dir.clone();
+    let spool = crate::blocking_store(move || Spool::open(&dir)).await?;
+    if spool.depth() > 0 {
+        tracing::info!(
+            events = spool.depth(),
+            "the spool holds events; draining them"
+        );
+    }
+    Ok(Some(Arc::new(spool)))
+}
+

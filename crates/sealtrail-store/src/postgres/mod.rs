@@ -9,6 +9,7 @@
 //! The signing key stays in the data directory (as for the embedded store): the database
 //! holds the log, the server holds the key that vouches for it.
 
+mod listen;
 mod reader;
 mod schema;
 mod verify;
@@ -20,6 +21,7 @@ use postgres::{Client, NoTls};
 use sealtrail_core::CheckpointSigner;
 use sealtrail_core::merkle::{Hash, fold_complete};
 
+pub use listen::CommitListener;
 pub use reader::PgReader;
 pub use schema::{SCHEMA_VERSION, check as check_schema, grant_service_role, migrate};
 pub use verify::verify_postgres;

@@ -82,6 +82,7 @@ impl TestSinks {
             reader.clone(),
             handle.durable_size(),
             Opener::new(None),
+            &sealtrail_store::follow::Shutdown::new(),
         )
         .unwrap();
         Self {
