@@ -1216,6 +1216,164 @@ mod tests {
         assert!(err.reason.contains("contains ' '"), "{err}");
     }
 
+    /// Seals deterministically, so sealed records can be pinned byte for byte.
+    struct TestSealer {
+        fields: Vec<String>,
+        subject: Option<&'static str>,
+    }
+
+    impl FieldSealer for TestSealer {
+        fn sealed_fields(&self) -> &[String] {
+            &self.fields
+        }
+
+        fn subject_pointer(&self) -> Option<&str> {
+            self.subject
+        }
+
+        fn seal(
+            &self,
+            tenant: &str,
+            subject: Option<&str>,
+            field: &str,
+            value_json: &str,
+        ) -> Result<String, String> {
+            let digest = hex::encode(Sha256::digest(value_json.as_bytes()));
+            Ok(format!(
+                "sealed:{tenant}:{}:{field}:{digest}",
+                subject.unwrap_or("-")
+            ))
+        }
+
+        fn key_content_hash(&self, hash: &mut Hash) {
+            *hash = Sha256::new()
+                .chain_update(b"key")
+                .chain_update(*hash)
+                .finalize()
+                .into();
+        }
+    }
+
+    fn full_event() -> Value {
+        json!({
+            "id": "0190f0e4-8f5e-7cc2-9d2e-0f3c2a1b4c5d",
+            "occurred_at": "2026-11-18T12:06:40.5+01:00",
+            "action": "guest.dietary_restriction.updated",
+            "resource_type": "guest",
+            "resource_id": 4711,
+            "user_id": "coord-17",
+            "actor_type": "service",
+            "severity": "warning",
+            "outcome": "failure",
+            "ip_address": "2001:0db8:0000:0000:0000:0000:0000:0001",
+            "user_agent": "Mozilla/5.0 (X11)",
+            "request_id": "req-1",
+            "details": {"z": 1.5, "a": {"y": true, "b": null}, "\u{e000}k": [1, "x"], "k": 2},
+            "changes": [{"field": "dietary_restriction", "before": "none", "after": "vegan"}],
+            "reason": "guest called\nat noon",
+        })
+    }
+
+    fn minimal_with_id() -> Value {
+        let mut event = minimal();
+        event["id"] = json!("0190f0e4-8f5e-7cc2-9d2e-0f3c2a1b4c5d");
+        event
+    }
+
+    /// SHA-256 of `record(7)` and the content hash, as hex, as the single-function
+    /// preparation produced them before it was split into stages.
+    #[test]
+    fn records_and_content_hashes_are_pinned() {
+        let all_sealable = [
+            "ip_address",
+            "user_agent",
+            "request_id",
+            "reason",
+            "changes",
+            "/details/a/y",
+            "/details/z",
+            "user_id",
+            "/details/missing",
+            "/details/a/b",
+        ];
+        let cases: Vec<(&str, Value, Option<TestSealer>)> = vec![
+            ("plain", full_event(), None),
+            ("minimal", minimal_with_id(), None),
+            (
+                "id without occurred_at",
+                {
+                    let mut e = full_event();
+                    e.as_object_mut().unwrap().remove("occurred_at");
+                    e
+                },
+                None,
+            ),
+            (
+                "sealer sealing nothing present",
+                minimal_with_id(),
+                Some(TestSealer {
+                    fields: vec!["ip_address".into(), "/details/x".into()],
+                    subject: None,
+                }),
+            ),
+            (
+                "sealed, per subject",
+                full_event(),
+                Some(TestSealer {
+                    fields: all_sealable.iter().map(|f| f.to_string()).collect(),
+                    subject: Some("/resource_id"),
+                }),
+            ),
+            (
+                "whole details and a field twice",
+                full_event(),
+                Some(TestSealer {
+                    fields: vec![
+                        "/details".into(),
+                        "ip_address".into(),
+                        "ip_address".into(),
+                        "/details/k".into(),
+                    ],
+                    subject: Some("/user_id"),
+                }),
+            ),
+        ];
+        let mut got = Vec::new();
+        for (name, event, sealer) in cases {
+            let prepared = prepare_event_sealed(
+                event,
+                &bound(),
+                NOW,
+                &EventLimits::default(),
+                sealer.as_ref().map(|s| s as &dyn FieldSealer),
+            )
+            .unwrap();
+            let record = prepared.record(7);
+            let value: Value = serde_json::from_slice(&record).unwrap();
+            assert_eq!(
+                crate::canonical::to_vec(&value),
+                record,
+                "{name}: canonical"
+            );
+            got.push(format!(
+                "{name}: {} {}",
+                hex::encode(Sha256::digest(&record)),
+                prepared.content_hash.map(hex::encode).unwrap_or_default()
+            ));
+        }
+        let expected: Vec<String> = PINNED.iter().map(|s| s.to_string()).collect();
+        assert_eq!(got, expected);
+    }
+
+    const PINNED: [&str; 6] = [
+        "plain: 15c223a2877605c2ad0f5cff35850a44e59326ea7020d91fbefba6e5633c3279 2eef1cd8c976ea7ce7ea7f97517feb41e2bbf2d0d90c71be0816258938cdc3b6",
+        "minimal: ff7b6a1f5ccbbc45ee8bdd4f17ba918097ec82fb056acc9ff7e2bb21e5c1444d 9cc3781143d2cef8e7126107f6a11628f483a0c43fb8bb2df043fb04ff1d2310",
+        "id without occurred_at: 14e40c2582394c2968fa260d90172077d5542b8c5fe213dddab6e95dab1ecc3b 13672b751ec2fdfc34cda51a10c1203527bc8824bb739decf24e5a177fd1e08d",
+        "sealer sealing nothing present: ff7b6a1f5ccbbc45ee8bdd4f17ba918097ec82fb056acc9ff7e2bb21e5c1444d 4fdbdb2c186392c5dd642efa46e0012c1381a61c303372707c6870d2811d31e3",
+        "sealed, per subject: 11e0dcf2bc895549a41b2268edd3c1b3bf2e135aa216d53a9f54223c8af872e1 8cafc7b0c2f33561bdf51b759cc316f1bc455e902c57c267c63884e94b468928",
+        "whole details and a field twice: 3e341b38c7b1f9861664b6d5495e3d690e40a0be03e8e783d247b98955b67f5f 07d390f0f9cfa6f9382fdcd08b33edd2a12c7a31d9e51a6eb1b26d9c41a8a7ee",
+    ];
+
     #[test]
     fn malformed_json_is_reported_with_its_position() {
         let err =
