@@ -20,6 +20,8 @@ mod seal;
 mod validate;
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
 
 use serde::{Deserialize, Serialize};

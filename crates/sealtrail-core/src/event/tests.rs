@@ -253,9 +253,9 @@ fn unbound_keys_must_name_a_valid_tenant() {
 }
 
 /// Seals deterministically, so sealed records can be pinned byte for byte.
-struct TestSealer {
-    fields: Vec<String>,
-    subject: Option<&'static str>,
+pub(super) struct TestSealer {
+    pub(super) fields: Vec<String>,
+    pub(super) subject: Option<&'static str>,
 }
 
 impl FieldSealer for TestSealer {
@@ -422,4 +422,212 @@ fn malformed_json_is_reported_with_its_position() {
     )
     .unwrap_err();
     assert!(err.reason.contains("malformed JSON"), "{err}");
+}
+
+/// One value for a field and what must become of it: accepted, or refused naming `path`
+/// with a reason containing `reason`.
+struct Edge {
+    value: Value,
+    refused: Option<(String, String)>,
+}
+
+fn accepted(value: impl Into<Value>) -> Edge {
+    Edge {
+        value: value.into(),
+        refused: None,
+    }
+}
+
+fn refused(value: impl Into<Value>, path: &str, reason: impl Into<String>) -> Edge {
+    Edge {
+        value: value.into(),
+        refused: Some((path.to_owned(), reason.into())),
+    }
+}
+
+/// `depth` objects nested around `1`.
+fn nested(depth: usize) -> Value {
+    (0..depth).fold(json!(1), |inner, _| json!({ "n": inner }))
+}
+
+/// A JSON string whose member makes `wrap`'s canonical JSON exactly `bytes` long.
+fn padded_to(bytes: usize, wrap: impl Fn(Value) -> Value) -> Value {
+    let overhead = crate::canonical::to_vec(&wrap(json!(""))).len();
+    wrap(json!("x".repeat(bytes - overhead)))
+}
+
+/// The values at and just past each limit of a field of this kind.
+fn edges(field: &fields::Field, limits: &EventLimits) -> Vec<Edge> {
+    use fields::FieldKind::*;
+    let name = field.name;
+    let over_chars = |max: usize| format!("the limit is {max}");
+    match field.kind {
+        EventId => vec![
+            accepted("0190f0e4-8f5e-7cc2-9d2e-0f3c2a1b4c5d"),
+            refused("00000000-0000-0000-0000-000000000000", name, "nil UUID"),
+        ],
+        Tenant => {
+            let max = limits.max_tenant_chars;
+            vec![
+                accepted("t".repeat(max)),
+                refused("t".repeat(max + 1), name, format!("1 to {max} characters")),
+            ]
+        }
+        Timestamp => {
+            let latest = NOW + limits.max_future_skew_secs * crate::time_format::MICROS_PER_SECOND;
+            vec![
+                accepted(crate::time_format::format_micros(latest)),
+                refused(
+                    crate::time_format::format_micros(latest + 1),
+                    name,
+                    "in the future",
+                ),
+            ]
+        }
+        Name(max_chars) => {
+            let max = max_chars(limits);
+            vec![
+                accepted("a".repeat(max)),
+                refused("a".repeat(max + 1), name, format!("1 to {max} characters")),
+                refused("", name, format!("1 to {max} characters")),
+            ]
+        }
+        Identifier(max_chars) => {
+            let max = max_chars(limits);
+            vec![
+                accepted("é".repeat(max)),
+                accepted(u64::MAX),
+                refused("é".repeat(max + 1), name, over_chars(max)),
+            ]
+        }
+        Text {
+            max_chars,
+            multiline,
+        } => {
+            let max = max_chars(limits);
+            let line_break = if multiline {
+                accepted(format!("{}\n", "é".repeat(max - 1)))
+            } else {
+                refused("a\nb", name, "control character")
+            };
+            vec![
+                accepted("é".repeat(max)),
+                line_break,
+                refused("é".repeat(max + 1), name, over_chars(max)),
+            ]
+        }
+        Choice(names) => {
+            let mut edges: Vec<Edge> = names.iter().map(|n| accepted(*n)).collect();
+            edges.push(refused("none of them", name, "is not one of"));
+            edges
+        }
+        IpAddress => vec![
+            accepted("::ffff:192.0.2.1"),
+            refused("192.0.2", name, "not an IPv4 or IPv6 address"),
+        ],
+        Changes => change_edges(limits),
+        Details => {
+            let bytes = limits.max_details_bytes;
+            let deepest = limits.max_json_depth - 2; // `details` is 1 and its members 2
+            vec![
+                accepted(padded_to(bytes, |s| json!({ "d": s }))),
+                refused(
+                    padded_to(bytes + 1, |s| json!({ "d": s })),
+                    name,
+                    over_chars(bytes),
+                ),
+                accepted(json!({ "d": nested(deepest) })),
+                refused(
+                    json!({ "d": nested(deepest + 1) }),
+                    "details.d",
+                    "nested deeper",
+                ),
+            ]
+        }
+    }
+}
+
+fn change_edges(limits: &EventLimits) -> Vec<Edge> {
+    let entries = |n: usize| Value::Array(vec![json!({"field": "f"}); n]);
+    let named = |chars: usize| json!([{ "field": "f".repeat(chars) }]);
+    let after = |value: Value| json!([{ "field": "f", "after": value }]);
+    let (max, field_chars, bytes) = (
+        limits.max_changes,
+        limits.max_change_field_chars,
+        limits.max_details_bytes,
+    );
+    let deepest = limits.max_json_depth - 1; // each `before` and `after` is 1
+    vec![
+        accepted(entries(max)),
+        refused(entries(max + 1), "changes", format!("the limit is {max}")),
+        accepted(named(field_chars)),
+        refused(
+            named(field_chars + 1),
+            "changes[0].field",
+            format!("the limit is {field_chars}"),
+        ),
+        accepted(padded_to(bytes, after)),
+        refused(
+            padded_to(bytes + 1, after),
+            "changes",
+            format!("is {} bytes of JSON; the limit is {bytes}", bytes + 1),
+        ),
+        accepted(after(nested(deepest))),
+        refused(
+            after(nested(deepest + 1)),
+            "changes[0].after",
+            "nested deeper",
+        ),
+    ]
+}
+
+/// Walks the field table: every field's value at each of its limits is accepted, and one
+/// past it refused naming the field.
+#[test]
+fn every_field_is_accepted_at_its_limit_and_refused_one_past_it() {
+    let limits = EventLimits::default();
+    for field in &fields::FIELDS {
+        for edge in edges(field, &limits) {
+            let mut event = json!({"action": "a", "resource_type": "g", "tenant_id": "t"});
+            event[field.name] = edge.value.clone();
+            let result = prepare_event_value(event, &TenantScope::Any, NOW, &limits);
+            let shown: String = edge.value.to_string().chars().take(60).collect();
+            match (result, edge.refused) {
+                (Ok(_), None) => {}
+                (Err(err), Some((path, reason))) => {
+                    assert_eq!(err.field, path, "{}: {shown}: {err}", field.name);
+                    assert!(
+                        err.reason.contains(&reason),
+                        "{}: {shown}: {err}",
+                        field.name
+                    );
+                }
+                (Ok(_), Some((path, reason))) => {
+                    panic!("{}: {shown} accepted; want {path}: {reason}", field.name)
+                }
+                (Err(err), None) => panic!("{}: {shown} refused: {err}", field.name),
+            }
+        }
+    }
+}
+
+#[test]
+fn required_fields_are_refused_when_absent_or_null() {
+    for field in fields::FIELDS
+        .iter()
+        .filter(|f| f.presence == fields::Presence::Required)
+    {
+        for absent in [None, Some(Value::Null)] {
+            let mut event = json!({"action": "a", "resource_type": "g"});
+            match &absent {
+                Some(null) => event[field.name] = null.clone(),
+                None => drop(event.as_object_mut().map(|m| m.remove(field.name))),
+            }
+            let err = prepare(event).unwrap_err();
+            assert_eq!(
+                (err.field.as_str(), err.reason.as_str()),
+                (field.name, "required")
+            );
+        }
+    }
 }
