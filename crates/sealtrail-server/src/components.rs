@@ -19,7 +19,9 @@ use sealtrail_store::{
 };
 
 use crate::app::DurableLog;
+use crate::app::access::AccessLog;
 use crate::app::ingest::Ingest;
+use crate::app::reads::Reads;
 use crate::app::shred::Shredder;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -59,13 +61,28 @@ impl Parts {
             config.limits.key_requests_per_sec,
             config.limits.key_burst,
         );
+        let sealer = self
+            .opener
+            .shared_cipher()
+            .map(|c| c as Arc<dyn sealtrail_core::FieldSealer + Send + Sync>);
         let ingest = Ingest {
             log: self.log.clone(),
             limits: config.limits.event.clone(),
-            sealer: self
-                .opener
-                .shared_cipher()
-                .map(|c| c as Arc<dyn sealtrail_core::FieldSealer + Send + Sync>),
+            sealer: sealer.clone(),
+        };
+        let access_log = AccessLog {
+            log: self.log.clone(),
+            settings: config.access_log.clone(),
+            limits: config.limits.event.clone(),
+            sealer,
+        };
+        let reads = Reads {
+            reader: self.reader.clone(),
+            sequencer: self.sequencer.clone(),
+            opener: self.opener.clone(),
+            blind: self.blind.clone(),
+            access: access_log.clone(),
+            metrics: metrics.clone(),
         };
         let shredder = Shredder {
             log: self.log.clone(),
@@ -85,9 +102,10 @@ impl Parts {
             log: self.log,
             ingest,
             shredder,
+            reads,
+            access_log,
             sinks: self.sinks,
             opener: self.opener,
-            blind: self.blind,
             rate_limits,
         })
     }

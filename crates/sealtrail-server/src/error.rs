@@ -232,6 +232,19 @@ impl From<sealtrail_crypto::CryptoError> for ApiError {
     }
 }
 
+impl From<crate::app::AppError> for ApiError {
+    fn from(error: crate::app::AppError) -> Self {
+        use crate::app::AppError;
+        match error {
+            AppError::Invalid(field) => Self::invalid_parameter(field),
+            AppError::NotFound(message) => Self::not_found(message),
+            AppError::Conflict(message) => Self::conflict(message),
+            AppError::Unavailable(message) => Self::unavailable(message),
+            AppError::Internal(message) => Self::internal(message),
+        }
+    }
+}
+
 impl From<sealtrail_store::StoreError> for ApiError {
     fn from(error: sealtrail_store::StoreError) -> Self {
         match error {

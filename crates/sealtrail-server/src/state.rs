@@ -37,12 +37,14 @@ pub struct Inner {
     pub ingest: crate::app::ingest::Ingest,
     /// Destroys data keys.
     pub shredder: crate::app::shred::Shredder,
+    /// Reads of the log (each recorded in the access log).
+    pub reads: crate::app::reads::Reads,
+    /// Records reads (streams' subscriptions; `reads` records its own).
+    pub access_log: crate::app::access::AccessLog,
     /// The sinks delivering the log elsewhere.
     pub sinks: Arc<sealtrail_sinks::Sinks>,
     /// Shows events to readers (sealed fields opened when encryption is on).
     pub opener: sealtrail_crypto::Opener,
-    /// Equality search on encrypted fields, when a blind index is configured.
-    pub blind: Option<Arc<dyn sealtrail_crypto::BlindIndexStore>>,
     /// Requests per API key.
     pub rate_limits: crate::limits::KeyRateLimiter,
 }

@@ -47,7 +47,10 @@ fn library_sources() -> Vec<(String, String)> {
     let root = workspace();
     let mut files = Vec::new();
     for krate in std::fs::read_dir(root.join("crates")).expect("crates/ is readable") {
-        let src = krate.expect("crate entries are readable").path().join("src");
+        let src = krate
+            .expect("crate entries are readable")
+            .path()
+            .join("src");
         if src.is_dir() {
             rust_files(&src, &mut files);
         }
@@ -97,7 +100,12 @@ fn handlers_write_to_the_log_only_through_the_application_layer() {
         if !path.starts_with("crates/sealtrail-server/src/") || path.contains("/src/app/") {
             continue;
         }
-        for marker in ["sequencer.append", ".append_blocking(", "spool::Spool", "spool.append"] {
+        for marker in [
+            "sequencer.append",
+            ".append_blocking(",
+            "spool::Spool",
+            "spool.append",
+        ] {
             if code.contains(marker) {
                 offenders.push(format!("{path}: {marker:?}"));
             }
@@ -114,13 +122,14 @@ fn handlers_write_to_the_log_only_through_the_application_layer() {
 fn the_checks_see_the_sources() {
     let sources = library_sources();
     assert!(
-        sources
-            .iter()
-            .any(|(path, code)| path == "crates/sealtrail-store/src/sqlite/indexer.rs"
-                && code.contains("INSERT INTO")),
+        sources.iter().any(
+            |(path, code)| path == "crates/sealtrail-store/src/sqlite/indexer.rs"
+                && code.contains("INSERT INTO")
+        ),
         "the layering checks must read the store's SQL, or they check nothing"
     );
-    assert!(sources.iter().any(|(path, code)| path
-        == "crates/sealtrail-server/src/app/log.rs"
-        && code.contains("sequencer.append")));
+    assert!(sources.iter().any(
+        |(path, code)| path == "crates/sealtrail-server/src/app/log.rs"
+            && code.contains("sequencer.append")
+    ));
 }

@@ -23,8 +23,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use sealtrail_store::{DurableSize, LogReader};
 use sealtrail_store::follow::{FollowTiming, LogFollower, Shutdown};
+use sealtrail_store::{DurableSize, LogReader};
 use tokio::sync::Notify;
 
 pub use config::{RouteConfig, SinkConfig, SinkKind};
@@ -174,8 +174,8 @@ impl Sinks {
         let tasks = runners
             .into_iter()
             .map(|runner| {
-                let follower = LogFollower::without_reader(durable.clone(), stop.clone())
-                    .with_timing(timing);
+                let follower =
+                    LogFollower::without_reader(durable.clone(), stop.clone()).with_timing(timing);
                 tokio::spawn(async move { follower.run(runner).await })
             })
             .collect();

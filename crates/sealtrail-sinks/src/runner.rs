@@ -134,7 +134,9 @@ impl LogConsumer for Runner {
     }
 
     async fn start(&mut self, _through: u64) -> Result<u64, StepError> {
-        self.start_cursor().await.map_err(|Stopped| StepError::Stopped)?;
+        self.start_cursor()
+            .await
+            .map_err(|Stopped| StepError::Stopped)?;
         tracing::info!(sink = %self.config.name, cursor = self.cursor, "sink started");
         Ok(self.cursor)
     }
@@ -145,8 +147,12 @@ impl LogConsumer for Runner {
     }
 
     async fn tend(&mut self) -> Result<(), StepError> {
-        self.replay_dead_letters().await.map_err(|Stopped| StepError::Stopped)?;
-        self.send_due_digests().await.map_err(|Stopped| StepError::Stopped)
+        self.replay_dead_letters()
+            .await
+            .map_err(|Stopped| StepError::Stopped)?;
+        self.send_due_digests()
+            .await
+            .map_err(|Stopped| StepError::Stopped)
     }
 
     fn waiting(&mut self, cursor: u64, through: u64) {
@@ -179,7 +185,9 @@ impl LogConsumer for Runner {
                 self.fail(format!("cannot read the log: {e}"));
             }
         })?;
-        self.handle(page).await.map_err(|Stopped| StepError::Stopped)?;
+        self.handle(page)
+            .await
+            .map_err(|Stopped| StepError::Stopped)?;
         Ok(self.cursor)
     }
 }

@@ -149,4 +149,3 @@ pub(crate) async fn open_spool(
     }
     Ok(Some(Arc::new(spool)))
 }
-

@@ -7,10 +7,14 @@
 //! writes about itself (access records, shreddings), typed rather than built as JSON
 //! where they are needed.
 
+pub mod access;
 mod drain;
+mod error;
 pub mod ingest;
 pub mod log;
+pub mod reads;
 pub mod shred;
 pub mod system;
 
+pub use error::AppError;
 pub use log::{Appended, DurableLog};

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use sealtrail_core::EventLimits;
-use sealtrail_store::Receipt;
 use sealtrail_crypto::{BlindIndexStore, FieldCipher, Opener};
+use sealtrail_store::Receipt;
 use sha2::{Digest, Sha256};
 
 use super::DurableLog;

@@ -8,7 +8,7 @@ use sealtrail_core::time_format::format_micros;
 use sealtrail_core::{FieldError, Scope};
 use sealtrail_store::CheckpointRow;
 
-use super::{Params, blocking};
+use super::Params;
 use crate::api::{CheckpointView, ConsistencyProof, PublicKey};
 use crate::auth::Auth;
 use crate::error::ApiError;
@@ -96,35 +96,15 @@ pub async fn consistency_proof(
     let from =
         from.ok_or_else(|| ApiError::invalid_parameter(FieldError::new("from", "required")))?;
     let to = to.ok_or_else(|| ApiError::invalid_parameter(FieldError::new("to", "required")))?;
-    let durable = state.sequencer.tree_size();
-    if to > durable {
-        return Err(ApiError::invalid_parameter(FieldError::new(
-            "to",
-            format!("the log has {durable} events; there is no tree of size {to} yet"),
-        )));
-    }
-    let reader = state.reader.clone();
-    let started = std::time::Instant::now();
-    let hashes = blocking(move || {
-        reader.consistency_proof(from, to).map_err(|e| match e {
-            sealtrail_store::StoreError::Invalid(reason) => {
-                ApiError::invalid_parameter(FieldError::new("from", reason))
-            }
-            other => ApiError::from(other),
-        })
-    })
-    .await?;
-    state.metrics.read("proof", started.elapsed().as_secs_f64());
-    let read = crate::access::Read {
-        action: "audit_log.proof",
-        filter: crate::access::params_object(params.pairs()),
-        confined_to: auth.0.tenant_id.as_deref(),
-        returned: Default::default(),
-        result_count: None,
-        resource: None,
-        event_id: None,
-    };
-    crate::access::record(&state, &auth, &requester, read).await?;
+    let hashes = state
+        .reads
+        .consistency_proof(
+            &requester.who(&auth),
+            (from, to),
+            auth.0.tenant_id.as_deref(),
+            crate::access::params_object(params.pairs()),
+        )
+        .await?;
     Ok(Json(ConsistencyProof {
         from,
         to,

@@ -12,8 +12,8 @@ use std::thread::JoinHandle;
 
 use sealtrail_core::time_format::now_micros;
 use sealtrail_core::{EventFilter, EventLimits, TenantScope, prepare_event_value};
-use sealtrail_sinks::{RouteConfig, SinkConfig, Sinks};
 use sealtrail_crypto::Opener;
+use sealtrail_sinks::{RouteConfig, SinkConfig, Sinks};
 use sealtrail_store::sqlite::{SqliteReader, open_log};
 use sealtrail_store::{LogReader, Sequencer, SequencerConfig, SequencerHandle, SequencerHooks};
 use serde_json::Value;

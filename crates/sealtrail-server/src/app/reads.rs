@@ -1,0 +1,289 @@
+//! Reads of the log made with an API key: a page of events, one event with its inclusion
+//! proof, counts, equality search on blind-indexed fields, consistency proofs. Each is
+//! recorded in the access log before it is answered, and none sees beyond the durable
+//! tree. Authorisation (scopes, confining a bound key to its tenant) is the caller's.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sealtrail_core::merkle::Hash;
+use sealtrail_core::query::{PageRequest, StatsRequest};
+use sealtrail_core::{EventFilter, FieldError, StoredEvent};
+use sealtrail_crypto::{BlindIndexStore, Opener};
+use sealtrail_store::{CheckpointRow, EventPage, LogReader, SequencerHandle, StatsRow};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::access::{AccessLog, Read, Who};
+use super::error::{AppError, blocking};
+use crate::metrics::Metrics;
+
+/// How long a read of an event committed but not yet fsync'd waits for it to be durable.
+const DURABILITY_WAIT: Duration = Duration::from_secs(5);
+
+/// Most events one search returns.
+pub const MAX_SEARCH_LIMIT: usize = 1000;
+
+/// One event with the proof that it is in the log.
+pub struct ProvenEvent {
+    /// The event.
+    pub event: StoredEvent,
+    /// Its leaf index (seq − 1).
+    pub leaf_index: u64,
+    /// The inclusion proof against `checkpoint`.
+    pub hashes: Vec<Hash>,
+    /// The durable checkpoint the proof is against.
+    pub checkpoint: Arc<CheckpointRow>,
+}
+
+/// An equality search on a blind-indexed encrypted field.
+pub struct Search {
+    /// The tenant searched (already confined to the key's).
+    pub tenant: String,
+    /// The blind-indexed field.
+    pub field: String,
+    /// The value, compared as a JSON string.
+    pub equals: String,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// The read use cases.
+pub struct Reads {
+    /// Reads go here.
+    pub reader: Arc<dyn LogReader>,
+    /// The durable tree size and checkpoint.
+    pub sequencer: SequencerHandle,
+    /// Has the cipher that makes search tokens.
+    pub opener: Opener,
+    /// The blind index, when configured.
+    pub blind: Option<Arc<dyn BlindIndexStore>>,
+    /// Every read is recorded here first.
+    pub access: AccessLog,
+    /// Read latencies.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Reads {
+    /// A page of events; `params` are the request's parameters as given (recorded).
+    pub async fn events(
+        &self,
+        who: &Who<'_>,
+        mut request: PageRequest,
+        params: Value,
+    ) -> Result<EventPage, AppError> {
+        request.visible_through = Some(self.sequencer.tree_size());
+        let (confined_to, resource) = (
+            request.filter.tenant_id.clone(),
+            filtered_resource(&request.filter),
+        );
+        let started = Instant::now();
+        let reader = self.reader.clone();
+        let page = blocking(move || Ok(reader.query(&request)?)).await?;
+        self.metrics.read("events", started.elapsed().as_secs_f64());
+        let mut returned = BTreeMap::new();
+        for event in &page.events {
+            *returned.entry(event.tenant_id.clone()).or_insert(0) += 1;
+        }
+        let read = Read {
+            action: "audit_log.read",
+            filter: params,
+            confined_to: confined_to.as_deref(),
+            returned,
+            result_count: Some(page.events.len() as u64),
+            resource,
+            event_id: None,
+        };
+        self.access.record(who, read).await?;
+        Ok(page)
+    }
+
+    /// One event by id with its inclusion proof, if `may_see` its tenant (a key must not
+    /// learn that another tenant's event exists: that is a 404 like any unknown id).
+    pub async fn event(
+        &self,
+        who: &Who<'_>,
+        id: Uuid,
+        may_see: impl FnOnce(&str) -> bool,
+    ) -> Result<ProvenEvent, AppError> {
+        let started = Instant::now();
+        let reader = self.reader.clone();
+        let found = blocking(move || Ok(reader.get(&id)?)).await?;
+        let Some(event) = found.filter(|e| may_see(&e.tenant_id)) else {
+            return Err(AppError::NotFound(format!("no event {id}")));
+        };
+        // Committed but not yet fsync'd (a millisecond or two): nothing is shown before it
+        // is durable, and proofs are only against durable checkpoints.
+        if event.seq > self.sequencer.tree_size() {
+            tokio::time::timeout(DURABILITY_WAIT, self.sequencer.wait_durable(event.seq))
+                .await
+                .map_err(|_| AppError::NotFound(format!("no event {id}")))?;
+        }
+        let checkpoint = self.sequencer.durable_checkpoint();
+        let leaf_index = event.seq.checked_sub(1).ok_or_else(|| {
+            AppError::Internal(
+                "a stored event has seq 0, which the sequencer never writes; run `sealtrail verify`"
+                    .into(),
+            )
+        })?;
+        let (reader, tree_size) = (self.reader.clone(), checkpoint.tree_size);
+        let hashes = blocking(move || Ok(reader.inclusion_proof(leaf_index, tree_size)?)).await?;
+        self.metrics.read("event", started.elapsed().as_secs_f64());
+        let read = Read {
+            action: "audit_log.read_event",
+            filter: json!({"id": id.to_string()}),
+            confined_to: Some(&event.tenant_id),
+            returned: BTreeMap::new(),
+            result_count: Some(1),
+            resource: sealtrail_core::StoredRecord::parse(&event.record)
+                .ok()
+                .map(|r| (r.resource_type, r.resource_id)),
+            event_id: Some(id.to_string()),
+        };
+        self.access.record(who, read).await?;
+        Ok(ProvenEvent {
+            event,
+            leaf_index,
+            hashes,
+            checkpoint,
+        })
+    }
+
+    /// Counts by a dimension (and time bucket).
+    pub async fn stats(
+        &self,
+        who: &Who<'_>,
+        mut request: StatsRequest,
+        params: Value,
+    ) -> Result<Vec<StatsRow>, AppError> {
+        request.visible_through = Some(self.sequencer.tree_size());
+        let (confined_to, resource) = (
+            request.filter.tenant_id.clone(),
+            filtered_resource(&request.filter),
+        );
+        let started = Instant::now();
+        let reader = self.reader.clone();
+        let rows = blocking(move || Ok(reader.stats(&request)?)).await?;
+        self.metrics.read("stats", started.elapsed().as_secs_f64());
+        let read = Read {
+            action: "audit_log.stats",
+            filter: params,
+            confined_to: confined_to.as_deref(),
+            returned: BTreeMap::new(),
+            result_count: Some(rows.iter().map(|r| r.count).sum()),
+            resource,
+            event_id: None,
+        };
+        self.access.record(who, read).await?;
+        Ok(rows)
+    }
+
+    /// The events of a tenant whose blind-indexed `field` equals a value, newest first.
+    /// The access record names the field and the token, never the value searched for: it
+    /// is as sensitive as the field.
+    pub async fn search(
+        &self,
+        who: &Who<'_>,
+        search: Search,
+    ) -> Result<Vec<StoredEvent>, AppError> {
+        let Search {
+            tenant,
+            field,
+            equals,
+            limit,
+        } = search;
+        let (Some(cipher), Some(index)) = (self.opener.cipher(), self.blind.clone()) else {
+            return Err(AppError::Conflict(
+                "no blind index is configured (encryption.blind_index)".into(),
+            ));
+        };
+        if !cipher.has_blind_index(&field) {
+            return Err(AppError::Invalid(FieldError::new(
+                "field",
+                format!("{field:?} has no blind index (encryption.blind_index)"),
+            )));
+        }
+        let token = cipher.blind_token(&tenant, &field, Value::from(equals).to_string().as_bytes());
+        let recorded =
+            json!({"tenant_id": tenant, "field": field, "equals_token": token, "limit": limit});
+        let (reader, through) = (self.reader.clone(), self.sequencer.tree_size());
+        let search_tenant = tenant.clone();
+        let events = blocking(move || {
+            let seqs = index
+                .find(&search_tenant, &field, &token, limit)
+                .map_err(|e| AppError::Internal(e.to_string()))?;
+            let filter = EventFilter {
+                tenant_id: Some(search_tenant),
+                ..Default::default()
+            };
+            let mut events = Vec::with_capacity(seqs.len());
+            for seq in seqs.into_iter().filter(|&s| s >= 1 && s <= through) {
+                events.extend(reader.events_after(seq - 1, seq, &filter, 1)?.events);
+            }
+            Ok(events)
+        })
+        .await?;
+        let read = Read {
+            action: "audit_log.search",
+            filter: recorded,
+            confined_to: Some(&tenant),
+            returned: BTreeMap::new(),
+            result_count: Some(events.len() as u64),
+            resource: None,
+            event_id: None,
+        };
+        self.access.record(who, read).await?;
+        Ok(events)
+    }
+
+    /// The consistency proof between tree sizes `from` and `to` (≤ the durable size);
+    /// `confined_to` is the key's tenant, if bound.
+    pub async fn consistency_proof(
+        &self,
+        who: &Who<'_>,
+        (from, to): (u64, u64),
+        confined_to: Option<&str>,
+        params: Value,
+    ) -> Result<Vec<Hash>, AppError> {
+        let durable = self.sequencer.tree_size();
+        if to > durable {
+            return Err(AppError::Invalid(FieldError::new(
+                "to",
+                format!("the log has {durable} events; there is no tree of size {to} yet"),
+            )));
+        }
+        let reader = self.reader.clone();
+        let started = Instant::now();
+        let hashes = blocking(move || {
+            reader.consistency_proof(from, to).map_err(|e| match e {
+                sealtrail_store::StoreError::Invalid(reason) => {
+                    AppError::Invalid(FieldError::new("from", reason))
+                }
+                other => AppError::from(other),
+            })
+        })
+        .await?;
+        self.metrics.read("proof", started.elapsed().as_secs_f64());
+        let read = Read {
+            action: "audit_log.proof",
+            filter: params,
+            confined_to,
+            returned: BTreeMap::new(),
+            result_count: None,
+            resource: None,
+            event_id: None,
+        };
+        self.access.record(who, read).await?;
+        Ok(hashes)
+    }
+}
+
+/// The resource a filter names, if it names one (`resource_type`, and `resource_id`).
+pub fn filtered_resource(filter: &EventFilter) -> Option<(String, Option<String>)> {
+    match (&filter.resource_type, &filter.resource_id) {
+        (Some(kind), id) => Some((kind.clone(), id.clone())),
+        (None, Some(id)) => Some(("unknown".into(), Some(id.clone()))),
+        (None, None) => None,
+    }
+}
