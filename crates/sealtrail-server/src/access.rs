@@ -81,6 +81,26 @@ pub async fn record(
     Ok(state.access_log.record(&requester.who(auth), read).await?)
 }
 
+/// Records a stream subscription (`audit_log.subscribe`) with the filter it follows.
+pub async fn record_subscription(
+    state: &AppState,
+    auth: &Auth,
+    requester: &Requester,
+    recorded: Value,
+    filter: &sealtrail_core::EventFilter,
+) -> Result<(), ApiError> {
+    let read = Read {
+        action: "audit_log.subscribe",
+        filter: recorded,
+        confined_to: filter.tenant_id.as_deref(),
+        returned: Default::default(),
+        result_count: None,
+        resource: filtered_resource(filter),
+        event_id: None,
+    };
+    record(state, auth, requester, read).await
+}
+
 /// The query parameters as a JSON object (repeated keys keep the last value).
 pub fn params_object<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Value {
     let map: serde_json::Map<String, Value> =

@@ -100,29 +100,9 @@ pub async fn stream(
     } = parse_filter(params.pairs(), &["since"])?;
     filter.tenant_id = auth.confine_tenant(filter.tenant_id.take())?;
     // Recorded before the stream starts, so a new stream begins after its own record.
-    let read = crate::access::Read {
-        action: "audit_log.subscribe",
-        filter: crate::access::params_object(params.pairs()),
-        confined_to: filter.tenant_id.as_deref(),
-        returned: Default::default(),
-        result_count: None,
-        resource: crate::access::filtered_resource(&filter),
-        event_id: None,
-    };
-    crate::access::record(&state, &auth, &requester, read).await?;
-    let tree_size = state.sequencer.tree_size();
-    let since = match headers.get("last-event-id") {
-        Some(value) => Some(parse_seq(value.to_str().unwrap_or("?"), "Last-Event-ID")?),
-        None => rest
-            .iter()
-            .find(|(k, _)| *k == "since")
-            .map(|(_, v)| parse_seq(v, "since"))
-            .transpose()?,
-    };
-    let cursor = match since {
-        Some(seq) => check_since(seq, tree_size, "since")?,
-        None => tree_size,
-    };
+    let recorded = crate::access::params_object(params.pairs());
+    crate::access::record_subscription(&state, &auth, &requester, recorded, &filter).await?;
+    let cursor = resume_cursor(&headers, &rest, state.sequencer.tree_size())?;
     let streams = state.streams.clone();
     let slot = streams.admit()?;
     let (body, frames) = mpsc::channel(SSE_BODY_QUEUE);
@@ -140,6 +120,32 @@ pub async fn stream(
             tracing::error!(%error, "a stream stopped: reading the store failed");
         }
     });
+    Ok(event_stream(frames))
+}
+
+/// Where a stream starts: after `Last-Event-ID` (a reconnecting client), else after
+/// `since`, else at the log's end (only new events).
+fn resume_cursor(
+    headers: &HeaderMap,
+    rest: &[(&str, &str)],
+    tree_size: u64,
+) -> Result<u64, ApiError> {
+    let since = match headers.get("last-event-id") {
+        Some(value) => Some(parse_seq(value.to_str().unwrap_or("?"), "Last-Event-ID")?),
+        None => rest
+            .iter()
+            .find(|(k, _)| *k == "since")
+            .map(|(_, v)| parse_seq(v, "since"))
+            .transpose()?,
+    };
+    match since {
+        Some(seq) => check_since(seq, tree_size, "since"),
+        None => Ok(tree_size),
+    }
+}
+
+/// The endless `text/event-stream` response carrying `frames`.
+fn event_stream(frames: mpsc::Receiver<Bytes>) -> Response {
     let stream = futures_util::stream::unfold(frames, |mut frames| async move {
         frames
             .recv()
@@ -156,7 +162,7 @@ pub async fn stream(
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // Proxies such as nginx must not buffer the stream.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(response)
+    response
 }
 
 fn parse_seq(text: &str, field: &str) -> Result<u64, ApiError> {
