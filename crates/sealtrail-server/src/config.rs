@@ -296,58 +296,11 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks values serde cannot: ranges and relations.
+    /// Checks values serde cannot: ranges and relations. Section by section, in a fixed
+    /// order; the first problem found is the one reported.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key: &str, reason: &str| ConfigError::Invalid {
-            origin: String::new(),
-            message: format!("{key}: {reason}"),
-        };
-        if self.limits.max_batch_events == 0 {
-            return Err(invalid("limits.max_batch_events", "must be at least 1"));
-        }
-        if self.limits.max_batch_events > self.log.max_group_events {
-            return Err(invalid(
-                "limits.max_batch_events",
-                "must not exceed log.max_group_events (a request is committed in one group)",
-            ));
-        }
-        if self.limits.max_body_bytes < 1024 {
-            return Err(invalid("limits.max_body_bytes", "must be at least 1024"));
-        }
-        if self.limits.request_timeout_secs == 0 {
-            return Err(invalid("limits.request_timeout_secs", "must be at least 1"));
-        }
-        if self.limits.max_header_bytes < 8192 {
-            return Err(invalid("limits.max_header_bytes", "must be at least 8192"));
-        }
-        if self.limits.max_connections == 0 {
-            return Err(invalid("limits.max_connections", "must be at least 1"));
-        }
-        if self.limits.key_requests_per_sec > 0 && self.limits.key_burst == 0 {
-            return Err(invalid(
-                "limits.key_burst",
-                "must be at least 1 when key_requests_per_sec is set",
-            ));
-        }
-        let st = &self.stream;
-        for (key, value) in [
-            ("stream.live_queue_events", st.live_queue_events as u64),
-            ("stream.replay_batch_events", st.replay_batch_events as u64),
-            ("stream.heartbeat_secs", st.heartbeat_secs),
-            ("stream.write_timeout_secs", st.write_timeout_secs),
-            (
-                "stream.max_ws_subscriptions",
-                st.max_ws_subscriptions as u64,
-            ),
-            (
-                "stream.max_ws_message_bytes",
-                st.max_ws_message_bytes as u64,
-            ),
-        ] {
-            if value == 0 {
-                return Err(invalid(key, "must be at least 1"));
-            }
-        }
+        self.check_limits()?;
+        check_stream(&self.stream)?;
         if self.log.max_queued_requests == 0 {
             return Err(invalid("log.max_queued_requests", "must be at least 1"));
         }
@@ -365,38 +318,43 @@ impl Config {
             return Err(invalid("access_log.global_tenant", &reason));
         }
         if let Some(encryption) = &self.encryption {
-            sealtrail_crypto::check_fields(&encryption.fields)
-                .map_err(|reason| invalid("encryption.fields", &reason.to_string()))?;
-            if let Some(field) = encryption
-                .blind_index
-                .iter()
-                .find(|f| !encryption.fields.contains(f))
-            {
-                return Err(invalid(
-                    "encryption.blind_index",
-                    &format!("{field:?} is not in encryption.fields"),
-                ));
-            }
-            if encryption.fields.is_empty() {
-                return Err(invalid("encryption.fields", "name at least one field"));
-            }
-            if encryption
-                .subject
-                .as_ref()
-                .is_some_and(|s| !s.starts_with('/'))
-            {
-                return Err(invalid(
-                    "encryption.subject",
-                    "must be a JSON pointer (it starts with '/')",
-                ));
-            }
+            check_encryption(encryption)?;
         }
-        if let Some(origin) = &self.log_origin
-            && (origin.is_empty() || origin.chars().any(|c| c.is_whitespace() || c == '+'))
-        {
+        if let Some(origin) = &self.log_origin {
+            check_log_origin(origin)?;
+        }
+        Ok(())
+    }
+
+    /// The `[limits]` section: every limit at least its smallest useful value, and a batch
+    /// no larger than the log's commit group, as a request is committed in one group.
+    fn check_limits(&self) -> Result<(), ConfigError> {
+        let limits = &self.limits;
+        if limits.max_batch_events == 0 {
+            return Err(invalid("limits.max_batch_events", "must be at least 1"));
+        }
+        if limits.max_batch_events > self.log.max_group_events {
             return Err(invalid(
-                "log_origin",
-                "must be non-empty, without spaces or '+'",
+                "limits.max_batch_events",
+                "must not exceed log.max_group_events (a request is committed in one group)",
+            ));
+        }
+        if limits.max_body_bytes < 1024 {
+            return Err(invalid("limits.max_body_bytes", "must be at least 1024"));
+        }
+        if limits.request_timeout_secs == 0 {
+            return Err(invalid("limits.request_timeout_secs", "must be at least 1"));
+        }
+        if limits.max_header_bytes < 8192 {
+            return Err(invalid("limits.max_header_bytes", "must be at least 8192"));
+        }
+        if limits.max_connections == 0 {
+            return Err(invalid("limits.max_connections", "must be at least 1"));
+        }
+        if limits.key_requests_per_sec > 0 && limits.key_burst == 0 {
+            return Err(invalid(
+                "limits.key_burst",
+                "must be at least 1 when key_requests_per_sec is set",
             ));
         }
         Ok(())
@@ -406,6 +364,82 @@ impl Config {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.limits.request_timeout_secs)
     }
+}
+
+/// A configuration error for one key, in the form every check reports: `key: reason`.
+fn invalid(key: &str, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        origin: String::new(),
+        message: format!("{key}: {reason}"),
+    }
+}
+
+/// The `[stream]` section: every queue, batch, interval and limit is at least 1, as none
+/// of them means anything useful at 0.
+fn check_stream(st: &StreamSettings) -> Result<(), ConfigError> {
+    for (key, value) in [
+        ("stream.live_queue_events", st.live_queue_events as u64),
+        ("stream.replay_batch_events", st.replay_batch_events as u64),
+        ("stream.heartbeat_secs", st.heartbeat_secs),
+        ("stream.write_timeout_secs", st.write_timeout_secs),
+        (
+            "stream.max_ws_subscriptions",
+            st.max_ws_subscriptions as u64,
+        ),
+        (
+            "stream.max_ws_message_bytes",
+            st.max_ws_message_bytes as u64,
+        ),
+    ] {
+        if value == 0 {
+            return Err(invalid(key, "must be at least 1"));
+        }
+    }
+    Ok(())
+}
+
+/// The `[encryption]` section: fields the crypto crate can seal, at least one of them,
+/// blind indexes only on sealed fields, and a subject that is a JSON pointer.
+fn check_encryption(encryption: &EncryptionConfig) -> Result<(), ConfigError> {
+    sealtrail_crypto::check_fields(&encryption.fields)
+        .map_err(|reason| invalid("encryption.fields", &reason.to_string()))?;
+    if let Some(field) = encryption
+        .blind_index
+        .iter()
+        .find(|f| !encryption.fields.contains(f))
+    {
+        return Err(invalid(
+            "encryption.blind_index",
+            &format!("{field:?} is not in encryption.fields"),
+        ));
+    }
+    if encryption.fields.is_empty() {
+        return Err(invalid("encryption.fields", "name at least one field"));
+    }
+    if encryption
+        .subject
+        .as_ref()
+        .is_some_and(|s| !s.starts_with('/'))
+    {
+        return Err(invalid(
+            "encryption.subject",
+            "must be a JSON pointer (it starts with '/')",
+        ));
+    }
+    Ok(())
+}
+
+/// `log_origin` is also the key name of the checkpoints' signed notes, which must be
+/// non-empty and hold no whitespace or '+': refused here at start, not at the first
+/// checkpoint.
+fn check_log_origin(origin: &str) -> Result<(), ConfigError> {
+    if origin.is_empty() || origin.chars().any(|c| c.is_whitespace() || c == '+') {
+        return Err(invalid(
+            "log_origin",
+            "must be non-empty, without spaces or '+'",
+        ));
+    }
+    Ok(())
 }
 
 fn parse_env_value(text: &str) -> toml::Value {

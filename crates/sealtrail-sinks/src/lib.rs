@@ -31,6 +31,7 @@ pub use config::{RouteConfig, SinkConfig, SinkKind};
 pub use runner::SinkStatus;
 pub use store::DeadLetter;
 
+use destinations::BuiltDestination;
 use route::Route;
 use runner::Runner;
 use store::SinkStore;
@@ -53,10 +54,8 @@ pub enum SinkError {
 /// starting anything: the problems, each naming its entry and key.
 pub fn check_config(sinks: &[SinkConfig], routes: &[RouteConfig]) -> Vec<String> {
     let mut problems = config::check(sinks, routes);
-    for (i, sink) in sinks.iter().enumerate() {
-        if let Err(e) = sink.kind.build(sink.request_timeout()) {
-            problems.push(format!("sinks[{i}] ({}).{e}", sink.name));
-        }
+    if let Err(more) = build_destinations(sinks) {
+        problems.extend(more);
     }
     problems
 }
@@ -92,28 +91,10 @@ impl Sinks {
         if !problems.is_empty() {
             return Err(SinkError::Config(problems));
         }
-        let mut destinations = Vec::with_capacity(sinks.len());
-        let mut problems = Vec::new();
-        for (i, sink) in sinks.iter().enumerate() {
-            match sink.kind.build(sink.request_timeout()) {
-                Ok(d) => destinations.push(d),
-                Err(e) => problems.push(format!("sinks[{i}] ({}).{e}", sink.name)),
-            }
-        }
-        if !problems.is_empty() {
-            return Err(SinkError::Config(problems));
-        }
+        let destinations = build_destinations(sinks).map_err(SinkError::Config)?;
         install_tls_provider();
         let store = Arc::new(SinkStore::open(data_dir)?);
-        let mut sink_routes: HashMap<&str, Vec<Route>> = HashMap::new();
-        for (i, route) in routes.iter().enumerate() {
-            for name in &route.sinks {
-                sink_routes
-                    .entry(name.as_str())
-                    .or_default()
-                    .push(Route::compile(i, route));
-            }
-        }
+        let mut sink_routes = routes_by_sink(routes);
         let stop = shutdown.child_token();
         let mut running = Vec::new();
         let mut runners = Vec::new();
@@ -123,26 +104,8 @@ impl Sinks {
             if routes.is_empty() {
                 tracing::warn!(sink = %sink.name, "no route names this sink; it receives nothing");
             }
-            let client = reqwest::Client::builder()
-                // A redirect would turn a POST into a GET without a body (an "accepted"
-                // request that delivered nothing) or carry the API key to another host:
-                // 3xx is answered as an error instead.
-                .redirect(reqwest::redirect::Policy::none())
-                .timeout(sink.request_timeout())
-                .connect_timeout(sink.request_timeout())
-                .user_agent(concat!("sealtrail/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .map_err(|e| {
-                    SinkError::Config(vec![format!("sinks ({}): HTTP client: {e}", sink.name)])
-                })?;
-            let status = Arc::new(Mutex::new(SinkStatus {
-                name: sink.name.clone(),
-                kind: sink.kind_name().to_owned(),
-                routes: routes.iter().map(|r| r.label.clone()).collect(),
-                circuit: "closed".into(),
-                dead_letters: store.dead_letter_count(&sink.name)?,
-                ..SinkStatus::default()
-            }));
+            let client = http_client(sink)?;
+            let status = Arc::new(Mutex::new(initial_status(sink, &routes, &store)?));
             let wake = Arc::new(Notify::new());
             let runner = Runner {
                 config: sink.clone(),
@@ -167,18 +130,7 @@ impl Sinks {
             runners.push(runner);
             running.push((sink.name.clone(), RunningSink { status, wake }));
         }
-        let timing = FollowTiming {
-            poll: runner::IDLE_POLL,
-            retry_after: std::time::Duration::from_secs(1),
-        };
-        let tasks = runners
-            .into_iter()
-            .map(|runner| {
-                let follower =
-                    LogFollower::without_reader(durable.clone(), stop.clone()).with_timing(timing);
-                tokio::spawn(async move { follower.run(runner).await })
-            })
-            .collect();
+        let tasks = spawn_followers(runners, &durable, &stop);
         Ok(Self {
             sinks: running,
             store,
@@ -242,6 +194,93 @@ impl Sinks {
             let _ = task.await;
         }
     }
+}
+
+/// Reads every sink's secrets and builds its destination, so that `start` and
+/// [`check_config`] report the same problems: all the destinations in config order, or one
+/// problem per sink that could not be built, naming its entry.
+fn build_destinations(sinks: &[SinkConfig]) -> Result<Vec<Box<dyn BuiltDestination>>, Vec<String>> {
+    let mut destinations = Vec::with_capacity(sinks.len());
+    let mut problems = Vec::new();
+    for (i, sink) in sinks.iter().enumerate() {
+        match sink.kind.build(sink.request_timeout()) {
+            Ok(d) => destinations.push(d),
+            Err(e) => problems.push(format!("sinks[{i}] ({}).{e}", sink.name)),
+        }
+    }
+    if problems.is_empty() {
+        Ok(destinations)
+    } else {
+        Err(problems)
+    }
+}
+
+/// Compiles the routes and files each under every sink it names, in config order, so a
+/// sink's runner gets only the routes meant for it.
+fn routes_by_sink(routes: &[RouteConfig]) -> HashMap<&str, Vec<Route>> {
+    let mut sink_routes: HashMap<&str, Vec<Route>> = HashMap::new();
+    for (i, route) in routes.iter().enumerate() {
+        for name in &route.sinks {
+            sink_routes
+                .entry(name.as_str())
+                .or_default()
+                .push(Route::compile(i, route));
+        }
+    }
+    sink_routes
+}
+
+/// The HTTP client one sink delivers with: its request timeout on every request and
+/// connection, and no redirects followed.
+fn http_client(sink: &SinkConfig) -> Result<reqwest::Client, SinkError> {
+    reqwest::Client::builder()
+        // A redirect would turn a POST into a GET without a body (an "accepted"
+        // request that delivered nothing) or carry the API key to another host:
+        // 3xx is answered as an error instead.
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(sink.request_timeout())
+        .connect_timeout(sink.request_timeout())
+        .user_agent(concat!("sealtrail/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| SinkError::Config(vec![format!("sinks ({}): HTTP client: {e}", sink.name)]))
+}
+
+/// What a sink's status shows before its runner has done anything: its routes, a closed
+/// circuit and the dead letters left from earlier runs.
+fn initial_status(
+    sink: &SinkConfig,
+    routes: &[Route],
+    store: &SinkStore,
+) -> Result<SinkStatus, SinkError> {
+    Ok(SinkStatus {
+        name: sink.name.clone(),
+        kind: sink.kind_name().to_owned(),
+        routes: routes.iter().map(|r| r.label.clone()).collect(),
+        circuit: "closed".into(),
+        dead_letters: store.dead_letter_count(&sink.name)?,
+        ..SinkStatus::default()
+    })
+}
+
+/// Starts one [`LogFollower`] task per runner, all stopping on `stop`; only called once
+/// every runner is built, so no sink starts if another one cannot.
+fn spawn_followers(
+    runners: Vec<Runner>,
+    durable: &DurableSize,
+    stop: &Shutdown,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let timing = FollowTiming {
+        poll: runner::IDLE_POLL,
+        retry_after: std::time::Duration::from_secs(1),
+    };
+    runners
+        .into_iter()
+        .map(|runner| {
+            let follower =
+                LogFollower::without_reader(durable.clone(), stop.clone()).with_timing(timing);
+            tokio::spawn(async move { follower.run(runner).await })
+        })
+        .collect()
 }
 
 /// reqwest is built without a TLS crypto provider of its own: ring is installed once.

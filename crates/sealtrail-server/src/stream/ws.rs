@@ -210,76 +210,13 @@ async fn handle(
         )
     })?;
     match message {
-        ClientMessage::Unsubscribe { id } => {
-            if subscriptions.remove(&id).is_none() {
-                return Err((
-                    Some(id.clone()),
-                    ApiError::not_found(format!("no subscription {id:?}")),
-                ));
-            }
-            Ok(json!({"type": "unsubscribed", "subscription": id}))
-        }
+        ClientMessage::Unsubscribe { id } => unsubscribe(subscriptions, id),
         ClientMessage::Subscribe { id, filter, since } => {
             let fail = |e: ApiError| (Some(id.clone()), e);
-            if id.is_empty() || id.len() > 128 {
-                return Err(fail(ApiError::invalid_parameter(FieldError::new(
-                    "id",
-                    "must be 1 to 128 bytes",
-                ))));
-            }
-            let replacing = subscriptions.contains_key(&id);
-            let limit = state.streams.settings.max_ws_subscriptions;
-            if !replacing && subscriptions.len() >= limit {
-                return Err(fail(ApiError::invalid_parameter(FieldError::new(
-                    "id",
-                    format!(
-                        "a connection may hold {limit} subscriptions (stream.max_ws_subscriptions)"
-                    ),
-                ))));
-            }
-            let mut values = Vec::with_capacity(filter.len());
-            for (key, value) in &filter {
-                let text = match value {
-                    Value::String(s) => s.clone(),
-                    Value::Array(items) if key == "severity" => items
-                        .iter()
-                        .map(|i| i.as_str().unwrap_or("?").to_owned())
-                        .collect::<Vec<_>>()
-                        .join(","),
-                    other => {
-                        return Err(fail(ApiError::invalid_parameter(FieldError::new(
-                            format!("filter.{key}"),
-                            format!("must be a string, not {other}"),
-                        ))));
-                    }
-                };
-                values.push((key.as_str(), text));
-            }
-            let mut event_filter =
-                super::parse_filter(values.iter().map(|(k, v)| (*k, v.as_str())), &[])
-                    .map_err(fail)?
-                    .filter;
-            let auth = Auth(grant.clone());
-            event_filter.tenant_id = auth
-                .confine_tenant(event_filter.tenant_id.take())
-                .map_err(fail)?;
-            let read = crate::access::Read {
-                action: "audit_log.subscribe",
-                filter: json!({"subscription": id, "filter": filter, "since": since}),
-                confined_to: event_filter.tenant_id.as_deref(),
-                returned: Default::default(),
-                result_count: None,
-                resource: crate::access::filtered_resource(&event_filter),
-                event_id: None,
-            };
-            crate::access::record(state, &auth, requester, read)
-                .await
-                .map_err(fail)?;
-            let tree_size = state.sequencer.tree_size();
-            let cursor = match since {
-                Some(seq) => check_since(seq, tree_size, "since").map_err(fail)?,
-                None => tree_size,
-            };
+            let (event_filter, cursor) =
+                prepare_subscription(state, grant, requester, subscriptions, &id, &filter, since)
+                    .await
+                    .map_err(fail)?;
             // Replacing: the old subscription stops before the new one is admitted.
             subscriptions.remove(&id);
             let slot = state.streams.admit().map_err(fail)?;
@@ -295,6 +232,111 @@ async fn handle(
             Ok(json!({"type": "subscribed", "subscription": id, "since": cursor}))
         }
     }
+}
+
+/// Stops the subscription `id`; a client unsubscribing from what it never subscribed to
+/// is told so, as it may have lost track of its ids.
+#[allow(clippy::result_large_err)]
+fn unsubscribe(
+    subscriptions: &mut HashMap<String, Subscription>,
+    id: String,
+) -> Result<Value, (Option<String>, ApiError)> {
+    if subscriptions.remove(&id).is_none() {
+        return Err((
+            Some(id.clone()),
+            ApiError::not_found(format!("no subscription {id:?}")),
+        ));
+    }
+    Ok(json!({"type": "unsubscribed", "subscription": id}))
+}
+
+/// Everything a subscribe message must pass before it replaces or adds a subscription:
+/// the id and the connection's limit, the filter (confined to the key's tenant), the read
+/// recorded in the access log, and `since`. Returns the filter and the seq to follow from.
+async fn prepare_subscription(
+    state: &AppState,
+    grant: &Grant,
+    requester: &crate::access::Requester,
+    subscriptions: &HashMap<String, Subscription>,
+    id: &str,
+    filter: &serde_json::Map<String, Value>,
+    since: Option<u64>,
+) -> Result<(sealtrail_core::EventFilter, u64), ApiError> {
+    check_subscription_id(
+        subscriptions,
+        id,
+        state.streams.settings.max_ws_subscriptions,
+    )?;
+    let values = filter_query_values(filter)?;
+    let mut event_filter =
+        super::parse_filter(values.iter().map(|(k, v)| (*k, v.as_str())), &[])?.filter;
+    let auth = Auth(grant.clone());
+    event_filter.tenant_id = auth.confine_tenant(event_filter.tenant_id.take())?;
+    let read = crate::access::Read {
+        action: "audit_log.subscribe",
+        filter: json!({"subscription": id, "filter": filter, "since": since}),
+        confined_to: event_filter.tenant_id.as_deref(),
+        returned: Default::default(),
+        result_count: None,
+        resource: crate::access::filtered_resource(&event_filter),
+        event_id: None,
+    };
+    crate::access::record(state, &auth, requester, read).await?;
+    let tree_size = state.sequencer.tree_size();
+    let cursor = match since {
+        Some(seq) => check_since(seq, tree_size, "since")?,
+        None => tree_size,
+    };
+    Ok((event_filter, cursor))
+}
+
+/// A subscription id is 1 to 128 bytes, and a new one (not replacing) must fit within the
+/// connection's `limit` of subscriptions.
+fn check_subscription_id(
+    subscriptions: &HashMap<String, Subscription>,
+    id: &str,
+    limit: usize,
+) -> Result<(), ApiError> {
+    if id.is_empty() || id.len() > 128 {
+        return Err(ApiError::invalid_parameter(FieldError::new(
+            "id",
+            "must be 1 to 128 bytes",
+        )));
+    }
+    let replacing = subscriptions.contains_key(id);
+    if !replacing && subscriptions.len() >= limit {
+        return Err(ApiError::invalid_parameter(FieldError::new(
+            "id",
+            format!("a connection may hold {limit} subscriptions (stream.max_ws_subscriptions)"),
+        )));
+    }
+    Ok(())
+}
+
+/// The subscribe message's JSON filter as the query API's `key=value` pairs, so that both
+/// are parsed by the same code: strings as they are, a `severity` list joined with commas.
+fn filter_query_values(
+    filter: &serde_json::Map<String, Value>,
+) -> Result<Vec<(&str, String)>, ApiError> {
+    let mut values = Vec::with_capacity(filter.len());
+    for (key, value) in filter {
+        let text = match value {
+            Value::String(s) => s.clone(),
+            Value::Array(items) if key == "severity" => items
+                .iter()
+                .map(|i| i.as_str().unwrap_or("?").to_owned())
+                .collect::<Vec<_>>()
+                .join(","),
+            other => {
+                return Err(ApiError::invalid_parameter(FieldError::new(
+                    format!("filter.{key}"),
+                    format!("must be a string, not {other}"),
+                )));
+            }
+        };
+        values.push((key.as_str(), text));
+    }
+    Ok(values)
 }
 
 async fn run_subscription(
