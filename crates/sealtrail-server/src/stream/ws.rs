@@ -272,16 +272,8 @@ async fn prepare_subscription(
         super::parse_filter(values.iter().map(|(k, v)| (*k, v.as_str())), &[])?.filter;
     let auth = Auth(grant.clone());
     event_filter.tenant_id = auth.confine_tenant(event_filter.tenant_id.take())?;
-    let read = crate::access::Read {
-        action: "audit_log.subscribe",
-        filter: json!({"subscription": id, "filter": filter, "since": since}),
-        confined_to: event_filter.tenant_id.as_deref(),
-        returned: Default::default(),
-        result_count: None,
-        resource: crate::access::filtered_resource(&event_filter),
-        event_id: None,
-    };
-    crate::access::record(state, &auth, requester, read).await?;
+    let recorded = json!({"subscription": id, "filter": filter, "since": since});
+    crate::access::record_subscription(state, &auth, requester, recorded, &event_filter).await?;
     let tree_size = state.sequencer.tree_size();
     let cursor = match since {
         Some(seq) => check_since(seq, tree_size, "since")?,
