@@ -133,3 +133,53 @@ fn the_checks_see_the_sources() {
             && code.contains("sequencer.append")
     ));
 }
+
+#[test]
+fn core_and_crypto_never_touch_a_file() {
+    let mut offenders = Vec::new();
+    for (path, code) in library_sources() {
+        if !(path.starts_with("crates/sealtrail-core/")
+            || path.starts_with("crates/sealtrail-crypto/"))
+        {
+            continue;
+        }
+        for marker in [
+            "std::fs",
+            "File::",
+            "OpenOptions",
+            "TcpStream",
+            "TcpListener",
+            "UdpSocket",
+        ] {
+            if code.contains(marker) {
+                offenders.push(format!("{path}: {marker:?}"));
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "I/O in core or crypto:\n{}",
+        offenders.join("\n")
+    );
+}
+
+#[test]
+fn the_log_and_its_model_never_talk_http() {
+    for krate in ["sealtrail-core", "sealtrail-crypto", "sealtrail-store"] {
+        let manifest =
+            std::fs::read_to_string(workspace().join("crates").join(krate).join("Cargo.toml"))
+                .expect("manifests are readable");
+        let dependencies = manifest
+            .split("[dev-dependencies]")
+            .next()
+            .expect("split yields at least one part");
+        for http in ["axum", "hyper", "reqwest", "tower"] {
+            assert!(
+                !dependencies
+                    .lines()
+                    .any(|l| l.trim_start().starts_with(http)),
+                "{krate} depends on {http}: the sequencer and the store never talk HTTP"
+            );
+        }
+    }
+}
