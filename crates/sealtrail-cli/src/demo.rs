@@ -154,7 +154,17 @@ fn is_allergy(diet: &str) -> bool {
     diet.contains("allergy") || diet.contains("celiac")
 }
 
-/// One realistic event at `at` (UTC microseconds).
+/// The wedding and guest an event is about (drawn for every event, whatever its kind).
+struct GuestRef {
+    wedding: &'static str,
+    name: &'static str,
+    /// `<wedding>:guest-<n>`.
+    id: String,
+}
+
+/// One realistic event at `at` (UTC microseconds): the fields every event has (tenant,
+/// time, coordinator, network) and those of one kind of event, drawn with the weights
+/// below (out of 100).
 fn demo_event(rng: &mut SmallRng, at: i64) -> Value {
     let b = BUSINESSES.choose(rng).expect("there are businesses");
     let coordinator = *b
@@ -163,13 +173,37 @@ fn demo_event(rng: &mut SmallRng, at: i64) -> Value {
         .expect("every business has coordinators");
     let wedding = *b.weddings.choose(rng).expect("every business has weddings");
     let guest_index = rng.random_range(0..b.guests.len());
-    let guest = b.guests[guest_index];
-    let guest_id = format!("{wedding}:guest-{}", guest_index + 1);
-    let caterer = b
-        .vendors
-        .iter()
-        .find(|(kind, _)| *kind == "caterer")
-        .map(|(_, id)| *id);
+    let guest = GuestRef {
+        wedding,
+        name: b.guests[guest_index],
+        id: format!("{wedding}:guest-{}", guest_index + 1),
+    };
+    let base = common_fields(rng, b, coordinator, at);
+    let roll = rng.random_range(0..100);
+    let specific = match roll {
+        0..25 => dietary_restriction_updated(rng, b, &guest),
+        25..45 => rsvp_updated(rng, &guest),
+        45..60 => seating_changed(rng, &guest),
+        60..68 => guest_added(rng, &guest),
+        68..71 => guest_removed(&guest),
+        71..79 => vendor_paperwork(rng, b, wedding),
+        79..82 => vendor_access_granted(rng, b, wedding),
+        82..90 => login(rng),
+        90..94 => guest_list_exported(rng, b, wedding, coordinator),
+        94..97 => timeline_changed(wedding),
+        97..99 => role_changed(rng, b),
+        _ => personal_data_erased(&guest),
+    };
+    let mut event = base;
+    for (k, v) in specific.as_object().expect("events are objects") {
+        event[k] = v.clone();
+    }
+    event
+}
+
+/// The fields every event has: tenant, time, the acting coordinator, where the request
+/// came from (an address in the business's country, a browser or the app).
+fn common_fields(rng: &mut SmallRng, b: &Business, coordinator: &str, at: i64) -> Value {
     let ip = format!(
         "{}.{}.{}",
         b.ip_prefix,
@@ -177,165 +211,204 @@ fn demo_event(rng: &mut SmallRng, at: i64) -> Value {
         rng.random_range(1..255)
     );
     let agent = *AGENTS.choose(rng).expect("there are agents");
-    let base = json!({
+    json!({
         "tenant_id": b.tenant,
         "occurred_at": format_micros(at),
         "user_id": coordinator,
         "ip_address": ip,
         "user_agent": agent,
         "request_id": format!("req-{:016x}", rng.random::<u64>()),
+    })
+}
+
+/// A guest's dietary restriction changes; a warning when it becomes an allergy, and the
+/// business's caterer is to be notified.
+fn dietary_restriction_updated(rng: &mut SmallRng, b: &Business, guest: &GuestRef) -> Value {
+    let caterer = b
+        .vendors
+        .iter()
+        .find(|(kind, _)| *kind == "caterer")
+        .map(|(_, id)| *id);
+    let before = *DIETS.choose(rng).expect("diets");
+    let after = *DIETS
+        .iter()
+        .filter(|d| **d != before)
+        .collect::<Vec<_>>()
+        .choose(rng)
+        .expect("diets");
+    let reason = *[
+        "Guest emailed the coordinator",
+        "Updated after the RSVP call",
+        "Caterer asked to confirm the menu",
+        "Plus-one's needs added",
+    ]
+    .choose(rng)
+    .expect("reasons");
+    json!({
+        "action": "guest.dietary_restriction.updated",
+        "resource_type": "guest",
+        "resource_id": guest.id,
+        "severity": if is_allergy(after) { "warning" } else { "info" },
+        "reason": reason,
+        "changes": [{"field": "dietary_restriction", "before": before, "after": after}],
+        "details": {"wedding_id": guest.wedding, "guest_name": guest.name, "notify": caterer.into_iter().collect::<Vec<_>>()},
+    })
+}
+
+/// A guest answers the invitation (RSVP changes) and picks a meal.
+fn rsvp_updated(rng: &mut SmallRng, guest: &GuestRef) -> Value {
+    let before = *RSVPS.choose(rng).expect("rsvps");
+    let after = *RSVPS
+        .iter()
+        .filter(|r| **r != before)
+        .collect::<Vec<_>>()
+        .choose(rng)
+        .expect("rsvps");
+    json!({
+        "action": "guest.rsvp.updated",
+        "resource_type": "guest",
+        "resource_id": guest.id,
+        "reason": "Guest answered the invitation",
+        "changes": [{"field": "rsvp", "before": before, "after": after}],
+        "details": {"wedding_id": guest.wedding, "guest_name": guest.name, "meal": *["fish", "beef", "vegetarian"].choose(rng).expect("meals")},
+    })
+}
+
+/// A guest moves to another table, with the reason.
+fn seating_changed(rng: &mut SmallRng, guest: &GuestRef) -> Value {
+    let before = rng.random_range(1..20);
+    let after = rng.random_range(1..20);
+    json!({
+        "action": "guest.seating.changed",
+        "resource_type": "guest",
+        "resource_id": guest.id,
+        "reason": *["Family request", "Accessibility: near the exit", "Keep the ex-partners apart", "Kids' table filled up"].choose(rng).expect("reasons"),
+        "changes": [{"field": "table", "before": before, "after": after}],
+        "details": {"wedding_id": guest.wedding, "guest_name": guest.name},
+    })
+}
+
+/// A guest joins the list, on the bride's side, the groom's or both.
+fn guest_added(rng: &mut SmallRng, guest: &GuestRef) -> Value {
+    json!({
+        "action": "guest.added",
+        "resource_type": "guest",
+        "resource_id": guest.id,
+        "reason": "Added to the guest list",
+        "details": {"wedding_id": guest.wedding, "guest_name": guest.name, "side": *["bride", "groom", "both"].choose(rng).expect("sides")},
+    })
+}
+
+/// The couple has a guest removed (a warning).
+fn guest_removed(guest: &GuestRef) -> Value {
+    json!({
+        "action": "guest.removed",
+        "resource_type": "guest",
+        "resource_id": guest.id,
+        "severity": "warning",
+        "reason": "Couple asked to remove the guest",
+        "details": {"wedding_id": guest.wedding, "guest_name": guest.name},
+    })
+}
+
+/// A vendor's booking, invoice or contract, with an amount.
+fn vendor_paperwork(rng: &mut SmallRng, b: &Business, wedding: &str) -> Value {
+    let (kind, vendor) = *b.vendors.choose(rng).expect("vendors");
+    json!({
+        "action": *["vendor.booking.confirmed", "vendor.invoice.updated", "vendor.contract.signed"].choose(rng).expect("actions"),
+        "resource_type": "vendor",
+        "resource_id": vendor,
+        "details": {"wedding_id": wedding, "vendor_kind": kind, "amount_eur": rng.random_range(300..12000)},
+    })
+}
+
+/// A vendor is given read access to the guest list (a warning).
+fn vendor_access_granted(rng: &mut SmallRng, b: &Business, wedding: &str) -> Value {
+    let (_, vendor) = *b.vendors.choose(rng).expect("vendors");
+    json!({
+        "action": "vendor.access.granted",
+        "resource_type": "vendor",
+        "resource_id": vendor,
+        "severity": "warning",
+        "reason": "Vendor needs the guest list for place cards",
+        "changes": [{"field": "permissions", "before": ["timeline:read"], "after": ["timeline:read", "guests:read"]}],
+        "details": {"wedding_id": wedding},
+    })
+}
+
+/// A login: one in three fails (a warning), and one failure in four locks the account (a
+/// critical).
+fn login(rng: &mut SmallRng) -> Value {
+    let failed = rng.random_range(0..3) == 0;
+    let mut e = json!({
+        "action": if failed { "user.login.failed" } else { "user.login.succeeded" },
+        "resource_type": "session",
+        "outcome": if failed { "failure" } else { "success" },
+        "severity": if failed { "warning" } else { "info" },
     });
-    let roll = rng.random_range(0..100);
-    let specific = match roll {
-        0..25 => {
-            let before = *DIETS.choose(rng).expect("diets");
-            let after = *DIETS
-                .iter()
-                .filter(|d| **d != before)
-                .collect::<Vec<_>>()
-                .choose(rng)
-                .expect("diets");
-            let reason = *[
-                "Guest emailed the coordinator",
-                "Updated after the RSVP call",
-                "Caterer asked to confirm the menu",
-                "Plus-one's needs added",
-            ]
-            .choose(rng)
-            .expect("reasons");
-            json!({
-                "action": "guest.dietary_restriction.updated",
-                "resource_type": "guest",
-                "resource_id": guest_id,
-                "severity": if is_allergy(after) { "warning" } else { "info" },
-                "reason": reason,
-                "changes": [{"field": "dietary_restriction", "before": before, "after": after}],
-                "details": {"wedding_id": wedding, "guest_name": guest, "notify": caterer.into_iter().collect::<Vec<_>>()},
-            })
-        }
-        25..45 => {
-            let before = *RSVPS.choose(rng).expect("rsvps");
-            let after = *RSVPS
-                .iter()
-                .filter(|r| **r != before)
-                .collect::<Vec<_>>()
-                .choose(rng)
-                .expect("rsvps");
-            json!({
-                "action": "guest.rsvp.updated",
-                "resource_type": "guest",
-                "resource_id": guest_id,
-                "reason": "Guest answered the invitation",
-                "changes": [{"field": "rsvp", "before": before, "after": after}],
-                "details": {"wedding_id": wedding, "guest_name": guest, "meal": *["fish", "beef", "vegetarian"].choose(rng).expect("meals")},
-            })
-        }
-        45..60 => {
-            let before = rng.random_range(1..20);
-            let after = rng.random_range(1..20);
-            json!({
-                "action": "guest.seating.changed",
-                "resource_type": "guest",
-                "resource_id": guest_id,
-                "reason": *["Family request", "Accessibility: near the exit", "Keep the ex-partners apart", "Kids' table filled up"].choose(rng).expect("reasons"),
-                "changes": [{"field": "table", "before": before, "after": after}],
-                "details": {"wedding_id": wedding, "guest_name": guest},
-            })
-        }
-        60..68 => json!({
-            "action": "guest.added",
-            "resource_type": "guest",
-            "resource_id": guest_id,
-            "reason": "Added to the guest list",
-            "details": {"wedding_id": wedding, "guest_name": guest, "side": *["bride", "groom", "both"].choose(rng).expect("sides")},
-        }),
-        68..71 => json!({
-            "action": "guest.removed",
-            "resource_type": "guest",
-            "resource_id": guest_id,
-            "severity": "warning",
-            "reason": "Couple asked to remove the guest",
-            "details": {"wedding_id": wedding, "guest_name": guest},
-        }),
-        71..79 => {
-            let (kind, vendor) = *b.vendors.choose(rng).expect("vendors");
-            json!({
-                "action": *["vendor.booking.confirmed", "vendor.invoice.updated", "vendor.contract.signed"].choose(rng).expect("actions"),
-                "resource_type": "vendor",
-                "resource_id": vendor,
-                "details": {"wedding_id": wedding, "vendor_kind": kind, "amount_eur": rng.random_range(300..12000)},
-            })
-        }
-        79..82 => {
-            let (_, vendor) = *b.vendors.choose(rng).expect("vendors");
-            json!({
-                "action": "vendor.access.granted",
-                "resource_type": "vendor",
-                "resource_id": vendor,
-                "severity": "warning",
-                "reason": "Vendor needs the guest list for place cards",
-                "changes": [{"field": "permissions", "before": ["timeline:read"], "after": ["timeline:read", "guests:read"]}],
-                "details": {"wedding_id": wedding},
-            })
-        }
-        82..90 => {
-            let failed = rng.random_range(0..3) == 0;
-            let mut e = json!({
-                "action": if failed { "user.login.failed" } else { "user.login.succeeded" },
-                "resource_type": "session",
-                "outcome": if failed { "failure" } else { "success" },
-                "severity": if failed { "warning" } else { "info" },
-            });
-            if failed && rng.random_range(0..4) == 0 {
-                e["action"] = json!("user.account.locked");
-                e["severity"] = json!("critical");
-                e["reason"] = json!("Five failed logins in ten minutes");
-            }
-            e
-        }
-        90..94 => {
-            let (_, vendor) = *b.vendors.choose(rng).expect("vendors");
-            let by_vendor = rng.random_range(0..3) == 0;
-            json!({
-                "action": "guest_list.exported",
-                "resource_type": "guest_list",
-                "resource_id": wedding,
-                "user_id": if by_vendor { vendor } else { coordinator },
-                "severity": if by_vendor { "critical" } else { "warning" },
-                "details": {"format": "csv", "rows": rng.random_range(40..220), "columns": ["name", "table", "dietary_restriction"]},
-            })
-        }
-        94..97 => json!({
-            "action": "wedding.timeline.changed",
-            "resource_type": "wedding",
-            "resource_id": wedding,
-            "changes": [{"field": "ceremony_start", "before": "16:00", "after": "16:30"}],
-            "reason": "Venue asked for a later start",
-        }),
-        97..99 => json!({
-            "action": "user.role.changed",
-            "resource_type": "user",
-            "resource_id": *b.coordinators.choose(rng).expect("coordinators"),
-            "severity": "critical",
-            "changes": [{"field": "role", "before": "coordinator", "after": "admin"}],
-            "reason": "Covering for the owner on leave",
-        }),
-        _ => json!({
-            "action": "guest.personal_data.erased",
-            "resource_type": "guest",
-            "resource_id": guest_id,
-            "severity": "critical",
-            "actor_type": "system",
-            "user_id": "system:privacy",
-            "reason": "GDPR erasure request from the guest",
-            "details": {"wedding_id": wedding, "fields": ["email", "phone", "dietary_restriction"]},
-        }),
-    };
-    let mut event = base;
-    for (k, v) in specific.as_object().expect("events are objects") {
-        event[k] = v.clone();
+    if failed && rng.random_range(0..4) == 0 {
+        e["action"] = json!("user.account.locked");
+        e["severity"] = json!("critical");
+        e["reason"] = json!("Five failed logins in ten minutes");
     }
-    event
+    e
+}
+
+/// The guest list is exported with dietary needs: a warning by a coordinator, a critical
+/// when a vendor does it (one in three).
+fn guest_list_exported(
+    rng: &mut SmallRng,
+    b: &Business,
+    wedding: &str,
+    coordinator: &str,
+) -> Value {
+    let (_, vendor) = *b.vendors.choose(rng).expect("vendors");
+    let by_vendor = rng.random_range(0..3) == 0;
+    json!({
+        "action": "guest_list.exported",
+        "resource_type": "guest_list",
+        "resource_id": wedding,
+        "user_id": if by_vendor { vendor } else { coordinator },
+        "severity": if by_vendor { "critical" } else { "warning" },
+        "details": {"format": "csv", "rows": rng.random_range(40..220), "columns": ["name", "table", "dietary_restriction"]},
+    })
+}
+
+/// The venue moves the ceremony.
+fn timeline_changed(wedding: &str) -> Value {
+    json!({
+        "action": "wedding.timeline.changed",
+        "resource_type": "wedding",
+        "resource_id": wedding,
+        "changes": [{"field": "ceremony_start", "before": "16:00", "after": "16:30"}],
+        "reason": "Venue asked for a later start",
+    })
+}
+
+/// A coordinator is made admin (a critical).
+fn role_changed(rng: &mut SmallRng, b: &Business) -> Value {
+    json!({
+        "action": "user.role.changed",
+        "resource_type": "user",
+        "resource_id": *b.coordinators.choose(rng).expect("coordinators"),
+        "severity": "critical",
+        "changes": [{"field": "role", "before": "coordinator", "after": "admin"}],
+        "reason": "Covering for the owner on leave",
+    })
+}
+
+/// The system erases a guest's personal data on their GDPR request (a critical).
+fn personal_data_erased(guest: &GuestRef) -> Value {
+    json!({
+        "action": "guest.personal_data.erased",
+        "resource_type": "guest",
+        "resource_id": guest.id,
+        "severity": "critical",
+        "actor_type": "system",
+        "user_id": "system:privacy",
+        "reason": "GDPR erasure request from the guest",
+        "details": {"wedding_id": guest.wedding, "fields": ["email", "phone", "dietary_restriction"]},
+    })
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {

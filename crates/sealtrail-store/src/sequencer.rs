@@ -787,49 +787,65 @@ impl<B: LogBackend> Writer<B> {
         self.backend.begin()?;
         if self.backend.shared() {
             // Holding the writers' lock now: catch up with what other servers appended.
-            let state = self.backend.state()?;
-            if state.size != self.frontier.size() && !self.adopt_stored_tail(state) {
-                return Err(StoreError::Integrity(
-                    "the log in the store is not one this server can extend; see the server log"
-                        .into(),
-                ));
-            }
+            self.catch_up_with_shared_log()?;
         }
+        let stored = self.find_stored_producer_ids(group)?;
+        let (resolutions, next_seq) = resolve_group(group, &stored, self.frontier.size() + 1);
+        let (leaves, nodes) = self.place_new_events(group, &resolutions, next_seq);
+        if leaves.is_empty() {
+            // Only retries and refusals: nothing to write, the latest checkpoint stands.
+            self.backend.rollback()?;
+            return Ok((resolutions, HashMap::new(), None));
+        }
+        self.commit_leaves(&leaves, &nodes)?;
+        let hashes = leaves.iter().map(|l| (l.seq, l.leaf_hash)).collect();
+        let events = self.publish.then(|| committed_events(leaves));
+        Ok((resolutions, hashes, events))
+    }
+
+    /// Under the writers' lock of a shared store, adopts what other servers appended since
+    /// this one last wrote; refuses the group when the stored log is not one it can extend.
+    fn catch_up_with_shared_log(&mut self) -> Result<(), StoreError> {
+        let state = self.backend.state()?;
+        if state.size != self.frontier.size() && !self.adopt_stored_tail(state) {
+            return Err(StoreError::Integrity(
+                "the log in the store is not one this server can extend; see the server log".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The already stored events among the group's producer-chosen ids (the only ones that
+    /// can be retries or conflicts); no query when the group has none.
+    fn find_stored_producer_ids(
+        &mut self,
+        group: &[AppendRequest],
+    ) -> Result<HashMap<Uuid, crate::traits::ExistingEvent>, StoreError> {
         let producer_ids: Vec<Uuid> = group
             .iter()
             .flat_map(|r| r.events.iter())
             .filter(|e| e.content_hash.is_some())
             .map(|e| e.id)
             .collect();
-        let stored = if producer_ids.is_empty() {
-            HashMap::new()
+        if producer_ids.is_empty() {
+            Ok(HashMap::new())
         } else {
-            self.backend.find_existing(&producer_ids)?
-        };
-
-        // Ids placed earlier in this group: (request, index, content hash).
-        let mut placed: HashMap<Uuid, (usize, usize, Option<Hash>)> = HashMap::new();
-        let mut resolutions = Vec::with_capacity(group.len());
-        let mut next_seq = self.frontier.size() + 1;
-        for (r, request) in group.iter().enumerate() {
-            match resolve(r, &request.events, &stored, &placed, next_seq) {
-                Resolution::Accepted(slots) => {
-                    for (i, slot) in slots.iter().enumerate() {
-                        if let Slot::New(seq) = slot {
-                            let event = &request.events[i];
-                            placed.insert(event.id, (r, i, event.content_hash));
-                            next_seq = seq + 1;
-                        }
-                    }
-                    resolutions.push(Resolution::Accepted(slots));
-                }
-                refused => resolutions.push(refused),
-            }
+            self.backend.find_existing(&producer_ids)
         }
+    }
 
+    /// Gives each new event of the accepted requests its record and leaf hash, pushes it
+    /// onto the frontier, and collects the leaves to insert and the completed Merkle nodes
+    /// at the kept levels. `next_seq` is the seq after the group's last new event.
+    fn place_new_events<'a>(
+        &mut self,
+        group: &'a [AppendRequest],
+        resolutions: &[Resolution],
+        next_seq: u64,
+    ) -> (Vec<NewLeaf<'a>>, Vec<(u32, u64, Hash)>) {
         let mut leaves = Vec::with_capacity((next_seq - 1 - self.frontier.size()) as usize);
         let mut nodes = Vec::new();
-        for (request, resolution) in group.iter().zip(&resolutions) {
+        for (request, resolution) in group.iter().zip(resolutions) {
             let Resolution::Accepted(slots) = resolution else {
                 continue;
             };
@@ -851,14 +867,20 @@ impl<B: LogBackend> Writer<B> {
                 });
             }
         }
-        if leaves.is_empty() {
-            // Only retries and refusals: nothing to write, the latest checkpoint stands.
-            self.backend.rollback()?;
-            return Ok((resolutions, HashMap::new(), None));
-        }
-        self.backend.insert_leaves(&leaves)?;
+        (leaves, nodes)
+    }
+
+    /// Writes the group's leaves, nodes and a signed checkpoint of the new tree (dropping
+    /// the superseded one unless it is kept as history), commits, and only then makes that
+    /// checkpoint the latest.
+    fn commit_leaves(
+        &mut self,
+        leaves: &[NewLeaf<'_>],
+        nodes: &[(u32, u64, Hash)],
+    ) -> Result<(), StoreError> {
+        self.backend.insert_leaves(leaves)?;
         if !nodes.is_empty() {
-            self.backend.insert_nodes(&nodes)?;
+            self.backend.insert_nodes(nodes)?;
         }
         let (checkpoint, is_history) = self.next_checkpoint();
         self.backend.insert_checkpoint(&checkpoint)?;
@@ -871,27 +893,7 @@ impl<B: LogBackend> Writer<B> {
         }
         self.latest = Arc::new(checkpoint);
         self.latest_is_history = is_history;
-        let hashes = leaves.iter().map(|l| (l.seq, l.leaf_hash)).collect();
-        let events = self.publish.then(|| {
-            leaves
-                .into_iter()
-                .map(|leaf| CommittedEvent {
-                    stored: StoredEvent {
-                        seq: leaf.seq,
-                        tenant_id: leaf.event.tenant_id.clone(),
-                        occurred_at: leaf.event.occurred_at,
-                        leaf_hash: leaf.leaf_hash,
-                        record: leaf.record,
-                    },
-                    severity: leaf.event.severity,
-                    action: leaf.event.action.clone(),
-                    user_id: leaf.event.user_id.clone(),
-                    resource_type: leaf.event.resource_type.clone(),
-                    resource_id: leaf.event.resource_id.clone(),
-                })
-                .collect()
-        });
-        Ok((resolutions, hashes, events))
+        Ok(())
     }
 
     fn next_checkpoint(&self) -> (CheckpointRow, bool) {
@@ -955,6 +957,58 @@ impl<B: LogBackend> Writer<B> {
     }
 }
 
+/// Resolves every request of a group in order, each seeing the ids placed by the accepted
+/// requests before it; returns the resolutions and the seq after the last new event.
+fn resolve_group(
+    group: &[AppendRequest],
+    stored: &HashMap<Uuid, crate::traits::ExistingEvent>,
+    first_seq: u64,
+) -> (Vec<Resolution>, u64) {
+    // Ids placed earlier in this group: (request, index, content hash).
+    let mut placed: HashMap<Uuid, (usize, usize, Option<Hash>)> = HashMap::new();
+    let mut resolutions = Vec::with_capacity(group.len());
+    let mut next_seq = first_seq;
+    for (r, request) in group.iter().enumerate() {
+        match resolve(r, &request.events, stored, &placed, next_seq) {
+            Resolution::Accepted(slots) => {
+                for (i, slot) in slots.iter().enumerate() {
+                    if let Slot::New(seq) = slot {
+                        let event = &request.events[i];
+                        placed.insert(event.id, (r, i, event.content_hash));
+                        next_seq = seq + 1;
+                    }
+                }
+                resolutions.push(Resolution::Accepted(slots));
+            }
+            refused => resolutions.push(refused),
+        }
+    }
+    (resolutions, next_seq)
+}
+
+/// The committed leaves as live streams need them (for the `on_durable` hook).
+fn committed_events(leaves: Vec<NewLeaf<'_>>) -> Arc<[CommittedEvent]> {
+    leaves
+        .into_iter()
+        .map(|leaf| CommittedEvent {
+            stored: StoredEvent {
+                seq: leaf.seq,
+                tenant_id: leaf.event.tenant_id.clone(),
+                occurred_at: leaf.event.occurred_at,
+                leaf_hash: leaf.leaf_hash,
+                record: leaf.record,
+            },
+            severity: leaf.event.severity,
+            action: leaf.event.action.clone(),
+            user_id: leaf.event.user_id.clone(),
+            resource_type: leaf.event.resource_type.clone(),
+            resource_id: leaf.event.resource_id.clone(),
+        })
+        .collect()
+}
+
+/// Resolves one request against the stored events and the ids placed earlier in the
+/// group: a retry answers with the original, a conflict refuses the whole request.
 fn resolve(
     request_index: usize,
     events: &[PreparedEvent],

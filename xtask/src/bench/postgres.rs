@@ -19,7 +19,7 @@ use super::data::EventSource;
 use super::ingest::{BATCH, CLIENTS, commit_profile, http_batched, prepared, single_events};
 use super::query::{SPAN_DAYS, fill, filtered_queries};
 use super::server::{Server, cpu_seconds, create_key};
-use super::stats::ms;
+use super::stats::{Latency, ms};
 use sealtrail_testkit::PgCluster;
 
 /// Rows per COPY (and per transaction) in the ceiling.
@@ -41,6 +41,28 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
 
     eprintln!("bench: postgres: naive INSERT per event, {CLIENTS} connections");
     let naive = naive_inserts(&pg.database("naive")?, 4_000)?;
+    let ceilings = copy_ceilings(&pg, events)?;
+    let ingest = http_ingest(&pg, &runtime, events)?;
+    write_ingest_rows(&mut out, naive, ceilings, ingest)?;
+
+    let count = args.pg_query_events;
+    let queries = query_latency(&pg, &runtime, count)?;
+    write_query_rows(&mut out, count, queries)?;
+    Ok(out)
+}
+
+/// PostgreSQL's own ceiling for Sealtrail's rows, in events/s: medians of three rounds.
+struct CopyCeilings {
+    /// COPY from 4 connections.
+    ceiling: f64,
+    /// COPY from one connection (one writer, as the sequencer is).
+    single_writer: f64,
+    /// COPY from 4 connections with a GIN index on `details`.
+    ceiling_gin: f64,
+}
+
+/// Measures the COPY ceilings on fresh databases of the cluster.
+fn copy_ceilings(pg: &PgCluster, events: usize) -> anyhow::Result<CopyCeilings> {
     // The COPY figures vary by a fifth from run to run on this VM: three rounds each,
     // interleaved, medians.
     let (mut ceilings, mut singles, mut gins) = (Vec::new(), Vec::new(), Vec::new());
@@ -68,8 +90,36 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
             4,
         )?);
     }
-    let (ceiling, single_writer, ceiling_gin) = (median(ceilings), median(singles), median(gins));
+    Ok(CopyCeilings {
+        ceiling: median(ceilings),
+        single_writer: median(singles),
+        ceiling_gin: median(gins),
+    })
+}
 
+/// What the HTTP run against a server on PostgreSQL measured.
+struct HttpIngest {
+    /// Durable batched ingest, events/s.
+    rate: f64,
+    /// Server CPU time per ingested event, µs.
+    cpu_per_event_us: f64,
+    /// The server's group-commit profile after the batched run.
+    commits: String,
+    /// Single-event ack latency, one client.
+    low: Latency,
+    /// Single-event ack latency, 64 concurrent clients.
+    concurrent: Latency,
+    /// The rate those concurrent clients reached, events/s.
+    concurrent_rate: f64,
+}
+
+/// Starts a server on a fresh database and measures batched ingest, then single-event
+/// latency.
+fn http_ingest(
+    pg: &PgCluster,
+    runtime: &tokio::runtime::Runtime,
+    events: usize,
+) -> anyhow::Result<HttpIngest> {
     eprintln!("bench: postgres: HTTP batched ingest, {events} events");
     let url = pg.database("ingest")?;
     let dir = tempfile::tempdir()?;
@@ -82,7 +132,36 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
     eprintln!("bench: postgres: single-event latency");
     let (low, concurrent, concurrent_rate) = runtime.block_on(single_events(&server, &key))?;
     drop(server);
+    Ok(HttpIngest {
+        rate,
+        cpu_per_event_us,
+        commits,
+        low,
+        concurrent,
+        concurrent_rate,
+    })
+}
 
+/// The table's header and its ingest rows, each against its baseline.
+fn write_ingest_rows(
+    out: &mut String,
+    naive: f64,
+    ceilings: CopyCeilings,
+    ingest: HttpIngest,
+) -> anyhow::Result<()> {
+    let CopyCeilings {
+        ceiling,
+        single_writer,
+        ceiling_gin,
+    } = ceilings;
+    let HttpIngest {
+        rate,
+        cpu_per_event_us,
+        commits,
+        low,
+        concurrent,
+        concurrent_rate,
+    } = ingest;
     writeln!(
         out,
         "| measure | result | baseline in the same run | ratio | target |"
@@ -127,8 +206,31 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
         ms(concurrent.p99),
         ms(concurrent.max)
     )?;
+    Ok(())
+}
 
-    let count = args.pg_query_events;
+/// The filtered-query latencies on a store of many events, warm and after PostgreSQL
+/// restarts, and how fast that store was built.
+struct QueryLatency {
+    /// Events per second the sequencer wrote while building the store.
+    build_rate: f64,
+    /// Latency with warm caches.
+    warm: Latency,
+    /// Events returned per query, on average.
+    returned: f64,
+    /// Latency after the restart.
+    cold: Latency,
+    /// Whether the OS page cache was dropped too (root only).
+    caches_dropped: bool,
+}
+
+/// Builds a `count`-event store through the sequencer, starts a server on it and runs the
+/// filtered queries warm, then again after restarting PostgreSQL.
+fn query_latency(
+    pg: &PgCluster,
+    runtime: &tokio::runtime::Runtime,
+    count: usize,
+) -> anyhow::Result<QueryLatency> {
     eprintln!("bench: postgres: building a {count}-event store");
     let url = pg.database("queries")?;
     let dir = tempfile::tempdir()?;
@@ -144,6 +246,24 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
     let caches_dropped = drop_os_caches();
     let (cold, _) = runtime.block_on(filtered_queries(&server, &key, end))?;
     drop(server);
+    Ok(QueryLatency {
+        build_rate,
+        warm,
+        returned,
+        cold,
+        caches_dropped,
+    })
+}
+
+/// The query rows and the note on the data set they ran on.
+fn write_query_rows(out: &mut String, count: usize, queries: QueryLatency) -> anyhow::Result<()> {
+    let QueryLatency {
+        build_rate,
+        warm,
+        returned,
+        cold,
+        caches_dropped,
+    } = queries;
     writeln!(
         out,
         "| 1000 filtered events: tenant + severity + 7-day range, {count} events ({} queries, avg {returned:.0} returned), warm | p50 {} / p99 {} / max {} | | | p99 ≤ 50 ms |",
@@ -169,7 +289,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
         "\nData set for the queries: {count} events over {SPAN_DAYS} days, 20 tenants (one holds half), written \
          through the sequencer in-process at {build_rate:.0} events/s.\n"
     )?;
-    Ok(out)
+    Ok(())
 }
 
 fn median(mut values: Vec<f64>) -> f64 {

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -141,27 +141,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
 }
 
 async fn run_async(args: &BenchArgs) -> anyhow::Result<String> {
-    let dir = tempfile::tempdir()?;
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data)?;
-    let secret = dir.path().join("webhook-secret");
-    std::fs::write(&secret, "whsec_c2VhbHRyYWlsLWJlbmNobWFyay1zZWNyZXQ=")?;
-    let key = create_key(&data)?;
-    let admin = {
-        let out = std::process::Command::new(super::server::binary())
-            .args(["keys", "create", "--scopes", "admin", "--data-dir"])
-            .arg(&data)
-            .output()?;
-        String::from_utf8(out.stdout)?.trim().to_owned()
-    };
-    let total = args.sink_events;
-    {
-        let server = Server::start(&data)?;
-        eprintln!("bench: filling the log with {total} events for the sink runs");
-        http_batched(&server, &key, total).await?;
-    }
-    let receiver = Receiver::default();
-    let base = receiver.start().await?;
+    let setup = SinkBench::prepare(args.sink_events).await?;
+    let total = setup.total;
 
     let mut out = String::new();
     writeln!(out, "## Sinks\n")?;
@@ -178,31 +159,11 @@ async fn run_async(args: &BenchArgs) -> anyhow::Result<String> {
         ("elasticsearch", "Elasticsearch `_bulk`"),
         ("webhook", "webhook (Standard Webhooks signed, batches)"),
     ] {
-        let name = format!("bench-{kind}");
-        let config = dir.path().join(format!("{kind}.toml"));
-        std::fs::write(&config, sink_toml(kind, &name, &base, &secret))?;
-        let before = receiver.count();
-        let server = Server::start_with(&data, &["--config", config.to_str().unwrap_or("")])?;
-        let started = Instant::now();
-        loop {
-            if sink_cursor(&server, &admin, &name).await? >= total as u64 {
-                break;
-            }
-            anyhow::ensure!(
-                started.elapsed() < Duration::from_secs(600),
-                "the {kind} sink did not catch up"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let elapsed = started.elapsed().as_secs_f64();
-        drop(server);
-        let delivered = receiver.count() - before;
-        anyhow::ensure!(
-            delivered >= total as u64,
-            "the {kind} receiver got {delivered} of {total}"
-        );
-        let rate = total as f64 / elapsed;
-        let ceiling = receiver_capacity(&base, kind, total).await?;
+        let Throughput {
+            rate,
+            delivered,
+            ceiling,
+        } = setup.catch_up_throughput(kind).await?;
         writeln!(
             out,
             "| sink throughput, {label} | **{rate:.0}** events/s ({delivered} delivered) | the receiver's capacity, same bodies posted one at a time: {ceiling:.0} events/s | {:.0}% | ≥ 50,000/s (bulk) |",
@@ -211,30 +172,7 @@ async fn run_async(args: &BenchArgs) -> anyhow::Result<String> {
         eprintln!("bench: {kind} sink {rate:.0} events/s, receiver capacity {ceiling:.0}");
     }
 
-    // Lag at 1,000 events/s, Elasticsearch format.
-    let name = "bench-lag";
-    let config = dir.path().join("lag.toml");
-    std::fs::write(&config, sink_toml("elasticsearch", name, &base, &secret))?;
-    let server = Server::start_with(&data, &["--config", config.to_str().unwrap_or("")])?;
-    while sink_cursor(&server, &admin, name).await? < total as u64 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    receiver
-        .track_ids
-        .store(true, std::sync::atomic::Ordering::Relaxed);
-    let acks = publish_paced(&server, &key).await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let arrivals = receiver.arrivals.lock().expect("arrivals lock").clone();
-    let mut lags = Vec::with_capacity(acks.len());
-    let mut missing = 0;
-    for (id, acked) in &acks {
-        match arrivals.get(id) {
-            Some(at) => lags.push(at.saturating_duration_since(*acked)),
-            None => missing += 1,
-        }
-    }
-    anyhow::ensure!(missing == 0, "{missing} events never reached the receiver");
-    let lag = Latency::of(lags);
+    let lag = setup.lag_at_paced_rate().await?;
     writeln!(
         out,
         "| end-to-end lag at {LAG_RATE} events/s (ingest ack → receiver), Elasticsearch format, {} events | p50 {} / p99 {} / max {} | | | p99 ≤ 100 ms |",
@@ -245,6 +183,143 @@ async fn run_async(args: &BenchArgs) -> anyhow::Result<String> {
     )?;
     writeln!(out)?;
     Ok(out)
+}
+
+/// What every sink run shares: a data directory whose log holds `total` events, the keys
+/// to write and to read sink status, the webhook secret and the running receiver.
+struct SinkBench {
+    /// The temporary directory holding everything below; removed when the bench ends.
+    dir: tempfile::TempDir,
+    data: PathBuf,
+    secret: PathBuf,
+    /// An ingest key.
+    key: String,
+    /// An admin key, for the sinks' status.
+    admin: String,
+    total: usize,
+    receiver: Receiver,
+    /// The receiver's base URL.
+    base: String,
+}
+
+/// One sink's catch-up run against the receiver's own capacity.
+struct Throughput {
+    /// Events per second the sink delivered.
+    rate: f64,
+    /// Events the receiver got from it (at least once, so possibly more than the log).
+    delivered: u64,
+    /// Events per second the receiver takes when posted the same bodies directly.
+    ceiling: f64,
+}
+
+impl SinkBench {
+    /// Creates the data directory, keys and webhook secret, fills the log through a server
+    /// with no sink configured, and starts the receiver.
+    async fn prepare(total: usize) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data)?;
+        let secret = dir.path().join("webhook-secret");
+        std::fs::write(&secret, "whsec_c2VhbHRyYWlsLWJlbmNobWFyay1zZWNyZXQ=")?;
+        let key = create_key(&data)?;
+        let admin = {
+            let out = std::process::Command::new(super::server::binary())
+                .args(["keys", "create", "--scopes", "admin", "--data-dir"])
+                .arg(&data)
+                .output()?;
+            String::from_utf8(out.stdout)?.trim().to_owned()
+        };
+        {
+            let server = Server::start(&data)?;
+            eprintln!("bench: filling the log with {total} events for the sink runs");
+            http_batched(&server, &key, total).await?;
+        }
+        let receiver = Receiver::default();
+        let base = receiver.start().await?;
+        Ok(Self {
+            dir,
+            data,
+            secret,
+            key,
+            admin,
+            total,
+            receiver,
+            base,
+        })
+    }
+
+    /// Restarts the server with a `kind` sink configured and times it catching up with the
+    /// whole log; then measures the receiver's capacity for the same bodies.
+    async fn catch_up_throughput(&self, kind: &str) -> anyhow::Result<Throughput> {
+        let total = self.total;
+        let name = format!("bench-{kind}");
+        let config = self.dir.path().join(format!("{kind}.toml"));
+        std::fs::write(&config, sink_toml(kind, &name, &self.base, &self.secret))?;
+        let before = self.receiver.count();
+        let server = Server::start_with(&self.data, &["--config", config.to_str().unwrap_or("")])?;
+        let started = Instant::now();
+        loop {
+            if sink_cursor(&server, &self.admin, &name).await? >= total as u64 {
+                break;
+            }
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(600),
+                "the {kind} sink did not catch up"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        drop(server);
+        let delivered = self.receiver.count() - before;
+        anyhow::ensure!(
+            delivered >= total as u64,
+            "the {kind} receiver got {delivered} of {total}"
+        );
+        let rate = total as f64 / elapsed;
+        let ceiling = receiver_capacity(&self.base, kind, total).await?;
+        Ok(Throughput {
+            rate,
+            delivered,
+            ceiling,
+        })
+    }
+
+    /// Lag at [`LAG_RATE`] events/s, Elasticsearch format: once an Elasticsearch sink has
+    /// caught up, publishes at a steady pace and measures, per event, acknowledgement to
+    /// arrival at the receiver.
+    async fn lag_at_paced_rate(&self) -> anyhow::Result<Latency> {
+        let name = "bench-lag";
+        let config = self.dir.path().join("lag.toml");
+        std::fs::write(
+            &config,
+            sink_toml("elasticsearch", name, &self.base, &self.secret),
+        )?;
+        let server = Server::start_with(&self.data, &["--config", config.to_str().unwrap_or("")])?;
+        while sink_cursor(&server, &self.admin, name).await? < self.total as u64 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.receiver
+            .track_ids
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let acks = publish_paced(&server, &self.key).await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let arrivals = self
+            .receiver
+            .arrivals
+            .lock()
+            .expect("arrivals lock")
+            .clone();
+        let mut lags = Vec::with_capacity(acks.len());
+        let mut missing = 0;
+        for (id, acked) in &acks {
+            match arrivals.get(id) {
+                Some(at) => lags.push(at.saturating_duration_since(*acked)),
+                None => missing += 1,
+            }
+        }
+        anyhow::ensure!(missing == 0, "{missing} events never reached the receiver");
+        Ok(Latency::of(lags))
+    }
 }
 
 /// Posts the sink's own request bodies straight to the receiver, one at a time.
