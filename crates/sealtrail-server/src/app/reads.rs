@@ -74,14 +74,8 @@ impl Reads {
         params: Value,
     ) -> Result<EventPage, AppError> {
         request.visible_through = Some(self.sequencer.tree_size());
-        let (confined_to, resource) = (
-            request.filter.tenant_id.clone(),
-            filtered_resource(&request.filter),
-        );
-        let started = Instant::now();
-        let reader = self.reader.clone();
-        let page = blocking(move || Ok(reader.query(&request)?)).await?;
-        self.metrics.read("events", started.elapsed().as_secs_f64());
+        let (confined_to, resource) = subject_of(&request.filter);
+        let page = self.timed("events", move |r| r.query(&request)).await?;
         let mut returned = BTreeMap::new();
         for event in &page.events {
             *returned.entry(event.tenant_id.clone()).or_insert(0) += 1;
@@ -158,14 +152,8 @@ impl Reads {
         params: Value,
     ) -> Result<Vec<StatsRow>, AppError> {
         request.visible_through = Some(self.sequencer.tree_size());
-        let (confined_to, resource) = (
-            request.filter.tenant_id.clone(),
-            filtered_resource(&request.filter),
-        );
-        let started = Instant::now();
-        let reader = self.reader.clone();
-        let rows = blocking(move || Ok(reader.stats(&request)?)).await?;
-        self.metrics.read("stats", started.elapsed().as_secs_f64());
+        let (confined_to, resource) = subject_of(&request.filter);
+        let rows = self.timed("stats", move |r| r.stats(&request)).await?;
         let read = Read {
             action: "audit_log.stats",
             filter: params,
@@ -253,18 +241,15 @@ impl Reads {
                 format!("the log has {durable} events; there is no tree of size {to} yet"),
             )));
         }
-        let reader = self.reader.clone();
-        let started = Instant::now();
-        let hashes = blocking(move || {
-            reader.consistency_proof(from, to).map_err(|e| match e {
-                sealtrail_store::StoreError::Invalid(reason) => {
+        let hashes = self
+            .timed("proof", move |r| r.consistency_proof(from, to))
+            .await
+            .map_err(|e| match e {
+                AppError::Invalid(FieldError { reason, .. }) => {
                     AppError::Invalid(FieldError::new("from", reason))
                 }
-                other => AppError::from(other),
-            })
-        })
-        .await?;
-        self.metrics.read("proof", started.elapsed().as_secs_f64());
+                other => other,
+            })?;
         let read = Read {
             action: "audit_log.proof",
             filter: params,
@@ -277,6 +262,26 @@ impl Reads {
         self.access.record(who, read).await?;
         Ok(hashes)
     }
+}
+
+impl Reads {
+    /// Runs `read` on the reader off the async workers, timed as `what` in the metrics.
+    async fn timed<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        read: impl FnOnce(&dyn LogReader) -> Result<T, sealtrail_store::StoreError> + Send + 'static,
+    ) -> Result<T, AppError> {
+        let started = Instant::now();
+        let reader = self.reader.clone();
+        let result = blocking(move || Ok(read(&*reader)?)).await?;
+        self.metrics.read(what, started.elapsed().as_secs_f64());
+        Ok(result)
+    }
+}
+
+/// The tenant a filtered read is confined to and the resource it names, for its record.
+fn subject_of(filter: &EventFilter) -> (Option<String>, Option<(String, Option<String>)>) {
+    (filter.tenant_id.clone(), filtered_resource(filter))
 }
 
 /// The resource a filter names, if it names one (`resource_type`, and `resource_id`).
