@@ -334,7 +334,7 @@ pub fn verify_segment(manifest_path: &Path, key: Option<&CheckpointVerifier>) ->
 }
 
 fn read_manifest(path: &Path) -> Result<Manifest, Problem> {
-    let unreadable = |d: String| Problem::ManifestUnreadable(d);
+    let unreadable = Problem::ManifestUnreadable;
     let file = File::open(path).map_err(|e| unreadable(e.to_string()))?;
     let mut text = Vec::new();
     file.take(MAX_MANIFEST_BYTES + 1)
@@ -358,7 +358,7 @@ fn read_manifest(path: &Path) -> Result<Manifest, Problem> {
 
 /// The manifest's claims about itself, before any of them is trusted.
 fn check_manifest(path: &Path, m: &Manifest) -> Result<(), Problem> {
-    let inconsistent = |d: String| Problem::ManifestInconsistent(d);
+    let inconsistent = Problem::ManifestInconsistent;
     let (first, last) = (m.first_seq, m.last_seq);
     if first == 0 || last < first {
         return Err(inconsistent(format!(
