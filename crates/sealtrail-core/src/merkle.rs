@@ -785,7 +785,7 @@ mod tests {
     #[test]
     fn the_whole_tree_needs_no_boundary_and_ranges_outside_the_tree_are_refused() {
         let all = leaves(9);
-        assert_eq!(range_proof(&mut LeafSlice(&all), 0, 9, 9).unwrap(), vec![]);
+        assert_eq!(range_proof(&mut LeafSlice(&all), 0, 9, 9).unwrap(), Vec::<Hash>::new());
         assert_eq!(
             root_from_range(0, &all, 9, &[]),
             Some(naive_root(&all))
