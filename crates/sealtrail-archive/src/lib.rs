@@ -53,4 +53,4 @@ pub use format::{
     manifest_file_name, segment_file_name,
 };
 pub use verify::{ArchiveReport, KeyUsed, Problem, SegmentReport, verify_dir, verify_segment};
-pub use write::{SegmentEntry, SegmentSpec, SegmentWriter, DEFAULT_ZSTD_LEVEL};
+pub use write::{DEFAULT_ZSTD_LEVEL, SegmentEntry, SegmentSpec, SegmentWriter};

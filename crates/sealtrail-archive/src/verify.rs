@@ -19,11 +19,11 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
+use crate::ArchiveError;
 use crate::format::{
     FORMAT, MAX_LINE_BYTES, MAX_MANIFEST_BYTES, MAX_SEGMENT_SEQS, Manifest, manifest_file_name,
     segment_file_name,
 };
-use crate::ArchiveError;
 
 /// The first thing found wrong with a segment.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -127,7 +127,10 @@ impl std::fmt::Display for Problem {
             Self::SegmentUnreadable(d) => write!(f, "segment unreadable: {d}"),
             Self::Corrupt { after_seq, detail } => match after_seq {
                 Some(seq) => write!(f, "segment corrupt or truncated after seq {seq}: {detail}"),
-                None => write!(f, "segment corrupt or truncated before its first line: {detail}"),
+                None => write!(
+                    f,
+                    "segment corrupt or truncated before its first line: {detail}"
+                ),
             },
             Self::MalformedLine {
                 expected_seq,
@@ -137,7 +140,10 @@ impl std::fmt::Display for Problem {
                 write!(f, "seq {seq}: missing (a line was dropped)")
             }
             Self::Missing { seq, through } => {
-                write!(f, "seqs {seq}..={through}: missing (lines were dropped or cut off)")
+                write!(
+                    f,
+                    "seqs {seq}..={through}: missing (lines were dropped or cut off)"
+                )
             }
             Self::Duplicate { seq } => write!(f, "seq {seq}: appears twice"),
             Self::Reordered { expected, found } => write!(
@@ -148,7 +154,10 @@ impl std::fmt::Display for Problem {
                 write!(f, "seq {seq}: outside the manifest's range")
             }
             Self::LeafMismatch { seq } => {
-                write!(f, "seq {seq}: the record does not hash to its leaf hash (edited)")
+                write!(
+                    f,
+                    "seq {seq}: the record does not hash to its leaf hash (edited)"
+                )
             }
             Self::ArchivedCount { manifest, found } => write!(
                 f,
@@ -254,7 +263,11 @@ pub fn verify_dir(
                 records: 0,
                 segment_bytes: 0,
                 ndjson_bytes: 0,
-                key: if key.is_some() { KeyUsed::Pinned } else { KeyUsed::Manifest },
+                key: if key.is_some() {
+                    KeyUsed::Pinned
+                } else {
+                    KeyUsed::Manifest
+                },
                 problem: Some(Problem::OrphanSegment),
             });
         }
@@ -371,8 +384,7 @@ fn check_manifest(path: &Path, m: &Manifest) -> Result<(), Problem> {
         )));
     }
     let name = path.file_name().unwrap_or_default().to_string_lossy();
-    if name != manifest_file_name(first, last) || m.segment_file != segment_file_name(first, last)
-    {
+    if name != manifest_file_name(first, last) || m.segment_file != segment_file_name(first, last) {
         return Err(inconsistent(format!(
             "the manifest claims seqs {first}..={last} but is named {name} and names the \
              segment {}",
@@ -404,7 +416,8 @@ fn check_segment(
     report.range = Some((m.first_seq, m.last_seq));
     check_manifest(manifest_path, &m)?;
     let (first, last) = (m.first_seq, m.last_seq);
-    let range_root = decode_hash("range_root", &m.range_root).map_err(Problem::ManifestUnreadable)?;
+    let range_root =
+        decode_hash("range_root", &m.range_root).map_err(Problem::ManifestUnreadable)?;
     let boundary = m
         .boundary
         .iter()
@@ -455,12 +468,11 @@ fn check_segment(
     let mut records = 0u64;
     let mut ndjson_bytes = 0u64;
     {
-        let decoder = zstd::stream::read::Decoder::new(&mut hashing).map_err(|e| {
-            Problem::Corrupt {
+        let decoder =
+            zstd::stream::read::Decoder::new(&mut hashing).map_err(|e| Problem::Corrupt {
                 after_seq: None,
                 detail: e.to_string(),
-            }
-        })?;
+            })?;
         let mut lines = BufReader::with_capacity(1 << 18, decoder);
         let mut buf = Vec::with_capacity(4096);
         loop {
@@ -491,18 +503,22 @@ fn check_segment(
                     }
                 });
             }
-            let line: Line<'_> = serde_json::from_slice(&buf[..n - 1]).map_err(|e| {
-                Problem::MalformedLine {
+            let line: Line<'_> =
+                serde_json::from_slice(&buf[..n - 1]).map_err(|e| Problem::MalformedLine {
                     expected_seq,
                     detail: e.to_string(),
-                }
-            })?;
+                })?;
             if line.seq < first || line.seq > last {
                 return Err(Problem::OutOfRange { seq: line.seq });
             }
             if positions.len() == seqs {
                 // More lines than seqs, all in range: some seq is there twice.
-                return Err(first_sequence_problem(first, last, &positions, Some(line.seq)));
+                return Err(first_sequence_problem(
+                    first,
+                    last,
+                    &positions,
+                    Some(line.seq),
+                ));
             }
             let leaf = decode_hash("leaf_hash", line.leaf_hash).map_err(|detail| {
                 Problem::MalformedLine {

@@ -11,11 +11,11 @@ use sealtrail_core::merkle::{Hash, leaf_hash, list_root, root_from_range};
 use sealtrail_core::time_format::{format_micros, now_micros};
 use sha2::{Digest, Sha256};
 
+use crate::ArchiveError;
 use crate::format::{
     FORMAT, MAX_LINE_BYTES, MAX_SEGMENT_SEQS, Manifest, ManifestCheckpoint, manifest_file_name,
     segment_file_name,
 };
-use crate::ArchiveError;
 
 /// zstd's level for segments unless the caller asks for another: its default, which
 /// compresses audit NDJSON several times over at a few hundred MB/s on one core.
@@ -133,8 +133,10 @@ impl SegmentWriter {
             sha: Sha256::new(),
             bytes: 0,
         };
-        let zstd_error = |e| ArchiveError::io(format!("starting zstd for {}", partial.display()), e);
-        let mut encoder = zstd::stream::write::Encoder::new(sink, spec.zstd_level).map_err(zstd_error)?;
+        let zstd_error =
+            |e| ArchiveError::io(format!("starting zstd for {}", partial.display()), e);
+        let mut encoder =
+            zstd::stream::write::Encoder::new(sink, spec.zstd_level).map_err(zstd_error)?;
         encoder.include_checksum(true).map_err(zstd_error)?;
         Ok(Self {
             dir: dir.to_owned(),
@@ -245,10 +247,7 @@ impl SegmentWriter {
                 checkpoint.size
             )));
         }
-        let encoder = self
-            .encoder
-            .take()
-            .expect("the encoder is only taken here");
+        let encoder = self.encoder.take().expect("the encoder is only taken here");
         let context = |what: &str| format!("{what} {}", self.partial.display());
         let sink = encoder
             .finish()

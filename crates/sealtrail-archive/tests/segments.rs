@@ -45,7 +45,10 @@ fn write(dir: &Path, signer: &CheckpointSigner, first: u64, last: u64) {
             .unwrap();
     }
     let manifest = writer.finish(&note, signer.verifier(), &boundary).unwrap();
-    assert_eq!(manifest.archived_events, (first..=last).filter(|s| s % 2 == 0).count() as u64);
+    assert_eq!(
+        manifest.archived_events,
+        (first..=last).filter(|s| s % 2 == 0).count() as u64
+    );
 }
 
 #[test]
@@ -78,8 +81,14 @@ fn another_key_is_refused_when_pinned() {
     let signer = CheckpointSigner::new(ORIGIN, &[7; 32]).unwrap();
     write(dir.path(), &signer, 10, 20);
     let other = CheckpointSigner::new(ORIGIN, &[8; 32]).unwrap();
-    let report = verify_segment(&dir.path().join("10-20.manifest.json"), Some(other.verifier()));
-    assert!(matches!(report.problem, Some(Problem::BadCheckpoint(_))), "{report:?}");
+    let report = verify_segment(
+        &dir.path().join("10-20.manifest.json"),
+        Some(other.verifier()),
+    );
+    assert!(
+        matches!(report.problem, Some(Problem::BadCheckpoint(_))),
+        "{report:?}"
+    );
 }
 
 #[test]
@@ -110,5 +119,9 @@ fn the_writer_refuses_what_would_not_verify() {
     let mut bad = boundary.clone();
     bad[0][0] ^= 1;
     assert!(writer.finish(&note, signer.verifier(), &bad).is_err());
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing published");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing published"
+    );
 }

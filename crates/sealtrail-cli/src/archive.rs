@@ -88,8 +88,10 @@ fn write(args: WriteArgs) -> anyhow::Result<ExitCode> {
         },
     )?;
     let bar = ProgressBar::new(args.to - args.from + 1).with_style(
-        ProgressStyle::with_template("{spinner} archiving {bar:40} {pos}/{len} seqs ({per_sec}, eta {eta})")
-            .expect("the template is valid"),
+        ProgressStyle::with_template(
+            "{spinner} archiving {bar:40} {pos}/{len} seqs ({per_sec}, eta {eta})",
+        )
+        .expect("the template is valid"),
     );
     let started = std::time::Instant::now();
     let all = EventFilter::default();
@@ -97,11 +99,17 @@ fn write(args: WriteArgs) -> anyhow::Result<ExitCode> {
     while after < args.to {
         let page = reader.events_after(after, args.to, &all, READ_PAGE_EVENTS)?;
         if page.events.is_empty() {
-            bail!("seq {} is missing from the log: run `sealtrail verify`", after + 1);
+            bail!(
+                "seq {} is missing from the log: run `sealtrail verify`",
+                after + 1
+            );
         }
         for event in &page.events {
             if event.seq != after + 1 {
-                bail!("seq {} is missing from the log: run `sealtrail verify`", after + 1);
+                bail!(
+                    "seq {} is missing from the log: run `sealtrail verify`",
+                    after + 1
+                );
             }
             let archived = args
                 .only_tenant

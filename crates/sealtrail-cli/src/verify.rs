@@ -113,7 +113,10 @@ fn verify_archive(dir: &Path, key: Option<&CheckpointVerifier>) -> anyhow::Resul
     let report = sealtrail_archive::verify_dir(dir, key)?;
     let secs = started.elapsed().as_secs_f64();
     if report.segments.is_empty() {
-        println!("FAILED: no archive segments (*.manifest.json) in {}", dir.display());
+        println!(
+            "FAILED: no archive segments (*.manifest.json) in {}",
+            dir.display()
+        );
         return Ok(ExitCode::FAILURE);
     }
     let (mut seqs, mut records, mut ndjson, mut compressed, mut failed) = (0, 0, 0, 0, 0);

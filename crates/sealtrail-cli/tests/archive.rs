@@ -87,7 +87,11 @@ impl Archive {
             "--out",
             dir.to_str().unwrap(),
         ]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let said = String::from_utf8_lossy(&out.stdout);
         assert!(said.contains("seqs 37..=250, 214 records"), "{said}");
         Self {
@@ -140,7 +144,9 @@ impl Archive {
     fn lines(&self) -> Vec<Vec<u8>> {
         let file = std::fs::File::open(self.dir.join(SEGMENT)).unwrap();
         let text = zstd::decode_all(file).unwrap();
-        text.split_inclusive(|b| *b == b'\n').map(<[u8]>::to_vec).collect()
+        text.split_inclusive(|b| *b == b'\n')
+            .map(<[u8]>::to_vec)
+            .collect()
     }
 
     /// Replaces the segment's lines and, like a careful attacker, fixes up the manifest's
@@ -166,12 +172,21 @@ fn an_untouched_archive_verifies_and_says_which_key_it_was_checked_with() {
     let archive = Archive::new("sealtrail.test/log");
     let (ok, said) = archive.verify(true);
     assert!(ok, "{said}");
-    assert!(said.contains("ok: ") && said.contains("214 seqs, 214 records"), "{said}");
-    assert!(said.contains("1 segments (0 failed)") && said.contains("events/s"), "{said}");
+    assert!(
+        said.contains("ok: ") && said.contains("214 seqs, 214 records"),
+        "{said}"
+    );
+    assert!(
+        said.contains("1 segments (0 failed)") && said.contains("events/s"),
+        "{said}"
+    );
     assert!(!said.contains("key in the manifest only"), "{said}");
     let (ok, said) = archive.verify(false);
     assert!(ok, "{said}");
-    assert!(said.contains("signature checked against the key in the manifest only"), "{said}");
+    assert!(
+        said.contains("signature checked against the key in the manifest only"),
+        "{said}"
+    );
     // The line format: every seq, its leaf hash, the record spliced in verbatim.
     let lines = archive.lines();
     assert_eq!(lines.len(), 214);
@@ -187,11 +202,31 @@ fn only_one_tenants_records_are_archived_and_the_segment_still_verifies() {
     let dir = tmp.path().join("archive");
     let vkey = build_log(&data, "sealtrail.test/log");
     let out = sealtrail(&[
-        "archive", "write", "--data-dir", data.to_str().unwrap(), "--from", "1", "--to", "300",
-        "--out", dir.to_str().unwrap(), "--only-tenant", "bloom",
+        "archive",
+        "write",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--from",
+        "1",
+        "--to",
+        "300",
+        "--out",
+        dir.to_str().unwrap(),
+        "--only-tenant",
+        "bloom",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = sealtrail(&["verify", "--archive", dir.to_str().unwrap(), "--public-key", &vkey]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = sealtrail(&[
+        "verify",
+        "--archive",
+        dir.to_str().unwrap(),
+        "--public-key",
+        &vkey,
+    ]);
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{said}");
     assert!(said.contains("300 seqs, 100 records"), "{said}");
@@ -207,14 +242,30 @@ fn archive_write_refuses_a_range_past_the_signed_log_and_an_archived_range() {
     let archive = Archive::new("sealtrail.test/log");
     let data = archive._tmp.path().join("data");
     let out = sealtrail(&[
-        "archive", "write", "--data-dir", data.to_str().unwrap(), "--from", "290", "--to", "301",
-        "--out", archive.dir.to_str().unwrap(),
+        "archive",
+        "write",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--from",
+        "290",
+        "--to",
+        "301",
+        "--out",
+        archive.dir.to_str().unwrap(),
     ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("seq 301 is not in the log yet"));
     let out = sealtrail(&[
-        "archive", "write", "--data-dir", data.to_str().unwrap(), "--from", "37", "--to", "250",
-        "--out", archive.dir.to_str().unwrap(),
+        "archive",
+        "write",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--from",
+        "37",
+        "--to",
+        "250",
+        "--out",
+        archive.dir.to_str().unwrap(),
     ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
@@ -275,8 +326,13 @@ fn an_edited_range_in_the_manifest_is_reported() {
     let archive = Archive::new("sealtrail.test/log");
     let mut manifest = archive.manifest();
     manifest["first_seq"] = json!(38);
+    manifest["archived_events"] = json!(213);
     manifest["segment_file"] = json!("38-250.ndjson.zst");
-    std::fs::rename(archive.dir.join(SEGMENT), archive.dir.join("38-250.ndjson.zst")).unwrap();
+    std::fs::rename(
+        archive.dir.join(SEGMENT),
+        archive.dir.join("38-250.ndjson.zst"),
+    )
+    .unwrap();
     std::fs::remove_file(archive.dir.join(MANIFEST)).unwrap();
     std::fs::write(
         archive.dir.join("38-250.manifest.json"),
@@ -285,7 +341,10 @@ fn an_edited_range_in_the_manifest_is_reported() {
     .unwrap();
     let (ok, said) = archive.verify(true);
     assert!(!ok);
-    assert!(said.contains("38-250.manifest.json: seq 37: outside the manifest's range"), "{said}");
+    assert!(
+        said.contains("38-250.manifest.json: seq 37: outside the manifest's range"),
+        "{said}"
+    );
 }
 
 #[test]
@@ -305,7 +364,10 @@ fn another_logs_checkpoint_in_the_manifest_is_reported() {
     assert!(said.contains("checkpoint does not verify"), "{said}");
     let (ok, said) = archive.verify(false);
     assert!(!ok);
-    assert!(said.contains("do not rebuild the root of the signed checkpoint"), "{said}");
+    assert!(
+        said.contains("do not rebuild the root of the signed checkpoint"),
+        "{said}"
+    );
 }
 
 #[test]
@@ -324,7 +386,11 @@ fn a_segment_file_changed_behind_its_manifest_is_reported() {
     // Same lines, recompressed, manifest left alone: everything verifies but the file's hash.
     let archive = Archive::new("sealtrail.test/log");
     let text = archive.lines().concat();
-    std::fs::write(archive.dir.join(SEGMENT), zstd::encode_all(&text[..], 9).unwrap()).unwrap();
+    std::fs::write(
+        archive.dir.join(SEGMENT),
+        zstd::encode_all(&text[..], 9).unwrap(),
+    )
+    .unwrap();
     archive.assert_fails("file differs from its manifest: SHA-256");
     // A manifest deleted leaves an orphan segment.
     std::fs::remove_file(archive.dir.join(MANIFEST)).unwrap();

@@ -33,7 +33,13 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
         let status = Command::new(binary())
             .args(["archive", "write", "--data-dir"])
             .arg(&data.dir)
-            .args(["--from", &from.to_string(), "--to", &to.to_string(), "--out"])
+            .args([
+                "--from",
+                &from.to_string(),
+                "--to",
+                &to.to_string(),
+                "--out",
+            ])
             .arg(&archive)
             .status()
             .context("running sealtrail archive write")?;
