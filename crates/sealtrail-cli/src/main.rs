@@ -1,5 +1,6 @@
 //! `sealtrail`: a thin command-line layer over the Sealtrail libraries.
 
+mod archive;
 mod demo;
 mod filter;
 mod ingest;
@@ -41,8 +42,14 @@ enum Command {
         #[command(subcommand)]
         command: keys::KeysCommand,
     },
-    /// Recompute the log from its records and check every hash and signature.
+    /// Recompute the log from its records and check every hash and signature (or, with
+    /// --archive, archive segments offline).
     Verify(verify::VerifyArgs),
+    /// Archive segments: write a seq range to compressed, verifiable files.
+    Archive {
+        #[command(subcommand)]
+        command: archive::ArchiveCommand,
+    },
     /// Send NDJSON events from a file or stdin to a server.
     Ingest(ingest::IngestArgs),
     /// Query events on a server.
@@ -125,6 +132,7 @@ fn main() -> ExitCode {
             // off the async workers.
             Command::Keys { command } => blocking(move || keys::run(command)).await,
             Command::Verify(args) => blocking(move || verify::run(args)).await,
+            Command::Archive { command } => blocking(move || archive::run(command)).await,
             Command::Migrate(args) => blocking(move || migrate::run(args)).await,
             Command::Ingest(args) => ingest::run(args).await,
             Command::Query(args) => query::run(args).await,

@@ -1,6 +1,6 @@
-//! `sealtrail verify`.
+//! `sealtrail verify`: the log in a store, or (`--archive DIR`) archive segments offline.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -15,10 +15,15 @@ use crate::DataDirArg;
 pub struct VerifyArgs {
     #[command(flatten)]
     data: DataDirArg,
-    /// The log's public key (`GET /v1/public-key`'s `vkey`). Pin it: without it the key is
-    /// read from the data directory, which whoever can edit the log may also have replaced.
+    /// The log's public key (`GET /v1/public-key`'s `vkey`), or a file holding it (or that
+    /// answer's JSON). Pin it: without it the key is read from the data directory (or, with
+    /// --archive, from each manifest), which whoever can edit the log may also have replaced.
     #[arg(long)]
     public_key: Option<String>,
+    /// Verify the archive segments in this directory instead of a log: offline, with no
+    /// server and no database. (A local directory; object stores are not supported yet.)
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["checkpoint", "database_url"])]
+    archive: Option<PathBuf>,
     /// A signed checkpoint kept outside the server (a file holding the note); verify checks
     /// the log still contains exactly the tree it signed, exposing a rollback.
     #[arg(long)]
@@ -29,10 +34,33 @@ pub struct VerifyArgs {
     database_url: Option<String>,
 }
 
+/// `--public-key`: a vkey, or a file holding a vkey or `GET /v1/public-key`'s JSON.
+fn pinned_key(arg: &str) -> anyhow::Result<CheckpointVerifier> {
+    let path = Path::new(arg);
+    let text = if !arg.contains('+') && path.is_file() {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading --public-key {}", path.display()))?;
+        match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(answer) if answer.is_object() => answer["vkey"]
+                .as_str()
+                .with_context(|| format!("{} has no \"vkey\"", path.display()))?
+                .to_owned(),
+            _ => text,
+        }
+    } else {
+        arg.to_owned()
+    };
+    CheckpointVerifier::from_vkey(&text).context("--public-key")
+}
+
 pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    if let Some(archive) = &args.archive {
+        let key = args.public_key.as_deref().map(pinned_key).transpose()?;
+        return verify_archive(archive, key.as_ref());
+    }
     let dir = &args.data.data_dir;
     let verifier = match &args.public_key {
-        Some(vkey) => CheckpointVerifier::from_vkey(vkey).context("--public-key")?,
+        Some(vkey) => pinned_key(vkey)?,
         None => match &args.database_url {
             Some(url) => sealtrail_store::postgres::log_verifier(url, dir)?,
             None => sealtrail_store::sqlite::log_verifier(dir)?,
@@ -78,4 +106,59 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+fn verify_archive(dir: &Path, key: Option<&CheckpointVerifier>) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
+    let report = sealtrail_archive::verify_dir(dir, key)?;
+    let secs = started.elapsed().as_secs_f64();
+    if report.segments.is_empty() {
+        println!(
+            "FAILED: no archive segments (*.manifest.json) in {}",
+            dir.display()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    let (mut seqs, mut records, mut ndjson, mut compressed, mut failed) = (0, 0, 0, 0, 0);
+    for segment in &report.segments {
+        seqs += segment.seqs;
+        records += segment.records;
+        ndjson += segment.ndjson_bytes;
+        compressed += segment.segment_bytes;
+        let name = segment.path.display();
+        match &segment.problem {
+            None => println!(
+                "ok: {name}: {} seqs, {} records",
+                segment.seqs, segment.records
+            ),
+            Some(problem) => {
+                failed += 1;
+                println!("FAILED: {name}: {problem}");
+            }
+        }
+    }
+    for (first, last) in &report.gaps {
+        println!("note: seqs {first}..={last} are in no segment of this archive");
+    }
+    let mb = |bytes: u64| bytes as f64 / 1e6;
+    println!(
+        "{} segments ({failed} failed): {seqs} seqs, {records} records, {:.1} MB of NDJSON \
+         ({:.1} MB compressed) in {secs:.2}s: {:.0} events/s, {:.1} MB/s",
+        report.segments.len(),
+        mb(ndjson),
+        mb(compressed),
+        seqs as f64 / secs.max(1e-9),
+        mb(ndjson) / secs.max(1e-9)
+    );
+    if key.is_none() {
+        println!(
+            "note: signature checked against the key in the manifest only; pass --public-key \
+             to prove the segments are the log's"
+        );
+    }
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -10,6 +10,10 @@
 //! functions here build proofs from O(log n) of those. The [`Frontier`] is the sequencer's
 //! running state: the roots of the complete subtrees of the current tree, enough to append
 //! a leaf and compute the root without reading anything.
+//!
+//! Beside the RFC's two proofs there is a third, for archives: a [`range_proof`] ties a
+//! contiguous range of leaves to a tree head, so a segment of archived events can be checked
+//! against a signed checkpoint with nothing but its own leaves and O(log n) boundary hashes.
 
 use sha2::{Digest, Sha256};
 
@@ -189,6 +193,103 @@ fn consistency_subproof<S: SubtreeHashes>(
         out.push(range_hash(src, start, start + k)?);
     }
     Ok(())
+}
+
+/// The range proof of the leaves `[start, end)` in the tree of `tree_size` leaves: the hashes
+/// of the maximal complete subtrees (in the RFC 9162 recursion) that lie entirely outside
+/// the range, in the order a recursive MTH computation over `[0, tree_size)` meets them.
+///
+/// With the range's leaf hashes, they are exactly what [`root_from_range`] needs to rebuild
+/// the root: a node fully inside the range is computed from the leaves, a node outside it is
+/// the next boundary hash, any other node splits at the largest power of two below its size.
+/// An archive segment keeps this list so that its leaves can be checked against a signed
+/// checkpoint offline. At most two hashes per level: O(log n) subtree reads.
+pub fn range_proof<S: SubtreeHashes>(
+    src: &mut S,
+    start: u64,
+    end: u64,
+    tree_size: u64,
+) -> Result<Vec<Hash>, ProofError<S::Error>> {
+    if start >= end || end > tree_size {
+        return Err(ProofError::OutOfRange(format!(
+            "no range proof of leaves [{start}, {end}) in a tree of size {tree_size}: \
+             the range must be non-empty and inside the tree"
+        )));
+    }
+    let mut boundary = Vec::new();
+    range_boundary(src, start, end, 0, tree_size, &mut boundary).map_err(ProofError::Source)?;
+    Ok(boundary)
+}
+
+fn range_boundary<S: SubtreeHashes>(
+    src: &mut S,
+    start: u64,
+    end: u64,
+    lo: u64,
+    hi: u64,
+    out: &mut Vec<Hash>,
+) -> Result<(), S::Error> {
+    if hi <= start || lo >= end {
+        out.push(range_hash(src, lo, hi)?);
+        return Ok(());
+    }
+    if start <= lo && hi <= end {
+        return Ok(());
+    }
+    let k = split_point(hi - lo);
+    range_boundary(src, start, end, lo, lo + k, out)?;
+    range_boundary(src, start, end, lo + k, hi, out)
+}
+
+/// Rebuilds the root of the tree of `tree_size` leaves from the leaf hashes of the range
+/// starting at leaf `start` and its [`range_proof`]. `None` when the boundary has too few
+/// or too many hashes for that shape, or the range does not fit in the tree; compare the
+/// result with a signed checkpoint's root.
+pub fn root_from_range(
+    start: u64,
+    leaves: &[Hash],
+    tree_size: u64,
+    boundary: &[Hash],
+) -> Option<Hash> {
+    let end = start.checked_add(leaves.len() as u64)?;
+    if leaves.is_empty() || end > tree_size {
+        return None;
+    }
+    let mut next = boundary.iter();
+    let root = fold_with_boundary(start, leaves, 0, tree_size, &mut next)?;
+    next.next().is_none().then_some(root)
+}
+
+fn fold_with_boundary(
+    start: u64,
+    leaves: &[Hash],
+    lo: u64,
+    hi: u64,
+    next: &mut std::slice::Iter<'_, Hash>,
+) -> Option<Hash> {
+    let end = start + leaves.len() as u64;
+    if hi <= start || lo >= end {
+        return next.next().copied();
+    }
+    if start <= lo && hi <= end {
+        return Some(list_root(
+            &leaves[(lo - start) as usize..(hi - start) as usize],
+        ));
+    }
+    let k = split_point(hi - lo);
+    let left = fold_with_boundary(start, leaves, lo, lo + k, next)?;
+    let right = fold_with_boundary(start, leaves, lo + k, hi, next)?;
+    Some(node_hash(&left, &right))
+}
+
+/// `MTH(leaves)`: the root of the tree whose leaves are exactly these hashes (the empty
+/// root for none). O(n) hashes, O(log n) memory beyond the input.
+pub fn list_root(leaves: &[Hash]) -> Hash {
+    let mut frontier = Frontier::new();
+    for leaf in leaves {
+        frontier.push(*leaf, |_, _, _| {});
+    }
+    frontier.root()
 }
 
 /// Checks an inclusion proof (RFC 9162 §2.1.3.2).
@@ -662,6 +763,82 @@ mod tests {
             consistency_proof(&mut LeafSlice(&all), 5, 4),
             Err(ProofError::OutOfRange(_))
         ));
+    }
+
+    #[test]
+    fn every_range_proof_up_to_70_leaves_rebuilds_the_root() {
+        let all = leaves(70);
+        let mut memo = Memo::new(&all);
+        for n in 1..=all.len() {
+            let root = naive_root(&all[..n]);
+            for start in 0..n {
+                for end in start + 1..=n {
+                    let boundary =
+                        range_proof(&mut memo, start as u64, end as u64, n as u64).unwrap();
+                    assert!(boundary.len() <= 2 * 64, "O(log n) hashes");
+                    let rebuilt =
+                        root_from_range(start as u64, &all[start..end], n as u64, &boundary);
+                    assert_eq!(rebuilt, Some(root), "range [{start}, {end}) of {n}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_whole_tree_needs_no_boundary_and_ranges_outside_the_tree_are_refused() {
+        let all = leaves(9);
+        assert_eq!(
+            range_proof(&mut LeafSlice(&all), 0, 9, 9).unwrap(),
+            Vec::<Hash>::new()
+        );
+        assert_eq!(root_from_range(0, &all, 9, &[]), Some(naive_root(&all)));
+        for (start, end, size) in [(3, 3, 9), (4, 10, 9), (5, 4, 9)] {
+            assert!(matches!(
+                range_proof(&mut LeafSlice(&all), start, end, size),
+                Err(ProofError::OutOfRange(_))
+            ));
+        }
+        assert_eq!(root_from_range(8, &all[..2], 9, &[]), None);
+        assert_eq!(root_from_range(0, &[], 9, &[]), None);
+    }
+
+    proptest! {
+        #[test]
+        fn a_range_proof_rebuilds_the_checkpoint_root_and_nothing_else(
+            size in 1u64..2000, a in any::<u64>(), b in any::<u64>(),
+            flip in 0usize..32, victim_seed in any::<u64>(), which in 0usize..5,
+        ) {
+            let all = leaves(size as usize);
+            let (x, y) = (a % size, b % size);
+            let (start, end) = (x.min(y), x.max(y) + 1);
+            let root = naive_root(&all);
+            prop_assert_eq!(list_root(&all), root);
+            let boundary = range_proof(&mut LeafSlice(&all), start, end, size).unwrap();
+            let range = &all[start as usize..end as usize];
+            prop_assert_eq!(root_from_range(start, range, size, &boundary), Some(root));
+            // Any change to the leaves, their position or the boundary loses the root.
+            let mut leaves_changed = range.to_vec();
+            let mut boundary_changed = boundary.clone();
+            let mut at = start;
+            match which {
+                0 => leaves_changed[(victim_seed % range.len() as u64) as usize][flip] ^= 1,
+                1 if !boundary.is_empty() => {
+                    boundary_changed[(victim_seed as usize) % boundary.len()][flip] ^= 1
+                }
+                2 => { leaves_changed.pop(); }
+                3 if range.len() > 1 => {
+                    let i = (victim_seed % (range.len() as u64 - 1)) as usize;
+                    leaves_changed.swap(i, i + 1);
+                    prop_assume!(leaves_changed[i] != leaves_changed[i + 1]);
+                }
+                4 if end < size => at = start + 1,
+                _ => boundary_changed.push([0; 32]),
+            }
+            prop_assert_ne!(
+                root_from_range(at, &leaves_changed, size, &boundary_changed),
+                Some(root)
+            );
+        }
     }
 
     proptest! {

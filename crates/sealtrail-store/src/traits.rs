@@ -158,6 +158,15 @@ pub trait LogReader: Send + Sync + 'static {
     fn inclusion_proof(&self, leaf_index: u64, tree_size: u64) -> Result<Vec<Hash>, StoreError>;
     /// RFC 9162 consistency proof between two tree sizes.
     fn consistency_proof(&self, old_size: u64, new_size: u64) -> Result<Vec<Hash>, StoreError>;
+    /// The range proof ([`sealtrail_core::merkle::range_proof`]) of the leaves with seqs
+    /// `first_seq..=last_seq` in the tree of `tree_size` leaves: the boundary hashes an
+    /// archive segment keeps to be checked against a checkpoint offline.
+    fn range_proof(
+        &self,
+        first_seq: u64,
+        last_seq: u64,
+        tree_size: u64,
+    ) -> Result<Vec<Hash>, StoreError>;
     /// Bytes the store occupies on disk.
     fn storage_bytes(&self) -> Result<u64, StoreError>;
 }

@@ -5,6 +5,7 @@
 //! Request bodies are serialised before the clock starts, so the client's share of the CPU
 //! is the HTTP exchange alone.
 
+mod archive;
 pub mod broadcaster;
 mod data;
 mod encryption;
@@ -62,6 +63,13 @@ pub struct BenchArgs {
     /// Events each sink delivers in the throughput runs.
     #[arg(long, default_value_t = 200_000)]
     pub sink_events: usize,
+    /// Only the archive benchmark.
+    #[arg(long)]
+    pub archive_only: bool,
+    /// Events of the store written into archive segments and verified (the store is kept in
+    /// target/bench-data like the query benchmark's).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub archive_events: usize,
     /// Subscriber counts of the stream benchmark.
     #[arg(long, value_delimiter = ',', default_values_t = [100, 1000, 10000])]
     pub stream_subscribers: Vec<usize>,
@@ -97,7 +105,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         || args.stream_only
         || args.postgres_only
         || args.sinks_only
-        || args.encryption_only;
+        || args.encryption_only
+        || args.archive_only;
     if args.ingest_only || !only {
         report.push_str(&ingest::run(&args)?);
     }
@@ -115,6 +124,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.encryption_only || !only {
         report.push_str(&encryption::run(&args)?);
+    }
+    if args.archive_only || !only {
+        report.push_str(&archive::run(&args)?);
     }
     println!("\n{report}");
     if let Some(path) = &args.report {

@@ -22,8 +22,8 @@ use super::stats::{Latency, ms};
 pub(super) const SPAN_DAYS: i64 = 90;
 const DAY: i64 = 86_400 * MICROS_PER_SECOND;
 
-struct DataSet {
-    dir: PathBuf,
+pub(super) struct DataSet {
+    pub(super) dir: PathBuf,
     /// Newest occurred_at in the set.
     end: i64,
     notes: String,
@@ -80,7 +80,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
 }
 
 /// Builds (or reuses) a store of `count` events in target/bench-data.
-fn dataset(count: usize) -> anyhow::Result<DataSet> {
+pub(super) fn dataset(count: usize) -> anyhow::Result<DataSet> {
     let dir = crate::root().join(format!("target/bench-data/store-{count}"));
     let marker = dir.join("complete");
     if let Ok(text) = std::fs::read_to_string(&marker) {

@@ -467,6 +467,38 @@ impl LogReader for PgReader {
         })
     }
 
+    fn range_proof(
+        &self,
+        first_seq: u64,
+        last_seq: u64,
+        tree_size: u64,
+    ) -> Result<Vec<Hash>, StoreError> {
+        let Some(start) = first_seq.checked_sub(1) else {
+            return Err(StoreError::Invalid("seqs start at 1".into()));
+        };
+        self.with_client(|client| {
+            let mut tx = client
+                .build_transaction()
+                .isolation_level(IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()?;
+            let size: i64 = tx
+                .query_one("SELECT COALESCE(MAX(seq), 0) FROM event_ids", &[])?
+                .get(0);
+            if tree_size > size as u64 {
+                return Err(StoreError::Invalid(format!(
+                    "the log has {size} events; there is no tree of size {tree_size} yet"
+                )));
+            }
+            // Leaf index = seq - 1, so seqs first..=last are leaves [first - 1, last).
+            let proof =
+                merkle::range_proof(&mut ClientSubtrees(&mut tx), start, last_seq, tree_size)
+                    .map_err(proof_error)?;
+            tx.commit()?;
+            Ok(proof)
+        })
+    }
+
     fn storage_bytes(&self) -> Result<u64, StoreError> {
         self.with_client(|client| {
             let bytes: i64 = client

@@ -113,6 +113,24 @@ pub fn log_verifier(data_dir: &Path) -> Result<sealtrail_core::CheckpointVerifie
     Ok(signer.verifier().clone())
 }
 
+/// Makes everything committed to the embedded log so far durable, from any process: an
+/// fsync of its WAL (and of the database file). A tool reading beside a running server — the
+/// archiver — calls it before trusting the newest stored checkpoint, which the server may
+/// have committed but not yet fsync'd; after it, that checkpoint survives a power cut.
+pub fn sync_committed(data_dir: &Path) -> Result<(), StoreError> {
+    let db = log_db_path(data_dir);
+    for path in [wal::wal_path(&db), db] {
+        match std::fs::File::open(&path) {
+            Ok(file) => file
+                .sync_all()
+                .map_err(|e| StoreError::io(format!("syncing {}", path.display()), e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io(format!("opening {}", path.display()), e)),
+        }
+    }
+    Ok(())
+}
+
 /// Opens a connection with the log's pragmas. Readers get a larger mmap and no writes.
 pub(crate) fn open_connection(path: &Path, read_only: bool) -> Result<Connection, StoreError> {
     let flags = if read_only {

@@ -534,6 +534,31 @@ impl LogReader for SqliteReader {
         })
     }
 
+    fn range_proof(
+        &self,
+        first_seq: u64,
+        last_seq: u64,
+        tree_size: u64,
+    ) -> Result<Vec<Hash>, StoreError> {
+        self.with_conn(|conn| {
+            snapshot(conn, || {
+                let size: i64 =
+                    conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
+                if tree_size > size as u64 {
+                    return Err(StoreError::Invalid(format!(
+                        "the log has {size} events; there is no tree of size {tree_size} yet"
+                    )));
+                }
+                let Some(start) = first_seq.checked_sub(1) else {
+                    return Err(StoreError::Invalid("seqs start at 1".into()));
+                };
+                // Leaf index = seq - 1, so seqs first..=last are leaves [first - 1, last).
+                merkle::range_proof(&mut ConnSubtrees(conn), start, last_seq, tree_size)
+                    .map_err(proof_error)
+            })
+        })
+    }
+
     fn storage_bytes(&self) -> Result<u64, StoreError> {
         Ok(super::storage_bytes(&self.path))
     }
