@@ -185,7 +185,7 @@ fn unpack(
     };
     let file = File::open(from).map_err(|e| BackupError::io(format!("reading {}", from.display()), e))?;
     let total = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let decryptor = age::Decryptor::new(BufReader::new(file)).map_err(|e| BackupError::Decrypt {
+    let decryptor = age::Decryptor::new_buffered(BufReader::new(file)).map_err(|e| BackupError::Decrypt {
         file: from.to_owned(),
         detail: format!("it is not an age-encrypted file, or its header is damaged: {e}"),
     })?;
@@ -222,7 +222,7 @@ fn unpack(
             if entry.header().entry_type() != tar::EntryType::Regular {
                 return Err(damaged(format!("{name} is not a regular file")));
             }
-            let Some(manifest) = &manifest else {
+            if manifest.is_none() {
                 if name != MANIFEST_NAME {
                     return Err(damaged(format!(
                         "its first entry is {name}, not {MANIFEST_NAME}: it is not a Sealtrail backup"
@@ -246,8 +246,7 @@ fn unpack(
                     .collect();
                 manifest = Some(parsed);
                 continue;
-            };
-            let _ = manifest;
+            }
             let Some((bytes, sha256)) = expected.remove(&name) else {
                 return Err(damaged(format!(
                     "it holds {name}, which its manifest does not list (or lists once)"

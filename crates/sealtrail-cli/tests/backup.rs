@@ -272,7 +272,8 @@ fn disaster_drill_restores_every_event_acknowledged_before_the_backup() {
     let summary = ok(&backup(&data, &file, &identity));
     let during = acked.lock().unwrap().len() - before;
     let tree_size = tree_size_in(&summary);
-    wait_for(acked.lock().unwrap().len() + 200);
+    let after = acked.lock().unwrap().len();
+    wait_for(after + 200);
     done.store(true, Ordering::Release);
     for client in clients {
         rt.block_on(client).unwrap();

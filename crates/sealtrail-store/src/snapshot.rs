@@ -41,7 +41,9 @@ pub fn snapshot_database(source: &Path, dest: &Path) -> Result<u64, StoreError> 
 pub fn latest_checkpoint(log_db: &Path) -> Result<Option<(u64, String)>, StoreError> {
     let conn = Connection::open_with_flags(
         log_db,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        // Not READ_ONLY: a read-only connection cannot open a WAL database whose shared
+        // memory file does not exist yet.
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| StoreError::Invalid(format!("opening {}: {e}", log_db.display())))?;
     Ok(conn
@@ -57,7 +59,9 @@ pub fn latest_checkpoint(log_db: &Path) -> Result<Option<(u64, String)>, StoreEr
 pub fn log_origin(log_db: &Path) -> Result<Option<String>, StoreError> {
     let conn = Connection::open_with_flags(
         log_db,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        // Not READ_ONLY: a read-only connection cannot open a WAL database whose shared
+        // memory file does not exist yet.
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| StoreError::Invalid(format!("opening {}: {e}", log_db.display())))?;
     Ok(conn
