@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use crate::manifest::{FORMAT, FORMAT_VERSION, MANIFEST_NAME, Manifest, ManifestFile, Method, STATE_FILES};
+use crate::manifest::{
+    FORMAT, FORMAT_VERSION, MANIFEST_NAME, Manifest, ManifestFile, Method, STATE_FILES,
+};
 use crate::{BackupError, Progress, Unit};
 
 /// Prefix of the staging directory a backup copies into, inside the data directory (the
@@ -25,8 +27,8 @@ pub struct BackupSummary {
     pub packed_bytes: u64,
     /// Size of the encrypted file.
     pub file_bytes: u64,
-    /// Files of the data directory left out: not state (`index.sqlite`, WAL files) or not
-    /// Sealtrail's (`master.key` put there by mistake, say).
+    /// Files of the data directory left out that are not Sealtrail's (`master.key` put
+    /// there by mistake, say).
     pub left_out: Vec<String>,
     /// How long it took.
     pub elapsed: Duration,
@@ -62,7 +64,12 @@ pub fn create_backup(
     let staging = tempfile::Builder::new()
         .prefix(STAGING_PREFIX)
         .tempdir_in(data_dir)
-        .map_err(|e| BackupError::io(format!("creating a staging directory in {}", data_dir.display()), e))?;
+        .map_err(|e| {
+            BackupError::io(
+                format!("creating a staging directory in {}", data_dir.display()),
+                e,
+            )
+        })?;
 
     let mut copied: Vec<(&'static str, PathBuf)> = Vec::new();
     for state in STATE_FILES {
@@ -122,7 +129,11 @@ pub fn create_backup(
         checkpoint,
         files,
     };
-    debug_assert_eq!(manifest.check(), Ok(()), "a backup writes what a restore reads");
+    debug_assert_eq!(
+        manifest.check(),
+        Ok(()),
+        "a backup writes what a restore reads"
+    );
 
     let packed_bytes: u64 = manifest.files.iter().map(|f| f.bytes).sum();
     let parent = match to.parent() {
@@ -149,8 +160,14 @@ pub fn create_backup(
         let manifest_json =
             serde_json::to_vec_pretty(&manifest).expect("the manifest serialises to JSON");
         let mtime = (now / 1_000_000).max(0) as u64;
-        append(&mut archive, MANIFEST_NAME, manifest_json.len() as u64, mtime, &manifest_json[..])
-            .map_err(|e| BackupError::io(write_context(), e))?;
+        append(
+            &mut archive,
+            MANIFEST_NAME,
+            manifest_json.len() as u64,
+            mtime,
+            &manifest_json[..],
+        )
+        .map_err(|e| BackupError::io(write_context(), e))?;
         let mut done = 0u64;
         for (entry, (name, path)) in manifest.files.iter().zip(&copied) {
             debug_assert_eq!(entry.name, *name);
@@ -175,7 +192,9 @@ pub fn create_backup(
         let mut output = encrypted
             .finish()
             .map_err(|e| BackupError::io(write_context(), e))?;
-        output.flush().map_err(|e| BackupError::io(write_context(), e))?;
+        output
+            .flush()
+            .map_err(|e| BackupError::io(write_context(), e))?;
     }
     partial
         .as_file()
@@ -187,9 +206,9 @@ pub fn create_backup(
         .metadata()
         .map(|m| m.len())
         .map_err(|e| BackupError::io(write_context(), e))?;
-    partial.persist_noclobber(to).map_err(|e| {
-        BackupError::io(format!("moving the backup to {}", to.display()), e.error)
-    })?;
+    partial
+        .persist_noclobber(to)
+        .map_err(|e| BackupError::io(format!("moving the backup to {}", to.display()), e.error))?;
     sync_dir(&parent)?;
 
     Ok(BackupSummary {
@@ -197,7 +216,7 @@ pub fn create_backup(
         manifest,
         packed_bytes,
         file_bytes,
-        left_out: left_out(data_dir, staging.path())?,
+        left_out: left_out(data_dir)?,
         elapsed: started.elapsed(),
     })
 }
@@ -238,18 +257,27 @@ pub(crate) fn hash_file(path: &Path) -> Result<(u64, String), BackupError> {
     Ok((bytes, hex::encode(hasher.finalize())))
 }
 
-/// Names in the data directory a backup does not hold, for the summary.
-fn left_out(data_dir: &Path, staging: &Path) -> Result<Vec<String>, BackupError> {
+/// Names in the data directory a backup leaves out that are not Sealtrail's own (a
+/// `master.key` put there by mistake, say), for the summary. Not listed: the WAL and
+/// shared-memory files of the state files (their commits are in the snapshots), the
+/// derived query index, and backups' staging directories.
+fn left_out(data_dir: &Path) -> Result<Vec<String>, BackupError> {
     let entries = std::fs::read_dir(data_dir)
         .map_err(|e| BackupError::io(format!("listing {}", data_dir.display()), e))?;
+    let index = sealtrail_store::sqlite::INDEX_DB_FILE;
     let mut names = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|e| BackupError::io(format!("listing {}", data_dir.display()), e))?;
-        if entry.path() == staging {
-            continue;
-        }
+        let entry =
+            entry.map_err(|e| BackupError::io(format!("listing {}", data_dir.display()), e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if crate::manifest::state_file(&name).is_none() {
+        let base = name
+            .strip_suffix("-wal")
+            .or_else(|| name.strip_suffix("-shm"))
+            .unwrap_or(&name);
+        let ours = crate::manifest::state_file(base).is_some()
+            || base == index
+            || name.starts_with(STAGING_PREFIX);
+        if !ours {
             names.push(name);
         }
     }

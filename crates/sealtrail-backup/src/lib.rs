@@ -127,7 +127,9 @@ pub fn parse_recipient(text: &str) -> Result<Box<dyn age::Recipient + Send>, Bac
 }
 
 /// The recipients in a file as `age -R` reads it: one per line, `#` comments, blank lines.
-pub fn read_recipients_file(path: &Path) -> Result<Vec<Box<dyn age::Recipient + Send>>, BackupError> {
+pub fn read_recipients_file(
+    path: &Path,
+) -> Result<Vec<Box<dyn age::Recipient + Send>>, BackupError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| BackupError::io(format!("reading {}", path.display()), e))?;
     let recipients = text
@@ -149,15 +151,15 @@ pub fn read_recipients_file(path: &Path) -> Result<Vec<Box<dyn age::Recipient + 
 
 /// The identities in an age identity file (`age-keygen`'s output: `AGE-SECRET-KEY-1…` lines).
 pub fn read_identity_file(path: &Path) -> Result<Vec<Box<dyn age::Identity>>, BackupError> {
-    let name = path.to_str().ok_or_else(|| {
-        BackupError::Key(format!("{} is not a UTF-8 path", path.display()))
-    })?;
+    let name = path
+        .to_str()
+        .ok_or_else(|| BackupError::Key(format!("{} is not a UTF-8 path", path.display())))?;
     let file = age::IdentityFile::from_file(name.to_owned()).map_err(|e| {
         BackupError::Key(format!("reading the identity file {}: {e}", path.display()))
     })?;
-    let identities = file.into_identities().map_err(|e| {
-        BackupError::Key(format!("the identity file {}: {e}", path.display()))
-    })?;
+    let identities = file
+        .into_identities()
+        .map_err(|e| BackupError::Key(format!("the identity file {}: {e}", path.display())))?;
     if identities.is_empty() {
         return Err(BackupError::Key(format!(
             "{} holds no age identity",

@@ -54,13 +54,25 @@ const fn file(name: &'static str, method: Method, required: bool) -> StateFile {
 /// `index.sqlite` is derived from the log and rebuilt at start; it is never packed.
 pub const STATE_FILES: &[StateFile] = &[
     file("sinks.sqlite", Method::Sqlite, false),
-    file(sealtrail_store::blind_index::BLIND_INDEX_FILE, Method::Sqlite, false),
+    file(
+        sealtrail_store::blind_index::BLIND_INDEX_FILE,
+        Method::Sqlite,
+        false,
+    ),
     file("spool.cursor", Method::Plain, false),
     file("spool.ndjson", Method::Plain, false),
     file(sealtrail_store::sqlite::LOG_DB_FILE, Method::Sqlite, true),
-    file(sealtrail_store::data_keys::DATA_KEYS_FILE, Method::Sqlite, false),
+    file(
+        sealtrail_store::data_keys::DATA_KEYS_FILE,
+        Method::Sqlite,
+        false,
+    ),
     file(sealtrail_store::keys::KEYS_DB_FILE, Method::Sqlite, false),
-    file(sealtrail_store::identity::SIGNING_KEY_FILE, Method::Plain, true),
+    file(
+        sealtrail_store::identity::SIGNING_KEY_FILE,
+        Method::Plain,
+        true,
+    ),
 ];
 
 /// The state file of this name, if it is one.
@@ -175,11 +187,21 @@ mod tests {
         };
         assert_eq!(manifest.check(), Ok(()));
         manifest.files.push(entry("../master.key"));
-        assert!(manifest.check().unwrap_err().contains("not a Sealtrail state file"));
+        assert!(
+            manifest
+                .check()
+                .unwrap_err()
+                .contains("not a Sealtrail state file")
+        );
         manifest.files.pop();
         manifest.files.push(entry("log.sqlite"));
         assert!(manifest.check().unwrap_err().contains("twice"));
         manifest.files.truncate(1);
-        assert!(manifest.check().unwrap_err().contains("lacks log-signing.key"));
+        assert!(
+            manifest
+                .check()
+                .unwrap_err()
+                .contains("lacks log-signing.key")
+        );
     }
 }

@@ -116,14 +116,20 @@ pub fn restore_backup(
                 sealtrail_core::time_format::now_micros() / 1_000_000
             ));
             std::fs::rename(data_dir, &aside).map_err(|e| {
-                BackupError::io(format!("moving {} aside to {}", data_dir.display(), aside.display()), e)
+                BackupError::io(
+                    format!("moving {} aside to {}", data_dir.display(), aside.display()),
+                    e,
+                )
             })?;
             Some(aside)
         }
     };
     // Replaces an empty directory in one step (rename(2)).
     std::fs::rename(staging.path(), data_dir).map_err(|e| {
-        BackupError::io(format!("moving the restored files into {}", data_dir.display()), e)
+        BackupError::io(
+            format!("moving the restored files into {}", data_dir.display()),
+            e,
+        )
     })?;
     sync_dir(&parent)?;
     Ok(RestoreSummary {
@@ -183,12 +189,14 @@ fn unpack(
         file: from.to_owned(),
         detail,
     };
-    let file = File::open(from).map_err(|e| BackupError::io(format!("reading {}", from.display()), e))?;
+    let file =
+        File::open(from).map_err(|e| BackupError::io(format!("reading {}", from.display()), e))?;
     let total = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let decryptor = age::Decryptor::new_buffered(BufReader::new(file)).map_err(|e| BackupError::Decrypt {
-        file: from.to_owned(),
-        detail: format!("it is not an age-encrypted file, or its header is damaged: {e}"),
-    })?;
+    let decryptor =
+        age::Decryptor::new_buffered(BufReader::new(file)).map_err(|e| BackupError::Decrypt {
+            file: from.to_owned(),
+            detail: format!("it is not an age-encrypted file, or its header is damaged: {e}"),
+        })?;
     let reader = decryptor
         .decrypt(identities.iter().map(|i| i.as_ref() as &dyn age::Identity))
         .map_err(|e| match e {
@@ -203,7 +211,11 @@ fn unpack(
         })?;
     // age authenticates every 64 KiB chunk as it is read: an altered byte fails the read
     // of its chunk, and a cut-off file fails at the end.
-    let stream_error = |e: io::Error| damaged(format!("decryption failed in its contents ({e}): the file was altered or cut off"));
+    let stream_error = |e: io::Error| {
+        damaged(format!(
+            "decryption failed in its contents ({e}): the file was altered or cut off"
+        ))
+    };
     progress.begin("decrypt and unpack", total, Unit::Bytes);
     let mut archive = tar::Archive::new(reader);
     let mut manifest: Option<Manifest> = None;
@@ -212,13 +224,18 @@ fn unpack(
     {
         let entries = archive.entries().map_err(stream_error)?;
         for entry in entries {
-            let mut entry = entry.map_err(|e| damaged(format!("its archive is unreadable: {e}")))?;
+            let mut entry =
+                entry.map_err(|e| damaged(format!("its archive is unreadable: {e}")))?;
             let path = entry
                 .path()
                 .map_err(|e| damaged(format!("an entry has an unreadable name: {e}")))?
                 .into_owned();
-            let name = plain_name(&path)
-                .ok_or_else(|| damaged(format!("it holds {:?}, which is not a plain file name", path)))?;
+            let name = plain_name(&path).ok_or_else(|| {
+                damaged(format!(
+                    "it holds {:?}, which is not a plain file name",
+                    path
+                ))
+            })?;
             if entry.header().entry_type() != tar::EntryType::Regular {
                 return Err(damaged(format!("{name} is not a regular file")));
             }
@@ -234,7 +251,9 @@ fn unpack(
                     .read_to_end(&mut text)
                     .map_err(stream_error)?;
                 if text.len() as u64 > MAX_MANIFEST_BYTES {
-                    return Err(damaged(format!("its manifest is larger than {MAX_MANIFEST_BYTES} bytes")));
+                    return Err(damaged(format!(
+                        "its manifest is larger than {MAX_MANIFEST_BYTES} bytes"
+                    )));
                 }
                 let parsed: Manifest = serde_json::from_slice(&text)
                     .map_err(|e| damaged(format!("its manifest is not valid: {e}")))?;
@@ -253,11 +272,13 @@ fn unpack(
                 )));
             };
             let dest = staging.join(&name);
-            let (got_bytes, got_sha256) =
-                copy_hashing(&mut entry, &dest, &mut done, total, progress).map_err(|e| match e {
-                    CopyError::Read(e) => stream_error(e),
-                    CopyError::Write(e) => BackupError::io(format!("writing {}", dest.display()), e),
-                })?;
+            let (got_bytes, got_sha256) = copy_hashing(
+                &mut entry, &dest, &mut done, total, progress,
+            )
+            .map_err(|e| match e {
+                CopyError::Read(e) => stream_error(e),
+                CopyError::Write(e) => BackupError::io(format!("writing {}", dest.display()), e),
+            })?;
             if got_bytes != bytes || got_sha256 != sha256 {
                 return Err(damaged(format!(
                     "{name} does not match its manifest: {got_bytes} bytes with SHA-256 {got_sha256}, \
@@ -272,7 +293,9 @@ fn unpack(
     progress.end();
     let manifest = manifest.ok_or_else(|| damaged("it holds no manifest".into()))?;
     if let Some(name) = expected.keys().next() {
-        return Err(damaged(format!("its manifest lists {name}, which it does not hold")));
+        return Err(damaged(format!(
+            "its manifest lists {name}, which it does not hold"
+        )));
     }
     sync_dir(staging)?;
     Ok(manifest)
@@ -400,6 +423,10 @@ fn append_restore_event(
         .first()
         .map(|r| r.seq)
         .expect("one event appended, one receipt");
-    assert_eq!(seq, manifest.tree_size + 1, "the restore's event follows the backup's tree");
+    assert_eq!(
+        seq,
+        manifest.tree_size + 1,
+        "the restore's event follows the backup's tree"
+    );
     Ok(seq)
 }

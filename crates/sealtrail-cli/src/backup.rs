@@ -57,14 +57,18 @@ pub fn run_backup(args: BackupArgs) -> anyhow::Result<ExitCode> {
         .map(|r| sealtrail_backup::parse_recipient(r).context("--recipient"))
         .collect::<anyhow::Result<Vec<_>>>()?;
     for file in &args.recipients_files {
-        recipients.extend(sealtrail_backup::read_recipients_file(file).context("--recipients-file")?);
+        recipients
+            .extend(sealtrail_backup::read_recipients_file(file).context("--recipients-file")?);
     }
     if recipients.is_empty() {
-        anyhow::bail!("give --recipient AGE_RECIPIENT or --recipients-file FILE: a backup is always encrypted");
+        anyhow::bail!(
+            "give --recipient AGE_RECIPIENT or --recipients-file FILE: a backup is always encrypted"
+        );
     }
     let dir = &args.data.data_dir;
-    let summary = sealtrail_backup::create_backup(dir, &args.to, &recipients, &mut Report::new())
-        .with_context(|| format!("backing up {} to {}", dir.display(), args.to.display()))?;
+    let summary =
+        sealtrail_backup::create_backup(dir, &args.to, &recipients, &mut Report::new())
+            .with_context(|| format!("backing up {} to {}", dir.display(), args.to.display()))?;
     let m = &summary.manifest;
     println!(
         "backup: {} files, {} bytes ({} encrypted), {} events, tree size {}, {:.1}s -> {}",
@@ -78,7 +82,7 @@ pub fn run_backup(args: BackupArgs) -> anyhow::Result<ExitCode> {
     );
     if !summary.left_out.is_empty() {
         eprintln!(
-            "left out (derived or not Sealtrail state): {}",
+            "left out, not Sealtrail state: {}",
             summary.left_out.join(", ")
         );
     }
@@ -128,7 +132,11 @@ pub fn run_restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
         )
     })?;
     if let Some(aside) = &summary.replaced {
-        eprintln!("the previous {} is kept as {}", args.data_dir.display(), aside.display());
+        eprintln!(
+            "the previous {} is kept as {}",
+            args.data_dir.display(),
+            aside.display()
+        );
     }
     println!(
         "restored: {} files, {} events verified, tree size {} (backup of {}), restore recorded as seq {} in {:.1}s -> {}",
@@ -168,9 +176,8 @@ impl Progress for Report {
             Unit::Bytes => "{spinner} {msg} {bar:40} {bytes}/{total_bytes} ({bytes_per_sec})",
             Unit::Events => "{spinner} {msg} {bar:40} {pos}/{len} events ({per_sec})",
         };
-        let bar = ProgressBar::new(total).with_style(
-            ProgressStyle::with_template(template).expect("the template is valid"),
-        );
+        let bar = ProgressBar::new(total)
+            .with_style(ProgressStyle::with_template(template).expect("the template is valid"));
         bar.set_message(step.to_owned());
         self.bar = Some(bar);
     }

@@ -1,6 +1,7 @@
 //! `sealtrail backup` and `sealtrail restore` with the real binary: a disaster drill under
 //! continuous ingest, altered and wrongly keyed backups, and no master key in any backup.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -26,6 +27,19 @@ const PACKABLE: &[&str] = &[
     "keys.sqlite",
     "log-signing.key",
 ];
+
+/// The names above are the ones the owners of those files use, and all a backup packs.
+#[test]
+fn a_backup_packs_the_state_files_by_their_owners_names() {
+    let mut names: Vec<&str> = sealtrail_backup::STATE_FILES
+        .iter()
+        .map(|f| f.name)
+        .collect();
+    names.insert(0, sealtrail_backup::MANIFEST_NAME);
+    assert_eq!(names, PACKABLE);
+    assert!(names.contains(&sealtrail_sinks::store::SINKS_DB_FILE));
+    assert!(names.contains(&sealtrail_store::blind_index::BLIND_INDEX_FILE));
+}
 
 fn sealtrail(args: &[&str]) -> std::process::Output {
     Command::new(BIN)
@@ -85,7 +99,13 @@ impl Serve {
     fn start(dir: &Path, config: Option<&Path>, env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(BIN);
         command
-            .args(["serve", "--data-dir", dir.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+            .args([
+                "serve",
+                "--data-dir",
+                dir.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+            ])
             // Reads would add `audit_log.*` events; these tests compare logs exactly.
             .env("SEALTRAIL_ACCESS_LOG__ENABLED", "false")
             .envs(env.iter().copied())
@@ -110,7 +130,10 @@ impl Serve {
     fn stop(mut self) {
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(self.child.wait().unwrap().success(), "graceful stop exits 0");
+        assert!(
+            self.child.wait().unwrap().success(),
+            "graceful stop exits 0"
+        );
     }
 }
 
@@ -262,7 +285,10 @@ fn disaster_drill_restores_every_event_acknowledged_before_the_backup() {
     let wait_for = |count: usize| {
         let deadline = Instant::now() + Duration::from_secs(60);
         while acked.lock().unwrap().len() < count {
-            assert!(Instant::now() < deadline, "ingest stalled below {count} events");
+            assert!(
+                Instant::now() < deadline,
+                "ingest stalled below {count} events"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     };
@@ -281,7 +307,10 @@ fn disaster_drill_restores_every_event_acknowledged_before_the_backup() {
     let original = rt.block_on(all_events(&server.url, &key));
     server.stop();
     let acked = acked.lock().unwrap().clone();
-    assert!(tree_size >= before as u64, "the snapshot has what was acknowledged before it");
+    assert!(
+        tree_size >= before as u64,
+        "the snapshot has what was acknowledged before it"
+    );
     assert!(
         (original.len() as u64) > tree_size,
         "ingest went on after the snapshot ({} stored, backup of {tree_size})",
@@ -293,25 +322,48 @@ fn disaster_drill_restores_every_event_acknowledged_before_the_backup() {
     let restored = work.path().join("restored");
     let out = ok(&restore(&file, &identity_file, &restored));
     assert_eq!(tree_size_in(&out), tree_size, "{out}");
-    let verified = ok(&sealtrail(&["verify", "--data-dir", restored.to_str().unwrap()]));
+    let verified = ok(&sealtrail(&[
+        "verify",
+        "--data-dir",
+        restored.to_str().unwrap(),
+    ]));
     assert!(
         verified.starts_with(&format!("ok: {} events", tree_size + 1)),
         "{verified}"
     );
-    assert!(!names_in(&restored).iter().any(|n| n.starts_with(".sealtrail-backup")));
+    assert!(
+        !names_in(&restored)
+            .iter()
+            .any(|n| n.starts_with(".sealtrail-backup"))
+    );
 
     // The API key came back with the backup.
     let server = Serve::start(&restored, None, &[]);
     let events = rt.block_on(all_events(&server.url, &key));
     server.stop();
-    assert_eq!(events.len() as u64, tree_size + 1);
+    // Pages are in time order; concurrent producers' events interleave, so go by seq.
+    let by_seq = |events: &[Value]| -> BTreeMap<u64, Value> {
+        events
+            .iter()
+            .map(|e| (e["seq"].as_u64().unwrap(), e.clone()))
+            .collect()
+    };
+    let (events, original) = (by_seq(&events), by_seq(&original));
+    assert_eq!(
+        events.keys().copied().collect::<Vec<_>>(),
+        (1..=tree_size + 1).collect::<Vec<_>>(),
+        "the backup's events and the restore's, no gap"
+    );
     for (seq, leaf_hash) in acked.iter().filter(|(seq, _)| *seq <= tree_size) {
-        let event = &events[*seq as usize - 1];
-        assert_eq!(event["seq"], *seq);
-        assert_eq!(event["leaf_hash"], leaf_hash.as_str(), "seq {seq}");
+        assert_eq!(events[seq]["leaf_hash"], leaf_hash.as_str(), "seq {seq}");
     }
-    assert_eq!(&events[..tree_size as usize], &original[..tree_size as usize]);
-    let restore_event = events.last().unwrap();
+    for seq in 1..=tree_size {
+        assert_eq!(
+            events[&seq], original[&seq],
+            "seq {seq} as the original served it"
+        );
+    }
+    let restore_event = &events[&(tree_size + 1)];
     assert_eq!(restore_event["action"], "backup.restored");
     assert_eq!(restore_event["tenant_id"], "_sealtrail");
     assert_eq!(restore_event["details"]["tree_size"], tree_size);
@@ -346,7 +398,11 @@ fn an_altered_backup_is_refused_and_leaves_the_target_empty() {
         assert!(stderr.contains(expect), "byte {at}: {stderr}");
         assert!(stderr.contains("nothing was written there"), "{stderr}");
         assert_eq!(names_in(&target), Vec::<String>::new(), "byte {at}");
-        assert_eq!(names_in(&target_parent), vec!["data".to_owned()], "no staging left behind");
+        assert_eq!(
+            names_in(&target_parent),
+            vec!["data".to_owned()],
+            "no staging left behind"
+        );
     }
     // The same backup unaltered restores into that directory.
     ok(&restore(&file, &identity_file, &target));
@@ -411,7 +467,10 @@ fn no_backup_and_no_restored_directory_holds_the_master_key() {
     let file = work.path().join("sealed.age");
     let out = backup(&data, &file, &identity);
     ok(&out);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("master.key"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("master.key"),
+        "{out:?}"
+    );
     server.stop();
 
     // What the backup holds, decrypted with the age crate as any age tool would.
@@ -428,11 +487,17 @@ fn no_backup_and_no_restored_directory_holds_the_master_key() {
         entry.read_to_end(&mut bytes).unwrap();
         assert!(PACKABLE.contains(&name.as_str()), "{name} packed");
         assert!(!contains(&bytes, &master), "{name} holds the master key");
-        assert!(!contains(&bytes, master_b64.as_bytes()), "{name} holds the master key (base64)");
+        assert!(
+            !contains(&bytes, master_b64.as_bytes()),
+            "{name} holds the master key (base64)"
+        );
         packed.push(name);
     }
     assert_eq!(packed[0], "manifest.json");
-    assert!(packed.contains(&"data-keys.sqlite".to_owned()), "{packed:?}");
+    assert!(
+        packed.contains(&"data-keys.sqlite".to_owned()),
+        "{packed:?}"
+    );
     assert!(!packed.contains(&"index.sqlite".to_owned()));
 
     let restored = work.path().join("restored");
@@ -443,12 +508,18 @@ fn no_backup_and_no_restored_directory_holds_the_master_key() {
         if path.is_file() {
             let bytes = std::fs::read(&path).unwrap();
             assert!(!contains(&bytes, &master), "{name} holds the master key");
-            assert!(!contains(&bytes, master_b64.as_bytes()), "{name} holds the master key (base64)");
+            assert!(
+                !contains(&bytes, master_b64.as_bytes()),
+                "{name} holds the master key (base64)"
+            );
         }
     }
     let server = Serve::start(&restored, Some(&config), &env);
     let events = rt.block_on(all_events(&server.url, &key));
     server.stop();
     assert_eq!(events.len(), 51);
-    assert_eq!(events[0]["ip_address"], "85.240.12.9", "the restored data keys open the field");
+    assert_eq!(
+        events[0]["ip_address"], "85.240.12.9",
+        "the restored data keys open the field"
+    );
 }

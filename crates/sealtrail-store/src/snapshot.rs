@@ -26,9 +26,9 @@ pub fn snapshot_database(source: &Path, dest: &Path) -> Result<u64, StoreError> 
     )
     .map_err(|e| StoreError::Invalid(format!("opening {}: {e}", source.display())))?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
-    let target = dest.to_str().ok_or_else(|| {
-        StoreError::Invalid(format!("{} is not a UTF-8 path", dest.display()))
-    })?;
+    let target = dest
+        .to_str()
+        .ok_or_else(|| StoreError::Invalid(format!("{} is not a UTF-8 path", dest.display())))?;
     conn.execute("VACUUM INTO ?1", params![target])
         .map_err(|e| StoreError::Invalid(format!("copying {}: {e}", source.display())))?;
     std::fs::metadata(dest)
@@ -93,6 +93,9 @@ mod tests {
         assert_eq!(n, 2);
         let missing = dir.path().join("missing.sqlite");
         assert!(snapshot_database(&missing, &dir.path().join("x.sqlite")).is_err());
-        assert!(!missing.exists(), "nothing is created in the source's place");
+        assert!(
+            !missing.exists(),
+            "nothing is created in the source's place"
+        );
     }
 }
