@@ -523,3 +523,85 @@ fn no_backup_and_no_restored_directory_holds_the_master_key() {
         "the restored data keys open the field"
     );
 }
+
+/// A backup whose log was edited and then packed again with matching checksums — as
+/// anyone who knows a recipient could — passes every file check but not the Merkle tree:
+/// the restore names the edited seq and writes nothing.
+#[test]
+fn a_repacked_backup_with_an_edited_log_fails_verification_and_restores_nothing() {
+    use sha2::Digest as _;
+    let work = tempfile::tempdir().unwrap();
+    let (file, identity_file, identity) = small_backup(work.path(), 300);
+    let decryptor = age::Decryptor::new(std::fs::File::open(&file).unwrap()).unwrap();
+    let reader = decryptor
+        .decrypt(std::iter::once(&identity as &dyn age::Identity))
+        .unwrap();
+    let mut entries: Vec<(String, Vec<u8>)> = Vec::new();
+    for entry in tar::Archive::new(reader).entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().to_string_lossy().into_owned();
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).unwrap();
+        entries.push((name, bytes));
+    }
+    let log = work.path().join("edited.sqlite");
+    let position = entries.iter().position(|(n, _)| n == "log.sqlite").unwrap();
+    std::fs::write(&log, &entries[position].1).unwrap();
+    {
+        let db = rusqlite::Connection::open(&log).unwrap();
+        db.pragma_update(None, "journal_mode", "DELETE").unwrap();
+        let changed = db
+            .execute(
+                "UPDATE events SET record = replace(record, 'guest.rsvp.updated', 'guest.rsvp.deleted'), \
+                 action = 'guest.rsvp.deleted' WHERE seq = 77",
+                [],
+            )
+            .unwrap();
+        assert_eq!(changed, 1);
+    }
+    let edited = std::fs::read(&log).unwrap();
+    let mut manifest: Value = serde_json::from_slice(&entries[0].1).unwrap();
+    for f in manifest["files"].as_array_mut().unwrap() {
+        if f["name"] == "log.sqlite" {
+            f["bytes"] = json!(edited.len());
+            f["sha256"] = json!(hex::encode(sha2::Sha256::digest(&edited)));
+        }
+    }
+    entries[0].1 = serde_json::to_vec(&manifest).unwrap();
+    entries[position].1 = edited;
+
+    let repacked = work.path().join("repacked.age");
+    let recipient = identity.to_public();
+    let encryptor =
+        age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
+            .unwrap();
+    let output = encryptor
+        .wrap_output(std::fs::File::create(&repacked).unwrap())
+        .unwrap();
+    let mut archive = tar::Builder::new(output);
+    for (name, bytes) in &entries {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o600);
+        archive.append_data(&mut header, name, &bytes[..]).unwrap();
+    }
+    archive.into_inner().unwrap().finish().unwrap();
+
+    let target = work.path().join("restored");
+    let out = restore(&repacked, &identity_file, &target);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("does not verify") && stderr.contains("seq 77"),
+        "{stderr}"
+    );
+    assert!(!target.exists());
+    assert_eq!(
+        names_in(work.path())
+            .iter()
+            .filter(|n| n.contains(".restore-"))
+            .count(),
+        0,
+        "no staging left behind"
+    );
+}
