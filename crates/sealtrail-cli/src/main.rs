@@ -1,6 +1,7 @@
 //! `sealtrail`: a thin command-line layer over the Sealtrail libraries.
 
 mod archive;
+mod backup;
 mod demo;
 mod filter;
 mod ingest;
@@ -68,6 +69,10 @@ enum Command {
         #[command(subcommand)]
         command: tenants::TenantsCommand,
     },
+    /// Back up the embedded store (online, while the server runs), encrypted with age.
+    Backup(backup::BackupArgs),
+    /// Restore a backup into a new data directory, after verifying the whole log.
+    Restore(backup::RestoreArgs),
     /// Check a configuration file (sinks, routes, secrets, limits) without starting.
     Config {
         #[command(subcommand)]
@@ -134,6 +139,8 @@ fn main() -> ExitCode {
             Command::Verify(args) => blocking(move || verify::run(args)).await,
             Command::Archive { command } => blocking(move || archive::run(command)).await,
             Command::Migrate(args) => blocking(move || migrate::run(args)).await,
+            Command::Backup(args) => blocking(move || backup::run_backup(args)).await,
+            Command::Restore(args) => blocking(move || backup::run_restore(args)).await,
             Command::Ingest(args) => ingest::run(args).await,
             Command::Query(args) => query::run(args).await,
             Command::Tail(args) => tail::run(args).await,

@@ -20,6 +20,7 @@ pub mod keys;
 pub mod postgres;
 pub mod sequencer;
 pub mod sidecar;
+pub mod snapshot;
 pub mod spool;
 pub mod sqlite;
 pub mod traits;

@@ -1,0 +1,310 @@
+//! `sealtrail backup`: snapshot, pack, encrypt.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use crate::manifest::{
+    FORMAT, FORMAT_VERSION, MANIFEST_NAME, Manifest, ManifestFile, Method, STATE_FILES,
+};
+use crate::{BackupError, Progress, Unit};
+
+/// Prefix of the staging directory a backup copies into, inside the data directory (the
+/// copies are as sensitive as the originals, so they stay beside them).
+const STAGING_PREFIX: &str = ".sealtrail-backup-";
+
+/// What a backup wrote.
+#[derive(Clone, Debug)]
+pub struct BackupSummary {
+    /// The backup file.
+    pub file: PathBuf,
+    /// The manifest packed first.
+    pub manifest: Manifest,
+    /// Bytes of the files packed (before encryption).
+    pub packed_bytes: u64,
+    /// Size of the encrypted file.
+    pub file_bytes: u64,
+    /// Files of the data directory left out that are not Sealtrail's (`master.key` put
+    /// there by mistake, say).
+    pub left_out: Vec<String>,
+    /// How long it took.
+    pub elapsed: Duration,
+}
+
+/// Takes a consistent snapshot of the embedded store in `data_dir` (the server may be
+/// running), packs it with a manifest and encrypts it to `recipients` into the new file
+/// `to` (written beside it first and renamed when complete, so `to` is never partial).
+pub fn create_backup(
+    data_dir: &Path,
+    to: &Path,
+    recipients: &[Box<dyn age::Recipient + Send>],
+    progress: &mut dyn Progress,
+) -> Result<BackupSummary, BackupError> {
+    let started = Instant::now();
+    if recipients.is_empty() {
+        return Err(BackupError::Key(
+            "a backup needs at least one recipient (--recipient or --recipients-file)".into(),
+        ));
+    }
+    if !sealtrail_store::sqlite::log_db_path(data_dir).exists() {
+        return Err(BackupError::Refused(format!(
+            "no Sealtrail log at {} (is --data-dir right? backup covers the embedded store only)",
+            data_dir.display()
+        )));
+    }
+    if to.exists() {
+        return Err(BackupError::Refused(format!(
+            "{} already exists; a backup never overwrites a file",
+            to.display()
+        )));
+    }
+    let staging = tempfile::Builder::new()
+        .prefix(STAGING_PREFIX)
+        .tempdir_in(data_dir)
+        .map_err(|e| {
+            BackupError::io(
+                format!("creating a staging directory in {}", data_dir.display()),
+                e,
+            )
+        })?;
+
+    let mut copied: Vec<(&'static str, PathBuf)> = Vec::new();
+    for state in STATE_FILES {
+        let source = data_dir.join(state.name);
+        if !source.exists() {
+            if state.required {
+                return Err(BackupError::Refused(format!(
+                    "{} is missing; it is part of every data directory",
+                    source.display()
+                )));
+            }
+            continue;
+        }
+        progress.begin(&format!("snapshot {}", state.name), 0, Unit::Bytes);
+        let dest = staging.path().join(state.name);
+        match state.method {
+            Method::Sqlite => {
+                sealtrail_store::snapshot::snapshot_database(&source, &dest)?;
+            }
+            Method::Plain => {
+                std::fs::copy(&source, &dest)
+                    .map_err(|e| BackupError::io(format!("copying {}", source.display()), e))?;
+            }
+        }
+        progress.end();
+        copied.push((state.name, dest));
+    }
+
+    let log_copy = staging.path().join(sealtrail_store::sqlite::LOG_DB_FILE);
+    let (tree_size, checkpoint) = sealtrail_store::snapshot::latest_checkpoint(&log_copy)?
+        .ok_or_else(|| {
+            BackupError::Refused(
+                "the log has no signed checkpoint yet (start the server on it once)".into(),
+            )
+        })?;
+    let origin = sealtrail_store::snapshot::log_origin(&log_copy)?.unwrap_or_default();
+
+    progress.begin("checksums", 0, Unit::Bytes);
+    let mut files = Vec::new();
+    for (name, path) in &copied {
+        let (bytes, sha256) = hash_file(path)?;
+        files.push(ManifestFile {
+            name: (*name).to_owned(),
+            bytes,
+            sha256,
+        });
+    }
+    progress.end();
+    let now = sealtrail_core::time_format::now_micros();
+    let manifest = Manifest {
+        format: FORMAT.into(),
+        version: FORMAT_VERSION,
+        sealtrail_version: env!("CARGO_PKG_VERSION").into(),
+        created_at: sealtrail_core::time_format::format_micros(now),
+        origin,
+        tree_size,
+        checkpoint,
+        files,
+    };
+    debug_assert_eq!(
+        manifest.check(),
+        Ok(()),
+        "a backup writes what a restore reads"
+    );
+
+    let packed_bytes: u64 = manifest.files.iter().map(|f| f.bytes).sum();
+    let parent = match to.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let partial = tempfile::Builder::new()
+        .prefix(".sealtrail-backup-")
+        .suffix(".partial")
+        .tempfile_in(&parent)
+        .map_err(|e| BackupError::io(format!("creating a file in {}", parent.display()), e))?;
+    let write_context = || format!("writing {}", partial.path().display());
+    progress.begin("encrypt and write", packed_bytes, Unit::Bytes);
+    {
+        let encryptor = age::Encryptor::with_recipients(
+            recipients.iter().map(|r| r.as_ref() as &dyn age::Recipient),
+        )
+        .map_err(|e| BackupError::Key(format!("encrypting to the recipients: {e}")))?;
+        let output = BufWriter::new(partial.as_file());
+        let encrypted = encryptor
+            .wrap_output(output)
+            .map_err(|e| BackupError::io(write_context(), e))?;
+        let mut archive = tar::Builder::new(encrypted);
+        let manifest_json =
+            serde_json::to_vec_pretty(&manifest).expect("the manifest serialises to JSON");
+        let mtime = (now / 1_000_000).max(0) as u64;
+        append(
+            &mut archive,
+            MANIFEST_NAME,
+            manifest_json.len() as u64,
+            mtime,
+            &manifest_json[..],
+        )
+        .map_err(|e| BackupError::io(write_context(), e))?;
+        let mut done = 0u64;
+        for (entry, (name, path)) in manifest.files.iter().zip(&copied) {
+            debug_assert_eq!(entry.name, *name);
+            assert!(
+                crate::manifest::state_file(name).is_some(),
+                "only state files are ever packed"
+            );
+            let file = File::open(path)
+                .map_err(|e| BackupError::io(format!("reading {}", path.display()), e))?;
+            let reader = Counting {
+                inner: file,
+                done: &mut done,
+                total: packed_bytes,
+                progress: &mut *progress,
+            };
+            append(&mut archive, name, entry.bytes, mtime, reader)
+                .map_err(|e| BackupError::io(write_context(), e))?;
+        }
+        let encrypted = archive
+            .into_inner()
+            .map_err(|e| BackupError::io(write_context(), e))?;
+        let mut output = encrypted
+            .finish()
+            .map_err(|e| BackupError::io(write_context(), e))?;
+        output
+            .flush()
+            .map_err(|e| BackupError::io(write_context(), e))?;
+    }
+    partial
+        .as_file()
+        .sync_all()
+        .map_err(|e| BackupError::io(write_context(), e))?;
+    progress.end();
+    let file_bytes = partial
+        .as_file()
+        .metadata()
+        .map(|m| m.len())
+        .map_err(|e| BackupError::io(write_context(), e))?;
+    partial
+        .persist_noclobber(to)
+        .map_err(|e| BackupError::io(format!("moving the backup to {}", to.display()), e.error))?;
+    sync_dir(&parent)?;
+
+    Ok(BackupSummary {
+        file: to.to_owned(),
+        manifest,
+        packed_bytes,
+        file_bytes,
+        left_out: left_out(data_dir)?,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Appends a regular file entry (owner read/write only).
+fn append<W: Write>(
+    archive: &mut tar::Builder<W>,
+    name: &str,
+    size: u64,
+    mtime: u64,
+    data: impl Read,
+) -> io::Result<()> {
+    let mut header = tar::Header::new_ustar();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_size(size);
+    header.set_mode(0o600);
+    header.set_mtime(mtime);
+    archive.append_data(&mut header, name, data)
+}
+
+/// Size and SHA-256 (hex) of a file.
+pub(crate) fn hash_file(path: &Path) -> Result<(u64, String), BackupError> {
+    let mut file =
+        File::open(path).map_err(|e| BackupError::io(format!("reading {}", path.display()), e))?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut bytes = 0u64;
+    loop {
+        let n = file
+            .read(&mut buffer)
+            .map_err(|e| BackupError::io(format!("reading {}", path.display()), e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+        bytes += n as u64;
+    }
+    Ok((bytes, hex::encode(hasher.finalize())))
+}
+
+/// Names in the data directory a backup leaves out that are not Sealtrail's own (a
+/// `master.key` put there by mistake, say), for the summary. Not listed: the WAL and
+/// shared-memory files of the state files (their commits are in the snapshots), the
+/// derived query index, and backups' staging directories.
+fn left_out(data_dir: &Path) -> Result<Vec<String>, BackupError> {
+    let entries = std::fs::read_dir(data_dir)
+        .map_err(|e| BackupError::io(format!("listing {}", data_dir.display()), e))?;
+    let index = sealtrail_store::sqlite::INDEX_DB_FILE;
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry =
+            entry.map_err(|e| BackupError::io(format!("listing {}", data_dir.display()), e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let base = name
+            .strip_suffix("-wal")
+            .or_else(|| name.strip_suffix("-shm"))
+            .unwrap_or(&name);
+        let ours = crate::manifest::state_file(base).is_some()
+            || base == index
+            || name.starts_with(STAGING_PREFIX);
+        if !ours {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Makes a rename in `dir` durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), BackupError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| BackupError::io(format!("syncing {}", dir.display()), e))
+}
+
+/// A reader that reports the bytes read so far.
+struct Counting<'a, R> {
+    inner: R,
+    done: &'a mut u64,
+    total: u64,
+    progress: &'a mut dyn Progress,
+}
+
+impl<R: Read> Read for Counting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        *self.done += n as u64;
+        self.progress.set(*self.done, self.total);
+        Ok(n)
+    }
+}

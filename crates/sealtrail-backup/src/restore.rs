@@ -1,0 +1,432 @@
+//! `sealtrail restore`: decrypt, unpack beside the target, check every file, verify the
+//! whole log, record the restore in it, and only then move it into place.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufReader, Read, Write};
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use sealtrail_core::{CheckpointVerifier, EventLimits, TenantScope};
+use sealtrail_store::{Sequencer, SequencerConfig, SequencerHooks};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::create::sync_dir;
+use crate::manifest::{MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest};
+use crate::{BackupError, Progress, Unit};
+
+/// The action of the event a restore appends to the restored log.
+pub const RESTORE_ACTION: &str = "backup.restored";
+
+/// How to restore.
+pub struct RestoreOptions<'a> {
+    /// Replace a target that already holds a log (it is moved aside, never deleted).
+    pub force: bool,
+    /// The tenant the `backup.restored` event is recorded in.
+    pub tenant: &'a str,
+    /// The log's public key, pinned: without it the restored log is checked with the
+    /// signing key inside the backup, which proves it intact but not whose it is (anyone
+    /// who knows a recipient can make a backup).
+    pub verifier: Option<&'a CheckpointVerifier>,
+    /// Who restored, for the event's `user_id` (`os:alice`, say).
+    pub actor: &'a str,
+}
+
+/// What a restore did.
+#[derive(Clone, Debug)]
+pub struct RestoreSummary {
+    /// The manifest of the backup.
+    pub manifest: Manifest,
+    /// Events verified (the backup's tree size).
+    pub events_verified: u64,
+    /// The seq of the `backup.restored` event.
+    pub restore_event_seq: u64,
+    /// Where a replaced target was moved (with `force`).
+    pub replaced: Option<PathBuf>,
+    /// How long it took.
+    pub elapsed: Duration,
+}
+
+/// Restores the backup `from` into `data_dir`, decrypting with `identities`. Nothing is
+/// written to `data_dir` unless every check passed.
+pub fn restore_backup(
+    from: &Path,
+    identities: &[Box<dyn age::Identity>],
+    identity_names: &str,
+    data_dir: &Path,
+    options: &RestoreOptions<'_>,
+    progress: &mut dyn Progress,
+) -> Result<RestoreSummary, BackupError> {
+    let started = Instant::now();
+    // A bad tenant is refused before any work, not after the verification.
+    restore_event(options, &probe_manifest(), from)?;
+    let replace = check_target(data_dir, options.force)?;
+    let name = data_dir
+        .file_name()
+        .ok_or_else(|| BackupError::Refused(format!("{} names no directory", data_dir.display())))?
+        .to_string_lossy()
+        .into_owned();
+    let parent = match data_dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent)
+        .map_err(|e| BackupError::io(format!("creating {}", parent.display()), e))?;
+    // Beside the target, so the final move is a rename on one file system.
+    let staging = tempfile::Builder::new()
+        .prefix(&format!(".{name}.restore-"))
+        .tempdir_in(&parent)
+        .map_err(|e| BackupError::io(format!("creating a directory in {}", parent.display()), e))?;
+
+    let manifest = unpack(from, identities, identity_names, staging.path(), progress)?;
+
+    // The whole tree, against the checkpoint the manifest names.
+    let verifier = match options.verifier {
+        Some(v) => v.clone(),
+        None => sealtrail_store::sqlite::log_verifier(staging.path())?,
+    };
+    progress.begin("verify the log", manifest.tree_size, Unit::Events);
+    let report = sealtrail_store::verify::verify_sqlite(
+        staging.path(),
+        &verifier,
+        Some(&manifest.checkpoint),
+        |done, total| progress.set(done, total),
+    )?;
+    progress.end();
+    if let Some(finding) = report.problem {
+        return Err(BackupError::Unverified(finding.to_string()));
+    }
+    if report.tree_size != manifest.tree_size {
+        return Err(BackupError::Unverified(format!(
+            "the restored log has tree size {}, the manifest's checkpoint {}",
+            report.tree_size, manifest.tree_size
+        )));
+    }
+
+    progress.begin("record the restore in the log", 0, Unit::Events);
+    let restore_event_seq = append_restore_event(staging.path(), options, &manifest, from)?;
+    progress.end();
+
+    let replaced = match replace {
+        Target::Absent | Target::Empty => None,
+        Target::Replace => {
+            let aside = parent.join(format!(
+                "{name}.replaced-{}",
+                sealtrail_core::time_format::now_micros() / 1_000_000
+            ));
+            std::fs::rename(data_dir, &aside).map_err(|e| {
+                BackupError::io(
+                    format!("moving {} aside to {}", data_dir.display(), aside.display()),
+                    e,
+                )
+            })?;
+            Some(aside)
+        }
+    };
+    // Replaces an empty directory in one step (rename(2)).
+    std::fs::rename(staging.path(), data_dir).map_err(|e| {
+        BackupError::io(
+            format!("moving the restored files into {}", data_dir.display()),
+            e,
+        )
+    })?;
+    sync_dir(&parent)?;
+    Ok(RestoreSummary {
+        events_verified: report.events,
+        manifest,
+        restore_event_seq,
+        replaced,
+        elapsed: started.elapsed(),
+    })
+}
+
+enum Target {
+    Absent,
+    Empty,
+    Replace,
+}
+
+fn check_target(data_dir: &Path, force: bool) -> Result<Target, BackupError> {
+    if !data_dir.exists() {
+        return Ok(Target::Absent);
+    }
+    if !data_dir.is_dir() {
+        return Err(BackupError::Refused(format!(
+            "{} exists and is not a directory",
+            data_dir.display()
+        )));
+    }
+    let mut entries = std::fs::read_dir(data_dir)
+        .map_err(|e| BackupError::io(format!("listing {}", data_dir.display()), e))?;
+    if entries.next().is_none() {
+        return Ok(Target::Empty);
+    }
+    if force {
+        return Ok(Target::Replace);
+    }
+    let holds_log = sealtrail_store::sqlite::log_db_path(data_dir).exists();
+    Err(BackupError::Refused(format!(
+        "{} {}; restore into a new directory, or give --force to move it aside and replace it",
+        data_dir.display(),
+        if holds_log {
+            "already holds a Sealtrail log"
+        } else {
+            "is not empty"
+        }
+    )))
+}
+
+/// Decrypts and unpacks into `staging`, checking every file against the manifest.
+fn unpack(
+    from: &Path,
+    identities: &[Box<dyn age::Identity>],
+    identity_names: &str,
+    staging: &Path,
+    progress: &mut dyn Progress,
+) -> Result<Manifest, BackupError> {
+    let damaged = |detail: String| BackupError::Damaged {
+        file: from.to_owned(),
+        detail,
+    };
+    let file =
+        File::open(from).map_err(|e| BackupError::io(format!("reading {}", from.display()), e))?;
+    let total = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let decryptor =
+        age::Decryptor::new_buffered(BufReader::new(file)).map_err(|e| BackupError::Decrypt {
+            file: from.to_owned(),
+            detail: format!("it is not an age-encrypted file, or its header is damaged: {e}"),
+        })?;
+    let reader = decryptor
+        .decrypt(identities.iter().map(|i| i.as_ref() as &dyn age::Identity))
+        .map_err(|e| match e {
+            age::DecryptError::NoMatchingKeys => BackupError::WrongIdentity {
+                file: from.to_owned(),
+                identity: identity_names.to_owned(),
+            },
+            other => BackupError::Decrypt {
+                file: from.to_owned(),
+                detail: other.to_string(),
+            },
+        })?;
+    // age authenticates every 64 KiB chunk as it is read: an altered byte fails the read
+    // of its chunk, and a cut-off file fails at the end.
+    let stream_error = |e: io::Error| {
+        damaged(format!(
+            "decryption failed in its contents ({e}): the file was altered or cut off"
+        ))
+    };
+    progress.begin("decrypt and unpack", total, Unit::Bytes);
+    let mut archive = tar::Archive::new(reader);
+    let mut manifest: Option<Manifest> = None;
+    let mut expected: HashMap<String, (u64, String)> = HashMap::new();
+    let mut done = 0u64;
+    {
+        let entries = archive.entries().map_err(stream_error)?;
+        for entry in entries {
+            let mut entry =
+                entry.map_err(|e| damaged(format!("its archive is unreadable: {e}")))?;
+            let path = entry
+                .path()
+                .map_err(|e| damaged(format!("an entry has an unreadable name: {e}")))?
+                .into_owned();
+            let name = plain_name(&path).ok_or_else(|| {
+                damaged(format!(
+                    "it holds {:?}, which is not a plain file name",
+                    path
+                ))
+            })?;
+            if entry.header().entry_type() != tar::EntryType::Regular {
+                return Err(damaged(format!("{name} is not a regular file")));
+            }
+            if manifest.is_none() {
+                if name != MANIFEST_NAME {
+                    return Err(damaged(format!(
+                        "its first entry is {name}, not {MANIFEST_NAME}: it is not a Sealtrail backup"
+                    )));
+                }
+                let mut text = Vec::new();
+                (&mut entry)
+                    .take(MAX_MANIFEST_BYTES + 1)
+                    .read_to_end(&mut text)
+                    .map_err(stream_error)?;
+                if text.len() as u64 > MAX_MANIFEST_BYTES {
+                    return Err(damaged(format!(
+                        "its manifest is larger than {MAX_MANIFEST_BYTES} bytes"
+                    )));
+                }
+                let parsed: Manifest = serde_json::from_slice(&text)
+                    .map_err(|e| damaged(format!("its manifest is not valid: {e}")))?;
+                parsed.check().map_err(damaged)?;
+                expected = parsed
+                    .files
+                    .iter()
+                    .map(|f| (f.name.clone(), (f.bytes, f.sha256.clone())))
+                    .collect();
+                manifest = Some(parsed);
+                continue;
+            }
+            let Some((bytes, sha256)) = expected.remove(&name) else {
+                return Err(damaged(format!(
+                    "it holds {name}, which its manifest does not list (or lists once)"
+                )));
+            };
+            let dest = staging.join(&name);
+            let (got_bytes, got_sha256) = copy_hashing(
+                &mut entry, &dest, &mut done, total, progress,
+            )
+            .map_err(|e| match e {
+                CopyError::Read(e) => stream_error(e),
+                CopyError::Write(e) => BackupError::io(format!("writing {}", dest.display()), e),
+            })?;
+            if got_bytes != bytes || got_sha256 != sha256 {
+                return Err(damaged(format!(
+                    "{name} does not match its manifest: {got_bytes} bytes with SHA-256 {got_sha256}, \
+                     the manifest says {bytes} bytes with SHA-256 {sha256}"
+                )));
+            }
+        }
+    }
+    // Read to the end, so the last chunk's authentication (and the end of the stream) is
+    // checked even where tar stopped early.
+    io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(stream_error)?;
+    progress.end();
+    let manifest = manifest.ok_or_else(|| damaged("it holds no manifest".into()))?;
+    if let Some(name) = expected.keys().next() {
+        return Err(damaged(format!(
+            "its manifest lists {name}, which it does not hold"
+        )));
+    }
+    sync_dir(staging)?;
+    Ok(manifest)
+}
+
+/// The single normal component of an archive path, if that is all it is.
+fn plain_name(path: &Path) -> Option<String> {
+    let mut components = path.components();
+    match (components.next(), components.next()) {
+        (Some(Component::Normal(name)), None) => name.to_str().map(str::to_owned),
+        _ => None,
+    }
+}
+
+enum CopyError {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+/// Copies `from` into the new file `dest` (fsync'd), returning its size and SHA-256.
+fn copy_hashing(
+    from: &mut impl Read,
+    dest: &Path,
+    done: &mut u64,
+    total: u64,
+    progress: &mut dyn Progress,
+) -> Result<(u64, String), CopyError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(dest).map_err(CopyError::Write)?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut bytes = 0u64;
+    loop {
+        let n = from.read(&mut buffer).map_err(CopyError::Read)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+        file.write_all(&buffer[..n]).map_err(CopyError::Write)?;
+        bytes += n as u64;
+        // Encrypted bytes run ahead of plain ones by 16 per 64 KiB: close enough.
+        *done += n as u64;
+        progress.set((*done).min(total), total);
+    }
+    file.sync_all().map_err(CopyError::Write)?;
+    Ok((bytes, hex::encode(hasher.finalize())))
+}
+
+/// A manifest for checking the restore event's fields before the real one is read.
+fn probe_manifest() -> Manifest {
+    Manifest {
+        format: String::new(),
+        version: 0,
+        sealtrail_version: String::new(),
+        created_at: "1970-01-01T00:00:00Z".into(),
+        origin: String::new(),
+        tree_size: 0,
+        checkpoint: String::new(),
+        files: Vec::new(),
+    }
+}
+
+/// The `backup.restored` event, validated like a producer's. Not sealed: it holds nothing
+/// sensitive (as the shredding records).
+fn restore_event(
+    options: &RestoreOptions<'_>,
+    manifest: &Manifest,
+    from: &Path,
+) -> Result<sealtrail_core::PreparedEvent, BackupError> {
+    let backup_file = from
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let value = json!({
+        "tenant_id": options.tenant,
+        "action": RESTORE_ACTION,
+        "actor_type": "system",
+        "user_id": options.actor,
+        "resource_type": "backup",
+        "resource_id": manifest.created_at,
+        "severity": "warning",
+        "details": {
+            "backup_created_at": manifest.created_at,
+            "backup_file": backup_file,
+            "tree_size": manifest.tree_size,
+            "origin": manifest.origin,
+            "files": manifest.files.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(),
+        },
+    });
+    sealtrail_core::prepare_event_value(
+        value,
+        &TenantScope::Any,
+        sealtrail_core::time_format::now_micros(),
+        &EventLimits::default(),
+    )
+    .map_err(|e| BackupError::Refused(format!("the restore's event cannot be recorded: {e}")))
+}
+
+/// Appends the restore's event with the log's own sequencer (which first checks the
+/// stored tree against its newest signed checkpoint) and waits until it is durable.
+fn append_restore_event(
+    dir: &Path,
+    options: &RestoreOptions<'_>,
+    manifest: &Manifest,
+    from: &Path,
+) -> Result<u64, BackupError> {
+    let event = restore_event(options, manifest, from)?;
+    let (backend, signer) = sealtrail_store::sqlite::open_log(dir, None)?;
+    let (handle, thread) = Sequencer::spawn(
+        backend,
+        signer,
+        SequencerConfig::default(),
+        SequencerHooks::default(),
+    )?;
+    let outcome = handle.append_blocking(vec![event]);
+    drop(handle);
+    let _ = thread.join();
+    let outcome = outcome
+        .map_err(|e| BackupError::Refused(format!("recording the restore in the log: {e}")))?;
+    let seq = outcome
+        .receipts
+        .first()
+        .map(|r| r.seq)
+        .expect("one event appended, one receipt");
+    assert_eq!(
+        seq,
+        manifest.tree_size + 1,
+        "the restore's event follows the backup's tree"
+    );
+    Ok(seq)
+}
