@@ -6,6 +6,7 @@ mod ingest;
 mod keys;
 mod migrate;
 mod query;
+mod retention;
 mod serve;
 mod sinks;
 mod tail;
@@ -60,6 +61,11 @@ enum Command {
     Tenants {
         #[command(subcommand)]
         command: tenants::TenantsCommand,
+    },
+    /// Retention policies: what is due for archival and deletion.
+    Retention {
+        #[command(subcommand)]
+        command: retention::RetentionCommand,
     },
     /// Check a configuration file (sinks, routes, secrets, limits) without starting.
     Config {
@@ -133,6 +139,7 @@ fn main() -> ExitCode {
             Command::Sinks { command } => sinks::run(command).await,
             Command::Tenants { command } => tenants::run(command).await,
             Command::Config { command } => serve::check_config(command),
+            Command::Retention { command } => blocking(move || retention::run(command)).await,
         }
     });
     match result {
