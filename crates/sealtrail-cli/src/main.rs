@@ -8,6 +8,7 @@ mod ingest;
 mod keys;
 mod migrate;
 mod query;
+mod retention;
 mod serve;
 mod sinks;
 mod tail;
@@ -73,6 +74,11 @@ enum Command {
     Backup(backup::BackupArgs),
     /// Restore a backup into a new data directory, after verifying the whole log.
     Restore(backup::RestoreArgs),
+    /// Retention policies: what is due for archival and deletion.
+    Retention {
+        #[command(subcommand)]
+        command: retention::RetentionCommand,
+    },
     /// Check a configuration file (sinks, routes, secrets, limits) without starting.
     Config {
         #[command(subcommand)]
@@ -148,6 +154,7 @@ fn main() -> ExitCode {
             Command::Sinks { command } => sinks::run(command).await,
             Command::Tenants { command } => tenants::run(command).await,
             Command::Config { command } => serve::check_config(command),
+            Command::Retention { command } => blocking(move || retention::run(command)).await,
         }
     });
     match result {

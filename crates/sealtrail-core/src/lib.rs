@@ -12,6 +12,7 @@ pub mod checkpoint;
 pub mod event;
 pub mod merkle;
 pub mod query;
+pub mod retention_policy;
 pub mod stored;
 pub mod time_format;
 

@@ -53,6 +53,9 @@ pub struct Config {
     pub access_log: AccessLogSettings,
     /// Encrypting sensitive fields before they are stored (off when absent).
     pub encryption: Option<EncryptionConfig>,
+    /// How long each kind of record is kept and when it is archived (`[retention]`;
+    /// `sealtrail retention plan` shows what is due).
+    pub retention: sealtrail_core::retention_policy::RetentionConfig,
 }
 
 /// Field encryption (see `sealtrail_crypto`).
@@ -119,6 +122,7 @@ impl Default for Config {
             tls: None,
             access_log: AccessLogSettings::default(),
             encryption: None,
+            retention: Default::default(),
         }
     }
 }
@@ -322,6 +326,13 @@ impl Config {
         }
         if let Some(origin) = &self.log_origin {
             check_log_origin(origin)?;
+        }
+        let problems = self.retention.check();
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid {
+                origin: String::new(),
+                message: problems.join("\n"),
+            });
         }
         Ok(())
     }

@@ -18,6 +18,7 @@ pub mod follow;
 pub mod identity;
 pub mod keys;
 pub mod postgres;
+pub mod retention;
 pub mod sequencer;
 pub mod sidecar;
 pub mod snapshot;
