@@ -5,7 +5,10 @@ use sealtrail_store::sqlite::open_log;
 use sealtrail_store::{Sequencer, SequencerConfig};
 
 fn main() {
-    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(20_000);
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(20_000);
     let mode = std::env::args().nth(2).unwrap_or_else(|| "both".into());
     let limits = EventLimits::default();
     let mut prepared = Vec::with_capacity(n);
@@ -24,8 +27,13 @@ fn main() {
             "details": {"venue": "Quinta da Regaleira", "table": i % 30, "guests": [1, 2, 3]},
         });
         prepared.push(
-            sealtrail_core::prepare_event_value(value, &TenantScope::Any, 1_700_000_000_000_000, &limits)
-                .expect("valid"),
+            sealtrail_core::prepare_event_value(
+                value,
+                &TenantScope::Any,
+                1_700_000_000_000_000,
+                &limits,
+            )
+            .expect("valid"),
         );
     }
     if mode == "prepare" {
@@ -33,8 +41,13 @@ fn main() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (backend, signer) = open_log(dir.path(), Some("probe")).unwrap();
-    let (handle, thread) =
-        Sequencer::spawn(backend, signer, SequencerConfig::default(), Default::default()).unwrap();
+    let (handle, thread) = Sequencer::spawn(
+        backend,
+        signer,
+        SequencerConfig::default(),
+        Default::default(),
+    )
+    .unwrap();
     let batches: Vec<Vec<_>> = prepared.chunks(100).map(<[_]>::to_vec).collect();
     for batch in batches {
         handle.append_blocking(batch).unwrap();
