@@ -177,7 +177,9 @@ impl LegalHolds {
             // Another process released it between the check and now.
             Release::AlreadyReleased(hold) => Err(already_released(
                 &hold.id,
-                hold.release.as_ref().expect("a released hold has its release"),
+                hold.release
+                    .as_ref()
+                    .expect("a released hold has its release"),
             )),
             Release::NotFound => Err(AppError::NotFound(format!("no legal hold {id}"))),
         }
