@@ -2,6 +2,7 @@
 
 mod demo;
 mod filter;
+mod holds;
 mod ingest;
 mod keys;
 mod migrate;
@@ -60,6 +61,11 @@ enum Command {
     Tenants {
         #[command(subcommand)]
         command: tenants::TenantsCommand,
+    },
+    /// Legal holds: block retention and archival deletion of a tenant or a resource.
+    Holds {
+        #[command(subcommand)]
+        command: holds::HoldsCommand,
     },
     /// Check a configuration file (sinks, routes, secrets, limits) without starting.
     Config {
@@ -132,6 +138,7 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::Sinks { command } => sinks::run(command).await,
             Command::Tenants { command } => tenants::run(command).await,
+            Command::Holds { command } => holds::run(command).await,
             Command::Config { command } => serve::check_config(command),
         }
     });

@@ -99,8 +99,10 @@ impl LegalHolds {
         let _change = self.changes.lock().await;
         let (store, stored) = (self.store.clone(), hold.clone());
         blocking(move || Ok(store.place(&stored)?)).await?;
+        // Not `Unavailable`: clients retry those by themselves, and each retry would place
+        // another hold.
         let mut outcome = self.log.record(vec![record]).await.map_err(|e| {
-            AppError::Unavailable(format!(
+            AppError::Internal(format!(
                 "hold {} is placed and in force, but recording it in the log failed \
                  (release it and place it again to have it recorded): {e}",
                 hold.id
