@@ -187,7 +187,14 @@ mod tests {
         let long = "x".repeat(MAX_HOLD_REASON_CHARS + 1);
         let edge = "é".repeat(MAX_HOLD_REASON_CHARS);
         // (tenant, resource_type, resource_id, reason, refused field)
-        let table: [(&str, Option<&str>, Option<&str>, &str, Option<&str>); 9] = [
+        type Case<'a> = (
+            &'a str,
+            Option<&'a str>,
+            Option<&'a str>,
+            &'a str,
+            Option<&'a str>,
+        );
+        let table: [Case; 9] = [
             ("acme", None, None, "litigation", None),
             ("acme", Some("guest"), Some("g-1"), "litigation", None),
             ("acme", Some("guest"), None, &edge, None),
