@@ -344,3 +344,34 @@ async fn holds_survive_a_restart() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_describes_the_holds_endpoints() {
+    let s = TestServer::start().await;
+    let doc: Value = serde_json::from_str(&s.get_open("/v1/openapi.json").await.1).unwrap();
+    let paths = &doc["paths"];
+    for (path, method, codes) in [
+        ("/v1/holds", "post", &["201", "400", "403"][..]),
+        ("/v1/holds", "get", &["200", "400", "403"][..]),
+        (
+            "/v1/holds/{hold_id}/release",
+            "post",
+            &["200", "400", "404", "409"][..],
+        ),
+    ] {
+        for code in codes {
+            assert!(
+                paths[path][method]["responses"][code].is_object(),
+                "{method} {path} does not document {code}"
+            );
+        }
+    }
+    for schema in [
+        "HoldView",
+        "HoldChangeView",
+        "NewHold",
+        "HoldReleaseRequest",
+    ] {
+        assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
+    }
+}
