@@ -4,6 +4,7 @@ mod archive;
 mod backup;
 mod demo;
 mod filter;
+mod holds;
 mod ingest;
 mod keys;
 mod migrate;
@@ -79,6 +80,11 @@ enum Command {
         #[command(subcommand)]
         command: retention::RetentionCommand,
     },
+    /// Legal holds: block retention and archival deletion of a tenant or a resource.
+    Holds {
+        #[command(subcommand)]
+        command: holds::HoldsCommand,
+    },
     /// Check a configuration file (sinks, routes, secrets, limits) without starting.
     Config {
         #[command(subcommand)]
@@ -153,6 +159,7 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::Sinks { command } => sinks::run(command).await,
             Command::Tenants { command } => tenants::run(command).await,
+            Command::Holds { command } => holds::run(command).await,
             Command::Config { command } => serve::check_config(command),
             Command::Retention { command } => blocking(move || retention::run(command)).await,
         }

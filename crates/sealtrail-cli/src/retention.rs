@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sealtrail_core::retention_policy::Fate;
 use sealtrail_server::Config;
 use sealtrail_store::LogReader;
-use sealtrail_store::retention::NoHolds;
+use sealtrail_store::retention::ActiveHolds;
 
 #[derive(Subcommand, Debug)]
 pub enum RetentionCommand {
@@ -54,6 +54,9 @@ pub fn run(command: RetentionCommand) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("opening the log in {}", config.data_dir.display()))?,
         ),
     };
+    // Holds are kept in the data directory (`sealtrail holds`): what they cover is planned
+    // as held, never as deleted.
+    let holds = ActiveHolds::load(&sealtrail_store::holds::HoldStore::open(&config.data_dir)?)?;
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("{spinner} planning {bar:40} {pos}/{len} events ({per_sec})")
             .expect("the template is valid"),
@@ -63,7 +66,7 @@ pub fn run(command: RetentionCommand) -> anyhow::Result<ExitCode> {
         &*reader,
         &config.retention,
         now,
-        &NoHolds,
+        &holds,
         |done, total| {
             bar.set_length(total);
             bar.set_position(done);

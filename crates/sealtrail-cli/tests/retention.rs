@@ -190,3 +190,41 @@ fn a_bad_policy_is_refused_naming_its_key() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_legal_hold_keeps_what_would_be_deleted_and_the_bodies_of_what_is_archived() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path());
+    let holds = sealtrail_store::holds::HoldStore::open(dir.path()).unwrap();
+    holds
+        .place(&sealtrail_core::holds::Hold {
+            id: uuid::Uuid::now_v7().to_string(),
+            tenant: "lakeside".into(),
+            resource_type: None,
+            resource_id: None,
+            reason: "litigation hold: vendor dispute".into(),
+            placed_by: "test".into(),
+            placed_at: 0,
+            release: None,
+        })
+        .unwrap();
+    drop(holds);
+    let out = plan(dir.path(), None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let contracts = row(&rows, "lakeside", "severity:critical");
+    assert_eq!(
+        (
+            contracts["archive (held)"].as_u64(),
+            contracts["held"].as_u64(),
+            contracts["delete"].as_u64()
+        ),
+        (Some(1), Some(1), Some(0))
+    );
+    // The other tenant is not held.
+    assert_eq!(row(&rows, "bloom", "severity:info")["delete"], 1);
+}

@@ -177,6 +177,53 @@ impl Client {
             .await
     }
 
+    /// Places a legal hold on a tenant, a resource type in it, or one resource
+    /// (`POST /v1/holds`; admin key): the hold and the event recording it.
+    pub async fn place_hold(
+        &self,
+        tenant: &str,
+        resource_type: Option<&str>,
+        resource_id: Option<&str>,
+        reason: &str,
+    ) -> Result<Value, ClientError> {
+        let body = serde_json::json!({
+            "tenant_id": tenant,
+            "resource_type": resource_type,
+            "resource_id": resource_id,
+            "reason": reason,
+        });
+        self.send_body(
+            "/v1/holds",
+            "application/json",
+            body.to_string().into_bytes(),
+        )
+        .await
+    }
+
+    /// Legal holds, of one tenant or of every tenant the key may see; released ones too
+    /// with `all` (`GET /v1/holds`; admin key).
+    pub async fn holds(&self, tenant: Option<&str>, all: bool) -> Result<Vec<Value>, ClientError> {
+        let mut params = vec![("all".to_owned(), all.to_string())];
+        if let Some(tenant) = tenant {
+            params.push(("tenant_id".into(), tenant.into()));
+        }
+        self.get("/v1/holds", &params).await
+    }
+
+    /// Releases a legal hold (`POST /v1/holds/{id}/release`; admin key): the hold and the
+    /// event recording the release.
+    pub async fn release_hold(&self, hold_id: &str, reason: &str) -> Result<Value, ClientError> {
+        let body = serde_json::json!({ "reason": reason })
+            .to_string()
+            .into_bytes();
+        self.send_body(
+            &path_of(&["v1", "holds", hold_id, "release"]),
+            "application/json",
+            body,
+        )
+        .await
+    }
+
     /// Every sink's state (`GET /v1/sinks`; admin key).
     pub async fn sinks(&self) -> Result<Vec<Value>, ClientError> {
         self.get("/v1/sinks", &[]).await

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod canonical;
 pub mod checkpoint;
 pub mod event;
+pub mod holds;
 pub mod merkle;
 pub mod query;
 pub mod retention_policy;

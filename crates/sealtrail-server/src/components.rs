@@ -20,6 +20,7 @@ use sealtrail_store::{
 
 use crate::app::DurableLog;
 use crate::app::access::AccessLog;
+use crate::app::holds::LegalHolds;
 use crate::app::ingest::Ingest;
 use crate::app::reads::Reads;
 use crate::app::shred::Shredder;
@@ -52,6 +53,7 @@ pub(crate) struct Parts {
     sinks: Arc<sealtrail_sinks::Sinks>,
     opener: Opener,
     blind: Option<Arc<dyn sealtrail_crypto::BlindIndexStore>>,
+    holds: Arc<sealtrail_store::holds::HoldStore>,
 }
 
 impl Parts {
@@ -90,6 +92,7 @@ impl Parts {
             blind: self.blind.clone(),
             limits: config.limits.event.clone(),
         };
+        let holds = LegalHolds::new(self.holds, self.log.clone(), config.limits.event.clone());
         AppState::new(Inner {
             streams: self.streams,
             sequencer: self.sequencer,
@@ -102,6 +105,7 @@ impl Parts {
             log: self.log,
             ingest,
             shredder,
+            holds,
             reads,
             access_log,
             sinks: self.sinks,
@@ -174,6 +178,10 @@ impl Components {
             .map_err(|e| ServerError::Sinks(e.to_string()))?,
         );
         let blind = open_blind_index(config, &opener).await?;
+        let holds_dir = config.data_dir.clone();
+        let holds = Arc::new(
+            blocking_store(move || sealtrail_store::holds::HoldStore::open(&holds_dir)).await?,
+        );
         if let Some(index) = blind.clone() {
             let follower = LogFollower::new(
                 store.reader.clone(),
@@ -205,6 +213,7 @@ impl Components {
             sinks,
             opener,
             blind,
+            holds,
         };
         Ok((components, parts))
     }

@@ -29,6 +29,9 @@ use utoipa::{Modify, OpenApi};
         crate::routes::keys::revoke_key,
         crate::routes::tenants::shred_tenant,
         crate::routes::tenants::shred_subject,
+        crate::routes::holds::place_hold,
+        crate::routes::holds::list_holds,
+        crate::routes::holds::release_hold,
         crate::routes::sinks::list_sinks,
         crate::routes::sinks::dead_letters,
         crate::routes::sinks::replay,
@@ -40,6 +43,7 @@ use utoipa::{Modify, OpenApi};
         (name = "streams", description = "Follow events live, resuming exactly where a client left off"),
         (name = "keys", description = "API keys: create, list, rotate, revoke (admin)"),
         (name = "tenants", description = "Crypto-shredding of a tenant's or a subject's data keys (admin)"),
+        (name = "holds", description = "Legal holds: retention and archival delete nothing a hold covers until it is released (admin)"),
         (name = "sinks", description = "Delivery to other systems: state, dead letters, replay"),
         (name = "operations", description = "Health"),
     )

@@ -37,6 +37,8 @@ pub struct Inner {
     pub ingest: crate::app::ingest::Ingest,
     /// Destroys data keys.
     pub shredder: crate::app::shred::Shredder,
+    /// Legal holds.
+    pub holds: crate::app::holds::LegalHolds,
     /// Reads of the log (each recorded in the access log).
     pub reads: crate::app::reads::Reads,
     /// Records reads (streams' subscriptions; `reads` records its own).

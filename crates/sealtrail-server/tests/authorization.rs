@@ -1,5 +1,5 @@
 //! The authorization matrix: every endpoint (reads, writes, streams, search, keys,
-//! shredding, sinks) × every scope × own tenant / other tenant, and
+//! shredding, legal holds, sinks) × every scope × own tenant / other tenant, and
 //! no key / a bad key / a revoked key / an expired key — each with its expected status —
 //! and no answer to a tenant-bound key ever holds another tenant's data.
 
@@ -151,6 +151,34 @@ fn endpoints() -> Vec<Endpoint> {
             Admin,
             Some(403),
             201,
+        ),
+        e(
+            "place hold",
+            Method::POST,
+            "/v1/holds",
+            Some(r#"{"tenant_id":"{t}","reason":"matrix"}"#),
+            Admin,
+            Some(403),
+            201,
+        ),
+        e(
+            "list holds",
+            Method::GET,
+            "/v1/holds?tenant_id={t}",
+            None,
+            Admin,
+            Some(403),
+            200,
+        ),
+        // No hold has this id: an allowed caller gets 404, after auth.
+        e(
+            "release hold",
+            Method::POST,
+            "/v1/holds/01900000-0000-7000-8000-000000000000/release",
+            Some(r#"{"reason":"matrix"}"#),
+            Admin,
+            None,
+            404,
         ),
         e(
             "sinks",

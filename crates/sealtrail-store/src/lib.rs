@@ -8,13 +8,14 @@
 //! which only provide transactional primitives.
 //!
 //! Beside the log, the data directory holds small SQLite files of its own ([`sidecar`]):
-//! API keys, and the persistence `sealtrail-crypto` asks for through its traits — the
+//! API keys, legal holds ([`holds`]), and the persistence `sealtrail-crypto` asks for through its traits — the
 //! wrapped data keys ([`data_keys`]) and the blind index ([`blind_index`]).
 
 pub mod blind_index;
 pub mod data_keys;
 mod error;
 pub mod follow;
+pub mod holds;
 pub mod identity;
 pub mod keys;
 pub mod postgres;

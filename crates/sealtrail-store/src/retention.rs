@@ -25,6 +25,24 @@ impl HoldCheck for NoHolds {
     }
 }
 
+/// The active legal holds, read once (from `holds.sqlite`) for a whole plan.
+pub struct ActiveHolds(pub Vec<sealtrail_core::holds::Hold>);
+
+impl ActiveHolds {
+    /// Every active hold in `store`.
+    pub fn load(store: &crate::holds::HoldStore) -> Result<Self, StoreError> {
+        Ok(Self(store.list(None, false)?))
+    }
+}
+
+impl HoldCheck for ActiveHolds {
+    fn holds(&self, tenant: &str, resource_type: &str, resource_id: Option<&str>) -> bool {
+        self.0
+            .iter()
+            .any(|h| h.covers(tenant, resource_type, resource_id))
+    }
+}
+
 /// The fate of every event up to the newest checkpoint at `now` (UTC µs); `progress` is
 /// told (events scanned, tree size) after every page.
 pub fn plan(

@@ -4,12 +4,13 @@
 //! answer into a response; nothing here knows HTTP. [`DurableLog`] owns the way into the
 //! log — the sequencer, and on PostgreSQL the local spool and its drainer — so the
 //! spool-or-log decision is made in one place. [`system`] holds the events the server
-//! writes about itself (access records, shreddings), typed rather than built as JSON
+//! writes about itself (access records, shreddings, legal holds), typed rather than built as JSON
 //! where they are needed.
 
 pub mod access;
 mod drain;
 mod error;
+pub mod holds;
 pub mod ingest;
 pub mod log;
 pub mod reads;

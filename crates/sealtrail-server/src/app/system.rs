@@ -1,5 +1,5 @@
-//! The events the server writes about itself, typed: the access record of a read, and
-//! the record of a crypto-shredding. Each becomes an ordinary producer event (validated
+//! The events the server writes about itself, typed: the access record of a read, the
+//! record of a crypto-shredding, and the placing and release of a legal hold. Each becomes an ordinary producer event (validated
 //! and hashed like any other), so it is queried, streamed and verified like any other.
 
 use std::net::IpAddr;
@@ -26,7 +26,7 @@ struct Input<'a, D: Serialize> {
     #[serde(skip_serializing_if = "Option::is_none")]
     user_agent: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<&'static str>,
+    reason: Option<&'a str>,
     details: D,
 }
 
@@ -154,6 +154,65 @@ impl ShreddingRecord<'_> {
             details: ShreddingDetails {
                 subject_sha256: self.subject_sha256,
                 key_existed: self.key_existed,
+            },
+        }
+        .prepare(received_at, limits, None)
+    }
+}
+
+/// A legal hold placed or released (`legal_hold.placed` / `legal_hold.released`), in the
+/// hold's tenant.
+pub struct HoldRecord<'a> {
+    /// The hold, as it is after the change.
+    pub hold: &'a sealtrail_core::holds::Hold,
+    /// True for the release, false for the placing.
+    pub released: bool,
+    /// Why: the hold's reason when placed, the release's when released.
+    pub reason: &'a str,
+    /// The admin key that asked.
+    pub key_id: &'a str,
+}
+
+#[derive(Serialize)]
+struct HoldDetails<'a> {
+    hold_id: &'a str,
+    resource_type: Option<&'a str>,
+    resource_id: Option<&'a str>,
+}
+
+impl HoldRecord<'_> {
+    /// The event: about the held resource, or about the tenant for a tenant-wide hold. Not
+    /// sealed: it holds the admin's reason, no producer data.
+    pub fn prepare(
+        &self,
+        received_at: i64,
+        limits: &EventLimits,
+    ) -> Result<PreparedEvent, FieldError> {
+        let hold = self.hold;
+        let (resource_type, resource_id) = match hold.resource_type.as_deref() {
+            Some(rtype) => (rtype, hold.resource_id.as_deref()),
+            None => ("tenant", Some(hold.tenant.as_str())),
+        };
+        Input {
+            tenant_id: &hold.tenant,
+            action: if self.released {
+                "legal_hold.released"
+            } else {
+                "legal_hold.placed"
+            },
+            actor_type: "service",
+            user_id: format!("key:{}", self.key_id),
+            resource_type,
+            resource_id,
+            severity: "warning",
+            outcome: None,
+            ip_address: None,
+            user_agent: None,
+            reason: Some(self.reason),
+            details: HoldDetails {
+                hold_id: &hold.id,
+                resource_type: hold.resource_type.as_deref(),
+                resource_id: hold.resource_id.as_deref(),
             },
         }
         .prepare(received_at, limits, None)

@@ -1,5 +1,6 @@
 //! The HTTP routes: one module per concern, small handlers over typed extractors.
 
+pub mod holds;
 pub mod ingest;
 pub mod integrity;
 pub mod keys;
@@ -40,6 +41,8 @@ pub fn router(state: AppState) -> Router {
             "/tenants/{tenant_id}/subjects/{subject}/shred",
             post(tenants::shred_subject),
         )
+        .route("/holds", get(holds::list_holds).post(holds::place_hold))
+        .route("/holds/{hold_id}/release", post(holds::release_hold))
         .route("/sinks", get(sinks::list_sinks))
         .route("/sinks/{name}/dead-letters", get(sinks::dead_letters))
         .route("/sinks/{name}/dead-letters/replay", post(sinks::replay))
