@@ -122,12 +122,7 @@ impl Components {
         metrics: Arc<Metrics>,
         shutdown: Shutdown,
     ) -> Result<(Self, Parts), ServerError> {
-        let cipher = config
-            .encryption
-            .as_ref()
-            .map(|settings| crate::open_cipher(&config.data_dir, settings))
-            .transpose()?;
-        let opener = Opener::new(cipher);
+        let opener = open_opener(config)?;
         let hub = stream::Hub::start(
             0,
             config.stream.live_queue_events,
@@ -165,34 +160,14 @@ impl Components {
             metrics.clone(),
         );
         tasks.extend(log.spawn_drainer(store.reader.clone(), shutdown.clone()));
-        let sinks = Arc::new(
-            sealtrail_sinks::Sinks::start(
-                &config.sinks,
-                &config.routes,
-                &config.data_dir,
-                store.reader.clone(),
-                store.sequencer.durable_size(),
-                opener.clone(),
-                &shutdown,
-            )
-            .map_err(|e| ServerError::Sinks(e.to_string()))?,
-        );
+        let sinks = start_sinks(config, &store, &opener, &shutdown)?;
         let blind = open_blind_index(config, &opener).await?;
         let holds_dir = config.data_dir.clone();
         let holds = Arc::new(
             blocking_store(move || sealtrail_store::holds::HoldStore::open(&holds_dir)).await?,
         );
         if let Some(index) = blind.clone() {
-            let follower = LogFollower::new(
-                store.reader.clone(),
-                store.sequencer.durable_size(),
-                shutdown.clone(),
-            );
-            let consumer = blind::BlindIndexer {
-                index,
-                opener: opener.clone(),
-            };
-            tasks.push(tokio::spawn(async move { follower.run(consumer).await }));
+            tasks.push(spawn_blind_indexer(index, &store, &opener, &shutdown));
         }
         let components = Self {
             shutdown,
@@ -241,6 +216,55 @@ impl Components {
         tracing::info!("log closed");
         Ok(())
     }
+}
+
+/// Shows events to readers: sealed fields opened when `[encryption]` is configured.
+fn open_opener(config: &Config) -> Result<Opener, ServerError> {
+    let cipher = config
+        .encryption
+        .as_ref()
+        .map(|settings| crate::open_cipher(&config.data_dir, settings))
+        .transpose()?;
+    Ok(Opener::new(cipher))
+}
+
+/// Every configured sink, each a follower of the log until `shutdown`.
+fn start_sinks(
+    config: &Config,
+    store: &Store,
+    opener: &Opener,
+    shutdown: &Shutdown,
+) -> Result<Arc<sealtrail_sinks::Sinks>, ServerError> {
+    let sinks = sealtrail_sinks::Sinks::start(
+        &config.sinks,
+        &config.routes,
+        &config.data_dir,
+        store.reader.clone(),
+        store.sequencer.durable_size(),
+        opener.clone(),
+        shutdown,
+    )
+    .map_err(|e| ServerError::Sinks(e.to_string()))?;
+    Ok(Arc::new(sinks))
+}
+
+/// The blind index kept up to date by a follower of the log until `shutdown`.
+fn spawn_blind_indexer(
+    index: Arc<dyn sealtrail_crypto::BlindIndexStore>,
+    store: &Store,
+    opener: &Opener,
+    shutdown: &Shutdown,
+) -> tokio::task::JoinHandle<()> {
+    let follower = LogFollower::new(
+        store.reader.clone(),
+        store.sequencer.durable_size(),
+        shutdown.clone(),
+    );
+    let consumer = blind::BlindIndexer {
+        index,
+        opener: opener.clone(),
+    };
+    tokio::spawn(async move { follower.run(consumer).await })
 }
 
 async fn join_thread(
