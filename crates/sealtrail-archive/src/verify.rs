@@ -13,8 +13,8 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use sealtrail_core::CheckpointVerifier;
 use sealtrail_core::merkle::{Hash, leaf_hash, list_root, root_from_range};
+use sealtrail_core::{Checkpoint, CheckpointVerifier};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
@@ -407,6 +407,8 @@ fn check_manifest(path: &Path, m: &Manifest) -> Result<(), Problem> {
     Ok(())
 }
 
+/// Runs every check of one segment in the order of trust (see the module's doc), filling
+/// in `report` as it learns the range and what the file holds; the first problem ends it.
 fn check_segment(
     manifest_path: &Path,
     key: Option<&CheckpointVerifier>,
@@ -416,6 +418,19 @@ fn check_segment(
     report.range = Some((m.first_seq, m.last_seq));
     check_manifest(manifest_path, &m)?;
     let (first, last) = (m.first_seq, m.last_seq);
+    let (range_root, boundary) = decode_manifest_hashes(&m)?;
+    // The checkpoint, before anything it is meant to vouch for.
+    let checkpoint = verify_checkpoint(&m, key)?;
+    let segment = read_segment(manifest_path, &m, report)?;
+    check_line_order(first, last, &segment.lines.positions)?;
+    check_record_hashes(&segment.lines)?;
+    check_counts_and_range_root(&m, &segment.lines, &range_root)?;
+    check_checkpoint_root(first, &segment.lines.leaves, &checkpoint, &boundary)?;
+    check_digest_and_sizes(&m, &segment)
+}
+
+/// Decodes the manifest's hex hashes: its `range_root` and its `boundary`.
+fn decode_manifest_hashes(m: &Manifest) -> Result<(Hash, Vec<Hash>), Problem> {
     let range_root =
         decode_hash("range_root", &m.range_root).map_err(Problem::ManifestUnreadable)?;
     let boundary = m
@@ -425,8 +440,15 @@ fn check_segment(
         .map(|(i, h)| decode_hash(&format!("boundary[{i}]"), h))
         .collect::<Result<Vec<Hash>, _>>()
         .map_err(Problem::ManifestUnreadable)?;
+    Ok((range_root, boundary))
+}
 
-    // The checkpoint, before anything it is meant to vouch for.
+/// Verifies the manifest's checkpoint with the pinned `key` (or, without one, the
+/// manifest's own key) and checks that it is of the manifest's log and tree size.
+fn verify_checkpoint(
+    m: &Manifest,
+    key: Option<&CheckpointVerifier>,
+) -> Result<Checkpoint, Problem> {
     let manifest_key;
     let verifier = match key {
         Some(key) => key,
@@ -451,8 +473,37 @@ fn check_segment(
             checkpoint.size, m.checkpoint.tree_size
         )));
     }
+    Ok(checkpoint)
+}
 
-    // The segment: one pass through zstd, hashing the compressed bytes on the way.
+/// What the walk through a segment's lines collected.
+struct SegmentLines {
+    /// The seq of each line, in file order.
+    positions: Vec<u64>,
+    /// The leaf hash of each line, in file order.
+    leaves: Vec<Hash>,
+    /// The first seq whose record does not hash to its leaf hash.
+    first_leaf_mismatch: Option<u64>,
+    /// Lines that carry a record.
+    records: u64,
+    /// Decompressed bytes read.
+    ndjson_bytes: u64,
+}
+
+/// A segment file read to its end: its lines, and the SHA-256 and size of the file itself.
+struct SegmentRead {
+    lines: SegmentLines,
+    sha256: [u8; 32],
+    segment_bytes: u64,
+}
+
+/// Reads the manifest's segment file in one pass through zstd, hashing the compressed
+/// bytes on the way, and records in `report` what was read.
+fn read_segment(
+    manifest_path: &Path,
+    m: &Manifest,
+    report: &mut SegmentReport,
+) -> Result<SegmentRead, Problem> {
     let segment_path = manifest_path.with_file_name(&m.segment_file);
     let file = File::open(&segment_path)
         .map_err(|e| Problem::SegmentUnreadable(format!("{}: {e}", segment_path.display())))?;
@@ -461,139 +512,205 @@ fn check_segment(
         sha: Sha256::new(),
         bytes: 0,
     };
-    let seqs = (last - first + 1) as usize;
-    let mut leaves: Vec<Hash> = Vec::with_capacity(seqs.min(1 << 20));
-    let mut positions: Vec<u64> = Vec::with_capacity(seqs.min(1 << 20));
-    let mut first_leaf_mismatch: Option<u64> = None;
-    let mut records = 0u64;
-    let mut ndjson_bytes = 0u64;
-    {
-        let decoder =
-            zstd::stream::read::Decoder::new(&mut hashing).map_err(|e| Problem::Corrupt {
-                after_seq: None,
-                detail: e.to_string(),
-            })?;
-        let mut lines = BufReader::with_capacity(1 << 18, decoder);
-        let mut buf = Vec::with_capacity(4096);
-        loop {
-            let last_read = positions.last().copied();
-            let expected_seq = last_read.map_or(first, |s| s + 1);
-            buf.clear();
-            let n = (&mut lines)
-                .take(MAX_LINE_BYTES as u64 + 1)
-                .read_until(b'\n', &mut buf)
-                .map_err(|e| Problem::Corrupt {
-                    after_seq: last_read,
-                    detail: e.to_string(),
-                })?;
-            if n == 0 {
-                break;
-            }
-            ndjson_bytes += n as u64;
-            if buf.last() != Some(&b'\n') {
-                return Err(if n > MAX_LINE_BYTES {
-                    Problem::MalformedLine {
-                        expected_seq,
-                        detail: format!("longer than {MAX_LINE_BYTES} bytes"),
-                    }
-                } else {
-                    Problem::Corrupt {
-                        after_seq: last_read,
-                        detail: "the last line is cut off (no newline)".into(),
-                    }
-                });
-            }
-            let line: Line<'_> =
-                serde_json::from_slice(&buf[..n - 1]).map_err(|e| Problem::MalformedLine {
-                    expected_seq,
-                    detail: e.to_string(),
-                })?;
-            if line.seq < first || line.seq > last {
-                return Err(Problem::OutOfRange { seq: line.seq });
-            }
-            if positions.len() == seqs {
-                // More lines than seqs, all in range: some seq is there twice.
-                return Err(first_sequence_problem(
-                    first,
-                    last,
-                    &positions,
-                    Some(line.seq),
-                ));
-            }
-            let leaf = decode_hash("leaf_hash", line.leaf_hash).map_err(|detail| {
-                Problem::MalformedLine {
-                    expected_seq: line.seq,
-                    detail,
-                }
-            })?;
-            if let Some(record) = line.record {
-                records += 1;
-                if first_leaf_mismatch.is_none() && leaf_hash(record.get().as_bytes()) != leaf {
-                    first_leaf_mismatch = Some(line.seq);
-                }
-            }
-            positions.push(line.seq);
-            leaves.push(leaf);
-        }
-    }
-    report.seqs = positions.len() as u64;
-    report.records = records;
-    report.ndjson_bytes = ndjson_bytes;
+    let lines = walk_lines(&mut hashing, m.first_seq, m.last_seq)?;
+    report.seqs = lines.positions.len() as u64;
+    report.records = lines.records;
+    report.ndjson_bytes = lines.ndjson_bytes;
     // zstd stops at the end of its frames; hash whatever follows too (it is part of the file).
     std::io::copy(&mut hashing, &mut std::io::sink())
         .map_err(|e| Problem::SegmentUnreadable(format!("{}: {e}", segment_path.display())))?;
     report.segment_bytes = hashing.bytes;
+    Ok(SegmentRead {
+        lines,
+        sha256: hashing.sha.finalize().into(),
+        segment_bytes: hashing.bytes,
+    })
+}
 
+/// Decompresses `compressed` and takes in its lines one by one, stopping at the first
+/// that cannot be read, is not a segment line, or cannot belong to `first..=last`.
+fn walk_lines(compressed: impl Read, first: u64, last: u64) -> Result<SegmentLines, Problem> {
+    let seqs = (last - first + 1) as usize;
+    let mut walk = SegmentLines {
+        positions: Vec::with_capacity(seqs.min(1 << 20)),
+        leaves: Vec::with_capacity(seqs.min(1 << 20)),
+        first_leaf_mismatch: None,
+        records: 0,
+        ndjson_bytes: 0,
+    };
+    let decoder = zstd::stream::read::Decoder::new(compressed).map_err(|e| Problem::Corrupt {
+        after_seq: None,
+        detail: e.to_string(),
+    })?;
+    let mut lines = BufReader::with_capacity(1 << 18, decoder);
+    let mut buf = Vec::with_capacity(4096);
+    loop {
+        let last_read = walk.positions.last().copied();
+        let expected_seq = last_read.map_or(first, |s| s + 1);
+        let Some(n) = read_line(&mut lines, &mut buf, last_read, expected_seq)? else {
+            break;
+        };
+        walk.ndjson_bytes += n as u64;
+        let line: Line<'_> =
+            serde_json::from_slice(&buf[..n - 1]).map_err(|e| Problem::MalformedLine {
+                expected_seq,
+                detail: e.to_string(),
+            })?;
+        walk.take_line(line, first, last)?;
+    }
+    Ok(walk)
+}
+
+/// Reads one line, newline included, into `buf`: its length, or `None` at the end of the
+/// stream. A line longer than [`MAX_LINE_BYTES`] or cut off without a newline is a problem.
+fn read_line(
+    lines: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    last_read: Option<u64>,
+    expected_seq: u64,
+) -> Result<Option<usize>, Problem> {
+    buf.clear();
+    let n = lines
+        .take(MAX_LINE_BYTES as u64 + 1)
+        .read_until(b'\n', buf)
+        .map_err(|e| Problem::Corrupt {
+            after_seq: last_read,
+            detail: e.to_string(),
+        })?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if buf.last() != Some(&b'\n') {
+        return Err(if n > MAX_LINE_BYTES {
+            Problem::MalformedLine {
+                expected_seq,
+                detail: format!("longer than {MAX_LINE_BYTES} bytes"),
+            }
+        } else {
+            Problem::Corrupt {
+                after_seq: last_read,
+                detail: "the last line is cut off (no newline)".into(),
+            }
+        });
+    }
+    Ok(Some(n))
+}
+
+impl SegmentLines {
+    /// Takes in one parsed line of the range `first..=last`. A seq outside the range, one
+    /// line more than the range has seqs, or a malformed leaf hash ends the walk; a record
+    /// that does not hash to its leaf hash is only remembered, since the order of the lines
+    /// is reported before it.
+    fn take_line(&mut self, line: Line<'_>, first: u64, last: u64) -> Result<(), Problem> {
+        if line.seq < first || line.seq > last {
+            return Err(Problem::OutOfRange { seq: line.seq });
+        }
+        if self.positions.len() == (last - first + 1) as usize {
+            // More lines than seqs, all in range: some seq is there twice.
+            return Err(first_sequence_problem(
+                first,
+                last,
+                &self.positions,
+                Some(line.seq),
+            ));
+        }
+        let leaf =
+            decode_hash("leaf_hash", line.leaf_hash).map_err(|detail| Problem::MalformedLine {
+                expected_seq: line.seq,
+                detail,
+            })?;
+        if let Some(record) = line.record {
+            self.records += 1;
+            if self.first_leaf_mismatch.is_none() && leaf_hash(record.get().as_bytes()) != leaf {
+                self.first_leaf_mismatch = Some(line.seq);
+            }
+        }
+        self.positions.push(line.seq);
+        self.leaves.push(leaf);
+        Ok(())
+    }
+}
+
+/// Checks that the lines hold every seq of `first..=last` once, in order.
+fn check_line_order(first: u64, last: u64, positions: &[u64]) -> Result<(), Problem> {
+    let seqs = (last - first + 1) as usize;
     if positions
         .iter()
         .enumerate()
         .any(|(i, &seq)| seq != first + i as u64)
         || positions.len() != seqs
     {
-        return Err(first_sequence_problem(first, last, &positions, None));
+        return Err(first_sequence_problem(first, last, positions, None));
     }
-    if let Some(seq) = first_leaf_mismatch {
-        return Err(Problem::LeafMismatch { seq });
+    Ok(())
+}
+
+/// Reports the first record that does not hash to its line's leaf hash.
+fn check_record_hashes(lines: &SegmentLines) -> Result<(), Problem> {
+    match lines.first_leaf_mismatch {
+        Some(seq) => Err(Problem::LeafMismatch { seq }),
+        None => Ok(()),
     }
-    if records != m.archived_events {
+}
+
+/// Checks the manifest's `archived_events` against the records read, and its
+/// `range_root` against the MTH of the leaves.
+fn check_counts_and_range_root(
+    m: &Manifest,
+    lines: &SegmentLines,
+    range_root: &Hash,
+) -> Result<(), Problem> {
+    if lines.records != m.archived_events {
         return Err(Problem::ArchivedCount {
             manifest: m.archived_events,
-            found: records,
+            found: lines.records,
         });
     }
-    if list_root(&leaves) != range_root {
+    if list_root(&lines.leaves) != *range_root {
         return Err(Problem::RangeRootMismatch);
     }
-    match root_from_range(first - 1, &leaves, checkpoint.size, &boundary) {
-        Some(root) if root == checkpoint.root => {}
-        Some(_) => {
-            return Err(Problem::CheckpointRootMismatch {
-                tree_size: checkpoint.size,
-                detail: "the root differs (a leaf hash or a boundary hash was changed)".into(),
-            });
-        }
-        None => {
-            return Err(Problem::CheckpointRootMismatch {
-                tree_size: checkpoint.size,
-                detail: format!(
-                    "the boundary's {} hashes do not fit the range in that tree",
-                    boundary.len()
-                ),
-            });
-        }
+    Ok(())
+}
+
+/// Checks that the leaves of the range starting at `first` and the `boundary` rebuild the
+/// signed checkpoint's root.
+fn check_checkpoint_root(
+    first: u64,
+    leaves: &[Hash],
+    checkpoint: &Checkpoint,
+    boundary: &[Hash],
+) -> Result<(), Problem> {
+    match root_from_range(first - 1, leaves, checkpoint.size, boundary) {
+        Some(root) if root == checkpoint.root => Ok(()),
+        Some(_) => Err(Problem::CheckpointRootMismatch {
+            tree_size: checkpoint.size,
+            detail: "the root differs (a leaf hash or a boundary hash was changed)".into(),
+        }),
+        None => Err(Problem::CheckpointRootMismatch {
+            tree_size: checkpoint.size,
+            detail: format!(
+                "the boundary's {} hashes do not fit the range in that tree",
+                boundary.len()
+            ),
+        }),
     }
-    let sha: [u8; 32] = hashing.sha.finalize().into();
-    if hex::encode(sha) != m.segment_sha256 {
+}
+
+/// Checks the file's SHA-256, its size and its decompressed size against the manifest's:
+/// the claims only the manifest vouches for, so checked last.
+fn check_digest_and_sizes(m: &Manifest, segment: &SegmentRead) -> Result<(), Problem> {
+    if hex::encode(segment.sha256) != m.segment_sha256 {
         return Err(Problem::ChecksumMismatch(format!(
             "SHA-256 {} but the manifest says {}",
-            hex::encode(sha),
+            hex::encode(segment.sha256),
             m.segment_sha256
         )));
     }
-    if hashing.bytes != m.segment_bytes || ndjson_bytes != m.ndjson_bytes {
+    let ndjson_bytes = segment.lines.ndjson_bytes;
+    if segment.segment_bytes != m.segment_bytes || ndjson_bytes != m.ndjson_bytes {
         return Err(Problem::ChecksumMismatch(format!(
             "{} bytes ({} decompressed) but the manifest says {} ({})",
-            hashing.bytes, ndjson_bytes, m.segment_bytes, m.ndjson_bytes
+            segment.segment_bytes, ndjson_bytes, m.segment_bytes, m.ndjson_bytes
         )));
     }
     Ok(())

@@ -6,9 +6,9 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use sealtrail_core::CheckpointVerifier;
 use sealtrail_core::merkle::{Hash, leaf_hash, list_root, root_from_range};
 use sealtrail_core::time_format::{format_micros, now_micros};
+use sealtrail_core::{Checkpoint, CheckpointVerifier};
 use sha2::{Digest, Sha256};
 
 use crate::ArchiveError;
@@ -215,6 +215,16 @@ impl SegmentWriter {
         verifier: &CheckpointVerifier,
         boundary: &[Hash],
     ) -> Result<Manifest, ArchiveError> {
+        self.check_complete()?;
+        let checkpoint = self.check_checkpoint(note, verifier, boundary)?;
+        let segment = self.publish_segment()?;
+        let manifest = self.manifest(segment, &checkpoint, note, verifier, boundary);
+        self.publish_manifest(&manifest)?;
+        Ok(manifest)
+    }
+
+    /// Checks that every seq of the range was pushed.
+    fn check_complete(&self) -> Result<(), ArchiveError> {
         let (first, last) = (self.spec.first_seq, self.spec.last_seq);
         if self.next_seq != last + 1 {
             return Err(ArchiveError::Invalid(format!(
@@ -222,6 +232,18 @@ impl SegmentWriter {
                 self.next_seq - 1
             )));
         }
+        Ok(())
+    }
+
+    /// Verifies `note` with `verifier` and checks that it is this log's, covers the range,
+    /// and has the root the pushed leaves and `boundary` rebuild.
+    fn check_checkpoint(
+        &self,
+        note: &str,
+        verifier: &CheckpointVerifier,
+        boundary: &[Hash],
+    ) -> Result<Checkpoint, ArchiveError> {
+        let (first, last) = (self.spec.first_seq, self.spec.last_seq);
         let checkpoint = verifier
             .verify(note)
             .map_err(|e| ArchiveError::Invalid(format!("the checkpoint: {e}")))?;
@@ -247,12 +269,18 @@ impl SegmentWriter {
                 checkpoint.size
             )));
         }
+        Ok(checkpoint)
+    }
+
+    /// Ends the zstd stream, syncs the partial file and renames it to the segment's name.
+    /// From here on the writer no longer removes the partial file when dropped.
+    fn publish_segment(&mut self) -> Result<PublishedSegment, ArchiveError> {
         let encoder = self.encoder.take().expect("the encoder is only taken here");
         let context = |what: &str| format!("{what} {}", self.partial.display());
         let sink = encoder
             .finish()
             .map_err(|e| ArchiveError::io(context("finishing"), e))?;
-        let segment_sha256: [u8; 32] = sink.sha.finalize().into();
+        let sha256: [u8; 32] = sink.sha.finalize().into();
         let file = sink
             .inner
             .into_inner()
@@ -260,22 +288,36 @@ impl SegmentWriter {
         file.sync_all()
             .map_err(|e| ArchiveError::io(context("syncing"), e))?;
         drop(file);
-        let segment_file = segment_file_name(first, last);
-        let segment_path = self.dir.join(&segment_file);
-        std::fs::rename(&self.partial, &segment_path)
+        let file_name = segment_file_name(self.spec.first_seq, self.spec.last_seq);
+        std::fs::rename(&self.partial, self.dir.join(&file_name))
             .map_err(|e| ArchiveError::io(context("renaming"), e))?;
+        Ok(PublishedSegment {
+            file_name,
+            sha256,
+            bytes: sink.bytes,
+        })
+    }
 
-        let manifest = Manifest {
+    /// The manifest of the published `segment`, proved against `checkpoint`.
+    fn manifest(
+        &self,
+        segment: PublishedSegment,
+        checkpoint: &Checkpoint,
+        note: &str,
+        verifier: &CheckpointVerifier,
+        boundary: &[Hash],
+    ) -> Manifest {
+        Manifest {
             format: FORMAT.to_owned(),
             origin: self.spec.origin.clone(),
-            first_seq: first,
-            last_seq: last,
+            first_seq: self.spec.first_seq,
+            last_seq: self.spec.last_seq,
             archived_events: self.archived,
             only_tenant: self.spec.only_tenant.clone(),
             range_root: hex::encode(list_root(&self.leaves)),
-            segment_file,
-            segment_sha256: hex::encode(segment_sha256),
-            segment_bytes: sink.bytes,
+            segment_file: segment.file_name,
+            segment_sha256: hex::encode(segment.sha256),
+            segment_bytes: segment.bytes,
             ndjson_bytes: self.ndjson_bytes,
             checkpoint: ManifestCheckpoint {
                 tree_size: checkpoint.size,
@@ -284,10 +326,18 @@ impl SegmentWriter {
             },
             boundary: boundary.iter().map(hex::encode).collect(),
             created_at: format_micros(now_micros()),
-        };
-        let manifest_path = self.dir.join(manifest_file_name(first, last));
+        }
+    }
+
+    /// Writes `manifest` beside its segment through a synced partial file and a rename,
+    /// then syncs the directory so both renames are durable. The manifest comes last: a
+    /// segment without one was never finished.
+    fn publish_manifest(&self, manifest: &Manifest) -> Result<(), ArchiveError> {
+        let manifest_path = self
+            .dir
+            .join(manifest_file_name(self.spec.first_seq, self.spec.last_seq));
         let partial_manifest = partial_path(&manifest_path);
-        let mut text = serde_json::to_vec_pretty(&manifest)
+        let mut text = serde_json::to_vec_pretty(manifest)
             .expect("a manifest is plain data and always serialises");
         text.push(b'\n');
         let write = || -> std::io::Result<()> {
@@ -298,9 +348,15 @@ impl SegmentWriter {
             // The renames are durable once the directory is.
             File::open(&self.dir)?.sync_all()
         };
-        write().map_err(|e| ArchiveError::io(format!("writing {}", manifest_path.display()), e))?;
-        Ok(manifest)
+        write().map_err(|e| ArchiveError::io(format!("writing {}", manifest_path.display()), e))
     }
+}
+
+/// A segment file renamed into place: its name, SHA-256 and size, for its manifest.
+struct PublishedSegment {
+    file_name: String,
+    sha256: [u8; 32],
+    bytes: u64,
 }
 
 impl Drop for SegmentWriter {

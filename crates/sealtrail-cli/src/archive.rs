@@ -3,16 +3,16 @@
 //!
 //! `verify --archive` (verify.rs) checks segments offline.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use sealtrail_archive::{DEFAULT_ZSTD_LEVEL, SegmentEntry, SegmentSpec, SegmentWriter};
+use sealtrail_archive::{DEFAULT_ZSTD_LEVEL, Manifest, SegmentEntry, SegmentSpec, SegmentWriter};
 use sealtrail_core::query::EventFilter;
-use sealtrail_store::LogReader as _;
 use sealtrail_store::sqlite::SqliteReader;
+use sealtrail_store::{CheckpointRow, LogReader as _};
 
 use crate::DataDirArg;
 
@@ -54,29 +54,16 @@ pub fn run(command: ArchiveCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `archive write`: checks the range, finds the newest signed checkpoint covering it,
+/// streams the range's events into a segment proved against that checkpoint, and reports.
 fn write(args: WriteArgs) -> anyhow::Result<ExitCode> {
+    check_range(args.from, args.to)?;
     let dir = &args.data.data_dir;
-    if args.from == 0 || args.to < args.from {
-        bail!(
-            "--from {} --to {}: seqs start at 1 and --to must not be below --from",
-            args.from,
-            args.to
-        );
-    }
     let verifier = sealtrail_store::sqlite::log_verifier(dir)?;
     // The server may have committed its newest checkpoint without having fsync'd it yet.
     sealtrail_store::sqlite::sync_committed(dir)?;
     let reader = SqliteReader::open(dir)?;
-    let checkpoint = reader
-        .latest_checkpoint()?
-        .context("the log has no signed checkpoint yet")?;
-    if checkpoint.tree_size < args.to {
-        bail!(
-            "the newest signed checkpoint covers seqs up to {}; seq {} is not in the log yet",
-            checkpoint.tree_size,
-            args.to
-        );
-    }
+    let checkpoint = covering_checkpoint(&reader, args.to)?;
     let mut writer = SegmentWriter::create(
         &args.out,
         SegmentSpec {
@@ -87,13 +74,57 @@ fn write(args: WriteArgs) -> anyhow::Result<ExitCode> {
             zstd_level: args.zstd_level,
         },
     )?;
-    let bar = ProgressBar::new(args.to - args.from + 1).with_style(
+    let bar = progress_bar(args.to - args.from + 1);
+    let started = std::time::Instant::now();
+    push_range(&reader, &mut writer, &args, &bar)?;
+    let boundary = reader.range_proof(args.from, args.to, checkpoint.tree_size)?;
+    let manifest = writer.finish(&checkpoint.note, &verifier, &boundary)?;
+    bar.finish_and_clear();
+    print_summary(&args.out, &manifest, started.elapsed().as_secs_f64());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses `--from`/`--to` that name no range of seqs.
+fn check_range(from: u64, to: u64) -> anyhow::Result<()> {
+    if from == 0 || to < from {
+        bail!("--from {from} --to {to}: seqs start at 1 and --to must not be below --from");
+    }
+    Ok(())
+}
+
+/// The newest signed checkpoint, which must cover seq `to`.
+fn covering_checkpoint(reader: &SqliteReader, to: u64) -> anyhow::Result<CheckpointRow> {
+    let checkpoint = reader
+        .latest_checkpoint()?
+        .context("the log has no signed checkpoint yet")?;
+    if checkpoint.tree_size < to {
+        bail!(
+            "the newest signed checkpoint covers seqs up to {}; seq {to} is not in the log yet",
+            checkpoint.tree_size
+        );
+    }
+    Ok(checkpoint)
+}
+
+/// The progress bar of a segment of `seqs` seqs.
+fn progress_bar(seqs: u64) -> ProgressBar {
+    ProgressBar::new(seqs).with_style(
         ProgressStyle::with_template(
             "{spinner} archiving {bar:40} {pos}/{len} seqs ({per_sec}, eta {eta})",
         )
         .expect("the template is valid"),
-    );
-    let started = std::time::Instant::now();
+    )
+}
+
+/// Pushes every seq of `args.from..=args.to` from the store into `writer`, a page at a
+/// time, with the record only when `--only-tenant` lets it in. A seq absent from the log
+/// is an error.
+fn push_range(
+    reader: &SqliteReader,
+    writer: &mut SegmentWriter,
+    args: &WriteArgs,
+    bar: &ProgressBar,
+) -> anyhow::Result<()> {
     let all = EventFilter::default();
     let mut after = args.from - 1;
     while after < args.to {
@@ -124,14 +155,16 @@ fn write(args: WriteArgs) -> anyhow::Result<ExitCode> {
         }
         bar.set_position(after - args.from + 1);
     }
-    let boundary = reader.range_proof(args.from, args.to, checkpoint.tree_size)?;
-    let manifest = writer.finish(&checkpoint.note, &verifier, &boundary)?;
-    bar.finish_and_clear();
-    let secs = started.elapsed().as_secs_f64();
+    Ok(())
+}
+
+/// Prints what was written: where, the range, the records, the compression, the time
+/// taken and the checkpoint it was proved against.
+fn print_summary(out: &Path, manifest: &Manifest, secs: f64) {
     println!(
         "wrote {}: seqs {}..={}, {} records, {} bytes ({:.1}x smaller than its {} bytes of NDJSON) in {secs:.1}s; \
          proved against the signed checkpoint of size {} ({} boundary hashes)",
-        args.out.join(&manifest.segment_file).display(),
+        out.join(&manifest.segment_file).display(),
         manifest.first_seq,
         manifest.last_seq,
         manifest.archived_events,
@@ -141,5 +174,4 @@ fn write(args: WriteArgs) -> anyhow::Result<ExitCode> {
         manifest.checkpoint.tree_size,
         manifest.boundary.len()
     );
-    Ok(ExitCode::SUCCESS)
 }
