@@ -44,6 +44,58 @@ pub fn create_backup(
     progress: &mut dyn Progress,
 ) -> Result<BackupSummary, BackupError> {
     let started = Instant::now();
+    check_can_back_up(data_dir, to, recipients)?;
+    let staging = tempfile::Builder::new()
+        .prefix(STAGING_PREFIX)
+        .tempdir_in(data_dir)
+        .map_err(|e| {
+            BackupError::io(
+                format!("creating a staging directory in {}", data_dir.display()),
+                e,
+            )
+        })?;
+    let copied = snapshot_state_files(data_dir, staging.path(), progress)?;
+    let (manifest, now) = build_manifest(staging.path(), &copied, progress)?;
+
+    let packed_bytes: u64 = manifest.files.iter().map(|f| f.bytes).sum();
+    let parent = match to.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let partial = tempfile::Builder::new()
+        .prefix(".sealtrail-backup-")
+        .suffix(".partial")
+        .tempfile_in(&parent)
+        .map_err(|e| BackupError::io(format!("creating a file in {}", parent.display()), e))?;
+    let mtime = (now / 1_000_000).max(0) as u64;
+    pack_and_encrypt(
+        &partial,
+        recipients,
+        &manifest,
+        &copied,
+        mtime,
+        packed_bytes,
+        progress,
+    )?;
+    let file_bytes = finish_backup(partial, to, &parent)?;
+
+    Ok(BackupSummary {
+        file: to.to_owned(),
+        manifest,
+        packed_bytes,
+        file_bytes,
+        left_out: left_out(data_dir)?,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Refuses a backup that cannot succeed before any work: no recipient, no log in
+/// `data_dir`, or a `to` that already exists.
+fn check_can_back_up(
+    data_dir: &Path,
+    to: &Path,
+    recipients: &[Box<dyn age::Recipient + Send>],
+) -> Result<(), BackupError> {
     if recipients.is_empty() {
         return Err(BackupError::Key(
             "a backup needs at least one recipient (--recipient or --recipients-file)".into(),
@@ -61,16 +113,17 @@ pub fn create_backup(
             to.display()
         )));
     }
-    let staging = tempfile::Builder::new()
-        .prefix(STAGING_PREFIX)
-        .tempdir_in(data_dir)
-        .map_err(|e| {
-            BackupError::io(
-                format!("creating a staging directory in {}", data_dir.display()),
-                e,
-            )
-        })?;
+    Ok(())
+}
 
+/// Copies each state file of `data_dir` present into `staging` (SQLite databases through
+/// an online snapshot, so a running server is no obstacle), in the order of
+/// [`STATE_FILES`]; returns each name with its copy.
+fn snapshot_state_files(
+    data_dir: &Path,
+    staging: &Path,
+    progress: &mut dyn Progress,
+) -> Result<Vec<(&'static str, PathBuf)>, BackupError> {
     let mut copied: Vec<(&'static str, PathBuf)> = Vec::new();
     for state in STATE_FILES {
         let source = data_dir.join(state.name);
@@ -84,7 +137,7 @@ pub fn create_backup(
             continue;
         }
         progress.begin(&format!("snapshot {}", state.name), 0, Unit::Bytes);
-        let dest = staging.path().join(state.name);
+        let dest = staging.join(state.name);
         match state.method {
             Method::Sqlite => {
                 sealtrail_store::snapshot::snapshot_database(&source, &dest)?;
@@ -97,8 +150,18 @@ pub fn create_backup(
         progress.end();
         copied.push((state.name, dest));
     }
+    Ok(copied)
+}
 
-    let log_copy = staging.path().join(sealtrail_store::sqlite::LOG_DB_FILE);
+/// The manifest of the snapshot in `staging`: the log copy's newest signed checkpoint and
+/// origin, and the size and SHA-256 of every copied file. Returns it with the time it
+/// was created (microseconds since the epoch), which also stamps the archive's entries.
+fn build_manifest(
+    staging: &Path,
+    copied: &[(&'static str, PathBuf)],
+    progress: &mut dyn Progress,
+) -> Result<(Manifest, i64), BackupError> {
+    let log_copy = staging.join(sealtrail_store::sqlite::LOG_DB_FILE);
     let (tree_size, checkpoint) = sealtrail_store::snapshot::latest_checkpoint(&log_copy)?
         .ok_or_else(|| {
             BackupError::Refused(
@@ -109,7 +172,7 @@ pub fn create_backup(
 
     progress.begin("checksums", 0, Unit::Bytes);
     let mut files = Vec::new();
-    for (name, path) in &copied {
+    for (name, path) in copied {
         let (bytes, sha256) = hash_file(path)?;
         files.push(ManifestFile {
             name: (*name).to_owned(),
@@ -134,17 +197,20 @@ pub fn create_backup(
         Ok(()),
         "a backup writes what a restore reads"
     );
+    Ok((manifest, now))
+}
 
-    let packed_bytes: u64 = manifest.files.iter().map(|f| f.bytes).sum();
-    let parent = match to.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let partial = tempfile::Builder::new()
-        .prefix(".sealtrail-backup-")
-        .suffix(".partial")
-        .tempfile_in(&parent)
-        .map_err(|e| BackupError::io(format!("creating a file in {}", parent.display()), e))?;
+/// Writes the archive, age-encrypted to `recipients`, into `partial` and fsyncs it: the
+/// manifest first, then the copied files in its order, reporting the bytes packed.
+fn pack_and_encrypt(
+    partial: &tempfile::NamedTempFile,
+    recipients: &[Box<dyn age::Recipient + Send>],
+    manifest: &Manifest,
+    copied: &[(&'static str, PathBuf)],
+    mtime: u64,
+    packed_bytes: u64,
+    progress: &mut dyn Progress,
+) -> Result<(), BackupError> {
     let write_context = || format!("writing {}", partial.path().display());
     progress.begin("encrypt and write", packed_bytes, Unit::Bytes);
     {
@@ -158,8 +224,7 @@ pub fn create_backup(
             .map_err(|e| BackupError::io(write_context(), e))?;
         let mut archive = tar::Builder::new(encrypted);
         let manifest_json =
-            serde_json::to_vec_pretty(&manifest).expect("the manifest serialises to JSON");
-        let mtime = (now / 1_000_000).max(0) as u64;
+            serde_json::to_vec_pretty(manifest).expect("the manifest serialises to JSON");
         append(
             &mut archive,
             MANIFEST_NAME,
@@ -169,7 +234,7 @@ pub fn create_backup(
         )
         .map_err(|e| BackupError::io(write_context(), e))?;
         let mut done = 0u64;
-        for (entry, (name, path)) in manifest.files.iter().zip(&copied) {
+        for (entry, (name, path)) in manifest.files.iter().zip(copied) {
             debug_assert_eq!(entry.name, *name);
             assert!(
                 crate::manifest::state_file(name).is_some(),
@@ -201,24 +266,26 @@ pub fn create_backup(
         .sync_all()
         .map_err(|e| BackupError::io(write_context(), e))?;
     progress.end();
+    Ok(())
+}
+
+/// Moves the complete `partial` file to `to` (never over an existing file) and makes the
+/// rename in `parent` durable; returns the backup's size.
+fn finish_backup(
+    partial: tempfile::NamedTempFile,
+    to: &Path,
+    parent: &Path,
+) -> Result<u64, BackupError> {
     let file_bytes = partial
         .as_file()
         .metadata()
         .map(|m| m.len())
-        .map_err(|e| BackupError::io(write_context(), e))?;
+        .map_err(|e| BackupError::io(format!("writing {}", partial.path().display()), e))?;
     partial
         .persist_noclobber(to)
         .map_err(|e| BackupError::io(format!("moving the backup to {}", to.display()), e.error))?;
-    sync_dir(&parent)?;
-
-    Ok(BackupSummary {
-        file: to.to_owned(),
-        manifest,
-        packed_bytes,
-        file_bytes,
-        left_out: left_out(data_dir)?,
-        elapsed: started.elapsed(),
-    })
+    sync_dir(parent)?;
+    Ok(file_bytes)
 }
 
 /// Appends a regular file entry (owner read/write only).

@@ -80,15 +80,37 @@ pub fn restore_backup(
         .map_err(|e| BackupError::io(format!("creating a directory in {}", parent.display()), e))?;
 
     let manifest = unpack(from, identities, identity_names, staging.path(), progress)?;
+    let events_verified = verify_restored_log(staging.path(), &manifest, options, progress)?;
 
-    // The whole tree, against the checkpoint the manifest names.
+    progress.begin("record the restore in the log", 0, Unit::Events);
+    let restore_event_seq = append_restore_event(staging.path(), options, &manifest, from)?;
+    progress.end();
+
+    let replaced = move_into_place(staging.path(), data_dir, &parent, &name, replace)?;
+    Ok(RestoreSummary {
+        events_verified,
+        manifest,
+        restore_event_seq,
+        replaced,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Verifies the whole unpacked log in `staging` against the checkpoint the manifest
+/// names (with the pinned key, or else the log's own), returning the events verified.
+fn verify_restored_log(
+    staging: &Path,
+    manifest: &Manifest,
+    options: &RestoreOptions<'_>,
+    progress: &mut dyn Progress,
+) -> Result<u64, BackupError> {
     let verifier = match options.verifier {
         Some(v) => v.clone(),
-        None => sealtrail_store::sqlite::log_verifier(staging.path())?,
+        None => sealtrail_store::sqlite::log_verifier(staging)?,
     };
     progress.begin("verify the log", manifest.tree_size, Unit::Events);
     let report = sealtrail_store::verify::verify_sqlite(
-        staging.path(),
+        staging,
         &verifier,
         Some(&manifest.checkpoint),
         |done, total| progress.set(done, total),
@@ -103,11 +125,19 @@ pub fn restore_backup(
             report.tree_size, manifest.tree_size
         )));
     }
+    Ok(report.events)
+}
 
-    progress.begin("record the restore in the log", 0, Unit::Events);
-    let restore_event_seq = append_restore_event(staging.path(), options, &manifest, from)?;
-    progress.end();
-
+/// Moves the checked `staging` directory to `data_dir` (named `name` in `parent`), first
+/// moving a target being replaced aside, and makes the renames durable; returns where a
+/// replaced target went.
+fn move_into_place(
+    staging: &Path,
+    data_dir: &Path,
+    parent: &Path,
+    name: &str,
+    replace: Target,
+) -> Result<Option<PathBuf>, BackupError> {
     let replaced = match replace {
         Target::Absent | Target::Empty => None,
         Target::Replace => {
@@ -125,20 +155,14 @@ pub fn restore_backup(
         }
     };
     // Replaces an empty directory in one step (rename(2)).
-    std::fs::rename(staging.path(), data_dir).map_err(|e| {
+    std::fs::rename(staging, data_dir).map_err(|e| {
         BackupError::io(
             format!("moving the restored files into {}", data_dir.display()),
             e,
         )
     })?;
-    sync_dir(&parent)?;
-    Ok(RestoreSummary {
-        events_verified: report.events,
-        manifest,
-        restore_event_seq,
-        replaced,
-        elapsed: started.elapsed(),
-    })
+    sync_dir(parent)?;
+    Ok(replaced)
 }
 
 enum Target {
@@ -185,10 +209,75 @@ fn unpack(
     staging: &Path,
     progress: &mut dyn Progress,
 ) -> Result<Manifest, BackupError> {
-    let damaged = |detail: String| BackupError::Damaged {
-        file: from.to_owned(),
-        detail,
-    };
+    let (reader, total) = open_decrypted(from, identities, identity_names)?;
+    progress.begin("decrypt and unpack", total, Unit::Bytes);
+    let mut archive = tar::Archive::new(reader);
+    let mut manifest: Option<Manifest> = None;
+    let mut expected: HashMap<String, (u64, String)> = HashMap::new();
+    let mut done = 0u64;
+    {
+        let entries = archive.entries().map_err(|e| stream_damaged(from, e))?;
+        for entry in entries {
+            let mut entry =
+                entry.map_err(|e| damaged(from, format!("its archive is unreadable: {e}")))?;
+            let name = entry_name(from, &entry)?;
+            if manifest.is_none() {
+                let parsed = read_manifest(from, &name, &mut entry)?;
+                expected = parsed
+                    .files
+                    .iter()
+                    .map(|f| (f.name.clone(), (f.bytes, f.sha256.clone())))
+                    .collect();
+                manifest = Some(parsed);
+                continue;
+            }
+            let Some((bytes, sha256)) = expected.remove(&name) else {
+                return Err(damaged(
+                    from,
+                    format!("it holds {name}, which its manifest does not list (or lists once)"),
+                ));
+            };
+            let dest = staging.join(&name);
+            let (got_bytes, got_sha256) = copy_hashing(
+                &mut entry, &dest, &mut done, total, progress,
+            )
+            .map_err(|e| match e {
+                CopyError::Read(e) => stream_damaged(from, e),
+                CopyError::Write(e) => BackupError::io(format!("writing {}", dest.display()), e),
+            })?;
+            if got_bytes != bytes || got_sha256 != sha256 {
+                return Err(damaged(
+                    from,
+                    format!(
+                        "{name} does not match its manifest: {got_bytes} bytes with SHA-256 {got_sha256}, \
+                         the manifest says {bytes} bytes with SHA-256 {sha256}"
+                    ),
+                ));
+            }
+        }
+    }
+    // Read to the end, so the last chunk's authentication (and the end of the stream) is
+    // checked even where tar stopped early.
+    io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(|e| stream_damaged(from, e))?;
+    progress.end();
+    let manifest = manifest.ok_or_else(|| damaged(from, "it holds no manifest".into()))?;
+    if let Some(name) = expected.keys().next() {
+        return Err(damaged(
+            from,
+            format!("its manifest lists {name}, which it does not hold"),
+        ));
+    }
+    sync_dir(staging)?;
+    Ok(manifest)
+}
+
+/// The backup `from` as a stream of its decrypted contents, with its encrypted size (for
+/// progress). Tells a file that is not age-encrypted from one for other identities.
+fn open_decrypted(
+    from: &Path,
+    identities: &[Box<dyn age::Identity>],
+    identity_names: &str,
+) -> Result<(impl Read, u64), BackupError> {
     let file =
         File::open(from).map_err(|e| BackupError::io(format!("reading {}", from.display()), e))?;
     let total = file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -209,96 +298,71 @@ fn unpack(
                 detail: other.to_string(),
             },
         })?;
-    // age authenticates every 64 KiB chunk as it is read: an altered byte fails the read
-    // of its chunk, and a cut-off file fails at the end.
-    let stream_error = |e: io::Error| {
-        damaged(format!(
-            "decryption failed in its contents ({e}): the file was altered or cut off"
-        ))
-    };
-    progress.begin("decrypt and unpack", total, Unit::Bytes);
-    let mut archive = tar::Archive::new(reader);
-    let mut manifest: Option<Manifest> = None;
-    let mut expected: HashMap<String, (u64, String)> = HashMap::new();
-    let mut done = 0u64;
-    {
-        let entries = archive.entries().map_err(stream_error)?;
-        for entry in entries {
-            let mut entry =
-                entry.map_err(|e| damaged(format!("its archive is unreadable: {e}")))?;
-            let path = entry
-                .path()
-                .map_err(|e| damaged(format!("an entry has an unreadable name: {e}")))?
-                .into_owned();
-            let name = plain_name(&path).ok_or_else(|| {
-                damaged(format!(
-                    "it holds {:?}, which is not a plain file name",
-                    path
-                ))
-            })?;
-            if entry.header().entry_type() != tar::EntryType::Regular {
-                return Err(damaged(format!("{name} is not a regular file")));
-            }
-            if manifest.is_none() {
-                if name != MANIFEST_NAME {
-                    return Err(damaged(format!(
-                        "its first entry is {name}, not {MANIFEST_NAME}: it is not a Sealtrail backup"
-                    )));
-                }
-                let mut text = Vec::new();
-                (&mut entry)
-                    .take(MAX_MANIFEST_BYTES + 1)
-                    .read_to_end(&mut text)
-                    .map_err(stream_error)?;
-                if text.len() as u64 > MAX_MANIFEST_BYTES {
-                    return Err(damaged(format!(
-                        "its manifest is larger than {MAX_MANIFEST_BYTES} bytes"
-                    )));
-                }
-                let parsed: Manifest = serde_json::from_slice(&text)
-                    .map_err(|e| damaged(format!("its manifest is not valid: {e}")))?;
-                parsed.check().map_err(damaged)?;
-                expected = parsed
-                    .files
-                    .iter()
-                    .map(|f| (f.name.clone(), (f.bytes, f.sha256.clone())))
-                    .collect();
-                manifest = Some(parsed);
-                continue;
-            }
-            let Some((bytes, sha256)) = expected.remove(&name) else {
-                return Err(damaged(format!(
-                    "it holds {name}, which its manifest does not list (or lists once)"
-                )));
-            };
-            let dest = staging.join(&name);
-            let (got_bytes, got_sha256) = copy_hashing(
-                &mut entry, &dest, &mut done, total, progress,
-            )
-            .map_err(|e| match e {
-                CopyError::Read(e) => stream_error(e),
-                CopyError::Write(e) => BackupError::io(format!("writing {}", dest.display()), e),
-            })?;
-            if got_bytes != bytes || got_sha256 != sha256 {
-                return Err(damaged(format!(
-                    "{name} does not match its manifest: {got_bytes} bytes with SHA-256 {got_sha256}, \
-                     the manifest says {bytes} bytes with SHA-256 {sha256}"
-                )));
-            }
-        }
+    Ok((reader, total))
+}
+
+/// The name of an archive entry of `from`, refusing anything but a regular file with a
+/// plain name (no directories, links or paths that could land outside the staging
+/// directory).
+fn entry_name<R: Read>(from: &Path, entry: &tar::Entry<'_, R>) -> Result<String, BackupError> {
+    let path = entry
+        .path()
+        .map_err(|e| damaged(from, format!("an entry has an unreadable name: {e}")))?
+        .into_owned();
+    let name = plain_name(&path).ok_or_else(|| {
+        damaged(
+            from,
+            format!("it holds {:?}, which is not a plain file name", path),
+        )
+    })?;
+    if entry.header().entry_type() != tar::EntryType::Regular {
+        return Err(damaged(from, format!("{name} is not a regular file")));
     }
-    // Read to the end, so the last chunk's authentication (and the end of the stream) is
-    // checked even where tar stopped early.
-    io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(stream_error)?;
-    progress.end();
-    let manifest = manifest.ok_or_else(|| damaged("it holds no manifest".into()))?;
-    if let Some(name) = expected.keys().next() {
-        return Err(damaged(format!(
-            "its manifest lists {name}, which it does not hold"
-        )));
+    Ok(name)
+}
+
+/// Reads and checks the manifest from `entry`, the first of the archive `from` (named
+/// `name`), refusing an archive that does not start with one or one too large.
+fn read_manifest(from: &Path, name: &str, entry: &mut impl Read) -> Result<Manifest, BackupError> {
+    if name != MANIFEST_NAME {
+        return Err(damaged(
+            from,
+            format!("its first entry is {name}, not {MANIFEST_NAME}: it is not a Sealtrail backup"),
+        ));
     }
-    sync_dir(staging)?;
-    Ok(manifest)
+    let mut text = Vec::new();
+    entry
+        .take(MAX_MANIFEST_BYTES + 1)
+        .read_to_end(&mut text)
+        .map_err(|e| stream_damaged(from, e))?;
+    if text.len() as u64 > MAX_MANIFEST_BYTES {
+        return Err(damaged(
+            from,
+            format!("its manifest is larger than {MAX_MANIFEST_BYTES} bytes"),
+        ));
+    }
+    let parsed: Manifest = serde_json::from_slice(&text)
+        .map_err(|e| damaged(from, format!("its manifest is not valid: {e}")))?;
+    parsed.check().map_err(|detail| damaged(from, detail))?;
+    Ok(parsed)
+}
+
+/// The error for a backup `file` whose contents are damaged or not what they claim.
+fn damaged(file: &Path, detail: String) -> BackupError {
+    BackupError::Damaged {
+        file: file.to_owned(),
+        detail,
+    }
+}
+
+/// The error for a failed read of the decrypted stream of `file`: age authenticates every
+/// 64 KiB chunk as it is read, so an altered byte fails the read of its chunk, and a
+/// cut-off file fails at the end.
+fn stream_damaged(file: &Path, e: io::Error) -> BackupError {
+    damaged(
+        file,
+        format!("decryption failed in its contents ({e}): the file was altered or cut off"),
+    )
 }
 
 /// The single normal component of an archive path, if that is all it is.
