@@ -62,7 +62,8 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_table(events: &[Event]) {
+/// Prints events as a compact table (and their count on stderr).
+pub(crate) fn print_table(events: &[Event]) {
     let rows: Vec<[String; 7]> = events
         .iter()
         .map(|e| {
