@@ -13,16 +13,17 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use sealtrail_archive::{
-    DEFAULT_ZSTD_LEVEL, Manifest, SegmentEntry, SegmentSpec, SegmentWriter, VerifiedSegment,
+    ArchivedEvent, DEFAULT_ZSTD_LEVEL, Manifest, SegmentEntry, SegmentSpec, SegmentWriter,
+    VerifiedSegment,
 };
 use sealtrail_core::CheckpointVerifier;
-use sealtrail_core::api::Event;
 use sealtrail_core::query::EventFilter;
 use sealtrail_store::sqlite::SqliteReader;
 use sealtrail_store::{CheckpointRow, LogReader as _};
 
 use crate::DataDirArg;
 use crate::filter::{Events, FilterArgs};
+use crate::query::{TableRow, print_rows};
 use crate::verify::pinned_key;
 
 /// Events read from the store per call while writing a segment.
@@ -172,7 +173,7 @@ fn query(args: ArchiveQueryArgs) -> anyhow::Result<ExitCode> {
     filter.check().map_err(|e| anyhow::anyhow!("{e}"))?;
     let key = args.key.verifier()?;
     let mut out = std::io::stdout().lock();
-    let mut table: Vec<Event> = Vec::new();
+    let mut table: Vec<ArchivedEvent> = Vec::new();
     let mut printed = 0;
     // Overlapping segments hold some seqs twice: each is printed once, in seq order.
     let mut through = 0;
@@ -187,14 +188,11 @@ fn query(args: ArchiveQueryArgs) -> anyhow::Result<ExitCode> {
                 continue;
             }
             through = event.stored.seq;
-            let json = event.to_api_json();
             if args.json {
-                out.write_all(&json)?;
+                out.write_all(&event.to_api_json())?;
                 out.write_all(b"\n")?;
             } else {
-                table.push(serde_json::from_slice(&json).with_context(|| {
-                    format!("seq {}: not an event of the API", event.stored.seq)
-                })?);
+                table.push(event);
             }
             printed += 1;
             if printed >= args.limit {
@@ -203,7 +201,20 @@ fn query(args: ArchiveQueryArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if !args.json {
-        crate::query::print_table(&table);
+        let rows: Vec<TableRow<'_>> = table
+            .iter()
+            .map(|e| TableRow {
+                seq: e.stored.seq,
+                occurred_at: &e.record.occurred_at,
+                tenant_id: &e.record.tenant_id,
+                severity: e.record.severity.as_str().to_owned(),
+                action: &e.record.action,
+                user_id: e.record.user_id.as_deref(),
+                resource_type: &e.record.resource_type,
+                resource_id: e.record.resource_id.as_deref(),
+            })
+            .collect();
+        print_rows(&rows);
     }
     Ok(ExitCode::SUCCESS)
 }
