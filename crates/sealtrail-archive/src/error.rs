@@ -1,6 +1,9 @@
-//! What writing a segment can fail with.
+//! What writing or reading a segment can fail with.
 
-/// Why a segment could not be written (verification findings are [`crate::Problem`]s).
+use std::path::PathBuf;
+
+/// Why a segment could not be written or read (verification findings are
+/// [`crate::Problem`]s; a reader refusing a segment carries one).
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
     /// A file could not be created, written, synced, renamed or listed.
@@ -14,6 +17,32 @@ pub enum ArchiveError {
     /// The caller handed the writer something that cannot make a valid segment.
     #[error("{0}")]
     Invalid(String),
+    /// A reader refused a segment that does not verify.
+    #[error("{}: does not verify: {problem}", path.display())]
+    Refused {
+        /// Its manifest.
+        path: PathBuf,
+        /// The verifier's first finding.
+        problem: crate::Problem,
+    },
+    /// The segment file no longer matches what was verified (changed while being read).
+    #[error("{} changed since it was verified: {detail}", path.display())]
+    Changed {
+        /// The segment file.
+        path: PathBuf,
+        /// Where it differs.
+        detail: String,
+    },
+    /// A record hashes to its leaf hash but is not a stored record.
+    #[error("{}: seq {seq}: the record is not a stored record: {detail}", path.display())]
+    UnreadableRecord {
+        /// The segment file.
+        path: PathBuf,
+        /// Its seq.
+        seq: u64,
+        /// Why.
+        detail: String,
+    },
 }
 
 impl ArchiveError {

@@ -37,13 +37,17 @@
 //! [`SegmentWriter`] writes a segment from what the caller hands it (seq, leaf hash, record
 //! bytes; then the checkpoint note and the boundary) and refuses to finish one that would not
 //! verify. [`verify_dir`] and [`verify_segment`] check segments and report the first
-//! problem of each ([`Problem`]). Reading from a store is the caller's job: this crate has
-//! no database code, so the CLI (and later retention) drive it from a `LogReader`.
+//! problem of each ([`Problem`]). [`VerifiedSegment`] reads the archived events of a segment
+//! back, only once it has verified, checking each line again as it is read
+//! ([`list_segments`] and [`locate_event_id`] find the segment). Reading from a store is the
+//! caller's job: this crate has no database code, so the CLI (and later retention) drive it
+//! from a `LogReader`.
 //!
 //! Segments live in a directory for now; an object store (S3) is for later.
 
 mod error;
 mod format;
+mod read;
 mod verify;
 mod write;
 
@@ -51,6 +55,9 @@ pub use error::ArchiveError;
 pub use format::{
     FORMAT, MAX_LINE_BYTES, MAX_MANIFEST_BYTES, MAX_SEGMENT_SEQS, Manifest, ManifestCheckpoint,
     manifest_file_name, segment_file_name,
+};
+pub use read::{
+    ArchivedEvent, ArchivedEvents, SegmentLocation, VerifiedSegment, list_segments, locate_event_id,
 };
 pub use verify::{ArchiveReport, KeyUsed, Problem, SegmentReport, verify_dir, verify_segment};
 pub use write::{DEFAULT_ZSTD_LEVEL, SegmentEntry, SegmentSpec, SegmentWriter};

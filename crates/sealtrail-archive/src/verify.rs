@@ -286,7 +286,7 @@ pub fn verify_dir(
     Ok(report)
 }
 
-fn parse_range(text: &str) -> Option<(u64, u64)> {
+pub(crate) fn parse_range(text: &str) -> Option<(u64, u64)> {
     let (first, last) = text.split_once('-')?;
     Some((first.parse().ok()?, last.parse().ok()?))
 }
@@ -295,12 +295,12 @@ fn parse_range(text: &str) -> Option<(u64, u64)> {
 /// bytes between `"record":` and the closing brace.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Line<'a> {
-    seq: u64,
+pub(crate) struct Line<'a> {
+    pub(crate) seq: u64,
     #[serde(borrow)]
-    leaf_hash: &'a str,
+    pub(crate) leaf_hash: &'a str,
     #[serde(borrow, default)]
-    record: Option<&'a RawValue>,
+    pub(crate) record: Option<&'a RawValue>,
 }
 
 /// Counts and hashes what the decoder reads from the file.
@@ -319,7 +319,7 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-fn decode_hash(field: &str, text: &str) -> Result<Hash, String> {
+pub(crate) fn decode_hash(field: &str, text: &str) -> Result<Hash, String> {
     let mut hash = [0u8; 32];
     hex::decode_to_slice(text, &mut hash)
         .map_err(|e| format!("{field} is not 64 hex digits: {e}"))?;
@@ -328,6 +328,15 @@ fn decode_hash(field: &str, text: &str) -> Result<Hash, String> {
 
 /// Verifies the segment of the manifest at `manifest_path` (its segment file beside it).
 pub fn verify_segment(manifest_path: &Path, key: Option<&CheckpointVerifier>) -> SegmentReport {
+    verify_segment_leaves(manifest_path, key).0
+}
+
+/// Like [`verify_segment`], also handing back, when the segment verifies, its manifest and
+/// the leaf hashes of its range in seq order: what a reader checks the file against again.
+pub(crate) fn verify_segment_leaves(
+    manifest_path: &Path,
+    key: Option<&CheckpointVerifier>,
+) -> (SegmentReport, Option<(Manifest, Vec<Hash>)>) {
     let mut report = SegmentReport {
         path: manifest_path.to_owned(),
         range: None,
@@ -342,11 +351,16 @@ pub fn verify_segment(manifest_path: &Path, key: Option<&CheckpointVerifier>) ->
         },
         problem: None,
     };
-    report.problem = check_segment(manifest_path, key, &mut report).err();
-    report
+    match check_segment(manifest_path, key, &mut report) {
+        Ok(verified) => (report, Some(verified)),
+        Err(problem) => {
+            report.problem = Some(problem);
+            (report, None)
+        }
+    }
 }
 
-fn read_manifest(path: &Path) -> Result<Manifest, Problem> {
+pub(crate) fn read_manifest(path: &Path) -> Result<Manifest, Problem> {
     let unreadable = Problem::ManifestUnreadable;
     let file = File::open(path).map_err(|e| unreadable(e.to_string()))?;
     let mut text = Vec::new();
@@ -370,7 +384,7 @@ fn read_manifest(path: &Path) -> Result<Manifest, Problem> {
 }
 
 /// The manifest's claims about itself, before any of them is trusted.
-fn check_manifest(path: &Path, m: &Manifest) -> Result<(), Problem> {
+pub(crate) fn check_manifest(path: &Path, m: &Manifest) -> Result<(), Problem> {
     let inconsistent = Problem::ManifestInconsistent;
     let (first, last) = (m.first_seq, m.last_seq);
     if first == 0 || last < first {
@@ -409,11 +423,12 @@ fn check_manifest(path: &Path, m: &Manifest) -> Result<(), Problem> {
 
 /// Runs every check of one segment in the order of trust (see the module's doc), filling
 /// in `report` as it learns the range and what the file holds; the first problem ends it.
+/// A segment that verifies gives back its manifest and its leaves.
 fn check_segment(
     manifest_path: &Path,
     key: Option<&CheckpointVerifier>,
     report: &mut SegmentReport,
-) -> Result<(), Problem> {
+) -> Result<(Manifest, Vec<Hash>), Problem> {
     let m = read_manifest(manifest_path)?;
     report.range = Some((m.first_seq, m.last_seq));
     check_manifest(manifest_path, &m)?;
@@ -426,7 +441,8 @@ fn check_segment(
     check_record_hashes(&segment.lines)?;
     check_counts_and_range_root(&m, &segment.lines, &range_root)?;
     check_checkpoint_root(first, &segment.lines.leaves, &checkpoint, &boundary)?;
-    check_digest_and_sizes(&m, &segment)
+    check_digest_and_sizes(&m, &segment)?;
+    Ok((m, segment.lines.leaves))
 }
 
 /// Decodes the manifest's hex hashes: its `range_root` and its `boundary`.
@@ -563,7 +579,7 @@ fn walk_lines(compressed: impl Read, first: u64, last: u64) -> Result<SegmentLin
 
 /// Reads one line, newline included, into `buf`: its length, or `None` at the end of the
 /// stream. A line longer than [`MAX_LINE_BYTES`] or cut off without a newline is a problem.
-fn read_line(
+pub(crate) fn read_line(
     lines: &mut impl BufRead,
     buf: &mut Vec<u8>,
     last_read: Option<u64>,

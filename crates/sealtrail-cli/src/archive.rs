@@ -1,20 +1,30 @@
 //! `sealtrail archive write`: one archive segment of a seq range, read from the embedded
 //! store — the building block retention will call. It deletes nothing from the store.
+//! `sealtrail archive get` and `archive query`: archived events found again, offline, each
+//! read only from a segment that verified.
 //!
 //! `verify --archive` (verify.rs) checks segments offline.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use sealtrail_archive::{DEFAULT_ZSTD_LEVEL, Manifest, SegmentEntry, SegmentSpec, SegmentWriter};
+use sealtrail_archive::{
+    ArchivedEvent, DEFAULT_ZSTD_LEVEL, Manifest, SegmentEntry, SegmentSpec, SegmentWriter,
+    VerifiedSegment,
+};
+use sealtrail_core::CheckpointVerifier;
 use sealtrail_core::query::EventFilter;
 use sealtrail_store::sqlite::SqliteReader;
 use sealtrail_store::{CheckpointRow, LogReader as _};
 
 use crate::DataDirArg;
+use crate::filter::{Events, FilterArgs};
+use crate::query::{TableRow, print_rows};
+use crate::verify::pinned_key;
 
 /// Events read from the store per call while writing a segment.
 const READ_PAGE_EVENTS: usize = 10_000;
@@ -24,6 +34,61 @@ pub enum ArchiveCommand {
     /// Write the events with seqs FROM..=TO to a segment and its manifest in OUT, proved
     /// against the newest signed checkpoint. Deletes nothing from the store.
     Write(WriteArgs),
+    /// Print the archived event with this seq or event id (the API's JSON), after verifying
+    /// the segment it is in.
+    Get(GetArgs),
+    /// Print the archived events matching the filter, in seq order, verifying each segment
+    /// read.
+    Query(ArchiveQueryArgs),
+}
+
+/// The log's public key, to pin.
+#[derive(Args, Debug)]
+pub struct PublicKeyArg {
+    /// The log's public key (`GET /v1/public-key`'s `vkey`), or a file holding it. Without
+    /// it each manifest's own key is used, which shows a segment is self-consistent only.
+    #[arg(long)]
+    public_key: Option<String>,
+}
+
+impl PublicKeyArg {
+    /// The pinned key, if given; says on stderr when none is.
+    fn verifier(&self) -> anyhow::Result<Option<CheckpointVerifier>> {
+        let key = self.public_key.as_deref().map(pinned_key).transpose()?;
+        if key.is_none() {
+            eprintln!(
+                "note: segments checked against the key in their manifest only; pass \
+                 --public-key to prove they are the log's"
+            );
+        }
+        Ok(key)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct GetArgs {
+    /// The archive directory.
+    dir: PathBuf,
+    /// The event's seq, or its id.
+    seq_or_id: String,
+    #[command(flatten)]
+    key: PublicKeyArg,
+}
+
+#[derive(Args, Debug)]
+pub struct ArchiveQueryArgs {
+    /// The archive directory.
+    dir: PathBuf,
+    #[command(flatten)]
+    filter: FilterArgs<Events>,
+    /// At most this many events.
+    #[arg(long, default_value_t = 50)]
+    limit: usize,
+    /// One JSON event per line instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    key: PublicKeyArg,
 }
 
 #[derive(Args, Debug)]
@@ -51,7 +116,107 @@ pub struct WriteArgs {
 pub fn run(command: ArchiveCommand) -> anyhow::Result<ExitCode> {
     match command {
         ArchiveCommand::Write(args) => write(args),
+        ArchiveCommand::Get(args) => get(args),
+        ArchiveCommand::Query(args) => query(args),
     }
+}
+
+/// `archive get`: finds the segment (by the manifests' ranges for a seq, by scanning for an
+/// id), verifies it, and prints the event read from it.
+fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
+    let key = args.key.verifier()?;
+    let wanted = args.seq_or_id.trim();
+    let (segment, seq) = match wanted.parse::<u64>() {
+        Ok(seq) => {
+            let segment = sealtrail_archive::list_segments(&args.dir)?
+                .into_iter()
+                .find(|s| (s.first_seq..=s.last_seq).contains(&seq))
+                .with_context(|| format!("seq {seq} is in no segment of {}", args.dir.display()))?;
+            (segment, seq)
+        }
+        Err(_) => sealtrail_archive::locate_event_id(&args.dir, wanted, key.as_ref())?
+            .with_context(|| {
+                format!(
+                    "no archived event has id {wanted} in {}",
+                    args.dir.display()
+                )
+            })?,
+    };
+    let verified = VerifiedSegment::open(&segment.manifest_path, key.as_ref())?;
+    let event = verified.event_at(seq)?.with_context(|| {
+        format!(
+            "seq {seq} is in {} as its leaf hash only: its record was not archived there",
+            segment.manifest_path.display()
+        )
+    })?;
+    if wanted.parse::<u64>().is_err() && !event.record.id.to_string().eq_ignore_ascii_case(wanted) {
+        bail!(
+            "{} changed while being read: seq {seq} no longer holds event {wanted}",
+            segment.manifest_path.display()
+        );
+    }
+    let mut out = std::io::stdout().lock();
+    out.write_all(&event.to_api_json())?;
+    out.write_all(b"\n")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `archive query`: reads the segments in seq order, each only once it has verified, and
+/// prints the events the filter lets through, up to `--limit`.
+fn query(args: ArchiveQueryArgs) -> anyhow::Result<ExitCode> {
+    let mut filter = EventFilter::default();
+    for (name, value) in args.filter.params() {
+        filter
+            .apply_param(&name, &value)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    filter.check().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let key = args.key.verifier()?;
+    let mut out = std::io::stdout().lock();
+    let mut table: Vec<ArchivedEvent> = Vec::new();
+    let mut printed = 0;
+    // Overlapping segments hold some seqs twice: each is printed once, in seq order.
+    let mut through = 0;
+    'segments: for segment in sealtrail_archive::list_segments(&args.dir)? {
+        if printed >= args.limit {
+            break;
+        }
+        let verified = VerifiedSegment::open(&segment.manifest_path, key.as_ref())?;
+        for event in verified.events()? {
+            let event = event?;
+            if event.stored.seq <= through || !filter.matches(&event.columns()) {
+                continue;
+            }
+            through = event.stored.seq;
+            if args.json {
+                out.write_all(&event.to_api_json())?;
+                out.write_all(b"\n")?;
+            } else {
+                table.push(event);
+            }
+            printed += 1;
+            if printed >= args.limit {
+                break 'segments;
+            }
+        }
+    }
+    if !args.json {
+        let rows: Vec<TableRow<'_>> = table
+            .iter()
+            .map(|e| TableRow {
+                seq: e.stored.seq,
+                occurred_at: &e.record.occurred_at,
+                tenant_id: &e.record.tenant_id,
+                severity: e.record.severity.as_str().to_owned(),
+                action: &e.record.action,
+                user_id: e.record.user_id.as_deref(),
+                resource_type: &e.record.resource_type,
+                resource_id: e.record.resource_id.as_deref(),
+            })
+            .collect();
+        print_rows(&rows);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `archive write`: checks the range, finds the newest signed checkpoint covering it,

@@ -48,7 +48,8 @@ enum Command {
     /// Recompute the log from its records and check every hash and signature (or, with
     /// --archive, archive segments offline).
     Verify(verify::VerifyArgs),
-    /// Archive segments: write a seq range to compressed, verifiable files.
+    /// Archive segments: write a seq range to compressed, verifiable files; find archived
+    /// events again, offline.
     Archive {
         #[command(subcommand)]
         command: archive::ArchiveCommand,

@@ -63,22 +63,52 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn print_table(events: &[Event]) {
+    let rows: Vec<TableRow> = events
+        .iter()
+        .map(|e| TableRow {
+            seq: e.seq,
+            occurred_at: &e.occurred_at,
+            tenant_id: &e.tenant_id,
+            severity: serde_json::to_value(e.severity)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            action: &e.action,
+            user_id: e.user_id.as_deref(),
+            resource_type: &e.resource_type,
+            resource_id: e.resource_id.as_deref(),
+        })
+        .collect();
+    print_rows(&rows);
+}
+
+/// One event's columns in the table (shared with `archive query`, which has no `Event`).
+pub(crate) struct TableRow<'a> {
+    pub seq: u64,
+    pub occurred_at: &'a str,
+    pub tenant_id: &'a str,
+    pub severity: String,
+    pub action: &'a str,
+    pub user_id: Option<&'a str>,
+    pub resource_type: &'a str,
+    pub resource_id: Option<&'a str>,
+}
+
+/// Prints events as a compact table, and their count on stderr.
+pub(crate) fn print_rows(events: &[TableRow<'_>]) {
     let rows: Vec<[String; 7]> = events
         .iter()
         .map(|e| {
             [
                 e.seq.to_string(),
-                e.occurred_at.clone(),
-                e.tenant_id.clone(),
-                serde_json::to_value(e.severity)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
-                e.action.clone(),
-                e.user_id.clone().unwrap_or_else(|| "-".into()),
-                match &e.resource_id {
+                e.occurred_at.to_owned(),
+                e.tenant_id.to_owned(),
+                e.severity.clone(),
+                e.action.to_owned(),
+                e.user_id.unwrap_or("-").to_owned(),
+                match e.resource_id {
                     Some(id) => format!("{}/{id}", e.resource_type),
-                    None => e.resource_type.clone(),
+                    None => e.resource_type.to_owned(),
                 },
             ]
         })

@@ -35,7 +35,7 @@ pub struct VerifyArgs {
 }
 
 /// `--public-key`: a vkey, or a file holding a vkey or `GET /v1/public-key`'s JSON.
-fn pinned_key(arg: &str) -> anyhow::Result<CheckpointVerifier> {
+pub(crate) fn pinned_key(arg: &str) -> anyhow::Result<CheckpointVerifier> {
     let path = Path::new(arg);
     let text = if !arg.contains('+') && path.is_file() {
         let text = std::fs::read_to_string(path)
