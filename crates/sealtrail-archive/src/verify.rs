@@ -225,6 +225,38 @@ impl ArchiveReport {
     }
 }
 
+/// Most threads verifying segments at once.
+const MAX_VERIFY_THREADS: usize = 16;
+
+/// Verifies each segment (they are independent) on every core, in their given order.
+fn verify_in_parallel(paths: &[PathBuf], key: Option<&CheckpointVerifier>) -> Vec<SegmentReport> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_VERIFY_THREADS)
+        .min(paths.len().max(1));
+    let mut reports: Vec<(usize, SegmentReport)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|worker| {
+                scope.spawn(move || {
+                    paths
+                        .iter()
+                        .enumerate()
+                        .skip(worker)
+                        .step_by(threads)
+                        .map(|(i, path)| (i, verify_segment(path, key)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("a segment check does not panic"))
+            .collect()
+    });
+    reports.sort_by_key(|(i, _)| *i);
+    reports.into_iter().map(|(_, report)| report).collect()
+}
+
 /// Verifies every segment in `dir` (its `*.manifest.json`, and any `*.ndjson.zst` without
 /// one). `key` pins the log's public key; without it each manifest's own key is used.
 pub fn verify_dir(
@@ -246,10 +278,11 @@ pub fn verify_dir(
     }
     // Seq order; names that are no range sort last (and are reported by verify_segment).
     manifests.sort_by_key(|(range, path)| (range.unwrap_or((u64::MAX, u64::MAX)), path.clone()));
-    let mut report = ArchiveReport::default();
-    for (_, path) in &manifests {
-        report.segments.push(verify_segment(path, key));
-    }
+    let paths: Vec<PathBuf> = manifests.into_iter().map(|(_, path)| path).collect();
+    let mut report = ArchiveReport {
+        segments: verify_in_parallel(&paths, key),
+        ..ArchiveReport::default()
+    };
     for (range, name) in segments {
         let manifest = match range {
             Some((first, last)) => manifest_file_name(first, last),
