@@ -56,7 +56,12 @@ pub fn run(command: RetentionCommand) -> anyhow::Result<ExitCode> {
     };
     // Holds are kept in the data directory (`sealtrail holds`): what they cover is planned
     // as held, never as deleted.
-    let holds = ActiveHolds::load(&sealtrail_store::holds::HoldStore::open(&config.data_dir)?)?;
+    // A plan changes nothing, so a data directory without holds gets no holds file.
+    let holds_file = config.data_dir.join(sealtrail_store::holds::HOLDS_DB_FILE);
+    let holds = match holds_file.exists() {
+        true => ActiveHolds::load(&sealtrail_store::holds::HoldStore::open(&config.data_dir)?)?,
+        false => ActiveHolds(Vec::new()),
+    };
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("{spinner} planning {bar:40} {pos}/{len} events ({per_sec})")
             .expect("the template is valid"),

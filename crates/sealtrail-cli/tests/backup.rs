@@ -2,9 +2,8 @@
 //! continuous ingest, altered and wrongly keyed backups, and no master key in any backup.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead as _, BufReader, Read as _};
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,7 +12,9 @@ use age::secrecy::ExposeSecret as _;
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_sealtrail");
+mod common;
+
+use common::{ServeProcess, all_events, sealtrail};
 
 /// Every name a backup may hold (the manifest and `sealtrail_backup::STATE_FILES`).
 const PACKABLE: &[&str] = &[
@@ -39,16 +40,6 @@ fn a_backup_packs_the_state_files_by_their_owners_names() {
     assert_eq!(names, PACKABLE);
     assert!(names.contains(&sealtrail_sinks::store::SINKS_DB_FILE));
     assert!(names.contains(&sealtrail_store::blind_index::BLIND_INDEX_FILE));
-}
-
-fn sealtrail(args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .args(args)
-        .env_remove("SEALTRAIL_URL")
-        .env_remove("SEALTRAIL_KEY")
-        .env_remove("SEALTRAIL_DATA_DIR")
-        .output()
-        .unwrap()
 }
 
 fn ok(out: &std::process::Output) -> String {
@@ -90,53 +81,6 @@ fn age_identity(dir: &Path, name: &str) -> (PathBuf, age::x25519::Identity) {
 }
 
 /// A `sealtrail serve` child on a port the OS chose.
-struct Serve {
-    child: Child,
-    url: String,
-}
-
-impl Serve {
-    fn start(dir: &Path, config: Option<&Path>, env: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(BIN);
-        command
-            .args([
-                "serve",
-                "--data-dir",
-                dir.to_str().unwrap(),
-                "--listen",
-                "127.0.0.1:0",
-            ])
-            // Reads would add `audit_log.*` events; these tests compare logs exactly.
-            .env("SEALTRAIL_ACCESS_LOG__ENABLED", "false")
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        if let Some(config) = config {
-            command.args(["--config", config.to_str().unwrap()]);
-        }
-        let mut child = command.spawn().unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .to_owned();
-        Self { child, url }
-    }
-
-    fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(
-            self.child.wait().unwrap().success(),
-            "graceful stop exits 0"
-        );
-    }
-}
-
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -155,27 +99,6 @@ async fn post(url: &str, key: &str, events: Vec<Value>) -> Value {
         .unwrap();
     assert_eq!(response.status(), 201);
     response.json().await.unwrap()
-}
-
-async fn all_events(url: &str, key: &str) -> Vec<Value> {
-    let client = sealtrail_testkit::http_client();
-    let mut events = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut request = client
-            .get(format!("{url}/v1/events"))
-            .bearer_auth(key)
-            .query(&[("limit", "1000"), ("order", "asc")]);
-        if let Some(c) = &cursor {
-            request = request.query(&[("cursor", c)]);
-        }
-        let page: Value = request.send().await.unwrap().json().await.unwrap();
-        events.extend(page["events"].as_array().unwrap().iter().cloned());
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => return events,
-        }
-    }
 }
 
 fn backup(data: &Path, to: &Path, identity: &age::x25519::Identity) -> std::process::Output {
@@ -229,7 +152,7 @@ fn small_backup(work: &Path, events: usize) -> (PathBuf, PathBuf, age::x25519::I
     let data = work.join("data");
     std::fs::create_dir(&data).unwrap();
     let key = create_key(&data);
-    let server = Serve::start(&data, None, &[]);
+    let server = ServeProcess::start_with_env(&data, None, &[]);
     let batch = (0..events)
         .map(|n| json!({"tenant_id": "bloom", "action": "guest.rsvp.updated", "resource_type": "guest", "resource_id": n.to_string()}))
         .collect();
@@ -252,7 +175,7 @@ fn disaster_drill_restores_every_event_acknowledged_before_the_backup() {
     let data = work.path().join("data");
     std::fs::create_dir(&data).unwrap();
     let key = create_key(&data);
-    let server = Serve::start(&data, None, &[]);
+    let server = ServeProcess::start_with_env(&data, None, &[]);
     let (identity_file, identity) = age_identity(work.path(), "key.txt");
 
     let rt = runtime();
@@ -338,7 +261,7 @@ fn disaster_drill_restores_every_event_acknowledged_before_the_backup() {
     );
 
     // The API key came back with the backup.
-    let server = Serve::start(&restored, None, &[]);
+    let server = ServeProcess::start_with_env(&restored, None, &[]);
     let events = rt.block_on(all_events(&server.url, &key));
     server.stop();
     // Pages are in time order; concurrent producers' events interleave, so go by seq.
@@ -456,7 +379,7 @@ fn no_backup_and_no_restored_directory_holds_the_master_key() {
     .unwrap();
     let env = [("SEALTRAIL_TEST_MASTER_KEY", master_b64.as_str())];
     let key = create_key(&data);
-    let server = Serve::start(&data, Some(&config), &env);
+    let server = ServeProcess::start_with_env(&data, Some(&config), &env);
     let events = (0..50)
         .map(|n| json!({"tenant_id": "bloom", "action": "guest.viewed", "resource_type": "guest",
                          "resource_id": n.to_string(), "ip_address": "85.240.12.9", "user_agent": "planner/1.0"}))
@@ -514,7 +437,7 @@ fn no_backup_and_no_restored_directory_holds_the_master_key() {
             );
         }
     }
-    let server = Serve::start(&restored, Some(&config), &env);
+    let server = ServeProcess::start_with_env(&restored, Some(&config), &env);
     let events = rt.block_on(all_events(&server.url, &key));
     server.stop();
     assert_eq!(events.len(), 51);

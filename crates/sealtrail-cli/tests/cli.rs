@@ -4,22 +4,15 @@
 use std::collections::{BTreeSet, HashSet};
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_sealtrail");
+mod common;
 
-fn sealtrail(args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .args(args)
-        .env_remove("SEALTRAIL_URL")
-        .env_remove("SEALTRAIL_KEY")
-        .output()
-        .unwrap()
-}
+use common::{BIN, ServeProcess, all_events, sealtrail};
 
 fn create_key(dir: &Path, scopes: &str, tenant: Option<&str>) -> String {
     let mut args = vec![
@@ -47,76 +40,6 @@ fn create_key(dir: &Path, scopes: &str, tenant: Option<&str>) -> String {
 }
 
 /// A `sealtrail serve` child on a port the OS chose.
-struct ServeProcess {
-    child: Child,
-    url: String,
-}
-
-impl ServeProcess {
-    fn start(dir: &Path) -> Self {
-        Self::start_on(dir, "127.0.0.1:0")
-    }
-
-    fn start_on(dir: &Path, listen: &str) -> Self {
-        Self::spawn(dir, &["--listen", listen], dir.to_str().unwrap())
-    }
-
-    /// A server on the PostgreSQL database at `database_url`, with `dir` for its keys.
-    fn start_postgres(dir: &Path, database_url: &str) -> Self {
-        let args = ["--listen", "127.0.0.1:0", "--database-url", database_url];
-        Self::spawn(dir, &args, "PostgreSQL store")
-    }
-
-    /// A server reading the configuration file `config`.
-    fn start_with_config(dir: &Path, config: &Path) -> Self {
-        let args = [
-            "--listen",
-            "127.0.0.1:0",
-            "--config",
-            config.to_str().unwrap(),
-        ];
-        Self::spawn(dir, &args, dir.to_str().unwrap())
-    }
-
-    /// `sealtrail serve --data-dir DIR ARGS`; its first line must mention `expect`.
-    fn spawn(dir: &Path, args: &[&str], expect: &str) -> Self {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--data-dir", dir.to_str().unwrap()])
-            .args(args)
-            // These tests count events exactly; reads would add `audit_log.*` ones (the
-            // access log is tested in the server's tests/access.rs).
-            .env("SEALTRAIL_ACCESS_LOG__ENABLED", "false")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        // "sealtrail listening on http://127.0.0.1:PORT (embedded store in DIR)"
-        let url = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .to_owned();
-        assert!(line.contains(expect), "{line}");
-        Self { child, url }
-    }
-
-    fn kill_hard(mut self) {
-        self.child.kill().unwrap(); // SIGKILL
-        self.child.wait().unwrap();
-    }
-
-    fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "graceful stop exits 0: {status}");
-    }
-}
-
 /// `/readyz`: (tree size, index lag).
 fn ready(url: &str) -> (u64, u64) {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -137,27 +60,6 @@ fn ready(url: &str) -> (u64, u64) {
         ready["tree_size"].as_u64().unwrap(),
         ready["index_lag_events"].as_u64().unwrap(),
     )
-}
-
-async fn all_events(url: &str, key: &str) -> Vec<Value> {
-    let client = sealtrail_testkit::http_client();
-    let mut events = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut request = client
-            .get(format!("{url}/v1/events"))
-            .bearer_auth(key)
-            .query(&[("limit", "1000"), ("order", "asc")]);
-        if let Some(c) = &cursor {
-            request = request.query(&[("cursor", c)]);
-        }
-        let page: Value = request.send().await.unwrap().json().await.unwrap();
-        events.extend(page["events"].as_array().unwrap().iter().cloned());
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => return events,
-        }
-    }
 }
 
 #[test]

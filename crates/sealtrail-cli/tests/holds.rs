@@ -1,19 +1,8 @@
 //! `sealtrail holds add / list / release` against a real `sealtrail serve`.
 
-use std::io::{BufRead as _, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_sealtrail");
-
-fn sealtrail(args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .args(args)
-        .env_remove("SEALTRAIL_URL")
-        .env_remove("SEALTRAIL_KEY")
-        .output()
-        .unwrap()
-}
+use common::{ServeProcess, sealtrail};
 
 /// Runs a command that must succeed; its stdout.
 fn ok(args: &[&str]) -> String {
@@ -24,42 +13,6 @@ fn ok(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-/// A `sealtrail serve` child on a port the OS chose, killed when dropped.
-struct ServeProcess {
-    child: Child,
-    url: String,
-}
-
-impl ServeProcess {
-    fn start(dir: &Path) -> Self {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--data-dir", dir.to_str().unwrap()])
-            .args(["--listen", "127.0.0.1:0"])
-            .env("SEALTRAIL_ACCESS_LOG__ENABLED", "false")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .to_owned();
-        Self { child, url }
-    }
-}
-
-impl Drop for ServeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The hold id in "placed hold ID on ...".

@@ -320,6 +320,37 @@ impl<C: GenericClient> SubtreeHashes for ClientSubtrees<'_, C> {
     }
 }
 
+impl PgReader {
+    /// Runs `prove` in one read-only repeatable-read transaction, refusing a tree of more
+    /// leaves than the log holds.
+    fn prove_against(
+        &self,
+        tree_size: u64,
+        prove: impl Fn(
+            &mut ClientSubtrees<'_, postgres::Transaction<'_>>,
+        ) -> Result<Vec<Hash>, merkle::ProofError<StoreError>>,
+    ) -> Result<Vec<Hash>, StoreError> {
+        self.with_client(|client| {
+            let mut tx = client
+                .build_transaction()
+                .isolation_level(IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()?;
+            let size: i64 = tx
+                .query_one("SELECT COALESCE(MAX(seq), 0) FROM event_ids", &[])?
+                .get(0);
+            if tree_size > size as u64 {
+                return Err(StoreError::Invalid(format!(
+                    "the log has {size} events; there is no tree of size {tree_size} yet"
+                )));
+            }
+            let proof = prove(&mut ClientSubtrees(&mut tx)).map_err(proof_error)?;
+            tx.commit()?;
+            Ok(proof)
+        })
+    }
+}
+
 fn proof_error(e: merkle::ProofError<StoreError>) -> StoreError {
     match e {
         merkle::ProofError::OutOfRange(reason) => StoreError::Invalid(reason),
@@ -446,24 +477,8 @@ impl LogReader for PgReader {
     }
 
     fn consistency_proof(&self, old_size: u64, new_size: u64) -> Result<Vec<Hash>, StoreError> {
-        self.with_client(|client| {
-            let mut tx = client
-                .build_transaction()
-                .isolation_level(IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()?;
-            let size: i64 = tx
-                .query_one("SELECT COALESCE(MAX(seq), 0) FROM event_ids", &[])?
-                .get(0);
-            if new_size > size as u64 {
-                return Err(StoreError::Invalid(format!(
-                    "the log has {size} events; there is no tree of size {new_size} yet"
-                )));
-            }
-            let proof = merkle::consistency_proof(&mut ClientSubtrees(&mut tx), old_size, new_size)
-                .map_err(proof_error)?;
-            tx.commit()?;
-            Ok(proof)
+        self.prove_against(new_size, |subtrees| {
+            merkle::consistency_proof(subtrees, old_size, new_size)
         })
     }
 
@@ -476,26 +491,9 @@ impl LogReader for PgReader {
         let Some(start) = first_seq.checked_sub(1) else {
             return Err(StoreError::Invalid("seqs start at 1".into()));
         };
-        self.with_client(|client| {
-            let mut tx = client
-                .build_transaction()
-                .isolation_level(IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()?;
-            let size: i64 = tx
-                .query_one("SELECT COALESCE(MAX(seq), 0) FROM event_ids", &[])?
-                .get(0);
-            if tree_size > size as u64 {
-                return Err(StoreError::Invalid(format!(
-                    "the log has {size} events; there is no tree of size {tree_size} yet"
-                )));
-            }
-            // Leaf index = seq - 1, so seqs first..=last are leaves [first - 1, last).
-            let proof =
-                merkle::range_proof(&mut ClientSubtrees(&mut tx), start, last_seq, tree_size)
-                    .map_err(proof_error)?;
-            tx.commit()?;
-            Ok(proof)
+        // Leaf index = seq - 1, so seqs first..=last are leaves [first - 1, last).
+        self.prove_against(tree_size, |subtrees| {
+            merkle::range_proof(subtrees, start, last_seq, tree_size)
         })
     }
 

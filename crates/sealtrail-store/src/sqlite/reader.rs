@@ -370,6 +370,29 @@ impl SubtreeHashes for ConnSubtrees<'_> {
     }
 }
 
+impl SqliteReader {
+    /// Runs `prove` in one snapshot of the log, refusing a tree of more leaves than the log
+    /// holds.
+    fn prove_against(
+        &self,
+        tree_size: u64,
+        prove: impl FnOnce(&mut ConnSubtrees<'_>) -> Result<Vec<Hash>, merkle::ProofError<StoreError>>,
+    ) -> Result<Vec<Hash>, StoreError> {
+        self.with_conn(|conn| {
+            snapshot(conn, || {
+                let size: i64 =
+                    conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
+                if tree_size > size as u64 {
+                    return Err(StoreError::Invalid(format!(
+                        "the log has {size} events; there is no tree of size {tree_size} yet"
+                    )));
+                }
+                prove(&mut ConnSubtrees(conn)).map_err(proof_error)
+            })
+        })
+    }
+}
+
 fn proof_error(e: merkle::ProofError<StoreError>) -> StoreError {
     match e {
         merkle::ProofError::OutOfRange(reason) => StoreError::Invalid(reason),
@@ -519,18 +542,8 @@ impl LogReader for SqliteReader {
     }
 
     fn consistency_proof(&self, old_size: u64, new_size: u64) -> Result<Vec<Hash>, StoreError> {
-        self.with_conn(|conn| {
-            snapshot(conn, || {
-                let size: i64 =
-                    conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
-                if new_size > size as u64 {
-                    return Err(StoreError::Invalid(format!(
-                        "the log has {size} events; there is no tree of size {new_size} yet"
-                    )));
-                }
-                merkle::consistency_proof(&mut ConnSubtrees(conn), old_size, new_size)
-                    .map_err(proof_error)
-            })
+        self.prove_against(new_size, |subtrees| {
+            merkle::consistency_proof(subtrees, old_size, new_size)
         })
     }
 
@@ -540,22 +553,12 @@ impl LogReader for SqliteReader {
         last_seq: u64,
         tree_size: u64,
     ) -> Result<Vec<Hash>, StoreError> {
-        self.with_conn(|conn| {
-            snapshot(conn, || {
-                let size: i64 =
-                    conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
-                if tree_size > size as u64 {
-                    return Err(StoreError::Invalid(format!(
-                        "the log has {size} events; there is no tree of size {tree_size} yet"
-                    )));
-                }
-                let Some(start) = first_seq.checked_sub(1) else {
-                    return Err(StoreError::Invalid("seqs start at 1".into()));
-                };
-                // Leaf index = seq - 1, so seqs first..=last are leaves [first - 1, last).
-                merkle::range_proof(&mut ConnSubtrees(conn), start, last_seq, tree_size)
-                    .map_err(proof_error)
-            })
+        let Some(start) = first_seq.checked_sub(1) else {
+            return Err(StoreError::Invalid("seqs start at 1".into()));
+        };
+        // Leaf index = seq - 1, so seqs first..=last are leaves [first - 1, last).
+        self.prove_against(tree_size, |subtrees| {
+            merkle::range_proof(subtrees, start, last_seq, tree_size)
         })
     }
 
