@@ -18,14 +18,50 @@ pub const MAX_LINE_BYTES: usize = 4 << 20;
 /// two hashes per tree level).
 pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
 
+/// Longest label a segment name may carry.
+pub const MAX_LABEL_CHARS: usize = 64;
+
 /// `<first>-<last>.ndjson.zst`: the segment file of a range.
 pub fn segment_file_name(first_seq: u64, last_seq: u64) -> String {
-    format!("{first_seq}-{last_seq}.ndjson.zst")
+    format!("{}.ndjson.zst", segment_stem(first_seq, last_seq, None))
 }
 
 /// `<first>-<last>.manifest.json`: the manifest of a range.
 pub fn manifest_file_name(first_seq: u64, last_seq: u64) -> String {
-    format!("{first_seq}-{last_seq}.manifest.json")
+    format!("{}.manifest.json", segment_stem(first_seq, last_seq, None))
+}
+
+/// What both of a segment's file names start with: `<first>-<last>`, or
+/// `<first>-<last>.<label>` when one range is archived more than once (retention archives
+/// the events of a range that reach their archive age on different days, each run into a
+/// segment of its own, labelled by the run).
+pub fn segment_stem(first_seq: u64, last_seq: u64, label: Option<&str>) -> String {
+    match label {
+        Some(label) => format!("{first_seq}-{last_seq}.{label}"),
+        None => format!("{first_seq}-{last_seq}"),
+    }
+}
+
+/// Whether `label` may label a segment: 1 to [`MAX_LABEL_CHARS`] ASCII letters, digits,
+/// `_` or `-` (no dot, so a name splits back into range and label).
+pub fn valid_label(label: &str) -> bool {
+    (1..=MAX_LABEL_CHARS).contains(&label.len())
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// The range and label of a stem ([`segment_stem`]), if it is one.
+pub fn parse_stem(stem: &str) -> Option<(u64, u64, Option<&str>)> {
+    let (range, label) = match stem.split_once('.') {
+        Some((range, label)) => (range, Some(label)),
+        None => (stem, None),
+    };
+    if label.is_some_and(|l| !valid_label(l)) {
+        return None;
+    }
+    let (first, last) = range.split_once('-')?;
+    Some((first.parse().ok()?, last.parse().ok()?, label))
 }
 
 /// A segment's manifest (`<first>-<last>.manifest.json`). Hashes are lowercase hex.

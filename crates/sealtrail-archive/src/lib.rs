@@ -6,6 +6,9 @@
 //! holds, for *every* seq of its range, the leaf hash, and for the events archived in it the
 //! verbatim canonical record as well. Two files per segment, named by the range:
 //!
+//! (A range archived more than once — retention runs on different days archive different
+//! events of it — has one segment per run, named `<first>-<last>.<label>.…`.)
+//!
 //! - `<first>-<last>.ndjson.zst`: zstd-compressed NDJSON (one frame, with zstd's content
 //!   checksum), one line per seq in ascending order:
 //!
@@ -53,8 +56,9 @@ mod write;
 
 pub use error::ArchiveError;
 pub use format::{
-    FORMAT, MAX_LINE_BYTES, MAX_MANIFEST_BYTES, MAX_SEGMENT_SEQS, Manifest, ManifestCheckpoint,
-    manifest_file_name, segment_file_name,
+    FORMAT, MAX_LABEL_CHARS, MAX_LINE_BYTES, MAX_MANIFEST_BYTES, MAX_SEGMENT_SEQS, Manifest,
+    ManifestCheckpoint, manifest_file_name, parse_stem, segment_file_name, segment_stem,
+    valid_label,
 };
 pub use read::{
     ArchivedEvent, ArchivedEvents, SegmentLocation, VerifiedSegment, list_segments, locate_event_id,

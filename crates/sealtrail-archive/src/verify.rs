@@ -21,8 +21,7 @@ use sha2::{Digest, Sha256};
 
 use crate::ArchiveError;
 use crate::format::{
-    FORMAT, MAX_LINE_BYTES, MAX_MANIFEST_BYTES, MAX_SEGMENT_SEQS, Manifest, manifest_file_name,
-    segment_file_name,
+    FORMAT, MAX_LINE_BYTES, MAX_MANIFEST_BYTES, MAX_SEGMENT_SEQS, Manifest, parse_stem,
 };
 
 /// The first thing found wrong with a segment.
@@ -270,10 +269,10 @@ pub fn verify_dir(
     for entry in entries {
         let entry = entry.map_err(|e| ArchiveError::io(format!("listing {}", dir.display()), e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(range) = name.strip_suffix(".manifest.json") {
-            manifests.push((parse_range(range), entry.path()));
-        } else if let Some(range) = name.strip_suffix(".ndjson.zst") {
-            segments.push((parse_range(range), name));
+        if let Some(stem) = name.strip_suffix(".manifest.json") {
+            manifests.push((parse_range(stem), entry.path()));
+        } else if let Some(stem) = name.strip_suffix(".ndjson.zst") {
+            segments.push((parse_range(stem), name));
         }
     }
     // Seq order; names that are no range sort last (and are reported by verify_segment).
@@ -284,10 +283,7 @@ pub fn verify_dir(
         ..ArchiveReport::default()
     };
     for (range, name) in segments {
-        let manifest = match range {
-            Some((first, last)) => manifest_file_name(first, last),
-            None => format!("{}.manifest.json", name.trim_end_matches(".ndjson.zst")),
-        };
+        let manifest = format!("{}.manifest.json", name.trim_end_matches(".ndjson.zst"));
         if !dir.join(&manifest).exists() {
             report.segments.push(SegmentReport {
                 path: dir.join(&name),
@@ -319,9 +315,9 @@ pub fn verify_dir(
     Ok(report)
 }
 
-pub(crate) fn parse_range(text: &str) -> Option<(u64, u64)> {
-    let (first, last) = text.split_once('-')?;
-    Some((first.parse().ok()?, last.parse().ok()?))
+/// The range a file name's stem names (`<first>-<last>[.<label>]`).
+pub(crate) fn parse_range(stem: &str) -> Option<(u64, u64)> {
+    parse_stem(stem).map(|(first, last, _)| (first, last))
 }
 
 /// One line of a segment, borrowed from the decompressed buffer: `record` is the exact
@@ -431,7 +427,11 @@ pub(crate) fn check_manifest(path: &Path, m: &Manifest) -> Result<(), Problem> {
         )));
     }
     let name = path.file_name().unwrap_or_default().to_string_lossy();
-    if name != manifest_file_name(first, last) || m.segment_file != segment_file_name(first, last) {
+    let stem = name.strip_suffix(".manifest.json").unwrap_or_default();
+    let named = parse_stem(stem);
+    if named.is_none_or(|(f, l, _)| (f, l) != (first, last))
+        || m.segment_file != format!("{stem}.ndjson.zst")
+    {
         return Err(inconsistent(format!(
             "the manifest claims seqs {first}..={last} but is named {name} and names the \
              segment {}",

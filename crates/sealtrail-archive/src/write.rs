@@ -13,8 +13,8 @@ use sha2::{Digest, Sha256};
 
 use crate::ArchiveError;
 use crate::format::{
-    FORMAT, MAX_LINE_BYTES, MAX_SEGMENT_SEQS, Manifest, ManifestCheckpoint, manifest_file_name,
-    segment_file_name,
+    FORMAT, MAX_LABEL_CHARS, MAX_LINE_BYTES, MAX_SEGMENT_SEQS, Manifest, ManifestCheckpoint,
+    segment_stem, valid_label,
 };
 
 /// zstd's level for segments unless the caller asks for another: its default, which
@@ -34,6 +34,24 @@ pub struct SegmentSpec {
     pub only_tenant: Option<String>,
     /// zstd compression level.
     pub zstd_level: i32,
+    /// Names the segment `<first>-<last>.<label>` ([`segment_stem`]): a range archived
+    /// more than once (by retention runs) has one segment per run.
+    pub label: Option<String>,
+}
+
+impl SegmentSpec {
+    /// The stem of the segment's file names.
+    pub fn stem(&self) -> String {
+        segment_stem(self.first_seq, self.last_seq, self.label.as_deref())
+    }
+
+    fn segment_file(&self) -> String {
+        format!("{}.ndjson.zst", self.stem())
+    }
+
+    fn manifest_file(&self) -> String {
+        format!("{}.manifest.json", self.stem())
+    }
 }
 
 /// One seq of the range as the caller hands it over.
@@ -101,6 +119,13 @@ impl SegmentWriter {
                  must not be empty"
             )));
         }
+        if let Some(label) = spec.label.as_deref()
+            && !valid_label(label)
+        {
+            return Err(ArchiveError::Invalid(format!(
+                "segment label {label:?}: use 1 to {MAX_LABEL_CHARS} letters, digits, _ or -"
+            )));
+        }
         let seqs = last_seq - first_seq + 1;
         if seqs > MAX_SEGMENT_SEQS {
             return Err(ArchiveError::Invalid(format!(
@@ -110,10 +135,7 @@ impl SegmentWriter {
         }
         std::fs::create_dir_all(dir)
             .map_err(|e| ArchiveError::io(format!("creating {}", dir.display()), e))?;
-        for name in [
-            segment_file_name(first_seq, last_seq),
-            manifest_file_name(first_seq, last_seq),
-        ] {
+        for name in [spec.segment_file(), spec.manifest_file()] {
             if dir.join(&name).exists() {
                 return Err(ArchiveError::Invalid(format!(
                     "{} already exists: seqs {first_seq}..={last_seq} are archived there",
@@ -121,7 +143,7 @@ impl SegmentWriter {
                 )));
             }
         }
-        let partial = partial_path(&dir.join(segment_file_name(first_seq, last_seq)));
+        let partial = partial_path(&dir.join(spec.segment_file()));
         let file = OpenOptions::new()
             .write(true)
             .create(true)
@@ -288,7 +310,7 @@ impl SegmentWriter {
         file.sync_all()
             .map_err(|e| ArchiveError::io(context("syncing"), e))?;
         drop(file);
-        let file_name = segment_file_name(self.spec.first_seq, self.spec.last_seq);
+        let file_name = self.spec.segment_file();
         std::fs::rename(&self.partial, self.dir.join(&file_name))
             .map_err(|e| ArchiveError::io(context("renaming"), e))?;
         Ok(PublishedSegment {
@@ -333,9 +355,7 @@ impl SegmentWriter {
     /// then syncs the directory so both renames are durable. The manifest comes last: a
     /// segment without one was never finished.
     fn publish_manifest(&self, manifest: &Manifest) -> Result<(), ArchiveError> {
-        let manifest_path = self
-            .dir
-            .join(manifest_file_name(self.spec.first_seq, self.spec.last_seq));
+        let manifest_path = self.dir.join(self.spec.manifest_file());
         let partial_manifest = partial_path(&manifest_path);
         let mut text = serde_json::to_vec_pretty(manifest)
             .expect("a manifest is plain data and always serialises");

@@ -40,6 +40,7 @@ fn write(dir: &Path, signer: &CheckpointSigner, first: u64, last: u64) -> Vec<Ha
         last_seq: last,
         only_tenant: None,
         zstd_level: 3,
+        label: None,
     };
     let mut writer = SegmentWriter::create(dir, spec).unwrap();
     for seq in first..=last {

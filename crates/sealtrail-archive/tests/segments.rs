@@ -24,16 +24,22 @@ fn spec(first_seq: u64, last_seq: u64) -> SegmentSpec {
         last_seq,
         only_tenant: None,
         zstd_level: 3,
+        label: None,
     }
 }
 
 /// Writes seqs first..=last of a 100-event log, every other record archived.
 fn write(dir: &Path, signer: &CheckpointSigner, first: u64, last: u64) {
+    write_spec(dir, signer, spec(first, last));
+}
+
+fn write_spec(dir: &Path, signer: &CheckpointSigner, spec: SegmentSpec) {
+    let (first, last) = (spec.first_seq, spec.last_seq);
     let records = records(100);
     let leaves: Vec<Hash> = records.iter().map(|r| leaf_hash(r)).collect();
     let note = signer.sign(100, list_root(&leaves)).note;
     let boundary = range_proof(&mut LeafSlice(&leaves), first - 1, last, 100).unwrap();
-    let mut writer = SegmentWriter::create(dir, spec(first, last)).unwrap();
+    let mut writer = SegmentWriter::create(dir, spec).unwrap();
     for seq in first..=last {
         let i = (seq - 1) as usize;
         writer
@@ -73,6 +79,36 @@ fn segments_verify_and_gaps_between_them_are_noted() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert!(names.iter().all(|n| !n.ends_with(".partial")), "{names:?}");
+}
+
+#[test]
+fn one_range_archived_twice_has_a_labelled_segment_per_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = CheckpointSigner::new(ORIGIN, &[7; 32]).unwrap();
+    let labelled = |label: &str| SegmentSpec {
+        label: Some(label.into()),
+        ..spec(1, 40)
+    };
+    write(dir.path(), &signer, 1, 40);
+    write_spec(dir.path(), &signer, labelled("r2"));
+    let report = verify_dir(dir.path(), Some(signer.verifier())).unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.segments.len(), 2);
+    assert!(dir.path().join("1-40.r2.ndjson.zst").exists());
+    // The same label twice, or a label that would not split back out of the name, is refused.
+    assert!(SegmentWriter::create(dir.path(), labelled("r2")).is_err());
+    assert!(SegmentWriter::create(dir.path(), labelled("a.b")).is_err());
+    // A labelled manifest renamed to another range no longer matches its name.
+    std::fs::rename(
+        dir.path().join("1-40.r2.manifest.json"),
+        dir.path().join("1-41.r2.manifest.json"),
+    )
+    .unwrap();
+    let moved = verify_segment(&dir.path().join("1-41.r2.manifest.json"), None);
+    assert!(
+        matches!(moved.problem, Some(Problem::ManifestInconsistent(_))),
+        "{moved:?}"
+    );
 }
 
 #[test]

@@ -237,6 +237,7 @@ fn write(args: WriteArgs) -> anyhow::Result<ExitCode> {
             last_seq: args.to,
             only_tenant: args.only_tenant.clone(),
             zstd_level: args.zstd_level,
+            label: None,
         },
     )?;
     let bar = progress_bar(args.to - args.from + 1);
