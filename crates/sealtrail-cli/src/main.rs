@@ -76,7 +76,7 @@ enum Command {
     Backup(backup::BackupArgs),
     /// Restore a backup into a new data directory, after verifying the whole log.
     Restore(backup::RestoreArgs),
-    /// Retention policies: what is due for archival and deletion.
+    /// Retention: what is due for archival and deletion (plan), and running it (run).
     Retention {
         #[command(subcommand)]
         command: retention::RetentionCommand,
@@ -162,7 +162,7 @@ fn main() -> ExitCode {
             Command::Tenants { command } => tenants::run(command).await,
             Command::Holds { command } => holds::run(command).await,
             Command::Config { command } => serve::check_config(command),
-            Command::Retention { command } => blocking(move || retention::run(command)).await,
+            Command::Retention { command } => retention::run(command).await,
         }
     });
     match result {

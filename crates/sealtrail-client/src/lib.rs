@@ -224,6 +224,16 @@ impl Client {
         .await
     }
 
+    /// Runs retention now, or with `dry_run` shows what a run would do (as of `at`, RFC
+    /// 3339, for a dry run) (`POST /v1/retention/run`; admin key bound to no tenant).
+    pub async fn retention_run(&self, dry_run: bool, at: Option<&str>) -> Result<Value, ClientError> {
+        let body = serde_json::json!({ "dry_run": dry_run, "at": at })
+            .to_string()
+            .into_bytes();
+        self.send_body("/v1/retention/run", "application/json", body)
+            .await
+    }
+
     /// Every sink's state (`GET /v1/sinks`; admin key).
     pub async fn sinks(&self) -> Result<Vec<Value>, ClientError> {
         self.get("/v1/sinks", &[]).await

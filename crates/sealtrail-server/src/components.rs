@@ -23,6 +23,7 @@ use crate::app::access::AccessLog;
 use crate::app::holds::LegalHolds;
 use crate::app::ingest::Ingest;
 use crate::app::reads::Reads;
+use crate::app::retention::{Retention, RetentionParts};
 use crate::app::shred::Shredder;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -54,6 +55,7 @@ pub(crate) struct Parts {
     opener: Opener,
     blind: Option<Arc<dyn sealtrail_crypto::BlindIndexStore>>,
     holds: Arc<sealtrail_store::holds::HoldStore>,
+    retention: Arc<Retention>,
 }
 
 impl Parts {
@@ -111,6 +113,7 @@ impl Parts {
             sinks: self.sinks,
             opener: self.opener,
             rate_limits,
+            retention: self.retention,
         })
     }
 }
@@ -169,6 +172,13 @@ impl Components {
         if let Some(index) = blind.clone() {
             tasks.push(spawn_blind_indexer(index, &store, &opener, &shutdown));
         }
+        let retention = Arc::new(open_retention(config, &store, holds.clone()).await?);
+        tasks.extend(retention.clone().spawn_schedule(
+            log.clone(),
+            config.limits.event.clone(),
+            config.access_log.global_tenant.clone(),
+            shutdown.clone(),
+        ));
         let components = Self {
             shutdown,
             sinks: sinks.clone(),
@@ -189,6 +199,7 @@ impl Components {
             opener,
             blind,
             holds,
+            retention,
         };
         Ok((components, parts))
     }
@@ -405,4 +416,36 @@ async fn open_embedded_store(config: &Config, hooks: SequencerHooks) -> Result<S
         keys,
         indexer: Some(indexer),
     })
+}
+
+/// Retention over the opened store, with its ledger on a connection of its own.
+async fn open_retention(
+    config: &Config,
+    store: &Store,
+    holds: Arc<sealtrail_store::holds::HoldStore>,
+) -> Result<Retention, ServerError> {
+    let ledger: Arc<dyn sealtrail_store::retention::RetentionLedger> = match &config.database_url
+    {
+        Some(url) => {
+            let url = url.clone();
+            Arc::new(blocking_store(move || sealtrail_store::postgres::PgLedger::open(&url)).await?)
+        }
+        None => {
+            let dir = config.data_dir.clone();
+            Arc::new(blocking_store(move || sealtrail_store::sqlite::SqliteLedger::open(&dir)).await?)
+        }
+    };
+    Ok(Retention::new(RetentionParts {
+        reader: store.reader.clone(),
+        ledger,
+        holds,
+        sequencer: store.sequencer.clone(),
+        verifier: store.verifier.clone(),
+        policies: config.retention.clone(),
+        settings: config.retention_run.clone(),
+        sqlite_dir: config
+            .database_url
+            .is_none()
+            .then(|| config.data_dir.clone()),
+    }))
 }

@@ -56,6 +56,33 @@ pub struct Config {
     /// How long each kind of record is kept and when it is archived (`[retention]`;
     /// `sealtrail retention plan` shows what is due).
     pub retention: sealtrail_core::retention_policy::RetentionConfig,
+    /// Where retention archives, and how often the server runs it (`[retention_run]`).
+    pub retention_run: RetentionRunSettings,
+}
+
+/// Retention runs (`[retention_run]`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionRunSettings {
+    /// The directory archive segments are written to. Without it nothing is archived:
+    /// events past their archive age keep their bodies in the hot store (runs still delete
+    /// what is past its retention).
+    pub archive_to: Option<PathBuf>,
+    /// zstd level of the segments (1–19).
+    pub zstd_level: i32,
+    /// Hours between the server's own runs; 0 runs retention only when asked
+    /// (`sealtrail retention run`).
+    pub every_hours: u32,
+}
+
+impl Default for RetentionRunSettings {
+    fn default() -> Self {
+        Self {
+            archive_to: None,
+            zstd_level: sealtrail_archive::DEFAULT_ZSTD_LEVEL,
+            every_hours: 24,
+        }
+    }
 }
 
 /// Field encryption (see `sealtrail_crypto`).
@@ -123,6 +150,7 @@ impl Default for Config {
             access_log: AccessLogSettings::default(),
             encryption: None,
             retention: Default::default(),
+            retention_run: RetentionRunSettings::default(),
         }
     }
 }
@@ -326,6 +354,15 @@ impl Config {
         }
         if let Some(origin) = &self.log_origin {
             check_log_origin(origin)?;
+        }
+        if !(1..=19).contains(&self.retention_run.zstd_level) {
+            return Err(invalid("retention_run.zstd_level", "must be from 1 to 19"));
+        }
+        if self.retention_run.every_hours > 24 * 366 {
+            return Err(invalid(
+                "retention_run.every_hours",
+                "must be at most a year (8784 hours); 0 turns the schedule off",
+            ));
         }
         let problems = self.retention.check();
         if !problems.is_empty() {

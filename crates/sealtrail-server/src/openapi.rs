@@ -32,6 +32,7 @@ use utoipa::{Modify, OpenApi};
         crate::routes::holds::place_hold,
         crate::routes::holds::list_holds,
         crate::routes::holds::release_hold,
+        crate::routes::retention::run_retention,
         crate::routes::sinks::list_sinks,
         crate::routes::sinks::dead_letters,
         crate::routes::sinks::replay,
@@ -44,6 +45,7 @@ use utoipa::{Modify, OpenApi};
         (name = "keys", description = "API keys: create, list, rotate, revoke (admin)"),
         (name = "tenants", description = "Crypto-shredding of a tenant's or a subject's data keys (admin)"),
         (name = "holds", description = "Legal holds: retention and archival delete nothing a hold covers until it is released (admin)"),
+        (name = "retention", description = "Retention runs: archive, remove archived bodies from the hot store, delete past retention (admin)"),
         (name = "sinks", description = "Delivery to other systems: state, dead letters, replay"),
         (name = "operations", description = "Health"),
     )

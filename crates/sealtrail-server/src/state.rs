@@ -49,6 +49,8 @@ pub struct Inner {
     pub opener: sealtrail_crypto::Opener,
     /// Requests per API key.
     pub rate_limits: crate::limits::KeyRateLimiter,
+    /// Retention runs.
+    pub retention: Arc<crate::app::retention::Retention>,
 }
 
 impl AppState {

@@ -14,6 +14,11 @@
 //! - **reordered**: a row holds the record of a later seq;
 //! - **column mismatch**: an indexed column disagrees with the record;
 //! - **bad signature**: a stored checkpoint does not verify with the log's key.
+//!
+//! A row whose body a retention run removed (archived, or past retention) has an empty
+//! record and a row in the store's retention ledger: its leaf hash alone goes into the
+//! tree, so the log still verifies; an empty record the ledger does not account for is an
+//! edit.
 
 use std::fmt;
 use std::path::Path;
@@ -149,6 +154,8 @@ impl fmt::Display for Finding {
 pub struct VerifyReport {
     /// Events checked.
     pub events: u64,
+    /// Of them, events whose body retention removed (checked by their leaf hash only).
+    pub bodies_removed: u64,
     /// Signed checkpoints checked.
     pub checkpoints: u64,
     /// The tree size rebuilt (up to the first problem).
@@ -184,8 +191,10 @@ pub struct AuditRow {
     pub resource_id: Option<String>,
     /// Column.
     pub leaf_hash: Vec<u8>,
-    /// The verbatim record.
+    /// The verbatim record; empty once retention removed the body.
     pub record: Vec<u8>,
+    /// The retention ledger says a run removed this row's body.
+    pub body_removed: bool,
 }
 
 /// A signed tree head `verify` must reproduce.
@@ -208,6 +217,7 @@ pub struct LogAudit {
     last_good_size: u64,
     checkpoints: u64,
     latest_signed: u64,
+    bodies_removed: u64,
 }
 
 impl LogAudit {
@@ -262,6 +272,7 @@ impl LogAudit {
             last_good_size: 0,
             checkpoints,
             latest_signed,
+            bodies_removed: 0,
         };
         audit.check_anchors()?;
         Ok(audit)
@@ -295,41 +306,16 @@ impl LogAudit {
                 ),
             }));
         }
-        let leaf = merkle::leaf_hash(&row.record);
-        if leaf.as_slice() != row.leaf_hash.as_slice() {
-            return Ok(Some(Finding::Edited {
-                seq,
-                detail: "the record does not match its stored leaf hash".into(),
-            }));
-        }
-        let record = match StoredRecord::parse(&row.record) {
-            Ok(r) => r,
-            Err(e) => {
-                return Ok(Some(Finding::Edited {
-                    seq,
-                    detail: format!("the record is not a valid event: {e}"),
-                }));
-            }
+        let leaf = match row.record.is_empty() {
+            true => match self.removed_body_leaf(row) {
+                Ok(leaf) => leaf,
+                Err(finding) => return Ok(Some(finding)),
+            },
+            false => match check_record(row) {
+                Ok(leaf) => leaf,
+                Err(finding) => return Ok(Some(finding)),
+            },
         };
-        if record.seq != seq {
-            return Ok(Some(if record.seq > seq {
-                Finding::Reordered {
-                    seq,
-                    detail: format!("it holds the record of seq {}", record.seq),
-                }
-            } else {
-                Finding::Inserted {
-                    seq: record.seq,
-                    detail: format!(
-                        "the record of seq {} is stored at seq {seq}: a row was inserted before it",
-                        record.seq
-                    ),
-                }
-            }));
-        }
-        if let Some(finding) = compare_columns(row, &record) {
-            return Ok(Some(finding));
-        }
         let mut completed = Vec::new();
         self.frontier.push(leaf, |level, index, hash| {
             if level % NODE_LEVEL_STRIDE == 0 {
@@ -359,6 +345,29 @@ impl LogAudit {
             }
         }
         Ok(self.check_anchors().err())
+    }
+
+    /// The leaf hash of a row whose body is gone: only a retention run may have removed it.
+    fn removed_body_leaf(&mut self, row: &AuditRow) -> Result<Hash, Finding> {
+        if !row.body_removed {
+            return Err(Finding::Edited {
+                seq: row.seq,
+                detail: "the record is empty, and no retention run removed it".into(),
+            });
+        }
+        let leaf: Hash = row
+            .leaf_hash
+            .as_slice()
+            .try_into()
+            .map_err(|_| Finding::Edited {
+                seq: row.seq,
+                detail: format!(
+                    "the stored leaf hash is {} bytes, not 32",
+                    row.leaf_hash.len()
+                ),
+            })?;
+        self.bodies_removed += 1;
+        Ok(leaf)
     }
 
     /// Compares the rebuilt tree with every checkpoint of the current size.
@@ -401,12 +410,51 @@ impl LogAudit {
             });
         VerifyReport {
             events,
+            bodies_removed: self.bodies_removed,
             checkpoints: self.checkpoints,
             tree_size: size,
             root: self.frontier.root(),
             problem,
         }
     }
+}
+
+
+/// Checks a row that holds its record: it hashes to the leaf hash, parses, sits at its own
+/// seq, and the columns agree with it. Returns the leaf hash.
+fn check_record(row: &AuditRow) -> Result<Hash, Finding> {
+    let seq = row.seq;
+        let leaf = merkle::leaf_hash(&row.record);
+        if leaf.as_slice() != row.leaf_hash.as_slice() {
+            return Err(Finding::Edited {
+                seq,
+                detail: "the record does not match its stored leaf hash".into(),
+            });
+        }
+        let record = StoredRecord::parse(&row.record).map_err(|e| Finding::Edited {
+            seq,
+            detail: format!("the record is not a valid event: {e}"),
+        })?;
+        if record.seq != seq {
+            return Err(if record.seq > seq {
+                Finding::Reordered {
+                    seq,
+                    detail: format!("it holds the record of seq {}", record.seq),
+                }
+            } else {
+                Finding::Inserted {
+                    seq: record.seq,
+                    detail: format!(
+                        "the record of seq {} is stored at seq {seq}: a row was inserted before it",
+                        record.seq
+                    ),
+                }
+            });
+        }
+        if let Some(finding) = compare_columns(row, &record) {
+            return Err(finding);
+        }
+    Ok(leaf)
 }
 
 fn compare_columns(row: &AuditRow, record: &StoredRecord) -> Option<Finding> {
@@ -530,6 +578,7 @@ fn read_audit_row(r: &rusqlite::Row<'_>) -> Result<AuditRow, Finding> {
         resource_id: text(9),
         leaf_hash: bytes(10).unwrap_or_default(),
         record: bytes(11).unwrap_or_default(),
+        body_removed: matches!(r.get_ref(12), Ok(ValueRef::Integer(1))),
     })
 }
 
@@ -554,6 +603,7 @@ pub fn verify_sqlite(
         Err(finding) => {
             return Ok(VerifyReport {
                 events: 0,
+                bodies_removed: 0,
                 checkpoints: 0,
                 tree_size: 0,
                 root: merkle::empty_root(),
@@ -567,7 +617,9 @@ pub fn verify_sqlite(
         conn.prepare("SELECT hash FROM merkle_nodes WHERE level = ?1 AND idx = ?2")?;
     let mut rows_stmt = conn.prepare(
         "SELECT seq, id, tenant_id, occurred_at, received_at, severity, action, user_id,
-                resource_type, resource_id, leaf_hash, record
+                resource_type, resource_id, leaf_hash, record,
+                EXISTS (SELECT 1 FROM retention AS r
+                        WHERE r.seq = events.seq AND r.body_removed_at IS NOT NULL)
          FROM events ORDER BY seq",
     )?;
     let mut rows = rows_stmt.query([])?;

@@ -14,6 +14,8 @@ pub mod holds;
 pub mod ingest;
 pub mod log;
 pub mod reads;
+pub mod retention;
+pub mod retention_run;
 pub mod shred;
 pub mod system;
 

@@ -218,3 +218,79 @@ impl HoldRecord<'_> {
         .prepare(received_at, limits, None)
     }
 }
+
+/// The record of a retention run (`retention.run`): in each tenant whose events it
+/// changed, that tenant's counts; in the server's own tenant, the totals.
+pub struct RetentionRecord<'a> {
+    /// Where it is recorded.
+    pub tenant: &'a str,
+    /// Who ran it: `schedule`, or `key:<id>`.
+    pub by: &'a str,
+    /// The run's label (segments written carry it).
+    pub run: &'a str,
+    /// The moment the policies were applied at (RFC 3339).
+    pub at: &'a str,
+    /// The tree size the run covered.
+    pub through_seq: u64,
+    /// What was done to the tenant's events (the totals in the server's tenant).
+    pub counts: &'a crate::app::retention_run::TenantCounts,
+    /// Segments written, adopted and removed (in the server's tenant only).
+    pub segments: Option<RetentionSegments<'a>>,
+}
+
+/// The segments of a run.
+#[derive(Serialize)]
+pub struct RetentionSegments<'a> {
+    /// Written.
+    pub written: &'a [String],
+    /// Found published but unrecorded, and recorded.
+    pub adopted: &'a [String],
+    /// Removed.
+    pub removed: &'a [String],
+}
+
+#[derive(Serialize)]
+struct RetentionDetails<'a> {
+    run: &'a str,
+    at: &'a str,
+    through_seq: u64,
+    #[serde(flatten)]
+    counts: &'a crate::app::retention_run::TenantCounts,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    segments: Option<&'a RetentionSegments<'a>>,
+}
+
+impl RetentionRecord<'_> {
+    /// The event. Not sealed: counts and names, no producer data.
+    pub fn prepare(
+        &self,
+        received_at: i64,
+        limits: &EventLimits,
+    ) -> Result<PreparedEvent, FieldError> {
+        Input {
+            tenant_id: self.tenant,
+            action: "retention.run",
+            actor_type: "service",
+            user_id: self.by.to_owned(),
+            resource_type: "retention_run",
+            resource_id: Some(self.run),
+            severity: if self.counts.deleted > 0 {
+                "warning"
+            } else {
+                "info"
+            },
+            outcome: Some("success"),
+            ip_address: None,
+            user_agent: None,
+            reason: None,
+            details: RetentionDetails {
+                run: self.run,
+                at: self.at,
+                through_seq: self.through_seq,
+                counts: self.counts,
+                segments: self.segments.as_ref(),
+            },
+        }
+        .prepare(received_at, limits, None)
+    }
+}

@@ -11,6 +11,7 @@
 
 mod listen;
 mod reader;
+mod retention;
 mod schema;
 mod verify;
 mod writer;
@@ -23,6 +24,7 @@ use sealtrail_core::merkle::{Hash, fold_complete};
 
 pub use listen::CommitListener;
 pub use reader::PgReader;
+pub use retention::PgLedger;
 pub use schema::{SCHEMA_VERSION, check as check_schema, grant_service_role, migrate};
 pub use verify::verify_postgres;
 pub use writer::{COMMIT_CHANNEL, PgBackend, WRITER_LOCK, copy_event_rows};

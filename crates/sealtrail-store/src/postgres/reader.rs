@@ -251,6 +251,8 @@ fn stored_event(row: &Row) -> Result<StoredEvent, StoreError> {
 /// The SQL and parameters of one page.
 fn page_sql(request: &PageRequest) -> (String, Conditions) {
     let mut c = Conditions::default();
+    // Events whose bodies retention removed are not in the hot store any more.
+    c.push("record IS NOT NULL", vec![]);
     c.filter(&request.filter);
     if let Some(cursor) = &request.after {
         c.after(cursor, request.order);
@@ -391,8 +393,9 @@ impl LogReader for PgReader {
         }
         let window_end = through.min(after.saturating_add(REPLAY_SCAN_WINDOW as u64));
         let mut c = Conditions::default();
+        // Events whose bodies retention removed are skipped: they are in the archive.
         c.push(
-            "seq > {} AND seq <= {}",
+            "seq > {} AND seq <= {} AND record IS NOT NULL",
             vec![Box::new(after as i64), Box::new(window_end as i64)],
         );
         c.filter(filter);
@@ -423,7 +426,7 @@ impl LogReader for PgReader {
                     "SELECT e.seq, e.tenant_id, e.occurred_at, e.leaf_hash, e.record
                      FROM event_ids AS i
                      JOIN events AS e ON e.occurred_at = i.occurred_at AND e.seq = i.seq
-                     WHERE i.id = $1",
+                     WHERE i.id = $1 AND e.record IS NOT NULL",
                     &[id],
                 )?
                 .as_ref()

@@ -127,10 +127,46 @@ const MIGRATIONS: &[&str] = &[
     ALTER FUNCTION sealtrail_ensure_partition(bigint) SECURITY DEFINER;
     ALTER FUNCTION sealtrail_ensure_partition(bigint) SET search_path FROM CURRENT;
     "#,
+    // 3: the retention ledger, and bodies that retention may remove.
+    r#"
+    -- What retention runs did to an event (see the embedded store's schema): the archive
+    -- segment holding its record, when its body left the hot store (`events.record` is
+    -- then NULL, and `details` with it; the leaf hash stays), when it was deleted.
+    CREATE TABLE retention (
+        seq             bigint PRIMARY KEY,
+        segment         text,
+        body_removed_at bigint,
+        deleted_at      bigint
+    );
+    CREATE INDEX retention_by_segment ON retention (segment) WHERE segment IS NOT NULL;
+    ALTER TABLE events ALTER COLUMN record DROP NOT NULL;
+
+    -- The log stays append-only: an update may remove a body (and, on deletion, the user
+    -- and resource ids), nothing else — whoever runs it.
+    CREATE FUNCTION sealtrail_only_remove_bodies() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+    BEGIN
+        IF NEW.record IS NOT NULL
+           OR NEW.seq <> OLD.seq OR NEW.id <> OLD.id OR NEW.tenant_id <> OLD.tenant_id
+           OR NEW.occurred_at <> OLD.occurred_at OR NEW.received_at <> OLD.received_at
+           OR NEW.severity <> OLD.severity OR NEW.action <> OLD.action
+           OR NEW.resource_type <> OLD.resource_type OR NEW.leaf_hash <> OLD.leaf_hash
+           OR NEW.content_hash IS DISTINCT FROM OLD.content_hash
+           OR (NEW.user_id IS NOT NULL AND NEW.user_id IS DISTINCT FROM OLD.user_id)
+           OR (NEW.resource_id IS NOT NULL AND NEW.resource_id IS DISTINCT FROM OLD.resource_id)
+        THEN
+            RAISE EXCEPTION 'events are append-only: an update may only remove the body of seq %', OLD.seq;
+        END IF;
+        RETURN NEW;
+    END $$;
+    CREATE TRIGGER only_remove_bodies BEFORE UPDATE ON events
+        FOR EACH ROW EXECUTE FUNCTION sealtrail_only_remove_bodies();
+    "#,
 ];
 
 /// Grants `role` what the service needs and nothing more: it can append to the log and
-/// read it, never change or delete an event. (Superseded checkpoints are deleted, so that
+/// read it, and remove an event's body for retention (a trigger refuses any other change),
+/// never change or delete an event. (Superseded checkpoints are deleted, so that
 /// one table allows DELETE.) It gets BYPASSRLS, without which PostgreSQL refuses binary
 /// COPY into a table with row-level security, and membership of sealtrail_tenant_reader,
 /// the role tenant-confined reads switch to. Needs a superuser.
@@ -141,9 +177,11 @@ pub fn grant_service_role(client: &mut Client, role: &str) -> Result<(), StoreEr
         )));
     }
     client.batch_execute(&format!(
-        "REVOKE ALL ON events, event_ids, merkle_nodes, checkpoints, sealtrail_meta, sealtrail_schema FROM {role};
+        "REVOKE ALL ON events, event_ids, merkle_nodes, checkpoints, retention, sealtrail_meta, sealtrail_schema FROM {role};
          GRANT SELECT, INSERT ON events, event_ids, merkle_nodes, checkpoints, sealtrail_meta TO {role};
          GRANT DELETE ON checkpoints TO {role};
+         GRANT UPDATE (record, user_id, resource_id) ON events TO {role};
+         GRANT SELECT, INSERT, UPDATE ON retention TO {role};
          GRANT SELECT ON sealtrail_schema TO {role};
          GRANT EXECUTE ON FUNCTION sealtrail_ensure_partition(bigint) TO {role};
          GRANT sealtrail_tenant_reader TO {role};

@@ -42,6 +42,7 @@ pub fn verify_postgres(
         Err(finding) => {
             return Ok(VerifyReport {
                 events: 0,
+                bodies_removed: 0,
                 checkpoints: 0,
                 tree_size: 0,
                 root: merkle::empty_root(),
@@ -58,8 +59,9 @@ pub fn verify_postgres(
     let portal = tx.bind(
         "SELECT e.seq, e.id, e.tenant_id, e.occurred_at, e.received_at, e.severity, e.action,
                 e.user_id, e.resource_type, e.resource_id, e.leaf_hash, e.record,
-                i.seq, i.leaf_hash
+                i.seq, i.leaf_hash, COALESCE(r.body_removed_at IS NOT NULL, false)
          FROM events AS e LEFT JOIN event_ids AS i ON i.id = e.id
+              LEFT JOIN retention AS r ON r.seq = e.seq
          ORDER BY e.seq",
         &[],
     )?;
@@ -82,7 +84,8 @@ pub fn verify_postgres(
                 resource_type: r.get(8),
                 resource_id: r.get(9),
                 leaf_hash: r.get(10),
-                record: r.get(11),
+                record: r.get::<_, Option<Vec<u8>>>(11).unwrap_or_default(),
+                body_removed: r.get(14),
             };
             let finding = audit.check_row(&row, |level, index| {
                 tx.query_opt(&node, &[&(level as i32), &(index as i64)])?

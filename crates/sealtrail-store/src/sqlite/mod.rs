@@ -9,6 +9,7 @@
 
 mod indexer;
 mod reader;
+mod retention;
 mod schema;
 mod wal;
 mod writer;
@@ -21,6 +22,7 @@ use sealtrail_core::merkle::{Hash, fold_complete};
 
 pub use indexer::{IndexProgress, Indexer, IndexerConfig, IndexerHandle};
 pub use reader::SqliteReader;
+pub use retention::SqliteLedger;
 pub use writer::{SqliteBackend, insert_event_row};
 
 use crate::{NODE_LEVEL_STRIDE, StoreError, identity};

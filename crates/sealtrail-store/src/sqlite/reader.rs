@@ -252,12 +252,13 @@ pub(crate) fn page_sql(request: &PageRequest) -> (String, Vec<SqlValue>) {
     part("main.events", tail);
     // The tenant is checked again on the log's own row: the index is derived data, and a
     // stale or edited index must not be able to show one tenant another's events.
+    // Events whose bodies retention removed are not in the hot store any more.
     let tenant_check = match &request.filter.tenant_id {
         Some(tenant) => {
             params.push(SqlValue::Text(tenant.clone()));
-            "WHERE e.tenant_id = ?"
+            "WHERE e.tenant_id = ? AND length(e.record) > 0"
         }
-        None => "",
+        None => "WHERE length(e.record) > 0",
     };
     let sql = format!(
         "SELECT e.seq, e.tenant_id, e.occurred_at, e.leaf_hash, e.record
@@ -435,7 +436,8 @@ impl LogReader for SqliteReader {
         let window_end = through.min(after.saturating_add(REPLAY_SCAN_WINDOW));
         let mut c = Conditions::from_filter(filter);
         c.severities(&filter.severities);
-        c.clauses.insert(0, "seq > ? AND seq <= ?".into());
+        // Events whose bodies retention removed are skipped: they are in the archive.
+        c.clauses.insert(0, "seq > ? AND seq <= ? AND length(record) > 0".into());
         c.params.insert(0, SqlValue::Integer(window_end as i64));
         c.params.insert(0, SqlValue::Integer(after as i64));
         c.params.push(SqlValue::Integer(limit as i64));
@@ -485,7 +487,8 @@ impl LogReader for SqliteReader {
         self.with_conn(|conn| {
             Ok(conn
                 .prepare_cached(
-                    "SELECT seq, tenant_id, occurred_at, leaf_hash, record FROM events WHERE id = ?1",
+                    "SELECT seq, tenant_id, occurred_at, leaf_hash, record FROM events
+                     WHERE id = ?1 AND length(record) > 0",
                 )?
                 .query_row(params![id.as_bytes()], stored_event)
                 .optional()?)

@@ -53,6 +53,21 @@ const LOG_MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL
     );
     "#,
+    // 2: the retention ledger.
+    r#"
+    -- What retention runs did to an event, one row per event they touched: the archive
+    -- segment that holds its record (the stem of its file names), when its body left the
+    -- hot store (then `events.record` is empty and only the leaf hash stays), and when it
+    -- passed its retention and was deleted everywhere. `verify` accepts an empty record
+    -- only with a row here.
+    CREATE TABLE retention (
+        seq             INTEGER PRIMARY KEY,
+        segment         TEXT,
+        body_removed_at INTEGER,
+        deleted_at      INTEGER
+    ) WITHOUT ROWID;
+    CREATE INDEX retention_by_segment ON retention (segment) WHERE segment IS NOT NULL;
+    "#,
 ];
 
 /// The index database: derived entirely from the log, so a change here bumps

@@ -1,0 +1,211 @@
+//! The PostgreSQL store's retention ledger: the `retention` table, and the steps that
+//! remove bodies (`record` set to NULL, which `details` follows; a trigger refuses any
+//! other change to an event).
+
+use std::sync::Mutex;
+
+use postgres::Client;
+use sealtrail_core::Severity;
+
+use super::connect;
+use crate::StoreError;
+use crate::retention::{LedgerRow, RetentionLedger, SegmentUse};
+
+/// Seqs changed per transaction.
+const SEQS_PER_TRANSACTION: usize = 1_000;
+
+/// The retention ledger of a PostgreSQL log, on a connection of its own.
+pub struct PgLedger {
+    client: Mutex<Client>,
+}
+
+impl PgLedger {
+    /// Connects to the log at `url` (migrated to this build's schema).
+    pub fn open(url: &str) -> Result<Self, StoreError> {
+        let mut client = connect(url)?;
+        super::check_schema(&mut client)?;
+        Ok(Self {
+            client: Mutex::new(client),
+        })
+    }
+
+    fn client(&self) -> std::sync::MutexGuard<'_, Client> {
+        self.client.lock().expect("the ledger connection is not poisoned")
+    }
+}
+
+fn seqs_param(seqs: &[u64]) -> Vec<i64> {
+    seqs.iter().map(|&s| s as i64).collect()
+}
+
+impl RetentionLedger for PgLedger {
+    fn rows(&self, after: u64, through: u64, limit: usize) -> Result<Vec<LedgerRow>, StoreError> {
+        let rows = self.client().query(
+            "SELECT e.seq, e.leaf_hash, e.tenant_id, e.action, e.resource_type, e.resource_id,
+                    e.severity, e.occurred_at, r.segment, e.record IS NOT NULL,
+                    r.deleted_at IS NOT NULL
+             FROM events AS e LEFT JOIN retention AS r ON r.seq = e.seq
+             WHERE e.seq > $1 AND e.seq <= $2 ORDER BY e.seq LIMIT $3",
+            &[&(after as i64), &(through as i64), &(limit as i64)],
+        )?;
+        rows.iter()
+            .map(|r| {
+                let seq = r.get::<_, i64>(0) as u64;
+                let code = i64::from(r.get::<_, i16>(6));
+                let severity = Severity::from_code(code).ok_or_else(|| {
+                    StoreError::Integrity(format!(
+                        "event {seq} has severity code {code}; run `sealtrail verify`"
+                    ))
+                })?;
+                Ok(LedgerRow {
+                    seq,
+                    leaf_hash: super::hash_column(r.get(1))?,
+                    tenant_id: r.get(2),
+                    action: r.get(3),
+                    resource_type: r.get(4),
+                    resource_id: r.get(5),
+                    severity,
+                    occurred_at: r.get(7),
+                    segment: r.get(8),
+                    has_body: r.get(9),
+                    deleted: r.get::<_, Option<bool>>(10).unwrap_or(false),
+                })
+            })
+            .collect()
+    }
+
+    fn records(&self, seqs: &[u64]) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let mut client = self.client();
+        let mut tx = client
+            .build_transaction()
+            .isolation_level(postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()?;
+        let mut out = Vec::with_capacity(seqs.len());
+        for chunk in seqs.chunks(SEQS_PER_TRANSACTION) {
+            for r in tx.query(
+                "SELECT seq, record FROM events
+                 WHERE seq = ANY($1) AND record IS NOT NULL ORDER BY seq",
+                &[&seqs_param(chunk)],
+            )? {
+                out.push((r.get::<_, i64>(0) as u64, r.get(1)));
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn mark_archived(&self, stem: &str, seqs: &[u64]) -> Result<(), StoreError> {
+        for chunk in seqs.chunks(SEQS_PER_TRANSACTION) {
+            self.client().execute(
+                "INSERT INTO retention (seq, segment) SELECT unnest($1::bigint[]), $2
+                 ON CONFLICT (seq) DO UPDATE SET segment = excluded.segment
+                 WHERE retention.segment IS NULL",
+                &[&seqs_param(chunk), &stem],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn remove_bodies(&self, seqs: &[u64], at: i64) -> Result<u64, StoreError> {
+        let mut removed = 0;
+        for chunk in seqs.chunks(SEQS_PER_TRANSACTION) {
+            let chunk = seqs_param(chunk);
+            let mut client = self.client();
+            let mut tx = client.transaction()?;
+            let unarchived: Option<i64> = tx
+                .query_one(
+                    "SELECT min(s) FROM unnest($1::bigint[]) AS s
+                     WHERE NOT EXISTS (SELECT 1 FROM retention AS r WHERE r.seq = s
+                                       AND (r.segment IS NOT NULL OR r.deleted_at IS NOT NULL))",
+                    &[&chunk],
+                )?
+                .get(0);
+            if let Some(seq) = unarchived {
+                return Err(StoreError::Invalid(format!(
+                    "event {seq} is not archived: its body stays in the log"
+                )));
+            }
+            let noted = tx.query(
+                "UPDATE retention SET body_removed_at = $2
+                 WHERE seq = ANY($1) AND body_removed_at IS NULL RETURNING seq",
+                &[&chunk, &at],
+            )?;
+            let noted: Vec<i64> = noted.iter().map(|r| r.get(0)).collect();
+            tx.execute(
+                "UPDATE events SET record = NULL WHERE seq = ANY($1) AND record IS NOT NULL",
+                &[&noted],
+            )?;
+            tx.commit()?;
+            removed += noted.len() as u64;
+        }
+        Ok(removed)
+    }
+
+    fn mark_deleted(&self, seqs: &[u64], at: i64) -> Result<u64, StoreError> {
+        let mut deleted = 0;
+        for chunk in seqs.chunks(SEQS_PER_TRANSACTION) {
+            let chunk = seqs_param(chunk);
+            let mut client = self.client();
+            let mut tx = client.transaction()?;
+            let noted = tx.query(
+                "INSERT INTO retention (seq, body_removed_at, deleted_at)
+                 SELECT unnest($1::bigint[]), $2, $2
+                 ON CONFLICT (seq) DO UPDATE
+                     SET body_removed_at = COALESCE(retention.body_removed_at, excluded.body_removed_at),
+                         deleted_at = excluded.deleted_at
+                 WHERE retention.deleted_at IS NULL
+                 RETURNING seq",
+                &[&chunk, &at],
+            )?;
+            let noted: Vec<i64> = noted.iter().map(|r| r.get(0)).collect();
+            tx.execute(
+                "UPDATE events SET record = NULL, user_id = NULL, resource_id = NULL
+                 WHERE seq = ANY($1)",
+                &[&noted],
+            )?;
+            tx.commit()?;
+            deleted += noted.len() as u64;
+        }
+        Ok(deleted)
+    }
+
+    fn segments(&self) -> Result<Vec<SegmentUse>, StoreError> {
+        Ok(self
+            .client()
+            .query(
+                "SELECT segment, count(*), count(*) - count(deleted_at) FROM retention
+                 WHERE segment IS NOT NULL GROUP BY segment ORDER BY segment",
+                &[],
+            )?
+            .iter()
+            .map(|r| SegmentUse {
+                stem: r.get(0),
+                archived: r.get::<_, i64>(1) as u64,
+                live: r.get::<_, i64>(2) as u64,
+            })
+            .collect())
+    }
+
+    fn forget_segment(&self, stem: &str) -> Result<(), StoreError> {
+        let mut client = self.client();
+        let mut tx = client.transaction()?;
+        let live: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM retention WHERE segment = $1 AND deleted_at IS NULL",
+                &[&stem],
+            )?
+            .get(0);
+        if live > 0 {
+            return Err(StoreError::Invalid(format!(
+                "segment {stem} still holds {live} events not past their retention"
+            )));
+        }
+        tx.execute(
+            "UPDATE retention SET segment = NULL WHERE segment = $1",
+            &[&stem],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+}
