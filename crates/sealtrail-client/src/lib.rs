@@ -226,7 +226,11 @@ impl Client {
 
     /// Runs retention now, or with `dry_run` shows what a run would do (as of `at`, RFC
     /// 3339, for a dry run) (`POST /v1/retention/run`; admin key bound to no tenant).
-    pub async fn retention_run(&self, dry_run: bool, at: Option<&str>) -> Result<Value, ClientError> {
+    pub async fn retention_run(
+        &self,
+        dry_run: bool,
+        at: Option<&str>,
+    ) -> Result<Value, ClientError> {
         let body = serde_json::json!({ "dry_run": dry_run, "at": at })
             .to_string()
             .into_bytes();

@@ -424,15 +424,16 @@ async fn open_retention(
     store: &Store,
     holds: Arc<sealtrail_store::holds::HoldStore>,
 ) -> Result<Retention, ServerError> {
-    let ledger: Arc<dyn sealtrail_store::retention::RetentionLedger> = match &config.database_url
-    {
+    let ledger: Arc<dyn sealtrail_store::retention::RetentionLedger> = match &config.database_url {
         Some(url) => {
             let url = url.clone();
             Arc::new(blocking_store(move || sealtrail_store::postgres::PgLedger::open(&url)).await?)
         }
         None => {
             let dir = config.data_dir.clone();
-            Arc::new(blocking_store(move || sealtrail_store::sqlite::SqliteLedger::open(&dir)).await?)
+            Arc::new(
+                blocking_store(move || sealtrail_store::sqlite::SqliteLedger::open(&dir)).await?,
+            )
         }
     };
     Ok(Retention::new(RetentionParts {

@@ -3,8 +3,8 @@
 //! ledger a run records its steps in ([`RetentionLedger`], one per backend), which the
 //! server's retention run (`sealtrail-server`'s `app::retention`) drives.
 
-use sealtrail_core::merkle::Hash;
 use sealtrail_core::Severity;
+use sealtrail_core::merkle::Hash;
 use sealtrail_core::retention_policy::{Fate, RetentionConfig, RetentionPlan, Subject};
 
 use crate::StoreError;
@@ -70,7 +70,11 @@ pub fn due(
         return None;
     }
     let subject = row.subject();
-    let held = holds.holds(&row.tenant_id, &row.resource_type, row.resource_id.as_deref());
+    let held = holds.holds(
+        &row.tenant_id,
+        &row.resource_type,
+        row.resource_id.as_deref(),
+    );
     let archived = row.segment.is_some();
     Some(match config.fate(&subject, now, held, false) {
         Fate::Delete => (

@@ -419,41 +419,40 @@ impl LogAudit {
     }
 }
 
-
 /// Checks a row that holds its record: it hashes to the leaf hash, parses, sits at its own
 /// seq, and the columns agree with it. Returns the leaf hash.
 fn check_record(row: &AuditRow) -> Result<Hash, Finding> {
     let seq = row.seq;
-        let leaf = merkle::leaf_hash(&row.record);
-        if leaf.as_slice() != row.leaf_hash.as_slice() {
-            return Err(Finding::Edited {
-                seq,
-                detail: "the record does not match its stored leaf hash".into(),
-            });
-        }
-        let record = StoredRecord::parse(&row.record).map_err(|e| Finding::Edited {
+    let leaf = merkle::leaf_hash(&row.record);
+    if leaf.as_slice() != row.leaf_hash.as_slice() {
+        return Err(Finding::Edited {
             seq,
-            detail: format!("the record is not a valid event: {e}"),
-        })?;
-        if record.seq != seq {
-            return Err(if record.seq > seq {
-                Finding::Reordered {
-                    seq,
-                    detail: format!("it holds the record of seq {}", record.seq),
-                }
-            } else {
-                Finding::Inserted {
-                    seq: record.seq,
-                    detail: format!(
-                        "the record of seq {} is stored at seq {seq}: a row was inserted before it",
-                        record.seq
-                    ),
-                }
-            });
-        }
-        if let Some(finding) = compare_columns(row, &record) {
-            return Err(finding);
-        }
+            detail: "the record does not match its stored leaf hash".into(),
+        });
+    }
+    let record = StoredRecord::parse(&row.record).map_err(|e| Finding::Edited {
+        seq,
+        detail: format!("the record is not a valid event: {e}"),
+    })?;
+    if record.seq != seq {
+        return Err(if record.seq > seq {
+            Finding::Reordered {
+                seq,
+                detail: format!("it holds the record of seq {}", record.seq),
+            }
+        } else {
+            Finding::Inserted {
+                seq: record.seq,
+                detail: format!(
+                    "the record of seq {} is stored at seq {seq}: a row was inserted before it",
+                    record.seq
+                ),
+            }
+        });
+    }
+    if let Some(finding) = compare_columns(row, &record) {
+        return Err(finding);
+    }
     Ok(leaf)
 }
 

@@ -204,7 +204,15 @@ fn records(
         if tenant == own_tenant {
             continue;
         }
-        events.push(record(report, tenant, by, counts, None, received_at, limits)?);
+        events.push(record(
+            report,
+            tenant,
+            by,
+            counts,
+            None,
+            received_at,
+            limits,
+        )?);
     }
     events.push(record(
         report,

@@ -14,7 +14,8 @@
 //! 3. an event past its retention is deleted (body and user/resource ids, never its leaf
 //!    hash); its archived record goes with its segment, once every event archived there
 //!    is deleted. Segments group one run's events of one policy and one month of
-//!    `occurred_at`, so they expire together.
+//!    `occurred_at`, held ones apart, so they expire together (a hold placed after an
+//!    event was archived keeps its whole segment until the hold is released).
 //!
 //! Legal holds are read again before each window's deletions.
 
@@ -110,8 +111,8 @@ impl RunReport {
 /// Events of one window a run acts on.
 #[derive(Default)]
 struct WindowWork {
-    /// (policy, month of occurred_at) → seqs to archive, in order.
-    archive: BTreeMap<(String, String), Vec<u64>>,
+    /// (policy, month of occurred_at, held) → seqs to archive, in order.
+    archive: BTreeMap<(String, String, bool), Vec<u64>>,
     /// Seqs whose bodies go once archived.
     remove_body: Vec<u64>,
     /// Seqs past retention.
@@ -158,7 +159,7 @@ pub fn run(
         let holds = (cx.holds)()?;
         let work = plan_window(cx, &rows, now, &*holds, &mut report);
         if let Some(dir) = cx.archive_dir {
-            for (index, ((_, month), seqs)) in work.archive.iter().enumerate() {
+            for (index, ((_, month, _), seqs)) in work.archive.iter().enumerate() {
                 let label = format!("{}-{month}-{index}", report.run);
                 let stem = write_segment(cx, dir, &rows, seqs, &label, checkpoint)?;
                 cx.ledger.mark_archived(&stem, seqs)?;
@@ -242,8 +243,9 @@ fn plan_window(
         if due.archive {
             counts.archived += 1;
             let month = format_micros(row.occurred_at)[..7].replace('-', "");
+            // Held events apart: their segment outlives the others'.
             work.archive
-                .entry((policy.to_owned(), month))
+                .entry((policy.to_owned(), month, fate == Fate::ArchiveHeld))
                 .or_default()
                 .push(row.seq);
         }

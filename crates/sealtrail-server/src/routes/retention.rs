@@ -159,7 +159,9 @@ pub async fn run_retention(
     }
     let request: RetentionRunRequest = match body.is_empty() {
         true => RetentionRunRequest::default(),
-        false => serde_json::from_slice(&body).map_err(|e| ApiError::invalid_json(e.to_string()))?,
+        false => {
+            serde_json::from_slice(&body).map_err(|e| ApiError::invalid_json(e.to_string()))?
+        }
     };
     let now = match &request.at {
         None => now_micros(),
@@ -169,9 +171,8 @@ pub async fn run_retention(
                 "only a dry run may be planned at another moment; a run applies the policies now",
             )));
         }
-        Some(text) => {
-            parse_rfc3339_micros(text).map_err(|r| ApiError::invalid_parameter(FieldError::new("at", r)))?
-        }
+        Some(text) => parse_rfc3339_micros(text)
+            .map_err(|r| ApiError::invalid_parameter(FieldError::new("at", r)))?,
     };
     let report = state
         .retention

@@ -30,7 +30,9 @@ impl PgLedger {
     }
 
     fn client(&self) -> std::sync::MutexGuard<'_, Client> {
-        self.client.lock().expect("the ledger connection is not poisoned")
+        self.client
+            .lock()
+            .expect("the ledger connection is not poisoned")
     }
 }
 

@@ -437,7 +437,8 @@ impl LogReader for SqliteReader {
         let mut c = Conditions::from_filter(filter);
         c.severities(&filter.severities);
         // Events whose bodies retention removed are skipped: they are in the archive.
-        c.clauses.insert(0, "seq > ? AND seq <= ? AND length(record) > 0".into());
+        c.clauses
+            .insert(0, "seq > ? AND seq <= ? AND length(record) > 0".into());
         c.params.insert(0, SqlValue::Integer(window_end as i64));
         c.params.insert(0, SqlValue::Integer(after as i64));
         c.params.push(SqlValue::Integer(limit as i64));

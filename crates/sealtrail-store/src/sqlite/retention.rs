@@ -36,10 +36,7 @@ impl SqliteLedger {
         // The server's checkpointer owns WAL checkpoints (see wal.rs).
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         let index = data_dir.join(INDEX_DB_FILE);
-        conn.execute(
-            "ATTACH DATABASE ?1 AS ix",
-            params![index.to_string_lossy()],
-        )?;
+        conn.execute("ATTACH DATABASE ?1 AS ix", params![index.to_string_lossy()])?;
         conn.pragma_update(Some("ix"), "secure_delete", "ON")?;
         Ok(Self {
             conn: Mutex::new(conn),
@@ -50,7 +47,10 @@ impl SqliteLedger {
         &self,
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut conn = self.conn.lock().expect("the ledger connection is not poisoned");
+        let mut conn = self
+            .conn
+            .lock()
+            .expect("the ledger connection is not poisoned");
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let out = f(&tx)?;
         tx.commit()?;
@@ -69,28 +69,25 @@ impl RetentionLedger for SqliteLedger {
              WHERE e.seq > ?1 AND e.seq <= ?2 ORDER BY e.seq LIMIT ?3",
         )?;
         let rows = stmt
-            .query_map(
-                params![after as i64, through as i64, limit as i64],
-                |r| {
-                    let severity: i64 = r.get(6)?;
-                    Ok((
-                        severity,
-                        LedgerRow {
-                            seq: r.get::<_, i64>(0)? as u64,
-                            leaf_hash: r.get(1)?,
-                            tenant_id: r.get(2)?,
-                            action: r.get(3)?,
-                            resource_type: r.get(4)?,
-                            resource_id: r.get(5)?,
-                            severity: Severity::Info,
-                            occurred_at: r.get(7)?,
-                            segment: r.get(8)?,
-                            has_body: r.get(9)?,
-                            deleted: r.get(10)?,
-                        },
-                    ))
-                },
-            )?
+            .query_map(params![after as i64, through as i64, limit as i64], |r| {
+                let severity: i64 = r.get(6)?;
+                Ok((
+                    severity,
+                    LedgerRow {
+                        seq: r.get::<_, i64>(0)? as u64,
+                        leaf_hash: r.get(1)?,
+                        tenant_id: r.get(2)?,
+                        action: r.get(3)?,
+                        resource_type: r.get(4)?,
+                        resource_id: r.get(5)?,
+                        severity: Severity::Info,
+                        occurred_at: r.get(7)?,
+                        segment: r.get(8)?,
+                        has_body: r.get(9)?,
+                        deleted: r.get(10)?,
+                    },
+                ))
+            })?
             .collect::<Result<Vec<_>, _>>()?;
         rows.into_iter()
             .map(|(code, mut row)| {

@@ -1,0 +1,585 @@
+//! Retention runs against a real server and store: events at many ages under the default
+//! policies, an override and legal holds; a dry run changes nothing; a run archives,
+//! removes archived bodies, deletes what is past retention and keeps what holds cover,
+//! records itself in the log, and the log and the archive still verify. Then, with the
+//! clock under the test's control, runs years later, and runs cut off between their steps
+//! that the next run completes.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use common::TestServer;
+use sealtrail_core::retention_policy::{Policy, PolicyOverride};
+use sealtrail_core::time_format::{format_micros, now_micros};
+use sealtrail_core::{CheckpointVerifier, Scope};
+use sealtrail_server::app::retention_run::{RunContext, RunReport, run};
+use sealtrail_store::holds::HoldStore;
+use sealtrail_store::retention::{ActiveHolds, HoldCheck, LedgerRow, RetentionLedger, SegmentUse};
+use sealtrail_store::sqlite::{SqliteLedger, SqliteReader};
+use sealtrail_store::{LogReader, StoreError};
+use serde_json::{Value, json};
+
+const DAY: i64 = 86_400 * 1_000_000;
+
+/// What a run must leave of an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expect {
+    /// In the hot store, not archived.
+    Hot,
+    /// Archived; its body gone from the hot store.
+    Archived,
+    /// Archived; its body kept hot by a legal hold.
+    ArchivedHeld,
+    /// Deleted: in neither.
+    Deleted,
+    /// Past retention, kept hot by a legal hold.
+    Held,
+}
+
+/// (tenant, severity, action, resource id, age in days, what the first run leaves).
+const CASES: &[(&str, &str, &str, &str, i64, Expect)] = &[
+    ("bloom", "info", "guest.updated", "guest-1", 10, Expect::Hot),
+    (
+        "bloom",
+        "info",
+        "guest.updated",
+        "guest-2",
+        100,
+        Expect::Archived,
+    ),
+    (
+        "bloom",
+        "info",
+        "guest.updated",
+        "guest-3",
+        400,
+        Expect::Deleted,
+    ),
+    (
+        "bloom",
+        "warning",
+        "guest.updated",
+        "guest-4",
+        100,
+        Expect::Hot,
+    ),
+    (
+        "bloom",
+        "warning",
+        "guest.updated",
+        "guest-5",
+        200,
+        Expect::Archived,
+    ),
+    (
+        "bloom",
+        "warning",
+        "guest.updated",
+        "guest-6",
+        1200,
+        Expect::Deleted,
+    ),
+    (
+        "bloom",
+        "critical",
+        "guest.updated",
+        "guest-8",
+        300,
+        Expect::Hot,
+    ),
+    (
+        "bloom",
+        "critical",
+        "guest.updated",
+        "guest-9",
+        400,
+        Expect::Archived,
+    ),
+    (
+        "bloom",
+        "critical",
+        "guest.updated",
+        "guest-10",
+        2600,
+        Expect::Deleted,
+    ),
+    // guest-7 is under a legal hold.
+    (
+        "bloom",
+        "info",
+        "guest.updated",
+        "guest-7",
+        100,
+        Expect::ArchivedHeld,
+    ),
+    (
+        "bloom",
+        "info",
+        "guest.updated",
+        "guest-7",
+        400,
+        Expect::Held,
+    ),
+    // lakeside's payments: kept 10 years, archived after 30 days (an override).
+    (
+        "lakeside",
+        "info",
+        "payment.captured",
+        "pay-1",
+        20,
+        Expect::Hot,
+    ),
+    (
+        "lakeside",
+        "info",
+        "payment.captured",
+        "pay-2",
+        40,
+        Expect::Archived,
+    ),
+    (
+        "lakeside",
+        "info",
+        "payment.captured",
+        "pay-3",
+        400,
+        Expect::Archived,
+    ),
+    // Not a payment: the defaults.
+    (
+        "lakeside",
+        "info",
+        "guest.updated",
+        "guest-1",
+        400,
+        Expect::Deleted,
+    ),
+    // The whole tenant held.
+    (
+        "harbor",
+        "info",
+        "guest.updated",
+        "guest-1",
+        100,
+        Expect::ArchivedHeld,
+    ),
+    (
+        "harbor",
+        "info",
+        "guest.updated",
+        "guest-2",
+        400,
+        Expect::Held,
+    ),
+];
+
+fn event(case: &(&str, &str, &str, &str, i64, Expect), now: i64) -> Value {
+    let (tenant, severity, action, resource, age, _) = *case;
+    json!({
+        "tenant_id": tenant,
+        "action": action,
+        "resource_type": if action.starts_with("payment") { "payment" } else { "guest" },
+        "resource_id": resource,
+        "user_id": "coord:ines",
+        "severity": severity,
+        "occurred_at": format_micros(now - age * DAY),
+        "details": {"note": format!("{tenant} {resource} {age} days ago")},
+    })
+}
+
+fn payments_override() -> PolicyOverride {
+    PolicyOverride {
+        name: "lakeside-payments".into(),
+        tenant: Some("lakeside".into()),
+        action: Some("payment.*".into()),
+        resource_type: None,
+        severity: None,
+        policy: Policy {
+            keep_days: 3650,
+            archive_after_days: 30,
+        },
+    }
+}
+
+struct Setup {
+    server: TestServer,
+    admin: String,
+    /// Seq of each case, in CASES order.
+    seqs: Vec<u64>,
+    archive: std::path::PathBuf,
+}
+
+async fn setup() -> Setup {
+    let archive_dir = tempfile::tempdir().unwrap().keep();
+    let archive = archive_dir.clone();
+    let server = TestServer::start_with(move |c| {
+        c.retention.overrides.push(payments_override());
+        c.retention_run.archive_to = Some(archive_dir);
+        c.retention_run.every_hours = 0;
+    })
+    .await;
+    let admin = server.key(&[Scope::Admin, Scope::Ingest, Scope::Read], None);
+    let now = now_micros();
+    let events: Vec<Value> = CASES.iter().map(|c| event(c, now)).collect();
+    let (status, body) = server
+        .post_json(&admin, "/v1/events", &json!({ "events": events }))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let seqs = body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    for hold in [
+        json!({"tenant_id": "bloom", "resource_type": "guest", "resource_id": "guest-7", "reason": "dispute"}),
+        json!({"tenant_id": "harbor", "reason": "litigation"}),
+    ] {
+        let (status, body) = server.post_json(&admin, "/v1/holds", &hold).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    Setup {
+        server,
+        admin,
+        seqs,
+        archive,
+    }
+}
+
+/// seq → has an archived record, over every verified segment in `dir`.
+fn archived_records(dir: &Path, verifier: &CheckpointVerifier) -> BTreeMap<u64, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    if !dir.exists() {
+        return out;
+    }
+    let report = sealtrail_archive::verify_dir(dir, Some(verifier)).unwrap();
+    assert!(
+        report.segments.iter().all(|s| s.problem.is_none()),
+        "{report:?}"
+    );
+    for location in sealtrail_archive::list_segments(dir).unwrap() {
+        let segment =
+            sealtrail_archive::VerifiedSegment::open(&location.manifest_path, Some(verifier))
+                .unwrap();
+        for event in segment.events().unwrap() {
+            let event = event.unwrap();
+            out.insert(event.stored.seq, event.stored.record);
+        }
+    }
+    out
+}
+
+/// seq → the hot store's record, if it still has the body.
+fn hot_records(data_dir: &Path, through: u64) -> BTreeMap<u64, Vec<u8>> {
+    let reader = SqliteReader::open(data_dir).unwrap();
+    let page = reader
+        .events_after(0, through, &Default::default(), 10_000)
+        .unwrap();
+    page.events.into_iter().map(|e| (e.seq, e.record)).collect()
+}
+
+fn verifier_of(data_dir: &Path) -> CheckpointVerifier {
+    sealtrail_store::sqlite::log_verifier(data_dir).unwrap()
+}
+
+/// Every case is where `expect` says, byte for byte where it is in both places.
+fn check_cases(data_dir: &Path, archive: &Path, seqs: &[u64], expect: impl Fn(usize) -> Expect) {
+    let through = SqliteReader::open(data_dir)
+        .unwrap()
+        .latest_checkpoint()
+        .unwrap()
+        .unwrap()
+        .tree_size;
+    let hot = hot_records(data_dir, through);
+    let archived = archived_records(archive, &verifier_of(data_dir));
+    for (i, seq) in seqs.iter().enumerate() {
+        let case = CASES[i];
+        let (in_hot, in_archive) = (hot.get(seq), archived.get(seq));
+        let found = match (in_hot, in_archive) {
+            (Some(_), None) => Some(Expect::Hot),
+            (None, Some(_)) => Some(Expect::Archived),
+            (Some(a), Some(b)) => {
+                assert_eq!(a, b, "seq {seq}: the archived record is the hot one");
+                Some(Expect::ArchivedHeld)
+            }
+            (None, None) => Some(Expect::Deleted),
+        };
+        let wanted = expect(i);
+        let found = match (wanted, found) {
+            (Expect::Held, Some(Expect::Hot)) => Some(Expect::Held),
+            (_, f) => f,
+        };
+        assert_eq!(found, Some(wanted), "case {i} {case:?} (seq {seq})");
+    }
+    let report =
+        sealtrail_store::verify::verify_sqlite(data_dir, &verifier_of(data_dir), None, |_, _| {})
+            .unwrap();
+    assert_eq!(report.problem, None, "the log still verifies");
+}
+
+async fn events_in(s: &TestServer, key: &str, tenant: &str, action: &str) -> Vec<Value> {
+    let (status, page) = s
+        .get(
+            key,
+            &format!("/v1/events?tenant_id={tenant}&action={action}&limit=100"),
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    page["events"].as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_archives_deletes_and_keeps_exactly_what_policies_and_holds_say() {
+    let Setup {
+        server,
+        admin,
+        seqs,
+        archive,
+    } = setup().await;
+    let data_dir = server.dir.path().to_owned();
+
+    // A dry run reports and changes nothing.
+    let (status, dry) = server
+        .post_json(&admin, "/v1/retention/run", &json!({"dry_run": true}))
+        .await;
+    assert_eq!(status, 200, "{dry}");
+    let planned = |fate: &str| -> u64 {
+        dry["plan"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r[fate].as_u64().unwrap())
+            .sum()
+    };
+    let count = |e: Expect| CASES.iter().filter(|c| c.5 == e).count() as u64;
+    assert_eq!(planned("archive"), count(Expect::Archived), "{dry}");
+    assert_eq!(
+        planned("archive_held"),
+        count(Expect::ArchivedHeld),
+        "{dry}"
+    );
+    assert_eq!(planned("delete"), count(Expect::Deleted), "{dry}");
+    assert_eq!(planned("held"), count(Expect::Held), "{dry}");
+    check_cases(&data_dir, &archive, &seqs, |_| Expect::Hot);
+
+    // A dry run may look at another moment; a run may not.
+    let (status, refused) = server
+        .post_json(
+            &admin,
+            "/v1/retention/run",
+            &json!({"at": "2030-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(refused["field"], "at", "{refused}");
+    // A key bound to a tenant cannot run what spans every tenant.
+    let bound = server.key(&[Scope::Admin], Some("bloom"));
+    let (status, _) = server
+        .post_json(&bound, "/v1/retention/run", &json!({}))
+        .await;
+    assert_eq!(status, 403);
+
+    let (status, ran) = server
+        .post_json(&admin, "/v1/retention/run", &json!({}))
+        .await;
+    assert_eq!(status, 200, "{ran}");
+    check_cases(&data_dir, &archive, &seqs, |i| CASES[i].5);
+    assert!(
+        !ran["segments_written"].as_array().unwrap().is_empty(),
+        "{ran}"
+    );
+
+    // Hot reads no longer find what left the hot store.
+    let (status, _) = server
+        .get(
+            &admin,
+            &format!("/v1/events?tenant_id=bloom&resource_id=guest-3"),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, page) = server
+        .get(
+            &admin,
+            "/v1/events?tenant_id=bloom&resource_type=guest&resource_id=guest-3",
+        )
+        .await;
+    assert_eq!(page["events"].as_array().unwrap().len(), 0, "{page}");
+
+    // The run is in the log: bloom's counts in bloom, the totals in the server's tenant.
+    let bloom = events_in(&server, &admin, "bloom", "retention.run").await;
+    assert_eq!(bloom.len(), 1, "{bloom:?}");
+    let details = &bloom[0]["details"];
+    assert_eq!(details["deleted"], 3, "{details}");
+    assert_eq!(details["archived"], 4, "{details}");
+    assert_eq!(details["bodies_removed"], 3, "{details}");
+    assert_eq!(details["held"], 1, "{details}");
+    let totals = events_in(&server, &admin, "_sealtrail", "retention.run").await;
+    assert_eq!(totals.len(), 1);
+    assert_eq!(
+        totals[0]["details"]["deleted"],
+        count(Expect::Deleted),
+        "{}",
+        totals[0]
+    );
+
+    // A second run finds nothing more to do.
+    let (status, again) = server
+        .post_json(&admin, "/v1/retention/run", &json!({}))
+        .await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["segments_written"], json!([]), "{again}");
+    for t in again["tenants"].as_array().unwrap() {
+        assert_eq!(t["archived"], 0, "{again}");
+        assert_eq!(t["deleted"], 0, "{again}");
+        assert_eq!(t["bodies_removed"], 0, "{again}");
+    }
+    check_cases(&data_dir, &archive, &seqs, |i| CASES[i].5);
+}
+
+/// The run over a stopped server's store, at a moment of the test's choosing.
+fn run_at(data_dir: &Path, archive: &Path, ledger: &dyn RetentionLedger, now: i64) -> RunReport {
+    let reader = SqliteReader::open(data_dir).unwrap();
+    let verifier = verifier_of(data_dir);
+    let holds_store = HoldStore::open(data_dir).unwrap();
+    let holds = || -> Result<Box<dyn HoldCheck>, StoreError> {
+        Ok(Box::new(ActiveHolds::load(&holds_store)?))
+    };
+    let mut policies = sealtrail_core::retention_policy::RetentionConfig::default();
+    policies.overrides.push(payments_override());
+    let cx = RunContext {
+        reader: &reader,
+        ledger,
+        policies: &policies,
+        archive_dir: Some(archive),
+        zstd_level: 3,
+        verifier: &verifier,
+        holds: &holds,
+    };
+    let checkpoint = reader.latest_checkpoint().unwrap().unwrap();
+    run(&cx, now, &checkpoint, false, |_, _| {}).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn years_later_only_held_events_remain_and_segments_go_with_their_events() {
+    let Setup {
+        server,
+        admin,
+        seqs,
+        archive,
+    } = setup().await;
+    let (status, body) = server
+        .post_json(&admin, "/v1/retention/run", &json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let dir = server.stop().await;
+    let ledger = SqliteLedger::open(dir.path()).unwrap();
+    // 11 years on: everything is past its retention, the payments included.
+    let report = run_at(dir.path(), &archive, &ledger, now_micros() + 11 * 365 * DAY);
+    check_cases(dir.path(), &archive, &seqs, |i| match CASES[i].5 {
+        held @ (Expect::ArchivedHeld | Expect::Held) => held,
+        _ => Expect::Deleted,
+    });
+    // Every segment without a held event went; the held events' segments stayed.
+    let left: Vec<SegmentUse> = ledger.segments().unwrap();
+    assert!(left.iter().all(|s| s.live > 0), "{left:?}");
+    assert!(!report.segments_removed.is_empty(), "{report:?}");
+    let on_disk = sealtrail_archive::list_segments(&archive).unwrap().len();
+    assert_eq!(on_disk, left.len(), "files and ledger agree");
+}
+
+/// A ledger that fails (as a crash would) at its `fail_at`-th change, then always.
+struct CrashingLedger<'a> {
+    inner: &'a SqliteLedger,
+    changes: std::sync::atomic::AtomicUsize,
+    fail_at: usize,
+}
+
+impl CrashingLedger<'_> {
+    fn step(&self) -> Result<(), StoreError> {
+        let n = self
+            .changes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        match n >= self.fail_at {
+            true => Err(StoreError::Invalid("crashed".into())),
+            false => Ok(()),
+        }
+    }
+}
+
+impl RetentionLedger for CrashingLedger<'_> {
+    fn rows(&self, after: u64, through: u64, limit: usize) -> Result<Vec<LedgerRow>, StoreError> {
+        self.inner.rows(after, through, limit)
+    }
+    fn records(&self, seqs: &[u64]) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        self.inner.records(seqs)
+    }
+    fn mark_archived(&self, stem: &str, seqs: &[u64]) -> Result<(), StoreError> {
+        self.step()?;
+        self.inner.mark_archived(stem, seqs)
+    }
+    fn remove_bodies(&self, seqs: &[u64], at: i64) -> Result<u64, StoreError> {
+        self.step()?;
+        self.inner.remove_bodies(seqs, at)
+    }
+    fn mark_deleted(&self, seqs: &[u64], at: i64) -> Result<u64, StoreError> {
+        self.step()?;
+        self.inner.mark_deleted(seqs, at)
+    }
+    fn segments(&self) -> Result<Vec<SegmentUse>, StoreError> {
+        self.inner.segments()
+    }
+    fn forget_segment(&self, stem: &str) -> Result<(), StoreError> {
+        self.step()?;
+        self.inner.forget_segment(stem)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_cut_off_at_any_step_loses_nothing_and_the_next_run_completes_it() {
+    for fail_at in 0..6 {
+        let Setup {
+            server,
+            seqs,
+            archive,
+            ..
+        } = setup().await;
+        let dir = server.stop().await;
+        let ledger = SqliteLedger::open(dir.path()).unwrap();
+        let now = now_micros();
+        let crashing = CrashingLedger {
+            inner: &ledger,
+            changes: 0.into(),
+            fail_at,
+        };
+        let cut = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_at(dir.path(), &archive, &crashing, now)
+        }));
+        assert!(cut.is_err(), "fail_at {fail_at}: the run was cut off");
+        // Cut off: nothing is gone that is not archived — every case is where the run
+        // leaves it, or still hot.
+        let through = SqliteReader::open(dir.path())
+            .unwrap()
+            .latest_checkpoint()
+            .unwrap()
+            .unwrap()
+            .tree_size;
+        let hot = hot_records(dir.path(), through);
+        let archived = archived_records(&archive, &verifier_of(dir.path()));
+        for (i, seq) in seqs.iter().enumerate() {
+            if CASES[i].5 != Expect::Deleted {
+                assert!(
+                    hot.contains_key(seq) || archived.contains_key(seq),
+                    "fail_at {fail_at}: case {i} is neither hot nor archived"
+                );
+            }
+        }
+        // The next run completes the job.
+        let report = run_at(dir.path(), &archive, &ledger, now);
+        check_cases(dir.path(), &archive, &seqs, |i| CASES[i].5);
+        if fail_at == 0 {
+            assert!(!report.segments_adopted.is_empty(), "{report:?}");
+        }
+    }
+}
