@@ -19,6 +19,7 @@ use sealtrail_archive::{
 use sealtrail_core::CheckpointVerifier;
 use sealtrail_core::query::EventFilter;
 use sealtrail_store::sqlite::SqliteReader;
+use sealtrail_store::retention::RetentionLedger;
 use sealtrail_store::{CheckpointRow, LogReader as _};
 
 use crate::DataDirArg;
@@ -283,8 +284,9 @@ fn progress_bar(seqs: u64) -> ProgressBar {
 }
 
 /// Pushes every seq of `args.from..=args.to` from the store into `writer`, a page at a
-/// time, with the record only when `--only-tenant` lets it in. A seq absent from the log
-/// is an error.
+/// time, with the record only when `--only-tenant` lets it in. Seqs whose bodies retention
+/// removed go in as their leaf hashes (from the retention ledger); a seq absent from the
+/// log is an error.
 fn push_range(
     reader: &SqliteReader,
     writer: &mut SegmentWriter,
@@ -292,22 +294,12 @@ fn push_range(
     bar: &ProgressBar,
 ) -> anyhow::Result<()> {
     let all = EventFilter::default();
+    let ledger = sealtrail_store::sqlite::SqliteLedger::open(&args.data.data_dir)?;
     let mut after = args.from - 1;
     while after < args.to {
         let page = reader.events_after(after, args.to, &all, READ_PAGE_EVENTS)?;
-        if page.events.is_empty() {
-            bail!(
-                "seq {} is missing from the log: run `sealtrail verify`",
-                after + 1
-            );
-        }
         for event in &page.events {
-            if event.seq != after + 1 {
-                bail!(
-                    "seq {} is missing from the log: run `sealtrail verify`",
-                    after + 1
-                );
-            }
+            push_leaves_only(&ledger, writer, after, event.seq - 1)?;
             let archived = args
                 .only_tenant
                 .as_ref()
@@ -319,9 +311,45 @@ fn push_range(
             })?;
             after = event.seq;
         }
+        after = push_leaves_only(&ledger, writer, after, page.scanned_through)?;
         bar.set_position(after - args.from + 1);
     }
     Ok(())
+}
+
+/// Pushes seqs `after+1..=upto`, which hot reads skipped: each must be an event whose body
+/// retention removed. Returns `upto`.
+fn push_leaves_only(
+    ledger: &dyn RetentionLedger,
+    writer: &mut SegmentWriter,
+    after: u64,
+    upto: u64,
+) -> anyhow::Result<u64> {
+    let mut cursor = after;
+    while cursor < upto {
+        let rows = ledger.rows(cursor, upto, READ_PAGE_EVENTS)?;
+        for row in &rows {
+            if row.seq != cursor + 1 || row.has_body {
+                bail!(
+                    "seq {} is missing from the log: run `sealtrail verify`",
+                    cursor + 1
+                );
+            }
+            writer.push(SegmentEntry {
+                seq: row.seq,
+                leaf_hash: row.leaf_hash,
+                record: None,
+            })?;
+            cursor = row.seq;
+        }
+        if rows.is_empty() {
+            bail!(
+                "seq {} is missing from the log: run `sealtrail verify`",
+                cursor + 1
+            );
+        }
+    }
+    Ok(upto.max(after))
 }
 
 /// Prints what was written: where, the range, the records, the compression, the time

@@ -99,6 +99,13 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
                 report.tree_size,
                 hex::encode(report.root)
             );
+            if report.bodies_removed > 0 {
+                println!(
+                    "    {} of them had their bodies removed by retention (archived or past \
+                     retention): checked by their leaf hashes",
+                    report.bodies_removed
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Some(finding) => {
