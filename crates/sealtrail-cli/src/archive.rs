@@ -18,8 +18,8 @@ use sealtrail_archive::{
 };
 use sealtrail_core::CheckpointVerifier;
 use sealtrail_core::query::EventFilter;
-use sealtrail_store::sqlite::SqliteReader;
 use sealtrail_store::retention::RetentionLedger;
+use sealtrail_store::sqlite::SqliteReader;
 use sealtrail_store::{CheckpointRow, LogReader as _};
 
 use crate::DataDirArg;

@@ -203,6 +203,9 @@ pub struct PageRequest {
     /// its SQL (PostgreSQL row-level security) does, in addition to the filter. Not an API
     /// parameter.
     pub scope: Option<String>,
+    /// Also read archive segments, for the events whose bodies retention moved out of the
+    /// hot store (`include_archived=true`; slower: every segment is read and verified).
+    pub include_archived: bool,
 }
 
 /// Default page size when `limit` is absent.
@@ -448,11 +451,20 @@ impl PageRequest {
         let mut order = Order::Desc;
         let mut limit = DEFAULT_PAGE_LIMIT;
         let mut cursor = None;
+        let mut include_archived = false;
         for (key, value) in params {
             if filter.apply_param(key, value)? {
                 continue;
             }
             match key {
+                "include_archived" => {
+                    include_archived = value.parse().map_err(|_| {
+                        FieldError::new(
+                            "include_archived",
+                            format!("{value:?} is not true or false"),
+                        )
+                    })?;
+                }
                 "order" => {
                     order = match value {
                         "desc" => Order::Desc,
@@ -478,7 +490,12 @@ impl PageRequest {
                         })?;
                 }
                 "cursor" => cursor = Some(value),
-                other => return Err(unknown_param(other, &["order", "limit", "cursor"])),
+                other => {
+                    return Err(unknown_param(
+                        other,
+                        &["order", "limit", "cursor", "include_archived"],
+                    ));
+                }
             }
         }
         filter.check()?;
@@ -492,6 +509,7 @@ impl PageRequest {
             after,
             visible_through: None,
             scope: None,
+            include_archived,
         })
     }
 }

@@ -87,6 +87,12 @@ impl Parts {
             blind: self.blind.clone(),
             access: access_log.clone(),
             metrics: metrics.clone(),
+            archive: config.retention_run.archive_to.clone().map(|dir| {
+                Arc::new(crate::app::archived::ArchiveReader::new(
+                    dir,
+                    self.verifier.clone(),
+                ))
+            }),
         };
         let shredder = Shredder {
             log: self.log.clone(),

@@ -8,6 +8,7 @@
 //! where they are needed.
 
 pub mod access;
+pub mod archived;
 mod drain;
 mod error;
 pub mod holds;

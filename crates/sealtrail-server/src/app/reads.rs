@@ -63,9 +63,21 @@ pub struct Reads {
     pub access: AccessLog,
     /// Read latencies.
     pub metrics: Arc<Metrics>,
+    /// The archive retention writes to, when configured (`include_archived=true`).
+    pub archive: Option<Arc<super::archived::ArchiveReader>>,
 }
 
 impl Reads {
+    /// The archive, for a read that asks to include it.
+    fn archive(&self) -> Result<Arc<super::archived::ArchiveReader>, AppError> {
+        self.archive.clone().ok_or_else(|| {
+            AppError::Invalid(FieldError::new(
+                "include_archived",
+                "this server has no archive (retention_run.archive_to is not set)",
+            ))
+        })
+    }
+
     /// A page of events; `params` are the request's parameters as given (recorded).
     pub async fn events(
         &self,
@@ -75,7 +87,25 @@ impl Reads {
     ) -> Result<EventPage, AppError> {
         request.visible_through = Some(self.sequencer.tree_size());
         let (confined_to, resource) = subject_of(&request.filter);
-        let page = self.timed("events", move |r| r.query(&request)).await?;
+        let archive = match request.include_archived {
+            true => Some(self.archive()?),
+            false => None,
+        };
+        let page = match archive {
+            None => self.timed("events", move |r| r.query(&request)).await?,
+            Some(archive) => {
+                let hot = {
+                    let request = request.clone();
+                    self.timed("events", move |r| r.query(&request)).await?
+                };
+                let started = Instant::now();
+                let (archived, request) =
+                    blocking(move || Ok((archive.page(&request)?, request))).await?;
+                self.metrics
+                    .read("events_archived", started.elapsed().as_secs_f64());
+                super::archived::merge(hot, archived, &request)
+            }
+        };
         let mut returned = BTreeMap::new();
         for event in &page.events {
             *returned.entry(event.tenant_id.clone()).or_insert(0) += 1;
@@ -99,11 +129,16 @@ impl Reads {
         &self,
         who: &Who<'_>,
         id: Uuid,
+        include_archived: bool,
         may_see: impl FnOnce(&str) -> bool,
     ) -> Result<ProvenEvent, AppError> {
         let started = Instant::now();
         let reader = self.reader.clone();
-        let found = blocking(move || Ok(reader.get(&id)?)).await?;
+        let mut found = blocking(move || Ok(reader.get(&id)?)).await?;
+        if found.is_none() && include_archived {
+            let archive = self.archive()?;
+            found = blocking(move || archive.get(&id)).await?;
+        }
         let Some(event) = found.filter(|e| may_see(&e.tenant_id)) else {
             return Err(AppError::NotFound(format!("no event {id}")));
         };

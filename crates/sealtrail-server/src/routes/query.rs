@@ -27,6 +27,7 @@ use crate::state::AppState;
         ("order" = Option<String>, Query, description = "desc (newest first, default) or asc"),
         ("limit" = Option<u32>, Query, description = "1 to 1000, default 100"),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
+        ("include_archived" = Option<bool>, Query, description = "Also read the archive segments, for events whose bodies retention moved there (slower: every segment is read and verified)"),
     ),
     responses(
         (status = 200, description = "A page of events", body = crate::api::EventPage),
@@ -83,7 +84,10 @@ fn events_body(
     get,
     path = "/v1/events/{id}",
     tag = "events",
-    params(("id" = String, Path, description = "Event id (UUID)")),
+    params(
+        ("id" = String, Path, description = "Event id (UUID)"),
+        ("include_archived" = Option<bool>, Query, description = "Also look in the archive for an event whose body retention moved there (slower)"),
+    ),
     responses(
         (status = 200, description = "The event and its proof", body = crate::api::EventWithProof),
         (status = 400, description = "Not a UUID", body = crate::error::ErrorBody),
@@ -98,14 +102,36 @@ pub async fn get_event(
     auth: Auth,
     requester: Requester,
     Path(id): Path<String>,
+    params: Params,
 ) -> Result<Response, ApiError> {
     auth.require(Scope::Read)?;
     let id = Uuid::try_parse(&id).map_err(|_| {
         ApiError::invalid_parameter(FieldError::new("id", format!("{id:?} is not a UUID")))
     })?;
+    let mut include_archived = false;
+    for (key, value) in params.pairs() {
+        match key {
+            "include_archived" => {
+                include_archived = value.parse().map_err(|_| {
+                    ApiError::invalid_parameter(FieldError::new(
+                        "include_archived",
+                        format!("{value:?} is not true or false"),
+                    ))
+                })?;
+            }
+            other => {
+                return Err(ApiError::invalid_parameter(FieldError::new(
+                    other,
+                    "unknown parameter; this endpoint takes include_archived",
+                )));
+            }
+        }
+    }
     let proven = state
         .reads
-        .event(&requester.who(&auth), id, |tenant| auth.0.may_see(tenant))
+        .event(&requester.who(&auth), id, include_archived, |tenant| {
+            auth.0.may_see(tenant)
+        })
         .await?;
     let proof = InclusionProof {
         leaf_index: proven.leaf_index,

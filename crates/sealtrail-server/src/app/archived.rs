@@ -1,0 +1,117 @@
+//! Reads that include the archive (`include_archived=true`): events whose bodies retention
+//! moved out of the hot store, read back from the archive segments — each segment only
+//! after it verified against the log's key — and merged with the hot store's page in the
+//! query's order. Slower than a hot read by design: every segment is read and verified on
+//! each request; it is for the rare look into the past, not for dashboards.
+
+use std::path::PathBuf;
+
+use sealtrail_archive::VerifiedSegment;
+use sealtrail_core::query::{Order, PageCursor, PageRequest};
+use sealtrail_core::{CheckpointVerifier, StoredEvent};
+use sealtrail_store::EventPage;
+use uuid::Uuid;
+
+use super::AppError;
+
+/// The archive directory retention writes to, read with the log's key pinned.
+pub struct ArchiveReader {
+    dir: PathBuf,
+    verifier: CheckpointVerifier,
+}
+
+fn refused(e: sealtrail_archive::ArchiveError) -> AppError {
+    AppError::Internal(format!(
+        "the archive cannot be read: {e}; run `sealtrail verify --archive`"
+    ))
+}
+
+impl ArchiveReader {
+    /// The archive in `dir`, its segments checked against `verifier`.
+    pub fn new(dir: PathBuf, verifier: CheckpointVerifier) -> Self {
+        Self { dir, verifier }
+    }
+
+    /// The archived events `request` matches after its cursor, in its order, at most
+    /// `limit + 1` of them (one more tells whether a page follows), each seq once.
+    pub fn page(&self, request: &PageRequest) -> Result<Vec<StoredEvent>, AppError> {
+        let mut found: Vec<StoredEvent> = Vec::new();
+        if !self.dir.exists() {
+            return Ok(found);
+        }
+        for location in sealtrail_archive::list_segments(&self.dir).map_err(refused)? {
+            let segment = VerifiedSegment::open(&location.manifest_path, Some(&self.verifier))
+                .map_err(refused)?;
+            for event in segment.events().map_err(refused)? {
+                let event = event.map_err(refused)?;
+                let cursor = PageCursor {
+                    occurred_at: event.stored.occurred_at,
+                    seq: event.stored.seq,
+                };
+                if request.filter.matches(&event.columns())
+                    && request
+                        .after
+                        .is_none_or(|after| follows(&after, &cursor, request.order))
+                {
+                    found.push(event.stored);
+                }
+            }
+        }
+        sort(&mut found, request.order);
+        found.dedup_by_key(|e| e.seq);
+        found.truncate(request.limit + 1);
+        Ok(found)
+    }
+
+    /// The archived event with this id, if any.
+    pub fn get(&self, id: &Uuid) -> Result<Option<StoredEvent>, AppError> {
+        if !self.dir.exists() {
+            return Ok(None);
+        }
+        let located =
+            sealtrail_archive::locate_event_id(&self.dir, &id.to_string(), Some(&self.verifier))
+                .map_err(refused)?;
+        let Some((location, seq)) = located else {
+            return Ok(None);
+        };
+        let segment = VerifiedSegment::open(&location.manifest_path, Some(&self.verifier))
+            .map_err(refused)?;
+        Ok(segment.event_at(seq).map_err(refused)?.map(|e| e.stored))
+    }
+}
+
+/// Whether `event` comes after `cursor` in `order`.
+fn follows(cursor: &PageCursor, event: &PageCursor, order: Order) -> bool {
+    let (c, e) = (
+        (cursor.occurred_at, cursor.seq),
+        (event.occurred_at, event.seq),
+    );
+    match order {
+        Order::Desc => e < c,
+        Order::Asc => e > c,
+    }
+}
+
+fn sort(events: &mut [StoredEvent], order: Order) {
+    events.sort_by_key(|e| (e.occurred_at, e.seq));
+    if order == Order::Desc {
+        events.reverse();
+    }
+}
+
+/// The first `limit` of the hot page and the archived events together, in order, each seq
+/// once (an event held in both is the hot one), and the cursor after them when more follow.
+pub fn merge(hot: EventPage, archived: Vec<StoredEvent>, request: &PageRequest) -> EventPage {
+    let hot_has_more = hot.next.is_some();
+    let mut events = hot.events;
+    let hot_seqs: std::collections::BTreeSet<u64> = events.iter().map(|e| e.seq).collect();
+    events.extend(archived.into_iter().filter(|e| !hot_seqs.contains(&e.seq)));
+    sort(&mut events, request.order);
+    let more = hot_has_more || events.len() > request.limit;
+    events.truncate(request.limit);
+    let next = more.then(|| events.last()).flatten().map(|e| PageCursor {
+        occurred_at: e.occurred_at,
+        seq: e.seq,
+    });
+    EventPage { events, next }
+}
