@@ -203,7 +203,49 @@ fn payments_override() -> PolicyOverride {
     }
 }
 
+/// Which store the server keeps its log in, as the checks read it.
+#[derive(Clone)]
+enum Store {
+    Sqlite(std::path::PathBuf),
+    Postgres(String),
+}
+
+impl Store {
+    fn reader(&self) -> Box<dyn LogReader> {
+        match self {
+            Store::Sqlite(dir) => Box::new(SqliteReader::open(dir).unwrap()),
+            Store::Postgres(url) => {
+                Box::new(sealtrail_store::postgres::PgReader::open(url).unwrap())
+            }
+        }
+    }
+
+    fn ledger(&self) -> Box<dyn RetentionLedger> {
+        match self {
+            Store::Sqlite(dir) => Box::new(SqliteLedger::open(dir).unwrap()),
+            Store::Postgres(url) => {
+                Box::new(sealtrail_store::postgres::PgLedger::open(url).unwrap())
+            }
+        }
+    }
+
+    fn verify(&self, verifier: &CheckpointVerifier) -> sealtrail_store::VerifyReport {
+        match self {
+            Store::Sqlite(dir) => {
+                sealtrail_store::verify::verify_sqlite(dir, verifier, None, |_, _| {}).unwrap()
+            }
+            Store::Postgres(url) => {
+                sealtrail_store::postgres::verify_postgres(url, verifier, None, |_, _| {}).unwrap()
+            }
+        }
+    }
+}
+
 struct Setup {
+    /// Keeps a PostgreSQL server's cluster running.
+    _cluster: Option<std::sync::Arc<sealtrail_testkit::PgCluster>>,
+    store: Store,
+    verifier: CheckpointVerifier,
     server: TestServer,
     admin: String,
     /// Seq of each case, in CASES order.
@@ -212,14 +254,37 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_on(false).await
+}
+
+async fn setup_on(postgres: bool) -> Setup {
     let archive_dir = tempfile::tempdir().unwrap().keep();
     let archive = archive_dir.clone();
+    let (cluster, url) = match postgres {
+        true => {
+            let (cluster, url) = common::postgres_with_schema().await;
+            (Some(cluster), Some(url))
+        }
+        false => (None, None),
+    };
+    let database_url = url.clone();
     let server = TestServer::start_with(move |c| {
         c.retention.overrides.push(payments_override());
         c.retention_run.archive_to = Some(archive_dir);
         c.retention_run.every_hours = 0;
+        c.database_url = database_url;
     })
     .await;
+    let store = match url {
+        Some(url) => Store::Postgres(url),
+        None => Store::Sqlite(server.dir.path().to_owned()),
+    };
+    let verifier = {
+        let (_, view) = server
+            .get(&server.key(&[Scope::Read], None), "/v1/public-key")
+            .await;
+        CheckpointVerifier::from_vkey(view["vkey"].as_str().unwrap()).unwrap()
+    };
     let admin = server.key(&[Scope::Admin, Scope::Ingest, Scope::Read], None);
     let now = now_micros();
     let events: Vec<Value> = CASES.iter().map(|c| event(c, now)).collect();
@@ -241,6 +306,9 @@ async fn setup() -> Setup {
         assert_eq!(status, 201, "{body}");
     }
     Setup {
+        _cluster: cluster,
+        store,
+        verifier,
         server,
         admin,
         seqs,
@@ -272,50 +340,50 @@ fn archived_records(dir: &Path, verifier: &CheckpointVerifier) -> BTreeMap<u64, 
 }
 
 /// seq → the hot store's record, if it still has the body.
-fn hot_records(data_dir: &Path, through: u64) -> BTreeMap<u64, Vec<u8>> {
-    let reader = SqliteReader::open(data_dir).unwrap();
+fn hot_records(store: &Store, through: u64) -> BTreeMap<u64, Vec<u8>> {
+    let reader = store.reader();
     let page = reader
         .events_after(0, through, &Default::default(), 10_000)
         .unwrap();
     page.events.into_iter().map(|e| (e.seq, e.record)).collect()
 }
 
-fn verifier_of(data_dir: &Path) -> CheckpointVerifier {
-    sealtrail_store::sqlite::log_verifier(data_dir).unwrap()
+/// Every case is where `expect` says, byte for byte where it is in both places, and the
+/// log still verifies.
+fn check_cases(setup: &Setup, expect: impl Fn(usize) -> Expect) {
+    // The PostgreSQL client blocks: off the async workers.
+    tokio::task::block_in_place(|| check_cases_now(setup, expect))
 }
 
-/// Every case is where `expect` says, byte for byte where it is in both places.
-fn check_cases(data_dir: &Path, archive: &Path, seqs: &[u64], expect: impl Fn(usize) -> Expect) {
-    let through = SqliteReader::open(data_dir)
-        .unwrap()
+fn check_cases_now(setup: &Setup, expect: impl Fn(usize) -> Expect) {
+    let through = setup
+        .store
+        .reader()
         .latest_checkpoint()
         .unwrap()
         .unwrap()
         .tree_size;
-    let hot = hot_records(data_dir, through);
-    let archived = archived_records(archive, &verifier_of(data_dir));
-    for (i, seq) in seqs.iter().enumerate() {
+    let hot = hot_records(&setup.store, through);
+    let archived = archived_records(&setup.archive, &setup.verifier);
+    for (i, seq) in setup.seqs.iter().enumerate() {
         let case = CASES[i];
-        let (in_hot, in_archive) = (hot.get(seq), archived.get(seq));
-        let found = match (in_hot, in_archive) {
-            (Some(_), None) => Some(Expect::Hot),
-            (None, Some(_)) => Some(Expect::Archived),
+        let found = match (hot.get(seq), archived.get(seq)) {
+            (Some(_), None) => Expect::Hot,
+            (None, Some(_)) => Expect::Archived,
             (Some(a), Some(b)) => {
                 assert_eq!(a, b, "seq {seq}: the archived record is the hot one");
-                Some(Expect::ArchivedHeld)
+                Expect::ArchivedHeld
             }
-            (None, None) => Some(Expect::Deleted),
+            (None, None) => Expect::Deleted,
         };
         let wanted = expect(i);
         let found = match (wanted, found) {
-            (Expect::Held, Some(Expect::Hot)) => Some(Expect::Held),
+            (Expect::Held, Expect::Hot) => Expect::Held,
             (_, f) => f,
         };
-        assert_eq!(found, Some(wanted), "case {i} {case:?} (seq {seq})");
+        assert_eq!(found, wanted, "case {i} {case:?} (seq {seq})");
     }
-    let report =
-        sealtrail_store::verify::verify_sqlite(data_dir, &verifier_of(data_dir), None, |_, _| {})
-            .unwrap();
+    let report = setup.store.verify(&setup.verifier);
     assert_eq!(report.problem, None, "the log still verifies");
 }
 
@@ -330,15 +398,18 @@ async fn events_in(s: &TestServer, key: &str, tenant: &str, action: &str) -> Vec
     page["events"].as_array().unwrap().clone()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_archives_deletes_and_keeps_exactly_what_policies_and_holds_say() {
+fn count(e: Expect) -> u64 {
+    CASES.iter().filter(|c| c.5 == e).count() as u64
+}
+
+/// A dry run, a run, and a second run, through the API.
+async fn run_through_the_api(setup: &Setup) {
     let Setup {
         server,
         admin,
         seqs,
-        archive,
-    } = setup().await;
-    let data_dir = server.dir.path().to_owned();
+        ..
+    } = setup;
 
     // A dry run reports and changes nothing.
     let (status, dry) = server
@@ -353,7 +424,6 @@ async fn a_run_archives_deletes_and_keeps_exactly_what_policies_and_holds_say() 
             .map(|r| r[fate].as_u64().unwrap())
             .sum()
     };
-    let count = |e: Expect| CASES.iter().filter(|c| c.5 == e).count() as u64;
     assert_eq!(planned("archive"), count(Expect::Archived), "{dry}");
     assert_eq!(
         planned("archive_held"),
@@ -362,7 +432,7 @@ async fn a_run_archives_deletes_and_keeps_exactly_what_policies_and_holds_say() 
     );
     assert_eq!(planned("delete"), count(Expect::Deleted), "{dry}");
     assert_eq!(planned("held"), count(Expect::Held), "{dry}");
-    check_cases(&data_dir, &archive, &seqs, |_| Expect::Hot);
+    check_cases(setup, |_| Expect::Hot);
 
     // A dry run may look at another moment; a run may not.
     let (status, refused) = server
@@ -385,20 +455,13 @@ async fn a_run_archives_deletes_and_keeps_exactly_what_policies_and_holds_say() 
         .post_json(&admin, "/v1/retention/run", &json!({}))
         .await;
     assert_eq!(status, 200, "{ran}");
-    check_cases(&data_dir, &archive, &seqs, |i| CASES[i].5);
+    check_cases(setup, |i| CASES[i].5);
     assert!(
         !ran["segments_written"].as_array().unwrap().is_empty(),
         "{ran}"
     );
 
     // Hot reads no longer find what left the hot store.
-    let (status, _) = server
-        .get(
-            &admin,
-            &format!("/v1/events?tenant_id=bloom&resource_id=guest-3"),
-        )
-        .await;
-    assert_eq!(status, 200);
     let (_, page) = server
         .get(
             &admin,
@@ -433,7 +496,7 @@ async fn a_run_archives_deletes_and_keeps_exactly_what_policies_and_holds_say() 
     }
     let mut wanted: Vec<u64> = CASES
         .iter()
-        .zip(&seqs)
+        .zip(seqs.iter())
         .filter(|(c, _)| c.0 == "bloom" && c.5 != Expect::Deleted)
         .map(|(_, s)| *s)
         .collect();
@@ -497,63 +560,85 @@ async fn a_run_archives_deletes_and_keeps_exactly_what_policies_and_holds_say() 
         assert_eq!(t["deleted"], 0, "{again}");
         assert_eq!(t["bodies_removed"], 0, "{again}");
     }
-    check_cases(&data_dir, &archive, &seqs, |i| CASES[i].5);
+    check_cases(setup, |i| CASES[i].5);
 }
 
-/// The run over a stopped server's store, at a moment of the test's choosing.
-fn run_at(data_dir: &Path, archive: &Path, ledger: &dyn RetentionLedger, now: i64) -> RunReport {
-    let reader = SqliteReader::open(data_dir).unwrap();
-    let verifier = verifier_of(data_dir);
-    let holds_store = HoldStore::open(data_dir).unwrap();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_archives_deletes_and_keeps_exactly_what_policies_and_holds_say() {
+    run_through_the_api(&setup().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_on_postgresql_archives_deletes_and_keeps_the_same() {
+    let setup = setup_on(true).await;
+    run_through_the_api(&setup).await;
+    // Years on, with the clock under the test's control: only held events remain.
+    tokio::task::block_in_place(|| {
+        let ledger = setup.store.ledger();
+        run_at_now(&setup, &*ledger, now_micros() + 11 * 365 * DAY);
+        check_cases_now(&setup, years_later);
+    });
+}
+
+/// The run over the store, at a moment of the test's choosing.
+fn run_at(setup: &Setup, ledger: &dyn RetentionLedger, now: i64) -> RunReport {
+    tokio::task::block_in_place(|| run_at_now(setup, ledger, now))
+}
+
+fn run_at_now(setup: &Setup, ledger: &dyn RetentionLedger, now: i64) -> RunReport {
+    let reader = setup.store.reader();
+    let holds_store = HoldStore::open(setup.server.dir.path()).unwrap();
     let holds = || -> Result<Box<dyn HoldCheck>, StoreError> {
         Ok(Box::new(ActiveHolds::load(&holds_store)?))
     };
     let mut policies = sealtrail_core::retention_policy::RetentionConfig::default();
     policies.overrides.push(payments_override());
     let cx = RunContext {
-        reader: &reader,
+        reader: &*reader,
         ledger,
         policies: &policies,
-        archive_dir: Some(archive),
+        archive_dir: Some(&setup.archive),
         zstd_level: 3,
-        verifier: &verifier,
+        verifier: &setup.verifier,
         holds: &holds,
     };
     let checkpoint = reader.latest_checkpoint().unwrap().unwrap();
     run(&cx, now, &checkpoint, false, |_, _| {}).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn years_later_only_held_events_remain_and_segments_go_with_their_events() {
-    let Setup {
-        server,
-        admin,
-        seqs,
-        archive,
-    } = setup().await;
-    let (status, body) = server
-        .post_json(&admin, "/v1/retention/run", &json!({}))
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let dir = server.stop().await;
-    let ledger = SqliteLedger::open(dir.path()).unwrap();
-    // 11 years on: everything is past its retention, the payments included.
-    let report = run_at(dir.path(), &archive, &ledger, now_micros() + 11 * 365 * DAY);
-    check_cases(dir.path(), &archive, &seqs, |i| match CASES[i].5 {
+/// What 11 years leave: held events, nothing else.
+fn years_later(i: usize) -> Expect {
+    match CASES[i].5 {
         held @ (Expect::ArchivedHeld | Expect::Held) => held,
         _ => Expect::Deleted,
-    });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn years_later_only_held_events_remain_and_segments_go_with_their_events() {
+    let setup = setup().await;
+    let (status, body) = setup
+        .server
+        .post_json(&setup.admin, "/v1/retention/run", &json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let ledger = setup.store.ledger();
+    // 11 years on: everything is past its retention, the payments included.
+    let report = run_at(&setup, &*ledger, now_micros() + 11 * 365 * DAY);
+    check_cases(&setup, years_later);
     // Every segment without a held event went; the held events' segments stayed.
     let left: Vec<SegmentUse> = ledger.segments().unwrap();
     assert!(left.iter().all(|s| s.live > 0), "{left:?}");
     assert!(!report.segments_removed.is_empty(), "{report:?}");
-    let on_disk = sealtrail_archive::list_segments(&archive).unwrap().len();
+    let on_disk = sealtrail_archive::list_segments(&setup.archive)
+        .unwrap()
+        .len();
     assert_eq!(on_disk, left.len(), "files and ledger agree");
 }
 
 /// A ledger that fails (as a crash would) at its `fail_at`-th change, then always.
 struct CrashingLedger<'a> {
-    inner: &'a SqliteLedger,
+    inner: &'a dyn RetentionLedger,
     changes: std::sync::atomic::AtomicUsize,
     fail_at: usize,
 }
@@ -601,35 +686,29 @@ impl RetentionLedger for CrashingLedger<'_> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_cut_off_at_any_step_loses_nothing_and_the_next_run_completes_it() {
     for fail_at in 0..6 {
-        let Setup {
-            server,
-            seqs,
-            archive,
-            ..
-        } = setup().await;
-        let dir = server.stop().await;
-        let ledger = SqliteLedger::open(dir.path()).unwrap();
+        let setup = setup().await;
+        let ledger = setup.store.ledger();
         let now = now_micros();
         let crashing = CrashingLedger {
-            inner: &ledger,
+            inner: &*ledger,
             changes: 0.into(),
             fail_at,
         };
         let cut = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run_at(dir.path(), &archive, &crashing, now)
+            run_at(&setup, &crashing, now)
         }));
         assert!(cut.is_err(), "fail_at {fail_at}: the run was cut off");
-        // Cut off: nothing is gone that is not archived — every case is where the run
-        // leaves it, or still hot.
-        let through = SqliteReader::open(dir.path())
-            .unwrap()
+        // Cut off: nothing is gone that is not archived.
+        let through = setup
+            .store
+            .reader()
             .latest_checkpoint()
             .unwrap()
             .unwrap()
             .tree_size;
-        let hot = hot_records(dir.path(), through);
-        let archived = archived_records(&archive, &verifier_of(dir.path()));
-        for (i, seq) in seqs.iter().enumerate() {
+        let hot = hot_records(&setup.store, through);
+        let archived = archived_records(&setup.archive, &setup.verifier);
+        for (i, seq) in setup.seqs.iter().enumerate() {
             if CASES[i].5 != Expect::Deleted {
                 assert!(
                     hot.contains_key(seq) || archived.contains_key(seq),
@@ -638,8 +717,8 @@ async fn a_run_cut_off_at_any_step_loses_nothing_and_the_next_run_completes_it()
             }
         }
         // The next run completes the job.
-        let report = run_at(dir.path(), &archive, &ledger, now);
-        check_cases(dir.path(), &archive, &seqs, |i| CASES[i].5);
+        let report = run_at(&setup, &*ledger, now);
+        check_cases(&setup, |i| CASES[i].5);
         if fail_at == 0 {
             assert!(!report.segments_adopted.is_empty(), "{report:?}");
         }
