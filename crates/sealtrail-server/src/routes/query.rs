@@ -78,12 +78,18 @@ fn events_body(
     raw_json(StatusCode::OK, body)
 }
 
-/// One event with its inclusion proof against the latest signed checkpoint.
+/// One event with its inclusion proof against the latest signed checkpoint (or, with
+/// `tree_size`, against the tree of that size), and (with `record=true`) the verbatim stored
+/// record the leaf hash covers.
 #[utoipa::path(
     get,
     path = "/v1/events/{id}",
     tag = "events",
-    params(("id" = String, Path, description = "Event id (UUID)")),
+    params(
+        ("id" = String, Path, description = "Event id (UUID)"),
+        ("tree_size" = Option<u64>, Query, description = "Prove against the tree of this size (from the event's seq to the latest checkpoint's size), a checkpoint the client already holds; default the latest checkpoint"),
+        ("record" = Option<bool>, Query, description = "true: also return `record`, the verbatim stored record (with field encryption, sealed values stay sealed)"),
+    ),
     responses(
         (status = 200, description = "The event and its proof", body = crate::api::EventWithProof),
         (status = 400, description = "Not a UUID", body = crate::error::ErrorBody),
@@ -98,22 +104,36 @@ pub async fn get_event(
     auth: Auth,
     requester: Requester,
     Path(id): Path<String>,
+    params: Params,
 ) -> Result<Response, ApiError> {
     auth.require(Scope::Read)?;
     let id = Uuid::try_parse(&id).map_err(|_| {
         ApiError::invalid_parameter(FieldError::new("id", format!("{id:?} is not a UUID")))
     })?;
+    let (tree_size, with_record) = event_params(&params)?;
     let proven = state
         .reads
-        .event(&requester.who(&auth), id, |tenant| auth.0.may_see(tenant))
+        .event(&requester.who(&auth), id, tree_size, |tenant| {
+            auth.0.may_see(tenant)
+        })
         .await?;
     let proof = InclusionProof {
         leaf_index: proven.leaf_index,
-        tree_size: proven.checkpoint.tree_size,
+        tree_size: proven.tree_size,
         hashes: proven.hashes.iter().map(hex::encode).collect(),
     };
     let mut body = b"{\"event\":".to_vec();
     body.extend_from_slice(&state.opener.api_json(&proven.event));
+    if with_record {
+        // Canonical JSON is UTF-8; as a JSON string it decodes back to the exact bytes.
+        let record = std::str::from_utf8(&proven.event.record).map_err(|_| {
+            ApiError::internal(format!(
+                "the stored record of event {id} is not UTF-8; run `sealtrail verify`"
+            ))
+        })?;
+        body.extend_from_slice(b",\"record\":");
+        body.extend_from_slice(&serde_json::to_vec(record).expect("a string serialises"));
+    }
     body.extend_from_slice(b",\"proof\":");
     body.extend_from_slice(&serde_json::to_vec(&proof).expect("plain struct"));
     body.extend_from_slice(b",\"checkpoint\":");
@@ -121,6 +141,40 @@ pub async fn get_event(
     body.extend_from_slice(&serde_json::to_vec(&view).expect("plain struct"));
     body.push(b'}');
     Ok(raw_json(StatusCode::OK, body))
+}
+
+/// `GET /v1/events/{id}`'s `tree_size` and `record`, as given.
+fn event_params(params: &Params) -> Result<(Option<u64>, bool), ApiError> {
+    let (mut tree_size, mut record) = (None, false);
+    for (key, value) in params.pairs() {
+        match key {
+            "tree_size" => {
+                tree_size = Some(value.parse::<u64>().ok().filter(|&n| n >= 1).ok_or_else(
+                    || {
+                        ApiError::invalid_parameter(FieldError::new(
+                            "tree_size",
+                            format!("{value:?} is not a tree size (a number from 1)"),
+                        ))
+                    },
+                )?);
+            }
+            "record" => {
+                record = value.parse::<bool>().map_err(|_| {
+                    ApiError::invalid_parameter(FieldError::new(
+                        "record",
+                        format!("{value:?} is not true or false"),
+                    ))
+                })?;
+            }
+            other => {
+                return Err(ApiError::invalid_parameter(FieldError::new(
+                    other,
+                    "unknown parameter; known are tree_size, record",
+                )));
+            }
+        }
+    }
+    Ok((tree_size, record))
 }
 
 /// Counts of events by severity, action or resource type, optionally per hour or day.
