@@ -20,9 +20,12 @@ use serde_json::{Map, Value};
 
 /// The `format` of the bundles this version writes and reads.
 pub const FORMAT: &str = "sealtrail-evidence/1";
-/// The bundle's members, in the order they are written.
+/// The bundle's members, in the order they are written: the README first, for whoever
+/// lists the tar; then the evidence; then the checker.
 pub const README_NAME: &str = "README.md";
+/// The evidence ([`Evidence`]).
 pub const EVIDENCE_NAME: &str = "evidence.json";
+/// The checker, a copy of `tools/verify_evidence.py`.
 pub const SCRIPT_NAME: &str = "verify_evidence.py";
 /// The checker shipped in the repository, also packed into every bundle.
 pub const SCRIPT: &str = include_str!("../../../../tools/verify_evidence.py");
