@@ -4,7 +4,8 @@
 //! that this one command stays the whole of CI: a throwaway PostgreSQL cluster (installed
 //! with apt if its binaries are missing) whose URL the tests read from
 //! `SEALTRAIL_TEST_POSTGRES`, and aiosmtpd (from PyPI, in a virtualenv under `target/`)
-//! whose Python they read from `SEALTRAIL_TEST_SMTPD_PYTHON`. Every other server a test
+//! whose Python they read from `SEALTRAIL_TEST_SMTPD_PYTHON`, and `cryptography` likewise for
+//! the evidence checker (`SEALTRAIL_TEST_EVIDENCE_PYTHON`). Every other server a test
 //! talks to it starts itself. Last, schemathesis checks the API against its OpenAPI
 //! document (`api_fuzz.rs`), and each fuzz target runs for a bounded time (`fuzz.rs`).
 
@@ -38,6 +39,20 @@ pub fn run() -> anyhow::Result<()> {
     eprintln!("xtask: aiosmtpd for the tests with {}", smtpd.display());
     // SAFETY: as above.
     unsafe { std::env::set_var(sealtrail_testkit::smtp::SMTPD_PYTHON_ENV, &smtpd) };
+    let evidence_python = sealtrail_testkit::python::install_cryptography(
+        &crate::root().join("target/test-tools/cryptography"),
+    )?;
+    eprintln!(
+        "xtask: cryptography for tools/verify_evidence.py with {}",
+        evidence_python.display()
+    );
+    // SAFETY: as above.
+    unsafe {
+        std::env::set_var(
+            sealtrail_testkit::python::EVIDENCE_PYTHON_ENV,
+            &evidence_python,
+        )
+    };
     run_step("cargo", &["test", "--workspace", "--all-targets"])?;
     run_step("cargo", &["test", "--workspace", "--doc"])?;
     crate::api_fuzz::run()?;

@@ -3,6 +3,7 @@
 mod archive;
 mod backup;
 mod demo;
+mod evidence;
 mod filter;
 mod holds;
 mod ingest;
@@ -58,6 +59,8 @@ enum Command {
     Ingest(ingest::IngestArgs),
     /// Query events on a server.
     Query(query::QueryArgs),
+    /// Export a tenant's events as an evidence bundle an auditor can check offline.
+    Export(evidence::export::ExportArgs),
     /// Follow events live, resuming by itself after a drop or a server restart.
     Tail(tail::TailArgs),
     /// Fill a server with realistic wedding-planning audit events.
@@ -156,6 +159,7 @@ fn main() -> ExitCode {
             Command::Restore(args) => blocking(move || backup::run_restore(args)).await,
             Command::Ingest(args) => ingest::run(args).await,
             Command::Query(args) => query::run(args).await,
+            Command::Export(args) => evidence::export::run(args).await,
             Command::Tail(args) => tail::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Sinks { command } => sinks::run(command).await,

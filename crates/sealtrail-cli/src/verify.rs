@@ -1,4 +1,5 @@
-//! `sealtrail verify`: the log in a store, or (`--archive DIR`) archive segments offline.
+//! `sealtrail verify`: the log in a store, or (`--archive DIR`) archive segments offline, or
+//! (`--evidence FILE`) an evidence bundle offline.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -24,6 +25,10 @@ pub struct VerifyArgs {
     /// server and no database. (A local directory; object stores are not supported yet.)
     #[arg(long, value_name = "DIR", conflicts_with_all = ["checkpoint", "database_url"])]
     archive: Option<PathBuf>,
+    /// Verify an evidence bundle (`sealtrail export --evidence`) instead of a log: offline,
+    /// its events' hashes and proofs, its checkpoints' signatures and their consistency.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["archive", "checkpoint", "database_url"])]
+    evidence: Option<PathBuf>,
     /// A signed checkpoint kept outside the server (a file holding the note); verify checks
     /// the log still contains exactly the tree it signed, exposing a rollback.
     #[arg(long)]
@@ -54,6 +59,10 @@ pub(crate) fn pinned_key(arg: &str) -> anyhow::Result<CheckpointVerifier> {
 }
 
 pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    if let Some(bundle) = &args.evidence {
+        let key = args.public_key.as_deref().map(pinned_key).transpose()?;
+        return verify_evidence(bundle, key);
+    }
     if let Some(archive) = &args.archive {
         let key = args.public_key.as_deref().map(pinned_key).transpose()?;
         return verify_archive(archive, key.as_ref());
@@ -161,6 +170,44 @@ fn verify_archive(dir: &Path, key: Option<&CheckpointVerifier>) -> anyhow::Resul
         println!(
             "note: signature checked against the key in the manifest only; pass --public-key \
              to prove the segments are the log's"
+        );
+    }
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn verify_evidence(bundle: &Path, pinned: Option<CheckpointVerifier>) -> anyhow::Result<ExitCode> {
+    let evidence = crate::evidence::read_bundle(bundle)?;
+    let is_pinned = pinned.is_some();
+    let key = match pinned {
+        Some(key) => key,
+        None => {
+            CheckpointVerifier::from_vkey(&evidence.log.vkey).context("log.vkey in the bundle")?
+        }
+    };
+    let report = crate::evidence::check::check(&evidence, &key);
+    for problem in &report.problems {
+        println!("FAILED: {problem}");
+    }
+    let size = |s: Option<u64>| s.map_or("?".to_owned(), |s| s.to_string());
+    println!(
+        "{}: {} of {} events verified ({} sealed values, {} shredded) against the checkpoint \
+         of tree size {}, consistent with tree size {}",
+        if report.ok() { "ok" } else { "FAILED" },
+        report.events_ok,
+        evidence.events.len(),
+        report.sealed,
+        report.shredded,
+        size(report.tree_size),
+        size(report.newest_size),
+    );
+    if !is_pinned {
+        println!(
+            "note: checked against the key written in the bundle only; pass --public-key to \
+             prove the events are the log's"
         );
     }
     Ok(if report.ok() {

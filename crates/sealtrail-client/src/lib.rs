@@ -27,8 +27,8 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use sealtrail_core::api::{
-    CheckpointView, ConsistencyProof, ErrorBody, EventPage, EventWithProof, IngestResponse,
-    StatsResponse,
+    CheckpointView, ConsistencyProof, ErrorBody, EventPage, EventWithProof, InclusionProof,
+    IngestResponse, PublicKey, StatsResponse,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -72,6 +72,22 @@ pub enum ClientError {
         /// Why.
         reason: String,
     },
+}
+
+/// `GET /v1/events/{id}`'s answer with the event kept as the server sent it (a JSON
+/// object: members the event lacks stay absent rather than becoming nulls), for callers
+/// that compare it with the stored record, such as evidence exports.
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct ProvenEvent {
+    /// The event as shown (sealed fields opened, or `"[shredded]"`), with `leaf_hash`.
+    pub event: serde_json::Map<String, Value>,
+    /// Its inclusion proof.
+    pub proof: InclusionProof,
+    /// The latest signed checkpoint.
+    pub checkpoint: CheckpointView,
+    /// The verbatim stored record, when asked for.
+    #[serde(default)]
+    pub record: Option<String>,
 }
 
 /// A Sealtrail server and the API key to use with it.
@@ -142,6 +158,40 @@ impl Client {
     /// One event with its inclusion proof.
     pub async fn event(&self, id: &str) -> Result<EventWithProof, ClientError> {
         self.get(&format!("/v1/events/{id}"), &[]).await
+    }
+
+    /// One event with its inclusion proof against the tree of `tree_size` leaves (a
+    /// checkpoint the caller holds; `None`: the latest) and, with `record`, the verbatim
+    /// stored record the leaf hash covers.
+    pub async fn event_proof(
+        &self,
+        id: &str,
+        tree_size: Option<u64>,
+        record: bool,
+    ) -> Result<ProvenEvent, ClientError> {
+        let mut params = vec![("record".to_owned(), record.to_string())];
+        if let Some(size) = tree_size {
+            params.push(("tree_size".into(), size.to_string()));
+        }
+        self.get(&path_of(&["v1", "events", id]), &params).await
+    }
+
+    /// The key the log signs its checkpoints with (`GET /v1/public-key`).
+    pub async fn public_key(&self) -> Result<PublicKey, ClientError> {
+        self.get("/v1/public-key", &[]).await
+    }
+
+    /// The id of this client's API key: the public part of `st_<key id>_<secret>`, as the
+    /// access log names it (`None` for a key not of that form).
+    pub fn key_id(&self) -> Option<&str> {
+        let rest = self.key.strip_prefix("st_")?;
+        let (id, _secret) = rest.split_once('_')?;
+        Some(id)
+    }
+
+    /// The server's URL.
+    pub fn base_url(&self) -> &str {
+        &self.base
     }
 
     /// Counts; `params` are those of `GET /v1/stats`.

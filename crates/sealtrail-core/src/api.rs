@@ -240,10 +240,17 @@ pub struct InclusionProof {
 pub struct EventWithProof {
     /// The event.
     pub event: Event,
-    /// Its inclusion proof against `checkpoint`.
+    /// Its inclusion proof: against `checkpoint`, or (when `tree_size` was asked for)
+    /// against the tree of `proof.tree_size` leaves, whose signed checkpoint the client holds.
     pub proof: InclusionProof,
-    /// The signed checkpoint the proof is against.
+    /// The latest signed checkpoint (the one the proof is against unless `tree_size` was
+    /// asked for).
     pub checkpoint: CheckpointView,
+    /// With `record=true`: the verbatim stored record (canonical JSON, UTF-8) whose
+    /// `SHA-256(0x00 || bytes)` is the leaf hash. With field encryption its sealed values
+    /// are ciphertext, where `event` shows them opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<String>,
 }
 
 /// A signed checkpoint.

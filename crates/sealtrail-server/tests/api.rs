@@ -316,6 +316,27 @@ async fn an_event_comes_with_a_proof_that_verifies_against_the_signed_checkpoint
         &signed.root
     ));
 
+    // Against a checkpoint the client holds (the first batch's), with the stored record.
+    let (status, body) = s
+        .get(&key, &format!("/v1/events/{id}?tree_size=300&record=true"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let at_300: EventWithProof = serde_json::from_value(body).expect("the documented shape");
+    assert_eq!(at_300.proof.tree_size, 300);
+    let record = at_300.record.expect("record=true sends the record");
+    let leaf = sealtrail_core::merkle::leaf_hash(record.as_bytes());
+    assert_eq!(
+        hex::encode(leaf),
+        event.leaf_hash,
+        "the record is what was hashed"
+    );
+    let old = verifier.verify(&first.checkpoint).unwrap();
+    let hashes: Vec<Hash> = at_300.proof.hashes.iter().map(|h| hash(h)).collect();
+    assert!(verify_inclusion(123, 300, &leaf, &hashes, &old.root));
+    let (status, body) = s.get(&key, &format!("/v1/events/{id}?tree_size=100")).await;
+    assert_eq!(status, 400, "a tree before the event: {body}");
+    assert_eq!(body["field"], "tree_size");
+
     let (_, latest) = s.get(&key, "/v1/checkpoint").await;
     let latest: CheckpointView = serde_json::from_value(latest).unwrap();
     let (status, proof) = s.get(&key, "/v1/proofs/consistency?from=300&to=333").await;

@@ -1,4 +1,5 @@
-//! Python tools the tests use (aiosmtpd, schemathesis), each in a virtualenv of its own
+//! Python tools the tests use (aiosmtpd, schemathesis, cryptography for the evidence
+//! checker `tools/verify_evidence.py`), each in a virtualenv of its own
 //! under `target/test-tools`, installed from PyPI on first use.
 
 use std::path::{Path, PathBuf};
@@ -36,4 +37,14 @@ pub fn venv_with(dir: &Path, package: &str, module: &str) -> anyhow::Result<Path
         "{module} is not importable after installing {package}"
     );
     Ok(python)
+}
+
+/// Where the tests find a Python with `cryptography` for `tools/verify_evidence.py`
+/// (`cargo xtask test` sets it).
+pub const EVIDENCE_PYTHON_ENV: &str = "SEALTRAIL_TEST_EVIDENCE_PYTHON";
+
+/// Creates (once) a virtualenv in `dir` with `cryptography` (the evidence checker's one
+/// package beyond the standard library); its Python.
+pub fn install_cryptography(dir: &Path) -> anyhow::Result<PathBuf> {
+    venv_with(dir, "cryptography", "cryptography")
 }

@@ -31,9 +31,12 @@ pub struct ProvenEvent {
     pub event: StoredEvent,
     /// Its leaf index (seq − 1).
     pub leaf_index: u64,
-    /// The inclusion proof against `checkpoint`.
+    /// The inclusion proof against the tree of `tree_size` leaves.
     pub hashes: Vec<Hash>,
-    /// The durable checkpoint the proof is against.
+    /// The size of the tree the proof is against: the durable checkpoint's, unless the
+    /// caller asked for another.
+    pub tree_size: u64,
+    /// The latest durable checkpoint.
     pub checkpoint: Arc<CheckpointRow>,
 }
 
@@ -125,10 +128,15 @@ impl Reads {
 
     /// One event by id with its inclusion proof, if `may_see` its tenant (a key must not
     /// learn that another tenant's event exists: that is a 404 like any unknown id).
+    ///
+    /// The proof is against the latest durable checkpoint, or against the tree of
+    /// `at_size` leaves when given (a checkpoint the caller already holds: an evidence
+    /// export proves all its events against one checkpoint while its own reads grow the log).
     pub async fn event(
         &self,
         who: &Who<'_>,
         id: Uuid,
+        at_size: Option<u64>,
         include_archived: bool,
         may_see: impl FnOnce(&str) -> bool,
     ) -> Result<ProvenEvent, AppError> {
@@ -156,7 +164,29 @@ impl Reads {
                     .into(),
             )
         })?;
-        let (reader, tree_size) = (self.reader.clone(), checkpoint.tree_size);
+        let tree_size = match at_size {
+            None => checkpoint.tree_size,
+            Some(size) if size > checkpoint.tree_size => {
+                return Err(AppError::Invalid(FieldError::new(
+                    "tree_size",
+                    format!(
+                        "the log has {} events; there is no tree of size {size} yet",
+                        checkpoint.tree_size
+                    ),
+                )));
+            }
+            Some(size) if size < event.seq => {
+                return Err(AppError::Invalid(FieldError::new(
+                    "tree_size",
+                    format!(
+                        "event {id} has seq {}; a tree of {size} leaves does not contain it",
+                        event.seq
+                    ),
+                )));
+            }
+            Some(size) => size,
+        };
+        let reader = self.reader.clone();
         let hashes = blocking(move || Ok(reader.inclusion_proof(leaf_index, tree_size)?)).await?;
         self.metrics.read("event", started.elapsed().as_secs_f64());
         let read = Read {
@@ -175,6 +205,7 @@ impl Reads {
             event,
             leaf_index,
             hashes,
+            tree_size,
             checkpoint,
         })
     }

@@ -79,13 +79,17 @@ fn events_body(
     raw_json(StatusCode::OK, body)
 }
 
-/// One event with its inclusion proof against the latest signed checkpoint.
+/// One event with its inclusion proof against the latest signed checkpoint (or, with
+/// `tree_size`, against the tree of that size), and (with `record=true`) the verbatim stored
+/// record the leaf hash covers.
 #[utoipa::path(
     get,
     path = "/v1/events/{id}",
     tag = "events",
     params(
         ("id" = String, Path, description = "Event id (UUID)"),
+        ("tree_size" = Option<u64>, Query, description = "Prove against the tree of this size (from the event's seq to the latest checkpoint's size), a checkpoint the client already holds; default the latest checkpoint"),
+        ("record" = Option<bool>, Query, description = "true: also return `record`, the verbatim stored record (with field encryption, sealed values stay sealed)"),
         ("include_archived" = Option<bool>, Query, description = "Also look in the archive for an event whose body retention moved there (slower)"),
     ),
     responses(
@@ -108,38 +112,38 @@ pub async fn get_event(
     let id = Uuid::try_parse(&id).map_err(|_| {
         ApiError::invalid_parameter(FieldError::new("id", format!("{id:?} is not a UUID")))
     })?;
-    let mut include_archived = false;
-    for (key, value) in params.pairs() {
-        match key {
-            "include_archived" => {
-                include_archived = value.parse().map_err(|_| {
-                    ApiError::invalid_parameter(FieldError::new(
-                        "include_archived",
-                        format!("{value:?} is not true or false"),
-                    ))
-                })?;
-            }
-            other => {
-                return Err(ApiError::invalid_parameter(FieldError::new(
-                    other,
-                    "unknown parameter; this endpoint takes include_archived",
-                )));
-            }
-        }
-    }
+    let EventParams {
+        tree_size,
+        with_record,
+        include_archived,
+    } = event_params(&params)?;
     let proven = state
         .reads
-        .event(&requester.who(&auth), id, include_archived, |tenant| {
-            auth.0.may_see(tenant)
-        })
+        .event(
+            &requester.who(&auth),
+            id,
+            tree_size,
+            include_archived,
+            |tenant| auth.0.may_see(tenant),
+        )
         .await?;
     let proof = InclusionProof {
         leaf_index: proven.leaf_index,
-        tree_size: proven.checkpoint.tree_size,
+        tree_size: proven.tree_size,
         hashes: proven.hashes.iter().map(hex::encode).collect(),
     };
     let mut body = b"{\"event\":".to_vec();
     body.extend_from_slice(&state.opener.api_json(&proven.event));
+    if with_record {
+        // Canonical JSON is UTF-8; as a JSON string it decodes back to the exact bytes.
+        let record = std::str::from_utf8(&proven.event.record).map_err(|_| {
+            ApiError::internal(format!(
+                "the stored record of event {id} is not UTF-8; run `sealtrail verify`"
+            ))
+        })?;
+        body.extend_from_slice(b",\"record\":");
+        body.extend_from_slice(&serde_json::to_vec(record).expect("a string serialises"));
+    }
     body.extend_from_slice(b",\"proof\":");
     body.extend_from_slice(&serde_json::to_vec(&proof).expect("plain struct"));
     body.extend_from_slice(b",\"checkpoint\":");
@@ -147,6 +151,59 @@ pub async fn get_event(
     body.extend_from_slice(&serde_json::to_vec(&view).expect("plain struct"));
     body.push(b'}');
     Ok(raw_json(StatusCode::OK, body))
+}
+
+/// `GET /v1/events/{id}`'s `tree_size` and `record`, as given.
+/// `GET /v1/events/{id}`'s parameters.
+struct EventParams {
+    tree_size: Option<u64>,
+    with_record: bool,
+    include_archived: bool,
+}
+
+fn event_params(params: &Params) -> Result<EventParams, ApiError> {
+    let (mut tree_size, mut record, mut include_archived) = (None, false, false);
+    for (key, value) in params.pairs() {
+        match key {
+            "include_archived" => {
+                include_archived = value.parse::<bool>().map_err(|_| {
+                    ApiError::invalid_parameter(FieldError::new(
+                        "include_archived",
+                        format!("{value:?} is not true or false"),
+                    ))
+                })?;
+            }
+            "tree_size" => {
+                tree_size = Some(value.parse::<u64>().ok().filter(|&n| n >= 1).ok_or_else(
+                    || {
+                        ApiError::invalid_parameter(FieldError::new(
+                            "tree_size",
+                            format!("{value:?} is not a tree size (a number from 1)"),
+                        ))
+                    },
+                )?);
+            }
+            "record" => {
+                record = value.parse::<bool>().map_err(|_| {
+                    ApiError::invalid_parameter(FieldError::new(
+                        "record",
+                        format!("{value:?} is not true or false"),
+                    ))
+                })?;
+            }
+            other => {
+                return Err(ApiError::invalid_parameter(FieldError::new(
+                    other,
+                    "unknown parameter; known are tree_size, record, include_archived",
+                )));
+            }
+        }
+    }
+    Ok(EventParams {
+        tree_size,
+        with_record: record,
+        include_archived,
+    })
 }
 
 /// Counts of events by severity, action or resource type, optionally per hour or day.
