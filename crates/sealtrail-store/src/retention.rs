@@ -208,4 +208,10 @@ pub trait RetentionLedger: Send + Sync {
     fn segments(&self) -> Result<Vec<SegmentUse>, StoreError>;
     /// Forgets a segment whose files were removed (every event in it was deleted).
     fn forget_segment(&self, stem: &str) -> Result<(), StoreError>;
+    /// Gives back the storage of deleted events where the store keeps it apart: on
+    /// PostgreSQL, drops the month partitions every event of which is deleted. Returns
+    /// what was dropped.
+    fn drop_expired_storage(&self) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
 }

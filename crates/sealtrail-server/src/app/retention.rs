@@ -196,6 +196,7 @@ fn records(
         written: &report.segments_written,
         adopted: &report.segments_adopted,
         removed: &report.segments_removed,
+        partitions_dropped: &report.partitions_dropped,
     };
     let totals = report.totals();
     let mut events = Vec::new();

@@ -91,6 +91,8 @@ pub struct RunReport {
     pub segments_removed: Vec<String>,
     /// Archive segments that did not verify and were left alone (stem: problem).
     pub segments_refused: Vec<String>,
+    /// Storage given back: PostgreSQL month partitions every event of which is deleted.
+    pub partitions_dropped: Vec<String>,
 }
 
 impl RunReport {
@@ -175,6 +177,7 @@ pub fn run(
     if let Some(dir) = cx.archive_dir {
         remove_expired_segments(cx, dir, &mut report)?;
     }
+    report.partitions_dropped = cx.ledger.drop_expired_storage()?;
     Ok(report)
 }
 

@@ -247,6 +247,8 @@ pub struct RetentionSegments<'a> {
     pub adopted: &'a [String],
     /// Removed.
     pub removed: &'a [String],
+    /// PostgreSQL month partitions dropped (every event in them deleted).
+    pub partitions_dropped: &'a [String],
 }
 
 #[derive(Serialize)]

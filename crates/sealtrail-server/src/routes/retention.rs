@@ -85,6 +85,8 @@ pub struct RetentionRunView {
     pub segments_removed: Vec<String>,
     /// Segments that did not verify and were left alone.
     pub segments_refused: Vec<String>,
+    /// PostgreSQL month partitions dropped: every event in them was deleted.
+    pub partitions_dropped: Vec<String>,
 }
 
 impl RetentionRunView {
@@ -132,6 +134,7 @@ impl RetentionRunView {
             segments_adopted: report.segments_adopted,
             segments_removed: report.segments_removed,
             segments_refused: report.segments_refused,
+            partitions_dropped: report.partitions_dropped,
         }
     }
 }

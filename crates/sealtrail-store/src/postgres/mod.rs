@@ -150,9 +150,10 @@ fn subtree_hash(
     let first = (index << (level - base)) as i64;
     let end = first + span as i64;
     let rows = if base == 0 {
-        // Leaf i is the event with seq i + 1.
+        // Leaf i is the event with seq i + 1. From the id table, which keeps the leaf
+        // hashes of events whose month partition retention dropped.
         client.query(
-            "SELECT leaf_hash FROM events WHERE seq > $1 AND seq <= $2 ORDER BY seq",
+            "SELECT leaf_hash FROM event_ids WHERE seq > $1 AND seq <= $2 ORDER BY seq",
             &[&first, &end],
         )?
     } else {

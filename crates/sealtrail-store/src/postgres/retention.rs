@@ -43,11 +43,16 @@ fn seqs_param(seqs: &[u64]) -> Vec<i64> {
 impl RetentionLedger for PgLedger {
     fn rows(&self, after: u64, through: u64, limit: usize) -> Result<Vec<LedgerRow>, StoreError> {
         let rows = self.client().query(
-            "SELECT e.seq, e.leaf_hash, e.tenant_id, e.action, e.resource_type, e.resource_id,
-                    e.severity, e.occurred_at, r.segment, e.record IS NOT NULL,
-                    r.deleted_at IS NOT NULL
-             FROM events AS e LEFT JOIN retention AS r ON r.seq = e.seq
-             WHERE e.seq > $1 AND e.seq <= $2 ORDER BY e.seq LIMIT $3",
+            // From the id table: it keeps the leaf hashes (and tenants) of events whose
+            // month partition was dropped, which a segment's range may span.
+            "SELECT i.seq, i.leaf_hash, i.tenant_id, COALESCE(e.action, ''),
+                    COALESCE(e.resource_type, ''), e.resource_id, COALESCE(e.severity, 0::smallint),
+                    i.occurred_at, r.segment, e.record IS NOT NULL,
+                    r.deleted_at IS NOT NULL OR e.seq IS NULL
+             FROM event_ids AS i
+                  LEFT JOIN events AS e ON e.occurred_at = i.occurred_at AND e.seq = i.seq
+                  LEFT JOIN retention AS r ON r.seq = i.seq
+             WHERE i.seq > $1 AND i.seq <= $2 ORDER BY i.seq LIMIT $3",
             &[&(after as i64), &(through as i64), &(limit as i64)],
         )?;
         rows.iter()
@@ -69,7 +74,7 @@ impl RetentionLedger for PgLedger {
                     severity,
                     occurred_at: r.get(7),
                     segment: r.get(8),
-                    has_body: r.get(9),
+                    has_body: r.get::<_, Option<bool>>(9).unwrap_or(false),
                     deleted: r.get::<_, Option<bool>>(10).unwrap_or(false),
                 })
             })
@@ -209,5 +214,14 @@ impl RetentionLedger for PgLedger {
         )?;
         tx.commit()?;
         Ok(())
+    }
+
+    fn drop_expired_storage(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .client()
+            .query("SELECT sealtrail_drop_expired_partitions()", &[])?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
     }
 }

@@ -161,6 +161,34 @@ const MIGRATIONS: &[&str] = &[
     END $$;
     CREATE TRIGGER only_remove_bodies BEFORE UPDATE ON events
         FOR EACH ROW EXECUTE FUNCTION sealtrail_only_remove_bodies();
+
+    -- Drops the month partitions every event of which retention deleted (the id table
+    -- keeps their leaf hashes, so the log still verifies and proves); returns their names.
+    -- Runs with its owner's rights, like partition creation: the service role may not
+    -- drop tables, only have these dropped.
+    CREATE FUNCTION sealtrail_drop_expired_partitions() RETURNS SETOF text
+    LANGUAGE plpgsql SECURITY DEFINER AS $$
+    DECLARE
+        part    text;
+        expired boolean;
+    BEGIN
+        FOR part IN
+            SELECT c.relname FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid
+            WHERE i.inhparent = 'events'::regclass ORDER BY c.relname
+        LOOP
+            EXECUTE format(
+                'SELECT EXISTS (SELECT 1 FROM %I)
+                    AND NOT EXISTS (SELECT 1 FROM %I AS e WHERE NOT EXISTS (
+                        SELECT 1 FROM retention AS r
+                        WHERE r.seq = e.seq AND r.deleted_at IS NOT NULL))',
+                part, part) INTO expired;
+            IF expired THEN
+                EXECUTE format('DROP TABLE %I', part);
+                RETURN NEXT part;
+            END IF;
+        END LOOP;
+    END $$;
+    ALTER FUNCTION sealtrail_drop_expired_partitions() SET search_path FROM CURRENT;
     "#,
 ];
 
@@ -184,6 +212,7 @@ pub fn grant_service_role(client: &mut Client, role: &str) -> Result<(), StoreEr
          GRANT SELECT, INSERT, UPDATE ON retention TO {role};
          GRANT SELECT ON sealtrail_schema TO {role};
          GRANT EXECUTE ON FUNCTION sealtrail_ensure_partition(bigint) TO {role};
+         GRANT EXECUTE ON FUNCTION sealtrail_drop_expired_partitions() TO {role};
          GRANT sealtrail_tenant_reader TO {role};
          ALTER ROLE {role} BYPASSRLS;"
     ))?;
