@@ -14,9 +14,27 @@ use crate::retention::{LedgerRow, RetentionLedger, SegmentUse};
 /// Seqs changed per transaction.
 const SEQS_PER_TRANSACTION: usize = 1_000;
 
-/// The retention ledger of a PostgreSQL log, on a connection of its own.
+/// The retention ledger of a PostgreSQL log, on a connection of its own (opened again if
+/// PostgreSQL closed it: a restart, a failover).
 pub struct PgLedger {
-    client: Mutex<Client>,
+    url: String,
+    client: Mutex<Option<Client>>,
+}
+
+/// The ledger's connection, open.
+struct Connected<'a>(std::sync::MutexGuard<'a, Option<Client>>);
+
+impl std::ops::Deref for Connected<'_> {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        self.0.as_ref().expect("connected")
+    }
+}
+
+impl std::ops::DerefMut for Connected<'_> {
+    fn deref_mut(&mut self) -> &mut Client {
+        self.0.as_mut().expect("connected")
+    }
 }
 
 impl PgLedger {
@@ -25,14 +43,37 @@ impl PgLedger {
         let mut client = connect(url)?;
         super::check_schema(&mut client)?;
         Ok(Self {
-            client: Mutex::new(client),
+            url: url.to_owned(),
+            client: Mutex::new(Some(client)),
         })
     }
 
-    fn client(&self) -> std::sync::MutexGuard<'_, Client> {
-        self.client
+    fn client(&self) -> Result<Connected<'_>, StoreError> {
+        let mut guard = self
+            .client
             .lock()
-            .expect("the ledger connection is not poisoned")
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if guard.as_ref().is_none_or(Client::is_closed) {
+            *guard = Some(connect(&self.url)?);
+        }
+        Ok(Connected(guard))
+    }
+}
+
+impl Drop for PgLedger {
+    fn drop(&mut self) {
+        // Closing a blocking client runs a small runtime of its own, which panics on an
+        // async worker: close it on a thread (as the reader does).
+        let client = self
+            .client
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(client) = client {
+            let _ = std::thread::Builder::new()
+                .name("sealtrail-pg-close".into())
+                .spawn(move || drop(client));
+        }
     }
 }
 
@@ -42,7 +83,7 @@ fn seqs_param(seqs: &[u64]) -> Vec<i64> {
 
 impl RetentionLedger for PgLedger {
     fn rows(&self, after: u64, through: u64, limit: usize) -> Result<Vec<LedgerRow>, StoreError> {
-        let rows = self.client().query(
+        let rows = self.client()?.query(
             // From the id table: it keeps the leaf hashes (and tenants) of events whose
             // month partition was dropped, which a segment's range may span.
             "SELECT i.seq, i.leaf_hash, i.tenant_id, COALESCE(e.action, ''),
@@ -82,7 +123,7 @@ impl RetentionLedger for PgLedger {
     }
 
     fn records(&self, seqs: &[u64]) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        let mut client = self.client();
+        let mut client = self.client()?;
         let mut tx = client
             .build_transaction()
             .isolation_level(postgres::IsolationLevel::RepeatableRead)
@@ -104,7 +145,7 @@ impl RetentionLedger for PgLedger {
 
     fn mark_archived(&self, stem: &str, seqs: &[u64]) -> Result<(), StoreError> {
         for chunk in seqs.chunks(SEQS_PER_TRANSACTION) {
-            self.client().execute(
+            self.client()?.execute(
                 "INSERT INTO retention (seq, segment) SELECT unnest($1::bigint[]), $2
                  ON CONFLICT (seq) DO UPDATE SET segment = excluded.segment
                  WHERE retention.segment IS NULL",
@@ -118,7 +159,7 @@ impl RetentionLedger for PgLedger {
         let mut removed = 0;
         for chunk in seqs.chunks(SEQS_PER_TRANSACTION) {
             let chunk = seqs_param(chunk);
-            let mut client = self.client();
+            let mut client = self.client()?;
             let mut tx = client.transaction()?;
             let unarchived: Option<i64> = tx
                 .query_one(
@@ -153,7 +194,7 @@ impl RetentionLedger for PgLedger {
         let mut deleted = 0;
         for chunk in seqs.chunks(SEQS_PER_TRANSACTION) {
             let chunk = seqs_param(chunk);
-            let mut client = self.client();
+            let mut client = self.client()?;
             let mut tx = client.transaction()?;
             let noted = tx.query(
                 "INSERT INTO retention (seq, body_removed_at, deleted_at)
@@ -179,7 +220,7 @@ impl RetentionLedger for PgLedger {
 
     fn segments(&self) -> Result<Vec<SegmentUse>, StoreError> {
         Ok(self
-            .client()
+            .client()?
             .query(
                 "SELECT segment, count(*), count(*) - count(deleted_at) FROM retention
                  WHERE segment IS NOT NULL GROUP BY segment ORDER BY segment",
@@ -195,7 +236,7 @@ impl RetentionLedger for PgLedger {
     }
 
     fn forget_segment(&self, stem: &str) -> Result<(), StoreError> {
-        let mut client = self.client();
+        let mut client = self.client()?;
         let mut tx = client.transaction()?;
         let live: i64 = tx
             .query_one(
@@ -218,7 +259,7 @@ impl RetentionLedger for PgLedger {
 
     fn drop_expired_storage(&self) -> Result<Vec<String>, StoreError> {
         Ok(self
-            .client()
+            .client()?
             .query("SELECT sealtrail_drop_expired_partitions()", &[])?
             .iter()
             .map(|r| r.get(0))
