@@ -574,4 +574,28 @@ mod tests {
             .to_string();
         assert!(err.contains("limits.max_batch_events"), "{err}");
     }
+
+    #[test]
+    fn retention_run_settings_are_checked_at_their_edges() {
+        let load = |pairs: &[(&str, &str)]| Config::load(None, env(pairs));
+        let config = load(&[]).unwrap();
+        assert_eq!(config.retention_run.every_hours, 24);
+        assert_eq!(config.retention_run.zstd_level, 3);
+        assert_eq!(config.retention_run.archive_to, None);
+        for (key, ok, refused) in [
+            ("SEALTRAIL_RETENTION_RUN__ZSTD_LEVEL", "19", "20"),
+            ("SEALTRAIL_RETENTION_RUN__ZSTD_LEVEL", "1", "0"),
+            ("SEALTRAIL_RETENTION_RUN__EVERY_HOURS", "8784", "8785"),
+        ] {
+            assert!(load(&[(key, ok)]).is_ok(), "{key}={ok}");
+            let err = load(&[(key, refused)]).unwrap_err().to_string();
+            let name = key
+                .trim_start_matches("SEALTRAIL_")
+                .replace("__", ".")
+                .to_ascii_lowercase();
+            assert!(err.contains(&name), "{key}={refused}: {err}");
+        }
+        let config = load(&[("SEALTRAIL_RETENTION_RUN__EVERY_HOURS", "0")]).unwrap();
+        assert_eq!(config.retention_run.every_hours, 0, "0 turns the schedule off");
+    }
 }
