@@ -596,6 +596,9 @@ mod tests {
             assert!(err.contains(&name), "{key}={refused}: {err}");
         }
         let config = load(&[("SEALTRAIL_RETENTION_RUN__EVERY_HOURS", "0")]).unwrap();
-        assert_eq!(config.retention_run.every_hours, 0, "0 turns the schedule off");
+        assert_eq!(
+            config.retention_run.every_hours, 0,
+            "0 turns the schedule off"
+        );
     }
 }

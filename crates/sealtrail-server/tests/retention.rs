@@ -413,7 +413,7 @@ async fn run_through_the_api(setup: &Setup) {
 
     // A dry run reports and changes nothing.
     let (status, dry) = server
-        .post_json(&admin, "/v1/retention/run", &json!({"dry_run": true}))
+        .post_json(admin, "/v1/retention/run", &json!({"dry_run": true}))
         .await;
     assert_eq!(status, 200, "{dry}");
     let planned = |fate: &str| -> u64 {
@@ -437,7 +437,7 @@ async fn run_through_the_api(setup: &Setup) {
     // A dry run may look at another moment; a run may not.
     let (status, refused) = server
         .post_json(
-            &admin,
+            admin,
             "/v1/retention/run",
             &json!({"at": "2030-01-01T00:00:00Z"}),
         )
@@ -452,7 +452,7 @@ async fn run_through_the_api(setup: &Setup) {
     assert_eq!(status, 403);
 
     let (status, ran) = server
-        .post_json(&admin, "/v1/retention/run", &json!({}))
+        .post_json(admin, "/v1/retention/run", &json!({}))
         .await;
     assert_eq!(status, 200, "{ran}");
     check_cases(setup, |i| CASES[i].5);
@@ -464,7 +464,7 @@ async fn run_through_the_api(setup: &Setup) {
     // Hot reads no longer find what left the hot store.
     let (_, page) = server
         .get(
-            &admin,
+            admin,
             "/v1/events?tenant_id=bloom&resource_type=guest&resource_id=guest-3",
         )
         .await;
@@ -481,7 +481,7 @@ async fn run_through_the_api(setup: &Setup) {
         if let Some(c) = &cursor {
             path.push_str(&format!("&cursor={c}"));
         }
-        let (status, page) = server.get(&admin, &path).await;
+        let (status, page) = server.get(admin, &path).await;
         assert_eq!(status, 200, "{page}");
         for e in page["events"].as_array().unwrap() {
             archived_found.push((
@@ -514,17 +514,17 @@ async fn run_through_the_api(setup: &Setup) {
     assert_eq!(got, wanted, "every kept bloom event once");
     let archived_id = {
         let (_, page) = server
-            .get(&admin, "/v1/events?tenant_id=bloom&resource_type=guest&resource_id=guest-2&include_archived=true")
+            .get(admin, "/v1/events?tenant_id=bloom&resource_type=guest&resource_id=guest-2&include_archived=true")
             .await;
         page["events"][0]["id"].as_str().unwrap().to_owned()
     };
     let (status, _) = server
-        .get(&admin, &format!("/v1/events/{archived_id}"))
+        .get(admin, &format!("/v1/events/{archived_id}"))
         .await;
     assert_eq!(status, 404, "not in the hot store");
     let (status, proven) = server
         .get(
-            &admin,
+            admin,
             &format!("/v1/events/{archived_id}?include_archived=true"),
         )
         .await;
@@ -533,14 +533,14 @@ async fn run_through_the_api(setup: &Setup) {
     assert!(proven["proof"]["hashes"].as_array().is_some(), "{proven}");
 
     // The run is in the log: bloom's counts in bloom, the totals in the server's tenant.
-    let bloom = events_in(&server, &admin, "bloom", "retention.run").await;
+    let bloom = events_in(server, admin, "bloom", "retention.run").await;
     assert_eq!(bloom.len(), 1, "{bloom:?}");
     let details = &bloom[0]["details"];
     assert_eq!(details["deleted"], 3, "{details}");
     assert_eq!(details["archived"], 4, "{details}");
     assert_eq!(details["bodies_removed"], 3, "{details}");
     assert_eq!(details["held"], 1, "{details}");
-    let totals = events_in(&server, &admin, "_sealtrail", "retention.run").await;
+    let totals = events_in(server, admin, "_sealtrail", "retention.run").await;
     assert_eq!(totals.len(), 1);
     assert_eq!(
         totals[0]["details"]["deleted"],
@@ -551,7 +551,7 @@ async fn run_through_the_api(setup: &Setup) {
 
     // A second run finds nothing more to do.
     let (status, again) = server
-        .post_json(&admin, "/v1/retention/run", &json!({}))
+        .post_json(admin, "/v1/retention/run", &json!({}))
         .await;
     assert_eq!(status, 200, "{again}");
     assert_eq!(again["segments_written"], json!([]), "{again}");
