@@ -109,8 +109,7 @@ pub fn create_backup(
     let recorded_seq = match options.database_url {
         Some(url) => {
             progress.begin("record the backup in the log", 0, Unit::Events);
-            let event =
-                crate::record::backup_event(options.tenant, options.actor, &manifest, to)?;
+            let event = crate::record::backup_event(options.tenant, options.actor, &manifest, to)?;
             let seq = crate::record::append_postgres(url, data_dir, event, "the backup")?;
             progress.end();
             Some(seq)
@@ -189,6 +188,9 @@ fn check_can_back_up(
     Ok(())
 }
 
+/// Each packed file's name in the archive, with its copy in the staging directory.
+type Copied = Vec<(String, PathBuf)>;
+
 /// Copies each state file of `data_dir` present into `staging` (SQLite databases through
 /// an online snapshot, so a running server is no obstacle), in the order of
 /// [`STATE_FILES`]; returns each name with its copy. With a `database_url`, the log is
@@ -199,7 +201,7 @@ fn snapshot_state_files(
     database_url: Option<&str>,
     staging: &Path,
     progress: &mut dyn Progress,
-) -> Result<(Vec<(String, PathBuf)>, Option<PgDump>), BackupError> {
+) -> Result<(Copied, Option<PgDump>), BackupError> {
     let mut copied: Vec<(String, PathBuf)> = Vec::new();
     let mut dump = None;
     for state in STATE_FILES {
@@ -272,8 +274,7 @@ fn build_manifest(
             let (tree_size, checkpoint) = sealtrail_store::snapshot::latest_checkpoint(&log_copy)?
                 .ok_or_else(|| {
                     BackupError::Refused(
-                        "the log has no signed checkpoint yet (start the server on it once)"
-                            .into(),
+                        "the log has no signed checkpoint yet (start the server on it once)".into(),
                     )
                 })?;
             let origin = sealtrail_store::snapshot::log_origin(&log_copy)?.unwrap_or_default();

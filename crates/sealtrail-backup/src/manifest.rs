@@ -409,7 +409,12 @@ mod tests {
         manifest.postgres.as_mut().unwrap().tables[1].file = "../x".into();
         assert!(manifest.check().unwrap_err().contains("puts table"));
         manifest.postgres = None;
-        assert!(manifest.check().unwrap_err().contains("no postgres section"));
+        assert!(
+            manifest
+                .check()
+                .unwrap_err()
+                .contains("no postgres section")
+        );
     }
 
     #[test]

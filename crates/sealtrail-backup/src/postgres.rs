@@ -38,42 +38,39 @@ pub(crate) fn restore_tables(
     let dump = section.to_dump(manifest);
     let mut current: Option<String> = None;
     let mut verifying = false;
-    let report = sealtrail_store::postgres::restore_postgres(
-        url,
-        &dump,
-        staging,
-        &verifier,
-        |step| match step {
-            RestoreStep::Copy {
-                table,
-                bytes,
-                total,
-            } => {
-                if current.as_deref() != Some(table) {
-                    if current.is_some() {
-                        progress.end();
+    let report =
+        sealtrail_store::postgres::restore_postgres(url, &dump, staging, &verifier, |step| {
+            match step {
+                RestoreStep::Copy {
+                    table,
+                    bytes,
+                    total,
+                } => {
+                    if current.as_deref() != Some(table) {
+                        if current.is_some() {
+                            progress.end();
+                        }
+                        progress.begin(&format!("copy table {table} in"), total, Unit::Bytes);
+                        current = Some(table.to_owned());
                     }
-                    progress.begin(&format!("copy table {table} in"), total, Unit::Bytes);
-                    current = Some(table.to_owned());
+                    progress.set(bytes, total);
                 }
-                progress.set(bytes, total);
-            }
-            RestoreStep::Verify { done, total } => {
-                if !verifying {
-                    if current.take().is_some() {
-                        progress.end();
+                RestoreStep::Verify { done, total } => {
+                    if !verifying {
+                        if current.take().is_some() {
+                            progress.end();
+                        }
+                        progress.begin("verify the log", manifest.tree_size, Unit::Events);
+                        verifying = true;
                     }
-                    progress.begin("verify the log", manifest.tree_size, Unit::Events);
-                    verifying = true;
+                    progress.set(done, total);
                 }
-                progress.set(done, total);
             }
-        },
-    )
-    .map_err(|e| match e {
-        sealtrail_store::StoreError::Integrity(detail) => BackupError::Unverified(detail),
-        other => BackupError::Store(other),
-    })?;
+        })
+        .map_err(|e| match e {
+            sealtrail_store::StoreError::Integrity(detail) => BackupError::Unverified(detail),
+            other => BackupError::Store(other),
+        })?;
     progress.end();
     if let Some(finding) = report.problem {
         return Err(BackupError::Unverified(finding.to_string()));

@@ -139,7 +139,10 @@ pub fn run_backup(args: BackupArgs) -> anyhow::Result<ExitCode> {
         println!("tables (rows): {tables}");
     }
     if let Some(seq) = summary.recorded_seq {
-        println!("backup recorded in the log as seq {seq} ({})", sealtrail_backup::BACKUP_ACTION);
+        println!(
+            "backup recorded in the log as seq {seq} ({})",
+            sealtrail_backup::BACKUP_ACTION
+        );
     }
     if !summary.left_out.is_empty() {
         eprintln!(

@@ -361,7 +361,11 @@ fn a_dump_is_cut_at_its_checkpoint_and_holds_every_table_of_the_schema() {
     assert_eq!(rows("events"), Some(600));
     assert_eq!(rows("event_ids"), Some(600));
     assert_eq!(rows("merkle_nodes"), Some(2));
-    assert_eq!(rows("sealtrail_schema"), None, "the restore's migrations write it");
+    assert_eq!(
+        rows("sealtrail_schema"),
+        None,
+        "the restore's migrations write it"
+    );
     let events = dump.tables.iter().find(|t| t.name == "events").unwrap();
     assert!(!events.columns.contains(&"details".to_owned()), "generated");
     assert!(events.columns.contains(&"record".to_owned()));
@@ -382,10 +386,21 @@ fn a_dump_is_cut_at_its_checkpoint_and_holds_every_table_of_the_schema() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let dump = dump_postgres(&db.url, dir.path(), |_, _| {}).unwrap();
-    let runs = dump.tables.iter().find(|t| t.name == "retention_runs").unwrap();
-    assert_eq!((runs.rows, runs.columns.clone()), (3, vec!["id".into(), "note".into()]));
+    let runs = dump
+        .tables
+        .iter()
+        .find(|t| t.name == "retention_runs")
+        .unwrap();
+    assert_eq!(
+        (runs.rows, runs.columns.clone()),
+        (3, vec!["id".into(), "note".into()])
+    );
     let target = TestDatabase::create_empty();
     let error = restore_postgres(&target.url, &dump, dir.path(), &verifier, |_| {}).unwrap_err();
     assert!(error.to_string().contains("retention_runs"), "{error}");
-    assert_eq!(relations(&target), Vec::<String>::new(), "nothing left behind");
+    assert_eq!(
+        relations(&target),
+        Vec::<String>::new(),
+        "nothing left behind"
+    );
 }

@@ -202,8 +202,7 @@ fn our_tables(client: &mut impl GenericClient) -> Result<Vec<(String, Vec<String
          ORDER BY c.relname",
         &[],
     )?;
-    let tables: Vec<(String, Vec<String>)> =
-        rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let tables: Vec<(String, Vec<String>)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     for (name, columns) in &tables {
         if !is_plain_table_name(name) || !columns.iter().all(|c| is_plain_table_name(c)) {
             return Err(StoreError::Invalid(format!(
@@ -295,7 +294,12 @@ pub fn restore_postgres(
     let mut client = super::connect(url)?;
     let existing = existing_relations(&mut client)?;
     if !existing.is_empty() {
-        let shown = existing.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+        let shown = existing
+            .iter()
+            .take(5)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
         return Err(StoreError::Invalid(format!(
             "the database at {} is not empty (it holds {} relations: {shown}{}); a restore \
              goes into a new, empty database (CREATE DATABASE ...) and never over a log",
@@ -306,7 +310,10 @@ pub fn restore_postgres(
     }
     let mut tx = client.transaction()?;
     // Serialises with `sealtrail migrate` and any server starting on this database.
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&schema::MIGRATION_LOCK])?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1)",
+        &[&schema::MIGRATION_LOCK],
+    )?;
     schema::apply(&mut tx, dump.schema_version)?;
     for at in &dump.partitions {
         tx.execute("SELECT sealtrail_ensure_partition($1)", &[at])?;
@@ -316,12 +323,10 @@ pub fn restore_postgres(
     }
     advance_sequences(&mut tx, &dump.tables)?;
     schema::apply(&mut tx, SCHEMA_VERSION)?;
-    let report = super::verify::verify_in(
-        &mut tx,
-        verifier,
-        Some(&dump.checkpoint),
-        |done, total| progress(RestoreStep::Verify { done, total }),
-    )?;
+    let report =
+        super::verify::verify_in(&mut tx, verifier, Some(&dump.checkpoint), |done, total| {
+            progress(RestoreStep::Verify { done, total })
+        })?;
     if report.problem.is_none() && report.tree_size == dump.tree_size {
         tx.commit()?;
     } else {
@@ -337,8 +342,7 @@ fn copy_in(
     dir: &Path,
     progress: &mut impl FnMut(RestoreStep<'_>),
 ) -> Result<(), StoreError> {
-    if !is_plain_table_name(&table.name) || !table.columns.iter().all(|c| is_plain_table_name(c))
-    {
+    if !is_plain_table_name(&table.name) || !table.columns.iter().all(|c| is_plain_table_name(c)) {
         return Err(StoreError::Invalid(format!(
             "the backup names table {:?} or a column of it that is not a plain name",
             table.name

@@ -185,10 +185,7 @@ pub fn migrate(client: &mut Client) -> Result<Vec<i64>, StoreError> {
 /// Applies the migrations after the database's version up to `target` (each in a
 /// transaction of its own, or a savepoint when `client` is a transaction: a restore
 /// migrates inside the transaction that copies the log in).
-pub(crate) fn apply(
-    client: &mut impl GenericClient,
-    target: i64,
-) -> Result<Vec<i64>, StoreError> {
+pub(crate) fn apply(client: &mut impl GenericClient, target: i64) -> Result<Vec<i64>, StoreError> {
     client.batch_execute(
         "CREATE TABLE IF NOT EXISTS sealtrail_schema (
              version    bigint PRIMARY KEY,
