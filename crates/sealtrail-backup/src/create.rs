@@ -110,7 +110,14 @@ pub fn create_backup(
         Some(url) => {
             progress.begin("record the backup in the log", 0, Unit::Events);
             let event = crate::record::backup_event(options.tenant, options.actor, &manifest, to)?;
-            let seq = crate::record::append_postgres(url, data_dir, event, "the backup")?;
+            let seq = crate::record::append_postgres(url, data_dir, event, "the backup").map_err(
+                |e| {
+                    BackupError::Refused(format!(
+                        "the backup {} is complete, but it could not be recorded in the log: {e}",
+                        to.display()
+                    ))
+                },
+            )?;
             progress.end();
             Some(seq)
         }

@@ -82,6 +82,22 @@ pub enum BackupError {
         /// What did not match.
         detail: String,
     },
+    /// A PostgreSQL restore verified and committed the log, then failed: the database and
+    /// the data directory hold the restored state, the `backup.restored` event may be
+    /// missing.
+    #[error(
+        "the log was restored and verified into {database} (data directory {}), but the restore \
+         did not finish: {detail}",
+        data_dir.display()
+    )]
+    RestoredNotRecorded {
+        /// The database (password redacted).
+        database: String,
+        /// The data directory.
+        data_dir: PathBuf,
+        /// What failed.
+        detail: String,
+    },
     /// The restored log does not verify: nothing was restored.
     #[error("the restored log does not verify, so nothing was restored: {0}")]
     Unverified(String),

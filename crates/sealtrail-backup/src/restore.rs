@@ -106,40 +106,56 @@ pub fn restore_backup(
         ));
     }
     let event = crate::record::restore_event(options.tenant, options.actor, &manifest, from)?;
-    let (events_verified, restore_event_seq) = match options.database_url {
+    let expected_seq = manifest.tree_size + 1;
+    let unexpected = |seq: u64| {
+        format!(
+            "the restore's event got seq {seq}, not {expected_seq}: something else wrote to the \
+             restored log meanwhile"
+        )
+    };
+    let (events_verified, restore_event_seq, replaced) = match options.database_url {
         None => {
             let verified = verify_restored_log(staging.path(), &manifest, options, progress)?;
             progress.begin("record the restore in the log", 0, Unit::Events);
             let seq = crate::record::append_sqlite(staging.path(), event, "the restore")?;
             progress.end();
-            (verified, seq)
+            if seq != expected_seq {
+                return Err(BackupError::Refused(unexpected(seq)));
+            }
+            let replaced = move_into_place(staging.path(), data_dir, &parent, &name, replace)?;
+            (verified, seq, replaced)
         }
         Some(url) => {
+            // Committed only once verified; from here on the database holds the log.
             let verified =
                 crate::postgres::restore_tables(url, staging.path(), &manifest, options, progress)?;
+            let after_commit = |detail: String| BackupError::RestoredNotRecorded {
+                database: sealtrail_store::postgres::redact(url),
+                data_dir: data_dir.to_owned(),
+                detail,
+            };
+            // The table copies are in the database now; the data directory keeps the rest.
+            if let Some(pg) = &manifest.postgres {
+                for table in &pg.tables {
+                    let copy = staging.path().join(&table.file);
+                    std::fs::remove_file(&copy)
+                        .map_err(|e| after_commit(format!("removing {}: {e}", copy.display())))?;
+                }
+            }
+            // The data directory goes into place before anything else can fail: the
+            // database is no longer empty, so this restore could not be run again.
+            let replaced = move_into_place(staging.path(), data_dir, &parent, &name, replace)
+                .map_err(|e| after_commit(e.to_string()))?;
             progress.begin("record the restore in the log", 0, Unit::Events);
-            let seq = crate::record::append_postgres(url, staging.path(), event, "the restore")?;
+            let seq = crate::record::append_postgres(url, data_dir, event, "the restore")
+                .map_err(|e| after_commit(e.to_string()))?;
             progress.end();
-            (verified, seq)
+            if seq != expected_seq {
+                return Err(after_commit(unexpected(seq)));
+            }
+            (verified, seq, replaced)
         }
     };
-    if restore_event_seq != manifest.tree_size + 1 {
-        return Err(BackupError::Refused(format!(
-            "the restore's event got seq {restore_event_seq}, not {}: something else wrote to \
-             the restored log meanwhile",
-            manifest.tree_size + 1
-        )));
-    }
-    // The table copies are in the database now; the data directory keeps its own files.
-    if let Some(pg) = &manifest.postgres {
-        for table in &pg.tables {
-            let copy = staging.path().join(&table.file);
-            std::fs::remove_file(&copy)
-                .map_err(|e| BackupError::io(format!("removing {}", copy.display()), e))?;
-        }
-    }
-
-    let replaced = move_into_place(staging.path(), data_dir, &parent, &name, replace)?;
     Ok(RestoreSummary {
         events_verified,
         manifest,

@@ -182,21 +182,26 @@ pub fn run_restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
         .map(|p| p.display().to_string())
         .collect::<Vec<_>>()
         .join(", ");
-    let summary = sealtrail_backup::restore_backup(
+    let summary = match sealtrail_backup::restore_backup(
         &args.from,
         &identities,
         &names,
         &args.data_dir,
         &options,
         &mut Report::new(),
-    )
-    .with_context(|| {
-        format!(
-            "restoring {} into {} (nothing was written there)",
-            args.from.display(),
-            args.data_dir.display()
-        )
-    })?;
+    ) {
+        Ok(summary) => summary,
+        Err(e @ sealtrail_backup::BackupError::RestoredNotRecorded { .. }) => {
+            return Err(anyhow::Error::new(e).context(format!("restoring {}", args.from.display())));
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "restoring {} into {} (nothing was written there)",
+                args.from.display(),
+                args.data_dir.display()
+            )));
+        }
+    };
     if let Some(aside) = &summary.replaced {
         eprintln!(
             "the previous {} is kept as {}",
