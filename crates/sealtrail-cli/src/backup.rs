@@ -265,9 +265,12 @@ impl Progress for Report {
             eprintln!("{step}");
             return;
         }
-        let template = match unit {
-            Unit::Bytes => "{spinner} {msg} {bar:40} {bytes}/{total_bytes} ({bytes_per_sec})",
-            Unit::Events => "{spinner} {msg} {bar:40} {pos}/{len} events ({per_sec})",
+        // A step of unknown size (a PostgreSQL table copy) shows what is done, no bar.
+        let template = match (unit, total) {
+            (Unit::Bytes, 0) => "{spinner} {msg} {bytes} ({bytes_per_sec})",
+            (Unit::Events, 0) => "{spinner} {msg} {pos} events ({per_sec})",
+            (Unit::Bytes, _) => "{spinner} {msg} {bar:40} {bytes}/{total_bytes} ({bytes_per_sec})",
+            (Unit::Events, _) => "{spinner} {msg} {bar:40} {pos}/{len} events ({per_sec})",
         };
         let bar = ProgressBar::new(total)
             .with_style(ProgressStyle::with_template(template).expect("the template is valid"));
@@ -280,7 +283,9 @@ impl Progress for Report {
             *so_far = done;
         }
         if let Some(bar) = &self.bar {
-            bar.set_length(total);
+            if total > 0 {
+                bar.set_length(total);
+            }
             bar.set_position(done);
         }
     }

@@ -319,6 +319,26 @@ fn the_service_role_can_append_and_read_but_never_change_or_delete_an_event() {
             "{statement}: {refused}"
         );
     }
+    // The service role can back the log up: every tenant's rows (it bypasses row-level
+    // security). A role that row-level security would confine gets an error, never a
+    // backup missing rows.
+    let copies = tempfile::tempdir().unwrap();
+    let dump =
+        sealtrail_store::postgres::dump_postgres(&app_url, copies.path(), |_, _| {}).unwrap();
+    let events = dump.tables.iter().find(|t| t.name == "events").unwrap();
+    assert_eq!((dump.tree_size, events.rows), (12, 12));
+    db.client()
+        .batch_execute(
+            "DO $$ BEGIN CREATE ROLE sealtrail_confined LOGIN;
+             EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+             GRANT SELECT ON ALL TABLES IN SCHEMA public TO sealtrail_confined",
+        )
+        .unwrap();
+    let confined = format!("{} user=sealtrail_confined", db.url);
+    let copies = tempfile::tempdir().unwrap();
+    let error =
+        sealtrail_store::postgres::dump_postgres(&confined, copies.path(), |_, _| {}).unwrap_err();
+    assert!(error.to_string().contains("row-level security"), "{error}");
 }
 
 /// The relations in a database's public schema.

@@ -99,6 +99,9 @@ pub fn dump_postgres(
         .isolation_level(IsolationLevel::RepeatableRead)
         .read_only(true)
         .start()?;
+    // As pg_dump does: a role that row-level security would confine gets an error, not a
+    // silently partial copy.
+    tx.batch_execute("SET LOCAL row_security = off")?;
     let schema_version: i64 = tx
         .query_one(
             "SELECT COALESCE(MAX(version), 0) FROM sealtrail_schema",
@@ -169,6 +172,12 @@ pub fn dump_postgres(
             .map_err(|e| StoreError::io(format!("writing {}", path.display()), e.into_error()))?;
         file.sync_all()
             .map_err(|e| StoreError::io(format!("writing {}", path.display()), e))?;
+        if name == "events" && rows as u64 != tree_size {
+            return Err(StoreError::Integrity(format!(
+                "the snapshot holds {rows} events for a checkpoint of tree size {tree_size}; \
+                 run `sealtrail verify` on the database"
+            )));
+        }
         tables.push(TableCopy {
             name,
             columns,
