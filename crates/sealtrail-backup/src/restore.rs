@@ -68,14 +68,16 @@ pub fn restore_backup(
         (StoreKind::Sqlite, Some(_)) => {
             return Err(BackupError::Refused(format!(
                 "{} is a backup of the embedded (SQLite) store; restore it into a data directory \
-                 without --database-url (moving a log between stores is not supported)",
+                 alone, without a database (--database-url or the configuration's \
+                 database_url); moving a log between stores is not supported",
                 from.display()
             )));
         }
         (StoreKind::Postgres, None) => {
             return Err(BackupError::Refused(format!(
-                "{} is a backup of a PostgreSQL store; restore it with --database-url naming a \
-                 new, empty database (moving a log between stores is not supported)",
+                "{} is a backup of a PostgreSQL store; restore it with --database-url (or a \
+                 configuration's database_url) naming a new, empty database; moving a log \
+                 between stores is not supported",
                 from.display()
             )));
         }
