@@ -332,7 +332,8 @@ fn postgres_disaster_drill_restores_every_event_acknowledged_before_the_backup()
     wait_for(1000);
     let file = work.path().join("drill.age");
     let before = acked.lock().unwrap().len();
-    let summary = ok(&backup(&data, &db, &file, &identity));
+    let backed_up = backup(&data, &db, &file, &identity);
+    let summary = ok(&backed_up);
     let during = acked.lock().unwrap().len() - before;
     let tree_size = tree_size_in(&summary);
     let after = acked.lock().unwrap().len();
@@ -406,8 +407,29 @@ fn postgres_disaster_drill_restores_every_event_acknowledged_before_the_backup()
 
     let new_db = Database::create();
     let restored = work.path().join("restored");
-    let out = ok(&restore(&file, &identity_file, &restored, Some(&new_db)));
+    let restored_out = restore(&file, &identity_file, &restored, Some(&new_db));
+    let out = ok(&restored_out);
     assert_eq!(tree_size_in(&out), tree_size, "{out}");
+    // Off a terminal: a plain line per step, and a summary with counts and rates.
+    let steps = String::from_utf8_lossy(&backed_up.stderr);
+    for step in [
+        "copy the PostgreSQL tables",
+        "encrypt and write",
+        "record the backup in the log",
+    ] {
+        assert!(steps.contains(step), "{step:?} in {steps}");
+    }
+    let steps = String::from_utf8_lossy(&restored_out.stderr);
+    for step in [
+        "decrypt and unpack",
+        "copy table events in",
+        "verify the log",
+        "record the restore in the log",
+    ] {
+        assert!(steps.contains(step), "{step:?} in {steps}");
+    }
+    assert!(summary.contains("events/s"), "{summary}");
+    assert!(out.contains("events/s"), "{out}");
     let verified = ok(&sealtrail(&[
         "verify",
         "--data-dir",
