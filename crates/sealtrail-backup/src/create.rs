@@ -7,10 +7,27 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+use sealtrail_store::postgres::PgDump;
+
 use crate::manifest::{
-    FORMAT, FORMAT_VERSION, MANIFEST_NAME, Manifest, ManifestFile, Method, STATE_FILES,
+    FORMAT, FORMAT_VERSION, MANIFEST_NAME, Manifest, ManifestFile, Method, PostgresSection,
+    STATE_FILES, StoreKind,
 };
 use crate::{BackupError, Progress, Unit};
+
+/// The action of the event a backup of a PostgreSQL store appends to the log it backed up.
+pub const BACKUP_ACTION: &str = "backup.created";
+
+/// What to back up, and how the backup is recorded.
+pub struct BackupOptions<'a> {
+    /// The PostgreSQL database holding the log (`None`: the embedded store in the data
+    /// directory).
+    pub database_url: Option<&'a str>,
+    /// The tenant the `backup.created` event is recorded in.
+    pub tenant: &'a str,
+    /// Who backed up, for the event's `user_id` (`os:alice`, say).
+    pub actor: &'a str,
+}
 
 /// Prefix of the staging directory a backup copies into, inside the data directory (the
 /// copies are as sensitive as the originals, so they stay beside them).
@@ -32,19 +49,27 @@ pub struct BackupSummary {
     pub left_out: Vec<String>,
     /// How long it took.
     pub elapsed: Duration,
+    /// The seq of the `backup.created` event appended to the log after the backup was
+    /// complete (PostgreSQL only: the embedded store has one writer, the running server).
+    pub recorded_seq: Option<u64>,
 }
 
-/// Takes a consistent snapshot of the embedded store in `data_dir` (the server may be
-/// running), packs it with a manifest and encrypts it to `recipients` into the new file
-/// `to` (written beside it first and renamed when complete, so `to` is never partial).
+/// Takes a consistent snapshot of the store (the embedded one in `data_dir`, or the
+/// PostgreSQL database of `options`, with the data directory's other files) while the
+/// server may be running, packs it with a manifest and encrypts it to `recipients` into
+/// the new file `to` (written beside it first and renamed when complete, so `to` is never
+/// partial). On PostgreSQL the finished backup is then recorded in the log.
 pub fn create_backup(
     data_dir: &Path,
     to: &Path,
     recipients: &[Box<dyn age::Recipient + Send>],
+    options: &BackupOptions<'_>,
     progress: &mut dyn Progress,
 ) -> Result<BackupSummary, BackupError> {
     let started = Instant::now();
-    check_can_back_up(data_dir, to, recipients)?;
+    check_can_back_up(data_dir, options.database_url, to, recipients)?;
+    // A bad tenant is refused before any work, not after the backup.
+    crate::record::backup_event(options.tenant, options.actor, &probe_manifest(), to)?;
     let staging = tempfile::Builder::new()
         .prefix(STAGING_PREFIX)
         .tempdir_in(data_dir)
@@ -54,8 +79,9 @@ pub fn create_backup(
                 e,
             )
         })?;
-    let copied = snapshot_state_files(data_dir, staging.path(), progress)?;
-    let (manifest, now) = build_manifest(staging.path(), &copied, progress)?;
+    let (copied, dump) =
+        snapshot_state_files(data_dir, options.database_url, staging.path(), progress)?;
+    let (manifest, now) = build_manifest(staging.path(), &copied, dump.as_ref(), progress)?;
 
     let packed_bytes: u64 = manifest.files.iter().map(|f| f.bytes).sum();
     let parent = match to.parent() {
@@ -78,7 +104,25 @@ pub fn create_backup(
         progress,
     )?;
     let file_bytes = finish_backup(partial, to, &parent)?;
+    drop(staging);
 
+    let recorded_seq = match options.database_url {
+        Some(url) => {
+            progress.begin("record the backup in the log", 0, Unit::Events);
+            let event = crate::record::backup_event(options.tenant, options.actor, &manifest, to)?;
+            let seq = crate::record::append_postgres(url, data_dir, event, "the backup").map_err(
+                |e| {
+                    BackupError::Refused(format!(
+                        "the backup {} is complete, but it could not be recorded in the log: {e}",
+                        to.display()
+                    ))
+                },
+            )?;
+            progress.end();
+            Some(seq)
+        }
+        None => None,
+    };
     Ok(BackupSummary {
         file: to.to_owned(),
         manifest,
@@ -86,13 +130,32 @@ pub fn create_backup(
         file_bytes,
         left_out: left_out(data_dir)?,
         elapsed: started.elapsed(),
+        recorded_seq,
     })
 }
 
+/// A manifest for checking the backup event's fields before the real one exists.
+pub(crate) fn probe_manifest() -> Manifest {
+    Manifest {
+        format: String::new(),
+        version: 0,
+        store: StoreKind::Sqlite,
+        sealtrail_version: String::new(),
+        created_at: "1970-01-01T00:00:00Z".into(),
+        origin: String::new(),
+        tree_size: 0,
+        checkpoint: String::new(),
+        files: Vec::new(),
+        postgres: None,
+    }
+}
+
 /// Refuses a backup that cannot succeed before any work: no recipient, no log in
-/// `data_dir`, or a `to` that already exists.
+/// `data_dir` (embedded store) or no signing key there (PostgreSQL), or a `to` that
+/// already exists.
 fn check_can_back_up(
     data_dir: &Path,
+    database_url: Option<&str>,
     to: &Path,
     recipients: &[Box<dyn age::Recipient + Send>],
 ) -> Result<(), BackupError> {
@@ -101,11 +164,27 @@ fn check_can_back_up(
             "a backup needs at least one recipient (--recipient or --recipients-file)".into(),
         ));
     }
-    if !sealtrail_store::sqlite::log_db_path(data_dir).exists() {
-        return Err(BackupError::Refused(format!(
-            "no Sealtrail log at {} (is --data-dir right? backup covers the embedded store only)",
-            data_dir.display()
-        )));
+    match database_url {
+        None if !sealtrail_store::sqlite::log_db_path(data_dir).exists() => {
+            return Err(BackupError::Refused(format!(
+                "no Sealtrail log at {} (is --data-dir right? for a PostgreSQL store give \
+                 --database-url or a configuration with database_url)",
+                data_dir.display()
+            )));
+        }
+        Some(_)
+            if !data_dir
+                .join(sealtrail_store::identity::SIGNING_KEY_FILE)
+                .exists() =>
+        {
+            return Err(BackupError::Refused(format!(
+                "no {} in {}: a PostgreSQL store's data directory holds the log's signing key \
+                 (is --data-dir the server's?)",
+                sealtrail_store::identity::SIGNING_KEY_FILE,
+                data_dir.display()
+            )));
+        }
+        _ => {}
     }
     if to.exists() {
         return Err(BackupError::Refused(format!(
@@ -116,16 +195,43 @@ fn check_can_back_up(
     Ok(())
 }
 
+/// Each packed file's name in the archive, with its copy in the staging directory.
+type Copied = Vec<(String, PathBuf)>;
+
 /// Copies each state file of `data_dir` present into `staging` (SQLite databases through
 /// an online snapshot, so a running server is no obstacle), in the order of
-/// [`STATE_FILES`]; returns each name with its copy.
+/// [`STATE_FILES`]; returns each name with its copy. With a `database_url`, the log is
+/// the database's tables, dumped in place of `log.sqlite` (so the order's invariants hold
+/// for them as for the embedded log).
 fn snapshot_state_files(
     data_dir: &Path,
+    database_url: Option<&str>,
     staging: &Path,
     progress: &mut dyn Progress,
-) -> Result<Vec<(&'static str, PathBuf)>, BackupError> {
-    let mut copied: Vec<(&'static str, PathBuf)> = Vec::new();
+) -> Result<(Copied, Option<PgDump>), BackupError> {
+    let mut copied: Vec<(String, PathBuf)> = Vec::new();
+    let mut dump = None;
     for state in STATE_FILES {
+        if let (sealtrail_store::sqlite::LOG_DB_FILE, Some(url)) = (state.name, database_url) {
+            progress.begin("copy the PostgreSQL tables", 0, Unit::Bytes);
+            // Bytes of the tables finished, and of the one being copied.
+            let (mut finished, mut table_now, mut bytes_now) = (0u64, String::new(), 0u64);
+            let dumped = sealtrail_store::postgres::dump_postgres(url, staging, |table, bytes| {
+                if table != table_now {
+                    finished += bytes_now;
+                    table_now = table.to_owned();
+                }
+                bytes_now = bytes;
+                progress.set(finished + bytes, 0);
+            })?;
+            progress.end();
+            for table in &dumped.tables {
+                let name = sealtrail_store::postgres::copy_file_name(&table.name);
+                copied.push((name.clone(), staging.join(name)));
+            }
+            dump = Some(dumped);
+            continue;
+        }
         let source = data_dir.join(state.name);
         if !source.exists() {
             if state.required {
@@ -148,9 +254,9 @@ fn snapshot_state_files(
             }
         }
         progress.end();
-        copied.push((state.name, dest));
+        copied.push((state.name.to_owned(), dest));
     }
-    Ok(copied)
+    Ok((copied, dump))
 }
 
 /// The manifest of the snapshot in `staging`: the log copy's newest signed checkpoint and
@@ -158,24 +264,37 @@ fn snapshot_state_files(
 /// was created (microseconds since the epoch), which also stamps the archive's entries.
 fn build_manifest(
     staging: &Path,
-    copied: &[(&'static str, PathBuf)],
+    copied: &[(String, PathBuf)],
+    dump: Option<&PgDump>,
     progress: &mut dyn Progress,
 ) -> Result<(Manifest, i64), BackupError> {
-    let log_copy = staging.join(sealtrail_store::sqlite::LOG_DB_FILE);
-    let (tree_size, checkpoint) = sealtrail_store::snapshot::latest_checkpoint(&log_copy)?
-        .ok_or_else(|| {
-            BackupError::Refused(
-                "the log has no signed checkpoint yet (start the server on it once)".into(),
-            )
-        })?;
-    let origin = sealtrail_store::snapshot::log_origin(&log_copy)?.unwrap_or_default();
+    let (store, tree_size, checkpoint, origin, postgres) = match dump {
+        Some(dump) => (
+            StoreKind::Postgres,
+            dump.tree_size,
+            dump.checkpoint.clone(),
+            dump.origin.clone(),
+            Some(PostgresSection::from_dump(dump)),
+        ),
+        None => {
+            let log_copy = staging.join(sealtrail_store::sqlite::LOG_DB_FILE);
+            let (tree_size, checkpoint) = sealtrail_store::snapshot::latest_checkpoint(&log_copy)?
+                .ok_or_else(|| {
+                    BackupError::Refused(
+                        "the log has no signed checkpoint yet (start the server on it once)".into(),
+                    )
+                })?;
+            let origin = sealtrail_store::snapshot::log_origin(&log_copy)?.unwrap_or_default();
+            (StoreKind::Sqlite, tree_size, checkpoint, origin, None)
+        }
+    };
 
     progress.begin("checksums", 0, Unit::Bytes);
     let mut files = Vec::new();
     for (name, path) in copied {
         let (bytes, sha256) = hash_file(path)?;
         files.push(ManifestFile {
-            name: (*name).to_owned(),
+            name: name.clone(),
             bytes,
             sha256,
         });
@@ -185,12 +304,14 @@ fn build_manifest(
     let manifest = Manifest {
         format: FORMAT.into(),
         version: FORMAT_VERSION,
+        store,
         sealtrail_version: env!("CARGO_PKG_VERSION").into(),
         created_at: sealtrail_core::time_format::format_micros(now),
         origin,
         tree_size,
         checkpoint,
         files,
+        postgres,
     };
     debug_assert_eq!(
         manifest.check(),
@@ -206,7 +327,7 @@ fn pack_and_encrypt(
     partial: &tempfile::NamedTempFile,
     recipients: &[Box<dyn age::Recipient + Send>],
     manifest: &Manifest,
-    copied: &[(&'static str, PathBuf)],
+    copied: &[(String, PathBuf)],
     mtime: u64,
     packed_bytes: u64,
     progress: &mut dyn Progress,
@@ -237,8 +358,8 @@ fn pack_and_encrypt(
         for (entry, (name, path)) in manifest.files.iter().zip(copied) {
             debug_assert_eq!(entry.name, *name);
             assert!(
-                crate::manifest::state_file(name).is_some(),
-                "only state files are ever packed"
+                crate::manifest::state_file(name).is_some() || name.ends_with(".copy"),
+                "only state files and table copies are ever packed"
             );
             let file = File::open(path)
                 .map_err(|e| BackupError::io(format!("reading {}", path.display()), e))?;

@@ -1,30 +1,40 @@
-//! Backup and restore of the embedded store's data directory.
+//! Backup and restore of a data directory and its log, on either store.
 //!
 //! A backup is an online snapshot: each state file is copied as of one commit while the
 //! server keeps ingesting ([`sealtrail_store::snapshot`]), packed as a plain tar with a
 //! manifest first, and the whole stream is encrypted to age recipients — so
-//! `age -d -i key.txt backup.age | tar -t` lists it with the standard tools.
+//! `age -d -i key.txt backup.age | tar -t` lists it with the standard tools. On a
+//! PostgreSQL store the log is every table of its schema copied in one snapshot
+//! ([`sealtrail_store::postgres::dump_postgres`], `pg-<table>.copy` in binary COPY
+//! format) in place of `log.sqlite`, and the finished backup is recorded in the log as a
+//! `backup.created` event. The manifest says which store a backup is of.
 //!
 //! A restore accepts nothing it has not checked: it unpacks into a temporary directory
 //! beside the target, compares every file with the manifest's size and SHA-256, verifies
 //! the whole Merkle tree of the restored log against the signed checkpoint the manifest
 //! names, appends a `backup.restored` event to the restored log with the sequencer, and only
-//! then moves the directory into place. Any failure leaves the target as it was.
+//! then moves the directory into place. Any failure leaves the target as it was. A
+//! PostgreSQL backup goes into an empty database, copied in and verified in one
+//! transaction that commits only if the log verifies.
 //!
 //! Why a crate of its own: age and tar stay out of the store, which the server, the sinks
 //! and every test binary of theirs link.
 
 mod create;
 mod manifest;
+mod postgres;
+mod record;
 mod restore;
 
 use std::path::{Path, PathBuf};
 
-pub use create::{BackupSummary, create_backup};
+pub use create::{BACKUP_ACTION, BackupOptions, BackupSummary, create_backup};
 pub use manifest::{
-    FORMAT, FORMAT_VERSION, MANIFEST_NAME, Manifest, ManifestFile, Method, STATE_FILES, StateFile,
+    FORMAT, FORMAT_VERSION, MANIFEST_NAME, Manifest, ManifestFile, Method, PostgresSection,
+    PostgresTable, STATE_FILES, StateFile, StoreKind,
 };
-pub use restore::{RESTORE_ACTION, RestoreOptions, RestoreSummary, restore_backup};
+pub use record::RESTORE_ACTION;
+pub use restore::{RestoreOptions, RestoreSummary, restore_backup};
 
 /// What went wrong, naming the file or the check.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +80,22 @@ pub enum BackupError {
         /// The backup file.
         file: PathBuf,
         /// What did not match.
+        detail: String,
+    },
+    /// A PostgreSQL restore verified and committed the log, then failed: the database and
+    /// the data directory hold the restored state, the `backup.restored` event may be
+    /// missing.
+    #[error(
+        "the log was restored and verified into {database} (data directory {}), but the restore \
+         did not finish: {detail}",
+        data_dir.display()
+    )]
+    RestoredNotRecorded {
+        /// The database (password redacted).
+        database: String,
+        /// The data directory.
+        data_dir: PathBuf,
+        /// What failed.
         detail: String,
     },
     /// The restored log does not verify: nothing was restored.

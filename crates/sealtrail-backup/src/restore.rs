@@ -7,17 +7,12 @@ use std::io::{self, BufReader, Read, Write};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use sealtrail_core::{CheckpointVerifier, EventLimits, TenantScope};
-use sealtrail_store::{Sequencer, SequencerConfig, SequencerHooks};
-use serde_json::json;
+use sealtrail_core::CheckpointVerifier;
 use sha2::{Digest, Sha256};
 
-use crate::create::sync_dir;
-use crate::manifest::{MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest};
+use crate::create::{probe_manifest, sync_dir};
+use crate::manifest::{MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest, StoreKind};
 use crate::{BackupError, Progress, Unit};
-
-/// The action of the event a restore appends to the restored log.
-pub const RESTORE_ACTION: &str = "backup.restored";
 
 /// How to restore.
 pub struct RestoreOptions<'a> {
@@ -31,6 +26,10 @@ pub struct RestoreOptions<'a> {
     pub verifier: Option<&'a CheckpointVerifier>,
     /// Who restored, for the event's `user_id` (`os:alice`, say).
     pub actor: &'a str,
+    /// Restore the log into this EMPTY PostgreSQL database (a backup of a PostgreSQL
+    /// store needs one; a backup of the embedded store refuses one). The data directory
+    /// then receives the other files (signing key, API keys, ...).
+    pub database_url: Option<&'a str>,
 }
 
 /// What a restore did.
@@ -60,8 +59,30 @@ pub fn restore_backup(
 ) -> Result<RestoreSummary, BackupError> {
     let started = Instant::now();
     // A bad tenant is refused before any work, not after the verification.
-    restore_event(options, &probe_manifest(), from)?;
+    crate::record::restore_event(options.tenant, options.actor, &probe_manifest(), from)?;
     let replace = check_target(data_dir, options.force)?;
+    // Which store the backup is of decides where it can go: found out from its first
+    // entry, before anything is unpacked.
+    let store = peek_manifest(from, identities, identity_names)?.store;
+    match (store, options.database_url) {
+        (StoreKind::Sqlite, Some(_)) => {
+            return Err(BackupError::Refused(format!(
+                "{} is a backup of the embedded (SQLite) store; restore it into a data directory \
+                 alone, without a database (--database-url or the configuration's \
+                 database_url); moving a log between stores is not supported",
+                from.display()
+            )));
+        }
+        (StoreKind::Postgres, None) => {
+            return Err(BackupError::Refused(format!(
+                "{} is a backup of a PostgreSQL store; restore it with --database-url (or a \
+                 configuration's database_url) naming a new, empty database; moving a log \
+                 between stores is not supported",
+                from.display()
+            )));
+        }
+        _ => {}
+    }
     let name = data_dir
         .file_name()
         .ok_or_else(|| BackupError::Refused(format!("{} names no directory", data_dir.display())))?
@@ -80,13 +101,63 @@ pub fn restore_backup(
         .map_err(|e| BackupError::io(format!("creating a directory in {}", parent.display()), e))?;
 
     let manifest = unpack(from, identities, identity_names, staging.path(), progress)?;
-    let events_verified = verify_restored_log(staging.path(), &manifest, options, progress)?;
-
-    progress.begin("record the restore in the log", 0, Unit::Events);
-    let restore_event_seq = append_restore_event(staging.path(), options, &manifest, from)?;
-    progress.end();
-
-    let replaced = move_into_place(staging.path(), data_dir, &parent, &name, replace)?;
+    if manifest.store != store {
+        return Err(damaged(
+            from,
+            "its manifest changed between two reads".into(),
+        ));
+    }
+    let event = crate::record::restore_event(options.tenant, options.actor, &manifest, from)?;
+    let expected_seq = manifest.tree_size + 1;
+    let unexpected = |seq: u64| {
+        format!(
+            "the restore's event got seq {seq}, not {expected_seq}: something else wrote to the \
+             restored log meanwhile"
+        )
+    };
+    let (events_verified, restore_event_seq, replaced) = match options.database_url {
+        None => {
+            let verified = verify_restored_log(staging.path(), &manifest, options, progress)?;
+            progress.begin("record the restore in the log", 0, Unit::Events);
+            let seq = crate::record::append_sqlite(staging.path(), event, "the restore")?;
+            progress.end();
+            if seq != expected_seq {
+                return Err(BackupError::Refused(unexpected(seq)));
+            }
+            let replaced = move_into_place(staging.path(), data_dir, &parent, &name, replace)?;
+            (verified, seq, replaced)
+        }
+        Some(url) => {
+            // Committed only once verified; from here on the database holds the log.
+            let verified =
+                crate::postgres::restore_tables(url, staging.path(), &manifest, options, progress)?;
+            let after_commit = |detail: String| BackupError::RestoredNotRecorded {
+                database: sealtrail_store::postgres::redact(url),
+                data_dir: data_dir.to_owned(),
+                detail,
+            };
+            // The table copies are in the database now; the data directory keeps the rest.
+            if let Some(pg) = &manifest.postgres {
+                for table in &pg.tables {
+                    let copy = staging.path().join(&table.file);
+                    std::fs::remove_file(&copy)
+                        .map_err(|e| after_commit(format!("removing {}: {e}", copy.display())))?;
+                }
+            }
+            // The data directory goes into place before anything else can fail: the
+            // database is no longer empty, so this restore could not be run again.
+            let replaced = move_into_place(staging.path(), data_dir, &parent, &name, replace)
+                .map_err(|e| after_commit(e.to_string()))?;
+            progress.begin("record the restore in the log", 0, Unit::Events);
+            let seq = crate::record::append_postgres(url, data_dir, event, "the restore")
+                .map_err(|e| after_commit(e.to_string()))?;
+            progress.end();
+            if seq != expected_seq {
+                return Err(after_commit(unexpected(seq)));
+            }
+            (verified, seq, replaced)
+        }
+    };
     Ok(RestoreSummary {
         events_verified,
         manifest,
@@ -199,6 +270,23 @@ fn check_target(data_dir: &Path, force: bool) -> Result<Target, BackupError> {
             "is not empty"
         }
     )))
+}
+
+/// The manifest of the backup `from`: its first entry, read without unpacking the rest.
+fn peek_manifest(
+    from: &Path,
+    identities: &[Box<dyn age::Identity>],
+    identity_names: &str,
+) -> Result<Manifest, BackupError> {
+    let (reader, _) = open_decrypted(from, identities, identity_names)?;
+    let mut archive = tar::Archive::new(reader);
+    let mut entries = archive.entries().map_err(|e| stream_damaged(from, e))?;
+    let mut entry = entries
+        .next()
+        .ok_or_else(|| damaged(from, "it holds no manifest".into()))?
+        .map_err(|e| damaged(from, format!("its archive is unreadable: {e}")))?;
+    let name = entry_name(from, &entry)?;
+    read_manifest(from, &name, &mut entry)
 }
 
 /// Decrypts and unpacks into `staging`, checking every file against the manifest.
@@ -348,7 +436,7 @@ fn read_manifest(from: &Path, name: &str, entry: &mut impl Read) -> Result<Manif
 }
 
 /// The error for a backup `file` whose contents are damaged or not what they claim.
-fn damaged(file: &Path, detail: String) -> BackupError {
+pub(crate) fn damaged(file: &Path, detail: String) -> BackupError {
     BackupError::Damaged {
         file: file.to_owned(),
         detail,
@@ -409,88 +497,4 @@ fn copy_hashing(
     }
     file.sync_all().map_err(CopyError::Write)?;
     Ok((bytes, hex::encode(hasher.finalize())))
-}
-
-/// A manifest for checking the restore event's fields before the real one is read.
-fn probe_manifest() -> Manifest {
-    Manifest {
-        format: String::new(),
-        version: 0,
-        sealtrail_version: String::new(),
-        created_at: "1970-01-01T00:00:00Z".into(),
-        origin: String::new(),
-        tree_size: 0,
-        checkpoint: String::new(),
-        files: Vec::new(),
-    }
-}
-
-/// The `backup.restored` event, validated like a producer's. Not sealed: it holds nothing
-/// sensitive (as the shredding records).
-fn restore_event(
-    options: &RestoreOptions<'_>,
-    manifest: &Manifest,
-    from: &Path,
-) -> Result<sealtrail_core::PreparedEvent, BackupError> {
-    let backup_file = from
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let value = json!({
-        "tenant_id": options.tenant,
-        "action": RESTORE_ACTION,
-        "actor_type": "system",
-        "user_id": options.actor,
-        "resource_type": "backup",
-        "resource_id": manifest.created_at,
-        "severity": "warning",
-        "details": {
-            "backup_created_at": manifest.created_at,
-            "backup_file": backup_file,
-            "tree_size": manifest.tree_size,
-            "origin": manifest.origin,
-            "files": manifest.files.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(),
-        },
-    });
-    sealtrail_core::prepare_event_value(
-        value,
-        &TenantScope::Any,
-        sealtrail_core::time_format::now_micros(),
-        &EventLimits::default(),
-    )
-    .map_err(|e| BackupError::Refused(format!("the restore's event cannot be recorded: {e}")))
-}
-
-/// Appends the restore's event with the log's own sequencer (which first checks the
-/// stored tree against its newest signed checkpoint) and waits until it is durable.
-fn append_restore_event(
-    dir: &Path,
-    options: &RestoreOptions<'_>,
-    manifest: &Manifest,
-    from: &Path,
-) -> Result<u64, BackupError> {
-    let event = restore_event(options, manifest, from)?;
-    let (backend, signer) = sealtrail_store::sqlite::open_log(dir, None)?;
-    let (handle, thread) = Sequencer::spawn(
-        backend,
-        signer,
-        SequencerConfig::default(),
-        SequencerHooks::default(),
-    )?;
-    let outcome = handle.append_blocking(vec![event]);
-    drop(handle);
-    let _ = thread.join();
-    let outcome = outcome
-        .map_err(|e| BackupError::Refused(format!("recording the restore in the log: {e}")))?;
-    let seq = outcome
-        .receipts
-        .first()
-        .map(|r| r.seq)
-        .expect("one event appended, one receipt");
-    assert_eq!(
-        seq,
-        manifest.tree_size + 1,
-        "the restore's event follows the backup's tree"
-    );
-    Ok(seq)
 }

@@ -7,15 +7,26 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use sealtrail_backup::{Progress, RestoreOptions, Unit};
+use sealtrail_backup::{BackupOptions, Progress, RestoreOptions, Unit};
 use sealtrail_core::CheckpointVerifier;
-
-use crate::DataDirArg;
+use sealtrail_server::Config;
 
 #[derive(Args, Debug)]
 pub struct BackupArgs {
-    #[command(flatten)]
-    data: DataDirArg,
+    /// The server's configuration file: its data_dir, and its database_url for a
+    /// PostgreSQL store (SEALTRAIL_* variables override it as for `serve`).
+    #[arg(long, env = "SEALTRAIL_CONFIG")]
+    config: Option<PathBuf>,
+    /// The server's data directory (overrides the configuration's).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Back up the log in this PostgreSQL database (overrides the configuration's
+    /// database_url); the data directory's other files are backed up with it.
+    #[arg(long)]
+    database_url: Option<String>,
+    /// The tenant the `backup.created` event is recorded in (PostgreSQL store).
+    #[arg(long, default_value = "_sealtrail")]
+    tenant: String,
     /// The backup file to create (never overwritten).
     #[arg(long)]
     to: PathBuf,
@@ -38,6 +49,14 @@ pub struct RestoreArgs {
     /// The data directory to create (absent or empty).
     #[arg(long)]
     data_dir: PathBuf,
+    /// Restore a PostgreSQL backup's log into this new, empty database (overrides the
+    /// configuration's database_url).
+    #[arg(long)]
+    database_url: Option<String>,
+    /// A configuration file whose database_url to restore into (SEALTRAIL_* variables
+    /// override it as for `serve`).
+    #[arg(long, env = "SEALTRAIL_CONFIG")]
+    config: Option<PathBuf>,
     /// Replace a data directory that already holds a log; the old one is moved aside.
     #[arg(long)]
     force: bool,
@@ -65,21 +84,66 @@ pub fn run_backup(args: BackupArgs) -> anyhow::Result<ExitCode> {
             "give --recipient AGE_RECIPIENT or --recipients-file FILE: a backup is always encrypted"
         );
     }
-    let dir = &args.data.data_dir;
+    let mut config = Config::load(args.config.as_deref(), std::env::vars())?;
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    if let Some(url) = args.database_url {
+        config.database_url = Some(url);
+    }
+    let dir = &config.data_dir;
+    let actor = actor();
+    let options = BackupOptions {
+        database_url: config.database_url.as_deref(),
+        tenant: &args.tenant,
+        actor: &actor,
+    };
+    let store = match &config.database_url {
+        Some(url) => format!(
+            "the PostgreSQL store at {} and {}",
+            sealtrail_store::postgres::redact(url),
+            dir.display()
+        ),
+        None => dir.display().to_string(),
+    };
     let summary =
-        sealtrail_backup::create_backup(dir, &args.to, &recipients, &mut Report::new())
-            .with_context(|| format!("backing up {} to {}", dir.display(), args.to.display()))?;
+        sealtrail_backup::create_backup(dir, &args.to, &recipients, &options, &mut Report::new())
+            .with_context(|| format!("backing up {store} to {}", args.to.display()))?;
     let m = &summary.manifest;
+    let secs = summary.elapsed.as_secs_f64().max(1e-3);
     println!(
-        "backup: {} files, {} bytes ({} encrypted), {} events, tree size {}, {:.1}s -> {}",
+        "backup: {} of {}: {} files, {} bytes ({} encrypted), {} events, tree size {}, {:.1}s \
+         ({:.0} events/s, {:.1} MB/s) -> {}",
+        match m.store {
+            sealtrail_backup::StoreKind::Sqlite => "embedded store",
+            sealtrail_backup::StoreKind::Postgres => "PostgreSQL store",
+        },
+        dir.display(),
         m.files.len(),
         summary.packed_bytes,
         summary.file_bytes,
         m.tree_size,
         m.tree_size,
         summary.elapsed.as_secs_f64(),
+        m.tree_size as f64 / secs,
+        summary.packed_bytes as f64 / secs / 1e6,
         summary.file.display()
     );
+    if let Some(pg) = &m.postgres {
+        let tables = pg
+            .tables
+            .iter()
+            .map(|t| format!("{} {}", t.name, t.rows))
+            .collect::<Vec<_>>()
+            .join(", ");
+        println!("tables (rows): {tables}");
+    }
+    if let Some(seq) = summary.recorded_seq {
+        println!(
+            "backup recorded in the log as seq {seq} ({})",
+            sealtrail_backup::BACKUP_ACTION
+        );
+    }
     if !summary.left_out.is_empty() {
         eprintln!(
             "left out, not Sealtrail state: {}",
@@ -100,15 +164,17 @@ pub fn run_restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
         .map(CheckpointVerifier::from_vkey)
         .transpose()
         .context("--public-key")?;
-    let actor = format!(
-        "os:{}",
-        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
-    );
+    let actor = actor();
+    let mut config = Config::load(args.config.as_deref(), std::env::vars())?;
+    if let Some(url) = args.database_url {
+        config.database_url = Some(url);
+    }
     let options = RestoreOptions {
         force: args.force,
         tenant: &args.tenant,
         verifier: verifier.as_ref(),
         actor: &actor,
+        database_url: config.database_url.as_deref(),
     };
     let names = args
         .identities
@@ -116,21 +182,26 @@ pub fn run_restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
         .map(|p| p.display().to_string())
         .collect::<Vec<_>>()
         .join(", ");
-    let summary = sealtrail_backup::restore_backup(
+    let summary = match sealtrail_backup::restore_backup(
         &args.from,
         &identities,
         &names,
         &args.data_dir,
         &options,
         &mut Report::new(),
-    )
-    .with_context(|| {
-        format!(
-            "restoring {} into {} (nothing was written there)",
-            args.from.display(),
-            args.data_dir.display()
-        )
-    })?;
+    ) {
+        Ok(summary) => summary,
+        Err(e @ sealtrail_backup::BackupError::RestoredNotRecorded { .. }) => {
+            return Err(anyhow::Error::new(e).context(format!("restoring {}", args.from.display())));
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "restoring {} into {} (nothing was written there)",
+                args.from.display(),
+                args.data_dir.display()
+            )));
+        }
+    };
     if let Some(aside) = &summary.replaced {
         eprintln!(
             "the previous {} is kept as {}",
@@ -138,23 +209,43 @@ pub fn run_restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
             aside.display()
         );
     }
+    let into = match &config.database_url {
+        Some(url) => format!(
+            "{} and {}",
+            sealtrail_store::postgres::redact(url),
+            args.data_dir.display()
+        ),
+        None => args.data_dir.display().to_string(),
+    };
     println!(
-        "restored: {} files, {} events verified, tree size {} (backup of {}), restore recorded as seq {} in {:.1}s -> {}",
+        "restored: {} files, {} events verified, tree size {} (backup of {}), restore recorded as seq {} in {:.1}s ({:.0} events/s) -> {}",
         summary.manifest.files.len(),
         summary.events_verified,
         summary.manifest.tree_size,
         summary.manifest.created_at,
         summary.restore_event_seq,
         summary.elapsed.as_secs_f64(),
-        args.data_dir.display()
+        summary.events_verified as f64 / summary.elapsed.as_secs_f64().max(1e-3),
+        into
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Who runs the command, for the events it records (`os:alice`).
+fn actor() -> String {
+    format!(
+        "os:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    )
 }
 
 /// A progress bar on a terminal; otherwise one plain line per step on stderr.
 struct Report {
     bar: Option<ProgressBar>,
     terminal: bool,
+    /// Off a terminal: the step running, since when, its unit and work done, for the
+    /// line that ends it.
+    plain: Option<(String, std::time::Instant, Unit, u64)>,
 }
 
 impl Report {
@@ -162,6 +253,7 @@ impl Report {
         Self {
             bar: None,
             terminal: std::io::stderr().is_terminal(),
+            plain: None,
         }
     }
 }
@@ -169,12 +261,16 @@ impl Report {
 impl Progress for Report {
     fn begin(&mut self, step: &str, total: u64, unit: Unit) {
         if !self.terminal {
+            self.plain = Some((step.to_owned(), std::time::Instant::now(), unit, 0));
             eprintln!("{step}");
             return;
         }
-        let template = match unit {
-            Unit::Bytes => "{spinner} {msg} {bar:40} {bytes}/{total_bytes} ({bytes_per_sec})",
-            Unit::Events => "{spinner} {msg} {bar:40} {pos}/{len} events ({per_sec})",
+        // A step of unknown size (a PostgreSQL table copy) shows what is done, no bar.
+        let template = match (unit, total) {
+            (Unit::Bytes, 0) => "{spinner} {msg} {bytes} ({bytes_per_sec})",
+            (Unit::Events, 0) => "{spinner} {msg} {pos} events ({per_sec})",
+            (Unit::Bytes, _) => "{spinner} {msg} {bar:40} {bytes}/{total_bytes} ({bytes_per_sec})",
+            (Unit::Events, _) => "{spinner} {msg} {bar:40} {pos}/{len} events ({per_sec})",
         };
         let bar = ProgressBar::new(total)
             .with_style(ProgressStyle::with_template(template).expect("the template is valid"));
@@ -183,13 +279,28 @@ impl Progress for Report {
     }
 
     fn set(&mut self, done: u64, total: u64) {
+        if let Some((_, _, _, so_far)) = &mut self.plain {
+            *so_far = done;
+        }
         if let Some(bar) = &self.bar {
-            bar.set_length(total);
+            if total > 0 {
+                bar.set_length(total);
+            }
             bar.set_position(done);
         }
     }
 
     fn end(&mut self) {
+        if let Some((step, since, unit, done)) = self.plain.take()
+            && done > 0
+        {
+            let secs = since.elapsed().as_secs_f64();
+            let unit = match unit {
+                Unit::Bytes => "bytes",
+                Unit::Events => "events",
+            };
+            eprintln!("{step}: {done} {unit} in {secs:.1}s");
+        }
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }

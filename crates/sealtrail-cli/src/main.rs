@@ -75,9 +75,11 @@ enum Command {
         #[command(subcommand)]
         command: tenants::TenantsCommand,
     },
-    /// Back up the embedded store (online, while the server runs), encrypted with age.
+    /// Back up the store (embedded or PostgreSQL; online, while the server runs), encrypted
+    /// with age.
     Backup(backup::BackupArgs),
-    /// Restore a backup into a new data directory, after verifying the whole log.
+    /// Restore a backup into a new data directory (and a new empty PostgreSQL database for
+    /// a PostgreSQL backup), after verifying the whole log.
     Restore(backup::RestoreArgs),
     /// Retention: what is due for archival and deletion (plan), and running it (run).
     Retention {

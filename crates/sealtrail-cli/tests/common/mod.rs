@@ -44,6 +44,18 @@ impl ServeProcess {
         Self::spawn(dir, &args, "PostgreSQL store")
     }
 
+    /// A server on PostgreSQL reading `config` (which names the database) with extra
+    /// environment variables `env`.
+    pub fn start_postgres_with_env(dir: &Path, config: &Path, env: &[(&str, &str)]) -> Self {
+        let args = [
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            config.to_str().unwrap(),
+        ];
+        Self::spawn_with(dir, &args, env, "PostgreSQL store")
+    }
+
     /// A server reading the configuration file `config`.
     pub fn start_with_config(dir: &Path, config: &Path) -> Self {
         let args = [

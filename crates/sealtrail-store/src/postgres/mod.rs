@@ -9,6 +9,7 @@
 //! The signing key stays in the data directory (as for the embedded store): the database
 //! holds the log, the server holds the key that vouches for it.
 
+mod dump;
 mod listen;
 mod reader;
 mod retention;
@@ -22,6 +23,10 @@ use postgres::{Client, NoTls};
 use sealtrail_core::CheckpointSigner;
 use sealtrail_core::merkle::{Hash, fold_complete};
 
+pub use dump::{
+    PgDump, RestoreStep, TableCopy, copy_file_name, dump_postgres, is_plain_table_name,
+    restore_postgres,
+};
 pub use listen::CommitListener;
 pub use reader::PgReader;
 pub use retention::PgLedger;

@@ -2,7 +2,7 @@
 //! `sealtrail migrate` (or at the first start on an empty database), and the check that
 //! refuses to run on a schema this build does not know.
 
-use postgres::Client;
+use postgres::{Client, GenericClient};
 
 use crate::StoreError;
 
@@ -223,9 +223,9 @@ pub fn grant_service_role(client: &mut Client, role: &str) -> Result<(), StoreEr
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// An arbitrary constant: the advisory lock that serialises migrations between processes.
-const MIGRATION_LOCK: i64 = 0x5ea1_7a11_0001;
+pub(crate) const MIGRATION_LOCK: i64 = 0x5ea1_7a11_0001;
 
-fn current_version(client: &mut Client) -> Result<i64, StoreError> {
+fn current_version(client: &mut impl GenericClient) -> Result<i64, StoreError> {
     let exists: bool = client
         .query_one("SELECT to_regclass('sealtrail_schema') IS NOT NULL", &[])?
         .get(0);
@@ -244,12 +244,15 @@ fn current_version(client: &mut Client) -> Result<i64, StoreError> {
 /// database written by a newer build.
 pub fn migrate(client: &mut Client) -> Result<Vec<i64>, StoreError> {
     client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])?;
-    let result = apply(client);
+    let result = apply(client, SCHEMA_VERSION);
     client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])?;
     result
 }
 
-fn apply(client: &mut Client) -> Result<Vec<i64>, StoreError> {
+/// Applies the migrations after the database's version up to `target` (each in a
+/// transaction of its own, or a savepoint when `client` is a transaction: a restore
+/// migrates inside the transaction that copies the log in).
+pub(crate) fn apply(client: &mut impl GenericClient, target: i64) -> Result<Vec<i64>, StoreError> {
     client.batch_execute(
         "CREATE TABLE IF NOT EXISTS sealtrail_schema (
              version    bigint PRIMARY KEY,
@@ -259,7 +262,12 @@ fn apply(client: &mut Client) -> Result<Vec<i64>, StoreError> {
     let current = current_version(client)?;
     refuse_newer(current)?;
     let mut applied = Vec::new();
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+    let pending = MIGRATIONS
+        .iter()
+        .enumerate()
+        .take(target.max(0) as usize)
+        .skip(current as usize);
+    for (index, sql) in pending {
         let version = index as i64 + 1;
         let mut tx = client.transaction()?;
         tx.batch_execute(sql)?;

@@ -2,7 +2,7 @@
 //! record rehashed, every column checked against its record, the tree rebuilt and every
 //! signed checkpoint reproduced), plus the id table checked against the events.
 
-use postgres::IsolationLevel;
+use postgres::{IsolationLevel, Transaction};
 use sealtrail_core::CheckpointVerifier;
 use sealtrail_core::merkle;
 
@@ -29,6 +29,19 @@ pub fn verify_postgres(
         .isolation_level(IsolationLevel::RepeatableRead)
         .read_only(true)
         .start()?;
+    let report = verify_in(&mut tx, verifier, external_note, &mut progress)?;
+    tx.commit()?;
+    Ok(report)
+}
+
+/// The audit of [`verify_postgres`] inside the transaction `tx` (a restore verifies the
+/// log it copied in before it commits).
+pub(crate) fn verify_in(
+    tx: &mut Transaction<'_>,
+    verifier: &CheckpointVerifier,
+    external_note: Option<&str>,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<VerifyReport, StoreError> {
     let notes: Vec<(u64, String)> = tx
         .query(
             "SELECT tree_size, note FROM checkpoints ORDER BY tree_size",
@@ -106,7 +119,6 @@ pub fn verify_postgres(
         }
         progress(checked, total as u64);
     }
-    tx.commit()?;
     Ok(audit.finish(checked))
 }
 

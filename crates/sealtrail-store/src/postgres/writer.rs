@@ -235,6 +235,25 @@ impl LogBackend for PgBackend {
         // replaced silently (the rest of the group would run outside the transaction).
         if !self.in_transaction {
             self.reconnect_if_closed()?;
+            // Outside the writers' lock another server may commit between the two reads:
+            // read them from one snapshot, or a sequencer opening beside a busy server
+            // (a backup recording itself, a second server starting) sees a size and a
+            // checkpoint of two different trees.
+            let mut tx = self
+                .client
+                .build_transaction()
+                .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()?;
+            let size: i64 = tx
+                .query_one("SELECT COALESCE(MAX(seq), 0) FROM event_ids", &[])?
+                .get(0);
+            let latest_checkpoint = latest_checkpoint(&mut tx)?;
+            tx.commit()?;
+            return Ok(LogState {
+                size: size as u64,
+                latest_checkpoint,
+            });
         }
         let size: i64 = self
             .client

@@ -50,6 +50,14 @@ pub struct TestDatabase {
 
 impl TestDatabase {
     pub fn create() -> Self {
+        let db = Self::create_empty();
+        let mut client = db.client();
+        sealtrail_store::postgres::migrate(&mut client).unwrap();
+        db
+    }
+
+    /// A database of its own with no schema at all (what a restore goes into).
+    pub fn create_empty() -> Self {
         let admin = std::env::var(POSTGRES_ENV).unwrap_or_else(|_| {
             panic!(
                 "the PostgreSQL store tests need a server: run `cargo xtask test`, or start one \
@@ -62,8 +70,6 @@ impl TestDatabase {
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .unwrap();
         let url = format!("{admin} dbname={name}");
-        let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-        sealtrail_store::postgres::migrate(&mut db).unwrap();
         Self { admin, name, url }
     }
 
