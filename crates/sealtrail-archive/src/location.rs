@@ -39,7 +39,8 @@ pub struct ArchiveLocation {
 pub(crate) enum Place {
     Dir(PathBuf),
     S3 {
-        bucket: S3Bucket,
+        /// Boxed: the signing state and HTTP client are large beside a path.
+        bucket: Box<S3Bucket>,
         /// The key prefix without slashes at either end; empty for the bucket's root.
         prefix: String,
     },
@@ -106,7 +107,7 @@ impl ArchiveLocation {
                 )));
             }
             Place::S3 {
-                bucket: S3Bucket::new(&settings()?, name)?,
+                bucket: Box::new(S3Bucket::new(&settings()?, name)?),
                 prefix: prefix.trim_matches('/').to_owned(),
             }
         } else if text.contains("://") {

@@ -193,7 +193,7 @@ fn digests(path: &Path) -> Result<([u8; 32], [u8; 16], u64), ArchiveError> {
 /// `true` if it was new, `false` if an identical one was there.
 fn publish_dir_segment(dir: &Path, staging: &Path, ours: &Manifest) -> Result<bool, ArchiveError> {
     let target = dir.join(&ours.segment_file);
-    match std::fs::hard_link(staging.join(&ours.segment_file), &target) {
+    match link_new(&staging.join(&ours.segment_file), &target) {
         Ok(()) => {
             sync_dir(dir)?;
             Ok(true)
@@ -230,7 +230,7 @@ fn publish_dir_manifest(
     ours: &Manifest,
 ) -> Result<Option<Manifest>, ArchiveError> {
     let target = dir.join(name);
-    match std::fs::hard_link(staging.join(name), &target) {
+    match link_new(&staging.join(name), &target) {
         Ok(()) => {
             sync_dir(dir)?;
             Ok(None)
@@ -264,6 +264,26 @@ fn existing_manifest(shown: &str, bytes: &[u8], ours: &Manifest) -> Result<Manif
                 ours.segment_sha256
             ),
         ))
+    }
+}
+
+/// Puts `staged` at `target` unless something is there (`AlreadyExists`): a hard link,
+/// which never replaces a file; on a file system without hard links, a rename after
+/// checking the name is free.
+fn link_new(staged: &Path, target: &Path) -> std::io::Result<()> {
+    match std::fs::hard_link(staged, target) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::Unsupported | std::io::ErrorKind::PermissionDenied
+            ) =>
+        {
+            if target.exists() {
+                return Err(std::io::ErrorKind::AlreadyExists.into());
+            }
+            std::fs::rename(staged, target)
+        }
+        other => other,
     }
 }
 

@@ -612,7 +612,13 @@ impl S3Bucket {
             (Some(code), Some(message)) => format!("{code}: {message}"),
             (Some(code), None) => code,
             (None, _) if body.trim().is_empty() => "no details".to_owned(),
-            (None, _) => body.chars().take(200).collect(),
+            (None, _) => body
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .chars()
+                .take(200)
+                .collect(),
         };
         Err(self.store_error(what, key, format!("{status}: {said}{hint}")))
     }
