@@ -172,6 +172,8 @@ pub struct ObjectInfo {
     pub sha256: Option<String>,
     /// Its version, in a versioned bucket.
     pub version_id: Option<String>,
+    /// Its Object Lock retention: mode and retain-until date, if it has one.
+    pub lock: Option<(String, String)>,
 }
 
 /// An object a listing found.
@@ -358,6 +360,8 @@ impl S3Bucket {
             etag: header("etag"),
             sha256: header(SHA256_HEADER),
             version_id: header("x-amz-version-id"),
+            lock: header("x-amz-object-lock-mode")
+                .zip(header("x-amz-object-lock-retain-until-date")),
         }))
     }
 
@@ -602,7 +606,9 @@ impl S3Bucket {
                 self.endpoint,
                 self.endpoint_from
             ),
-            Some("AccessDenied") => " (the credentials are not allowed to do this)".to_owned(),
+            Some("AccessDenied") => {
+                " (the credentials may not do this, or Object Lock retains the object)".to_owned()
+            }
             _ if status == StatusCode::FORBIDDEN => {
                 " (check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)".to_owned()
             }

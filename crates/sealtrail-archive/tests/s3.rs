@@ -245,26 +245,38 @@ fn object_lock_keeps_the_published_versions() {
     write(&archive, 1, 50, 0).unwrap();
     let key = "1-50.manifest.json";
     let original = bucket.get(key, None, 1 << 20).unwrap().unwrap();
-    let version = bucket
-        .head(key)
-        .unwrap()
-        .unwrap()
-        .version_id
-        .expect("versioned");
-    // COMPLIANCE retention: the version cannot be deleted.
+    let info = bucket.head(key).unwrap().unwrap();
+    let version = info.version_id.expect("versioned");
+    let (mode, until) = info.lock.expect("retained");
+    assert_eq!(mode, "COMPLIANCE");
+    let tomorrow = sealtrail_core::time_format::format_micros(
+        sealtrail_core::time_format::now_micros() + 86_400_000_000,
+    );
+    assert_eq!(until[..13], tomorrow[..13], "{until}");
+    // COMPLIANCE retention: neither version can be deleted.
     let err = bucket.delete(key, Some(&version)).unwrap_err().to_string();
     assert!(err.contains("403") || err.contains("AccessDenied"), "{err}");
-    let segment_version = bucket
-        .head("1-50.ndjson.zst")
-        .unwrap()
-        .unwrap()
-        .version_id
+    let segment = bucket.head("1-50.ndjson.zst").unwrap().unwrap();
+    assert_eq!(segment.lock.as_ref().map(|l| &*l.0), Some("COMPLIANCE"));
+    let err = bucket
+        .delete("1-50.ndjson.zst", Some(&segment.version_id.unwrap()))
+        .unwrap_err();
+    eprintln!("deleting a locked version: {err}");
+    // (While a version put without retention in the same bucket can be.)
+    let unlocked = b"unlocked".to_vec();
+    bucket
+        .put_bytes(
+            "scratch",
+            unlocked.clone(),
+            &PutOptions::for_bytes(&unlocked),
+        )
         .unwrap();
-    assert!(
-        bucket
-            .delete("1-50.ndjson.zst", Some(&segment_version))
-            .is_err()
-    );
+    let scratch = bucket.head("scratch").unwrap().unwrap();
+    assert_eq!(scratch.lock, None);
+    bucket
+        .delete("scratch", Some(&scratch.version_id.unwrap()))
+        .unwrap();
+    assert_eq!(bucket.head("scratch").unwrap(), None);
     // Overwriting makes a new version (S3 locks versions, not keys): verify reports the
     // change, and the locked original is still there, unchanged.
     let forged = b"{}".to_vec();
