@@ -4,8 +4,10 @@
 //! that this one command stays the whole of CI: a throwaway PostgreSQL cluster (installed
 //! with apt if its binaries are missing) whose URL the tests read from
 //! `SEALTRAIL_TEST_POSTGRES`, and aiosmtpd (from PyPI, in a virtualenv under `target/`)
-//! whose Python they read from `SEALTRAIL_TEST_SMTPD_PYTHON`, and `cryptography` likewise for
-//! the evidence checker (`SEALTRAIL_TEST_EVIDENCE_PYTHON`). Every other server a test
+//! whose Python they read from `SEALTRAIL_TEST_SMTPD_PYTHON`, `cryptography` likewise for
+//! the evidence checker (`SEALTRAIL_TEST_EVIDENCE_PYTHON`), and moto (`moto[server]` from
+//! PyPI, likewise), the S3-compatible server of the archive's tests, whose `moto_server`
+//! they read from `SEALTRAIL_TEST_MOTO_SERVER`. Every other server a test
 //! talks to it starts itself. Last, schemathesis checks the API against its OpenAPI
 //! document (`api_fuzz.rs`), and each fuzz target runs for a bounded time (`fuzz.rs`).
 
@@ -53,6 +55,13 @@ pub fn run() -> anyhow::Result<()> {
             &evidence_python,
         )
     };
+    let moto = sealtrail_testkit::s3::install_moto(&crate::root().join("target/test-tools/moto"))?;
+    eprintln!(
+        "xtask: moto for the archive's S3 tests at {}",
+        moto.display()
+    );
+    // SAFETY: as above.
+    unsafe { std::env::set_var(sealtrail_testkit::s3::MOTO_SERVER_ENV, &moto) };
     run_step("cargo", &["test", "--workspace", "--all-targets"])?;
     run_step("cargo", &["test", "--workspace", "--doc"])?;
     crate::api_fuzz::run()?;

@@ -17,6 +17,18 @@ pub enum ArchiveError {
     /// The caller handed the writer something that cannot make a valid segment.
     #[error("{0}")]
     Invalid(String),
+    /// An archive location or its settings (the S3 environment variables) do not do.
+    #[error("{0}")]
+    Settings(String),
+    /// An object store could not be reached or refused a request.
+    #[error("{context}: {detail}")]
+    ObjectStore {
+        /// The request and the object's `s3://` URL.
+        context: String,
+        /// The store's error code and message, or the transport's failure, with a hint at
+        /// the setting to check.
+        detail: String,
+    },
     /// A reader refused a segment that does not verify.
     #[error("{}: does not verify: {problem}", path.display())]
     Refused {

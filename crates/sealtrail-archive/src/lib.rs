@@ -46,11 +46,34 @@
 //! caller's job: this crate has no database code, so the CLI (and later retention) drive it
 //! from a `LogReader`.
 //!
-//! Segments live in a directory for now; an object store (S3) is for later.
+//! Segments live in a directory or in a bucket of an S3-compatible object store
+//! ([`ArchiveLocation`]: `DIR` or `s3://bucket[/prefix]`, settings from the standard AWS
+//! variables). A location writes a segment through a local staging copy and publishes it
+//! (segment, then manifest; idempotently, optionally under S3 Object Lock), lists, opens
+//! and verifies its segments; objects are fetched to a temporary directory and checked by
+//! the same code as a directory's.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), sealtrail_archive::ArchiveError> {
+//! use sealtrail_archive::ArchiveLocation;
+//! let location = ArchiveLocation::parse("s3://audit-archive/log-a")?;
+//! for segment in location.list_segments()? {
+//!     let opened = location.open_segment(&segment, None)?; // verified
+//!     for event in opened.events()? {
+//!         println!("{}", String::from_utf8_lossy(&event?.to_api_json()));
+//!     }
+//! }
+//! let report = location.verify(None)?;
+//! assert!(report.ok());
+//! # Ok(()) }
+//! ```
 
 mod error;
 mod format;
+mod location;
+mod publish;
 mod read;
+pub mod s3;
 mod verify;
 mod write;
 
@@ -60,6 +83,8 @@ pub use format::{
     ManifestCheckpoint, manifest_file_name, parse_stem, segment_file_name, segment_stem,
     valid_label,
 };
+pub use location::{ArchiveLocation, LocatedSegment, OpenedSegment};
+pub use publish::{LocationWriter, Published};
 pub use read::{
     ArchivedEvent, ArchivedEvents, SegmentLocation, VerifiedSegment, list_segments, locate_event_id,
 };

@@ -227,22 +227,24 @@ impl ArchiveReport {
 /// Most threads verifying segments at once.
 const MAX_VERIFY_THREADS: usize = 16;
 
-/// Verifies each segment (they are independent) on every core, in their given order.
-fn verify_in_parallel(paths: &[PathBuf], key: Option<&CheckpointVerifier>) -> Vec<SegmentReport> {
+/// `check` applied to each item (segments are independent) on every core, in their given
+/// order.
+pub(crate) fn in_parallel<T: Sync, R: Send>(items: &[T], check: impl Fn(&T) -> R + Sync) -> Vec<R> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, MAX_VERIFY_THREADS)
-        .min(paths.len().max(1));
-    let mut reports: Vec<(usize, SegmentReport)> = std::thread::scope(|scope| {
+        .min(items.len().max(1));
+    let check = &check;
+    let mut results: Vec<(usize, R)> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|worker| {
                 scope.spawn(move || {
-                    paths
+                    items
                         .iter()
                         .enumerate()
                         .skip(worker)
                         .step_by(threads)
-                        .map(|(i, path)| (i, verify_segment(path, key)))
+                        .map(|(i, item)| (i, check(item)))
                         .collect::<Vec<_>>()
                 })
             })
@@ -252,8 +254,8 @@ fn verify_in_parallel(paths: &[PathBuf], key: Option<&CheckpointVerifier>) -> Ve
             .flat_map(|w| w.join().expect("a segment check does not panic"))
             .collect()
     });
-    reports.sort_by_key(|(i, _)| *i);
-    reports.into_iter().map(|(_, report)| report).collect()
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, result)| result).collect()
 }
 
 /// Verifies every segment in `dir` (its `*.manifest.json`, and any `*.ndjson.zst` without
@@ -269,38 +271,59 @@ pub fn verify_dir(
     for entry in entries {
         let entry = entry.map_err(|e| ArchiveError::io(format!("listing {}", dir.display()), e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(stem) = name.strip_suffix(".manifest.json") {
-            manifests.push((parse_range(stem), entry.path()));
-        } else if let Some(stem) = name.strip_suffix(".ndjson.zst") {
-            segments.push((parse_range(stem), name));
+        if let Some(range) = name.strip_suffix(".manifest.json") {
+            manifests.push((parse_range(range), entry.path()));
+        } else if name.ends_with(".ndjson.zst") {
+            segments.push(name);
         }
     }
     // Seq order; names that are no range sort last (and are reported by verify_segment).
     manifests.sort_by_key(|(range, path)| (range.unwrap_or((u64::MAX, u64::MAX)), path.clone()));
     let paths: Vec<PathBuf> = manifests.into_iter().map(|(_, path)| path).collect();
     let mut report = ArchiveReport {
-        segments: verify_in_parallel(&paths, key),
+        segments: in_parallel(&paths, |path| verify_segment(path, key)),
         ..ArchiveReport::default()
     };
-    for (range, name) in segments {
-        let manifest = format!("{}.manifest.json", name.trim_end_matches(".ndjson.zst"));
-        if !dir.join(&manifest).exists() {
-            report.segments.push(SegmentReport {
-                path: dir.join(&name),
-                range,
-                seqs: 0,
-                records: 0,
-                segment_bytes: 0,
-                ndjson_bytes: 0,
-                key: if key.is_some() {
-                    KeyUsed::Pinned
-                } else {
-                    KeyUsed::Manifest
-                },
-                problem: Some(Problem::OrphanSegment),
-            });
+    for name in segments {
+        if !dir.join(manifest_name_of_segment(&name)).exists() {
+            report
+                .segments
+                .push(orphan_report(dir.join(&name), &name, key));
         }
     }
+    fill_gaps(&mut report);
+    Ok(report)
+}
+
+/// The manifest's name for the segment file `name` (`<stem>.ndjson.zst`).
+pub(crate) fn manifest_name_of_segment(name: &str) -> String {
+    format!("{}.manifest.json", name.trim_end_matches(".ndjson.zst"))
+}
+
+/// The report of the segment file `name` (at `path`) that has no manifest.
+pub(crate) fn orphan_report(
+    path: PathBuf,
+    name: &str,
+    key: Option<&CheckpointVerifier>,
+) -> SegmentReport {
+    SegmentReport {
+        path,
+        range: parse_range(name.trim_end_matches(".ndjson.zst")),
+        seqs: 0,
+        records: 0,
+        segment_bytes: 0,
+        ndjson_bytes: 0,
+        key: if key.is_some() {
+            KeyUsed::Pinned
+        } else {
+            KeyUsed::Manifest
+        },
+        problem: Some(Problem::OrphanSegment),
+    }
+}
+
+/// Records in `report` the seq ranges between its first and last segment that none covers.
+pub(crate) fn fill_gaps(report: &mut ArchiveReport) {
     let mut covered: Vec<(u64, u64)> = report.segments.iter().filter_map(|s| s.range).collect();
     covered.sort_unstable();
     let mut through: Option<u64> = None;
@@ -312,7 +335,6 @@ pub fn verify_dir(
         }
         through = Some(through.map_or(last, |t| t.max(last)));
     }
-    Ok(report)
 }
 
 /// The range a file name's stem names (`<first>-<last>[.<label>]`).

@@ -1,20 +1,20 @@
 //! `sealtrail archive write`: one archive segment of a seq range, read from the embedded
-//! store — the building block retention will call. It deletes nothing from the store.
+//! store, published to a directory or an `s3://` location — the building block retention
+//! will call. It deletes nothing from the store.
 //! `sealtrail archive get` and `archive query`: archived events found again, offline, each
 //! read only from a segment that verified.
 //!
 //! `verify --archive` (verify.rs) checks segments offline.
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use sealtrail_archive::{
-    ArchivedEvent, DEFAULT_ZSTD_LEVEL, Manifest, SegmentEntry, SegmentSpec, SegmentWriter,
-    VerifiedSegment,
+    ArchiveLocation, ArchivedEvent, DEFAULT_ZSTD_LEVEL, LocationWriter, Published, SegmentEntry,
+    SegmentSpec,
 };
 use sealtrail_core::CheckpointVerifier;
 use sealtrail_core::query::EventFilter;
@@ -32,8 +32,9 @@ const READ_PAGE_EVENTS: usize = 10_000;
 
 #[derive(Subcommand, Debug)]
 pub enum ArchiveCommand {
-    /// Write the events with seqs FROM..=TO to a segment and its manifest in OUT, proved
-    /// against the newest signed checkpoint. Deletes nothing from the store.
+    /// Write the events with seqs FROM..=TO to a segment and its manifest in OUT (a
+    /// directory or s3://bucket[/prefix]), proved against the newest signed checkpoint.
+    /// Deletes nothing from the store.
     Write(WriteArgs),
     /// Print the archived event with this seq or event id (the API's JSON), after verifying
     /// the segment it is in.
@@ -68,8 +69,10 @@ impl PublicKeyArg {
 
 #[derive(Args, Debug)]
 pub struct GetArgs {
-    /// The archive directory.
-    dir: PathBuf,
+    /// The archive: a directory or s3://bucket[/prefix] (S3 settings from AWS_ENDPOINT_URL,
+    /// AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).
+    #[arg(value_name = "DIR_OR_URL")]
+    location: String,
     /// The event's seq, or its id.
     seq_or_id: String,
     #[command(flatten)]
@@ -78,8 +81,9 @@ pub struct GetArgs {
 
 #[derive(Args, Debug)]
 pub struct ArchiveQueryArgs {
-    /// The archive directory.
-    dir: PathBuf,
+    /// The archive: a directory or s3://bucket[/prefix].
+    #[arg(value_name = "DIR_OR_URL")]
+    location: String,
     #[command(flatten)]
     filter: FilterArgs<Events>,
     /// At most this many events.
@@ -102,9 +106,17 @@ pub struct WriteArgs {
     /// Last seq of the range (inclusive).
     #[arg(long)]
     to: u64,
-    /// The archive directory (created if needed).
-    #[arg(long)]
-    out: PathBuf,
+    /// The archive: a directory (created if needed) or s3://bucket[/prefix] (S3 settings
+    /// from AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    /// SEALTRAIL_S3_PATH_STYLE). Writing an identical segment again succeeds; a different
+    /// one under the same range is refused.
+    #[arg(long, value_name = "DIR_OR_URL")]
+    out: String,
+    /// With S3: lock the segment and manifest with Object Lock in COMPLIANCE mode for this
+    /// many days (nobody can delete or overwrite them before then; the bucket must have
+    /// Object Lock enabled).
+    #[arg(long, value_name = "DAYS")]
+    object_lock_days: Option<u32>,
     /// Archive only this tenant's records; the other seqs of the range keep their leaf
     /// hashes only, so the segment still verifies.
     #[arg(long)]
@@ -125,35 +137,33 @@ pub fn run(command: ArchiveCommand) -> anyhow::Result<ExitCode> {
 /// `archive get`: finds the segment (by the manifests' ranges for a seq, by scanning for an
 /// id), verifies it, and prints the event read from it.
 fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
+    let location = ArchiveLocation::parse(&args.location)?;
     let key = args.key.verifier()?;
     let wanted = args.seq_or_id.trim();
     let (segment, seq) = match wanted.parse::<u64>() {
         Ok(seq) => {
-            let segment = sealtrail_archive::list_segments(&args.dir)?
+            let segment = location
+                .list_segments()?
                 .into_iter()
                 .find(|s| (s.first_seq..=s.last_seq).contains(&seq))
-                .with_context(|| format!("seq {seq} is in no segment of {}", args.dir.display()))?;
+                .with_context(|| format!("seq {seq} is in no segment of {location}"))?;
             (segment, seq)
         }
-        Err(_) => sealtrail_archive::locate_event_id(&args.dir, wanted, key.as_ref())?
-            .with_context(|| {
-                format!(
-                    "no archived event has id {wanted} in {}",
-                    args.dir.display()
-                )
-            })?,
+        Err(_) => location
+            .locate_event_id(wanted, key.as_ref())?
+            .with_context(|| format!("no archived event has id {wanted} in {location}"))?,
     };
-    let verified = VerifiedSegment::open(&segment.manifest_path, key.as_ref())?;
+    let verified = location.open_segment(&segment, key.as_ref())?;
     let event = verified.event_at(seq)?.with_context(|| {
         format!(
             "seq {seq} is in {} as its leaf hash only: its record was not archived there",
-            segment.manifest_path.display()
+            segment.shown
         )
     })?;
     if wanted.parse::<u64>().is_err() && !event.record.id.to_string().eq_ignore_ascii_case(wanted) {
         bail!(
             "{} changed while being read: seq {seq} no longer holds event {wanted}",
-            segment.manifest_path.display()
+            segment.shown
         );
     }
     let mut out = std::io::stdout().lock();
@@ -172,17 +182,18 @@ fn query(args: ArchiveQueryArgs) -> anyhow::Result<ExitCode> {
             .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     filter.check().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let location = ArchiveLocation::parse(&args.location)?;
     let key = args.key.verifier()?;
     let mut out = std::io::stdout().lock();
     let mut table: Vec<ArchivedEvent> = Vec::new();
     let mut printed = 0;
     // Overlapping segments hold some seqs twice: each is printed once, in seq order.
     let mut through = 0;
-    'segments: for segment in sealtrail_archive::list_segments(&args.dir)? {
+    'segments: for segment in location.list_segments()? {
         if printed >= args.limit {
             break;
         }
-        let verified = VerifiedSegment::open(&segment.manifest_path, key.as_ref())?;
+        let verified = location.open_segment(&segment, key.as_ref())?;
         for event in verified.events()? {
             let event = event?;
             if event.stored.seq <= through || !filter.matches(&event.columns()) {
@@ -224,30 +235,31 @@ fn query(args: ArchiveQueryArgs) -> anyhow::Result<ExitCode> {
 /// streams the range's events into a segment proved against that checkpoint, and reports.
 fn write(args: WriteArgs) -> anyhow::Result<ExitCode> {
     check_range(args.from, args.to)?;
+    let mut location = ArchiveLocation::parse(&args.out).context("--out")?;
+    if let Some(days) = args.object_lock_days {
+        location = location.with_object_lock_days(days)?;
+    }
     let dir = &args.data.data_dir;
     let verifier = sealtrail_store::sqlite::log_verifier(dir)?;
     // The server may have committed its newest checkpoint without having fsync'd it yet.
     sealtrail_store::sqlite::sync_committed(dir)?;
     let reader = SqliteReader::open(dir)?;
     let checkpoint = covering_checkpoint(&reader, args.to)?;
-    let mut writer = SegmentWriter::create(
-        &args.out,
-        SegmentSpec {
-            origin: verifier.origin().to_owned(),
-            first_seq: args.from,
-            last_seq: args.to,
-            only_tenant: args.only_tenant.clone(),
-            zstd_level: args.zstd_level,
-            label: None,
-        },
-    )?;
+    let mut writer = location.create_segment(SegmentSpec {
+        origin: verifier.origin().to_owned(),
+        first_seq: args.from,
+        last_seq: args.to,
+        only_tenant: args.only_tenant.clone(),
+        zstd_level: args.zstd_level,
+        label: None,
+    })?;
     let bar = progress_bar(args.to - args.from + 1);
     let started = std::time::Instant::now();
     push_range(&reader, &mut writer, &args, &bar)?;
     let boundary = reader.range_proof(args.from, args.to, checkpoint.tree_size)?;
-    let manifest = writer.finish(&checkpoint.note, &verifier, &boundary)?;
+    let published = writer.finish(&checkpoint.note, &verifier, &boundary)?;
     bar.finish_and_clear();
-    print_summary(&args.out, &manifest, started.elapsed().as_secs_f64());
+    print_summary(&published, started.elapsed().as_secs_f64());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -289,7 +301,7 @@ fn progress_bar(seqs: u64) -> ProgressBar {
 /// log is an error.
 fn push_range(
     reader: &SqliteReader,
-    writer: &mut SegmentWriter,
+    writer: &mut LocationWriter<'_>,
     args: &WriteArgs,
     bar: &ProgressBar,
 ) -> anyhow::Result<()> {
@@ -321,7 +333,7 @@ fn push_range(
 /// retention removed. Returns `upto`.
 fn push_leaves_only(
     ledger: &dyn RetentionLedger,
-    writer: &mut SegmentWriter,
+    writer: &mut LocationWriter<'_>,
     after: u64,
     upto: u64,
 ) -> anyhow::Result<u64> {
@@ -354,11 +366,17 @@ fn push_leaves_only(
 
 /// Prints what was written: where, the range, the records, the compression, the time
 /// taken and the checkpoint it was proved against.
-fn print_summary(out: &Path, manifest: &Manifest, secs: f64) {
+fn print_summary(published: &Published, secs: f64) {
+    let manifest = &published.manifest;
     println!(
-        "wrote {}: seqs {}..={}, {} records, {} bytes ({:.1}x smaller than its {} bytes of NDJSON) in {secs:.1}s; \
+        "{} {}: seqs {}..={}, {} records, {} bytes ({:.1}x smaller than its {} bytes of NDJSON) in {secs:.1}s; \
          proved against the signed checkpoint of size {} ({} boundary hashes)",
-        out.join(&manifest.segment_file).display(),
+        if published.already_there {
+            "already archived, identical:"
+        } else {
+            "wrote"
+        },
+        published.segment,
         manifest.first_seq,
         manifest.last_seq,
         manifest.archived_events,

@@ -1,5 +1,6 @@
-//! `sealtrail verify`: the log in a store, or (`--archive DIR`) archive segments offline, or
-//! (`--evidence FILE`) an evidence bundle offline.
+//! `sealtrail verify`: the log in a store, or (`--archive DIR_OR_URL`) archive segments
+//! offline, in a directory or an S3-compatible bucket, or (`--evidence FILE`) an evidence
+//! bundle offline.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -21,10 +22,11 @@ pub struct VerifyArgs {
     /// --archive, from each manifest), which whoever can edit the log may also have replaced.
     #[arg(long)]
     public_key: Option<String>,
-    /// Verify the archive segments in this directory instead of a log: offline, with no
-    /// server and no database. (A local directory; object stores are not supported yet.)
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["checkpoint", "database_url"])]
-    archive: Option<PathBuf>,
+    /// Verify the archive segments in this directory or s3://bucket[/prefix] instead of a
+    /// log: offline, with no server and no database (S3 settings from AWS_ENDPOINT_URL,
+    /// AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).
+    #[arg(long, value_name = "DIR_OR_URL", conflicts_with_all = ["checkpoint", "database_url"])]
+    archive: Option<String>,
     /// Verify an evidence bundle (`sealtrail export --evidence`) instead of a log: offline,
     /// its events' hashes and proofs, its checkpoints' signatures and their consistency.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["archive", "checkpoint", "database_url"])]
@@ -124,15 +126,13 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn verify_archive(dir: &Path, key: Option<&CheckpointVerifier>) -> anyhow::Result<ExitCode> {
+fn verify_archive(location: &str, key: Option<&CheckpointVerifier>) -> anyhow::Result<ExitCode> {
+    let location = sealtrail_archive::ArchiveLocation::parse(location).context("--archive")?;
     let started = std::time::Instant::now();
-    let report = sealtrail_archive::verify_dir(dir, key)?;
+    let report = location.verify(key)?;
     let secs = started.elapsed().as_secs_f64();
     if report.segments.is_empty() {
-        println!(
-            "FAILED: no archive segments (*.manifest.json) in {}",
-            dir.display()
-        );
+        println!("FAILED: no archive segments (*.manifest.json) in {location}");
         return Ok(ExitCode::FAILURE);
     }
     let (mut seqs, mut records, mut ndjson, mut compressed, mut failed) = (0, 0, 0, 0, 0);

@@ -4,14 +4,15 @@
 //! boundary) is reported with its reason, its file and its seq; archived events are found
 //! again byte for byte, and never read from a segment that does not verify.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
+mod common;
+
+use common::build_archive_log as build_log;
 use sealtrail_core::query::EventFilter;
-use sealtrail_core::time_format::parse_rfc3339_micros;
-use sealtrail_core::{EventLimits, PreparedEvent, TenantScope, prepare_event_value};
-use sealtrail_store::sqlite::{SqliteReader, open_log};
-use sealtrail_store::{LogReader as _, Sequencer, SequencerConfig};
+use sealtrail_store::LogReader as _;
+use sealtrail_store::sqlite::SqliteReader;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -24,49 +25,6 @@ const MANIFEST: &str = "37-250.manifest.json";
 
 fn sealtrail(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().unwrap()
-}
-
-fn prepare(n: u64) -> PreparedEvent {
-    let tenants = ["bloom", "golden-hour", "lakeside"];
-    let action = if n.is_multiple_of(5) {
-        "guest.invited"
-    } else {
-        "guest.dietary_restriction.updated"
-    };
-    prepare_event_value(
-        json!({
-            "tenant_id": tenants[(n % 3) as usize],
-            "action": action,
-            "resource_type": "guest",
-            "resource_id": (n % 17).to_string(),
-            "occurred_at": "2026-11-01T10:00:00Z",
-            "details": {"n": n},
-        }),
-        &TenantScope::Any,
-        parse_rfc3339_micros("2026-11-20T12:00:00Z").unwrap(),
-        &EventLimits::default(),
-    )
-    .unwrap()
-}
-
-/// A log of 300 events in three commits (so three signed checkpoints); returns its vkey.
-fn build_log(dir: &Path, origin: &str) -> String {
-    let (backend, signer) = open_log(dir, Some(origin)).unwrap();
-    let vkey = signer.verifier().vkey();
-    let (handle, thread) = Sequencer::spawn(
-        backend,
-        signer,
-        SequencerConfig::default(),
-        Default::default(),
-    )
-    .unwrap();
-    for commit in 0..3 {
-        let events = (0..100).map(|i| prepare(commit * 100 + i)).collect();
-        handle.append_blocking(events).unwrap();
-    }
-    drop(handle);
-    thread.join().unwrap();
-    vkey
 }
 
 struct Archive {
@@ -261,7 +219,7 @@ fn only_one_tenants_records_are_archived_and_the_segment_still_verifies() {
 }
 
 #[test]
-fn archive_write_refuses_a_range_past_the_signed_log_and_an_archived_range() {
+fn archive_write_refuses_a_range_past_the_signed_log_and_another_segment_of_an_archived_range() {
     let archive = Archive::new("sealtrail.test/log");
     let data = archive._tmp.path().join("data");
     let out = sealtrail(&[
@@ -290,8 +248,39 @@ fn archive_write_refuses_a_range_past_the_signed_log_and_an_archived_range() {
         "--out",
         archive.dir.to_str().unwrap(),
     ]);
+    // The same segment again (a rerun after a crash) succeeds and changes nothing.
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("already archived, identical"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // Another segment of the same range is refused.
+    let out = sealtrail(&[
+        "archive",
+        "write",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--from",
+        "37",
+        "--to",
+        "250",
+        "--only-tenant",
+        "bloom",
+        "--out",
+        archive.dir.to_str().unwrap(),
+    ]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("37-250.ndjson.zst already exists and differs"),
+        "{said}"
+    );
+    assert!(archive.verify(true).0);
 }
 
 #[test]

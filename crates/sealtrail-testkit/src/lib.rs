@@ -3,6 +3,7 @@
 
 pub mod pg;
 pub mod python;
+pub mod s3;
 pub mod smtp;
 pub mod tls;
 

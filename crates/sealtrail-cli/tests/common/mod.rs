@@ -8,7 +8,11 @@ use std::io::{BufRead as _, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use serde_json::Value;
+use sealtrail_core::time_format::parse_rfc3339_micros;
+use sealtrail_core::{EventLimits, PreparedEvent, TenantScope, prepare_event_value};
+use sealtrail_store::sqlite::open_log;
+use sealtrail_store::{Sequencer, SequencerConfig};
+use serde_json::{Value, json};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_sealtrail");
 
@@ -147,4 +151,49 @@ pub async fn all_events(url: &str, key: &str) -> Vec<Value> {
             None => return events,
         }
     }
+}
+
+pub fn prepare_guest_event(n: u64) -> PreparedEvent {
+    let tenants = ["bloom", "golden-hour", "lakeside"];
+    let action = if n.is_multiple_of(5) {
+        "guest.invited"
+    } else {
+        "guest.dietary_restriction.updated"
+    };
+    prepare_event_value(
+        json!({
+            "tenant_id": tenants[(n % 3) as usize],
+            "action": action,
+            "resource_type": "guest",
+            "resource_id": (n % 17).to_string(),
+            "occurred_at": "2026-11-01T10:00:00Z",
+            "details": {"n": n},
+        }),
+        &TenantScope::Any,
+        parse_rfc3339_micros("2026-11-20T12:00:00Z").unwrap(),
+        &EventLimits::default(),
+    )
+    .unwrap()
+}
+
+/// An embedded log in `dir` of 300 events in three commits (so three signed checkpoints); returns its vkey.
+pub fn build_archive_log(dir: &Path, origin: &str) -> String {
+    let (backend, signer) = open_log(dir, Some(origin)).unwrap();
+    let vkey = signer.verifier().vkey();
+    let (handle, thread) = Sequencer::spawn(
+        backend,
+        signer,
+        SequencerConfig::default(),
+        Default::default(),
+    )
+    .unwrap();
+    for commit in 0..3 {
+        let events = (0..100)
+            .map(|i| prepare_guest_event(commit * 100 + i))
+            .collect();
+        handle.append_blocking(events).unwrap();
+    }
+    drop(handle);
+    thread.join().unwrap();
+    vkey
 }
