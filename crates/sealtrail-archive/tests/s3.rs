@@ -73,6 +73,7 @@ fn write(
         last_seq: last,
         only_tenant: None,
         zstd_level: 3,
+        label: None,
     })?;
     for seq in first..=last {
         let i = (seq - 1) as usize;
