@@ -155,6 +155,68 @@ impl ArchiveLocation {
         Ok(self)
     }
 
+    /// Removes the segment whose file names start with `stem` (retention, once every event
+    /// archived in it is past its retention): the segment file first, then the manifest, so
+    /// a manifest never points at a complete-looking segment that is half gone. Removing
+    /// what is not there is no error. On S3 a delete of a versioned key adds a delete
+    /// marker; versions under Object Lock stay until their retention ends.
+    pub fn remove_segment(&self, stem: &str) -> Result<(), ArchiveError> {
+        for name in [
+            format!("{stem}.ndjson.zst"),
+            format!("{stem}.manifest.json"),
+        ] {
+            match &self.place {
+                Place::Dir(dir) => {
+                    let path = dir.join(&name);
+                    match std::fs::remove_file(&path) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => {
+                            return Err(ArchiveError::io(
+                                format!("removing {}", path.display()),
+                                e,
+                            ));
+                        }
+                    }
+                }
+                Place::S3 { bucket, prefix } => bucket.delete(&Self::key(prefix, &name), None)?,
+            }
+        }
+        if let Place::Dir(dir) = &self.place
+            && let Ok(d) = std::fs::File::open(dir)
+        {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+
+    /// Removes what a writer cut off (a crash) left in a directory: `*.partial` files and
+    /// `.staging-*` directories. Nothing to do on S3, whose staging copies are in the
+    /// system's temporary directory. Call it only when no segment is being written here.
+    pub fn remove_leftovers(&self) -> Result<(), ArchiveError> {
+        let Place::Dir(dir) = &self.place else {
+            return Ok(());
+        };
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(ArchiveError::io(format!("listing {}", dir.display()), e)),
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            let removed = if name.ends_with(".partial") {
+                std::fs::remove_file(&path)
+            } else if name.starts_with(".staging-") && path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                continue;
+            };
+            removed.map_err(|e| ArchiveError::io(format!("removing {}", path.display()), e))?;
+        }
+        Ok(())
+    }
+
     /// Lists `page` keys per request (S3's ListObjectsV2 `max-keys`; 1000 unless set).
     pub fn with_list_page(mut self, page: usize) -> Self {
         self.list_page = page.max(1);

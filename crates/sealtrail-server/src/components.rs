@@ -56,6 +56,7 @@ pub(crate) struct Parts {
     blind: Option<Arc<dyn sealtrail_crypto::BlindIndexStore>>,
     holds: Arc<sealtrail_store::holds::HoldStore>,
     retention: Arc<Retention>,
+    archive: Option<Arc<sealtrail_archive::ArchiveLocation>>,
 }
 
 impl Parts {
@@ -87,9 +88,9 @@ impl Parts {
             blind: self.blind.clone(),
             access: access_log.clone(),
             metrics: metrics.clone(),
-            archive: config.retention_run.archive_to.clone().map(|dir| {
+            archive: self.archive.map(|location| {
                 Arc::new(crate::app::archived::ArchiveReader::new(
-                    dir,
+                    location,
                     self.verifier.clone(),
                 ))
             }),
@@ -178,7 +179,9 @@ impl Components {
         if let Some(index) = blind.clone() {
             tasks.push(spawn_blind_indexer(index, &store, &opener, &shutdown));
         }
-        let retention = Arc::new(open_retention(config, &store, holds.clone()).await?);
+        let archive = open_archive(config).await?;
+        let retention =
+            Arc::new(open_retention(config, &store, holds.clone(), archive.clone()).await?);
         tasks.extend(retention.clone().spawn_schedule(
             log.clone(),
             config.limits.event.clone(),
@@ -206,6 +209,7 @@ impl Components {
             blind,
             holds,
             retention,
+            archive,
         };
         Ok((components, parts))
     }
@@ -425,10 +429,33 @@ async fn open_embedded_store(config: &Config, hooks: SequencerHooks) -> Result<S
 }
 
 /// Retention over the opened store, with its ledger on a connection of its own.
+/// The archive retention writes to and `include_archived` reads, opened on a blocking
+/// thread (an S3 location builds a blocking HTTP client).
+async fn open_archive(
+    config: &Config,
+) -> Result<Option<Arc<sealtrail_archive::ArchiveLocation>>, ServerError> {
+    let Some(text) = config.retention_run.archive_to.clone() else {
+        return Ok(None);
+    };
+    let lock_days = config.retention_run.object_lock_days;
+    let location = tokio::task::spawn_blocking(move || {
+        let location = sealtrail_archive::ArchiveLocation::parse(&text)?;
+        match lock_days {
+            Some(days) => location.with_object_lock_days(days),
+            None => Ok(location),
+        }
+    })
+    .await
+    .map_err(|e| ServerError::Archive(e.to_string()))?
+    .map_err(|e| ServerError::Archive(e.to_string()))?;
+    Ok(Some(Arc::new(location)))
+}
+
 async fn open_retention(
     config: &Config,
     store: &Store,
     holds: Arc<sealtrail_store::holds::HoldStore>,
+    archive: Option<Arc<sealtrail_archive::ArchiveLocation>>,
 ) -> Result<Retention, ServerError> {
     let ledger: Arc<dyn sealtrail_store::retention::RetentionLedger> = match &config.database_url {
         Some(url) => {
@@ -454,5 +481,6 @@ async fn open_retention(
             .database_url
             .is_none()
             .then(|| config.data_dir.clone()),
+        archive,
     }))
 }

@@ -64,10 +64,13 @@ pub struct Config {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetentionRunSettings {
-    /// The directory archive segments are written to. Without it nothing is archived:
-    /// events past their archive age keep their bodies in the hot store (runs still delete
-    /// what is past its retention).
-    pub archive_to: Option<PathBuf>,
+    /// Where archive segments are written: a directory, or `s3://bucket[/prefix]` (S3
+    /// settings from the `AWS_*` variables). Without it nothing is archived: events past
+    /// their archive age keep their bodies in the hot store (runs still delete what is
+    /// past its retention).
+    pub archive_to: Option<String>,
+    /// Upload segments to S3 under Object Lock (COMPLIANCE) for this many days.
+    pub object_lock_days: Option<u32>,
     /// zstd level of the segments (1–19).
     pub zstd_level: i32,
     /// Hours between the server's own runs; 0 runs retention only when asked
@@ -79,6 +82,7 @@ impl Default for RetentionRunSettings {
     fn default() -> Self {
         Self {
             archive_to: None,
+            object_lock_days: None,
             zstd_level: sealtrail_archive::DEFAULT_ZSTD_LEVEL,
             every_hours: 24,
         }

@@ -57,6 +57,9 @@ pub enum ServerError {
     /// The sinks could not start (configuration, secrets, their state file).
     #[error("{0}")]
     Sinks(String),
+    /// The archive (`retention_run.archive_to`) cannot be used.
+    #[error("retention_run.archive_to: {0}")]
+    Archive(String),
     /// Serving failed.
     #[error("server failed: {0}")]
     Serve(std::io::Error),

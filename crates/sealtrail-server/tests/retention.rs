@@ -8,7 +8,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use common::TestServer;
 use sealtrail_core::retention_policy::{Policy, PolicyOverride};
@@ -250,16 +249,56 @@ struct Setup {
     admin: String,
     /// Seq of each case, in CASES order.
     seqs: Vec<u64>,
-    archive: std::path::PathBuf,
+    archive: sealtrail_archive::ArchiveLocation,
+    /// Keeps the S3 server of an archive on S3 running.
+    _moto: Option<sealtrail_testkit::s3::MotoServer>,
 }
 
 async fn setup() -> Setup {
-    setup_on(false).await
+    setup_on(false, false).await
 }
 
-async fn setup_on(postgres: bool) -> Setup {
-    let archive_dir = tempfile::tempdir().unwrap().keep();
-    let archive = archive_dir.clone();
+async fn setup_on(postgres: bool, s3: bool) -> Setup {
+    let (archive_text, moto) = match s3 {
+        false => (
+            tempfile::tempdir()
+                .unwrap()
+                .keep()
+                .to_string_lossy()
+                .into_owned(),
+            None,
+        ),
+        true => {
+            let moto = tokio::task::spawn_blocking(|| {
+                let moto = sealtrail_testkit::s3::MotoServer::start()
+                    .expect("moto_server (cargo xtask test installs it)");
+                // The server reads its S3 settings where every S3 client does.
+                for (name, value) in moto.env() {
+                    // SAFETY: set before the server starts; no other thread of this
+                    // test reads these variables concurrently (they name only moto).
+                    unsafe { std::env::set_var(name, value) };
+                }
+                let settings = sealtrail_archive::s3::S3Settings::from_env().unwrap();
+                sealtrail_archive::s3::S3Bucket::new(&settings, "archive")
+                    .unwrap()
+                    .create(false)
+                    .unwrap();
+                moto
+            })
+            .await
+            .unwrap();
+            ("s3://archive/log-a".to_owned(), Some(moto))
+        }
+    };
+    let archive_dir = archive_text.clone();
+    let archive = {
+        let text = archive_text.clone();
+        tokio::task::spawn_blocking(move || {
+            sealtrail_archive::ArchiveLocation::parse(&text).unwrap()
+        })
+        .await
+        .unwrap()
+    };
     let (cluster, url) = match postgres {
         true => {
             let (cluster, url) = common::postgres_with_schema().await;
@@ -313,24 +352,26 @@ async fn setup_on(postgres: bool) -> Setup {
         admin,
         seqs,
         archive,
+        _moto: moto,
     }
 }
 
-/// seq → has an archived record, over every verified segment in `dir`.
-fn archived_records(dir: &Path, verifier: &CheckpointVerifier) -> BTreeMap<u64, Vec<u8>> {
+/// seq → has an archived record, over every verified segment at `location`.
+fn archived_records(
+    location: &sealtrail_archive::ArchiveLocation,
+    verifier: &CheckpointVerifier,
+) -> BTreeMap<u64, Vec<u8>> {
     let mut out = BTreeMap::new();
-    if !dir.exists() {
-        return out;
-    }
-    let report = sealtrail_archive::verify_dir(dir, Some(verifier)).unwrap();
+    let Ok(segments) = location.list_segments() else {
+        return out; // a directory not created yet: nothing archived
+    };
+    let report = location.verify(Some(verifier)).unwrap();
     assert!(
         report.segments.iter().all(|s| s.problem.is_none()),
         "{report:?}"
     );
-    for location in sealtrail_archive::list_segments(dir).unwrap() {
-        let segment =
-            sealtrail_archive::VerifiedSegment::open(&location.manifest_path, Some(verifier))
-                .unwrap();
+    for located in segments {
+        let segment = location.open_segment(&located, Some(verifier)).unwrap();
         for event in segment.events().unwrap() {
             let event = event.unwrap();
             out.insert(event.stored.seq, event.stored.record);
@@ -569,8 +610,25 @@ async fn a_run_archives_deletes_and_keeps_exactly_what_policies_and_holds_say() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_archiving_to_s3_archives_deletes_and_keeps_the_same() {
+    let setup = setup_on(false, true).await;
+    run_through_the_api(&setup).await;
+    tokio::task::block_in_place(|| {
+        let ledger = setup.store.ledger();
+        let report = run_at_now(&setup, &*ledger, now_micros() + 11 * 365 * DAY);
+        check_cases_now(&setup, years_later);
+        assert!(!report.segments_removed.is_empty(), "{report:?}");
+        assert_eq!(
+            setup.archive.list_segments().unwrap().len(),
+            ledger.segments().unwrap().len(),
+            "the bucket and the ledger agree"
+        );
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_on_postgresql_archives_deletes_and_keeps_the_same() {
-    let setup = setup_on(true).await;
+    let setup = setup_on(true, false).await;
     run_through_the_api(&setup).await;
     // Years on, with the clock under the test's control: only held events remain.
     tokio::task::block_in_place(|| {
@@ -600,7 +658,7 @@ fn run_at_now(setup: &Setup, ledger: &dyn RetentionLedger, now: i64) -> RunRepor
         reader: &*reader,
         ledger,
         policies: &policies,
-        archive_dir: Some(&setup.archive),
+        archive: Some(&setup.archive),
         zstd_level: 3,
         verifier: &setup.verifier,
         holds: &holds,
@@ -633,9 +691,7 @@ async fn years_later_only_held_events_remain_and_segments_go_with_their_events()
     let left: Vec<SegmentUse> = ledger.segments().unwrap();
     assert!(left.iter().all(|s| s.live > 0), "{left:?}");
     assert!(!report.segments_removed.is_empty(), "{report:?}");
-    let on_disk = sealtrail_archive::list_segments(&setup.archive)
-        .unwrap()
-        .len();
+    let on_disk = setup.archive.list_segments().unwrap().len();
     assert_eq!(on_disk, left.len(), "files and ledger agree");
 }
 

@@ -4,9 +4,7 @@
 //! query's order. Slower than a hot read by design: every segment is read and verified on
 //! each request; it is for the rare look into the past, not for dashboards.
 
-use std::path::PathBuf;
-
-use sealtrail_archive::VerifiedSegment;
+use sealtrail_archive::ArchiveLocation;
 use sealtrail_core::query::{Order, PageCursor, PageRequest};
 use sealtrail_core::{CheckpointVerifier, StoredEvent};
 use sealtrail_store::EventPage;
@@ -14,9 +12,10 @@ use uuid::Uuid;
 
 use super::AppError;
 
-/// The archive directory retention writes to, read with the log's key pinned.
+/// The archive retention writes to (a directory or an S3 bucket), read with the log's
+/// key pinned.
 pub struct ArchiveReader {
-    dir: PathBuf,
+    location: std::sync::Arc<ArchiveLocation>,
     verifier: CheckpointVerifier,
 }
 
@@ -27,20 +26,19 @@ fn refused(e: sealtrail_archive::ArchiveError) -> AppError {
 }
 
 impl ArchiveReader {
-    /// The archive in `dir`, its segments checked against `verifier`.
-    pub fn new(dir: PathBuf, verifier: CheckpointVerifier) -> Self {
-        Self { dir, verifier }
+    /// The archive at `location`, its segments checked against `verifier`.
+    pub fn new(location: std::sync::Arc<ArchiveLocation>, verifier: CheckpointVerifier) -> Self {
+        Self { location, verifier }
     }
 
     /// The archived events `request` matches after its cursor, in its order, at most
     /// `limit + 1` of them (one more tells whether a page follows), each seq once.
     pub fn page(&self, request: &PageRequest) -> Result<Vec<StoredEvent>, AppError> {
         let mut found: Vec<StoredEvent> = Vec::new();
-        if !self.dir.exists() {
-            return Ok(found);
-        }
-        for location in sealtrail_archive::list_segments(&self.dir).map_err(refused)? {
-            let segment = VerifiedSegment::open(&location.manifest_path, Some(&self.verifier))
+        for located in self.list()? {
+            let segment = self
+                .location
+                .open_segment(&located, Some(&self.verifier))
                 .map_err(refused)?;
             for event in segment.events().map_err(refused)? {
                 let event = event.map_err(refused)?;
@@ -65,18 +63,45 @@ impl ArchiveReader {
 
     /// The archived event with this id, if any.
     pub fn get(&self, id: &Uuid) -> Result<Option<StoredEvent>, AppError> {
-        if !self.dir.exists() {
+        if self.list()?.is_empty() {
             return Ok(None);
         }
-        let located =
-            sealtrail_archive::locate_event_id(&self.dir, &id.to_string(), Some(&self.verifier))
-                .map_err(refused)?;
-        let Some((location, seq)) = located else {
+        let located = self
+            .location
+            .locate_event_id(&id.to_string(), Some(&self.verifier))
+            .map_err(refused)?;
+        let Some((located, seq)) = located else {
             return Ok(None);
         };
-        let segment = VerifiedSegment::open(&location.manifest_path, Some(&self.verifier))
+        let segment = self
+            .location
+            .open_segment(&located, Some(&self.verifier))
             .map_err(refused)?;
         Ok(segment.event_at(seq).map_err(refused)?.map(|e| e.stored))
+    }
+
+    /// The segments, none for a directory not created yet (nothing archived).
+    fn list(&self) -> Result<Vec<sealtrail_archive::LocatedSegment>, AppError> {
+        match self.location.list_segments() {
+            Ok(list) => Ok(list),
+            Err(sealtrail_archive::ArchiveError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Ok(Vec::new())
+            }
+            Err(e) => Err(refused(e)),
+        }
+    }
+}
+
+impl Drop for ArchiveReader {
+    fn drop(&mut self) {
+        // The last handle on an S3 location drops its blocking HTTP client: off the async
+        // workers, on a thread of its own.
+        let location = self.location.clone();
+        let _ = std::thread::Builder::new()
+            .name("sealtrail-archive-close".into())
+            .spawn(move || drop(location));
     }
 }
 

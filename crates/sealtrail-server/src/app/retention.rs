@@ -40,6 +40,8 @@ struct Inner {
     /// The embedded store's data directory: its newest commit is fsync'd before a run
     /// proves segments against it. None on PostgreSQL, where a commit is durable.
     sqlite_dir: Option<PathBuf>,
+    /// Where segments go.
+    archive: Option<Arc<sealtrail_archive::ArchiveLocation>>,
 }
 
 /// What the server needs to run retention.
@@ -60,6 +62,8 @@ pub struct RetentionParts {
     pub settings: RetentionRunSettings,
     /// The embedded store's data directory (None on PostgreSQL).
     pub sqlite_dir: Option<PathBuf>,
+    /// Where segments go (opened from `settings.archive_to`).
+    pub archive: Option<Arc<sealtrail_archive::ArchiveLocation>>,
 }
 
 impl Retention {
@@ -74,6 +78,7 @@ impl Retention {
             policies,
             settings,
             sqlite_dir,
+            archive,
         } = parts;
         Self {
             inner: Arc::new(Inner {
@@ -85,6 +90,7 @@ impl Retention {
                 policies,
                 settings,
                 sqlite_dir,
+                archive,
             }),
             running: tokio::sync::Mutex::new(()),
         }
@@ -161,6 +167,18 @@ impl Retention {
     }
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // An S3 location holds a blocking HTTP client, whose runtime must not be dropped
+        // on an async worker: let it go on a thread of its own.
+        if let Some(archive) = self.archive.take() {
+            let _ = std::thread::Builder::new()
+                .name("sealtrail-archive-close".into())
+                .spawn(move || drop(archive));
+        }
+    }
+}
+
 impl Inner {
     fn run(&self, now: i64, dry_run: bool) -> Result<RunReport, StoreError> {
         if let Some(dir) = &self.sqlite_dir {
@@ -175,7 +193,7 @@ impl Inner {
             reader: &*self.reader,
             ledger: &*self.ledger,
             policies: &self.policies,
-            archive_dir: self.settings.archive_to.as_deref(),
+            archive: self.archive.as_deref(),
             zstd_level: self.settings.zstd_level,
             verifier: &self.verifier,
             holds: &holds,

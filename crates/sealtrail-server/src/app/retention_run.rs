@@ -20,9 +20,8 @@
 //! Legal holds are read again before each window's deletions.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
-use sealtrail_archive::{SegmentEntry, SegmentSpec, SegmentWriter, VerifiedSegment};
+use sealtrail_archive::{ArchiveLocation, SegmentEntry, SegmentSpec};
 use sealtrail_core::CheckpointVerifier;
 use sealtrail_core::merkle::Hash;
 use sealtrail_core::retention_policy::{Fate, RetentionConfig, RetentionPlan};
@@ -42,8 +41,9 @@ pub struct RunContext<'a> {
     pub ledger: &'a dyn RetentionLedger,
     /// The policies.
     pub policies: &'a RetentionConfig,
-    /// Where segments go; none: nothing is archived and bodies stay hot.
-    pub archive_dir: Option<&'a Path>,
+    /// Where segments go (a directory or an S3 bucket); none: nothing is archived and
+    /// bodies stay hot.
+    pub archive: Option<&'a ArchiveLocation>,
     /// zstd level of new segments.
     pub zstd_level: i32,
     /// The log's checkpoint verifier (its origin names segments' log).
@@ -150,9 +150,9 @@ pub fn run(
         )?;
         return Ok(report);
     }
-    if let Some(dir) = cx.archive_dir {
-        remove_partials(dir)?;
-        adopt_unrecorded(cx, dir, &mut report)?;
+    if let Some(location) = cx.archive {
+        location.remove_leftovers().map_err(archive_error)?;
+        adopt_unrecorded(cx, location, &mut report)?;
     }
     let mut first = 1;
     while first <= through {
@@ -160,10 +160,10 @@ pub fn run(
         let rows = window_rows(cx.ledger, first - 1, last)?;
         let holds = (cx.holds)()?;
         let work = plan_window(cx, &rows, now, &*holds, &mut report);
-        if let Some(dir) = cx.archive_dir {
+        if let Some(location) = cx.archive {
             for (index, ((_, month, _), seqs)) in work.archive.iter().enumerate() {
                 let label = format!("{}-{month}-{index}", report.run);
-                let stem = write_segment(cx, dir, &rows, seqs, &label, checkpoint)?;
+                let stem = write_segment(cx, location, &rows, seqs, &label, checkpoint)?;
                 cx.ledger.mark_archived(&stem, seqs)?;
                 report.segments_written.push(stem);
             }
@@ -174,8 +174,8 @@ pub fn run(
         first = last + 1;
         progress(last, through);
     }
-    if let Some(dir) = cx.archive_dir {
-        remove_expired_segments(cx, dir, &mut report)?;
+    if let Some(location) = cx.archive {
+        remove_expired_segments(cx, location, &mut report)?;
     }
     report.partitions_dropped = cx.ledger.drop_expired_storage()?;
     Ok(report)
@@ -237,7 +237,7 @@ fn plan_window(
             work.delete.push(row.seq);
             continue;
         }
-        if cx.archive_dir.is_none() {
+        if cx.archive.is_none() {
             if due.archive {
                 counts.not_archived += 1;
             }
@@ -264,7 +264,7 @@ fn plan_window(
 /// seq in between from `rows`), proved against `checkpoint`. Returns its stem.
 fn write_segment(
     cx: &RunContext<'_>,
-    dir: &Path,
+    location: &ArchiveLocation,
     rows: &[LedgerRow],
     seqs: &[u64],
     label: &str,
@@ -286,7 +286,7 @@ fn write_segment(
         .filter(|r| (first..=last).contains(&r.seq))
         .map(|r| (r.seq, r.leaf_hash))
         .collect();
-    let mut writer = SegmentWriter::create(dir, spec).map_err(archive_error)?;
+    let mut writer = location.create_segment(spec).map_err(archive_error)?;
     for seq in first..=last {
         let leaf_hash = *leaves.get(&seq).ok_or_else(|| {
             StoreError::Integrity(format!(
@@ -318,50 +318,25 @@ fn archive_error(e: sealtrail_archive::ArchiveError) -> StoreError {
     StoreError::Invalid(format!("archive: {e}"))
 }
 
-/// Removes what a writer cut off left (`*.partial`): only a run writes in the directory.
-fn remove_partials(dir: &Path) -> Result<(), StoreError> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(StoreError::io(format!("listing {}", dir.display()), e)),
-    };
-    for entry in entries.flatten() {
-        if entry.file_name().to_string_lossy().ends_with(".partial") {
-            let path = entry.path();
-            std::fs::remove_file(&path)
-                .map_err(|e| StoreError::io(format!("removing {}", path.display()), e))?;
-        }
-    }
-    Ok(())
-}
-
-fn stem_of(manifest: &Path) -> String {
-    manifest
-        .file_name()
-        .unwrap_or_default()
-        .to_string_lossy()
-        .trim_end_matches(".manifest.json")
-        .to_owned()
+fn stem_of(manifest_name: &str) -> String {
+    manifest_name.trim_end_matches(".manifest.json").to_owned()
 }
 
 /// Records the events of published segments the ledger does not know (a run cut off
 /// between publishing and recording), once each verifies against the log's key.
 fn adopt_unrecorded(
     cx: &RunContext<'_>,
-    dir: &Path,
+    location: &ArchiveLocation,
     report: &mut RunReport,
 ) -> Result<(), StoreError> {
-    if !dir.exists() {
-        return Ok(());
-    }
     let known: std::collections::BTreeSet<String> =
         cx.ledger.segments()?.into_iter().map(|s| s.stem).collect();
-    for location in sealtrail_archive::list_segments(dir).map_err(archive_error)? {
-        let stem = stem_of(&location.manifest_path);
+    for found in location.list_segments().map_err(archive_error)? {
+        let stem = stem_of(&found.manifest_name);
         if known.contains(&stem) || !is_run_segment(&stem) {
             continue;
         }
-        let segment = match VerifiedSegment::open(&location.manifest_path, Some(cx.verifier)) {
+        let segment = match location.open_segment(&found, Some(cx.verifier)) {
             Ok(segment) => segment,
             Err(e) => {
                 report.segments_refused.push(format!("{stem}: {e}"));
@@ -386,31 +361,20 @@ fn is_run_segment(stem: &str) -> bool {
         .is_some_and(|l| l.starts_with('r'))
 }
 
-/// Removes the segments every event of which is deleted, segment file first (a manifest
-/// without its segment is never mistaken for a complete one), then forgets them.
+/// Removes the segments every event of which is deleted (segment file first, then the
+/// manifest), then forgets them.
 fn remove_expired_segments(
     cx: &RunContext<'_>,
-    dir: &Path,
+    location: &ArchiveLocation,
     report: &mut RunReport,
 ) -> Result<(), StoreError> {
     for segment in cx.ledger.segments()? {
         if segment.live > 0 {
             continue;
         }
-        for file in [
-            format!("{}.ndjson.zst", segment.stem),
-            format!("{}.manifest.json", segment.stem),
-        ] {
-            let path: PathBuf = dir.join(file);
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(StoreError::io(format!("removing {}", path.display()), e)),
-            }
-        }
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
+        location
+            .remove_segment(&segment.stem)
+            .map_err(archive_error)?;
         cx.ledger.forget_segment(&segment.stem)?;
         report.segments_removed.push(segment.stem);
     }
