@@ -11,11 +11,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
 use sealtrail_archive::{
     ArchiveLocation, ArchivedEvent, DEFAULT_ZSTD_LEVEL, LocationWriter, Published, SegmentEntry,
     SegmentSpec,
 };
+use sealtrail_backup::{Progress as _, Unit};
 use sealtrail_core::CheckpointVerifier;
 use sealtrail_core::query::EventFilter;
 use sealtrail_store::retention::RetentionLedger;
@@ -253,12 +253,17 @@ fn write(args: WriteArgs) -> anyhow::Result<ExitCode> {
         zstd_level: args.zstd_level,
         label: None,
     })?;
-    let bar = progress_bar(args.to - args.from + 1);
+    let mut progress = crate::progress::Report::new();
+    progress.begin(
+        &format!("archiving seqs {}..={}", args.from, args.to),
+        args.to - args.from + 1,
+        Unit::Events,
+    );
     let started = std::time::Instant::now();
-    push_range(&reader, &mut writer, &args, &bar)?;
+    push_range(&reader, &mut writer, &args, &mut progress)?;
     let boundary = reader.range_proof(args.from, args.to, checkpoint.tree_size)?;
     let published = writer.finish(&checkpoint.note, &verifier, &boundary)?;
-    bar.finish_and_clear();
+    progress.end();
     print_summary(&published, started.elapsed().as_secs_f64());
     Ok(ExitCode::SUCCESS)
 }
@@ -285,16 +290,6 @@ fn covering_checkpoint(reader: &SqliteReader, to: u64) -> anyhow::Result<Checkpo
     Ok(checkpoint)
 }
 
-/// The progress bar of a segment of `seqs` seqs.
-fn progress_bar(seqs: u64) -> ProgressBar {
-    ProgressBar::new(seqs).with_style(
-        ProgressStyle::with_template(
-            "{spinner} archiving {bar:40} {pos}/{len} seqs ({per_sec}, eta {eta})",
-        )
-        .expect("the template is valid"),
-    )
-}
-
 /// Pushes every seq of `args.from..=args.to` from the store into `writer`, a page at a
 /// time, with the record only when `--only-tenant` lets it in. Seqs whose bodies retention
 /// removed go in as their leaf hashes (from the retention ledger); a seq absent from the
@@ -303,7 +298,7 @@ fn push_range(
     reader: &SqliteReader,
     writer: &mut LocationWriter<'_>,
     args: &WriteArgs,
-    bar: &ProgressBar,
+    progress: &mut crate::progress::Report,
 ) -> anyhow::Result<()> {
     let all = EventFilter::default();
     let ledger = sealtrail_store::sqlite::SqliteLedger::open(&args.data.data_dir)?;
@@ -324,7 +319,7 @@ fn push_range(
             after = event.seq;
         }
         after = push_leaves_only(&ledger, writer, after, page.scanned_through)?;
-        bar.set_position(after - args.from + 1);
+        progress.set(after - args.from + 1, args.to - args.from + 1);
     }
     Ok(())
 }

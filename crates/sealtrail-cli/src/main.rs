@@ -9,6 +9,7 @@ mod holds;
 mod ingest;
 mod keys;
 mod migrate;
+mod progress;
 mod query;
 mod retention;
 mod serve;

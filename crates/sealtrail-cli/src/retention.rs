@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
+use sealtrail_backup::{Progress as _, Unit};
 use sealtrail_core::retention_policy::Fate;
 use sealtrail_server::Config;
 use sealtrail_store::LogReader;
@@ -171,10 +171,8 @@ fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
         true => ActiveHolds::load(&sealtrail_store::holds::HoldStore::open(&config.data_dir)?)?,
         false => ActiveHolds(Vec::new()),
     };
-    let bar = ProgressBar::new(0).with_style(
-        ProgressStyle::with_template("{spinner} planning {bar:40} {pos}/{len} events ({per_sec})")
-            .expect("the template is valid"),
-    );
+    let mut progress = crate::progress::Report::new();
+    progress.begin("planning retention", through, Unit::Events);
     let started = std::time::Instant::now();
     let plan = sealtrail_store::retention::plan(
         &*ledger,
@@ -182,12 +180,9 @@ fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
         now,
         through,
         &holds,
-        |done, total| {
-            bar.set_length(total);
-            bar.set_position(done);
-        },
+        |done, total| progress.set(done, total),
     )?;
-    bar.finish_and_clear();
+    progress.end();
     if args.json {
         let rows: Vec<serde_json::Value> = plan
             .rows

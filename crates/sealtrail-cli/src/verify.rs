@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
+use sealtrail_backup::{Progress as _, Unit};
 use sealtrail_core::CheckpointVerifier;
 use sealtrail_store::verify::verify_sqlite;
 
@@ -82,24 +82,17 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         .as_ref()
         .map(|p| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display())))
         .transpose()?;
-    let bar = ProgressBar::new(0).with_style(
-        ProgressStyle::with_template(
-            "{spinner} verifying {bar:40} {pos}/{len} events ({per_sec}, eta {eta})",
-        )
-        .expect("the template is valid"),
-    );
+    let mut steps = crate::progress::Report::new();
+    steps.begin("verifying the log", 0, Unit::Events);
     let started = std::time::Instant::now();
-    let progress = |done, total| {
-        bar.set_length(total);
-        bar.set_position(done);
-    };
+    let progress = |done, total| steps.set(done, total);
     let report = match &args.database_url {
         Some(url) => {
             sealtrail_store::postgres::verify_postgres(url, &verifier, kept.as_deref(), progress)?
         }
         None => verify_sqlite(dir, &verifier, kept.as_deref(), progress)?,
     };
-    bar.finish_and_clear();
+    steps.end();
     match report.problem {
         None => {
             println!(
