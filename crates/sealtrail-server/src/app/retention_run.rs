@@ -314,8 +314,15 @@ fn write_segment(
     Ok(stem)
 }
 
+/// An archive failure as the run reports it: a fault of the server's storage, not of the
+/// request.
 fn archive_error(e: sealtrail_archive::ArchiveError) -> StoreError {
-    StoreError::Invalid(format!("archive: {e}"))
+    match e {
+        sealtrail_archive::ArchiveError::Io { context, source } => {
+            StoreError::io(format!("archive: {context}"), source)
+        }
+        other => StoreError::Integrity(format!("archive: {other}")),
+    }
 }
 
 fn stem_of(manifest_name: &str) -> String {
@@ -331,7 +338,17 @@ fn adopt_unrecorded(
 ) -> Result<(), StoreError> {
     let known: std::collections::BTreeSet<String> =
         cx.ledger.segments()?.into_iter().map(|s| s.stem).collect();
-    for found in location.list_segments().map_err(archive_error)? {
+    let listed = match location.list_segments() {
+        Ok(listed) => listed,
+        // A directory not created yet: nothing was published.
+        Err(sealtrail_archive::ArchiveError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Vec::new()
+        }
+        Err(e) => return Err(archive_error(e)),
+    };
+    for found in listed {
         let stem = stem_of(&found.manifest_name);
         if known.contains(&stem) || !is_run_segment(&stem) {
             continue;
