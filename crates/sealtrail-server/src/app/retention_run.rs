@@ -170,7 +170,25 @@ pub fn run(
         }
         let removed = cx.ledger.remove_bodies(&work.remove_body, now)?;
         debug_assert!(removed <= work.remove_body.len() as u64);
-        cx.ledger.mark_deleted(&work.delete, now)?;
+        // Holds are read again right before deleting: one placed while this window was
+        // archived keeps what it covers.
+        let holds = (cx.holds)()?;
+        let deletable: Vec<u64> = work
+            .delete
+            .iter()
+            .copied()
+            .filter(|seq| {
+                let row = &rows[rows
+                    .binary_search_by_key(seq, |r| r.seq)
+                    .expect("planned from rows")];
+                !holds.holds(
+                    &row.tenant_id,
+                    &row.resource_type,
+                    row.resource_id.as_deref(),
+                )
+            })
+            .collect();
+        cx.ledger.mark_deleted(&deletable, now)?;
         first = last + 1;
         progress(last, through);
     }
