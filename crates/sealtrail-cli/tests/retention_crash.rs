@@ -196,10 +196,11 @@ async fn a_retention_run_killed_anywhere_loses_nothing_and_the_next_run_complete
     // Only the run's own `retention.run` records (after the events) are hot.
     let left: Vec<&u64> = hot.iter().filter(|s| **s <= EVENTS).collect();
     assert!(left.is_empty(), "no archived body is left hot: {left:?}");
-    assert_eq!(
-        hot.len(),
-        3,
-        "the run is recorded in bloom, lakeside and _sealtrail"
+    // At least the totals in _sealtrail; a tenant's own record only if the completing run
+    // still changed its events (the killed runs may have done all of it).
+    assert!(
+        (1..=3).contains(&hot.len()),
+        "the completing run is recorded: {hot:?}"
     );
     assert_eq!(log_verifies(&data, &vkey), EVENTS);
     let out = common::sealtrail(&[
