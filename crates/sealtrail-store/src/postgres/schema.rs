@@ -183,6 +183,16 @@ const MIGRATIONS: &[&str] = &[
                         WHERE r.seq = e.seq AND r.deleted_at IS NOT NULL))',
                 part, part) INTO expired;
             IF expired THEN
+                -- Checked again under a lock that keeps out inserts: a back-dated event
+                -- committed between the first check and the drop must not go with it.
+                EXECUTE format('LOCK TABLE %I IN ACCESS EXCLUSIVE MODE', part);
+                EXECUTE format(
+                    'SELECT NOT EXISTS (SELECT 1 FROM %I AS e WHERE NOT EXISTS (
+                        SELECT 1 FROM retention AS r
+                        WHERE r.seq = e.seq AND r.deleted_at IS NOT NULL))',
+                    part) INTO expired;
+            END IF;
+            IF expired THEN
                 EXECUTE format('DROP TABLE %I', part);
                 RETURN NEXT part;
             END IF;
