@@ -631,14 +631,33 @@ async fn a_run_on_postgresql_archives_deletes_and_keeps_the_same() {
     let setup = setup_on(true, false).await;
     run_through_the_api(&setup).await;
     // Years on, with the clock under the test's control: only held events remain.
-    tokio::task::block_in_place(|| {
+    let dropped = tokio::task::block_in_place(|| {
         let ledger = setup.store.ledger();
         let report = run_at_now(&setup, &*ledger, now_micros() + 11 * 365 * DAY);
         check_cases_now(&setup, years_later);
         // Months none of whose events is held are dropped whole; the log still verifies
         // (check_cases) from the leaf hashes the id table keeps.
         assert!(!report.partitions_dropped.is_empty(), "{report:?}");
+        report.partitions_dropped[0].clone()
     });
+    // The running server's sequencer remembered that month's partition; a back-dated
+    // event for it still gets one.
+    let (year, month) = dropped
+        .strip_prefix("events_")
+        .and_then(|ym| ym.split_once('_'))
+        .unwrap_or_else(|| panic!("a partition name: {dropped}"));
+    let occurred_at = format!("{year}-{month}-15T12:00:00Z");
+    let late = json!({"tenant_id": "bloom", "action": "guest.imported", "resource_type": "guest",
+                      "resource_id": "guest-late", "occurred_at": occurred_at});
+    let (status, body) = setup
+        .server
+        .post_json(&setup.admin, "/v1/events", &json!({ "events": [late] }))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let found = events_in(&setup.server, &setup.admin, "bloom", "guest.imported").await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    let at = found[0]["occurred_at"].as_str().unwrap();
+    assert!(at.starts_with(&occurred_at[..19]), "{found:?}");
 }
 
 /// The run over the store, at a moment of the test's choosing.

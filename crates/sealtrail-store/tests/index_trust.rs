@@ -64,3 +64,63 @@ fn an_edited_index_cannot_show_a_tenant_another_tenants_events() {
     assert_eq!(page.events.len(), 10, "only bloom's own 10 events");
     assert!(page.events.iter().all(|e| e.tenant_id == "bloom"));
 }
+
+/// Bodies retention removed before the indexer reached them: pages stay full, the cursor
+/// still leads through every remaining event, and the indexer leaves them out.
+#[test]
+fn emptied_rows_the_index_has_not_reached_cut_no_page_short() {
+    use sealtrail_store::retention::RetentionLedger;
+    let mut log = TestLog::new();
+    log.append((0..60).map(event).collect());
+    let ledger = sealtrail_store::sqlite::SqliteLedger::open(log.path()).unwrap();
+    // Every other unindexed event's body leaves the hot store.
+    let emptied: Vec<u64> = (0..60u64)
+        .map(|n| n + 1)
+        .filter(|seq| seq % 2 == 0)
+        .collect();
+    ledger.mark_archived("1-60.test", &emptied).unwrap();
+    assert_eq!(
+        ledger.remove_bodies(&emptied, 1).unwrap(),
+        emptied.len() as u64
+    );
+    let all_pages = |log: &TestLog| {
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut params = vec![("limit".to_owned(), "7".to_owned())];
+            if let Some(cursor) = &after {
+                params.push(("cursor".to_owned(), cursor.clone()));
+            }
+            let request =
+                PageRequest::from_params(params.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                    .unwrap();
+            let page = log.reader.query(&request).unwrap();
+            seen.extend(page.events.iter().map(|e| e.seq));
+            match page.next {
+                Some(next) => {
+                    assert_eq!(page.events.len(), 7, "only the last page is short");
+                    after = Some(next.encode(request.order));
+                }
+                None => return seen,
+            }
+        }
+    };
+    let mut expected: Vec<u64> = (1..=60).filter(|seq| !emptied.contains(seq)).collect();
+    let mut seen = all_pages(&log);
+    seen.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(seen, expected);
+    log.index_all();
+    let mut seen = all_pages(&log);
+    seen.sort_unstable();
+    assert_eq!(seen, expected, "after indexing");
+    let index = common::sqlite(&log.path().join(INDEX_DB_FILE));
+    let indexed: i64 = index
+        .query_row("SELECT COUNT(*) FROM ev", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(
+        indexed as usize,
+        expected.len(),
+        "emptied rows are not indexed"
+    );
+}

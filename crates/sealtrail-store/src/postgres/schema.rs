@@ -200,7 +200,56 @@ const MIGRATIONS: &[&str] = &[
     END $$;
     ALTER FUNCTION sealtrail_drop_expired_partitions() SET search_path FROM CURRENT;
     "#,
+    // 4: sequencers learn that partitions were dropped.
+    r#"
+    -- A sequencer remembers which month partitions exist; one that is dropped must be
+    -- created again when a back-dated event for its month arrives. A drop now waits for
+    -- the writer's lock (104047630680066 = WRITER_LOCK), so no group is mid-write, and
+    -- counts itself in sealtrail_meta, which each group reads right after taking that
+    -- lock: a changed count clears what the sequencer remembers.
+    CREATE OR REPLACE FUNCTION sealtrail_drop_expired_partitions() RETURNS SETOF text
+    LANGUAGE plpgsql SECURITY DEFINER AS $$
+    DECLARE
+        part    text;
+        expired boolean;
+    BEGIN
+        FOR part IN
+            SELECT c.relname FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid
+            WHERE i.inhparent = 'events'::regclass ORDER BY c.relname
+        LOOP
+            EXECUTE format(
+                'SELECT EXISTS (SELECT 1 FROM %I)
+                    AND NOT EXISTS (SELECT 1 FROM %I AS e WHERE NOT EXISTS (
+                        SELECT 1 FROM retention AS r
+                        WHERE r.seq = e.seq AND r.deleted_at IS NOT NULL))',
+                part, part) INTO expired;
+            IF expired THEN
+                -- Checked again under the writer's lock and one that keeps out inserts:
+                -- a back-dated event committed between the first check and the drop
+                -- must not go with it.
+                PERFORM pg_advisory_xact_lock(104047630680066);
+                EXECUTE format('LOCK TABLE %I IN ACCESS EXCLUSIVE MODE', part);
+                EXECUTE format(
+                    'SELECT NOT EXISTS (SELECT 1 FROM %I AS e WHERE NOT EXISTS (
+                        SELECT 1 FROM retention AS r
+                        WHERE r.seq = e.seq AND r.deleted_at IS NOT NULL))',
+                    part) INTO expired;
+            END IF;
+            IF expired THEN
+                EXECUTE format('DROP TABLE %I', part);
+                INSERT INTO sealtrail_meta (key, value) VALUES ('partitions_dropped', '1')
+                ON CONFLICT (key) DO UPDATE
+                    SET value = (sealtrail_meta.value::bigint + 1)::text;
+                RETURN NEXT part;
+            END IF;
+        END LOOP;
+    END $$;
+    ALTER FUNCTION sealtrail_drop_expired_partitions() SET search_path FROM CURRENT;
+    "#,
 ];
+
+/// The `sealtrail_meta` key counting partition drops (migration 4).
+pub(crate) const PARTITIONS_DROPPED_KEY: &str = "partitions_dropped";
 
 /// Grants `role` what the service needs and nothing more: it can append to the log and
 /// read it, and remove an event's body for retention (a trigger refuses any other change),
@@ -311,4 +360,19 @@ pub fn check(client: &mut Client) -> Result<(), StoreError> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_drops_wait_for_the_writers_lock() {
+        let drop = MIGRATIONS[3];
+        assert!(drop.contains(&format!(
+            "pg_advisory_xact_lock({})",
+            crate::postgres::WRITER_LOCK
+        )));
+        assert!(drop.contains(&format!("'{PARTITIONS_DROPPED_KEY}'")));
+    }
 }

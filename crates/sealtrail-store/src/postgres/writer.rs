@@ -3,13 +3,14 @@
 
 use std::collections::{HashMap, HashSet};
 
-use postgres::Client;
 use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::Type;
+use postgres::{Client, SimpleQueryMessage};
 use sealtrail_core::merkle::Hash;
 use uuid::Uuid;
 
 use super::hash_column;
+use super::schema::PARTITIONS_DROPPED_KEY;
 use crate::StoreError;
 use crate::traits::{CheckpointRow, ExistingEvent, LogBackend, LogState, NewLeaf, Syncer};
 
@@ -32,6 +33,8 @@ pub struct PgBackend {
     partitions: HashSet<i64>,
     /// When the partitions ahead of the current month were last ensured.
     ahead_checked: std::time::Instant,
+    /// How many partitions retention had dropped when `partitions` was last trusted.
+    partitions_dropped: Option<String>,
 }
 
 /// How often a running sequencer makes sure the coming months have partitions.
@@ -46,6 +49,7 @@ impl PgBackend {
             in_transaction: false,
             partitions: HashSet::new(),
             ahead_checked: std::time::Instant::now(),
+            partitions_dropped: None,
         })
     }
 
@@ -278,10 +282,23 @@ impl LogBackend for PgBackend {
         }
         // Several servers may share the database: one writes at a time, for as long as
         // its transaction lasts (a server that dies releases the lock with its connection).
-        self.client.batch_execute(&format!(
-            "BEGIN; SELECT pg_advisory_xact_lock({WRITER_LOCK})"
+        // Read under that lock: whether a retention run dropped partitions since the last
+        // group, which makes the months remembered as having one a guess.
+        let replies = self.client.simple_query(&format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({WRITER_LOCK});
+             SELECT value FROM sealtrail_meta WHERE key = '{PARTITIONS_DROPPED_KEY}'"
         ))?;
         self.in_transaction = true;
+        let dropped = replies.iter().find_map(|reply| match reply {
+            SimpleQueryMessage::Row(row) if row.columns()[0].name() == "value" => {
+                row.get(0).map(str::to_owned)
+            }
+            _ => None,
+        });
+        if dropped != self.partitions_dropped {
+            self.partitions.clear();
+            self.partitions_dropped = dropped;
+        }
         Ok(())
     }
 

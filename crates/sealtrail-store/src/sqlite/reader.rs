@@ -249,6 +249,8 @@ pub(crate) fn page_sql(request: &PageRequest) -> (String, Vec<SqlValue>) {
     let mut tail = base;
     tail.severities(severities);
     tail.unindexed(request.visible_through);
+    // Inside the part, before its LIMIT: rows retention emptied must not cut a page short.
+    tail.clauses.push("length(record) > 0".into());
     part("main.events", tail);
     // The tenant is checked again on the log's own row: the index is derived data, and a
     // stale or edited index must not be able to show one tenant another's events.
