@@ -156,14 +156,15 @@ impl ArchiveLocation {
     }
 
     /// Removes the segment whose file names start with `stem` (retention, once every event
-    /// archived in it is past its retention): the segment file first, then the manifest, so
-    /// a manifest never points at a complete-looking segment that is half gone. Removing
-    /// what is not there is no error. On S3 a delete of a versioned key adds a delete
+    /// archived in it is past its retention): the manifest first, then the segment file —
+    /// the reverse of publishing — so readers, which find segments by their manifests,
+    /// never find one whose file is gone; a removal cut off leaves a segment file without
+    /// a manifest, which removing again takes away. Removing what is not there is no error. On S3 a delete of a versioned key adds a delete
     /// marker; versions under Object Lock stay until their retention ends.
     pub fn remove_segment(&self, stem: &str) -> Result<(), ArchiveError> {
         for name in [
-            format!("{stem}.ndjson.zst"),
             format!("{stem}.manifest.json"),
+            format!("{stem}.ndjson.zst"),
         ] {
             match &self.place {
                 Place::Dir(dir) => {

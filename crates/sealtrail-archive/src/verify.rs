@@ -609,10 +609,8 @@ fn walk_lines(compressed: impl Read, first: u64, last: u64) -> Result<SegmentLin
         records: 0,
         ndjson_bytes: 0,
     };
-    let decoder = zstd::stream::read::Decoder::new(compressed).map_err(|e| Problem::Corrupt {
-        after_seq: None,
-        detail: e.to_string(),
-    })?;
+    let decoder =
+        zstd::stream::read::Decoder::new(compressed).map_err(|e| read_failure(&e, None))?;
     let mut lines = BufReader::with_capacity(1 << 18, decoder);
     let mut buf = Vec::with_capacity(4096);
     loop {
@@ -632,6 +630,18 @@ fn walk_lines(compressed: impl Read, first: u64, last: u64) -> Result<SegmentLin
     Ok(walk)
 }
 
+/// What a failed read of a segment says: the system could not read the file (which may
+/// be passing), or what it read does not decompress (which is in the file).
+fn read_failure(e: &std::io::Error, after_seq: Option<u64>) -> Problem {
+    match e.raw_os_error() {
+        Some(_) => Problem::SegmentUnreadable(e.to_string()),
+        None => Problem::Corrupt {
+            after_seq,
+            detail: e.to_string(),
+        },
+    }
+}
+
 /// Reads one line, newline included, into `buf`: its length, or `None` at the end of the
 /// stream. A line longer than [`MAX_LINE_BYTES`] or cut off without a newline is a problem.
 pub(crate) fn read_line(
@@ -644,10 +654,7 @@ pub(crate) fn read_line(
     let n = lines
         .take(MAX_LINE_BYTES as u64 + 1)
         .read_until(b'\n', buf)
-        .map_err(|e| Problem::Corrupt {
-            after_seq: last_read,
-            detail: e.to_string(),
-        })?;
+        .map_err(|e| read_failure(&e, last_read))?;
     if n == 0 {
         return Ok(None);
     }

@@ -92,6 +92,7 @@ impl Parts {
                 Arc::new(crate::app::archived::ArchiveReader::new(
                     location,
                     self.verifier.clone(),
+                    self.retention.ledger(),
                 ))
             }),
         };

@@ -714,6 +714,50 @@ async fn years_later_only_held_events_remain_and_segments_go_with_their_events()
     assert_eq!(on_disk, left.len(), "files and ledger agree");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archived_event_deleted_past_retention_is_not_read_from_its_segment() {
+    let setup = setup().await;
+    let (server, admin) = (&setup.server, &setup.admin);
+    let (status, body) = server
+        .post_json(admin, "/v1/retention/run", &json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let path =
+        "/v1/events?tenant_id=bloom&resource_type=guest&resource_id=guest-2&include_archived=true";
+    let (_, page) = server.get(admin, path).await;
+    let archived = page["events"][0].clone();
+    let (id, seq) = (
+        archived["id"].as_str().unwrap().to_owned(),
+        archived["seq"].as_u64().unwrap(),
+    );
+    // As a later run does for an event past its retention.
+    let ledger = setup.store.ledger();
+    let deleted = tokio::task::block_in_place(|| ledger.mark_deleted(&[seq], now_micros()));
+    assert_eq!(deleted.unwrap(), 1);
+    // Its segment is still there: until a run removes it (or for good, when it holds
+    // events not yet deleted).
+    assert!(
+        tokio::task::block_in_place(|| setup.archive.list_segments())
+            .unwrap()
+            .len()
+            > 0
+    );
+    let (status, page) = server.get(admin, path).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["seq"] != seq),
+        "{page}"
+    );
+    let (status, body) = server
+        .get(admin, &format!("/v1/events/{id}?include_archived=true"))
+        .await;
+    assert_eq!(status, 404, "{body}");
+}
+
 /// A ledger that fails (as a crash would) at its `fail_at`-th change, then always.
 struct CrashingLedger<'a> {
     inner: &'a dyn RetentionLedger,
@@ -751,6 +795,9 @@ impl RetentionLedger for CrashingLedger<'_> {
     fn mark_deleted(&self, seqs: &[u64], at: i64) -> Result<u64, StoreError> {
         self.step()?;
         self.inner.mark_deleted(seqs, at)
+    }
+    fn deleted_among(&self, seqs: &[u64]) -> Result<std::collections::HashSet<u64>, StoreError> {
+        self.inner.deleted_among(seqs)
     }
     fn segments(&self) -> Result<Vec<SegmentUse>, StoreError> {
         self.inner.segments()
@@ -805,4 +852,61 @@ async fn a_run_cut_off_at_any_step_loses_nothing_and_the_next_run_completes_it()
             assert!(!report.segments_adopted.is_empty(), "{report:?}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unrecorded_segment_that_cannot_be_read_stops_the_run_and_a_copy_is_removed() {
+    let setup = setup().await;
+    let ledger = setup.store.ledger();
+    let now = now_micros();
+    let crashing = CrashingLedger {
+        inner: &*ledger,
+        changes: 0.into(),
+        fail_at: 0,
+    };
+    let cut = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run_at(&setup, &crashing, now)
+    }));
+    assert!(cut.is_err(), "cut off between publishing and recording");
+    let published = tokio::task::block_in_place(|| setup.archive.list_segments()).unwrap();
+    assert_eq!(published.len(), 1, "{published:?}");
+    let manifest = std::path::PathBuf::from(&published[0].shown);
+    let file =
+        std::path::PathBuf::from(published[0].shown.replace(".manifest.json", ".ndjson.zst"));
+    let aside = |p: &std::path::Path| p.with_extension("aside");
+
+    // Unreadable for now (a directory where the file was): the run stops rather than
+    // archive those events a second time.
+    std::fs::rename(&file, aside(&file)).unwrap();
+    std::fs::create_dir(&file).unwrap();
+    let stopped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run_at(&setup, &*ledger, now + 2_000_000)
+    }));
+    assert!(
+        stopped.is_err(),
+        "the run stops on an archive it cannot read"
+    );
+    let recorded = tokio::task::block_in_place(|| ledger.segments()).unwrap();
+    assert!(recorded.is_empty(), "nothing archived again: {recorded:?}");
+    std::fs::remove_dir(&file).unwrap();
+    std::fs::rename(aside(&file), &file).unwrap();
+
+    // A run that does not see it (its manifest away) archives the events again...
+    std::fs::rename(&manifest, aside(&manifest)).unwrap();
+    run_at(&setup, &*ledger, now + 4_000_000);
+    std::fs::rename(aside(&manifest), &manifest).unwrap();
+    // ...and the next run finds the first segment a copy of what is recorded: removed.
+    let report = run_at(&setup, &*ledger, now + 6_000_000);
+    let stem = published[0]
+        .manifest_name
+        .trim_end_matches(".manifest.json");
+    assert_eq!(report.segments_removed, vec![stem.to_owned()], "{report:?}");
+    assert!(report.segments_adopted.is_empty(), "{report:?}");
+    assert!(!manifest.exists() && !file.exists());
+    let again = run_at(&setup, &*ledger, now + 8_000_000);
+    assert!(
+        again.segments_removed.is_empty() && again.segments_adopted.is_empty(),
+        "{again:?}"
+    );
+    check_cases(&setup, |i| CASES[i].5);
 }

@@ -204,6 +204,9 @@ pub trait RetentionLedger: Send + Sync {
     /// Deletes `seqs` past their retention: body, and the user and resource ids. Returns how
     /// many were not deleted before.
     fn mark_deleted(&self, seqs: &[u64], at: i64) -> Result<u64, StoreError>;
+    /// Those of `seqs` the ledger records as deleted past their retention: a segment keeps
+    /// their records until every event in it is deleted, and nobody may read them there.
+    fn deleted_among(&self, seqs: &[u64]) -> Result<std::collections::HashSet<u64>, StoreError>;
     /// Every segment the ledger records, with how many of its events are still live.
     fn segments(&self) -> Result<Vec<SegmentUse>, StoreError>;
     /// Forgets a segment whose files were removed (every event in it was deleted).

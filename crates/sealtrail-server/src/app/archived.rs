@@ -8,6 +8,7 @@ use sealtrail_archive::ArchiveLocation;
 use sealtrail_core::query::{Order, PageCursor, PageRequest};
 use sealtrail_core::{CheckpointVerifier, StoredEvent};
 use sealtrail_store::EventPage;
+use sealtrail_store::retention::RetentionLedger;
 use uuid::Uuid;
 
 use super::AppError;
@@ -17,6 +18,9 @@ use super::AppError;
 pub struct ArchiveReader {
     location: std::sync::Arc<ArchiveLocation>,
     verifier: CheckpointVerifier,
+    /// Which archived events were since deleted past retention: their segment keeps them
+    /// until every event in it is deleted, but they are gone for readers.
+    ledger: std::sync::Arc<dyn RetentionLedger>,
 }
 
 fn refused(e: sealtrail_archive::ArchiveError) -> AppError {
@@ -26,9 +30,18 @@ fn refused(e: sealtrail_archive::ArchiveError) -> AppError {
 }
 
 impl ArchiveReader {
-    /// The archive at `location`, its segments checked against `verifier`.
-    pub fn new(location: std::sync::Arc<ArchiveLocation>, verifier: CheckpointVerifier) -> Self {
-        Self { location, verifier }
+    /// The archive at `location`, its segments checked against `verifier`, what was
+    /// deleted read from `ledger`.
+    pub fn new(
+        location: std::sync::Arc<ArchiveLocation>,
+        verifier: CheckpointVerifier,
+        ledger: std::sync::Arc<dyn RetentionLedger>,
+    ) -> Self {
+        Self {
+            location,
+            verifier,
+            ledger,
+        }
     }
 
     /// The archived events `request` matches after its cursor, in its order, at most
@@ -57,8 +70,19 @@ impl ArchiveReader {
         }
         sort(&mut found, request.order);
         found.dedup_by_key(|e| e.seq);
-        found.truncate(request.limit + 1);
-        Ok(found)
+        // In order, a page's worth at a time, until enough are left after the deleted.
+        let wanted = request.limit + 1;
+        let mut kept = Vec::with_capacity(wanted.min(found.len()));
+        for chunk in found.chunks(wanted) {
+            let seqs: Vec<u64> = chunk.iter().map(|e| e.seq).collect();
+            let deleted = self.ledger.deleted_among(&seqs).map_err(AppError::from)?;
+            kept.extend(chunk.iter().filter(|e| !deleted.contains(&e.seq)).cloned());
+            if kept.len() >= wanted {
+                break;
+            }
+        }
+        kept.truncate(wanted);
+        Ok(kept)
     }
 
     /// The archived event with this id, if any.
@@ -77,6 +101,14 @@ impl ArchiveReader {
             .location
             .open_segment(&located, Some(&self.verifier))
             .map_err(refused)?;
+        if self
+            .ledger
+            .deleted_among(&[seq])
+            .map_err(AppError::from)?
+            .contains(&seq)
+        {
+            return Ok(None);
+        }
         Ok(segment.event_at(seq).map_err(refused)?.map(|e| e.stored))
     }
 

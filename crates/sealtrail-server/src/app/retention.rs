@@ -67,6 +67,11 @@ pub struct RetentionParts {
 }
 
 impl Retention {
+    /// The store's retention ledger (reads that include the archive consult it).
+    pub fn ledger(&self) -> Arc<dyn RetentionLedger> {
+        self.inner.ledger.clone()
+    }
+
     /// Retention over `parts`.
     pub fn new(parts: RetentionParts) -> Self {
         let RetentionParts {

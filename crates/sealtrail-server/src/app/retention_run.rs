@@ -373,6 +373,10 @@ fn adopt_unrecorded(
         }
         let segment = match location.open_segment(&found, Some(cx.verifier)) {
             Ok(segment) => segment,
+            // It could not be read (this time, or until someone repairs the archive): the
+            // run stops, and the next one tries again. Going on would archive its events a
+            // second time, and the copy would never be recorded.
+            Err(e) if unreadable(&e) => return Err(archive_error(e)),
             Err(e) => {
                 report.segments_refused.push(format!("{stem}: {e}"));
                 continue;
@@ -383,9 +387,33 @@ fn adopt_unrecorded(
             seqs.push(event.map_err(archive_error)?.stored.seq);
         }
         cx.ledger.mark_archived(&stem, &seqs)?;
-        report.segments_adopted.push(stem);
+        let recorded = cx.ledger.segments()?.iter().any(|s| s.stem == stem);
+        if recorded {
+            report.segments_adopted.push(stem);
+        } else {
+            // Every event in it is recorded in another segment (it was archived again while
+            // this one could not be read): a copy, which would otherwise be found unknown
+            // at every run.
+            tracing::warn!(segment = %stem, "removing an archive segment whose events are all archived in others");
+            location.remove_segment(&stem).map_err(archive_error)?;
+            report.segments_removed.push(stem);
+        }
     }
     Ok(())
+}
+
+/// Whether `e` says the archive could not be read, rather than that what it read does
+/// not verify.
+fn unreadable(e: &sealtrail_archive::ArchiveError) -> bool {
+    use sealtrail_archive::{ArchiveError, Problem};
+    match e {
+        ArchiveError::Io { .. } | ArchiveError::ObjectStore { .. } => true,
+        ArchiveError::Refused { problem, .. } => matches!(
+            problem,
+            Problem::ManifestUnreadable(_) | Problem::SegmentUnreadable(_)
+        ),
+        _ => false,
+    }
 }
 
 /// Segments retention wrote carry a run label (`archive write` writes unlabelled ones,
@@ -396,8 +424,8 @@ fn is_run_segment(stem: &str) -> bool {
         .is_some_and(|l| l.starts_with('r'))
 }
 
-/// Removes the segments every event of which is deleted (segment file first, then the
-/// manifest), then forgets them.
+/// Removes the segments every event of which is deleted (manifest first, then the segment
+/// file), then forgets them.
 fn remove_expired_segments(
     cx: &RunContext<'_>,
     location: &ArchiveLocation,

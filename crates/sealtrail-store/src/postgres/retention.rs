@@ -155,6 +155,15 @@ impl RetentionLedger for PgLedger {
         Ok(())
     }
 
+    fn deleted_among(&self, seqs: &[u64]) -> Result<std::collections::HashSet<u64>, StoreError> {
+        let seqs: Vec<i64> = seqs.iter().map(|&seq| seq as i64).collect();
+        let rows = self.client()?.query(
+            "SELECT seq FROM retention WHERE seq = ANY($1) AND deleted_at IS NOT NULL",
+            &[&seqs],
+        )?;
+        Ok(rows.iter().map(|r| r.get::<_, i64>(0) as u64).collect())
+    }
+
     fn remove_bodies(&self, seqs: &[u64], at: i64) -> Result<u64, StoreError> {
         let mut removed = 0;
         for chunk in seqs.chunks(SEQS_PER_TRANSACTION) {

@@ -141,6 +141,19 @@ impl RetentionLedger for SqliteLedger {
         Ok(())
     }
 
+    fn deleted_among(&self, seqs: &[u64]) -> Result<std::collections::HashSet<u64>, StoreError> {
+        let conn = self.conn.lock().expect("not poisoned");
+        let mut stmt = conn
+            .prepare_cached("SELECT 1 FROM retention WHERE seq = ?1 AND deleted_at IS NOT NULL")?;
+        let mut deleted = std::collections::HashSet::new();
+        for &seq in seqs {
+            if stmt.exists(params![seq as i64])? {
+                deleted.insert(seq);
+            }
+        }
+        Ok(deleted)
+    }
+
     fn remove_bodies(&self, seqs: &[u64], at: i64) -> Result<u64, StoreError> {
         let mut removed = 0;
         for chunk in seqs.chunks(SEQS_PER_TRANSACTION) {
