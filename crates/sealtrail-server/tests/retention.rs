@@ -737,10 +737,9 @@ async fn an_archived_event_deleted_past_retention_is_not_read_from_its_segment()
     // Its segment is still there: until a run removes it (or for good, when it holds
     // events not yet deleted).
     assert!(
-        tokio::task::block_in_place(|| setup.archive.list_segments())
+        !tokio::task::block_in_place(|| setup.archive.list_segments())
             .unwrap()
-            .len()
-            > 0
+            .is_empty()
     );
     let (status, page) = server.get(admin, path).await;
     assert_eq!(status, 200, "{page}");

@@ -120,6 +120,24 @@ fn a_deleted_event_is_found() {
 }
 
 #[test]
+fn an_event_deleted_from_a_partition_that_stays_is_found_whatever_the_ledger_says() {
+    let (db, verifier) = stopped_log();
+    // Retention drops whole partitions; a forger who deletes one row and writes the
+    // ledger row a run would have written is still found.
+    db.client()
+        .batch_execute(
+            "INSERT INTO retention (seq, deleted_at) VALUES (300, 1);
+             DELETE FROM events WHERE seq = 300",
+        )
+        .unwrap();
+    let finding = verify(&db, &verifier).expect("found");
+    assert!(
+        matches!(finding, Finding::Missing { seq: 300, ref detail } if detail.contains("dropped partition")),
+        "{finding}"
+    );
+}
+
+#[test]
 fn an_id_pointing_elsewhere_is_found() {
     let (db, verifier) = stopped_log();
     db.client()

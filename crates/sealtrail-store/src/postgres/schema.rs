@@ -200,8 +200,19 @@ const MIGRATIONS: &[&str] = &[
     END $$;
     ALTER FUNCTION sealtrail_drop_expired_partitions() SET search_path FROM CURRENT;
     "#,
-    // 4: sequencers learn that partitions were dropped.
+    // 4: sequencers learn that partitions were dropped; what was dropped is recorded.
     r#"
+    -- Each partition retention dropped: its range of occurred_at and when. verify accepts
+    -- an event whose row is gone only inside such a range and deleted by retention; only
+    -- the function below (its owner's rights) writes here.
+    CREATE TABLE dropped_partitions (
+        name       text   NOT NULL,
+        lo         bigint NOT NULL,
+        hi         bigint NOT NULL,
+        dropped_at bigint NOT NULL,
+        PRIMARY KEY (name, dropped_at)
+    );
+
     -- A sequencer remembers which month partitions exist; one that is dropped must be
     -- created again when a back-dated event for its month arrives. A drop now waits for
     -- the writer's lock (104047630680066 = WRITER_LOCK), so no group is mid-write, and
@@ -212,6 +223,8 @@ const MIGRATIONS: &[&str] = &[
     DECLARE
         part    text;
         expired boolean;
+        lo      bigint;
+        hi      bigint;
     BEGIN
         FOR part IN
             SELECT c.relname FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid
@@ -236,7 +249,14 @@ const MIGRATIONS: &[&str] = &[
                     part) INTO expired;
             END IF;
             IF expired THEN
+                SELECT m[1]::bigint, m[2]::bigint INTO lo, hi
+                FROM pg_class AS c,
+                     regexp_match(pg_get_expr(c.relpartbound, c.oid),
+                                  'FROM \(''?(-?[0-9]+)''?\) TO \(''?(-?[0-9]+)''?\)') AS m
+                WHERE c.relname = part;
                 EXECUTE format('DROP TABLE %I', part);
+                INSERT INTO dropped_partitions (name, lo, hi, dropped_at)
+                VALUES (part, lo, hi, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint);
                 INSERT INTO sealtrail_meta (key, value) VALUES ('partitions_dropped', '1')
                 ON CONFLICT (key) DO UPDATE
                     SET value = (sealtrail_meta.value::bigint + 1)::text;
@@ -264,12 +284,12 @@ pub fn grant_service_role(client: &mut Client, role: &str) -> Result<(), StoreEr
         )));
     }
     client.batch_execute(&format!(
-        "REVOKE ALL ON events, event_ids, merkle_nodes, checkpoints, retention, sealtrail_meta, sealtrail_schema FROM {role};
+        "REVOKE ALL ON events, event_ids, merkle_nodes, checkpoints, retention, dropped_partitions, sealtrail_meta, sealtrail_schema FROM {role};
          GRANT SELECT, INSERT ON events, event_ids, merkle_nodes, checkpoints, sealtrail_meta TO {role};
          GRANT DELETE ON checkpoints TO {role};
          GRANT UPDATE (record, user_id, resource_id) ON events TO {role};
          GRANT SELECT, INSERT, UPDATE ON retention TO {role};
-         GRANT SELECT ON sealtrail_schema TO {role};
+         GRANT SELECT ON sealtrail_schema, dropped_partitions TO {role};
          GRANT EXECUTE ON FUNCTION sealtrail_ensure_partition(bigint) TO {role};
          GRANT EXECUTE ON FUNCTION sealtrail_drop_expired_partitions() TO {role};
          GRANT sealtrail_tenant_reader TO {role};
