@@ -811,21 +811,29 @@ impl RetentionLedger for CrashingLedger<'_> {
     }
 }
 
+/// A run at `now` whose ledger fails at its `fail_at`-th change; whether it was cut off.
+fn cut_off_run(setup: &Setup, ledger: &dyn RetentionLedger, fail_at: usize, now: i64) -> bool {
+    let crashing = CrashingLedger {
+        inner: ledger,
+        changes: 0.into(),
+        fail_at,
+    };
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run_at(setup, &crashing, now)
+    }))
+    .is_err()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_cut_off_at_any_step_loses_nothing_and_the_next_run_completes_it() {
     for fail_at in 0..6 {
         let setup = setup().await;
         let ledger = setup.store.ledger();
         let now = now_micros();
-        let crashing = CrashingLedger {
-            inner: &*ledger,
-            changes: 0.into(),
-            fail_at,
-        };
-        let cut = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run_at(&setup, &crashing, now)
-        }));
-        assert!(cut.is_err(), "fail_at {fail_at}: the run was cut off");
+        assert!(
+            cut_off_run(&setup, &*ledger, fail_at, now),
+            "fail_at {fail_at}: the run was cut off"
+        );
         // Cut off: nothing is gone that is not archived.
         let through = setup
             .store
@@ -858,15 +866,10 @@ async fn an_unrecorded_segment_that_cannot_be_read_stops_the_run_and_a_copy_is_r
     let setup = setup().await;
     let ledger = setup.store.ledger();
     let now = now_micros();
-    let crashing = CrashingLedger {
-        inner: &*ledger,
-        changes: 0.into(),
-        fail_at: 0,
-    };
-    let cut = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        run_at(&setup, &crashing, now)
-    }));
-    assert!(cut.is_err(), "cut off between publishing and recording");
+    assert!(
+        cut_off_run(&setup, &*ledger, 0, now),
+        "cut off between publishing and recording"
+    );
     let published = tokio::task::block_in_place(|| setup.archive.list_segments()).unwrap();
     assert_eq!(published.len(), 1, "{published:?}");
     let manifest = std::path::PathBuf::from(&published[0].shown);
