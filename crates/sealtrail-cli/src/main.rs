@@ -14,6 +14,7 @@ mod query;
 mod retention;
 mod serve;
 mod sinks;
+mod spool;
 mod tail;
 mod tenants;
 mod verify;
@@ -70,6 +71,11 @@ enum Command {
     Sinks {
         #[command(subcommand)]
         command: sinks::SinksCommand,
+    },
+    /// The outage spool: events the log refused when it drained, and receipts.
+    Spool {
+        #[command(subcommand)]
+        command: spool::SpoolCommand,
     },
     /// Crypto-shredding: destroy a tenant's or a data subject's encryption keys.
     Tenants {
@@ -166,6 +172,7 @@ fn main() -> ExitCode {
             Command::Tail(args) => tail::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Sinks { command } => sinks::run(command).await,
+            Command::Spool { command } => spool::run(command).await,
             Command::Tenants { command } => tenants::run(command).await,
             Command::Holds { command } => holds::run(command).await,
             Command::Config { command } => serve::check_config(command),

@@ -66,6 +66,7 @@ fn ready(url: &str) -> (u64, u64) {
 fn keys_serve_ingest_query_and_verify() {
     let dir = tempfile::tempdir().unwrap();
     let key = create_key(dir.path(), "ingest,read", Some("bloom"));
+    let admin = create_key(dir.path(), "admin", None);
     let server = ServeProcess::start(dir.path());
     let input = dir.path().join("events.ndjson");
     let lines: Vec<String> = (0..1200)
@@ -118,6 +119,24 @@ fn keys_serve_ingest_query_and_verify() {
     }
     let (tree_size, _) = ready(&server.url);
     assert_eq!(tree_size, 1201, "the re-run stored nothing new");
+    let out = sealtrail(&[
+        "spool",
+        "receipt",
+        "0190f0e4-8f5e-7cc2-9d2e-0f3c2a1b4c5d",
+        "--url",
+        &server.url,
+        "--key",
+        &key,
+    ]);
+    let receipt: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(receipt["status"], "stored", "{receipt}");
+    assert_eq!(receipt["seq"], 1201, "{receipt}");
+    let out = sealtrail(&["spool", "rejected", "--url", &server.url, "--key", &admin]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("0 spooled events refused"),
+        "{out:?}"
+    );
     let out = sealtrail(&[
         "query",
         "--url",

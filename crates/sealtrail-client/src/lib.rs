@@ -317,6 +317,22 @@ impl Client {
         .await
     }
 
+    /// What became of an acknowledged event (`GET /v1/receipts/{id}`): `status` is
+    /// `stored` (with `seq`), `spooled` or `refused` (with the reasons in `refused`).
+    pub async fn receipt(&self, id: &str) -> Result<Value, ClientError> {
+        self.get(&format!("/v1/receipts/{id}"), &[]).await
+    }
+
+    /// Spooled events the log refused when the spool drained, oldest first
+    /// (`GET /v1/spool/rejected`; admin key bound to no tenant).
+    pub async fn spool_rejected(&self) -> Result<Vec<Value>, ClientError> {
+        let list: Value = self.get("/v1/spool/rejected", &[]).await?;
+        Ok(match list.get("rejected") {
+            Some(Value::Array(items)) => items.clone(),
+            _ => Vec::new(),
+        })
+    }
+
     async fn get<T: DeserializeOwned>(
         &self,
         path: &str,

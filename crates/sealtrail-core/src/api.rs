@@ -343,6 +343,13 @@ pub struct Readiness {
     /// Acknowledged events waiting in the local spool for the database (PostgreSQL).
     #[serde(default)]
     pub spool_events: u64,
+    /// Acknowledged events the log refused when the spool drained (`sealtrail spool
+    /// rejected` lists them).
+    #[serde(default)]
+    pub spool_rejected_events: u64,
+    /// What an operator should look at; the server is ready regardless.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// One bad event of a batch.

@@ -51,6 +51,8 @@ pub struct Metrics {
     pub store_bytes: Gauge,
     /// Acknowledged events waiting in the local spool for the database.
     pub spool_events: Gauge,
+    /// Spooled (acknowledged) events the log refused while draining, kept in the rejected list.
+    pub spool_rejected_events: Gauge,
     /// Stream subscriptions (SSE streams and WebSocket subscriptions).
     pub stream_subscribers: Gauge,
     /// Subscriptions in live delivery (the others are catching up from the store).
@@ -136,6 +138,12 @@ impl Metrics {
             "Acknowledged events waiting in the local spool for the database",
             spool_events.clone(),
         );
+        let spool_rejected_events = Gauge::default();
+        registry.register(
+            "spool_rejected_events",
+            "Acknowledged events the log refused while the spool drained (sealtrail spool rejected)",
+            spool_rejected_events.clone(),
+        );
         let store_bytes = Gauge::default();
         registry.register(
             "store_size_bytes",
@@ -217,6 +225,7 @@ impl Metrics {
             index_lag_events,
             store_bytes,
             spool_events,
+            spool_rejected_events,
         }
     }
 

@@ -33,6 +33,8 @@ use utoipa::{Modify, OpenApi};
         crate::routes::holds::list_holds,
         crate::routes::holds::release_hold,
         crate::routes::retention::run_retention,
+        crate::routes::receipts::receipt,
+        crate::routes::receipts::rejected,
         crate::routes::sinks::list_sinks,
         crate::routes::sinks::dead_letters,
         crate::routes::sinks::replay,

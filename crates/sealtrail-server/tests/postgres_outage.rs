@@ -241,3 +241,158 @@ async fn while_postgresql_is_down_ingest_is_spooled_then_drained_in_order() {
     .unwrap();
     drop(dir);
 }
+
+/// A spooled request holding an event the log refuses when it drains (its id was reused
+/// with other content while the database was down): the request's other events enter the
+/// log, the refused one is kept in the rejected list with its reason — never dropped — and
+/// every producer can look up what became of each id it was acknowledged for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spooled_event_the_log_refuses_is_kept_with_its_reason_and_its_request_enters() {
+    let (cluster, url) = common::postgres_with_schema().await;
+    let server_url = url.clone();
+    let server = TestServer::start_with(move |c| c.database_url = Some(server_url)).await;
+    let key = server.key(&[Scope::Ingest, Scope::Read], None);
+    let admin = server.key(&[Scope::Admin], None);
+    let other_tenant = server.key(&[Scope::Ingest, Scope::Read], Some("harbor"));
+    let reused = uuid::Uuid::new_v4();
+    let event = |id: Option<uuid::Uuid>, resource: &str| {
+        let mut e = json!({"tenant_id": "bloom", "action": "guest.dietary_restriction.updated",
+                           "resource_type": "guest", "resource_id": resource});
+        if let Some(id) = id {
+            e["id"] = json!(id);
+        }
+        e
+    };
+    let (status, body) = server
+        .post_json(
+            &key,
+            "/v1/events",
+            &json!({"events": [event(Some(reused), "guest-1")]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let stored_seq = body["events"][0]["seq"].as_u64().unwrap();
+
+    let pg = cluster.clone();
+    tokio::task::spawn_blocking(move || pg.stop())
+        .await
+        .unwrap()
+        .unwrap();
+    // Down: the spool cannot know the id is taken, and acknowledges.
+    let (before, after) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let (status, body) = server
+        .post_json(
+            &key,
+            "/v1/events",
+            &json!({"events": [event(Some(before), "guest-2"), event(Some(reused), "guest-9"),
+                               event(Some(after), "guest-3")]}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let (status, receipt) = server.get(&key, &format!("/v1/receipts/{before}")).await;
+    assert_eq!(
+        (status, receipt["status"].as_str()),
+        (200, Some("spooled")),
+        "{receipt}"
+    );
+    let (status, _) = server
+        .post_json(
+            &key,
+            "/v1/events",
+            &json!({"events": [event(None, "guest-4")]}),
+        )
+        .await;
+    assert_eq!(status, 202);
+
+    let pg = cluster.clone();
+    tokio::task::spawn_blocking(move || pg.start_again())
+        .await
+        .unwrap()
+        .unwrap();
+    common::eventually("the spool drains", async || {
+        let ready: serde_json::Value =
+            serde_json::from_str(&server.get_open("/readyz").await.1).unwrap();
+        ready["spool_events"] == 0
+    })
+    .await;
+
+    // The refused event's neighbours and the request after it are in the log.
+    for id in [before, after] {
+        let (status, receipt) = server.get(&key, &format!("/v1/receipts/{id}")).await;
+        assert_eq!(status, 200, "{receipt}");
+        assert_eq!(receipt["status"], "stored", "{receipt}");
+        assert!(receipt["seq"].as_u64().unwrap() > stored_seq, "{receipt}");
+    }
+    let (_, page) = server
+        .get(
+            &key,
+            "/v1/events?tenant_id=bloom&action=guest.dietary_restriction.updated&limit=100",
+        )
+        .await;
+    let mut resources: Vec<&str> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource_id"].as_str().unwrap())
+        .collect();
+    resources.sort_unstable();
+    assert_eq!(
+        resources,
+        ["guest-1", "guest-2", "guest-3", "guest-4"],
+        "{page}"
+    );
+
+    // The refused one: its receipt names the stored event and the refusal, the list keeps
+    // it, and /readyz and the metrics say so.
+    let (status, receipt) = server.get(&key, &format!("/v1/receipts/{reused}")).await;
+    assert_eq!(status, 200, "{receipt}");
+    assert_eq!(receipt["status"], "stored");
+    assert_eq!(receipt["seq"], stored_seq);
+    let reason = receipt["refused"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("other content"), "{receipt}");
+    let (status, list) = server.get(&admin, "/v1/spool/rejected").await;
+    assert_eq!(status, 200, "{list}");
+    let rejected = list["rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), 1, "{list}");
+    assert_eq!(rejected[0]["id"], reused.to_string());
+    assert_eq!(rejected[0]["tenant_id"], "bloom");
+    let ready: serde_json::Value =
+        serde_json::from_str(&server.get_open("/readyz").await.1).unwrap();
+    assert_eq!(ready["spool_rejected_events"], 1, "{ready}");
+    assert!(
+        ready["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("spool rejected"),
+        "{ready}"
+    );
+    let metrics = server.get_open("/metrics").await.1;
+    assert!(
+        metrics.contains("sealtrail_spool_rejected_events 1"),
+        "{metrics}"
+    );
+
+    // Another tenant's key finds none of it; a tenant-bound key may not list the spool.
+    let (status, _) = server
+        .get(&other_tenant, &format!("/v1/receipts/{reused}"))
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = server
+        .get(&other_tenant, &format!("/v1/receipts/{before}"))
+        .await;
+    assert_eq!(status, 404);
+    let bound_admin = server.key(&[Scope::Admin], Some("bloom"));
+    let (status, _) = server.get(&bound_admin, "/v1/spool/rejected").await;
+    assert_eq!(status, 403);
+    let (status, _) = server
+        .get(&key, &format!("/v1/receipts/{}", uuid::Uuid::new_v4()))
+        .await;
+    assert_eq!(status, 404);
+    let (status, body) = server.get(&key, "/v1/receipts/not-a-uuid").await;
+    assert_eq!(status, 400, "{body}");
+
+    // A restart keeps the list.
+    let server = server.restart().await;
+    let (_, list) = server.get(&admin, "/v1/spool/rejected").await;
+    assert_eq!(list["rejected"].as_array().unwrap().len(), 1, "{list}");
+}

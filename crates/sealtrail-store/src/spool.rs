@@ -20,6 +20,30 @@ use crate::StoreError;
 
 const SPOOL_FILE: &str = "spool.ndjson";
 const CURSOR_FILE: &str = "spool.cursor";
+/// Spooled events the log refused while draining: kept, never dropped (they were
+/// acknowledged with 202), one fsync'd line each.
+pub const REJECTED_FILE: &str = "spool-rejected.ndjson";
+
+/// A spooled event the log refused when the spool drained, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RejectedEvent {
+    /// Its id (the producer's receipt names it).
+    pub id: uuid::Uuid,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// Its action.
+    pub action: String,
+    /// Its resource type.
+    pub resource_type: String,
+    /// When it happened, UTC µs.
+    pub occurred_at: i64,
+    /// When it was acknowledged (spooled), UTC µs.
+    pub received_at: i64,
+    /// Why the log refused it.
+    pub reason: String,
+    /// When the drain refused it, UTC µs.
+    pub refused_at: i64,
+}
 
 /// One spooled request, and where the next one starts.
 #[derive(Debug)]
@@ -42,6 +66,8 @@ struct State {
 pub struct Spool {
     dir: PathBuf,
     state: Mutex<State>,
+    /// What `spool-rejected.ndjson` holds (the whole event stays in the file only).
+    rejected: Mutex<Vec<RejectedEvent>>,
 }
 
 impl Spool {
@@ -69,6 +95,7 @@ impl Spool {
                 cursor,
                 depth: 0,
             }),
+            rejected: Mutex::new(read_rejected(&data_dir.join(REJECTED_FILE))?),
         };
         let requests = spool.read_from(cursor, usize::MAX)?;
         let pending: u64 = requests.iter().map(|r| r.events.len() as u64).sum();
@@ -117,6 +144,53 @@ impl Spool {
             .map_err(|e| StoreError::io(format!("writing {SPOOL_FILE}"), e))?;
         state.depth += events.len() as u64;
         Ok(())
+    }
+
+    /// Keeps `event`, which the log refused for `reason`, in the rejected list (fsync'd)
+    /// — before the drain moves past it. Listing the same event again for the same reason
+    /// (a drain cut off and repeated) keeps one entry.
+    pub fn reject(&self, event: &PreparedEvent, reason: &str, at: i64) -> Result<(), StoreError> {
+        let mut rejected = self.rejected.lock().expect("not poisoned");
+        if rejected
+            .iter()
+            .any(|r| r.id == event.id && r.reason == reason)
+        {
+            return Ok(());
+        }
+        let mut line = serde_json::to_vec(&json!({
+            "refused_at": at,
+            "reason": reason,
+            "event": encode(event),
+        }))
+        .expect("JSON values serialise");
+        line.push(b'\n');
+        let path = self.dir.join(REJECTED_FILE);
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut file| {
+                file.write_all(&line)?;
+                file.sync_data()
+            })
+            .map_err(|e| StoreError::io(format!("writing {}", path.display()), e))?;
+        rejected.push(rejected_entry(event, reason, at));
+        Ok(())
+    }
+
+    /// The events the log refused while the spool drained, oldest first.
+    pub fn rejected(&self) -> Vec<RejectedEvent> {
+        self.rejected.lock().expect("not poisoned").clone()
+    }
+
+    /// The tenant of the spooled event `id`, if it waits in the spool.
+    pub fn pending_event(&self, id: &uuid::Uuid) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .pending(usize::MAX)?
+            .into_iter()
+            .flat_map(|r| r.events)
+            .find(|e| e.id == *id)
+            .map(|e| e.tenant_id))
     }
 
     /// Up to `max` requests waiting to be drained, oldest first.
@@ -185,6 +259,58 @@ impl Spool {
         drop(state);
         write_atomically(&self.dir.join(CURSOR_FILE), cursor.to_string().as_bytes())
     }
+}
+
+fn rejected_entry(event: &PreparedEvent, reason: &str, at: i64) -> RejectedEvent {
+    RejectedEvent {
+        id: event.id,
+        tenant_id: event.tenant_id.clone(),
+        action: event.action.clone(),
+        resource_type: event.resource_type.clone(),
+        occurred_at: event.occurred_at,
+        received_at: event.received_at,
+        reason: reason.to_owned(),
+        refused_at: at,
+    }
+}
+
+/// The rejected list at `path` (none when there is no file). A last line cut short by a
+/// crash was never listed (the drain had not moved past it): it is left out, and the drain
+/// refuses that event again.
+fn read_rejected(path: &Path) -> Result<Vec<RejectedEvent>, StoreError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(StoreError::io(format!("reading {}", path.display()), e)),
+    };
+    let mut list = Vec::new();
+    let mut valid = 0;
+    for (number, line) in text.split_inclusive('\n').enumerate() {
+        if !line.ends_with('\n') {
+            // Cut so the next entry starts a line of its own.
+            OpenOptions::new()
+                .write(true)
+                .open(path)
+                .and_then(|file| {
+                    file.set_len(valid as u64)?;
+                    file.sync_all()
+                })
+                .map_err(|e| StoreError::io(format!("repairing {}", path.display()), e))?;
+            break;
+        }
+        valid += line.len();
+        let bad = |what: &str| {
+            StoreError::Integrity(format!("{} line {}: {what}", path.display(), number + 1))
+        };
+        let value: Value = serde_json::from_str(line).map_err(|e| bad(&e.to_string()))?;
+        let event = decode(&value["event"])?;
+        let reason = value["reason"].as_str().ok_or_else(|| bad("no reason"))?;
+        let at = value["refused_at"]
+            .as_i64()
+            .ok_or_else(|| bad("no refused_at"))?;
+        list.push(rejected_entry(&event, reason, at));
+    }
+    Ok(list)
 }
 
 /// One server per spool: two draining one file would each replay it.

@@ -30,7 +30,7 @@ pub async fn run(
             tokio::time::sleep(INTERVAL).await;
             continue;
         }
-        let result = step(&spool, &sequencer, &reader).await;
+        let result = step(&spool, &sequencer, &reader, &metrics).await;
         metrics.spool_events.set(spool.depth() as i64);
         match result {
             // Straight on while it makes progress: new requests queue behind the spool
@@ -63,6 +63,7 @@ async fn step(
     spool: &Arc<Spool>,
     sequencer: &SequencerHandle,
     reader: &Arc<dyn LogReader>,
+    metrics: &Metrics,
 ) -> Result<u64, Stop> {
     let pending = {
         let spool = spool.clone();
@@ -91,11 +92,31 @@ async fn step(
             Ok(()) => {}
             // One request of the chunk cannot enter (an id reused for other content while
             // its first event waited here, or a chunk above the group limit): take the
-            // requests one by one, so only the one refused is left out.
+            // requests one by one, and a refused request's events one by one, so only the
+            // event refused is left out of the log — and kept in the rejected list, with
+            // its reason, before the cursor moves past it. It was acknowledged (202).
             Err(_) => {
                 for request in chunk {
-                    if let Err(refused) = append_fresh(reader, sequencer, request.events).await? {
-                        tracing::error!(%refused, "a spooled request cannot enter the log; dropping it");
+                    if append_fresh(reader, sequencer, request.events.clone())
+                        .await?
+                        .is_ok()
+                    {
+                        continue;
+                    }
+                    for event in request.events {
+                        if let Err(refused) =
+                            append_fresh(reader, sequencer, vec![event.clone()]).await?
+                        {
+                            let reason = match refused {
+                                AppendError::Conflict { id, .. } => format!(
+                                    "id {id} is in the log with other content (reused while \
+                                     this event waited in the spool)"
+                                ),
+                                other => other.to_string(),
+                            };
+                            tracing::error!(id = %event.id, %reason, "a spooled event cannot enter the log; kept in the spool's rejected list");
+                            reject(spool, event, reason, metrics).await?;
+                        }
                     }
                 }
             }
@@ -108,6 +129,25 @@ async fn step(
         drained += count;
     }
     Ok(drained)
+}
+
+/// Keeps a refused event in the spool's rejected list.
+async fn reject(
+    spool: &Arc<Spool>,
+    event: sealtrail_core::PreparedEvent,
+    reason: String,
+    metrics: &Metrics,
+) -> Result<(), Stop> {
+    let spool = spool.clone();
+    let listed = tokio::task::spawn_blocking(move || {
+        spool.reject(&event, &reason, sealtrail_core::time_format::now_micros())?;
+        Ok::<_, sealtrail_store::StoreError>(spool.rejected().len())
+    })
+    .await
+    .map_err(|e| Stop::NotYet(e.to_string()))?
+    .map_err(|e| Stop::NotYet(e.to_string()))?;
+    metrics.spool_rejected_events.set(listed as i64);
+    Ok(())
 }
 
 /// Appends the events not yet in the log. `Err` stops the step; `Ok(Err)` is a refusal of

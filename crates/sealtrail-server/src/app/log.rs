@@ -56,6 +56,25 @@ impl DurableLog {
         &self.sequencer
     }
 
+    /// The spooled events the log refused while draining (none without a spool).
+    pub fn rejected_events(&self) -> Vec<sealtrail_store::spool::RejectedEvent> {
+        self.spool
+            .as_ref()
+            .map_or_else(Vec::new, |spool| spool.rejected())
+    }
+
+    /// The tenant of the event `id` if it waits in the spool. Reads the spool file: call
+    /// it off the async workers.
+    pub fn spooled_event(
+        &self,
+        id: &uuid::Uuid,
+    ) -> Result<Option<String>, sealtrail_store::StoreError> {
+        match &self.spool {
+            Some(spool) => spool.pending_event(id),
+            None => Ok(None),
+        }
+    }
+
     /// Events waiting in the spool (0 without one).
     pub fn spooled_events(&self) -> u64 {
         self.spool.as_ref().map_or(0, |spool| spool.depth())

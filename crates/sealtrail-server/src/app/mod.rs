@@ -15,6 +15,7 @@ pub mod holds;
 pub mod ingest;
 pub mod log;
 pub mod reads;
+pub mod receipts;
 pub mod retention;
 pub mod retention_run;
 pub mod shred;

@@ -6,6 +6,7 @@ pub mod integrity;
 pub mod keys;
 pub mod ops;
 pub mod query;
+pub mod receipts;
 pub mod retention;
 pub mod sinks;
 pub mod tenants;
@@ -45,6 +46,8 @@ pub fn router(state: AppState) -> Router {
         .route("/holds", get(holds::list_holds).post(holds::place_hold))
         .route("/holds/{hold_id}/release", post(holds::release_hold))
         .route("/retention/run", post(retention::run_retention))
+        .route("/receipts/{id}", get(receipts::receipt))
+        .route("/spool/rejected", get(receipts::rejected))
         .route("/sinks", get(sinks::list_sinks))
         .route("/sinks/{name}/dead-letters", get(sinks::dead_letters))
         .route("/sinks/{name}/dead-letters/replay", post(sinks::replay))

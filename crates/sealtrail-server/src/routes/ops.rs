@@ -38,6 +38,14 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
         StatusCode::SERVICE_UNAVAILABLE
     };
     let lag = state.index_lag(tree_size);
+    let rejected = state.log.rejected_events().len() as u64;
+    let warnings = match rejected {
+        0 => Vec::new(),
+        n => vec![format!(
+            "{n} acknowledged events were refused by the log when the spool drained; \
+             `sealtrail spool rejected` lists them"
+        )],
+    };
     (
         status,
         Json(Readiness {
@@ -45,6 +53,8 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
             tree_size,
             index_lag_events: lag,
             spool_events: state.log.spooled_events(),
+            spool_rejected_events: rejected,
+            warnings,
         }),
     )
 }
@@ -56,6 +66,8 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     m.tree_size.set(tree_size as i64);
     m.index_lag_events.set(state.index_lag(tree_size) as i64);
     m.spool_events.set(state.log.spooled_events() as i64);
+    m.spool_rejected_events
+        .set(state.log.rejected_events().len() as i64);
     for sink in state.sinks.status() {
         let label = crate::metrics::SinkLabel { sink: sink.name };
         let set = |family: &prometheus_client::metrics::family::Family<_, _>, value: i64| {
