@@ -500,12 +500,15 @@ fn open_log<B: LogBackend>(
         None if state.size == 0 => {
             let signed = signer.sign(0, frontier.root());
             backend.begin()?;
-            backend.insert_checkpoint(&CheckpointRow {
-                tree_size: 0,
-                root: signed.checkpoint.root,
-                note: signed.note,
-                created_at: now_micros(),
-            })?;
+            backend.insert_checkpoint(
+                &CheckpointRow {
+                    tree_size: 0,
+                    root: signed.checkpoint.root,
+                    note: signed.note,
+                    created_at: now_micros(),
+                },
+                true,
+            )?;
             backend.commit()?;
             syncer.sync()?;
         }
@@ -883,9 +886,9 @@ impl<B: LogBackend> Writer<B> {
             self.backend.insert_nodes(nodes)?;
         }
         let (checkpoint, is_history) = self.next_checkpoint();
-        self.backend.insert_checkpoint(&checkpoint)?;
+        self.backend.insert_checkpoint(&checkpoint, is_history)?;
         if !self.latest_is_history {
-            self.backend.delete_checkpoint(self.latest.tree_size)?;
+            self.backend.supersede_checkpoint(self.latest.tree_size)?;
         }
         self.backend.commit()?;
         if is_history {

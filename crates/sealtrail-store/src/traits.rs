@@ -74,10 +74,15 @@ pub trait LogBackend: Send + 'static {
     fn insert_leaves(&mut self, leaves: &[NewLeaf<'_>]) -> Result<(), StoreError>;
     /// Stores completed Merkle nodes `(level, index, hash)` at the kept levels.
     fn insert_nodes(&mut self, nodes: &[(u32, u64, Hash)]) -> Result<(), StoreError>;
-    /// Stores a signed checkpoint.
-    fn insert_checkpoint(&mut self, checkpoint: &CheckpointRow) -> Result<(), StoreError>;
-    /// Drops a superseded checkpoint that is not kept for history.
-    fn delete_checkpoint(&mut self, tree_size: u64) -> Result<(), StoreError>;
+    /// Stores a signed checkpoint; `history`: it is kept for good, never superseded.
+    fn insert_checkpoint(
+        &mut self,
+        checkpoint: &CheckpointRow,
+        history: bool,
+    ) -> Result<(), StoreError>;
+    /// Drops the superseded checkpoint (not the newest, and not kept for history). The only
+    /// deletion of a checkpoint there is; PostgreSQL refuses any other.
+    fn supersede_checkpoint(&mut self, tree_size: u64) -> Result<(), StoreError>;
     /// Ends the transaction. Its writes need not be on stable storage yet: the sequencer
     /// acknowledges them only after a [`Syncer`] from [`LogBackend::syncer`] has run, which
     /// lets it build the next group while the last one is being flushed.

@@ -70,11 +70,15 @@ impl LogBackend for GatedBackend {
     fn insert_nodes(&mut self, nodes: &[(u32, u64, Hash)]) -> Result<(), StoreError> {
         self.inner.insert_nodes(nodes)
     }
-    fn insert_checkpoint(&mut self, checkpoint: &CheckpointRow) -> Result<(), StoreError> {
-        self.inner.insert_checkpoint(checkpoint)
+    fn insert_checkpoint(
+        &mut self,
+        checkpoint: &CheckpointRow,
+        history: bool,
+    ) -> Result<(), StoreError> {
+        self.inner.insert_checkpoint(checkpoint, history)
     }
-    fn delete_checkpoint(&mut self, tree_size: u64) -> Result<(), StoreError> {
-        self.inner.delete_checkpoint(tree_size)
+    fn supersede_checkpoint(&mut self, tree_size: u64) -> Result<(), StoreError> {
+        self.inner.supersede_checkpoint(tree_size)
     }
     fn commit(&mut self) -> Result<(), StoreError> {
         self.inner.commit()

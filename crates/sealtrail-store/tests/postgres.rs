@@ -344,6 +344,15 @@ fn the_service_role_can_append_and_read_but_never_change_or_delete_an_event() {
     drop(handle);
     thread.join().unwrap();
     let mut app = postgres::Client::connect(&app_url, postgres::NoTls).unwrap();
+    // The sequencer superseded its checkpoints through the one function allowed to:
+    // the empty tree's (history) and the newest are left.
+    let sizes: Vec<i64> = app
+        .query("SELECT tree_size FROM checkpoints ORDER BY 1", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(sizes, [0, 12]);
     let count: i64 = app
         .query_one("SELECT count(*) FROM events", &[])
         .unwrap()
@@ -356,6 +365,12 @@ fn the_service_role_can_append_and_read_but_never_change_or_delete_an_event() {
         "DELETE FROM event_ids",
         "TRUNCATE events",
         "UPDATE merkle_nodes SET hash = ''::bytea",
+        // Nor roll the signed tree head back.
+        "DELETE FROM checkpoints",
+        "TRUNCATE checkpoints",
+        "UPDATE checkpoints SET history = false",
+        "SELECT sealtrail_supersede_checkpoint((SELECT max(tree_size) FROM checkpoints))",
+        "SELECT sealtrail_supersede_checkpoint(0)",
     ] {
         let refused = app.batch_execute(statement).unwrap_err();
         assert_eq!(

@@ -266,6 +266,38 @@ const MIGRATIONS: &[&str] = &[
     END $$;
     ALTER FUNCTION sealtrail_drop_expired_partitions() SET search_path FROM CURRENT;
     "#,
+    // 5: checkpoints are never deleted by the service: only the superseded newest one that
+    // is not kept as history, through a function that refuses anything else.
+    r#"
+    -- Whether the sequencer keeps this checkpoint for good (one per history interval).
+    -- Rows from before this migration are all kept.
+    ALTER TABLE checkpoints ADD COLUMN history boolean NOT NULL DEFAULT true;
+
+    -- The one deletion of a checkpoint the service may make: when it commits a newer one,
+    -- the previous, unless kept as history. The newest and history checkpoints cannot be
+    -- deleted by the service role (it holds no DELETE on the table), so whoever holds its
+    -- credentials cannot roll the signed tree head back.
+    CREATE FUNCTION sealtrail_supersede_checkpoint(size bigint) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER AS $$
+    DECLARE
+        newest bigint;
+        kept boolean;
+    BEGIN
+        SELECT max(tree_size) INTO newest FROM checkpoints;
+        SELECT history INTO kept FROM checkpoints WHERE tree_size = size;
+        IF NOT FOUND THEN
+            RETURN;
+        END IF;
+        IF kept OR size >= newest THEN
+            RAISE EXCEPTION 'checkpoint of tree size % is % and is never deleted', size,
+                CASE WHEN kept THEN 'kept as history' ELSE 'the newest' END
+                USING ERRCODE = 'insufficient_privilege';
+        END IF;
+        DELETE FROM checkpoints WHERE tree_size = size;
+    END $$;
+    ALTER FUNCTION sealtrail_supersede_checkpoint(bigint) SET search_path FROM CURRENT;
+    REVOKE ALL ON FUNCTION sealtrail_supersede_checkpoint(bigint) FROM PUBLIC;
+    "#,
 ];
 
 /// The `sealtrail_meta` key counting partition drops (migration 4).
@@ -273,8 +305,8 @@ pub(crate) const PARTITIONS_DROPPED_KEY: &str = "partitions_dropped";
 
 /// Grants `role` what the service needs and nothing more: it can append to the log and
 /// read it, and remove an event's body for retention (a trigger refuses any other change),
-/// never change or delete an event. (Superseded checkpoints are deleted, so that
-/// one table allows DELETE.) It gets BYPASSRLS, without which PostgreSQL refuses binary
+/// never change or delete an event, and never delete a checkpoint but the superseded one
+/// that is not kept as history (through `sealtrail_supersede_checkpoint`). It gets BYPASSRLS, without which PostgreSQL refuses binary
 /// COPY into a table with row-level security, and membership of sealtrail_tenant_reader,
 /// the role tenant-confined reads switch to. Needs a superuser.
 pub fn grant_service_role(client: &mut Client, role: &str) -> Result<(), StoreError> {
@@ -286,12 +318,12 @@ pub fn grant_service_role(client: &mut Client, role: &str) -> Result<(), StoreEr
     client.batch_execute(&format!(
         "REVOKE ALL ON events, event_ids, merkle_nodes, checkpoints, retention, dropped_partitions, sealtrail_meta, sealtrail_schema FROM {role};
          GRANT SELECT, INSERT ON events, event_ids, merkle_nodes, checkpoints, sealtrail_meta TO {role};
-         GRANT DELETE ON checkpoints TO {role};
          GRANT UPDATE (record, user_id, resource_id) ON events TO {role};
          GRANT SELECT, INSERT, UPDATE ON retention TO {role};
          GRANT SELECT ON sealtrail_schema, dropped_partitions TO {role};
          GRANT EXECUTE ON FUNCTION sealtrail_ensure_partition(bigint) TO {role};
          GRANT EXECUTE ON FUNCTION sealtrail_drop_expired_partitions() TO {role};
+         GRANT EXECUTE ON FUNCTION sealtrail_supersede_checkpoint(bigint) TO {role};
          GRANT sealtrail_tenant_reader TO {role};
          ALTER ROLE {role} BYPASSRLS;"
     ))?;

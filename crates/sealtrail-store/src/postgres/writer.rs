@@ -342,22 +342,29 @@ impl LogBackend for PgBackend {
         Ok(())
     }
 
-    fn insert_checkpoint(&mut self, checkpoint: &CheckpointRow) -> Result<(), StoreError> {
+    fn insert_checkpoint(
+        &mut self,
+        checkpoint: &CheckpointRow,
+        history: bool,
+    ) -> Result<(), StoreError> {
         self.conn().execute(
-            "INSERT INTO checkpoints (tree_size, root_hash, note, created_at) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO checkpoints (tree_size, root_hash, note, created_at, history)
+             VALUES ($1, $2, $3, $4, $5)",
             &[
                 &(checkpoint.tree_size as i64),
                 &checkpoint.root.as_slice(),
                 &checkpoint.note,
                 &checkpoint.created_at,
+                &history,
             ],
         )?;
         Ok(())
     }
 
-    fn delete_checkpoint(&mut self, tree_size: u64) -> Result<(), StoreError> {
+    fn supersede_checkpoint(&mut self, tree_size: u64) -> Result<(), StoreError> {
+        // Not a DELETE: the service role holds none on checkpoints (migration 5).
         self.conn().execute(
-            "DELETE FROM checkpoints WHERE tree_size = $1",
+            "SELECT sealtrail_supersede_checkpoint($1)",
             &[&(tree_size as i64)],
         )?;
         Ok(())

@@ -156,7 +156,11 @@ impl LogBackend for SqliteBackend {
         Ok(())
     }
 
-    fn insert_checkpoint(&mut self, checkpoint: &CheckpointRow) -> Result<(), StoreError> {
+    fn insert_checkpoint(
+        &mut self,
+        checkpoint: &CheckpointRow,
+        _history: bool,
+    ) -> Result<(), StoreError> {
         self.conn
             .prepare_cached(
                 "INSERT INTO checkpoints (tree_size, root_hash, note, created_at) VALUES (?1, ?2, ?3, ?4)",
@@ -170,7 +174,7 @@ impl LogBackend for SqliteBackend {
         Ok(())
     }
 
-    fn delete_checkpoint(&mut self, tree_size: u64) -> Result<(), StoreError> {
+    fn supersede_checkpoint(&mut self, tree_size: u64) -> Result<(), StoreError> {
         self.conn
             .prepare_cached("DELETE FROM checkpoints WHERE tree_size = ?1")?
             .execute(params![tree_size as i64])?;
