@@ -75,6 +75,7 @@ mod publish;
 mod read;
 pub mod s3;
 mod verify;
+pub mod witness;
 mod write;
 
 pub use error::ArchiveError;
@@ -89,4 +90,5 @@ pub use read::{
     ArchivedEvent, ArchivedEvents, SegmentLocation, VerifiedSegment, list_segments, locate_event_id,
 };
 pub use verify::{ArchiveReport, KeyUsed, Problem, SegmentReport, verify_dir, verify_segment};
+pub use witness::{PushOutcome, WitnessLocation};
 pub use write::{DEFAULT_ZSTD_LEVEL, SegmentEntry, SegmentSpec, SegmentWriter};

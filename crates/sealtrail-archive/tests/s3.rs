@@ -347,3 +347,35 @@ fn a_missing_bucket_and_an_unreachable_store_are_named() {
         assert!(err.to_string().contains(says), "{text}: {err}");
     }
 }
+
+#[test]
+fn a_witness_bucket_keeps_each_checkpoint_once_and_the_latest() {
+    use sealtrail_archive::{PushOutcome, WitnessLocation};
+    let (_server, settings) = moto();
+    bucket(&settings, "witness", false);
+    let witness =
+        WitnessLocation::parse_with("s3://witness/prod/log", None, || Ok(settings.clone()))
+            .unwrap();
+    assert_eq!(witness.latest().unwrap(), None);
+    let signer = signer();
+    let (three, five) = (signer.sign(3, [3; 32]).note, signer.sign(5, [5; 32]).note);
+    let accepted = PushOutcome::Accepted {
+        cosignature: String::new(),
+    };
+    assert_eq!(witness.push(3, &three, 0, &[]).unwrap(), accepted);
+    assert_eq!(witness.push(5, &five, 3, &[]).unwrap(), accepted);
+    assert_eq!(witness.latest().unwrap().as_deref(), Some(five.as_str()));
+    // Pushing the same checkpoint again is harmless; another one of a kept size is refused
+    // and the kept one stays.
+    assert_eq!(witness.push(5, &five, 3, &[]).unwrap(), accepted);
+    let other = signer.sign(5, [9; 32]).note;
+    assert!(matches!(
+        witness.push(5, &other, 3, &[]).unwrap(),
+        PushOutcome::Refused { status: 409, .. }
+    ));
+    let kept = S3Bucket::new(&settings, "witness")
+        .unwrap()
+        .get("prod/log/5.checkpoint", None, 1 << 16)
+        .unwrap();
+    assert_eq!(kept.as_deref(), Some(five.as_bytes()));
+}

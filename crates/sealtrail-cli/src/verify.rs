@@ -31,10 +31,12 @@ pub struct VerifyArgs {
     /// its events' hashes and proofs, its checkpoints' signatures and their consistency.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["archive", "checkpoint", "database_url"])]
     evidence: Option<PathBuf>,
-    /// A signed checkpoint kept outside the server (a file holding the note); verify checks
-    /// the log still contains exactly the tree it signed, exposing a rollback.
-    #[arg(long)]
-    checkpoint: Option<PathBuf>,
+    /// A signed checkpoint kept outside the server: a file holding the note, or a witness
+    /// (`[[witnesses]]`) whose latest checkpoint is read — a directory, s3://bucket[/prefix],
+    /// or an http(s):// URL serving the note. Verify proves (RFC 9162) that the log's tree
+    /// extends the one it signed, exposing a log rolled back or forked.
+    #[arg(long, value_name = "FILE_DIR_OR_URL")]
+    checkpoint: Option<String>,
     /// Verify the log in this PostgreSQL database (the data directory then only holds the
     /// signing key, used when --public-key is not given).
     #[arg(long, env = "SEALTRAIL_DATABASE_URL", hide_env_values = true)]
@@ -79,8 +81,8 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     };
     let kept = args
         .checkpoint
-        .as_ref()
-        .map(|p| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display())))
+        .as_deref()
+        .map(kept_checkpoint)
         .transpose()?;
     let mut steps = crate::progress::Report::new();
     steps.begin("verifying the log", 0, Unit::Events);
@@ -117,6 +119,27 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// `--checkpoint`: the note in a file, or the latest one a witness kept.
+fn kept_checkpoint(place: &str) -> anyhow::Result<String> {
+    let path = Path::new(place);
+    if path.is_file() {
+        return std::fs::read_to_string(path).with_context(|| format!("reading {place}"));
+    }
+    if !place.contains("://") && !path.exists() {
+        anyhow::bail!("--checkpoint {place}: no such file or directory");
+    }
+    let witness = sealtrail_archive::WitnessLocation::parse(place, None).context("--checkpoint")?;
+    witness
+        .latest()
+        .with_context(|| format!("reading the kept checkpoint from {witness}"))?
+        .with_context(|| {
+            format!(
+                "{witness} holds no checkpoint (no {})",
+                sealtrail_archive::witness::LATEST_NAME
+            )
+        })
 }
 
 fn verify_archive(location: &str, key: Option<&CheckpointVerifier>) -> anyhow::Result<ExitCode> {

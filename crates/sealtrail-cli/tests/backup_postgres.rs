@@ -19,65 +19,20 @@ mod common;
 
 use common::{ServeProcess, all_events, sealtrail};
 
-/// A database of its own for one test on the server of `SEALTRAIL_TEST_POSTGRES`, dropped
-/// afterwards.
-struct Database {
-    admin: String,
-    name: String,
-    url: String,
-}
+use sealtrail_testkit::pg::TestDatabase as Database;
 
-impl Database {
-    fn create() -> Self {
-        let admin = std::env::var(sealtrail_testkit::pg::TEST_ENV).unwrap_or_else(|_| {
-            panic!(
-                "these tests need PostgreSQL: run `cargo xtask test`, or start one with \
-                 `cargo xtask postgres` and set {} to the URL it prints",
-                sealtrail_testkit::pg::TEST_ENV
-            )
-        });
-        let name = format!("sealtrail_backup_{}", uuid::Uuid::new_v4().simple());
-        let mut client = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
-        client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .unwrap();
-        let url = format!("{admin} dbname={name}");
-        Self { admin, name, url }
-    }
-
-    fn client(&self) -> postgres::Client {
-        postgres::Client::connect(&self.url, postgres::NoTls).unwrap()
-    }
-
-    /// The relations in its public schema.
-    fn relations(&self) -> Vec<String> {
-        self.client()
-            .query(
-                "SELECT relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                 WHERE n.nspname = 'public' ORDER BY 1",
-                &[],
-            )
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect()
-    }
-
-    fn drop_now(&self) {
-        let mut client = postgres::Client::connect(&self.admin, postgres::NoTls).unwrap();
-        client
-            .batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .unwrap();
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        self.drop_now();
-    }
+/// The relations in the public schema of `db`.
+fn relations(db: &Database) -> Vec<String> {
+    db.client()
+        .query(
+            "SELECT relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = 'public' ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
 }
 
 fn ok(out: &std::process::Output) -> String {
@@ -508,7 +463,7 @@ fn an_edited_table_copy_is_refused_and_leaves_the_database_empty() {
     let out = restore(&altered, &backup.identity_file, &target, Some(&target_db));
     refused(&out, "pg-events.copy does not match its manifest");
     assert!(!target.exists());
-    assert_eq!(target_db.relations(), Vec::<String>::new());
+    assert_eq!(relations(&target_db), Vec::<String>::new());
 
     let bytes = edited[events_at].1.clone();
     let mut manifest: Value = serde_json::from_slice(&edited[0].1).unwrap();
@@ -526,7 +481,7 @@ fn an_edited_table_copy_is_refused_and_leaves_the_database_empty() {
     assert!(stderr.contains("nothing was written there"), "{stderr}");
     assert!(!target.exists());
     assert_eq!(
-        target_db.relations(),
+        relations(&target_db),
         Vec::<String>::new(),
         "the restore's transaction left nothing behind"
     );
@@ -581,7 +536,7 @@ fn a_restore_goes_only_into_an_empty_database_of_its_own_store() {
     let out = restore(&backup.file, &backup.identity_file, &target, Some(&other));
     let stderr = refused(&out, "is not empty");
     assert!(stderr.contains("guest_list"), "{stderr}");
-    assert_eq!(other.relations(), vec!["guest_list".to_owned()]);
+    assert_eq!(relations(&other), vec!["guest_list".to_owned()]);
     assert!(!target.exists());
 
     // A PostgreSQL backup into a data directory alone, and an embedded one into a database.
@@ -611,7 +566,7 @@ fn a_restore_goes_only_into_an_empty_database_of_its_own_store() {
     let empty = Database::create();
     let out = restore(&sqlite_backup, &backup.identity_file, &target, Some(&empty));
     refused(&out, "is a backup of the embedded (SQLite) store");
-    assert_eq!(empty.relations(), Vec::<String>::new());
+    assert_eq!(relations(&empty), Vec::<String>::new());
     assert!(!target.exists());
 }
 

@@ -36,7 +36,8 @@ pub(crate) struct Components {
     sinks: Arc<sealtrail_sinks::Sinks>,
     /// Tasks that end on the shutdown token (followers of the log, the drainer).
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    /// Threads that end on the shutdown token (the PostgreSQL commit listener).
+    /// Threads that end on the shutdown token (the PostgreSQL commit listener, the
+    /// witnesses' pushers).
     threads: Vec<std::thread::JoinHandle<()>>,
     sequencer_thread: std::thread::JoinHandle<()>,
     indexer: Option<IndexerHandle>,
@@ -57,6 +58,7 @@ pub(crate) struct Parts {
     holds: Arc<sealtrail_store::holds::HoldStore>,
     retention: Arc<Retention>,
     archive: Option<Arc<sealtrail_archive::ArchiveLocation>>,
+    witnesses: Arc<crate::witness::WitnessBoard>,
 }
 
 impl Parts {
@@ -122,6 +124,7 @@ impl Parts {
             opener: self.opener,
             rate_limits,
             retention: self.retention,
+            witnesses: self.witnesses,
         })
     }
 }
@@ -189,6 +192,14 @@ impl Components {
             config.access_log.global_tenant.clone(),
             shutdown.clone(),
         ));
+        let (witnesses, witness_threads) = crate::witness::spawn(
+            &config.witnesses,
+            store.reader.clone(),
+            store.verifier.clone(),
+            shutdown.clone(),
+        )
+        .map_err(|e| ServerError::Serve(std::io::Error::other(e)))?;
+        threads.extend(witness_threads);
         let components = Self {
             shutdown,
             sinks: sinks.clone(),
@@ -211,6 +222,7 @@ impl Components {
             holds,
             retention,
             archive,
+            witnesses,
         };
         Ok((components, parts))
     }

@@ -58,6 +58,30 @@ pub struct Config {
     pub retention: sealtrail_core::retention_policy::RetentionConfig,
     /// Where retention archives, and how often the server runs it (`[retention_run]`).
     pub retention_run: RetentionRunSettings,
+    /// Places outside the server that keep the log's signed checkpoints (`[[witnesses]]`).
+    pub witnesses: Vec<WitnessConfig>,
+}
+
+/// A witness (`[[witnesses]]`): every newer signed checkpoint is pushed to it, and what it
+/// kept is compared with the log, which exposes a log rolled back or forked.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessConfig {
+    /// Its name, in metrics, `/readyz` and logs.
+    pub name: String,
+    /// A directory, `s3://bucket[/prefix]` (S3 settings from the `AWS_*` environment) or
+    /// the URL of a C2SP tlog-witness (`POST <to>/add-checkpoint`).
+    pub to: String,
+    /// Bearer token for an HTTP witness.
+    #[serde(default)]
+    pub token: Option<sealtrail_sinks::config::SecretRef>,
+    /// Seconds between looks at the newest checkpoint (it is pushed when it has grown).
+    #[serde(default = "default_witness_every_secs")]
+    pub every_secs: u64,
+}
+
+fn default_witness_every_secs() -> u64 {
+    5
 }
 
 /// Retention runs (`[retention_run]`).
@@ -155,6 +179,7 @@ impl Default for Config {
             encryption: None,
             retention: Default::default(),
             retention_run: RetentionRunSettings::default(),
+            witnesses: Vec::new(),
         }
     }
 }
@@ -375,7 +400,7 @@ impl Config {
                 message: problems.join("\n"),
             });
         }
-        Ok(())
+        check_witnesses(&self.witnesses)
     }
 
     /// The `[limits]` section: every limit at least its smallest useful value, and a batch
@@ -517,6 +542,36 @@ fn set_path(table: &mut toml::Table, keys: &[String], value: toml::Value) -> Res
     Ok(())
 }
 
+/// `[[witnesses]]`: named once each, somewhere, looked at no more often than each second
+/// and at least once a day.
+fn check_witnesses(witnesses: &[WitnessConfig]) -> Result<(), ConfigError> {
+    let mut names = std::collections::HashSet::new();
+    for (i, witness) in witnesses.iter().enumerate() {
+        let field = |name: &str| format!("witnesses[{i}].{name}");
+        if witness.name.trim().is_empty() || witness.name.len() > 64 {
+            return Err(invalid(&field("name"), "must be 1 to 64 characters"));
+        }
+        if !names.insert(witness.name.as_str()) {
+            return Err(invalid(&field("name"), "is the name of another witness"));
+        }
+        let to = witness.to.trim();
+        let known = to.starts_with("s3://")
+            || to.starts_with("http://")
+            || to.starts_with("https://")
+            || (!to.is_empty() && !to.contains("://"));
+        if !known {
+            return Err(invalid(
+                &field("to"),
+                "must be a directory, s3://bucket[/prefix] or an http(s):// URL",
+            ));
+        }
+        if !(1..=86_400).contains(&witness.every_secs) {
+            return Err(invalid(&field("every_secs"), "must be from 1 to 86400"));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -604,5 +659,54 @@ mod tests {
             config.retention_run.every_hours, 0,
             "0 turns the schedule off"
         );
+    }
+
+    #[test]
+    fn witnesses_are_checked_and_named_by_index() {
+        let witness = |name: &str, to: &str, every_secs: u64| WitnessConfig {
+            name: name.to_owned(),
+            to: to.to_owned(),
+            token: None,
+            every_secs,
+        };
+        let with = |witnesses: Vec<WitnessConfig>| {
+            Config {
+                witnesses,
+                ..Config::default()
+            }
+            .validate()
+            .map_err(|e| e.to_string())
+        };
+        assert!(
+            with(vec![
+                witness("disk", "/mnt/witness", 5),
+                witness("bucket", "s3://checkpoints/prod", 60),
+                witness("tlog", "https://witness.example/", 1),
+            ])
+            .is_ok()
+        );
+        for (witnesses, expected) in [
+            (
+                vec![witness("", "/w", 5)],
+                "witnesses[0].name: must be 1 to 64",
+            ),
+            (
+                vec![witness("a", "/w", 5), witness("a", "/v", 5)],
+                "witnesses[1].name: is the name of another witness",
+            ),
+            (
+                vec![witness("a", "ftp://w", 5)],
+                "witnesses[0].to: must be a directory",
+            ),
+            (vec![witness("a", "", 5)], "witnesses[0].to"),
+            (
+                vec![witness("a", "/w", 0)],
+                "witnesses[0].every_secs: must be from 1",
+            ),
+            (vec![witness("a", "/w", 86_401)], "witnesses[0].every_secs"),
+        ] {
+            let err = with(witnesses).unwrap_err();
+            assert!(err.contains(expected), "{expected}: {err}");
+        }
     }
 }

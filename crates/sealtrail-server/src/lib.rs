@@ -22,6 +22,7 @@ pub mod routes;
 mod serve;
 pub mod state;
 pub mod stream;
+pub mod witness;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -28,6 +28,13 @@ pub struct SinkLabel {
     pub sink: String,
 }
 
+/// Label of per-witness metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WitnessLabel {
+    /// The witness's name.
+    pub witness: String,
+}
+
 /// Every metric the server exports.
 pub struct Metrics {
     registry: Registry,
@@ -71,6 +78,12 @@ pub struct Metrics {
     pub sink_dead_letters: Family<SinkLabel, Gauge>,
     /// Per sink: failed attempts in a row.
     pub sink_consecutive_failures: Family<SinkLabel, Gauge>,
+    /// Per witness: the tree size it holds.
+    pub witness_size: Family<WitnessLabel, Gauge>,
+    /// Per witness: 1 when what it holds contradicts the log (rolled back or forked).
+    pub witness_alarm: Family<WitnessLabel, Gauge>,
+    /// Per witness: pushes that failed since start.
+    pub witness_push_failures: Family<WitnessLabel, Gauge>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -204,7 +217,28 @@ impl Metrics {
             "Failed delivery attempts in a row",
             sink_consecutive_failures.clone(),
         );
+        let witness_size = Family::<WitnessLabel, Gauge>::default();
+        registry.register(
+            "witness_size",
+            "Tree size of the newest checkpoint the witness holds",
+            witness_size.clone(),
+        );
+        let witness_alarm = Family::<WitnessLabel, Gauge>::default();
+        registry.register(
+            "witness_alarm",
+            "1 when what the witness holds contradicts the log (rolled back or forked)",
+            witness_alarm.clone(),
+        );
+        let witness_push_failures = Family::<WitnessLabel, Gauge>::default();
+        registry.register(
+            "witness_push_failures",
+            "Checkpoint pushes to the witness that failed since the server started",
+            witness_push_failures.clone(),
+        );
         Self {
+            witness_size,
+            witness_alarm,
+            witness_push_failures,
             sink_lag_events,
             sink_lag_ms,
             sink_delivered_events,

@@ -51,6 +51,8 @@ pub struct Inner {
     pub rate_limits: crate::limits::KeyRateLimiter,
     /// Retention runs.
     pub retention: Arc<crate::app::retention::Retention>,
+    /// The witnesses the log's checkpoints are pushed to, and what each holds.
+    pub witnesses: Arc<crate::witness::WitnessBoard>,
 }
 
 impl AppState {

@@ -203,3 +203,59 @@ fn run(command: &mut Command) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A database of its own for one test on the server of [`TEST_ENV`], with no schema;
+/// dropped (with its connections) when this is.
+pub struct TestDatabase {
+    admin: String,
+    /// Its name.
+    pub name: String,
+    /// A connection string for it.
+    pub url: String,
+}
+
+impl TestDatabase {
+    /// Creates it; panics, naming how to get a server, when [`TEST_ENV`] is not set.
+    pub fn create() -> Self {
+        let admin = std::env::var(TEST_ENV).unwrap_or_else(|_| {
+            panic!(
+                "these tests need PostgreSQL: run `cargo xtask test`, or start one with \
+                 `cargo xtask postgres` and set {TEST_ENV} to the URL it prints"
+            )
+        });
+        let name = format!("sealtrail_test_{}", uuid::Uuid::new_v4().simple());
+        let mut client = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap();
+        let url = format!("{admin} dbname={name}");
+        Self { admin, name, url }
+    }
+
+    /// A new connection to it.
+    pub fn client(&self) -> postgres::Client {
+        postgres::Client::connect(&self.url, postgres::NoTls).unwrap()
+    }
+
+    /// Drops it now (a disaster drill's lost database).
+    pub fn drop_now(&self) {
+        let mut client = postgres::Client::connect(&self.admin, postgres::NoTls).unwrap();
+        client
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .unwrap();
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Ok(mut client) = postgres::Client::connect(&self.admin, postgres::NoTls) {
+            let _ = client.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
+}

@@ -39,13 +39,13 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
     };
     let lag = state.index_lag(tree_size);
     let rejected = state.log.rejected_events().len() as u64;
-    let warnings = match rejected {
-        0 => Vec::new(),
-        n => vec![format!(
-            "{n} acknowledged events were refused by the log when the spool drained; \
+    let mut warnings = state.witnesses.warnings();
+    if rejected > 0 {
+        warnings.push(format!(
+            "{rejected} acknowledged events were refused by the log when the spool drained; \
              `sealtrail spool rejected` lists them"
-        )],
-    };
+        ));
+    }
     (
         status,
         Json(Readiness {
@@ -82,6 +82,20 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             &m.sink_consecutive_failures,
             i64::from(sink.consecutive_failures),
         );
+    }
+    for witness in state.witnesses.statuses() {
+        let label = crate::metrics::WitnessLabel {
+            witness: witness.name,
+        };
+        m.witness_size
+            .get_or_create(&label)
+            .set(witness.size as i64);
+        m.witness_alarm
+            .get_or_create(&label)
+            .set(i64::from(witness.alarm.is_some()));
+        m.witness_push_failures
+            .get_or_create(&label)
+            .set(witness.failures as i64);
     }
     let reader = state.reader.clone();
     if let Ok(Ok(bytes)) = tokio::task::spawn_blocking(move || reader.storage_bytes()).await {

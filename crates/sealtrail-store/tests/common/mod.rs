@@ -37,18 +37,18 @@ macro_rules! on_both_stores {
     };
 }
 
-/// The environment variable naming a PostgreSQL server the tests may create databases
-/// on (`cargo xtask test` starts one and sets it).
-pub const POSTGRES_ENV: &str = "SEALTRAIL_TEST_POSTGRES";
-
 /// A database of its own for one test, dropped afterwards.
-pub struct TestDatabase {
-    admin: String,
-    pub name: String,
-    pub url: String,
+pub struct TestDatabase(sealtrail_testkit::pg::TestDatabase);
+
+impl std::ops::Deref for TestDatabase {
+    type Target = sealtrail_testkit::pg::TestDatabase;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl TestDatabase {
+    /// With the log's schema.
     pub fn create() -> Self {
         let db = Self::create_empty();
         let mut client = db.client();
@@ -58,34 +58,7 @@ impl TestDatabase {
 
     /// A database of its own with no schema at all (what a restore goes into).
     pub fn create_empty() -> Self {
-        let admin = std::env::var(POSTGRES_ENV).unwrap_or_else(|_| {
-            panic!(
-                "the PostgreSQL store tests need a server: run `cargo xtask test`, or start one \
-                 with `cargo xtask postgres` and set {POSTGRES_ENV} to the URL it prints"
-            )
-        });
-        let name = format!("sealtrail_test_{}", uuid::Uuid::new_v4().simple());
-        let mut client = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
-        client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .unwrap();
-        let url = format!("{admin} dbname={name}");
-        Self { admin, name, url }
-    }
-
-    pub fn client(&self) -> postgres::Client {
-        postgres::Client::connect(&self.url, postgres::NoTls).unwrap()
-    }
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        if let Ok(mut client) = postgres::Client::connect(&self.admin, postgres::NoTls) {
-            let _ = client.batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ));
-        }
+        Self(sealtrail_testkit::pg::TestDatabase::create())
     }
 }
 
