@@ -229,6 +229,17 @@ impl FieldCipher {
     /// stored bytes are copied with each sealed string replaced by its value: no record is
     /// parsed.
     pub fn open_api_json(&self, stored: &StoredEvent) -> Vec<u8> {
+        self.open_api_json_noting(stored, &mut |_| {})
+    }
+
+    /// [`open_api_json`](Self::open_api_json), handing `opened` the JSON of each value it
+    /// opened (not the `"[shredded]"` of a destroyed key), so that a caller can keep them
+    /// out of what it writes elsewhere.
+    pub fn open_api_json_noting(
+        &self,
+        stored: &StoredEvent,
+        opened: &mut dyn FnMut(&[u8]),
+    ) -> Vec<u8> {
         let marker = format!("\"{SEALED_PREFIX}");
         let marker = marker.as_bytes();
         let record = &stored.record;
@@ -254,7 +265,12 @@ impl FieldCipher {
             out.extend_from_slice(&record[at..start]);
             let inner = std::str::from_utf8(&record[inner_start..end]).unwrap_or("");
             match self.open_sealed(&stored.tenant_id, inner) {
-                Some(opened) => out.extend_from_slice(&opened),
+                Some(value) => {
+                    if !is_shredded_marker(&value) {
+                        opened(&value);
+                    }
+                    out.extend_from_slice(&value);
+                }
                 None => out.extend_from_slice(&record[start..=end]),
             }
             at = end + 1;
@@ -372,6 +388,11 @@ pub(crate) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 /// key table and the log never name a subject).
 fn subject_tag(subject: &str) -> String {
     hex::encode(&Sha256::digest(subject)[..8])
+}
+
+/// Whether an opened value is the `"[shredded]"` shown for a destroyed key.
+fn is_shredded_marker(value: &[u8]) -> bool {
+    value.len() == SHREDDED.len() + 2 && &value[1..value.len() - 1] == SHREDDED.as_bytes()
 }
 
 #[cfg(test)]

@@ -27,6 +27,19 @@ impl Opener {
         }
     }
 
+    /// The event as the API returns it, and the JSON of every value opened for it (empty
+    /// when encryption is off): what must not leave with anything but the event itself.
+    pub fn api_json_and_opened(&self, stored: &StoredEvent) -> (Vec<u8>, Vec<Vec<u8>>) {
+        match &self.0 {
+            Some(cipher) => {
+                let mut opened = Vec::new();
+                let json = cipher.open_api_json_noting(stored, &mut |v| opened.push(v.to_vec()));
+                (json, opened)
+            }
+            None => (stored.to_api_json(), Vec::new()),
+        }
+    }
+
     /// The cipher, when encryption is on.
     pub fn cipher(&self) -> Option<&FieldCipher> {
         self.0.as_deref()

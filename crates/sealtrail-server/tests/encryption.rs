@@ -275,3 +275,111 @@ async fn an_encrypted_field_is_found_by_equality_through_the_blind_index() {
         1
     );
 }
+
+/// A receiver that echoes the decrypted value it was sent in its error: 503 to its first
+/// request, 400 to the rest, each naming the guest's dietary notes and email.
+async fn echoing_receiver() -> String {
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let app = axum::Router::new().fallback(move |body: String| {
+        let answered = answered.clone();
+        async move {
+            let sent: Value = serde_json::from_str(&body).unwrap_or_default();
+            let text = sent.to_string();
+            let echo = [NOTES_G1, "g1@guests.example", IP]
+                .iter()
+                .filter(|v| text.contains(*v))
+                .map(|v| format!("'{v}'"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let first = answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+            let status = if first {
+                axum::http::StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                axum::http::StatusCode::BAD_REQUEST
+            };
+            (status, format!("cannot store {echo}; raw: {body}"))
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_echoing_a_decrypted_value_leaves_no_trace_of_it_in_dead_letters_or_status() {
+    let receiver = echoing_receiver().await;
+    let secrets = tempfile::tempdir().unwrap();
+    let key_file = secrets.path().join("master.key");
+    std::fs::write(
+        &key_file,
+        base64::engine::general_purpose::STANDARD.encode([42u8; 32]),
+    )
+    .unwrap();
+    let hook = secrets.path().join("hook");
+    std::fs::write(&hook, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n").unwrap();
+    let config = format!(
+        r#"
+        [encryption]
+        master_key = {{ file = "{}" }}
+        fields = ["ip_address", "/details/guest/dietary_notes", "/details/guest/email"]
+        subject = "/details/guest/id"
+
+        [[sinks]]
+        name = "caterer"
+        kind = "webhook"
+        url = "{receiver}/hook"
+        secret = {{ file = "{}" }}
+        retry_initial_delay_ms = 10
+        retry_max_delay_ms = 50
+
+        [[routes]]
+        sinks = ["caterer"]
+        "#,
+        key_file.display(),
+        hook.display()
+    );
+    let parsed: sealtrail_server::Config = toml::from_str(&config).unwrap();
+    let s = TestServer::start_with(|c| {
+        c.encryption = parsed.encryption;
+        c.sinks = parsed.sinks;
+        c.routes = parsed.routes;
+    })
+    .await;
+    let writer = s.key(&[Scope::Ingest], Some("acme"));
+    let admin = s.key(&[Scope::Admin], None);
+    let (status, body) = s
+        .post_json(&writer, "/v1/events", &change("g1", NOTES_G1))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    common::eventually("the event is dead-lettered", async || {
+        let (_, dead) = s.get(&admin, "/v1/sinks/caterer/dead-letters").await;
+        dead.as_array().is_some_and(|d| d.len() == 1)
+    })
+    .await;
+    let (_, dead) = s.get(&admin, "/v1/sinks/caterer/dead-letters").await;
+    let (_, status) = s.get(&admin, "/v1/sinks").await;
+    let error = dead[0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("HTTP 400") && error.contains("[redacted]"),
+        "{error}"
+    );
+    let last_error = status[0]["last_error"]["message"].to_string();
+    assert!(
+        last_error.contains("HTTP 503") && last_error.contains("[redacted]"),
+        "{status}"
+    );
+    let shown = format!("{dead}{status}");
+    for value in [NOTES_G1, "g1@guests.example", IP] {
+        assert!(!shown.contains(value), "{value} in {shown}");
+    }
+    // Nor is it in any file of the data directory (sinks.sqlite holds the dead letter).
+    let dir = s.stop().await;
+    for value in [NOTES_G1, "g1@guests.example"] {
+        assert_eq!(
+            files_containing(dir.path(), value),
+            Vec::<String>::new(),
+            "{value}"
+        );
+    }
+}

@@ -56,6 +56,40 @@ pub enum Delivery {
 }
 
 impl Delivery {
+    /// The same outcome with every decrypted value of `events` taken out of its reasons
+    /// ([`SinkEvent::redact`]): they are kept in dead letters, status and logs.
+    pub fn redacted(self, events: &[&SinkEvent]) -> Self {
+        let redact = |text: String| crate::event::redact_for(events.iter().copied(), &text);
+        match self {
+            Self::Accepted => Self::Accepted,
+            Self::Partial {
+                retry,
+                refused,
+                reason,
+            } => Self::Partial {
+                retry,
+                refused: refused
+                    .into_iter()
+                    .map(|(i, why)| (i, redact(why)))
+                    .collect(),
+                reason: redact(reason),
+            },
+            Self::Retry {
+                reason,
+                retry_after,
+            } => Self::Retry {
+                reason: redact(reason),
+                retry_after,
+            },
+            Self::Split { reason } => Self::Split {
+                reason: redact(reason),
+            },
+            Self::Refused { reason } => Self::Refused {
+                reason: redact(reason),
+            },
+        }
+    }
+
     /// The outcome of a whole-request answer (for receivers without per-item results).
     pub fn from_status(status: StatusCode, headers: &HeaderMap, body: &str) -> Self {
         if status.is_success() {

@@ -15,18 +15,25 @@ pub struct SinkEvent {
     /// The same, as the API's JSON bytes (the stored record spliced with `leaf_hash`):
     /// bulk formats copy these rather than serialise `body` again.
     pub json: Vec<u8>,
+    /// The texts of the values opened for this event (encrypted fields): they go to the
+    /// receiver inside the event and nowhere else ([`SinkEvent::redact`]).
+    opened: Vec<String>,
 }
+
+/// What stands in an error text for a value that was decrypted for the receiver.
+pub const REDACTED: &str = "[redacted]";
 
 impl SinkEvent {
     /// Parses a stored event; `None` if its record is not an object (it always is: the
     /// sequencer wrote it).
     pub fn from_stored(stored: &StoredEvent, opener: &sealtrail_crypto::Opener) -> Option<Self> {
-        let json = opener.api_json(stored);
+        let (json, opened) = opener.api_json_and_opened(stored);
         match serde_json::from_slice(&json) {
             Ok(Value::Object(body)) => Some(Self {
                 seq: stored.seq,
                 body,
                 json,
+                opened: secret_texts(&opened),
             }),
             _ => None,
         }
@@ -35,7 +42,25 @@ impl SinkEvent {
     /// Builds one from the API's JSON object (tests, replays).
     pub fn from_json(seq: u64, body: Map<String, Value>) -> Self {
         let json = Value::Object(body.clone()).to_string().into_bytes();
-        Self { seq, body, json }
+        Self {
+            seq,
+            body,
+            json,
+            opened: Vec::new(),
+        }
+    }
+
+    /// `text` (a receiver's answer, an error) with every value decrypted for this event
+    /// replaced by [`REDACTED`], as written and as JSON-escaped: a receiver that echoes
+    /// what it was sent must not put a decrypted value in a dead letter or a log line.
+    pub fn redact(&self, text: &str) -> String {
+        let mut text = text.to_owned();
+        for secret in &self.opened {
+            if text.contains(secret.as_str()) {
+                text = text.replace(secret.as_str(), REDACTED);
+            }
+        }
+        text
     }
 
     /// A top-level string member, or "".
@@ -151,6 +176,45 @@ pub fn render(template: &str, event: &SinkEvent) -> String {
     out
 }
 
+/// The texts an opened value can show up as: each string and number in it, the whole JSON,
+/// and each string JSON-escaped; longest first, so that a value containing another is
+/// replaced whole.
+fn secret_texts(opened: &[Vec<u8>]) -> Vec<String> {
+    fn leaves(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::String(s) => {
+                out.push(s.clone());
+                let escaped = Value::String(s.clone()).to_string();
+                out.push(escaped[1..escaped.len() - 1].to_owned());
+            }
+            Value::Number(n) => out.push(n.to_string()),
+            Value::Array(items) => items.iter().for_each(|v| leaves(v, out)),
+            Value::Object(members) => members.values().for_each(|v| leaves(v, out)),
+            Value::Bool(_) | Value::Null => {}
+        }
+    }
+    let mut out = Vec::new();
+    for json in opened {
+        if let Ok(value) = serde_json::from_slice::<Value>(json) {
+            if !value.is_string() {
+                out.push(String::from_utf8_lossy(json).into_owned());
+            }
+            leaves(&value, &mut out);
+        }
+    }
+    out.retain(|s| !s.is_empty());
+    out.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    out.dedup();
+    out
+}
+
+/// [`SinkEvent::redact`] for every event of a request.
+pub fn redact_for<'a>(events: impl IntoIterator<Item = &'a SinkEvent>, text: &str) -> String {
+    events
+        .into_iter()
+        .fold(text.to_owned(), |text, event| event.redact(&text))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,5 +255,21 @@ mod tests {
         );
         assert_eq!(e.pointer("/tenant_id"), Some(&Value::from("acme")));
         assert_eq!(e.severity(), Severity::Warning);
+    }
+
+    #[test]
+    fn decrypted_values_are_redacted_whole_and_json_escaped() {
+        let mut e = event();
+        e.opened = secret_texts(&[
+            br#""peanut \"severe\" allergy""#.to_vec(),
+            br#"{"phone":"+33 6 12","floor":42}"#.to_vec(),
+        ]);
+        let echo = r#"refused: notes 'peanut "severe" allergy' ({"notes":"peanut \"severe\" allergy"}), contact {"phone":"+33 6 12","floor":42}, floor 42"#;
+        let shown = redact_for([&e], echo);
+        assert_eq!(
+            shown,
+            "refused: notes '[redacted]' ({\"notes\":\"[redacted]\"}), contact [redacted], floor [redacted]"
+        );
+        assert_eq!(e.redact("nothing secret"), "nothing secret");
     }
 }

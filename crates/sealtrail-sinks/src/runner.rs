@@ -211,7 +211,9 @@ impl Runner {
                     route,
                     seq: event.seq,
                     event_id: event.id().to_owned(),
-                    headline: crate::destinations::headline(&event),
+                    // Kept in sinks.sqlite until the digest goes: no decrypted value
+                    // may be written there.
+                    headline: event.redact(&crate::destinations::headline(&event)),
                 }),
             }
         }
@@ -417,7 +419,7 @@ impl Runner {
         self.wait_for_circuit().await?;
         let sent: Vec<&SinkEvent> = pending[..window.min(pending.len())].to_vec();
         let outcome = tokio::select! {
-            outcome = self.destination.send(&self.client, &sent) => outcome,
+            outcome = self.destination.send(&self.client, &sent) => outcome.redacted(&sent),
             () = self.stop.cancelled() => return Err(Stopped),
         };
         match outcome {
