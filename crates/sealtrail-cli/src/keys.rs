@@ -9,12 +9,38 @@ use sealtrail_store::ApiKeyStore;
 
 use crate::DataDirArg;
 
+/// Where the keys are: the data directory's `keys.sqlite`, or with a database URL the
+/// PostgreSQL database every server on it shares.
+#[derive(clap::Args, Debug)]
+pub struct KeysAt {
+    #[command(flatten)]
+    data: DataDirArg,
+    /// The PostgreSQL database of the servers (their keys are there, not in the data
+    /// directory).
+    #[arg(long, env = "SEALTRAIL_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+}
+
+impl KeysAt {
+    fn open(&self) -> anyhow::Result<ApiKeyStore> {
+        Ok(match &self.database_url {
+            Some(url) => {
+                sealtrail_store::postgres::check_schema(&mut sealtrail_store::postgres::connect(
+                    url,
+                )?)?;
+                ApiKeyStore::open_postgres(url, Some(&self.data.data_dir))?.0
+            }
+            None => ApiKeyStore::open(&self.data.data_dir)?,
+        })
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum KeysCommand {
     /// Create a key and print it (it is shown only this once).
     Create {
         #[command(flatten)]
-        data: DataDirArg,
+        data: KeysAt,
         /// Comma-separated scopes: ingest, read, stream, admin.
         #[arg(long)]
         scopes: String,
@@ -32,7 +58,7 @@ pub enum KeysCommand {
     /// one is refused at once, or after --grace.
     Rotate {
         #[command(flatten)]
-        data: DataDirArg,
+        data: KeysAt,
         /// The key id.
         key_id: String,
         /// Keep the old key working this long: 1h, 7d, ...
@@ -42,12 +68,12 @@ pub enum KeysCommand {
     /// List keys (never their secrets).
     List {
         #[command(flatten)]
-        data: DataDirArg,
+        data: KeysAt,
     },
     /// Revoke a key by its id; the server refuses it at once.
     Revoke {
         #[command(flatten)]
-        data: DataDirArg,
+        data: KeysAt,
         /// The key id (the part after `st_`, before the second `_`).
         key_id: String,
     },
@@ -63,7 +89,7 @@ pub fn run(command: KeysCommand) -> anyhow::Result<ExitCode> {
             expires_in,
         } => {
             let scopes = Scope::parse_list(&scopes).map_err(anyhow::Error::msg)?;
-            let store = ApiKeyStore::open(&data.data_dir)?;
+            let store = data.open()?;
             let expires_at = expires_in.map(|d| sealtrail_core::time_format::now_micros() + d);
             let (info, secret) = store.create_expiring(
                 &scopes,
@@ -82,7 +108,7 @@ pub fn run(command: KeysCommand) -> anyhow::Result<ExitCode> {
             );
         }
         KeysCommand::List { data } => {
-            let store = ApiKeyStore::open(&data.data_dir)?;
+            let store = data.open()?;
             println!(
                 "{:<14} {:<20} {:<24} {:<28} STATUS",
                 "KEY ID", "SCOPES", "TENANT", "CREATED"
@@ -104,7 +130,7 @@ pub fn run(command: KeysCommand) -> anyhow::Result<ExitCode> {
             key_id,
             grace,
         } => {
-            let store = ApiKeyStore::open(&data.data_dir)?;
+            let store = data.open()?;
             let Some((info, secret)) = store.rotate(&key_id, grace)? else {
                 anyhow::bail!("no live key with id {key_id}");
             };
@@ -119,7 +145,7 @@ pub fn run(command: KeysCommand) -> anyhow::Result<ExitCode> {
             );
         }
         KeysCommand::Revoke { data, key_id } => {
-            let store = ApiKeyStore::open(&data.data_dir)?;
+            let store = data.open()?;
             if !store.revoke(&key_id)? {
                 anyhow::bail!("no active key with id {key_id}");
             }

@@ -396,10 +396,15 @@ async fn open_postgres_store(
         blocking_store(move || Sequencer::spawn(backend, signer, sequencer_config, hooks)).await?;
     let data_dir = config.data_dir.clone();
     let (reader, keys) = blocking_store(move || {
-        Ok((
-            sealtrail_store::postgres::PgReader::open(&url)?,
-            ApiKeyStore::open(&data_dir)?,
-        ))
+        let (keys, imported) = ApiKeyStore::open_postgres(&url, Some(&data_dir))?;
+        if imported > 0 {
+            tracing::info!(
+                imported,
+                "copied the data directory's API keys into PostgreSQL, where every server \
+                 on the database reads them from now on"
+            );
+        }
+        Ok((sealtrail_store::postgres::PgReader::open(&url)?, keys))
     })
     .await?;
     Ok(Store {

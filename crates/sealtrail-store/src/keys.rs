@@ -1,14 +1,21 @@
-//! API keys: created by the CLI (even while the server runs), stored as SHA-256 hashes in
-//! `keys.sqlite` in the data directory, and checked by the server on every request.
+//! API keys: created by the CLI (even while the server runs) or the API, stored as SHA-256
+//! hashes, and checked by the server on every request. On the embedded store they live in
+//! `keys.sqlite` in the data directory; with `database_url` in the PostgreSQL table
+//! `api_keys`, shared by every server on the database.
 //!
 //! Keys are 256-bit random secrets, so a plain SHA-256 is the right hash: there is nothing
-//! to brute-force, and lookups stay a hash-map probe. Keys live in their own file so the
-//! server can notice new or revoked keys with `PRAGMA data_version`, which changes only
-//! when another connection commits to that file — not on every ingest.
+//! to brute-force, and lookups stay a hash-map probe in a cache of the live keys. The cache
+//! is reloaded when the keys change: SQLite says so with `PRAGMA data_version`, which
+//! changes only when another connection commits to that file (not on every ingest);
+//! on PostgreSQL by a summary of `api_keys` that every change moves (rows are never deleted:
+//! a new key adds to the count, a revocation or expiry sets a column once or lowers it),
+//! looked at no more often than every [`PG_RECHECK`], so a key revoked on one server is
+//! refused by all within that.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as BASE64URL;
@@ -25,6 +32,10 @@ use crate::StoreError;
 pub const KEYS_DB_FILE: &str = "keys.sqlite";
 /// Every key starts with this, so leaked keys are easy to find in code and logs.
 const KEY_PREFIX: &str = "st_";
+/// How stale the PostgreSQL store's cache of live keys may be.
+pub const PG_RECHECK: Duration = Duration::from_millis(250);
+/// How often a key the PostgreSQL store's cache does not know makes it look again.
+pub const PG_MISS_RECHECK: Duration = Duration::from_millis(20);
 
 /// A key as listed: everything but the secret, which is never stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,15 +72,59 @@ impl KeyInfo {
 type KeyRow = (Hash, Result<KeyInfo, String>);
 
 struct Cache {
-    data_version: i64,
+    version: String,
+    checked_at: Instant,
+    /// When a key the cache did not know last made it look again.
+    miss_checked_at: Option<Instant>,
     by_hash: HashMap<Hash, KeyInfo>,
 }
 
 /// The key database.
 pub struct ApiKeyStore {
-    conn: Mutex<Connection>,
+    db: KeyDb,
     cache: Mutex<Option<Cache>>,
 }
+
+/// Where the keys are.
+enum KeyDb {
+    Sqlite(Mutex<Connection>),
+    Postgres {
+        url: String,
+        client: Mutex<Option<postgres::Client>>,
+    },
+}
+
+/// A stored key's columns as read.
+struct RawKey {
+    secret_hash: Vec<u8>,
+    key_id: String,
+    scopes: String,
+    tenant_id: Option<String>,
+    description: Option<String>,
+    created_at: i64,
+    revoked_at: Option<i64>,
+    expires_at: Option<i64>,
+}
+
+/// Which keys to read.
+enum Select<'a> {
+    NewestFirst,
+    ById(&'a str),
+    Live,
+}
+
+impl Select<'_> {
+    fn tail(&self, placeholder: &str) -> String {
+        match self {
+            Self::NewestFirst => "ORDER BY created_at DESC".into(),
+            Self::ById(_) => format!("WHERE key_id = {placeholder}"),
+            Self::Live => "WHERE revoked_at IS NULL".into(),
+        }
+    }
+}
+
+const KEY_COLUMNS: &str =
+    "secret_hash, key_id, scopes, tenant_id, description, created_at, revoked_at, expires_at";
 
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS api_keys (
@@ -109,11 +164,43 @@ impl ApiKeyStore {
             }
         }
         Ok(Self {
-            conn: Mutex::new(conn),
+            db: KeyDb::Sqlite(Mutex::new(conn)),
             cache: Mutex::new(None),
         })
     }
 
+    /// The keys in the PostgreSQL database at `url` (its schema migrated). When the
+    /// database has no key yet and `data_dir` holds a `keys.sqlite` (a server moving from
+    /// the embedded store, or from keys kept per server), those keys are copied in, their
+    /// revocations and expiries with them; returns how many were.
+    pub fn open_postgres(url: &str, data_dir: Option<&Path>) -> Result<(Self, usize), StoreError> {
+        let store = Self {
+            db: KeyDb::Postgres {
+                url: url.to_owned(),
+                // Connected on first use (see with_pg).
+                client: Mutex::new(None),
+            },
+            cache: Mutex::new(None),
+        };
+        let mut imported = 0;
+        let local = data_dir
+            .map(|dir| dir.join(KEYS_DB_FILE))
+            .filter(|path| path.is_file());
+        if let Some(path) = local {
+            let none_yet = store.with_pg(|c| {
+                Ok(c.query_one("SELECT count(*) FROM api_keys", &[])?
+                    .get::<_, i64>(0)
+                    == 0)
+            })?;
+            if none_yet {
+                let sqlite = Self::open(path.parent().expect("a file in a directory"))?;
+                for key in sqlite.raw_keys(&Select::NewestFirst)? {
+                    imported += store.insert_raw(&key)?;
+                }
+            }
+        }
+        Ok((store, imported))
+    }
     /// Creates a key that does not expire; returns its listing and the secret key text,
     /// shown only this once.
     pub fn create(
@@ -161,27 +248,23 @@ impl ApiKeyStore {
             revoked_at: None,
             expires_at,
         };
-        self.conn().execute(
-            "INSERT INTO api_keys
-                 (key_id, secret_hash, scopes, tenant_id, description, created_at, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                info.key_id,
-                hash_key(&secret),
-                Scope::join(scopes),
-                info.tenant_id,
-                info.description,
-                info.created_at,
-                info.expires_at,
-            ],
-        )?;
+        self.insert_raw(&RawKey {
+            secret_hash: hash_key(&secret).to_vec(),
+            key_id: info.key_id.clone(),
+            scopes: Scope::join(scopes),
+            tenant_id: info.tenant_id.clone(),
+            description: info.description.clone(),
+            created_at: info.created_at,
+            revoked_at: None,
+            expires_at: info.expires_at,
+        })?;
         self.invalidate();
         Ok((info, secret))
     }
 
     /// Every key, newest first.
     pub fn list(&self) -> Result<Vec<KeyInfo>, StoreError> {
-        self.read_keys("ORDER BY created_at DESC")?
+        self.read_keys(&Select::NewestFirst)?
             .into_iter()
             .map(|(_, key)| key.map_err(StoreError::Integrity))
             .collect()
@@ -189,40 +272,32 @@ impl ApiKeyStore {
 
     /// Keys with the hash of their secret; a key whose stored scopes cannot be read comes
     /// back as the reason.
-    fn read_keys(&self, tail: &str) -> Result<Vec<KeyRow>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
-            "SELECT secret_hash, key_id, scopes, tenant_id, description, created_at, revoked_at,
-                    expires_at
-             FROM api_keys {tail}"
-        ))?;
-        let rows = stmt.query_map([], |r| {
-            let key_id: String = r.get(1)?;
-            let scopes: String = r.get(2)?;
-            let info = Scope::parse_list(&scopes)
-                .map_err(|e| format!("key {key_id} has unreadable scopes: {e}"));
-            Ok((
-                r.get::<_, Hash>(0)?,
-                match info {
-                    Ok(scopes) => Ok(KeyInfo {
-                        key_id,
-                        scopes,
-                        tenant_id: r.get(3)?,
-                        description: r.get(4)?,
-                        created_at: r.get(5)?,
-                        revoked_at: r.get(6)?,
-                        expires_at: r.get(7)?,
-                    }),
-                    Err(reason) => Err(reason),
-                },
-            ))
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+    fn read_keys(&self, select: &Select<'_>) -> Result<Vec<KeyRow>, StoreError> {
+        let mut rows = Vec::new();
+        for raw in self.raw_keys(select)? {
+            let hash: Hash = raw.secret_hash.as_slice().try_into().map_err(|_| {
+                StoreError::Integrity(format!("key {} has a malformed secret hash", raw.key_id))
+            })?;
+            let info = match Scope::parse_list(&raw.scopes) {
+                Ok(scopes) => Ok(KeyInfo {
+                    key_id: raw.key_id,
+                    scopes,
+                    tenant_id: raw.tenant_id,
+                    description: raw.description,
+                    created_at: raw.created_at,
+                    revoked_at: raw.revoked_at,
+                    expires_at: raw.expires_at,
+                }),
+                Err(e) => Err(format!("key {} has unreadable scopes: {e}", raw.key_id)),
+            };
+            rows.push((hash, info));
+        }
+        Ok(rows)
     }
 
     /// One key by id.
     pub fn get(&self, key_id: &str) -> Result<Option<KeyInfo>, StoreError> {
-        let found = self.read_keys(&format!("WHERE key_id = '{}'", hex_id(key_id)?))?;
+        let found = self.read_keys(&Select::ById(hex_id(key_id)?))?;
         found
             .into_iter()
             .next()
@@ -260,12 +335,7 @@ impl ApiKeyStore {
         )?;
         match grace_micros {
             Some(grace) if grace > 0 => {
-                let until = now.saturating_add(grace);
-                self.conn().execute(
-                    "UPDATE api_keys SET expires_at = min(coalesce(expires_at, ?1), ?1)
-                     WHERE key_id = ?2",
-                    params![until, key_id],
-                )?;
+                self.expire_by(key_id, now.saturating_add(grace))?;
                 self.invalidate();
             }
             _ => {
@@ -277,10 +347,19 @@ impl ApiKeyStore {
 
     /// Revokes a key; returns false if no live key has that id.
     pub fn revoke(&self, key_id: &str) -> Result<bool, StoreError> {
-        let changed = self.conn().execute(
-            "UPDATE api_keys SET revoked_at = ?1 WHERE key_id = ?2 AND revoked_at IS NULL",
-            params![now_micros(), key_id],
-        )?;
+        let now = now_micros();
+        let changed = match &self.db {
+            KeyDb::Sqlite(conn) => lock(conn).execute(
+                "UPDATE api_keys SET revoked_at = ?1 WHERE key_id = ?2 AND revoked_at IS NULL",
+                params![now, key_id],
+            )? as u64,
+            KeyDb::Postgres { .. } => self.with_pg(|c| {
+                Ok(c.execute(
+                    "UPDATE api_keys SET revoked_at = $1 WHERE key_id = $2 AND revoked_at IS NULL",
+                    &[&now, &key_id],
+                )?)
+            })?,
+        };
         self.invalidate();
         Ok(changed == 1)
     }
@@ -292,15 +371,53 @@ impl ApiKeyStore {
         }
         let hash = hash_key(presented);
         let mut cache = self.cache.lock().expect("key cache lock is never poisoned");
-        let conn = self.conn();
-        let version: i64 = conn.pragma_query_value(None, "data_version", |r| r.get(0))?;
-        if cache.as_ref().is_none_or(|c| c.data_version != version) {
-            drop(conn);
-            let live = self.load_live()?;
-            *cache = Some(Cache {
-                data_version: version,
-                by_hash: live,
+        // On PostgreSQL the cache is trusted for PG_RECHECK, except that a key it does not
+        // know is looked for at once (made on another server a moment ago), at most every
+        // PG_MISS_RECHECK so that unknown keys cannot make every request a query.
+        let fresh = matches!(self.db, KeyDb::Postgres { .. })
+            && cache.as_mut().is_some_and(|c| {
+                if c.checked_at.elapsed() >= PG_RECHECK {
+                    return false;
+                }
+                if c.by_hash.contains_key(&hash) {
+                    return true;
+                }
+                let look_again = c
+                    .miss_checked_at
+                    .is_none_or(|at| at.elapsed() >= PG_MISS_RECHECK);
+                if look_again {
+                    c.miss_checked_at = Some(Instant::now());
+                }
+                !look_again
             });
+        if !fresh {
+            let reloaded = self.version().and_then(|version| match cache.as_mut() {
+                Some(c) if c.version == version => {
+                    c.checked_at = Instant::now();
+                    Ok(())
+                }
+                _ => {
+                    let live = self.load_live()?;
+                    let miss_checked_at = cache.as_ref().and_then(|c| c.miss_checked_at);
+                    *cache = Some(Cache {
+                        version,
+                        checked_at: Instant::now(),
+                        miss_checked_at,
+                        by_hash: live,
+                    });
+                    Ok(())
+                }
+            });
+            match (reloaded, cache.as_mut()) {
+                (Ok(()), _) => {}
+                // The database is away (ingest goes to the spool meanwhile): the keys known
+                // before it went on working, no change to them can be made meanwhile.
+                (Err(e), Some(c)) if matches!(self.db, KeyDb::Postgres { .. }) => {
+                    tracing::warn!(error = %e, "cannot reach the API keys; using those known");
+                    c.checked_at = Instant::now();
+                }
+                (Err(e), _) => return Err(e),
+            }
         }
         let cache = cache.as_ref().expect("cache was just filled");
         let now = now_micros();
@@ -317,7 +434,7 @@ impl ApiKeyStore {
 
     fn load_live(&self) -> Result<HashMap<Hash, KeyInfo>, StoreError> {
         let mut live = HashMap::new();
-        for (hash, key) in self.read_keys("WHERE revoked_at IS NULL")? {
+        for (hash, key) in self.read_keys(&Select::Live)? {
             match key {
                 Ok(info) => {
                     live.insert(hash, info);
@@ -333,11 +450,195 @@ impl ApiKeyStore {
         *self.cache.lock().expect("key cache lock is never poisoned") = None;
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn
-            .lock()
-            .expect("key database lock is never poisoned")
+    /// Changes whenever the stored keys do (on SQLite, when another connection commits).
+    fn version(&self) -> Result<String, StoreError> {
+        match &self.db {
+            KeyDb::Sqlite(conn) => Ok(lock(conn)
+                .pragma_query_value(None, "data_version", |r| r.get::<_, i64>(0))?
+                .to_string()),
+            KeyDb::Postgres { .. } => self.with_pg(|c| {
+                Ok(c.query_one(
+                    "SELECT count(*)::text || '/' || COALESCE(sum(revoked_at), 0)::text
+                            || '/' || COALESCE(sum(expires_at), 0)::text
+                     FROM api_keys",
+                    &[],
+                )?
+                .get(0))
+            }),
+        }
     }
+
+    fn raw_keys(&self, select: &Select<'_>) -> Result<Vec<RawKey>, StoreError> {
+        match &self.db {
+            KeyDb::Sqlite(conn) => {
+                let conn = lock(conn);
+                let mut stmt = conn.prepare(&format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys {}",
+                    select.tail("?1")
+                ))?;
+                let read = |r: &rusqlite::Row<'_>| {
+                    Ok(RawKey {
+                        secret_hash: r.get(0)?,
+                        key_id: r.get(1)?,
+                        scopes: r.get(2)?,
+                        tenant_id: r.get(3)?,
+                        description: r.get(4)?,
+                        created_at: r.get(5)?,
+                        revoked_at: r.get(6)?,
+                        expires_at: r.get(7)?,
+                    })
+                };
+                let rows = match select {
+                    Select::ById(id) => stmt.query_map([id], read)?,
+                    _ => stmt.query_map([], read)?,
+                };
+                Ok(rows.collect::<Result<_, _>>()?)
+            }
+            KeyDb::Postgres { .. } => self.with_pg(|c| {
+                let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys {}", select.tail("$1"));
+                let rows = match select {
+                    Select::ById(id) => c.query(&sql, &[id])?,
+                    _ => c.query(&sql, &[])?,
+                };
+                Ok(rows
+                    .iter()
+                    .map(|r| RawKey {
+                        secret_hash: r.get(0),
+                        key_id: r.get(1),
+                        scopes: r.get(2),
+                        tenant_id: r.get(3),
+                        description: r.get(4),
+                        created_at: r.get(5),
+                        revoked_at: r.get(6),
+                        expires_at: r.get(7),
+                    })
+                    .collect())
+            }),
+        }
+    }
+
+    /// Files a key (an existing id is left as it is); returns 1 if it was new.
+    fn insert_raw(&self, key: &RawKey) -> Result<usize, StoreError> {
+        match &self.db {
+            KeyDb::Sqlite(conn) => Ok(lock(conn).execute(
+                "INSERT INTO api_keys (key_id, secret_hash, scopes, tenant_id, description,
+                                       created_at, revoked_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    key.key_id,
+                    key.secret_hash,
+                    key.scopes,
+                    key.tenant_id,
+                    key.description,
+                    key.created_at,
+                    key.revoked_at,
+                    key.expires_at,
+                ],
+            )?),
+            KeyDb::Postgres { .. } => self.with_pg(|c| {
+                Ok(c.execute(
+                    "INSERT INTO api_keys (key_id, secret_hash, scopes, tenant_id, description,
+                                           created_at, revoked_at, expires_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+                    &[
+                        &key.key_id,
+                        &key.secret_hash,
+                        &key.scopes,
+                        &key.tenant_id,
+                        &key.description,
+                        &key.created_at,
+                        &key.revoked_at,
+                        &key.expires_at,
+                    ],
+                )? as usize)
+            }),
+        }
+    }
+
+    /// Makes a key expire at `until` unless it expires sooner.
+    fn expire_by(&self, key_id: &str, until: i64) -> Result<(), StoreError> {
+        match &self.db {
+            KeyDb::Sqlite(conn) => {
+                lock(conn).execute(
+                    "UPDATE api_keys SET expires_at = min(coalesce(expires_at, ?1), ?1)
+                     WHERE key_id = ?2",
+                    params![until, key_id],
+                )?;
+            }
+            KeyDb::Postgres { .. } => {
+                self.with_pg(|c| {
+                    c.execute(
+                        "UPDATE api_keys SET expires_at = LEAST(COALESCE(expires_at, $1), $1)
+                         WHERE key_id = $2",
+                        &[&until, &key_id],
+                    )?;
+                    Ok(())
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on the PostgreSQL connection, connecting again if it was closed (the
+    /// database restarted).
+    fn with_pg<T: Send>(
+        &self,
+        f: impl Fn(&mut postgres::Client) -> Result<T, StoreError> + Send + Sync,
+    ) -> Result<T, StoreError> {
+        let KeyDb::Postgres { url, client } = &self.db else {
+            unreachable!("only called on the PostgreSQL store");
+        };
+        let mut client = lock(client);
+        // A connection the database dropped (it restarted) shows only when used: then once
+        // more on a new one.
+        let run = |client: &mut Option<postgres::Client>| {
+            for attempt in 0..2 {
+                if client.as_ref().is_none_or(postgres::Client::is_closed) {
+                    *client = None;
+                    *client = Some(crate::postgres::connect(url)?);
+                }
+                let connection = client.as_mut().expect("connected just now");
+                match f(connection) {
+                    Err(StoreError::Postgres(_)) if attempt == 0 && connection.is_closed() => {}
+                    result => return result,
+                }
+            }
+            unreachable!("the second attempt returns")
+        };
+        // The blocking client drives a runtime of its own, which cannot be entered from an
+        // async task (the server's request handlers): there, it runs on a thread of its own.
+        // That happens only when the cache is stale, a few times a second at most.
+        let client: &mut Option<postgres::Client> = &mut client;
+        if tokio::runtime::Handle::try_current().is_ok() {
+            std::thread::scope(|scope| {
+                scope
+                    .spawn(move || run(client))
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+        } else {
+            run(client)
+        }
+    }
+}
+
+impl Drop for ApiKeyStore {
+    fn drop(&mut self) {
+        // A blocking PostgreSQL client closes through a runtime of its own, which cannot
+        // run on an async worker: let it go on a thread of its own.
+        if let KeyDb::Postgres { client, .. } = &mut self.db
+            && let Some(client) = lock(client).take()
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            let _ = std::thread::Builder::new()
+                .name("sealtrail-keys-close".into())
+                .spawn(move || drop(client));
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A key id is 12 lowercase hex digits; anything else names no key.

@@ -484,3 +484,68 @@ fn a_dump_is_cut_at_its_checkpoint_and_holds_every_table_of_the_schema() {
         "nothing left behind"
     );
 }
+
+#[test]
+fn api_keys_are_shared_by_every_server_and_the_service_role_cannot_rewrite_one() {
+    use sealtrail_core::Scope;
+    use sealtrail_store::ApiKeyStore;
+    let db = TestDatabase::create();
+    let app_url = service_role(&db);
+    // A data directory with keys made before the move to PostgreSQL: copied in once.
+    let dir = tempfile::tempdir().unwrap();
+    let local = ApiKeyStore::open(dir.path()).unwrap();
+    let (old, old_secret) = local.create(&[Scope::Ingest], Some("bloom"), None).unwrap();
+    let (revoked, revoked_secret) = local.create(&[Scope::Read], None, None).unwrap();
+    local.revoke(&revoked.key_id).unwrap();
+    let (one, imported) = ApiKeyStore::open_postgres(&app_url, Some(dir.path())).unwrap();
+    assert_eq!(imported, 2);
+    let (two, imported) = ApiKeyStore::open_postgres(&app_url, Some(dir.path())).unwrap();
+    assert_eq!(
+        imported, 0,
+        "the database has keys: nothing is copied again"
+    );
+    assert!(two.authenticate(&old_secret).unwrap().is_some());
+    assert!(
+        two.authenticate(&revoked_secret).unwrap().is_none(),
+        "a revocation comes along"
+    );
+
+    // Made on one server, seen by the other; revoked there, refused here within the recheck.
+    let (key, secret) = one.create(&[Scope::Admin], None, Some("ops")).unwrap();
+    // An unknown key makes the other server look again, at most every PG_MISS_RECHECK.
+    std::thread::sleep(sealtrail_store::keys::PG_MISS_RECHECK);
+    assert_eq!(
+        two.authenticate(&secret).unwrap().unwrap().key_id,
+        key.key_id
+    );
+    assert!(two.revoke(&key.key_id).unwrap());
+    assert!(
+        two.authenticate(&secret).unwrap().is_none(),
+        "at once where revoked"
+    );
+    std::thread::sleep(sealtrail_store::keys::PG_RECHECK + std::time::Duration::from_millis(50));
+    assert!(
+        one.authenticate(&secret).unwrap().is_none(),
+        "within the recheck elsewhere"
+    );
+    let (rotated, new_secret) = one.rotate(&old.key_id, Some(60_000_000)).unwrap().unwrap();
+    assert!(two.get(&rotated.key_id).unwrap().is_some());
+    std::thread::sleep(sealtrail_store::keys::PG_RECHECK + std::time::Duration::from_millis(50));
+    assert!(two.authenticate(&new_secret).unwrap().is_some());
+
+    // The service role may add keys and revoke or expire them, nothing else.
+    let mut app = postgres::Client::connect(&app_url, postgres::NoTls).unwrap();
+    for sql in [
+        "DELETE FROM api_keys",
+        "UPDATE api_keys SET scopes = 'admin'",
+        "UPDATE api_keys SET tenant_id = NULL",
+        "UPDATE api_keys SET secret_hash = secret_hash",
+    ] {
+        let err = app.batch_execute(sql).unwrap_err();
+        assert_eq!(
+            err.code(),
+            Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+            "{sql}: {err}"
+        );
+    }
+}

@@ -34,7 +34,11 @@ impl TestServer {
         adjust(&mut config);
         let server = sealtrail_server::start(config.clone()).await.unwrap();
         let base = format!("http://{}", server.local_addr());
-        let keys = ApiKeyStore::open(dir.path()).unwrap();
+        // Where the server reads its keys: PostgreSQL when it has a database.
+        let keys = match &config.database_url {
+            Some(url) => ApiKeyStore::open_postgres(url, None).unwrap().0,
+            None => ApiKeyStore::open(dir.path()).unwrap(),
+        };
         Self {
             server: Some(server),
             dir,

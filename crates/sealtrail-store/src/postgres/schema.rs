@@ -298,6 +298,20 @@ const MIGRATIONS: &[&str] = &[
     ALTER FUNCTION sealtrail_supersede_checkpoint(bigint) SET search_path FROM CURRENT;
     REVOKE ALL ON FUNCTION sealtrail_supersede_checkpoint(bigint) FROM PUBLIC;
     "#,
+    // 6: API keys shared by every server on the database (keys.rs). Rows are never
+    // deleted; a revocation or expiry only sets its column.
+    r#"
+    CREATE TABLE api_keys (
+        key_id      text   PRIMARY KEY,
+        secret_hash bytea  NOT NULL UNIQUE,
+        scopes      text   NOT NULL,
+        tenant_id   text,
+        description text,
+        created_at  bigint NOT NULL,
+        revoked_at  bigint,
+        expires_at  bigint
+    );
+    "#,
 ];
 
 /// The `sealtrail_meta` key counting partition drops (migration 4).
@@ -306,7 +320,9 @@ pub(crate) const PARTITIONS_DROPPED_KEY: &str = "partitions_dropped";
 /// Grants `role` what the service needs and nothing more: it can append to the log and
 /// read it, and remove an event's body for retention (a trigger refuses any other change),
 /// never change or delete an event, and never delete a checkpoint but the superseded one
-/// that is not kept as history (through `sealtrail_supersede_checkpoint`). It gets BYPASSRLS, without which PostgreSQL refuses binary
+/// that is not kept as history (through `sealtrail_supersede_checkpoint`); it can create
+/// API keys and revoke or expire them, never delete one or change its scopes or tenant.
+/// It gets BYPASSRLS, without which PostgreSQL refuses binary
 /// COPY into a table with row-level security, and membership of sealtrail_tenant_reader,
 /// the role tenant-confined reads switch to. Needs a superuser.
 pub fn grant_service_role(client: &mut Client, role: &str) -> Result<(), StoreError> {
@@ -316,7 +332,9 @@ pub fn grant_service_role(client: &mut Client, role: &str) -> Result<(), StoreEr
         )));
     }
     client.batch_execute(&format!(
-        "REVOKE ALL ON events, event_ids, merkle_nodes, checkpoints, retention, dropped_partitions, sealtrail_meta, sealtrail_schema FROM {role};
+        "REVOKE ALL ON events, event_ids, merkle_nodes, checkpoints, retention, dropped_partitions, sealtrail_meta, sealtrail_schema, api_keys FROM {role};
+         GRANT SELECT, INSERT ON api_keys TO {role};
+         GRANT UPDATE (revoked_at, expires_at) ON api_keys TO {role};
          GRANT SELECT, INSERT ON events, event_ids, merkle_nodes, checkpoints, sealtrail_meta TO {role};
          GRANT UPDATE (record, user_id, resource_id) ON events TO {role};
          GRANT SELECT, INSERT, UPDATE ON retention TO {role};
