@@ -1,6 +1,6 @@
-//! Two servers on one PostgreSQL database: both take ingest, they write one log between
+//! Several servers on one PostgreSQL database: both take ingest, they write one log between
 //! them (one at a time, gap-free), and a live stream on either delivers every event,
-//! whichever server stored it.
+//! whichever server stored it; an API key made or revoked on one is honoured by all.
 
 mod common;
 
@@ -20,14 +20,14 @@ async fn two_servers_share_one_log_and_every_stream_sees_every_event() {
     let a_url = url.clone();
     let a = TestServer::start_with(move |c| c.database_url = Some(a_url)).await;
     let key = a.key(&[Scope::Admin], None);
-    // The second server has a data directory of its own, with copies of the log's signing
-    // key and of the API keys.
+    // The second server has a data directory of its own, with a copy of the log's signing
+    // key (the API keys are in the database).
     let b_dir = tempfile::tempdir().unwrap();
-    for file in ["log-signing.key", "keys.sqlite", "keys.sqlite-wal"] {
-        if a.dir.path().join(file).exists() {
-            std::fs::copy(a.dir.path().join(file), b_dir.path().join(file)).unwrap();
-        }
-    }
+    std::fs::copy(
+        a.dir.path().join("log-signing.key"),
+        b_dir.path().join("log-signing.key"),
+    )
+    .unwrap();
     let (b_url, b_path) = (url.clone(), b_dir.path().to_owned());
     let b = TestServer::start_with(move |c| {
         c.database_url = Some(b_url);
@@ -111,4 +111,71 @@ async fn two_servers_share_one_log_and_every_stream_sees_every_event() {
     drop(streams);
     b.stop().await;
     a.stop().await;
+}
+
+/// A server on `url` sharing the signing key of `first`.
+async fn another_server(first: &TestServer, url: &str) -> (TestServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        first.dir.path().join("log-signing.key"),
+        dir.path().join("log-signing.key"),
+    )
+    .unwrap();
+    let (url, path) = (url.to_owned(), dir.path().to_owned());
+    let server = TestServer::start_with(move |c| {
+        c.database_url = Some(url);
+        c.data_dir = path;
+    })
+    .await;
+    (server, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_made_or_revoked_on_one_of_three_servers_is_honoured_by_all_within_a_second() {
+    let (_cluster, url) = common::postgres_with_schema().await;
+    let a_url = url.clone();
+    let a = TestServer::start_with(move |c| c.database_url = Some(a_url)).await;
+    let (b, _b_dir) = another_server(&a, &url).await;
+    let (c, _c_dir) = another_server(&a, &url).await;
+    let admin = a.key(&[Scope::Admin], None);
+
+    // Made through the API of server a, used at once on b and c.
+    let (status, created) = a
+        .post_json(
+            &admin,
+            "/v1/keys",
+            &json!({"scopes": ["ingest", "read"], "tenant_id": "bloom"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let key = created["key"].as_str().unwrap().to_owned();
+    let key_id = created["key_id"].as_str().unwrap().to_owned();
+    for server in [&b, &c] {
+        let (status, body) = server.get(&key, "/v1/events?limit=1").await;
+        assert_eq!(status, 200, "a key made on another server: {body}");
+    }
+
+    // Revoked through b: refused by b at once, by a and c within a second.
+    let revoked = b
+        .http
+        .delete(b.url(&format!("/v1/keys/{key_id}")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert!(revoked.status().is_success(), "{}", revoked.status());
+    let started = std::time::Instant::now();
+    assert_eq!(b.get(&key, "/v1/events?limit=1").await.0, 401);
+    let mut refused_after = Vec::new();
+    for server in [&a, &c] {
+        while server.get(&key, "/v1/events?limit=1").await.0 != 401 {
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "still accepted a second after the revocation"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        refused_after.push(started.elapsed());
+    }
+    println!("a key revoked on one server was refused by the other two after {refused_after:?}");
 }

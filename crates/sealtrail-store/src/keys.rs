@@ -90,7 +90,8 @@ enum KeyDb {
     Sqlite(Mutex<Connection>),
     Postgres {
         url: String,
-        client: Mutex<Option<postgres::Client>>,
+        // Boxed: the client is large and this store is made once per server.
+        client: Box<Mutex<Option<postgres::Client>>>,
     },
 }
 
@@ -178,7 +179,7 @@ impl ApiKeyStore {
             db: KeyDb::Postgres {
                 url: url.to_owned(),
                 // Connected on first use (see with_pg).
-                client: Mutex::new(None),
+                client: Box::new(Mutex::new(None)),
             },
             cache: Mutex::new(None),
         };
