@@ -269,10 +269,20 @@ fn start_sinks(
     opener: &Opener,
     shutdown: &Shutdown,
 ) -> Result<Arc<sealtrail_sinks::Sinks>, ServerError> {
+    let state = match &config.database_url {
+        None => sealtrail_sinks::SinkState::DataDir(&config.data_dir),
+        Some(url) => sealtrail_sinks::SinkState::Postgres {
+            url,
+            data_dir: &config.data_dir,
+            lease: sealtrail_sinks::LeaseSettings::with_ttl(std::time::Duration::from_secs(
+                config.sink_lease_secs,
+            )),
+        },
+    };
     let sinks = sealtrail_sinks::Sinks::start(
         &config.sinks,
         &config.routes,
-        &config.data_dir,
+        state,
         store.reader.clone(),
         store.sequencer.durable_size(),
         opener.clone(),

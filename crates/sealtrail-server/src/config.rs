@@ -31,8 +31,8 @@ pub struct Config {
     /// Directory holding the embedded store, the signing key and the API keys.
     pub data_dir: PathBuf,
     /// Keep the log in this PostgreSQL database instead of the embedded store
-    /// (`postgres://user:password@host/db` or `host=... dbname=...`). The data directory
-    /// still holds the signing key and the API keys.
+    /// (`postgres://user:password@host/db` or `host=... dbname=...`), with the API keys
+    /// and the sinks' state. The data directory still holds the signing key.
     pub database_url: Option<String>,
     /// Name of a new log (its checkpoints' origin line); defaults to one derived from the
     /// signing key. An existing log keeps the origin it was created with.
@@ -47,6 +47,10 @@ pub struct Config {
     pub sinks: Vec<sealtrail_sinks::SinkConfig>,
     /// Which events go to which sinks (`[[routes]]`).
     pub routes: Vec<sealtrail_sinks::RouteConfig>,
+    /// On PostgreSQL, each sink runs on one server at a time under a lease of this many
+    /// seconds, renewed every third of it: the longest a killed server keeps its sinks
+    /// from being taken over by another.
+    pub sink_lease_secs: u64,
     /// Serve HTTPS with this certificate and key; plain HTTP when absent.
     pub tls: Option<TlsSettings>,
     /// Recording every read in the log itself.
@@ -174,6 +178,7 @@ impl Default for Config {
             stream: StreamSettings::default(),
             sinks: Vec::new(),
             routes: Vec::new(),
+            sink_lease_secs: 10,
             tls: None,
             access_log: AccessLogSettings::default(),
             encryption: None,
@@ -399,6 +404,9 @@ impl Config {
                 origin: String::new(),
                 message: problems.join("\n"),
             });
+        }
+        if !(1..=3600).contains(&self.sink_lease_secs) {
+            return Err(invalid("sink_lease_secs", "must be from 1 to 3600"));
         }
         check_witnesses(&self.witnesses)
     }

@@ -9,12 +9,14 @@
 //!   its registry;
 //! - [`delivery`]: what a receiver's answer means (retry, split, refuse);
 //! - [`runner`]: the per-sink loop (cursor, batches, backoff, circuit breaker, dead letters);
-//! - [`store`]: cursors and dead letters in `sinks.sqlite`.
+//! - [`store`]: cursors and dead letters in `sinks.sqlite`, or in PostgreSQL;
+//! - [`lease`]: on PostgreSQL, one server at a time runs each sink.
 
 pub mod config;
 pub mod delivery;
 pub mod destinations;
 pub mod event;
+pub mod lease;
 pub mod route;
 pub mod runner;
 pub mod store;
@@ -28,6 +30,7 @@ use sealtrail_store::{DurableSize, LogReader};
 use tokio::sync::Notify;
 
 pub use config::{RouteConfig, SinkConfig, SinkKind};
+pub use lease::LeaseSettings;
 pub use runner::SinkStatus;
 pub use store::DeadLetter;
 
@@ -35,6 +38,23 @@ use destinations::BuiltDestination;
 use route::Route;
 use runner::Runner;
 use store::SinkStore;
+
+/// Where the sinks keep their cursors, dead letters and held events.
+pub enum SinkState<'a> {
+    /// `sinks.sqlite` in the data directory: this server alone runs its sinks.
+    DataDir(&'a Path),
+    /// The PostgreSQL database every server shares: each sink runs on one server at a
+    /// time, under a lease (a `sinks.sqlite` in `data_dir` is copied in once, when the
+    /// database has no sink state yet).
+    Postgres {
+        /// The database.
+        url: &'a str,
+        /// The data directory a `sinks.sqlite` may be copied in from.
+        data_dir: &'a Path,
+        /// This server's name and the lease's length.
+        lease: LeaseSettings,
+    },
+}
 
 /// Why sinks could not start or answer.
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +101,7 @@ impl Sinks {
     pub fn start(
         sinks: &[SinkConfig],
         routes: &[RouteConfig],
-        data_dir: &Path,
+        state: SinkState<'_>,
         reader: Arc<dyn LogReader>,
         durable: DurableSize,
         opener: sealtrail_crypto::Opener,
@@ -93,7 +113,18 @@ impl Sinks {
         }
         let destinations = build_destinations(sinks).map_err(SinkError::Config)?;
         install_tls_provider();
-        let store = Arc::new(SinkStore::open(data_dir)?);
+        let (store, lease) = match state {
+            SinkState::DataDir(dir) => (SinkStore::open(dir)?, None),
+            SinkState::Postgres {
+                url,
+                data_dir,
+                lease,
+            } => (
+                SinkStore::open_postgres(url, Some(data_dir))?.0,
+                Some(lease),
+            ),
+        };
+        let store = Arc::new(store);
         let mut sink_routes = routes_by_sink(routes);
         let stop = shutdown.child_token();
         let mut running = Vec::new();
@@ -126,11 +157,12 @@ impl Sinks {
                 cursor: 0,
                 held: Vec::new(),
                 opener: opener.clone(),
+                fence: None,
             };
             runners.push(runner);
             running.push((sink.name.clone(), RunningSink { status, wake }));
         }
-        let tasks = spawn_followers(runners, &durable, &stop);
+        let tasks = spawn_followers(runners, &durable, &stop, lease.as_ref());
         Ok(Self {
             sinks: running,
             store,
@@ -258,6 +290,7 @@ fn initial_status(
         routes: routes.iter().map(|r| r.label.clone()).collect(),
         circuit: "closed".into(),
         dead_letters: store.dead_letter_count(&sink.name)?,
+        lease: store.is_shared().then(|| "standby".into()),
         ..SinkStatus::default()
     })
 }
@@ -268,6 +301,7 @@ fn spawn_followers(
     runners: Vec<Runner>,
     durable: &DurableSize,
     stop: &Shutdown,
+    lease: Option<&LeaseSettings>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let timing = FollowTiming {
         poll: runner::IDLE_POLL,
@@ -276,6 +310,15 @@ fn spawn_followers(
     runners
         .into_iter()
         .map(|runner| {
+            if let Some(lease) = lease {
+                return tokio::spawn(lease::run_leased(
+                    runner,
+                    durable.clone(),
+                    stop.clone(),
+                    timing,
+                    lease.clone(),
+                ));
+            }
             let follower =
                 LogFollower::without_reader(durable.clone(), stop.clone()).with_timing(timing);
             tokio::spawn(async move { follower.run(runner).await })

@@ -28,7 +28,7 @@ use crate::delivery::Delivery;
 use crate::destinations::{BuiltDestination, Digest};
 use crate::event::SinkEvent;
 use crate::route::Route;
-use crate::store::{HeldEvent, SinkStore};
+use crate::store::{Fence, HeldEvent, SinkStore, StoreFailure};
 
 /// Most events read from the log at once.
 const MAX_PAGE_EVENTS: usize = 10_000;
@@ -69,6 +69,13 @@ pub struct SinkStatus {
     pub circuit: String,
     /// Events in the dead-letter list.
     pub dead_letters: u64,
+    /// On PostgreSQL: `held` when this server runs the sink, `standby` while another one
+    /// does (absent on the embedded store, where this server alone runs it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease: Option<String>,
+    /// On PostgreSQL: the server that holds the sink's lease (host-pid-random).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_holder: Option<String>,
     /// When the oldest unsent event was received, UTC microseconds (for lag_seconds).
     #[serde(skip)]
     #[schema(ignore)]
@@ -122,6 +129,8 @@ pub(crate) struct Runner {
     pub held: Vec<HeldEvent>,
     /// Shows events with their sealed fields opened (receivers get what readers get).
     pub opener: sealtrail_crypto::Opener,
+    /// On PostgreSQL, the lease this server runs the sink under (every write checks it).
+    pub fence: Option<Fence>,
 }
 
 /// A refused event on its way to the dead letters: (seq, id, the receiver's reason).
@@ -228,6 +237,10 @@ impl Runner {
     /// told to (`start = "latest"`, the default for alerting sinks), at the log's end.
     async fn start_cursor(&mut self) -> Result<(), Stopped> {
         let name = self.config.name.clone();
+        // A new term under a lease: what another holder did meanwhile is in the store.
+        self.held.clear();
+        self.windows.clear();
+        self.digest_due.clear();
         loop {
             match self.store.stored_cursor(&name) {
                 Ok(Some(cursor)) => {
@@ -260,7 +273,13 @@ impl Runner {
             return Ok(());
         }
         let held: Vec<HeldEvent> = self.held[..passed].to_vec();
-        while let Err(e) = self.store.advance(&self.config.name, to, &dead, &held) {
+        while let Err(e) =
+            self.store
+                .advance(&self.config.name, to, &dead, &held, self.fence.as_ref())
+        {
+            if matches!(e, StoreFailure::LeaseLost) {
+                return Err(self.lost_lease());
+            }
             tracing::error!(sink = %self.config.name, error = %e, "cannot save the sink's cursor; retrying");
             self.fail(e.to_string());
             self.pause(Duration::from_secs(1)).await?;
@@ -363,7 +382,13 @@ impl Runner {
                     self.delivered(events.len(), true);
                 }
                 let seqs: Vec<u64> = events.iter().map(|h| h.seq).collect();
-                if let Err(e) = self.store.digest_done(&name, &seqs, &dead) {
+                let done = self
+                    .store
+                    .digest_done(&name, &seqs, &dead, self.fence.as_ref());
+                if let Err(StoreFailure::LeaseLost) = done {
+                    return Err(self.lost_lease());
+                }
+                if let Err(e) = done {
                     // Sent, but not recorded: it goes out again (at least once), though
                     // not before another window has passed.
                     self.fail(e.to_string());
@@ -503,18 +528,27 @@ impl Runner {
                 _ => None,
             };
             let Some(event) = event else {
-                let _ = self.store.replay_refused(
+                let refused = self.store.replay_refused(
                     &name,
                     seq,
                     "the event could not be read from the log",
+                    self.fence.as_ref(),
                 );
+                if let Err(StoreFailure::LeaseLost) = refused {
+                    return Err(self.lost_lease());
+                }
                 continue;
             };
             let refusal = self.deliver_one(&event).await?;
             let result = match &refusal {
-                None => self.store.replay_delivered(&name, seq),
-                Some(why) => self.store.replay_refused(&name, seq, why),
+                None => self.store.replay_delivered(&name, seq, self.fence.as_ref()),
+                Some(why) => self
+                    .store
+                    .replay_refused(&name, seq, why, self.fence.as_ref()),
             };
+            if let Err(StoreFailure::LeaseLost) = result {
+                return Err(self.lost_lease());
+            }
             if let Err(e) = result {
                 self.fail(e.to_string());
             } else if refusal.is_none() {
@@ -588,7 +622,15 @@ impl Runner {
         }
     }
 
-    fn fail(&self, message: String) {
+    /// Another server took the sink over (this one stalled past its lease): stop at once;
+    /// what was sent since the last saved cursor goes out again from there (at least once).
+    fn lost_lease(&self) -> Stopped {
+        tracing::warn!(sink = %self.config.name, "lost the sink's lease; another server runs it");
+        self.stop.cancel();
+        Stopped
+    }
+
+    pub(crate) fn fail(&self, message: String) {
         let at = format_micros(now_micros());
         self.update(|s| {
             s.consecutive_failures += 1;
@@ -596,7 +638,7 @@ impl Runner {
         });
     }
 
-    fn update(&self, change: impl FnOnce(&mut SinkStatus)) {
+    pub(crate) fn update(&self, change: impl FnOnce(&mut SinkStatus)) {
         change(&mut self.status.lock().expect("status lock is never poisoned"));
     }
 

@@ -125,6 +125,32 @@ pub trait LogConsumer: Send {
     }
 }
 
+/// A consumer lent to a follower, to be run again afterwards (a sink that runs once per
+/// lease it holds).
+impl<C: LogConsumer> LogConsumer for &mut C {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn start(&mut self, through: u64) -> impl Future<Output = Result<u64, StepError>> + Send {
+        (**self).start(through)
+    }
+    fn plan(&self) -> ReadPlan {
+        (**self).plan()
+    }
+    fn step(&mut self, step: Step) -> impl Future<Output = Result<u64, StepError>> + Send {
+        (**self).step(step)
+    }
+    fn tend(&mut self) -> impl Future<Output = Result<(), StepError>> + Send {
+        (**self).tend()
+    }
+    fn waiting(&mut self, cursor: u64, through: u64) {
+        (**self).waiting(cursor, through);
+    }
+    fn wake(&self) -> Option<Arc<Notify>> {
+        (**self).wake()
+    }
+}
+
 /// How a follower waits and retries.
 #[derive(Clone, Copy, Debug)]
 pub struct FollowTiming {

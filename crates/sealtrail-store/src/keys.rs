@@ -88,11 +88,7 @@ pub struct ApiKeyStore {
 /// Where the keys are.
 enum KeyDb {
     Sqlite(Mutex<Connection>),
-    Postgres {
-        url: String,
-        // Boxed: the client is large and this store is made once per server.
-        client: Box<Mutex<Option<postgres::Client>>>,
-    },
+    Postgres(crate::postgres::PgSession),
 }
 
 /// A stored key's columns as read.
@@ -176,11 +172,8 @@ impl ApiKeyStore {
     /// revocations and expiries with them; returns how many were.
     pub fn open_postgres(url: &str, data_dir: Option<&Path>) -> Result<(Self, usize), StoreError> {
         let store = Self {
-            db: KeyDb::Postgres {
-                url: url.to_owned(),
-                // Connected on first use (see with_pg).
-                client: Box::new(Mutex::new(None)),
-            },
+            // Connected on first use.
+            db: KeyDb::Postgres(crate::postgres::PgSession::new(url)),
             cache: Mutex::new(None),
         };
         let mut imported = 0;
@@ -354,7 +347,7 @@ impl ApiKeyStore {
                 "UPDATE api_keys SET revoked_at = ?1 WHERE key_id = ?2 AND revoked_at IS NULL",
                 params![now, key_id],
             )? as u64,
-            KeyDb::Postgres { .. } => self.with_pg(|c| {
+            KeyDb::Postgres(_) => self.with_pg(|c| {
                 Ok(c.execute(
                     "UPDATE api_keys SET revoked_at = $1 WHERE key_id = $2 AND revoked_at IS NULL",
                     &[&now, &key_id],
@@ -375,7 +368,7 @@ impl ApiKeyStore {
         // On PostgreSQL the cache is trusted for PG_RECHECK, except that a key it does not
         // know is looked for at once (made on another server a moment ago), at most every
         // PG_MISS_RECHECK so that unknown keys cannot make every request a query.
-        let fresh = matches!(self.db, KeyDb::Postgres { .. })
+        let fresh = matches!(self.db, KeyDb::Postgres(_))
             && cache.as_mut().is_some_and(|c| {
                 if c.checked_at.elapsed() >= PG_RECHECK {
                     return false;
@@ -413,7 +406,7 @@ impl ApiKeyStore {
                 (Ok(()), _) => {}
                 // The database is away (ingest goes to the spool meanwhile): the keys known
                 // before it went on working, no change to them can be made meanwhile.
-                (Err(e), Some(c)) if matches!(self.db, KeyDb::Postgres { .. }) => {
+                (Err(e), Some(c)) if matches!(self.db, KeyDb::Postgres(_)) => {
                     tracing::warn!(error = %e, "cannot reach the API keys; using those known");
                     c.checked_at = Instant::now();
                 }
@@ -457,7 +450,7 @@ impl ApiKeyStore {
             KeyDb::Sqlite(conn) => Ok(lock(conn)
                 .pragma_query_value(None, "data_version", |r| r.get::<_, i64>(0))?
                 .to_string()),
-            KeyDb::Postgres { .. } => self.with_pg(|c| {
+            KeyDb::Postgres(_) => self.with_pg(|c| {
                 Ok(c.query_one(
                     "SELECT count(*)::text || '/' || COALESCE(sum(revoked_at), 0)::text
                             || '/' || COALESCE(sum(expires_at), 0)::text
@@ -495,7 +488,7 @@ impl ApiKeyStore {
                 };
                 Ok(rows.collect::<Result<_, _>>()?)
             }
-            KeyDb::Postgres { .. } => self.with_pg(|c| {
+            KeyDb::Postgres(_) => self.with_pg(|c| {
                 let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys {}", select.tail("$1"));
                 let rows = match select {
                     Select::ById(id) => c.query(&sql, &[id])?,
@@ -536,7 +529,7 @@ impl ApiKeyStore {
                     key.expires_at,
                 ],
             )?),
-            KeyDb::Postgres { .. } => self.with_pg(|c| {
+            KeyDb::Postgres(_) => self.with_pg(|c| {
                 Ok(c.execute(
                     "INSERT INTO api_keys (key_id, secret_hash, scopes, tenant_id, description,
                                            created_at, revoked_at, expires_at)
@@ -566,7 +559,7 @@ impl ApiKeyStore {
                     params![until, key_id],
                 )?;
             }
-            KeyDb::Postgres { .. } => {
+            KeyDb::Postgres(_) => {
                 self.with_pg(|c| {
                     c.execute(
                         "UPDATE api_keys SET expires_at = LEAST(COALESCE(expires_at, $1), $1)
@@ -586,55 +579,10 @@ impl ApiKeyStore {
         &self,
         f: impl Fn(&mut postgres::Client) -> Result<T, StoreError> + Send + Sync,
     ) -> Result<T, StoreError> {
-        let KeyDb::Postgres { url, client } = &self.db else {
+        let KeyDb::Postgres(session) = &self.db else {
             unreachable!("only called on the PostgreSQL store");
         };
-        let mut client = lock(client);
-        // A connection the database dropped (it restarted) shows only when used: then once
-        // more on a new one.
-        let run = |client: &mut Option<postgres::Client>| {
-            for attempt in 0..2 {
-                if client.as_ref().is_none_or(postgres::Client::is_closed) {
-                    *client = None;
-                    *client = Some(crate::postgres::connect(url)?);
-                }
-                let connection = client.as_mut().expect("connected just now");
-                match f(connection) {
-                    Err(StoreError::Postgres(_)) if attempt == 0 && connection.is_closed() => {}
-                    result => return result,
-                }
-            }
-            unreachable!("the second attempt returns")
-        };
-        // The blocking client drives a runtime of its own, which cannot be entered from an
-        // async task (the server's request handlers): there, it runs on a thread of its own.
-        // That happens only when the cache is stale, a few times a second at most.
-        let client: &mut Option<postgres::Client> = &mut client;
-        if tokio::runtime::Handle::try_current().is_ok() {
-            std::thread::scope(|scope| {
-                scope
-                    .spawn(move || run(client))
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-        } else {
-            run(client)
-        }
-    }
-}
-
-impl Drop for ApiKeyStore {
-    fn drop(&mut self) {
-        // A blocking PostgreSQL client closes through a runtime of its own, which cannot
-        // run on an async worker: let it go on a thread of its own.
-        if let KeyDb::Postgres { client, .. } = &mut self.db
-            && let Some(client) = lock(client).take()
-            && tokio::runtime::Handle::try_current().is_ok()
-        {
-            let _ = std::thread::Builder::new()
-                .name("sealtrail-keys-close".into())
-                .spawn(move || drop(client));
-        }
+        session.run(f)
     }
 }
 

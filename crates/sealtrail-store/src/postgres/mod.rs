@@ -14,6 +14,7 @@ mod listen;
 mod reader;
 mod retention;
 mod schema;
+mod session;
 mod verify;
 mod writer;
 
@@ -31,6 +32,7 @@ pub use listen::CommitListener;
 pub use reader::PgReader;
 pub use retention::PgLedger;
 pub use schema::{SCHEMA_VERSION, check as check_schema, grant_service_role, migrate};
+pub use session::PgSession;
 pub use verify::verify_postgres;
 pub use writer::{COMMIT_CHANNEL, PgBackend, WRITER_LOCK, copy_event_rows};
 

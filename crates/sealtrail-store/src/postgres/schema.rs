@@ -312,6 +312,40 @@ const MIGRATIONS: &[&str] = &[
         expires_at  bigint
     );
     "#,
+    // 7: the sinks' state shared by every server (sealtrail-sinks' store.rs): cursors,
+    // dead letters, events held for digests, and the lease under which one server at a
+    // time runs each sink.
+    r#"
+    CREATE TABLE sink_cursors (
+        sink       text   PRIMARY KEY,
+        seq        bigint NOT NULL,
+        updated_at bigint NOT NULL
+    );
+    CREATE TABLE sink_dead_letters (
+        sink             text    NOT NULL,
+        seq              bigint  NOT NULL,
+        event_id         text    NOT NULL,
+        error            text    NOT NULL,
+        attempts         integer NOT NULL,
+        created_at       bigint  NOT NULL,
+        replay_requested boolean NOT NULL DEFAULT false,
+        PRIMARY KEY (sink, seq)
+    );
+    CREATE TABLE sink_digest_pending (
+        sink     text   NOT NULL,
+        route    text   NOT NULL,
+        seq      bigint NOT NULL,
+        event_id text   NOT NULL,
+        headline text   NOT NULL,
+        PRIMARY KEY (sink, seq)
+    );
+    CREATE TABLE sink_leases (
+        sink       text        PRIMARY KEY,
+        holder     text        NOT NULL,
+        epoch      bigint      NOT NULL,
+        expires_at timestamptz NOT NULL
+    );
+    "#,
 ];
 
 /// The `sealtrail_meta` key counting partition drops (migration 4).
@@ -321,7 +355,8 @@ pub(crate) const PARTITIONS_DROPPED_KEY: &str = "partitions_dropped";
 /// read it, and remove an event's body for retention (a trigger refuses any other change),
 /// never change or delete an event, and never delete a checkpoint but the superseded one
 /// that is not kept as history (through `sealtrail_supersede_checkpoint`); it can create
-/// API keys and revoke or expire them, never delete one or change its scopes or tenant.
+/// API keys and revoke or expire them, never delete one or change its scopes or tenant;
+/// it keeps the sinks' cursors, dead letters and leases.
 /// It gets BYPASSRLS, without which PostgreSQL refuses binary
 /// COPY into a table with row-level security, and membership of sealtrail_tenant_reader,
 /// the role tenant-confined reads switch to. Needs a superuser.
@@ -332,7 +367,9 @@ pub fn grant_service_role(client: &mut Client, role: &str) -> Result<(), StoreEr
         )));
     }
     client.batch_execute(&format!(
-        "REVOKE ALL ON events, event_ids, merkle_nodes, checkpoints, retention, dropped_partitions, sealtrail_meta, sealtrail_schema, api_keys FROM {role};
+        "REVOKE ALL ON events, event_ids, merkle_nodes, checkpoints, retention, dropped_partitions, sealtrail_meta, sealtrail_schema, api_keys, sink_cursors, sink_dead_letters, sink_digest_pending, sink_leases FROM {role};
+         GRANT SELECT, INSERT, UPDATE ON sink_cursors, sink_leases TO {role};
+         GRANT SELECT, INSERT, UPDATE, DELETE ON sink_dead_letters, sink_digest_pending TO {role};
          GRANT SELECT, INSERT ON api_keys TO {role};
          GRANT UPDATE (revoked_at, expires_at) ON api_keys TO {role};
          GRANT SELECT, INSERT ON events, event_ids, merkle_nodes, checkpoints, sealtrail_meta TO {role};

@@ -78,7 +78,7 @@ impl TestSinks {
         let sinks = Sinks::start(
             &section.sinks,
             &section.routes,
-            dir.path(),
+            sealtrail_sinks::SinkState::DataDir(dir.path()),
             reader.clone(),
             handle.durable_size(),
             Opener::new(None),
