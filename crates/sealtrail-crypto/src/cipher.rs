@@ -136,20 +136,30 @@ impl FieldCipher {
         if let Some(found) = active.get(base) {
             return Ok(found.clone());
         }
-        let found = match self.keys.newest_live(base)? {
-            Some((generation, wrapped)) => (
-                generation,
-                self.unwrap_key(&format!("{base}#{generation}"), wrapped)?,
-            ),
-            None => self.new_data_key(base)?,
+        let found = loop {
+            match self.keys.newest_live(base)? {
+                Some((generation, wrapped)) => {
+                    break (
+                        generation,
+                        self.unwrap_key(&format!("{base}#{generation}"), wrapped)?,
+                    );
+                }
+                None => {
+                    if let Some(made) = self.new_data_key(base)? {
+                        break made;
+                    }
+                    // Another server filed this generation first: take its key.
+                }
+            }
         };
         let found = (found.0, Arc::new(aead_key(&found.1)));
         active.insert(base.to_owned(), found.clone());
         Ok(found)
     }
 
-    /// Makes and files the next generation of `base`'s key.
-    fn new_data_key(&self, base: &str) -> Result<(u32, [u8; 32]), CryptoError> {
+    /// Makes and files the next generation of `base`'s key; `None` when another server
+    /// sharing the key store filed that generation first.
+    fn new_data_key(&self, base: &str) -> Result<Option<(u32, [u8; 32])>, CryptoError> {
         let generation = self.keys.last_generation(base)?.unwrap_or(0) + 1;
         let key_id = format!("{base}#{generation}");
         let mut key = [0u8; 32];
@@ -157,14 +167,14 @@ impl FieldCipher {
             .fill(&mut key)
             .map_err(|_| CryptoError::NoRandomness("a data key"))?;
         let wrapped = self.seal_bytes(&self.master, key_id.as_bytes(), &key)?;
-        self.keys.insert(&NewDataKey {
+        let filed = self.keys.insert(&NewDataKey {
             key_id: &key_id,
             base,
             generation,
             wrapped: &wrapped,
             created_at: sealtrail_core::time_format::now_micros(),
         })?;
-        Ok((generation, key))
+        Ok(filed.then_some((generation, key)))
     }
 
     fn next_nonce(&self) -> Result<[u8; 12], CryptoError> {
@@ -337,6 +347,34 @@ impl FieldCipher {
         cache.retain(|k, _| !gone(k));
         active.retain(|k, _| !gone(k));
         Ok(destroyed > 0)
+    }
+}
+
+impl FieldCipher {
+    /// With a key store shared by several servers: drops every cached key once the number
+    /// of destroyed keys changed since the last call (another server shredded), so what
+    /// it destroyed reads as `"[shredded]"` here too and is no longer sealed with; they
+    /// are loaded again as needed. `last` is the count seen by the previous call.
+    pub fn forget_keys_if_shredded(&self, last: &mut Option<u64>) -> Result<bool, CryptoError> {
+        let Some(count) = self.keys.destroyed_count()? else {
+            return Ok(false);
+        };
+        if *last == Some(count) {
+            return Ok(false);
+        }
+        // The first call clears too: a key cached before it may be destroyed already.
+        *last = Some(count);
+        let mut cache = self
+            .cache
+            .lock()
+            .expect("data key cache lock is never poisoned");
+        let mut active = self
+            .active
+            .lock()
+            .expect("active key lock is never poisoned");
+        cache.clear();
+        active.clear();
+        Ok(true)
     }
 }
 

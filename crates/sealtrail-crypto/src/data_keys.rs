@@ -42,8 +42,9 @@ pub trait DataKeyStore: Send + Sync {
     fn newest_live(&self, base: &str) -> Result<Option<(u32, Vec<u8>)>, CryptoError>;
     /// The highest generation `base` ever had, destroyed or not.
     fn last_generation(&self, base: &str) -> Result<Option<u32>, CryptoError>;
-    /// Files a new key; its id is new.
-    fn insert(&self, key: &NewDataKey<'_>) -> Result<(), CryptoError>;
+    /// Files a new key; false when a key of that id was filed first by another server
+    /// sharing the store (the caller then takes that one).
+    fn insert(&self, key: &NewDataKey<'_>) -> Result<bool, CryptoError>;
     /// Destroys every key of `base` not yet destroyed, and, with `bases_under`, those of
     /// every base starting with that prefix (a tenant's subjects); returns how many. When
     /// it returns, the wrapped bytes are gone from storage itself (no journal or free page
@@ -54,6 +55,12 @@ pub trait DataKeyStore: Send + Sync {
         bases_under: Option<&str>,
         shredded_at: i64,
     ) -> Result<u64, CryptoError>;
+    /// For a store several servers share: how many keys are destroyed, whoever destroyed
+    /// them (polled, so a server drops the keys it cached once another shredded them).
+    /// `None`, the default: only this process destroys keys.
+    fn destroyed_count(&self) -> Result<Option<u64>, CryptoError> {
+        Ok(None)
+    }
 }
 
 /// A [`DataKeyStore`] in memory, for the crate's tests.
@@ -106,7 +113,7 @@ pub(crate) mod memory {
                 .max())
         }
 
-        fn insert(&self, key: &NewDataKey<'_>) -> Result<(), CryptoError> {
+        fn insert(&self, key: &NewDataKey<'_>) -> Result<bool, CryptoError> {
             let row = (
                 key.base.to_owned(),
                 key.generation,
@@ -114,7 +121,7 @@ pub(crate) mod memory {
             );
             let previous = self.rows().insert(key.key_id.to_owned(), row);
             assert!(previous.is_none(), "a key id is filed once");
-            Ok(())
+            Ok(true)
         }
 
         fn destroy(

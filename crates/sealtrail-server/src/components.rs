@@ -183,6 +183,9 @@ impl Components {
         if let Some(index) = blind.clone() {
             tasks.push(spawn_blind_indexer(index, &store, &opener, &shutdown));
         }
+        if let (Some(cipher), Some(_)) = (opener.shared_cipher(), &config.database_url) {
+            tasks.push(spawn_shred_watcher(cipher, shutdown.clone()));
+        }
         let archive = open_archive(config).await?;
         let retention =
             Arc::new(open_retention(config, &store, holds.clone(), archive.clone()).await?);
@@ -257,9 +260,58 @@ fn open_opener(config: &Config) -> Result<Opener, ServerError> {
     let cipher = config
         .encryption
         .as_ref()
-        .map(|settings| crate::open_cipher(&config.data_dir, settings))
+        .map(|settings| {
+            crate::open_cipher(&config.data_dir, config.database_url.as_deref(), settings)
+        })
         .transpose()?;
     Ok(Opener::new(cipher))
+}
+
+/// How often a server on PostgreSQL looks whether another one destroyed data keys.
+const SHRED_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// On PostgreSQL, where every server shares the data keys: drops the keys this server
+/// cached whenever another server shredded some, so a shredding on one server reads as
+/// `[shredded]` on all within [`SHRED_POLL`] (and is no longer sealed with). Searches
+/// check the keys too (`Reads::search`), so a blind-index entry this server kept of a
+/// value shredded elsewhere never matches.
+fn spawn_shred_watcher(
+    cipher: Arc<sealtrail_crypto::FieldCipher>,
+    shutdown: Shutdown,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut seen = None;
+        let mut failing = false;
+        loop {
+            let (c, last) = (cipher.clone(), seen);
+            let looked = tokio::task::spawn_blocking(move || {
+                let mut last = last;
+                c.forget_keys_if_shredded(&mut last)
+                    .map(|dropped| (last, dropped))
+            })
+            .await;
+            match looked {
+                Ok(Ok((last, dropped))) => {
+                    if dropped && seen.is_some() {
+                        tracing::info!(
+                            "data keys were shredded on another server; cached keys dropped"
+                        );
+                    }
+                    seen = last;
+                    failing = false;
+                }
+                Ok(Err(e)) if !failing => {
+                    tracing::warn!(error = %e, "cannot look for shredded data keys; retrying");
+                    failing = true;
+                }
+                _ => {}
+            }
+            tokio::select! {
+                () = tokio::time::sleep(SHRED_POLL) => {}
+                () = shutdown.cancelled() => break,
+            }
+        }
+    })
 }
 
 /// Every configured sink, each a follower of the log until `shutdown`.

@@ -152,8 +152,11 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
 }
 
 /// The field cipher from the configured master key (base64 of 32 bytes) and fields.
+/// Its data keys are in `database_url` when set (shared by every server on it), else in
+/// `data_dir`.
 pub(crate) fn open_cipher(
     data_dir: &std::path::Path,
+    database_url: Option<&str>,
     settings: &config::EncryptionConfig,
 ) -> Result<Arc<sealtrail_crypto::FieldCipher>, ServerError> {
     use base64::Engine as _;
@@ -178,8 +181,15 @@ pub(crate) fn open_cipher(
     };
     // Checked before the key file is created: a configuration refused leaves no file.
     settings.check()?;
-    let keys = sealtrail_store::data_keys::SqliteDataKeyStore::open(data_dir)?;
-    let cipher = sealtrail_crypto::FieldCipher::new(settings, Box::new(keys))?;
+    let keys: Box<dyn sealtrail_crypto::DataKeyStore> = match database_url {
+        None => Box::new(sealtrail_store::data_keys::SqliteDataKeyStore::open(
+            data_dir,
+        )?),
+        Some(url) => {
+            Box::new(sealtrail_store::data_keys::PgDataKeyStore::open(url, Some(data_dir))?.0)
+        }
+    };
+    let cipher = sealtrail_crypto::FieldCipher::new(settings, keys)?;
     Ok(Arc::new(cipher))
 }
 

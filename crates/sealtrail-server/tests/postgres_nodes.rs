@@ -115,6 +115,15 @@ async fn two_servers_share_one_log_and_every_stream_sees_every_event() {
 
 /// A server on `url` sharing the signing key of `first`.
 async fn another_server(first: &TestServer, url: &str) -> (TestServer, tempfile::TempDir) {
+    another_server_with(first, url, |_| {}).await
+}
+
+/// [`another_server`] with more configuration.
+async fn another_server_with(
+    first: &TestServer,
+    url: &str,
+    more: impl FnOnce(&mut sealtrail_server::Config) + Send + 'static,
+) -> (TestServer, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(
         first.dir.path().join("log-signing.key"),
@@ -125,6 +134,7 @@ async fn another_server(first: &TestServer, url: &str) -> (TestServer, tempfile:
     let server = TestServer::start_with(move |c| {
         c.database_url = Some(url);
         c.data_dir = path;
+        more(c);
     })
     .await;
     (server, dir)
@@ -178,4 +188,135 @@ async fn a_key_made_or_revoked_on_one_of_three_servers_is_honoured_by_all_within
         refused_after.push(started.elapsed());
     }
     println!("a key revoked on one server was refused by the other two after {refused_after:?}");
+}
+
+/// Field encryption with a subject key per guest and a blind index on the email, the
+/// master key in a file of `dir`.
+fn encryption(dir: &std::path::Path) -> sealtrail_server::config::EncryptionConfig {
+    use base64::Engine as _;
+    let key_file = dir.join("master.key");
+    std::fs::write(
+        &key_file,
+        base64::engine::general_purpose::STANDARD.encode([42u8; 32]),
+    )
+    .unwrap();
+    let config = format!(
+        r#"
+        [encryption]
+        master_key = {{ file = "{}" }}
+        fields = ["/details/guest/dietary_notes", "/details/guest/email"]
+        subject = "/details/guest/id"
+        blind_index = ["/details/guest/email"]
+        "#,
+        key_file.display()
+    );
+    let parsed: sealtrail_server::Config = toml::from_str(&config).unwrap();
+    parsed.encryption.unwrap()
+}
+
+fn guest_change(guest: &str) -> serde_json::Value {
+    json!({
+        "action": "guest.dietary_restriction.updated", "resource_type": "guest",
+        "resource_id": guest, "user_id": "coord:ines",
+        "details": {"guest": {"id": guest, "dietary_notes": "no shellfish",
+                              "email": format!("{guest}@guests.example")}},
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subject_shredded_on_one_of_three_servers_reads_shredded_on_all_within_a_second() {
+    let (_cluster, url) = common::postgres_with_schema().await;
+    let secrets = tempfile::tempdir().unwrap();
+    let settings = encryption(secrets.path());
+    let (a_url, a_settings) = (url.clone(), settings.clone());
+    let a = TestServer::start_with(move |c| {
+        c.database_url = Some(a_url);
+        c.encryption = Some(a_settings);
+    })
+    .await;
+    let mut others = Vec::new();
+    for _ in 0..2 {
+        let settings = settings.clone();
+        others.push(another_server_with(&a, &url, move |c| c.encryption = Some(settings)).await);
+    }
+    let (b, c) = (&others[0].0, &others[1].0);
+    let admin = a.key(&[Scope::Admin], None);
+    let writer = a.key(&[Scope::Ingest, Scope::Read], Some("acme"));
+
+    // Sealed on three servers, under one key per guest shared through the database: each
+    // server opens what the others sealed.
+    for (server, guest) in [(&a, "g1"), (b, "g1"), (c, "g2")] {
+        let (status, body) = server
+            .post_json(&writer, "/v1/events", &guest_change(guest))
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let search = "/v1/events/search?field=/details/guest/email&equals=g1@guests.example";
+    for server in [&a, b, c] {
+        common::eventually("every event is indexed", async || {
+            let (_, found) = server.get(&writer, search).await;
+            found["events"].as_array().is_some_and(|e| e.len() == 2)
+        })
+        .await;
+        let (_, page) = server.get(&writer, "/v1/events?resource_id=g1").await;
+        for event in page["events"].as_array().unwrap() {
+            assert_eq!(
+                event["details"]["guest"]["dietary_notes"], "no shellfish",
+                "{event}"
+            );
+        }
+    }
+
+    // Shredded through b: a and c show it within a second, and find nothing by its email.
+    let (status, body) = b
+        .post_json(&admin, "/v1/tenants/acme/subjects/g1/shred", &json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let started = std::time::Instant::now();
+    let mut shredded_after = Vec::new();
+    for server in [&a, c] {
+        loop {
+            let (_, page) = server.get(&writer, "/v1/events?resource_id=g1").await;
+            let notes: Vec<_> = page["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["details"]["guest"]["dietary_notes"].clone())
+                .collect();
+            if notes.iter().all(|n| n == "[shredded]") {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "still readable a second after the shredding: {notes:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        shredded_after.push(started.elapsed());
+        let (_, found) = server.get(&writer, search).await;
+        assert_eq!(found["events"].as_array().unwrap().len(), 0, "{found}");
+    }
+    println!(
+        "a subject shredded on one server read [shredded] on the other two after {shredded_after:?}"
+    );
+    // The other guest is untouched, and g1's next change gets a new key on any server.
+    let (_, g2) = a.get(&writer, "/v1/events?resource_id=g2").await;
+    assert_eq!(
+        g2["events"][0]["details"]["guest"]["dietary_notes"],
+        "no shellfish"
+    );
+    let (status, body) = c
+        .post_json(&writer, "/v1/events", &guest_change("g1"))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    for server in [&a, b] {
+        common::eventually("the new value is readable everywhere", async || {
+            let (_, page) = server.get(&writer, "/v1/events?resource_id=g1").await;
+            page["events"].as_array().is_some_and(|e| {
+                e.iter()
+                    .any(|e| e["details"]["guest"]["dietary_notes"] == "no shellfish")
+            })
+        })
+        .await;
+    }
 }

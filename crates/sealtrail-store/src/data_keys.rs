@@ -1,5 +1,6 @@
-//! The wrapped data keys of field encryption, in `data-keys.sqlite` in the data directory:
-//! the SQLite side of `sealtrail-crypto`'s [`DataKeyStore`].
+//! The wrapped data keys of field encryption, in `data-keys.sqlite` in the data directory,
+//! or in PostgreSQL for every server on it: the storage side of `sealtrail-crypto`'s
+//! [`DataKeyStore`].
 //!
 //! Every commit is fsync'd (a filed key must not vanish, a destroyed one must not come
 //! back), and destroying a key also checkpoints the WAL and vacuums the file, so its
@@ -98,7 +99,7 @@ impl DataKeyStore for SqliteDataKeyStore {
             .map_err(failed)
     }
 
-    fn insert(&self, key: &NewDataKey<'_>) -> Result<(), CryptoError> {
+    fn insert(&self, key: &NewDataKey<'_>) -> Result<bool, CryptoError> {
         self.conn()
             .execute(
                 "INSERT INTO data_keys (key_id, base, generation, wrapped, created_at)
@@ -112,7 +113,7 @@ impl DataKeyStore for SqliteDataKeyStore {
                 ],
             )
             .map_err(failed)?;
-        Ok(())
+        Ok(true)
     }
 
     fn destroy(
@@ -140,6 +141,226 @@ impl DataKeyStore for SqliteDataKeyStore {
             .map_err(failed)?;
         Ok(destroyed as u64)
     }
+}
+
+/// The `data_keys` table of the PostgreSQL database every server shares (migration 8):
+/// a key filed or destroyed by one server is the key of all.
+pub struct PgDataKeyStore {
+    session: crate::postgres::PgSession,
+}
+
+impl std::fmt::Debug for PgDataKeyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgDataKeyStore").finish_non_exhaustive()
+    }
+}
+
+impl PgDataKeyStore {
+    /// The data keys in the database at `url` (its schema migrated). When the database has
+    /// none and `data_dir` holds a `data-keys.sqlite` (a server that kept its keys there
+    /// before), they are copied in, destroyed ones as destroyed, so what they sealed still
+    /// opens; returns how many were. Keys of a second server's file whose ids are taken
+    /// already are left out and counted in the log: values that server sealed under them
+    /// do not open here.
+    pub fn open(url: &str, data_dir: Option<&Path>) -> Result<(Self, usize), StoreError> {
+        let store = Self {
+            session: crate::postgres::PgSession::new(url),
+        };
+        let local = data_dir
+            .map(|dir| dir.join(DATA_KEYS_FILE))
+            .filter(|path| path.is_file());
+        let Some(path) = local else {
+            return Ok((store, 0));
+        };
+        let rows = {
+            let sqlite = SqliteDataKeyStore::open(path.parent().expect("a file in a directory"))?;
+            let conn = sqlite.conn();
+            let mut stmt = conn.prepare(
+                "SELECT key_id, base, generation, wrapped, created_at, shredded_at FROM data_keys",
+            )?;
+            stmt.query_map([], |r| {
+                Ok(LocalKey {
+                    key_id: r.get(0)?,
+                    base: r.get(1)?,
+                    generation: r.get(2)?,
+                    wrapped: r.get(3)?,
+                    created_at: r.get(4)?,
+                    shredded_at: r.get(5)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?
+        };
+        if rows.is_empty() {
+            return Ok((store, 0));
+        }
+        let (imported, clashed) = store.session.run(|c| {
+            let mut tx = c.transaction()?;
+            let mut imported = 0;
+            let mut clashed = 0;
+            for key in &rows {
+                let inserted = tx.execute(
+                    "INSERT INTO data_keys (key_id, base, generation, wrapped, created_at, shredded_at)
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                    &[
+                        &key.key_id,
+                        &key.base,
+                        &key.generation,
+                        &key.wrapped.as_deref().filter(|_| key.shredded_at.is_none()),
+                        &key.created_at,
+                        &key.shredded_at,
+                    ],
+                )?;
+                if inserted == 1 {
+                    imported += 1;
+                    continue;
+                }
+                let same: bool = tx
+                    .query_one(
+                        "SELECT wrapped IS NOT DISTINCT FROM $2 FROM data_keys WHERE key_id = $1",
+                        &[&key.key_id, &key.wrapped],
+                    )?
+                    .get(0);
+                if !same {
+                    clashed += 1;
+                }
+            }
+            tx.commit()?;
+            Ok((imported, clashed))
+        })?;
+        if imported > 0 {
+            tracing::info!(keys = imported, from = %path.display(), "data keys copied into the database");
+        }
+        if clashed > 0 {
+            tracing::error!(
+                keys = clashed,
+                from = %path.display(),
+                "data keys of this data directory have ids another server's keys took: \
+                 values this server sealed under them do not open"
+            );
+        }
+        Ok((store, imported))
+    }
+}
+
+/// A row of a `data-keys.sqlite` being copied in.
+struct LocalKey {
+    key_id: String,
+    base: String,
+    generation: i32,
+    wrapped: Option<Vec<u8>>,
+    created_at: i64,
+    shredded_at: Option<i64>,
+}
+
+impl DataKeyStore for PgDataKeyStore {
+    fn load(&self, key_id: &str) -> Result<Option<StoredDataKey>, CryptoError> {
+        let row: Option<(Option<Vec<u8>>, Option<i64>)> = self
+            .session
+            .run(|c| {
+                Ok(c.query_opt(
+                    "SELECT wrapped, shredded_at FROM data_keys WHERE key_id = $1",
+                    &[&key_id],
+                )?
+                .map(|r| (r.get(0), r.get(1))))
+            })
+            .map_err(CryptoError::storage)?;
+        Ok(row.map(|row| match row {
+            (Some(wrapped), None) => StoredDataKey::Wrapped(wrapped),
+            _ => StoredDataKey::Destroyed,
+        }))
+    }
+
+    fn newest_live(&self, base: &str) -> Result<Option<(u32, Vec<u8>)>, CryptoError> {
+        self.session
+            .run(|c| {
+                Ok(c.query_opt(
+                    "SELECT generation, wrapped FROM data_keys
+                     WHERE base = $1 AND shredded_at IS NULL AND wrapped IS NOT NULL
+                     ORDER BY generation DESC LIMIT 1",
+                    &[&base],
+                )?
+                .map(|r| (r.get::<_, i32>(0) as u32, r.get(1))))
+            })
+            .map_err(CryptoError::storage)
+    }
+
+    fn last_generation(&self, base: &str) -> Result<Option<u32>, CryptoError> {
+        self.session
+            .run(|c| {
+                Ok(c.query_one(
+                    "SELECT max(generation) FROM data_keys WHERE base = $1",
+                    &[&base],
+                )?
+                .get::<_, Option<i32>>(0)
+                .map(|g| g as u32))
+            })
+            .map_err(CryptoError::storage)
+    }
+
+    fn insert(&self, key: &NewDataKey<'_>) -> Result<bool, CryptoError> {
+        let generation = key.generation as i32;
+        self.session
+            .run(|c| {
+                // A race between servers making a base's next key: one wins, the other
+                // takes the winner's.
+                Ok(c.execute(
+                    "INSERT INTO data_keys (key_id, base, generation, wrapped, created_at)
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                    &[
+                        &key.key_id,
+                        &key.base,
+                        &generation,
+                        &key.wrapped,
+                        &key.created_at,
+                    ],
+                )? == 1)
+            })
+            .map_err(CryptoError::storage)
+    }
+
+    fn destroy(
+        &self,
+        base: &str,
+        bases_under: Option<&str>,
+        shredded_at: i64,
+    ) -> Result<u64, CryptoError> {
+        let prefix = bases_under.map(|p| format!("{}%", like_escape(p)));
+        self.session
+            .run(|c| {
+                let destroyed = c.execute(
+                    "UPDATE data_keys SET wrapped = NULL, shredded_at = $2
+                     WHERE (base = $1 OR ($3::text IS NOT NULL AND base LIKE $3))
+                       AND shredded_at IS NULL",
+                    &[&base, &shredded_at, &prefix],
+                )?;
+                // The old row versions keep the bytes until the table is rewritten; that
+                // takes the table's owner (for any other role PostgreSQL skips it with a
+                // warning, and the bytes go when autovacuum reuses their space).
+                c.batch_execute("VACUUM (FULL) data_keys")?;
+                Ok(destroyed)
+            })
+            .map_err(CryptoError::storage)
+    }
+
+    fn destroyed_count(&self) -> Result<Option<u64>, CryptoError> {
+        self.session
+            .run(|c| {
+                Ok(c.query_one(
+                    "SELECT count(*) FROM data_keys WHERE shredded_at IS NOT NULL",
+                    &[],
+                )?
+                .get::<_, i64>(0) as u64)
+            })
+            .map(Some)
+            .map_err(CryptoError::storage)
+    }
+}
+
+/// `text` as a LIKE pattern matching itself.
+fn like_escape(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
 }
 
 #[cfg(test)]

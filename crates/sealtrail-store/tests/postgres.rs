@@ -549,3 +549,100 @@ fn api_keys_are_shared_by_every_server_and_the_service_role_cannot_rewrite_one()
         );
     }
 }
+
+#[test]
+fn data_keys_are_shared_and_a_destroyed_one_never_comes_back() {
+    use sealtrail_core::FieldSealer as _;
+    use sealtrail_crypto::{DataKeyStore, EncryptionSettings, FieldCipher};
+    use sealtrail_store::data_keys::{PgDataKeyStore, SqliteDataKeyStore};
+    let db = TestDatabase::create();
+    let app_url = service_role(&db);
+    let settings = || EncryptionSettings {
+        master_key: [7; 32],
+        fields: vec!["ip_address".into()],
+        subject: Some("/user_id".into()),
+        blind_index: Vec::new(),
+    };
+    // Keys kept in a data directory before the move: copied in, so old values open.
+    let dir = tempfile::tempdir().unwrap();
+    let old = FieldCipher::new(
+        settings(),
+        Box::new(SqliteDataKeyStore::open(dir.path()).unwrap()),
+    )
+    .unwrap();
+    let sealed_before = old
+        .seal("acme", Some("coord:ines"), "ip_address", "\"203.0.113.7\"")
+        .unwrap();
+    drop(old);
+    let (keys, imported) = PgDataKeyStore::open(&app_url, Some(dir.path())).unwrap();
+    assert_eq!(imported, 1);
+    let one = FieldCipher::new(settings(), Box::new(keys)).unwrap();
+    let two = FieldCipher::new(
+        settings(),
+        Box::new(PgDataKeyStore::open(&app_url, None).unwrap().0),
+    )
+    .unwrap();
+    let opened = |c: &FieldCipher, sealed: &str| {
+        let record = format!("{{\"ip_address\":\"{sealed}\",\"tenant_id\":\"acme\"}}");
+        let stored = sealtrail_core::StoredEvent {
+            seq: 1,
+            tenant_id: "acme".into(),
+            occurred_at: 0,
+            leaf_hash: [0; 32],
+            record: record.into_bytes(),
+        };
+        let json: serde_json::Value = serde_json::from_slice(&c.open_api_json(&stored)).unwrap();
+        json["ip_address"].clone()
+    };
+    assert_eq!(opened(&two, &sealed_before), "203.0.113.7");
+    // Sealed on one server, opened on the other (one key per subject, not one per server).
+    let sealed = two
+        .seal("acme", Some("coord:tom"), "ip_address", "\"198.51.100.9\"")
+        .unwrap();
+    assert_eq!(opened(&one, &sealed), "198.51.100.9");
+
+    // Shredded on one: the other drops its cached keys once it sees the count change.
+    let mut seen = None;
+    two.forget_keys_if_shredded(&mut seen).unwrap();
+    assert_eq!(opened(&two, &sealed), "198.51.100.9");
+    assert!(one.shred("acme", Some("coord:tom")).unwrap());
+    assert_eq!(
+        opened(&two, &sealed),
+        "198.51.100.9",
+        "cached until it looks"
+    );
+    assert!(two.forget_keys_if_shredded(&mut seen).unwrap());
+    assert_eq!(opened(&two, &sealed), sealtrail_crypto::SHREDDED);
+    assert!(
+        !two.forget_keys_if_shredded(&mut seen).unwrap(),
+        "nothing new"
+    );
+
+    // A second filing of a key id is refused quietly (the caller takes the first).
+    let store = PgDataKeyStore::open(&app_url, None).unwrap().0;
+    let key = sealtrail_crypto::NewDataKey {
+        key_id: "t/other#1",
+        base: "t/other",
+        generation: 1,
+        wrapped: &[1; 60],
+        created_at: 0,
+    };
+    assert!(store.insert(&key).unwrap());
+    assert!(!store.insert(&key).unwrap());
+
+    // The service role may file and destroy keys, never restore, rewrite or delete one.
+    let mut app = postgres::Client::connect(&app_url, postgres::NoTls).unwrap();
+    for sql in [
+        "DELETE FROM data_keys",
+        "UPDATE data_keys SET wrapped = '\\x00'::bytea WHERE shredded_at IS NOT NULL",
+        "UPDATE data_keys SET shredded_at = NULL WHERE shredded_at IS NOT NULL",
+        "UPDATE data_keys SET base = 't/x'",
+    ] {
+        let err = app.batch_execute(sql).unwrap_err();
+        assert_eq!(
+            err.code(),
+            Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+            "{sql}: {err}"
+        );
+    }
+}

@@ -263,6 +263,10 @@ impl Reads {
             json!({"tenant_id": tenant, "field": field, "equals_token": token, "limit": limit});
         let (reader, through) = (self.reader.clone(), self.sequencer.tree_size());
         let search_tenant = tenant.clone();
+        let live = self
+            .opener
+            .shared_cipher()
+            .expect("a cipher, checked above");
         let events = blocking(move || {
             let seqs = index
                 .find(&search_tenant, &field, &token, limit)
@@ -275,6 +279,15 @@ impl Reads {
             for seq in seqs.into_iter().filter(|&s| s >= 1 && s <= through) {
                 events.extend(reader.events_after(seq - 1, seq, &filter, 1)?.events);
             }
+            // An entry is only a lead: the event matches if its value, opened with a key
+            // alive now, still has the token. An entry left from a value whose key was
+            // shredded (on another server, or while the entry was being written) never
+            // matches.
+            events.retain(|event| {
+                live.blind_tokens(event)
+                    .iter()
+                    .any(|t| t.field == field && t.token == token)
+            });
             Ok(events)
         })
         .await?;

@@ -346,6 +346,34 @@ const MIGRATIONS: &[&str] = &[
         expires_at timestamptz NOT NULL
     );
     "#,
+    // 8: field encryption's wrapped data keys, shared by every server (data_keys.rs). A
+    // destroyed key stays destroyed: the trigger refuses to give a row its bytes back.
+    r#"
+    CREATE TABLE data_keys (
+        key_id      text    PRIMARY KEY,
+        base        text    NOT NULL,
+        generation  integer NOT NULL,
+        wrapped     bytea,
+        created_at  bigint  NOT NULL,
+        shredded_at bigint,
+        UNIQUE (base, generation)
+    );
+    CREATE FUNCTION sealtrail_data_key_stays_destroyed() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+    BEGIN
+        IF NEW.key_id <> OLD.key_id OR NEW.base <> OLD.base
+           OR NEW.generation <> OLD.generation OR NEW.created_at <> OLD.created_at
+           OR (NEW.wrapped IS NOT NULL AND NEW.wrapped IS DISTINCT FROM OLD.wrapped)
+           OR (OLD.shredded_at IS NOT NULL AND NEW.shredded_at IS DISTINCT FROM OLD.shredded_at)
+           OR (NEW.shredded_at IS NOT NULL AND NEW.wrapped IS NOT NULL) THEN
+            RAISE EXCEPTION 'data key %: a key is only ever destroyed, never changed', OLD.key_id
+                USING ERRCODE = 'insufficient_privilege';
+        END IF;
+        RETURN NEW;
+    END $$;
+    CREATE TRIGGER data_keys_only_destroyed BEFORE UPDATE ON data_keys
+        FOR EACH ROW EXECUTE FUNCTION sealtrail_data_key_stays_destroyed();
+    "#,
 ];
 
 /// The `sealtrail_meta` key counting partition drops (migration 4).
@@ -356,7 +384,8 @@ pub(crate) const PARTITIONS_DROPPED_KEY: &str = "partitions_dropped";
 /// never change or delete an event, and never delete a checkpoint but the superseded one
 /// that is not kept as history (through `sealtrail_supersede_checkpoint`); it can create
 /// API keys and revoke or expire them, never delete one or change its scopes or tenant;
-/// it keeps the sinks' cursors, dead letters and leases.
+/// it keeps the sinks' cursors, dead letters and leases, and files and destroys data keys
+/// (never restores one).
 /// It gets BYPASSRLS, without which PostgreSQL refuses binary
 /// COPY into a table with row-level security, and membership of sealtrail_tenant_reader,
 /// the role tenant-confined reads switch to. Needs a superuser.
@@ -367,7 +396,9 @@ pub fn grant_service_role(client: &mut Client, role: &str) -> Result<(), StoreEr
         )));
     }
     client.batch_execute(&format!(
-        "REVOKE ALL ON events, event_ids, merkle_nodes, checkpoints, retention, dropped_partitions, sealtrail_meta, sealtrail_schema, api_keys, sink_cursors, sink_dead_letters, sink_digest_pending, sink_leases FROM {role};
+        "REVOKE ALL ON events, event_ids, merkle_nodes, checkpoints, retention, dropped_partitions, sealtrail_meta, sealtrail_schema, api_keys, sink_cursors, sink_dead_letters, sink_digest_pending, sink_leases, data_keys FROM {role};
+         GRANT SELECT, INSERT ON data_keys TO {role};
+         GRANT UPDATE (wrapped, shredded_at) ON data_keys TO {role};
          GRANT SELECT, INSERT, UPDATE ON sink_cursors, sink_leases TO {role};
          GRANT SELECT, INSERT, UPDATE, DELETE ON sink_dead_letters, sink_digest_pending TO {role};
          GRANT SELECT, INSERT ON api_keys TO {role};
