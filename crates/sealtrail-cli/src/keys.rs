@@ -70,6 +70,21 @@ pub enum KeysCommand {
         #[command(flatten)]
         data: KeysAt,
     },
+    /// Wrap every field-encryption data key by the configuration's master_key, each
+    /// still wrapped by one of its previous_master_keys; online, while the servers run
+    /// with both configured. Afterwards the previous keys open nothing: remove them.
+    RotateMaster {
+        /// The server's configuration file ([encryption], data_dir, database_url;
+        /// SEALTRAIL_* variables override it as for `serve`).
+        #[arg(long, env = "SEALTRAIL_CONFIG")]
+        config: Option<std::path::PathBuf>,
+        /// The server's data directory (overrides the configuration's).
+        #[arg(long)]
+        data_dir: Option<std::path::PathBuf>,
+        /// The servers' PostgreSQL database (overrides the configuration's).
+        #[arg(long)]
+        database_url: Option<String>,
+    },
     /// Revoke a key by its id; the server refuses it at once.
     Revoke {
         #[command(flatten)]
@@ -144,6 +159,11 @@ pub fn run(command: KeysCommand) -> anyhow::Result<ExitCode> {
                 }
             );
         }
+        KeysCommand::RotateMaster {
+            config,
+            data_dir,
+            database_url,
+        } => return rotate_master(config.as_deref(), data_dir, database_url),
         KeysCommand::Revoke { data, key_id } => {
             let store = data.open()?;
             if !store.revoke(&key_id)? {
@@ -152,6 +172,49 @@ pub fn run(command: KeysCommand) -> anyhow::Result<ExitCode> {
             eprintln!("revoked key {key_id}");
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `keys rotate-master`: rewraps the data keys of the configured store.
+fn rotate_master(
+    config: Option<&std::path::Path>,
+    data_dir: Option<std::path::PathBuf>,
+    database_url: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let mut config = sealtrail_server::Config::load(config, std::env::vars())?;
+    if let Some(dir) = data_dir {
+        config.data_dir = dir;
+    }
+    if database_url.is_some() {
+        config.database_url = database_url;
+    }
+    if config.database_url.is_none() && !config.data_dir.is_dir() {
+        anyhow::bail!(
+            "{} is not a data directory (give --data-dir or the configuration's data_dir)",
+            config.data_dir.display()
+        );
+    }
+    let Some(encryption) = &config.encryption else {
+        anyhow::bail!("the configuration has no [encryption]: there are no data keys");
+    };
+    if encryption.previous_master_keys.is_empty() {
+        anyhow::bail!(
+            "encryption.previous_master_keys is empty: set encryption.master_key to the new \
+             key, list the old one in previous_master_keys, restart the servers with it, then \
+             run this"
+        );
+    }
+    let cipher = sealtrail_server::open_cipher(
+        &config.data_dir,
+        config.database_url.as_deref(),
+        encryption,
+    )?;
+    let report = cipher.rewrap_under_current_master()?;
+    println!(
+        "{} data keys wrapped by the new master key, {} were already, {} destroyed meanwhile; \
+         the previous master keys can now be removed from the configuration",
+        report.rewrapped, report.already, report.gone_meanwhile
+    );
     Ok(ExitCode::SUCCESS)
 }
 

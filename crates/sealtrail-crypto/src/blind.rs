@@ -131,6 +131,7 @@ mod tests {
 
     fn cipher() -> FieldCipher {
         let settings = EncryptionSettings {
+            previous_master_keys: Vec::new(),
             master_key: [7; 32],
             fields: vec!["ip_address".into(), "reason".into()],
             subject: Some("/user_id".into()),

@@ -19,6 +19,23 @@ pub const SEALED_PREFIX: &str = "sealtrail:enc:v1:";
 /// What a value whose key was destroyed reads as.
 pub const SHREDDED: &str = "[shredded]";
 
+/// Where the root key is filed among the data keys (no tenant's base looks like it).
+const ROOT_KEY_ID: &str = "root#1";
+const ROOT_KEY_BASE: &str = "root";
+const CONTENT_KEY_PURPOSE: &[u8] = b"sealtrail content hash key\n";
+const BLIND_KEY_PURPOSE: &[u8] = b"sealtrail blind index key\n";
+
+/// What [`FieldCipher::rewrap_under_current_master`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RewrapReport {
+    /// Keys wrapped by the current master key now.
+    pub rewrapped: u64,
+    /// Keys that were already.
+    pub already: u64,
+    /// Keys destroyed (or rewrapped by another run) while this one ran.
+    pub gone_meanwhile: u64,
+}
+
 /// What became of a data key.
 /// (The AES key schedule is built once per data key, not once per value.)
 #[derive(Clone)]
@@ -33,6 +50,8 @@ enum KeyState {
 pub struct FieldCipher {
     pub(crate) settings: EncryptionSettings,
     master: LessSafeKey,
+    /// Master keys `master` replaced: they still open what they wrapped.
+    previous: Vec<LessSafeKey>,
     content_key: ring::hmac::Key,
     pub(crate) blind_key: ring::hmac::Key,
     random: SystemRandom,
@@ -84,17 +103,88 @@ impl FieldCipher {
         keys: Box<dyn DataKeyStore>,
     ) -> Result<Self, CryptoError> {
         settings.check()?;
-        Ok(Self {
+        let mut cipher = Self {
             master: aead_key(&settings.master_key),
-            content_key: derived_key(b"sealtrail content hash key\n", &settings.master_key),
-            blind_key: derived_key(b"sealtrail blind index key\n", &settings.master_key),
+            previous: settings.previous_master_keys.iter().map(aead_key).collect(),
+            // Replaced below by keys derived from the root key.
+            content_key: derived_key(CONTENT_KEY_PURPOSE, &settings.master_key),
+            blind_key: derived_key(BLIND_KEY_PURPOSE, &settings.master_key),
             settings,
             random: SystemRandom::new(),
             keys,
             cache: Mutex::new(HashMap::new()),
             active: Mutex::new(HashMap::new()),
             nonces: Mutex::new((random_prefix()?, 0)),
-        })
+        };
+        let root = cipher.root_key()?;
+        cipher.content_key = derived_key(CONTENT_KEY_PURPOSE, &root);
+        cipher.blind_key = derived_key(BLIND_KEY_PURPOSE, &root);
+        Ok(cipher)
+    }
+
+    /// The root key the content-hash and blind-index keys derive from: the first master
+    /// key this log ever had, kept wrapped by the current one (as data keys are), so
+    /// rotating the master key changes neither tokens nor content hashes. Filed at the
+    /// first start: the master key itself, or, on a log from before the root key that
+    /// is already rotating, the one previous master key.
+    fn root_key(&self) -> Result<[u8; 32], CryptoError> {
+        loop {
+            match self.keys.load(ROOT_KEY_ID)? {
+                Some(StoredDataKey::Wrapped(wrapped)) => {
+                    return self.unwrap_key(ROOT_KEY_ID, wrapped);
+                }
+                Some(StoredDataKey::Destroyed) => {
+                    return Err(CryptoError::MalformedDataKey {
+                        key_id: ROOT_KEY_ID.into(),
+                    });
+                }
+                None => {
+                    let root = match self.settings.previous_master_keys.as_slice() {
+                        [] => self.settings.master_key,
+                        [first] => *first,
+                        _ => return Err(CryptoError::UnknownRootKey),
+                    };
+                    let wrapped = self.seal_bytes(&self.master, ROOT_KEY_ID.as_bytes(), &root)?;
+                    let filed = self.keys.insert(&NewDataKey {
+                        key_id: ROOT_KEY_ID,
+                        base: ROOT_KEY_BASE,
+                        generation: 1,
+                        wrapped: &wrapped,
+                        created_at: sealtrail_core::time_format::now_micros(),
+                    })?;
+                    if filed {
+                        return Ok(root);
+                    }
+                    // Another server filed it first: take that one.
+                }
+            }
+        }
+    }
+
+    /// Wraps every data key (and the root key) by the current master key, each still
+    /// wrapped by a previous one; online: values keep opening throughout, on every
+    /// server that has the current key and the previous ones configured. Afterwards the
+    /// previous master keys open nothing and can be dropped from the configuration.
+    pub fn rewrap_under_current_master(&self) -> Result<RewrapReport, CryptoError> {
+        let mut report = RewrapReport::default();
+        for (key_id, wrapped) in self.keys.wrapped_keys()? {
+            let mut probe = wrapped.clone();
+            if self
+                .open_bytes(&self.master, key_id.as_bytes(), &mut probe)
+                .is_some()
+            {
+                report.already += 1;
+                continue;
+            }
+            let plain = self.unwrap_key(&key_id, wrapped.clone())?;
+            let rewrapped = self.seal_bytes(&self.master, key_id.as_bytes(), &plain)?;
+            if self.keys.rewrap(&key_id, &wrapped, &rewrapped)? {
+                report.rewrapped += 1;
+            } else {
+                report.gone_meanwhile += 1;
+            }
+        }
+        Ok(report)
     }
 
     /// What a tenant's or a subject's keys are filed under. A shredding destroys every
@@ -189,13 +279,17 @@ impl FieldCipher {
         Ok(nonce)
     }
 
-    fn unwrap_key(&self, key_id: &str, mut wrapped: Vec<u8>) -> Result<[u8; 32], CryptoError> {
-        let plain = self
-            .open_bytes(&self.master, key_id.as_bytes(), &mut wrapped)
-            .ok_or_else(|| CryptoError::WrongMasterKey {
-                key_id: key_id.to_owned(),
-            })?;
-        plain.try_into().map_err(|_| CryptoError::MalformedDataKey {
+    /// Opens a wrapped key with the master key, or else with a previous one.
+    fn unwrap_key(&self, key_id: &str, wrapped: Vec<u8>) -> Result<[u8; 32], CryptoError> {
+        for master in std::iter::once(&self.master).chain(&self.previous) {
+            let mut bytes = wrapped.clone();
+            if let Some(plain) = self.open_bytes(master, key_id.as_bytes(), &mut bytes) {
+                return plain.try_into().map_err(|_| CryptoError::MalformedDataKey {
+                    key_id: key_id.to_owned(),
+                });
+            }
+        }
+        Err(CryptoError::WrongMasterKey {
             key_id: key_id.to_owned(),
         })
     }
@@ -444,6 +538,7 @@ mod tests {
 
     fn settings(subject: Option<&str>) -> EncryptionSettings {
         EncryptionSettings {
+            previous_master_keys: Vec::new(),
             master_key: [7; 32],
             fields: vec![
                 "ip_address".into(),
@@ -686,13 +781,24 @@ mod tests {
         sealed(&c, "u", "note");
         let mut other = settings(None);
         other.master_key = [8; 32];
-        let wrong = FieldCipher::new(other, Box::new(keys.clone())).expect("valid settings");
-        let error = wrong
-            .seal("acme", None, "ip_address", "\"x\"")
-            .expect_err("the stored key does not open");
+        // Refused at once: the root key, filed at the first start, does not open.
+        let error = FieldCipher::new(other.clone(), Box::new(keys.clone()))
+            .expect_err("the stored root key does not open");
         assert_eq!(
-            error,
-            "encryption: data key t/acme#1 does not open with this master key"
+            error.to_string(),
+            "encryption: data key root#1 does not open with this master key"
+        );
+        // With the first key listed as previous it opens, and the new key wraps anew.
+        other.previous_master_keys = vec![[7; 32]];
+        let rotating = FieldCipher::new(other.clone(), Box::new(keys.clone())).expect("opens");
+        let report = rotating.rewrap_under_current_master().expect("rewrap");
+        assert_eq!((report.rewrapped, report.already), (2, 0), "{report:?}");
+        other.previous_master_keys.clear();
+        let rotated = FieldCipher::new(other, Box::new(keys.clone())).expect("the new key alone");
+        assert_eq!(
+            rotated.blind_token("acme", "f", b"\"v\""),
+            c.blind_token("acme", "f", b"\"v\""),
+            "tokens derive from the root key, not the master key"
         );
     }
 }

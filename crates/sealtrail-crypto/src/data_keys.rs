@@ -55,6 +55,12 @@ pub trait DataKeyStore: Send + Sync {
         bases_under: Option<&str>,
         shredded_at: i64,
     ) -> Result<u64, CryptoError>;
+    /// Every key not destroyed, with its wrapped bytes (the root key's too).
+    fn wrapped_keys(&self) -> Result<Vec<(String, Vec<u8>)>, CryptoError>;
+    /// Replaces the wrapped bytes of `key_id` (the same key, wrapped by another master
+    /// key) if they are still `old`; false if they changed or the key was destroyed
+    /// meanwhile. Durable when it returns.
+    fn rewrap(&self, key_id: &str, old: &[u8], new: &[u8]) -> Result<bool, CryptoError>;
     /// For a store several servers share: how many keys are destroyed, whoever destroyed
     /// them (polled, so a server drops the keys it cached once another shredded them).
     /// `None`, the default: only this process destroys keys.
@@ -122,6 +128,25 @@ pub(crate) mod memory {
             let previous = self.rows().insert(key.key_id.to_owned(), row);
             assert!(previous.is_none(), "a key id is filed once");
             Ok(true)
+        }
+
+        fn wrapped_keys(&self) -> Result<Vec<(String, Vec<u8>)>, CryptoError> {
+            Ok(self
+                .rows()
+                .iter()
+                .filter_map(|(id, (_, _, w))| w.clone().map(|w| (id.clone(), w)))
+                .collect())
+        }
+
+        fn rewrap(&self, key_id: &str, old: &[u8], new: &[u8]) -> Result<bool, CryptoError> {
+            let mut rows = self.rows();
+            match rows.get_mut(key_id) {
+                Some((_, _, Some(w))) if w.as_slice() == old => {
+                    *w = new.to_vec();
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
         }
 
         fn destroy(

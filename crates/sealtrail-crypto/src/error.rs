@@ -39,6 +39,12 @@ pub enum CryptoError {
         /// The data key's id.
         key_id: String,
     },
+    /// No root key is stored yet and several previous master keys are configured: which
+    /// one was the first cannot be told.
+    #[error(
+        "encryption: no root key is stored yet, and with several previous_master_keys the first master key cannot be told; start once with only the first one listed"
+    )]
+    UnknownRootKey,
     /// A stored data key opened but is not an AES-256 key.
     #[error("encryption: data key {key_id} is not 32 bytes")]
     MalformedDataKey {

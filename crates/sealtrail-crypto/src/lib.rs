@@ -46,7 +46,7 @@ mod opener;
 mod settings;
 
 pub use blind::{BlindEntry, BlindIndexStore, BlindToken};
-pub use cipher::{FieldCipher, SEALED_PREFIX, SHREDDED};
+pub use cipher::{FieldCipher, RewrapReport, SEALED_PREFIX, SHREDDED};
 pub use data_keys::{DataKeyStore, NewDataKey, StoredDataKey};
 pub use error::{BoxError, CryptoError};
 pub use opener::Opener;

@@ -16,8 +16,12 @@ pub const ENCRYPTABLE_FIELDS: [&str; 5] = [
 /// Which fields, under which keys.
 #[derive(Clone, Debug)]
 pub struct EncryptionSettings {
-    /// The 32-byte master key.
+    /// The 32-byte master key: every data key is wrapped by it.
     pub master_key: [u8; 32],
+    /// Master keys it replaced: data keys still wrapped by one of them open, until
+    /// [`FieldCipher::rewrap_under_current_master`](crate::FieldCipher::rewrap_under_current_master)
+    /// has wrapped every one by `master_key`.
+    pub previous_master_keys: Vec<[u8; 32]>,
     /// Top-level field names from [`ENCRYPTABLE_FIELDS`], or JSON pointers into `details`
     /// (`/details/guest/dietary_notes`).
     pub fields: Vec<String>,
@@ -61,6 +65,7 @@ mod tests {
 
     fn settings(fields: &[&str], blind_index: &[&str]) -> EncryptionSettings {
         EncryptionSettings {
+            previous_master_keys: Vec::new(),
             master_key: [7; 32],
             fields: fields.iter().map(|f| f.to_string()).collect(),
             subject: None,

@@ -124,6 +124,11 @@ pub struct EncryptionConfig {
     /// The master key: 32 random bytes in base64, from `{ env = ... }` or `{ file = ... }`
     /// (never in the config text, never in the data directory).
     pub master_key: sealtrail_sinks::config::SecretRef,
+    /// Master keys `master_key` replaced (same forms), while `sealtrail keys
+    /// rotate-master` has not wrapped every data key by the new one yet: what they
+    /// wrapped still opens. Empty once the rotation is done.
+    #[serde(default)]
+    pub previous_master_keys: Vec<sealtrail_sinks::config::SecretRef>,
     /// Fields to encrypt: `ip_address`, `user_agent`, `reason`, `changes`, `request_id`,
     /// or JSON pointers into `details` (`/details/guest/dietary_notes`).
     pub fields: Vec<String>,

@@ -151,30 +151,47 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     })
 }
 
+/// A master key: 32 random bytes in base64, read from where `secret` says; errors name
+/// `field`.
+fn master_key_bytes(
+    field: &str,
+    secret: &sealtrail_sinks::config::SecretRef,
+) -> Result<[u8; 32], ServerError> {
+    use base64::Engine as _;
+    let text = secret
+        .resolve()
+        .map_err(|e| ServerError::Store(StoreError::Invalid(format!("{field}: {e}"))))?;
+    base64::engine::general_purpose::STANDARD
+        .decode(text.expose().trim())
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .ok_or_else(|| {
+            ServerError::Store(StoreError::Invalid(format!(
+                "{field}: must be 32 random bytes in base64 (e.g. `openssl rand -base64 32`)"
+            )))
+        })
+}
+
 /// The field cipher from the configured master key (base64 of 32 bytes) and fields.
 /// Its data keys are in `database_url` when set (shared by every server on it), else in
 /// `data_dir`.
-pub(crate) fn open_cipher(
+pub fn open_cipher(
     data_dir: &std::path::Path,
     database_url: Option<&str>,
     settings: &config::EncryptionConfig,
 ) -> Result<Arc<sealtrail_crypto::FieldCipher>, ServerError> {
-    use base64::Engine as _;
-    let secret = settings.master_key.resolve().map_err(|e| {
-        ServerError::Store(StoreError::Invalid(format!("encryption.master_key: {e}")))
-    })?;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(secret.expose())
-        .ok()
-        .and_then(|b| <[u8; 32]>::try_from(b).ok())
-        .ok_or_else(|| {
-            ServerError::Store(StoreError::Invalid(
-                "encryption.master_key: must be 32 random bytes in base64 (e.g. `openssl rand -base64 32`)"
-                    .into(),
-            ))
-        })?;
+    let master_key = master_key_bytes("encryption.master_key", &settings.master_key)?;
+    let previous_master_keys = settings
+        .previous_master_keys
+        .iter()
+        .enumerate()
+        .map(|(i, secret)| {
+            master_key_bytes(&format!("encryption.previous_master_keys[{i}]"), secret)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let settings = sealtrail_crypto::EncryptionSettings {
-        master_key: bytes,
+        master_key,
+        previous_master_keys,
         fields: settings.fields.clone(),
         subject: settings.subject.clone(),
         blind_index: settings.blind_index.clone(),

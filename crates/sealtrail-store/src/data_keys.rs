@@ -116,6 +116,32 @@ impl DataKeyStore for SqliteDataKeyStore {
         Ok(true)
     }
 
+    fn wrapped_keys(&self) -> Result<Vec<(String, Vec<u8>)>, CryptoError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT key_id, wrapped FROM data_keys
+                 WHERE wrapped IS NOT NULL AND shredded_at IS NULL",
+            )
+            .map_err(failed)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(failed)?;
+        rows.collect::<Result<_, _>>().map_err(failed)
+    }
+
+    fn rewrap(&self, key_id: &str, old: &[u8], new: &[u8]) -> Result<bool, CryptoError> {
+        let changed = self
+            .conn()
+            .execute(
+                "UPDATE data_keys SET wrapped = ?3
+                 WHERE key_id = ?1 AND wrapped = ?2 AND shredded_at IS NULL",
+                params![key_id, old, new],
+            )
+            .map_err(failed)?;
+        Ok(changed == 1)
+    }
+
     fn destroy(
         &self,
         base: &str,
@@ -318,6 +344,33 @@ impl DataKeyStore for PgDataKeyStore {
             .map_err(CryptoError::storage)
     }
 
+    fn wrapped_keys(&self) -> Result<Vec<(String, Vec<u8>)>, CryptoError> {
+        self.session
+            .run(|c| {
+                Ok(c.query(
+                    "SELECT key_id, wrapped FROM data_keys
+                     WHERE wrapped IS NOT NULL AND shredded_at IS NULL",
+                    &[],
+                )?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect())
+            })
+            .map_err(CryptoError::storage)
+    }
+
+    fn rewrap(&self, key_id: &str, old: &[u8], new: &[u8]) -> Result<bool, CryptoError> {
+        self.session
+            .run(|c| {
+                Ok(c.execute(
+                    "UPDATE data_keys SET wrapped = $3
+                     WHERE key_id = $1 AND wrapped = $2 AND shredded_at IS NULL",
+                    &[&key_id, &old, &new],
+                )? == 1)
+            })
+            .map_err(CryptoError::storage)
+    }
+
     fn destroy(
         &self,
         base: &str,
@@ -373,6 +426,7 @@ mod tests {
 
     fn cipher(dir: &Path) -> FieldCipher {
         let settings = EncryptionSettings {
+            previous_master_keys: Vec::new(),
             master_key: [7; 32],
             fields: vec!["ip_address".into()],
             subject: Some("/user_id".into()),

@@ -558,6 +558,7 @@ fn data_keys_are_shared_and_a_destroyed_one_never_comes_back() {
     let db = TestDatabase::create();
     let app_url = service_role(&db);
     let settings = || EncryptionSettings {
+        previous_master_keys: Vec::new(),
         master_key: [7; 32],
         fields: vec!["ip_address".into()],
         subject: Some("/user_id".into()),
@@ -575,7 +576,7 @@ fn data_keys_are_shared_and_a_destroyed_one_never_comes_back() {
         .unwrap();
     drop(old);
     let (keys, imported) = PgDataKeyStore::open(&app_url, Some(dir.path())).unwrap();
-    assert_eq!(imported, 1);
+    assert_eq!(imported, 2, "the root key and ines's");
     let one = FieldCipher::new(settings(), Box::new(keys)).unwrap();
     let two = FieldCipher::new(
         settings(),
@@ -617,6 +618,28 @@ fn data_keys_are_shared_and_a_destroyed_one_never_comes_back() {
         !two.forget_keys_if_shredded(&mut seen).unwrap(),
         "nothing new"
     );
+
+    // The master key rotated: the service role may wrap live keys again, by a new key.
+    let rotating = FieldCipher::new(
+        EncryptionSettings {
+            master_key: [9; 32],
+            previous_master_keys: vec![[7; 32]],
+            ..settings()
+        },
+        Box::new(PgDataKeyStore::open(&app_url, None).unwrap().0),
+    )
+    .unwrap();
+    let report = rotating.rewrap_under_current_master().unwrap();
+    assert_eq!((report.rewrapped, report.already), (2, 0), "{report:?}");
+    let rotated = FieldCipher::new(
+        EncryptionSettings {
+            master_key: [9; 32],
+            ..settings()
+        },
+        Box::new(PgDataKeyStore::open(&app_url, None).unwrap().0),
+    )
+    .unwrap();
+    assert_eq!(opened(&rotated, &sealed_before), "203.0.113.7");
 
     // A second filing of a key id is refused quietly (the caller takes the first).
     let store = PgDataKeyStore::open(&app_url, None).unwrap().0;

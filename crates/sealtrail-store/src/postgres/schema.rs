@@ -347,7 +347,8 @@ const MIGRATIONS: &[&str] = &[
     );
     "#,
     // 8: field encryption's wrapped data keys, shared by every server (data_keys.rs). A
-    // destroyed key stays destroyed: the trigger refuses to give a row its bytes back.
+    // destroyed key stays destroyed: the trigger refuses to give a row its bytes back
+    // (a live key may be wrapped again, by a new master key).
     r#"
     CREATE TABLE data_keys (
         key_id      text    PRIMARY KEY,
@@ -363,7 +364,7 @@ const MIGRATIONS: &[&str] = &[
     BEGIN
         IF NEW.key_id <> OLD.key_id OR NEW.base <> OLD.base
            OR NEW.generation <> OLD.generation OR NEW.created_at <> OLD.created_at
-           OR (NEW.wrapped IS NOT NULL AND NEW.wrapped IS DISTINCT FROM OLD.wrapped)
+           OR (OLD.wrapped IS NULL AND NEW.wrapped IS NOT NULL)
            OR (OLD.shredded_at IS NOT NULL AND NEW.shredded_at IS DISTINCT FROM OLD.shredded_at)
            OR (NEW.shredded_at IS NOT NULL AND NEW.wrapped IS NOT NULL) THEN
             RAISE EXCEPTION 'data key %: a key is only ever destroyed, never changed', OLD.key_id
