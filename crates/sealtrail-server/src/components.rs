@@ -64,10 +64,13 @@ pub(crate) struct Parts {
 impl Parts {
     /// The state every handler reaches.
     pub fn into_state(self, config: Config, metrics: Arc<Metrics>) -> AppState {
-        let rate_limits = limits::KeyRateLimiter::new(
+        let mut rate_limits = limits::KeyRateLimiter::new(
             config.limits.key_requests_per_sec,
             config.limits.key_burst,
         );
+        if let Some(url) = &config.database_url {
+            rate_limits = rate_limits.shared_through(url);
+        }
         let sealer = self
             .opener
             .shared_cipher()

@@ -2,16 +2,138 @@
 //! `limits.key_requests_per_sec` up to `limits.key_burst`. A key out of tokens is answered
 //! 429 with the seconds until its next token in `Retry-After`. Memory is one small entry
 //! per key that has made a request (keys are few and created by admins).
+//!
+//! Several servers on one PostgreSQL database also share a count per key and calendar
+//! second ([`SharedWindows`]): each adds what it let through every [`SHARE_EVERY`] and
+//! reads back the total, and refuses a key for the rest of the second once the total
+//! reached `max(rate, burst)`. A client spreading its requests over the servers gets no
+//! more than one server would give it, give or take what arrives within one interval.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Instant;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+/// How often a server adds its counts to the shared ones and reads the totals back.
+pub const SHARE_EVERY: Duration = Duration::from_millis(50);
+/// Windows older than this many seconds are deleted.
+const KEEP_WINDOWS_SECS: i64 = 10;
 
 /// The buckets of every key.
 pub struct KeyRateLimiter {
     rate_per_sec: f64,
     burst: f64,
     buckets: Mutex<HashMap<String, Bucket>>,
+    shared: Option<Arc<SharedWindows>>,
+}
+
+/// Per-second request counts per key, shared through the database.
+pub struct SharedWindows {
+    session: sealtrail_store::postgres::PgSession,
+    /// Requests a key may make in one second across every server.
+    cap: i64,
+    state: Mutex<WindowState>,
+}
+
+#[derive(Default)]
+struct WindowState {
+    /// The current second (Unix).
+    second: i64,
+    /// Requests let through and not yet added to the shared counts, by (second, key).
+    pending: HashMap<(i64, String), i64>,
+    /// Keys whose shared count reached the cap in `second`.
+    over: HashSet<String>,
+    /// Whether the last exchange with the database failed (logged once).
+    failing: bool,
+}
+
+fn unix_second() -> i64 {
+    sealtrail_core::time_format::now_micros().div_euclid(1_000_000)
+}
+
+impl SharedWindows {
+    /// Takes one request of `key_id` in this second, unless the servers together have let
+    /// through the cap already.
+    fn take(&self, key_id: &str) -> bool {
+        let second = unix_second();
+        let mut state = self.state.lock().expect("window lock is never poisoned");
+        if state.second != second {
+            state.second = second;
+            state.over.clear();
+        }
+        if state.over.contains(key_id) {
+            return false;
+        }
+        *state
+            .pending
+            .entry((second, key_id.to_owned()))
+            .or_default() += 1;
+        true
+    }
+
+    /// Adds the pending counts to the database's and learns which keys are over the cap;
+    /// on failure the counts are dropped (the local buckets still apply).
+    fn share(&self, clean: bool) {
+        let pending = std::mem::take(
+            &mut self
+                .state
+                .lock()
+                .expect("window lock is never poisoned")
+                .pending,
+        );
+        if pending.is_empty() && !clean {
+            return;
+        }
+        let (mut keys, mut seconds, mut counts) = (Vec::new(), Vec::new(), Vec::new());
+        for ((second, key), count) in pending {
+            seconds.push(second);
+            keys.push(key);
+            counts.push(count);
+        }
+        let totals = self.session.run(|c| {
+            let rows = c.query(
+                "INSERT INTO key_request_windows (key_id, second, requests)
+                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[])
+                 ON CONFLICT (key_id, second)
+                 DO UPDATE SET requests = key_request_windows.requests + excluded.requests
+                 RETURNING key_id, second, requests",
+                &[&keys, &seconds, &counts],
+            )?;
+            if clean {
+                c.execute(
+                    "DELETE FROM key_request_windows WHERE second < $1",
+                    &[&(unix_second() - KEEP_WINDOWS_SECS)],
+                )?;
+            }
+            Ok(rows
+                .iter()
+                .map(|r| {
+                    (
+                        r.get::<_, String>(0),
+                        r.get::<_, i64>(1),
+                        r.get::<_, i64>(2),
+                    )
+                })
+                .collect::<Vec<_>>())
+        });
+        let mut state = self.state.lock().expect("window lock is never poisoned");
+        match totals {
+            Ok(totals) => {
+                state.failing = false;
+                let second = state.second;
+                for (key, at, requests) in totals {
+                    if at == second && requests >= self.cap {
+                        state.over.insert(key);
+                    }
+                }
+            }
+            Err(e) => {
+                if !state.failing {
+                    tracing::warn!(error = %e, "cannot share the request counts; each server limits keys alone meanwhile");
+                }
+                state.failing = true;
+            }
+        }
+    }
 }
 
 struct Bucket {
@@ -26,7 +148,38 @@ impl KeyRateLimiter {
             rate_per_sec: f64::from(rate_per_sec),
             burst: f64::from(burst.max(1)),
             buckets: Mutex::new(HashMap::new()),
+            shared: None,
         }
+    }
+
+    /// Also shares per-second counts with the other servers on the PostgreSQL database at
+    /// `database_url` (a thread exchanges them every [`SHARE_EVERY`] while this lives).
+    pub fn shared_through(mut self, database_url: &str) -> Self {
+        if self.rate_per_sec == 0.0 {
+            return self;
+        }
+        let shared = Arc::new(SharedWindows {
+            session: sealtrail_store::postgres::PgSession::new(database_url),
+            cap: self.rate_per_sec.max(self.burst) as i64,
+            state: Mutex::new(WindowState::default()),
+        });
+        let weak: Weak<SharedWindows> = Arc::downgrade(&shared);
+        let spawned = std::thread::Builder::new()
+            .name("sealtrail-rate-share".into())
+            .spawn(move || {
+                let mut round = 0u64;
+                loop {
+                    std::thread::sleep(SHARE_EVERY);
+                    let Some(shared) = weak.upgrade() else { return };
+                    round += 1;
+                    shared.share(round.is_multiple_of(200));
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start sharing request counts; each server limits keys alone");
+        }
+        self.shared = Some(shared);
+        self
     }
 
     /// Takes one token for `key_id`, or says in how many whole seconds one is available.
@@ -47,6 +200,16 @@ impl KeyRateLimiter {
         bucket.tokens = (bucket.tokens + refill).min(self.burst);
         bucket.at = now;
         if bucket.tokens >= 1.0 {
+            if let Some(shared) = &self.shared
+                && !shared.take(key_id)
+            {
+                // The servers together used this second's requests: until the next one.
+                // The token goes too, so this server does not start the next second with
+                // a full burst of its own on top of the others' (measured: it would let a
+                // key through at about twice its rate over three servers).
+                bucket.tokens -= 1.0;
+                return Err(1);
+            }
             bucket.tokens -= 1.0;
             Ok(())
         } else {

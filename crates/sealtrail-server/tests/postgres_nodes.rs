@@ -320,3 +320,64 @@ async fn a_subject_shredded_on_one_of_three_servers_reads_shredded_on_all_within
         .await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_spreading_its_requests_over_three_servers_gets_one_servers_rate() {
+    const RATE: u32 = 20;
+    let (_cluster, url) = common::postgres_with_schema().await;
+    let limited = |c: &mut sealtrail_server::Config| {
+        c.limits.key_requests_per_sec = RATE;
+        c.limits.key_burst = RATE;
+    };
+    let a_url = url.clone();
+    let a = TestServer::start_with(move |c| {
+        c.database_url = Some(a_url);
+        limited(c);
+    })
+    .await;
+    let (b, _b_dir) = another_server_with(&a, &url, limited).await;
+    let (c, _c_dir) = another_server_with(&a, &url, limited).await;
+    let key = a.key(&[Scope::Read], None);
+    // Four seconds of requests, round robin, as fast as the servers answer.
+    let started = std::time::Instant::now();
+    let (mut accepted, mut refused) = (0u32, 0u32);
+    let mut per_second = std::collections::BTreeMap::<u64, u32>::new();
+    let servers = [&a, &b, &c];
+    let mut i = 0;
+    while started.elapsed() < Duration::from_secs(4) {
+        match servers[i % 3].get(&key, "/v1/events?limit=1").await.0 {
+            200 => {
+                accepted += 1;
+                let second = sealtrail_core::time_format::now_micros() as u64 / 1_000_000;
+                *per_second.entry(second).or_default() += 1;
+            }
+            429 => refused += 1,
+            other => panic!("{other}"),
+        }
+        i += 1;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "rate {RATE}/s per key over three servers: {accepted} accepted, {refused} refused in {seconds:.1} s; per second {:?}",
+        per_second.values().collect::<Vec<_>>()
+    );
+    // Each server alone would let a key through at its rate (plus a burst): three times
+    // the rate over three. Shared, once the first bursts are spent, each whole second
+    // lets through about the rate, and the whole run about what one server would.
+    assert!(refused > 0, "the limit applies");
+    let whole: Vec<u32> = per_second.values().copied().collect();
+    let steady = &whole[2.min(whole.len())..whole.len().saturating_sub(1)];
+    assert!(!steady.is_empty(), "{whole:?}");
+    for n in steady {
+        assert!(
+            f64::from(*n) <= f64::from(RATE) * 1.5,
+            "{n} requests in one second at {RATE}/s over three servers: {whole:?}"
+        );
+    }
+    let one_server = f64::from(RATE) * (seconds + 1.0) + f64::from(RATE);
+    assert!(
+        f64::from(accepted) <= one_server * 1.3,
+        "{accepted} accepted: more than one server's {one_server:.0} (three would allow {:.0})",
+        3.0 * (f64::from(RATE) * seconds + f64::from(RATE))
+    );
+}

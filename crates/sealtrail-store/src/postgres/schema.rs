@@ -375,6 +375,16 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER data_keys_only_destroyed BEFORE UPDATE ON data_keys
         FOR EACH ROW EXECUTE FUNCTION sealtrail_data_key_stays_destroyed();
     "#,
+    // 9: requests per API key and second, summed over every server (the server's
+    // limits.rs). Counts of the last seconds only: unlogged (no WAL, emptied by a crash).
+    r#"
+    CREATE UNLOGGED TABLE key_request_windows (
+        key_id   text   NOT NULL,
+        second   bigint NOT NULL,
+        requests bigint NOT NULL,
+        PRIMARY KEY (key_id, second)
+    );
+    "#,
 ];
 
 /// The `sealtrail_meta` key counting partition drops (migration 4).
@@ -397,7 +407,8 @@ pub fn grant_service_role(client: &mut Client, role: &str) -> Result<(), StoreEr
         )));
     }
     client.batch_execute(&format!(
-        "REVOKE ALL ON events, event_ids, merkle_nodes, checkpoints, retention, dropped_partitions, sealtrail_meta, sealtrail_schema, api_keys, sink_cursors, sink_dead_letters, sink_digest_pending, sink_leases, data_keys FROM {role};
+        "REVOKE ALL ON events, event_ids, merkle_nodes, checkpoints, retention, dropped_partitions, sealtrail_meta, sealtrail_schema, api_keys, sink_cursors, sink_dead_letters, sink_digest_pending, sink_leases, data_keys, key_request_windows FROM {role};
+         GRANT SELECT, INSERT, UPDATE, DELETE ON key_request_windows TO {role};
          GRANT SELECT, INSERT ON data_keys TO {role};
          GRANT UPDATE (wrapped, shredded_at) ON data_keys TO {role};
          GRANT SELECT, INSERT, UPDATE ON sink_cursors, sink_leases TO {role};
