@@ -163,13 +163,18 @@ fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
             }
         };
     let through = reader.latest_checkpoint()?.map_or(0, |c| c.tree_size);
-    // Holds are kept in the data directory (`sealtrail holds`): what they cover is planned
-    // as held, never as deleted.
+    // Holds are kept in the data directory, or in the database on PostgreSQL (`sealtrail
+    // holds`): what they cover is planned as held, never as deleted.
     // A plan changes nothing, so a data directory without holds gets no holds file.
     let holds_file = config.data_dir.join(sealtrail_store::holds::HOLDS_DB_FILE);
-    let holds = match holds_file.exists() {
-        true => ActiveHolds::load(&sealtrail_store::holds::HoldStore::open(&config.data_dir)?)?,
-        false => ActiveHolds(Vec::new()),
+    let holds = match (&config.database_url, holds_file.exists()) {
+        (Some(url), _) => {
+            ActiveHolds::load(&sealtrail_store::holds::HoldStore::open_postgres(url, None)?.0)?
+        }
+        (None, true) => {
+            ActiveHolds::load(&sealtrail_store::holds::HoldStore::open(&config.data_dir)?)?
+        }
+        (None, false) => ActiveHolds(Vec::new()),
     };
     let mut progress = crate::progress::Report::new();
     progress.begin("planning retention", through, Unit::Events);

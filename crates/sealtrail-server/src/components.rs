@@ -179,9 +179,17 @@ impl Components {
         tasks.extend(log.spawn_drainer(store.reader.clone(), shutdown.clone()));
         let sinks = start_sinks(config, &store, &opener, &shutdown)?;
         let blind = open_blind_index(config, &opener).await?;
-        let holds_dir = config.data_dir.clone();
+        let (holds_dir, holds_db) = (config.data_dir.clone(), config.database_url.clone());
         let holds = Arc::new(
-            blocking_store(move || sealtrail_store::holds::HoldStore::open(&holds_dir)).await?,
+            blocking_store(move || match holds_db {
+                None => sealtrail_store::holds::HoldStore::open(&holds_dir),
+                // Shared: a hold placed through any server binds every server's retention.
+                Some(url) => {
+                    sealtrail_store::holds::HoldStore::open_postgres(&url, Some(&holds_dir))
+                        .map(|(store, _)| store)
+                }
+            })
+            .await?,
         );
         if let Some(index) = blind.clone() {
             tasks.push(spawn_blind_indexer(index, &store, &opener, &shutdown));

@@ -15,8 +15,6 @@ use std::time::{Duration, Instant};
 
 /// How often a server adds its counts to the shared ones and reads the totals back.
 pub const SHARE_EVERY: Duration = Duration::from_millis(50);
-/// Windows older than this many seconds are deleted.
-const KEEP_WINDOWS_SECS: i64 = 10;
 
 /// The buckets of every key.
 pub struct KeyRateLimiter {
@@ -28,7 +26,7 @@ pub struct KeyRateLimiter {
 
 /// Per-second request counts per key, shared through the database.
 pub struct SharedWindows {
-    session: sealtrail_store::postgres::PgSession,
+    counts: sealtrail_store::postgres::RequestCounts,
     /// Requests a key may make in one second across every server.
     cap: i64,
     state: Mutex<WindowState>,
@@ -83,38 +81,11 @@ impl SharedWindows {
         if pending.is_empty() && !clean {
             return;
         }
-        let (mut keys, mut seconds, mut counts) = (Vec::new(), Vec::new(), Vec::new());
-        for ((second, key), count) in pending {
-            seconds.push(second);
-            keys.push(key);
-            counts.push(count);
-        }
-        let totals = self.session.run(|c| {
-            let rows = c.query(
-                "INSERT INTO key_request_windows (key_id, second, requests)
-                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[])
-                 ON CONFLICT (key_id, second)
-                 DO UPDATE SET requests = key_request_windows.requests + excluded.requests
-                 RETURNING key_id, second, requests",
-                &[&keys, &seconds, &counts],
-            )?;
-            if clean {
-                c.execute(
-                    "DELETE FROM key_request_windows WHERE second < $1",
-                    &[&(unix_second() - KEEP_WINDOWS_SECS)],
-                )?;
-            }
-            Ok(rows
-                .iter()
-                .map(|r| {
-                    (
-                        r.get::<_, String>(0),
-                        r.get::<_, i64>(1),
-                        r.get::<_, i64>(2),
-                    )
-                })
-                .collect::<Vec<_>>())
-        });
+        let counts: Vec<(String, i64, i64)> = pending
+            .into_iter()
+            .map(|((second, key), count)| (key, second, count))
+            .collect();
+        let totals = self.counts.add(&counts, clean, unix_second());
         let mut state = self.state.lock().expect("window lock is never poisoned");
         match totals {
             Ok(totals) => {
@@ -159,7 +130,7 @@ impl KeyRateLimiter {
             return self;
         }
         let shared = Arc::new(SharedWindows {
-            session: sealtrail_store::postgres::PgSession::new(database_url),
+            counts: sealtrail_store::postgres::RequestCounts::new(database_url),
             cap: self.rate_per_sec.max(self.burst) as i64,
             state: Mutex::new(WindowState::default()),
         });

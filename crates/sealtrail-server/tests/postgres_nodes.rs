@@ -381,3 +381,50 @@ async fn a_key_spreading_its_requests_over_three_servers_gets_one_servers_rate()
         3.0 * (f64::from(RATE) * seconds + f64::from(RATE))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legal_hold_placed_on_one_server_binds_the_others() {
+    let (_cluster, url) = common::postgres_with_schema().await;
+    let a_url = url.clone();
+    let a = TestServer::start_with(move |c| c.database_url = Some(a_url)).await;
+    let (b, _b_dir) = another_server(&a, &url).await;
+    let (c, _c_dir) = another_server(&a, &url).await;
+    let admin = a.key(&[Scope::Admin], None);
+    let (status, placed) = a
+        .post_json(
+            &admin,
+            "/v1/holds",
+            &json!({"tenant_id": "bloom", "resource_type": "guest", "resource_id": "guest-7",
+                    "reason": "dispute over the seating plan"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{placed}");
+    let id = placed["hold"]["id"].as_str().unwrap().to_owned();
+    // Every server's retention asks the same holds: the others list it at once.
+    for server in [&b, &c] {
+        let (status, holds) = server.get(&admin, "/v1/holds?tenant_id=bloom").await;
+        assert_eq!(status, 200, "{holds}");
+        assert_eq!(holds[0]["id"], id.as_str(), "{holds}");
+    }
+    // Released through c: active nowhere, released once.
+    let (status, body) = c
+        .post_json(
+            &admin,
+            &format!("/v1/holds/{id}/release"),
+            &json!({"reason": "settled"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = b
+        .post_json(
+            &admin,
+            &format!("/v1/holds/{id}/release"),
+            &json!({"reason": "again"}),
+        )
+        .await;
+    assert_eq!(status, 409, "released already, whichever server is asked");
+    for server in [&a, &b] {
+        let (_, holds) = server.get(&admin, "/v1/holds?tenant_id=bloom").await;
+        assert_eq!(holds.as_array().unwrap().len(), 0, "{holds}");
+    }
+}

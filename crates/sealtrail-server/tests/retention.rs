@@ -667,7 +667,11 @@ fn run_at(setup: &Setup, ledger: &dyn RetentionLedger, now: i64) -> RunReport {
 
 fn run_at_now(setup: &Setup, ledger: &dyn RetentionLedger, now: i64) -> RunReport {
     let reader = setup.store.reader();
-    let holds_store = HoldStore::open(setup.server.dir.path()).unwrap();
+    // Where the server keeps its holds: in its data directory, or in the database.
+    let holds_store = match &setup.store {
+        Store::Sqlite(dir) => HoldStore::open(dir).unwrap(),
+        Store::Postgres(url) => HoldStore::open_postgres(url, None).unwrap().0,
+    };
     let holds = || -> Result<Box<dyn HoldCheck>, StoreError> {
         Ok(Box::new(ActiveHolds::load(&holds_store)?))
     };

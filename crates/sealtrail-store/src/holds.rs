@@ -1,5 +1,7 @@
-//! Legal holds in `holds.sqlite` in the data directory: placed, released, listed, and
-//! asked by retention and archival which holds cover an event before anything is deleted.
+//! Legal holds in `holds.sqlite` in the data directory, or on PostgreSQL in the database
+//! every server shares (a hold placed through one server binds the retention runs of all):
+//! placed, released, listed, and asked by retention and archival which holds cover an
+//! event before anything is deleted.
 //!
 //! Every commit is fsync'd ([`Durability::Full`](crate::sidecar::Durability::Full)): a hold
 //! that was acknowledged must not vanish in a power cut. A hold is never deleted; releasing
@@ -53,7 +55,12 @@ pub enum Release {
 
 /// The holds database.
 pub struct HoldStore {
-    conn: Mutex<Connection>,
+    db: HoldDb,
+}
+
+enum HoldDb {
+    Sqlite(Mutex<Connection>),
+    Postgres(crate::postgres::PgSession),
 }
 
 impl HoldStore {
@@ -67,12 +74,82 @@ impl HoldStore {
         )?;
         conn.execute_batch(SCHEMA)?;
         Ok(Self {
-            conn: Mutex::new(conn),
+            db: HoldDb::Sqlite(Mutex::new(conn)),
         })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    /// The holds in the PostgreSQL database at `url` (its schema migrated: table `holds`,
+    /// migration 10). Holds a `holds.sqlite` in `data_dir` has (placed through this server
+    /// before its holds were shared) are merged in, each under its own id, released ones
+    /// as released: no hold is lost by the move. Returns how many were added.
+    pub fn open_postgres(url: &str, data_dir: Option<&Path>) -> Result<(Self, usize), StoreError> {
+        let store = Self {
+            db: HoldDb::Postgres(crate::postgres::PgSession::new(url)),
+        };
+        let local = data_dir
+            .map(|dir| dir.join(HOLDS_DB_FILE))
+            .filter(|path| path.is_file());
+        let Some(path) = local else {
+            return Ok((store, 0));
+        };
+        let holds = Self::open(path.parent().expect("a file in a directory"))?.all()?;
+        let merged = store.pg(|c| {
+            let mut tx = c.transaction()?;
+            let mut merged = 0;
+            for hold in &holds {
+                let release = hold.release.as_ref();
+                merged += tx.execute(
+                    "INSERT INTO holds (id, tenant_id, resource_type, resource_id, reason,
+                         placed_by, placed_at, released_at, released_by, release_reason)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO NOTHING",
+                    &[
+                        &hold.id,
+                        &hold.tenant,
+                        &hold.resource_type,
+                        &hold.resource_id,
+                        &hold.reason,
+                        &hold.placed_by,
+                        &hold.placed_at,
+                        &release.map(|r| r.at),
+                        &release.map(|r| r.by.as_str()),
+                        &release.map(|r| r.reason.as_str()),
+                    ],
+                )? as usize;
+            }
+            tx.commit()?;
+            Ok(merged)
+        })?;
+        if merged > 0 {
+            tracing::info!(holds = merged, from = %path.display(), "legal holds merged into the database");
+        }
+        Ok((store, merged))
+    }
+
+    fn conn(&self) -> Option<std::sync::MutexGuard<'_, Connection>> {
+        match &self.db {
+            HoldDb::Sqlite(conn) => Some(conn.lock().unwrap_or_else(|p| p.into_inner())),
+            HoldDb::Postgres(_) => None,
+        }
+    }
+
+    fn pg<T: Send>(
+        &self,
+        f: impl Fn(&mut postgres::Client) -> Result<T, StoreError> + Send + Sync,
+    ) -> Result<T, StoreError> {
+        match &self.db {
+            HoldDb::Postgres(session) => session.run(f),
+            HoldDb::Sqlite(_) => unreachable!("only called on the PostgreSQL store"),
+        }
+    }
+
+    /// Every hold of the SQLite file, for the merge into PostgreSQL.
+    fn all(&self) -> Result<Vec<Hold>, StoreError> {
+        let conn = self.conn().expect("read from the SQLite file");
+        let mut statement = conn.prepare(&format!("SELECT {COLUMNS} FROM holds"))?;
+        let holds = statement
+            .query_map([], hold_of)?
+            .collect::<Result<_, _>>()?;
+        Ok(holds)
     }
 
     /// Stores a new, active hold (its id chosen by the caller, so the record of it can be
@@ -87,19 +164,37 @@ impl HoldStore {
                 "a hold on a resource id needs its resource type".into(),
             ));
         }
-        let inserted = self.conn().execute(
-            "INSERT OR IGNORE INTO holds (id, tenant_id, resource_type, resource_id, reason, \
-             placed_by, placed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                hold.id,
-                hold.tenant,
-                hold.resource_type,
-                hold.resource_id,
-                hold.reason,
-                hold.placed_by,
-                hold.placed_at
-            ],
-        )?;
+        let inserted = match self.conn() {
+            Some(conn) => conn.execute(
+                "INSERT OR IGNORE INTO holds (id, tenant_id, resource_type, resource_id, reason, \
+                 placed_by, placed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    hold.id,
+                    hold.tenant,
+                    hold.resource_type,
+                    hold.resource_id,
+                    hold.reason,
+                    hold.placed_by,
+                    hold.placed_at
+                ],
+            )? as u64,
+            None => self.pg(|c| {
+                Ok(c.execute(
+                    "INSERT INTO holds (id, tenant_id, resource_type, resource_id, reason, \
+                     placed_by, placed_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                     ON CONFLICT (id) DO NOTHING",
+                    &[
+                        &hold.id,
+                        &hold.tenant,
+                        &hold.resource_type,
+                        &hold.resource_id,
+                        &hold.reason,
+                        &hold.placed_by,
+                        &hold.placed_at,
+                    ],
+                )?)
+            })?,
+        };
         if inserted == 0 {
             return Err(StoreError::Invalid(format!(
                 "a hold with id {} exists already",
@@ -111,14 +206,22 @@ impl HoldStore {
 
     /// The hold with this id, active or released.
     pub fn get(&self, id: &str) -> Result<Option<Hold>, StoreError> {
-        Ok(self
-            .conn()
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM holds WHERE id = ?1"),
-                [id],
-                hold_of,
-            )
-            .optional()?)
+        match self.conn() {
+            Some(conn) => Ok(conn
+                .query_row(
+                    &format!("SELECT {COLUMNS} FROM holds WHERE id = ?1"),
+                    [id],
+                    hold_of,
+                )
+                .optional()?),
+            None => self.pg(|c| {
+                Ok(c.query_opt(
+                    &format!("SELECT {COLUMNS} FROM holds WHERE id = $1"),
+                    &[&id],
+                )?
+                .map(|r| pg_hold_of(&r)))
+            }),
+        }
     }
 
     /// Releases the hold `id` at `at` (UTC µs) on behalf of the key `by`. A hold released
@@ -130,7 +233,35 @@ impl HoldStore {
         reason: &str,
         at: i64,
     ) -> Result<Release, StoreError> {
-        let mut conn = self.conn();
+        let Some(mut conn) = self.conn() else {
+            return self.pg(|c| {
+                let mut tx = c.transaction()?;
+                let found = tx
+                    .query_opt(
+                        &format!("SELECT {COLUMNS} FROM holds WHERE id = $1 FOR UPDATE"),
+                        &[&id],
+                    )?
+                    .map(|r| pg_hold_of(&r));
+                let Some(mut hold) = found else {
+                    return Ok(Release::NotFound);
+                };
+                if !hold.is_active() {
+                    return Ok(Release::AlreadyReleased(hold));
+                }
+                tx.execute(
+                    "UPDATE holds SET released_at = $2, released_by = $3, release_reason = $4 \
+                     WHERE id = $1 AND released_at IS NULL",
+                    &[&id, &at, &by, &reason],
+                )?;
+                tx.commit()?;
+                hold.release = Some(HoldRelease {
+                    at,
+                    by: by.to_owned(),
+                    reason: reason.to_owned(),
+                });
+                Ok(Release::Released(hold))
+            });
+        };
         let tx = conn.transaction()?;
         let found = tx
             .query_row(
@@ -166,7 +297,21 @@ impl HoldStore {
         tenant: Option<&str>,
         include_released: bool,
     ) -> Result<Vec<Hold>, StoreError> {
-        let conn = self.conn();
+        let Some(conn) = self.conn() else {
+            return self.pg(|c| {
+                Ok(c.query(
+                    &format!(
+                        "SELECT {COLUMNS} FROM holds
+                         WHERE ($1::text IS NULL OR tenant_id = $1) AND ($2 OR released_at IS NULL)
+                         ORDER BY placed_at, id LIMIT $3"
+                    ),
+                    &[&tenant, &include_released, &(MAX_LISTED_HOLDS as i64)],
+                )?
+                .iter()
+                .map(pg_hold_of)
+                .collect())
+            });
+        };
         let mut statement = conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM holds
              WHERE (?1 IS NULL OR tenant_id = ?1) AND (?2 OR released_at IS NULL)
@@ -190,21 +335,57 @@ impl HoldStore {
         resource_type: &str,
         resource_id: Option<&str>,
     ) -> Result<Vec<Hold>, StoreError> {
-        let conn = self.conn();
-        let mut statement = conn.prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM holds
-             WHERE tenant_id = ?1 AND released_at IS NULL
-               AND (resource_type IS NULL OR resource_type = ?2)
-             ORDER BY placed_at, id"
-        ))?;
-        let candidates: Vec<Hold> = statement
-            .query_map([tenant, resource_type], hold_of)?
-            .collect::<Result<_, _>>()?;
+        let candidates: Vec<Hold> = match self.conn() {
+            Some(conn) => {
+                let mut statement = conn.prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM holds
+                     WHERE tenant_id = ?1 AND released_at IS NULL
+                       AND (resource_type IS NULL OR resource_type = ?2)
+                     ORDER BY placed_at, id"
+                ))?;
+                statement
+                    .query_map([tenant, resource_type], hold_of)?
+                    .collect::<Result<_, _>>()?
+            }
+            None => self.pg(|c| {
+                Ok(c.query(
+                    &format!(
+                        "SELECT {COLUMNS} FROM holds
+                         WHERE tenant_id = $1 AND released_at IS NULL
+                           AND (resource_type IS NULL OR resource_type = $2)
+                         ORDER BY placed_at, id"
+                    ),
+                    &[&tenant, &resource_type],
+                )?
+                .iter()
+                .map(pg_hold_of)
+                .collect())
+            })?,
+        };
         // The one rule of what a hold covers is core's; SQL only narrows the candidates.
         Ok(candidates
             .into_iter()
             .filter(|h| h.covers(tenant, resource_type, resource_id))
             .collect())
+    }
+}
+
+/// [`hold_of`] for a PostgreSQL row of [`COLUMNS`].
+fn pg_hold_of(row: &postgres::Row) -> Hold {
+    let released_at: Option<i64> = row.get(7);
+    Hold {
+        id: row.get(0),
+        tenant: row.get(1),
+        resource_type: row.get(2),
+        resource_id: row.get(3),
+        reason: row.get(4),
+        placed_by: row.get(5),
+        placed_at: row.get(6),
+        release: released_at.map(|at| HoldRelease {
+            at,
+            by: row.get(8),
+            reason: row.get(9),
+        }),
     }
 }
 

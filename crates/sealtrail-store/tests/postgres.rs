@@ -669,3 +669,77 @@ fn data_keys_are_shared_and_a_destroyed_one_never_comes_back() {
         );
     }
 }
+
+#[test]
+fn holds_are_shared_merged_from_each_server_and_only_ever_released() {
+    use sealtrail_core::holds::Hold;
+    use sealtrail_store::holds::{HoldStore, Release};
+    let db = TestDatabase::create();
+    let app_url = service_role(&db);
+    let hold = |id: &str| Hold {
+        id: id.into(),
+        tenant: "bloom".into(),
+        resource_type: Some("guest".into()),
+        resource_id: Some("guest-7".into()),
+        reason: "dispute".into(),
+        placed_by: "k1".into(),
+        placed_at: 1,
+        release: None,
+    };
+    // Two servers that kept holds in their data directories: both are merged in.
+    let (one_dir, two_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    HoldStore::open(one_dir.path())
+        .unwrap()
+        .place(&hold("h1"))
+        .unwrap();
+    let local_two = HoldStore::open(two_dir.path()).unwrap();
+    local_two.place(&hold("h2")).unwrap();
+    local_two.release("h2", "k2", "settled", 5).unwrap();
+    drop(local_two);
+    let (one, merged) = HoldStore::open_postgres(&app_url, Some(one_dir.path())).unwrap();
+    assert_eq!(merged, 1);
+    let (two, merged) = HoldStore::open_postgres(&app_url, Some(two_dir.path())).unwrap();
+    assert_eq!(merged, 1);
+    assert_eq!(
+        HoldStore::open_postgres(&app_url, Some(two_dir.path()))
+            .unwrap()
+            .1,
+        0
+    );
+    assert_eq!(
+        two.covering("bloom", "guest", Some("guest-7"))
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(one.list(None, true).unwrap().len(), 2);
+    // Placed on one, released on the other, released once.
+    two.place(&hold("h3")).unwrap();
+    assert!(one.place(&hold("h3")).is_err(), "an id is taken once");
+    assert!(matches!(
+        one.release("h3", "k1", "done", 9).unwrap(),
+        Release::Released(_)
+    ));
+    assert!(matches!(
+        two.release("h3", "k2", "again", 10).unwrap(),
+        Release::AlreadyReleased(_)
+    ));
+    assert_eq!(
+        two.get("h3").unwrap().unwrap().release.unwrap().reason,
+        "done"
+    );
+    // The service role can place and release, never delete, rewrite or un-release one.
+    let mut app = postgres::Client::connect(&app_url, postgres::NoTls).unwrap();
+    for sql in [
+        "DELETE FROM holds",
+        "UPDATE holds SET released_at = NULL, released_by = NULL, release_reason = NULL WHERE id = 'h3'",
+        "UPDATE holds SET tenant_id = 'other'",
+    ] {
+        let err = app.batch_execute(sql).unwrap_err();
+        assert_eq!(
+            err.code(),
+            Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+            "{sql}: {err}"
+        );
+    }
+}

@@ -12,6 +12,7 @@
 mod dump;
 mod listen;
 mod reader;
+mod request_counts;
 mod retention;
 mod schema;
 mod session;
@@ -30,6 +31,7 @@ pub use dump::{
 };
 pub use listen::CommitListener;
 pub use reader::PgReader;
+pub use request_counts::RequestCounts;
 pub use retention::PgLedger;
 pub use schema::{SCHEMA_VERSION, check as check_schema, grant_service_role, migrate};
 pub use session::PgSession;

@@ -385,6 +385,42 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (key_id, second)
     );
     "#,
+    // 10: legal holds shared by every server (holds.rs). A hold is never deleted, and a
+    // released one stays released: the trigger refuses any other change.
+    r#"
+    CREATE TABLE holds (
+        id             text   PRIMARY KEY,
+        tenant_id      text   NOT NULL,
+        resource_type  text,
+        resource_id    text,
+        reason         text   NOT NULL,
+        placed_by      text   NOT NULL,
+        placed_at      bigint NOT NULL,
+        released_at    bigint,
+        released_by    text,
+        release_reason text,
+        CHECK (resource_id IS NULL OR resource_type IS NOT NULL),
+        CHECK ((released_at IS NULL) = (released_by IS NULL)
+           AND (released_at IS NULL) = (release_reason IS NULL))
+    );
+    CREATE INDEX holds_active ON holds (tenant_id) WHERE released_at IS NULL;
+    CREATE FUNCTION sealtrail_hold_only_released() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+    BEGIN
+        IF OLD.released_at IS NOT NULL
+           OR ROW(NEW.id, NEW.tenant_id, NEW.resource_type, NEW.resource_id, NEW.reason,
+                  NEW.placed_by, NEW.placed_at)
+              IS DISTINCT FROM
+              ROW(OLD.id, OLD.tenant_id, OLD.resource_type, OLD.resource_id, OLD.reason,
+                  OLD.placed_by, OLD.placed_at) THEN
+            RAISE EXCEPTION 'legal hold %: a hold is only ever released, once', OLD.id
+                USING ERRCODE = 'insufficient_privilege';
+        END IF;
+        RETURN NEW;
+    END $$;
+    CREATE TRIGGER holds_only_released BEFORE UPDATE ON holds
+        FOR EACH ROW EXECUTE FUNCTION sealtrail_hold_only_released();
+    "#,
 ];
 
 /// The `sealtrail_meta` key counting partition drops (migration 4).
@@ -407,7 +443,9 @@ pub fn grant_service_role(client: &mut Client, role: &str) -> Result<(), StoreEr
         )));
     }
     client.batch_execute(&format!(
-        "REVOKE ALL ON events, event_ids, merkle_nodes, checkpoints, retention, dropped_partitions, sealtrail_meta, sealtrail_schema, api_keys, sink_cursors, sink_dead_letters, sink_digest_pending, sink_leases, data_keys, key_request_windows FROM {role};
+        "REVOKE ALL ON events, event_ids, merkle_nodes, checkpoints, retention, dropped_partitions, sealtrail_meta, sealtrail_schema, api_keys, sink_cursors, sink_dead_letters, sink_digest_pending, sink_leases, data_keys, key_request_windows, holds FROM {role};
+         GRANT SELECT, INSERT ON holds TO {role};
+         GRANT UPDATE (released_at, released_by, release_reason) ON holds TO {role};
          GRANT SELECT, INSERT, UPDATE, DELETE ON key_request_windows TO {role};
          GRANT SELECT, INSERT ON data_keys TO {role};
          GRANT UPDATE (wrapped, shredded_at) ON data_keys TO {role};
