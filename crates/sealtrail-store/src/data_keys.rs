@@ -240,9 +240,11 @@ impl PgDataKeyStore {
                     imported += 1;
                     continue;
                 }
+                // The same key, or one the database has destroyed since: nothing is lost.
                 let same: bool = tx
                     .query_one(
-                        "SELECT wrapped IS NOT DISTINCT FROM $2 FROM data_keys WHERE key_id = $1",
+                        "SELECT shredded_at IS NOT NULL OR wrapped IS NOT DISTINCT FROM $2
+                         FROM data_keys WHERE key_id = $1",
                         &[&key.key_id, &key.wrapped],
                     )?
                     .get(0);
@@ -261,8 +263,22 @@ impl PgDataKeyStore {
                 keys = clashed,
                 from = %path.display(),
                 "data keys of this data directory have ids another server's keys took: \
-                 values this server sealed under them do not open"
+                 values this server sealed under them do not open; the file is kept"
             );
+        } else {
+            // Every key of the file is in the database now. A copy left behind would keep
+            // the bytes of keys shredded later: not even the data directory may keep one.
+            for suffix in ["", "-wal", "-shm"] {
+                let file = path.with_file_name(format!("{DATA_KEYS_FILE}{suffix}"));
+                match std::fs::remove_file(&file) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(StoreError::io(format!("removing {}", file.display()), e));
+                    }
+                }
+            }
+            tracing::info!(file = %path.display(), "removed: its data keys are in the database");
         }
         Ok((store, imported))
     }

@@ -577,6 +577,10 @@ fn data_keys_are_shared_and_a_destroyed_one_never_comes_back() {
     drop(old);
     let (keys, imported) = PgDataKeyStore::open(&app_url, Some(dir.path())).unwrap();
     assert_eq!(imported, 2, "the root key and ines's");
+    assert!(
+        !dir.path().join("data-keys.sqlite").exists(),
+        "no copy is left to outlive a shredding"
+    );
     let one = FieldCipher::new(settings(), Box::new(keys)).unwrap();
     let two = FieldCipher::new(
         settings(),
