@@ -109,6 +109,22 @@ async fn sink_status(url: &str, key: &str) -> Value {
     sinks[0].clone()
 }
 
+/// `sealtrail_sink_lease_held{sink="caterer"}` in the server's /metrics.
+async fn lease_metric(url: &str) -> i64 {
+    let text = sealtrail_testkit::http_client()
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix("sealtrail_sink_lease_held{sink=\"caterer\"} "))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or_else(|| panic!("no lease metric in {text}"))
+}
+
 async fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
     while !done() {
@@ -196,6 +212,7 @@ fn a_sink_on_three_servers_delivers_once_and_moves_when_its_holder_is_killed() {
                 assert_eq!(status["lease"], "standby", "{status}");
                 assert_eq!(status["lease_holder"], holder_name, "{status}");
             }
+            assert_eq!(lease_metric(&urls[i]).await, i64::from(i == holder));
         }
 
         // SIGKILL the holder while events keep coming through the others.

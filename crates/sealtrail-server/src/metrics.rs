@@ -78,6 +78,9 @@ pub struct Metrics {
     pub sink_dead_letters: Family<SinkLabel, Gauge>,
     /// Per sink: failed attempts in a row.
     pub sink_consecutive_failures: Family<SinkLabel, Gauge>,
+    /// Per sink: 1 while this server runs it (always on the embedded store; on PostgreSQL
+    /// while it holds the sink's lease), else 0.
+    pub sink_lease_held: Family<SinkLabel, Gauge>,
     /// Per witness: the tree size it holds.
     pub witness_size: Family<WitnessLabel, Gauge>,
     /// Per witness: 1 when what it holds contradicts the log (rolled back or forked).
@@ -217,6 +220,12 @@ impl Metrics {
             "Failed delivery attempts in a row",
             sink_consecutive_failures.clone(),
         );
+        let sink_lease_held = Family::<SinkLabel, Gauge>::default();
+        registry.register(
+            "sink_lease_held",
+            "Whether this server runs the sink (on PostgreSQL: holds its lease)",
+            sink_lease_held.clone(),
+        );
         let witness_size = Family::<WitnessLabel, Gauge>::default();
         registry.register(
             "witness_size",
@@ -244,6 +253,7 @@ impl Metrics {
             sink_delivered_events,
             sink_dead_letters,
             sink_consecutive_failures,
+            sink_lease_held,
             stream_subscribers,
             stream_live,
             stream_deliveries,

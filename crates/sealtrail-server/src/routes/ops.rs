@@ -82,6 +82,10 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             &m.sink_consecutive_failures,
             i64::from(sink.consecutive_failures),
         );
+        set(
+            &m.sink_lease_held,
+            i64::from(sink.lease.as_deref().is_none_or(|l| l == "held")),
+        );
     }
     for witness in state.witnesses.statuses() {
         let label = crate::metrics::WitnessLabel {
