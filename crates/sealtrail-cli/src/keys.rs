@@ -210,6 +210,16 @@ fn rotate_master(
         encryption,
     )?;
     let report = cipher.rewrap_under_current_master()?;
+    if report.stranded > 0 {
+        anyhow::bail!(
+            "{} data keys were wrapped by the new master key, but {} still are not (a server \
+             still running with the old master_key alone files new keys under it): restart \
+             every server with the new master_key and previous_master_keys, then run this \
+             again; keep previous_master_keys until it succeeds",
+            report.rewrapped,
+            report.stranded
+        );
+    }
     println!(
         "{} data keys wrapped by the new master key, {} were already, {} destroyed meanwhile; \
          the previous master keys can now be removed from the configuration",

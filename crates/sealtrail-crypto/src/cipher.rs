@@ -34,6 +34,8 @@ pub struct RewrapReport {
     pub already: u64,
     /// Keys destroyed (or rewrapped by another run) while this one ran.
     pub gone_meanwhile: u64,
+    /// Keys that still do not open with the current master key afterwards.
+    pub stranded: u64,
 }
 
 /// What became of a data key.
@@ -165,26 +167,49 @@ impl FieldCipher {
     /// wrapped by a previous one; online: values keep opening throughout, on every
     /// server that has the current key and the previous ones configured. Afterwards the
     /// previous master keys open nothing and can be dropped from the configuration.
+    ///
+    /// Passes are repeated until one finds nothing to rewrap (a server still running with
+    /// the old key alone files new keys under it meanwhile); `stranded` then counts the
+    /// keys that still do not open with the current master key: while it is not 0, the
+    /// previous keys must stay.
     pub fn rewrap_under_current_master(&self) -> Result<RewrapReport, CryptoError> {
         let mut report = RewrapReport::default();
-        for (key_id, wrapped) in self.keys.wrapped_keys()? {
-            let mut probe = wrapped.clone();
-            if self
-                .open_bytes(&self.master, key_id.as_bytes(), &mut probe)
-                .is_some()
-            {
-                report.already += 1;
-                continue;
+        for pass in 0..5 {
+            let mut rewrapped_now = 0;
+            for (key_id, wrapped) in self.keys.wrapped_keys()? {
+                if self.opens_with_master(&key_id, &wrapped) {
+                    if pass == 0 {
+                        report.already += 1;
+                    }
+                    continue;
+                }
+                let plain = self.unwrap_key(&key_id, wrapped.clone())?;
+                let rewrapped = self.seal_bytes(&self.master, key_id.as_bytes(), &plain)?;
+                if self.keys.rewrap(&key_id, &wrapped, &rewrapped)? {
+                    rewrapped_now += 1;
+                } else {
+                    report.gone_meanwhile += 1;
+                }
             }
-            let plain = self.unwrap_key(&key_id, wrapped.clone())?;
-            let rewrapped = self.seal_bytes(&self.master, key_id.as_bytes(), &plain)?;
-            if self.keys.rewrap(&key_id, &wrapped, &rewrapped)? {
-                report.rewrapped += 1;
-            } else {
-                report.gone_meanwhile += 1;
+            report.rewrapped += rewrapped_now;
+            if rewrapped_now == 0 {
+                break;
             }
         }
+        report.stranded = self
+            .keys
+            .wrapped_keys()?
+            .iter()
+            .filter(|(key_id, wrapped)| !self.opens_with_master(key_id, wrapped))
+            .count() as u64;
         Ok(report)
+    }
+
+    /// Whether a wrapped key opens with the current master key.
+    fn opens_with_master(&self, key_id: &str, wrapped: &[u8]) -> bool {
+        let mut probe = wrapped.to_vec();
+        self.open_bytes(&self.master, key_id.as_bytes(), &mut probe)
+            .is_some()
     }
 
     /// What a tenant's or a subject's keys are filed under. A shredding destroys every
@@ -458,6 +483,12 @@ impl FieldCipher {
         }
         // The first call clears too: a key cached before it may be destroyed already.
         *last = Some(count);
+        self.forget_cached_keys();
+        Ok(true)
+    }
+
+    /// Drops every cached data key; they are loaded from the key store again as needed.
+    pub fn forget_cached_keys(&self) {
         let mut cache = self
             .cache
             .lock()
@@ -468,7 +499,6 @@ impl FieldCipher {
             .expect("active key lock is never poisoned");
         cache.clear();
         active.clear();
-        Ok(true)
     }
 }
 

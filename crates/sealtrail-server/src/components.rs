@@ -280,6 +280,8 @@ fn open_opener(config: &Config) -> Result<Opener, ServerError> {
 
 /// How often a server on PostgreSQL looks whether another one destroyed data keys.
 const SHRED_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+/// How long it goes on using cached keys while it cannot look.
+const SHRED_BLIND_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// On PostgreSQL, where every server shares the data keys: drops the keys this server
 /// cached whenever another server shredded some, so a shredding on one server reads as
@@ -293,6 +295,7 @@ fn spawn_shred_watcher(
     tokio::spawn(async move {
         let mut seen = None;
         let mut failing = false;
+        let mut last_look = std::time::Instant::now();
         loop {
             let (c, last) = (cipher.clone(), seen);
             let looked = tokio::task::spawn_blocking(move || {
@@ -310,12 +313,21 @@ fn spawn_shred_watcher(
                     }
                     seen = last;
                     failing = false;
+                    last_look = std::time::Instant::now();
                 }
                 Ok(Err(e)) if !failing => {
                     tracing::warn!(error = %e, "cannot look for shredded data keys; retrying");
                     failing = true;
                 }
                 _ => {}
+            }
+            // Unable to look for a while: forget the keys rather than keep opening what
+            // another server may have shredded (they load again once the database answers;
+            // until then sealed fields are shown sealed).
+            if last_look.elapsed() >= SHRED_BLIND_AFTER {
+                cipher.forget_cached_keys();
+                seen = None;
+                last_look = std::time::Instant::now();
             }
             tokio::select! {
                 () = tokio::time::sleep(SHRED_POLL) => {}

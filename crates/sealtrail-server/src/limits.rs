@@ -81,10 +81,12 @@ impl SharedWindows {
         if pending.is_empty() && !clean {
             return;
         }
-        let counts: Vec<(String, i64, i64)> = pending
+        let mut counts: Vec<(String, i64, i64)> = pending
             .into_iter()
             .map(|((second, key), count)| (key, second, count))
             .collect();
+        // Every server locks the rows in one order: two upserts never deadlock.
+        counts.sort_unstable();
         let totals = self.counts.add(&counts, clean, unix_second());
         let mut state = self.state.lock().expect("window lock is never poisoned");
         match totals {

@@ -31,9 +31,9 @@ impl LeaseSettings {
             .map(|h| h.trim().to_owned())
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| "sealtrail".into());
-        let random: u32 = rand::random();
+        let random = uuid::Uuid::new_v4().simple().to_string();
         Self {
-            holder: format!("{host}-{}-{random:08x}", std::process::id()),
+            holder: format!("{host}-{}-{}", std::process::id(), &random[..8]),
             ttl,
         }
     }
@@ -51,6 +51,8 @@ pub(crate) async fn run_leased(
     let store = runner.store.clone();
     let mut standing_by_for: Option<String> = None;
     while !stop.is_cancelled() {
+        // The lease runs from the database's grant, which comes after this.
+        let asked_at = Instant::now();
         let answer = on_store(&store, {
             let (name, holder, ttl) = (name.clone(), lease.holder.clone(), lease.ttl);
             move |s| s.acquire_lease(&name, &holder, ttl)
@@ -73,6 +75,7 @@ pub(crate) async fn run_leased(
                     fence.clone(),
                     lease.ttl,
                     term.clone(),
+                    asked_at,
                 ));
                 LogFollower::without_reader(durable.clone(), term.clone())
                     .with_timing(timing)
@@ -88,7 +91,10 @@ pub(crate) async fn run_leased(
                         tracing::warn!(sink = %name, error = %e, "cannot give the sink's lease up; it expires");
                     }
                 }
-                runner.update(|s| s.lease = Some("standby".into()));
+                runner.update(|s| {
+                    s.lease = Some("standby".into());
+                    s.lease_holder = None;
+                });
             }
             Ok(LeaseAnswer::HeldBy(other)) => {
                 if standing_by_for.as_deref() != Some(other.as_str()) {
@@ -124,29 +130,41 @@ pub(crate) async fn run_leased(
 }
 
 /// Renews the lease every third of `ttl` until `term` ends; ends `term` itself when the
-/// lease is lost, or when it cannot be renewed before it would expire (the database is
-/// away: another server may take over once it is back). Returns whether the lease was
-/// still held when the term ended.
+/// lease is lost, or before it could expire unrenewed: a renewal that does not answer
+/// (the database is away or stalled) stops the sink half a period before the lease would
+/// run out, so it never sends while another server may hold the lease. Returns whether
+/// the lease was still held when the term ended.
 async fn keep(
     store: Arc<SinkStore>,
     name: String,
     fence: Fence,
     ttl: Duration,
     term: Shutdown,
+    granted_at: Instant,
 ) -> bool {
     let every = ttl / 3;
-    let mut renewed_at = Instant::now();
+    let mut renewed_at = granted_at;
     loop {
+        let deadline = renewed_at + ttl.saturating_sub(every / 2);
+        let next = (Instant::now() + every).min(deadline);
         tokio::select! {
-            () = tokio::time::sleep(every) => {}
+            () = tokio::time::sleep_until(next.into()) => {}
             () = term.cancelled() => return true,
         }
         let asked = Instant::now();
-        let renewed = on_store(&store, {
+        let renewal = on_store(&store, {
             let (name, fence) = (name.clone(), fence.clone());
             move |s| s.renew_lease(&name, &fence, ttl)
-        })
-        .await;
+        });
+        let renewed = tokio::select! {
+            renewed = renewal => renewed,
+            () = tokio::time::sleep_until(deadline.into()) => {
+                tracing::warn!(sink = %name, "cannot renew the sink's lease in time; stopping it here");
+                term.cancel();
+                return false;
+            }
+            () = term.cancelled() => return true,
+        };
         match renewed {
             Ok(true) => renewed_at = asked,
             Ok(false) => {
@@ -155,12 +173,7 @@ async fn keep(
                 return false;
             }
             Err(e) => {
-                tracing::warn!(sink = %name, error = %e, "cannot renew the sink's lease");
-                if renewed_at.elapsed() + every >= ttl {
-                    // Sending on could overlap another holder: stop before it may expire.
-                    term.cancel();
-                    return false;
-                }
+                tracing::warn!(sink = %name, error = %e, "cannot renew the sink's lease; trying again");
             }
         }
     }
@@ -168,7 +181,7 @@ async fn keep(
 
 /// Runs a store call on a blocking thread (a PostgreSQL round trip must not hold up an
 /// async worker).
-async fn on_store<T: Send + 'static>(
+pub(crate) async fn on_store<T: Send + 'static>(
     store: &Arc<SinkStore>,
     f: impl FnOnce(&SinkStore) -> Result<T, crate::store::StoreFailure> + Send + 'static,
 ) -> Result<T, crate::store::StoreFailure> {

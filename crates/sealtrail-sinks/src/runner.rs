@@ -242,7 +242,13 @@ impl Runner {
         self.windows.clear();
         self.digest_due.clear();
         loop {
-            match self.store.stored_cursor(&name) {
+            let stored = self
+                .on_store({
+                    let name = name.clone();
+                    move |s| s.stored_cursor(&name)
+                })
+                .await;
+            match stored {
                 Ok(Some(cursor)) => {
                     self.cursor = cursor;
                     break;
@@ -273,10 +279,19 @@ impl Runner {
             return Ok(());
         }
         let held: Vec<HeldEvent> = self.held[..passed].to_vec();
-        while let Err(e) =
-            self.store
-                .advance(&self.config.name, to, &dead, &held, self.fence.as_ref())
-        {
+        loop {
+            let saved = self
+                .on_store({
+                    let (name, dead, held, fence) = (
+                        self.config.name.clone(),
+                        dead.clone(),
+                        held.clone(),
+                        self.fence.clone(),
+                    );
+                    move |s| s.advance(&name, to, &dead, &held, fence.as_ref())
+                })
+                .await;
+            let Err(e) = saved else { break };
             if matches!(e, StoreFailure::LeaseLost) {
                 return Err(self.lost_lease());
             }
@@ -330,7 +345,13 @@ impl Runner {
     /// every route with held events). A refused digest turns its events into dead letters.
     async fn send_due_digests(&mut self) -> Result<(), Stopped> {
         let name = self.config.name.clone();
-        let held = match self.store.held(&name) {
+        let held = match self
+            .on_store({
+                let name = name.clone();
+                move |s| s.held(&name)
+            })
+            .await
+        {
             Ok(h) => h,
             Err(e) => {
                 self.fail(e.to_string());
@@ -383,8 +404,11 @@ impl Runner {
                 }
                 let seqs: Vec<u64> = events.iter().map(|h| h.seq).collect();
                 let done = self
-                    .store
-                    .digest_done(&name, &seqs, &dead, self.fence.as_ref());
+                    .on_store({
+                        let (name, dead, fence) = (name.clone(), dead.clone(), self.fence.clone());
+                        move |s| s.digest_done(&name, &seqs, &dead, fence.as_ref())
+                    })
+                    .await;
                 if let Err(StoreFailure::LeaseLost) = done {
                     return Err(self.lost_lease());
                 }
@@ -506,7 +530,13 @@ impl Runner {
     /// Sends the dead letters someone asked to replay.
     async fn replay_dead_letters(&mut self) -> Result<(), Stopped> {
         let name = self.config.name.clone();
-        let requested = match self.store.replays_requested(&name, REPLAY_BATCH) {
+        let requested = match self
+            .on_store({
+                let name = name.clone();
+                move |s| s.replays_requested(&name, REPLAY_BATCH)
+            })
+            .await
+        {
             Ok(r) => r,
             Err(e) => {
                 self.fail(e.to_string());
@@ -528,24 +558,34 @@ impl Runner {
                 _ => None,
             };
             let Some(event) = event else {
-                let refused = self.store.replay_refused(
-                    &name,
-                    seq,
-                    "the event could not be read from the log",
-                    self.fence.as_ref(),
-                );
+                let refused = self
+                    .on_store({
+                        let (name, fence) = (name.clone(), self.fence.clone());
+                        move |s| {
+                            s.replay_refused(
+                                &name,
+                                seq,
+                                "the event could not be read from the log",
+                                fence.as_ref(),
+                            )
+                        }
+                    })
+                    .await;
                 if let Err(StoreFailure::LeaseLost) = refused {
                     return Err(self.lost_lease());
                 }
                 continue;
             };
             let refusal = self.deliver_one(&event).await?;
-            let result = match &refusal {
-                None => self.store.replay_delivered(&name, seq, self.fence.as_ref()),
-                Some(why) => self
-                    .store
-                    .replay_refused(&name, seq, why, self.fence.as_ref()),
-            };
+            let result = self
+                .on_store({
+                    let (name, fence, why) = (name.clone(), self.fence.clone(), refusal.clone());
+                    move |s| match why {
+                        None => s.replay_delivered(&name, seq, fence.as_ref()),
+                        Some(why) => s.replay_refused(&name, seq, &why, fence.as_ref()),
+                    }
+                })
+                .await;
             if let Err(StoreFailure::LeaseLost) = result {
                 return Err(self.lost_lease());
             }
@@ -620,6 +660,15 @@ impl Runner {
             () = tokio::time::sleep(wait) => Ok(()),
             () = self.stop.cancelled() => Err(Stopped),
         }
+    }
+
+    /// Runs a store call on a blocking thread: a database round trip must not hold up an
+    /// async worker (of which a 2-core machine has two).
+    async fn on_store<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&SinkStore) -> Result<T, StoreFailure> + Send + 'static,
+    ) -> Result<T, StoreFailure> {
+        crate::lease::on_store(&self.store, f).await
     }
 
     /// Another server took the sink over (this one stalled past its lease): stop at once;

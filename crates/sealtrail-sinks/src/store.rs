@@ -257,9 +257,13 @@ impl SinkStore {
         fence: Option<&Fence>,
         f: impl Fn(&mut postgres::Transaction<'_>) -> Result<T, StoreError> + Send + Sync,
     ) -> Result<T, StoreFailure> {
+        // On PostgreSQL every write of a sink is made under its lease.
+        let Some(fence) = fence else {
+            return Err(StoreFailure::LeaseLost);
+        };
         let held = self.pg(|c| {
             let mut tx = c.transaction()?;
-            if let Some(fence) = fence {
+            {
                 let still = tx
                     .query_opt(
                         "SELECT 1 FROM sink_leases
@@ -616,11 +620,22 @@ impl SinkStore {
                     epoch: row.get(0),
                 }));
             }
-            let other = c
-                .query_opt("SELECT holder FROM sink_leases WHERE sink = $1", &[&sink])?
-                .map(|r| r.get(0))
-                .unwrap_or_default();
-            Ok(LeaseAnswer::HeldBy(other))
+            let current = c.query_opt(
+                "SELECT holder, epoch, expires_at > now() FROM sink_leases WHERE sink = $1",
+                &[&sink],
+            )?;
+            match current {
+                // Granted to this process already (a grant whose answer was lost with the
+                // connection, then asked again): it is ours.
+                Some(row) if row.get::<_, String>(0) == holder && row.get::<_, bool>(2) => {
+                    Ok(LeaseAnswer::Held(Fence {
+                        holder: holder.to_owned(),
+                        epoch: row.get(1),
+                    }))
+                }
+                Some(row) => Ok(LeaseAnswer::HeldBy(row.get(0))),
+                None => Ok(LeaseAnswer::HeldBy(String::new())),
+            }
         })
     }
 

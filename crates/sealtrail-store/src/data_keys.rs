@@ -240,6 +240,20 @@ impl PgDataKeyStore {
                     imported += 1;
                     continue;
                 }
+                if key.shredded_at.is_some() {
+                    // Shredded here, perhaps not there yet: it is destroyed everywhere.
+                    tx.execute(
+                        "UPDATE data_keys SET wrapped = NULL, shredded_at = $2
+                         WHERE key_id = $1 AND shredded_at IS NULL",
+                        &[&key.key_id, &key.shredded_at],
+                    )?;
+                    continue;
+                }
+                if key.key_id == ROOT_KEY_ID {
+                    // Every server files the root key once (the first master key, which
+                    // they share), each wrapped with its own nonce: the same key.
+                    continue;
+                }
                 // The same key, or one the database has destroyed since: nothing is lost.
                 let same: bool = tx
                     .query_one(
@@ -283,6 +297,9 @@ impl PgDataKeyStore {
         Ok((store, imported))
     }
 }
+
+/// The root key's id among the data keys (`sealtrail-crypto`'s cipher files it).
+const ROOT_KEY_ID: &str = "root#1";
 
 /// A row of a `data-keys.sqlite` being copied in.
 struct LocalKey {
@@ -394,21 +411,28 @@ impl DataKeyStore for PgDataKeyStore {
         shredded_at: i64,
     ) -> Result<u64, CryptoError> {
         let prefix = bases_under.map(|p| format!("{}%", like_escape(p)));
-        self.session
+        let destroyed = self
+            .session
             .run(|c| {
-                let destroyed = c.execute(
+                Ok(c.execute(
                     "UPDATE data_keys SET wrapped = NULL, shredded_at = $2
                      WHERE (base = $1 OR ($3::text IS NOT NULL AND base LIKE $3))
                        AND shredded_at IS NULL",
                     &[&base, &shredded_at, &prefix],
-                )?;
-                // The old row versions keep the bytes until the table is rewritten; that
-                // takes the table's owner (for any other role PostgreSQL skips it with a
-                // warning, and the bytes go when autovacuum reuses their space).
-                c.batch_execute("VACUUM (FULL) data_keys")?;
-                Ok(destroyed)
+                )?)
             })
-            .map_err(CryptoError::storage)
+            .map_err(CryptoError::storage)?;
+        // The old row versions keep the bytes until the table is rewritten; that takes the
+        // table's owner (for any other role PostgreSQL skips it with a warning). Best
+        // effort, after the keys are destroyed: a rewrite that cannot get its lock within
+        // the session's lock_timeout (a backup reading the table) is left for later.
+        if let Err(e) = self
+            .session
+            .run(|c| Ok(c.batch_execute("VACUUM (FULL) data_keys")?))
+        {
+            tracing::warn!(error = %e, "cannot rewrite data_keys after a shredding; run VACUUM FULL data_keys as its owner");
+        }
+        Ok(destroyed)
     }
 
     fn destroyed_count(&self) -> Result<Option<u64>, CryptoError> {

@@ -326,6 +326,29 @@ impl HoldStore {
         Ok(holds)
     }
 
+    /// Every active hold, however many (what a retention run checks each event against;
+    /// [`list`](Self::list) is capped for answers).
+    pub fn active(&self) -> Result<Vec<Hold>, StoreError> {
+        let Some(conn) = self.conn() else {
+            return self.pg(|c| {
+                Ok(c.query(
+                    &format!("SELECT {COLUMNS} FROM holds WHERE released_at IS NULL ORDER BY placed_at, id"),
+                    &[],
+                )?
+                .iter()
+                .map(pg_hold_of)
+                .collect())
+            });
+        };
+        let mut statement = conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM holds WHERE released_at IS NULL ORDER BY placed_at, id"
+        ))?;
+        let holds = statement
+            .query_map([], hold_of)?
+            .collect::<Result<_, _>>()?;
+        Ok(holds)
+    }
+
     /// The active holds that forbid deleting an event of `tenant` about (`resource_type`,
     /// `resource_id`): what retention and archival ask before deleting. Empty means no
     /// hold stands in the way.

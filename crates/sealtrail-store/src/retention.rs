@@ -33,7 +33,7 @@ pub struct ActiveHolds(pub Vec<sealtrail_core::holds::Hold>);
 impl ActiveHolds {
     /// Every active hold in `store`.
     pub fn load(store: &crate::holds::HoldStore) -> Result<Self, StoreError> {
-        Ok(Self(store.list(None, false)?))
+        Ok(Self(store.active()?))
     }
 }
 

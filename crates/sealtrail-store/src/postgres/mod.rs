@@ -45,8 +45,25 @@ const PARTITIONS_AHEAD_MONTHS: i64 = 2;
 
 /// Opens a connection to `url` (no TLS: run it over a private network or a local socket,
 /// or put a TLS-terminating pooler in front).
+///
+/// Unless the URL says otherwise, connecting gives up after 10 s and TCP keepalives are
+/// on, so a database that vanished without closing the connection is noticed.
 pub fn connect(url: &str) -> Result<Client, StoreError> {
-    Client::connect(url, NoTls).map_err(|e| {
+    let invalid = |e: postgres::Error| {
+        StoreError::Invalid(format!(
+            "cannot connect to PostgreSQL at {}: {e}",
+            redact(url)
+        ))
+    };
+    let mut config: postgres::Config = url.parse().map_err(invalid)?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(std::time::Duration::from_secs(10));
+    }
+    config.keepalives(true);
+    if config.get_keepalives_idle() > std::time::Duration::from_secs(30) {
+        config.keepalives_idle(std::time::Duration::from_secs(30));
+    }
+    config.connect(NoTls).map_err(|e| {
         StoreError::Invalid(format!(
             "cannot connect to PostgreSQL at {}: {e}",
             redact(url)

@@ -7,6 +7,9 @@ use postgres::Client;
 
 use crate::StoreError;
 
+/// Set on every session's connection.
+const SESSION_SETTINGS: &str = "SET statement_timeout = '30s'; SET lock_timeout = '5s'";
+
 /// A connection to `url`, opened on first use and opened again when the database dropped
 /// it (a restart shows only when the connection is used: the call then runs once more on
 /// a new one).
@@ -39,7 +42,11 @@ impl PgSession {
             for attempt in 0..2 {
                 if client.as_ref().is_none_or(Client::is_closed) {
                     *client = None;
-                    *client = Some(super::connect(url)?);
+                    let mut fresh = super::connect(url)?;
+                    // Small state, small statements: one that waits longer than this on a
+                    // lock or a stalled database fails instead of holding its caller.
+                    fresh.batch_execute(SESSION_SETTINGS)?;
+                    *client = Some(fresh);
                 }
                 let connection = client.as_mut().expect("connected just now");
                 match f(connection) {
