@@ -17,6 +17,22 @@ pub const MOTO_SERVER_ENV: &str = "SEALTRAIL_TEST_MOTO_SERVER";
 /// How long moto may take to start listening (Python imports boto and Flask first).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Whether an S3 service (moto's ListBuckets answer) answers on the port.
+fn answers_as_moto(port: u16) -> bool {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let request = format!("GET / HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.contains("ListAllMyBucketsResult")
+}
+
 /// Creates (once) a virtualenv in `dir` with `moto[server]`; its `moto_server`.
 pub fn install_moto(dir: &Path) -> anyhow::Result<PathBuf> {
     crate::python::venv_with(dir, "moto[server]", "moto.server")?;
@@ -32,15 +48,28 @@ pub struct MotoServer {
 }
 
 impl MotoServer {
-    /// Starts one and waits until it accepts connections.
+    /// Starts one and waits until it answers as moto does. The port is picked free and
+    /// then handed to moto, so another process may take it in between: then moto exits
+    /// (or another program answers) and it is tried again on another port.
     pub fn start() -> anyhow::Result<Self> {
         let program = std::env::var_os(MOTO_SERVER_ENV)
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("moto_server"));
+        let mut last_error = None;
+        for _ in 0..5 {
+            match Self::start_on_a_free_port(&program) {
+                Ok(server) => return Ok(server),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.expect("tried at least once"))
+    }
+
+    fn start_on_a_free_port(program: &Path) -> anyhow::Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
-        let child = Command::new(&program)
+        let child = Command::new(program)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -55,16 +84,20 @@ impl MotoServer {
             })?;
         let mut server = Self { child, port };
         let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while !answers_as_moto(port) {
             if let Some(status) = server.child.try_wait()? {
                 anyhow::bail!("{} exited at start: {status}", program.display());
             }
             anyhow::ensure!(
                 started.elapsed() < START_TIMEOUT,
-                "{} did not listen on port {port} within {START_TIMEOUT:?}",
+                "{} did not answer on port {port} within {START_TIMEOUT:?}",
                 program.display()
             );
             std::thread::sleep(Duration::from_millis(50));
+        }
+        // What answered is moto, and it is ours: the child still runs.
+        if let Some(status) = server.child.try_wait()? {
+            anyhow::bail!("{} exited at start: {status}", program.display());
         }
         Ok(server)
     }
