@@ -38,6 +38,9 @@ pub struct RewrapReport {
     pub stranded: u64,
 }
 
+/// A locked cache of data keys by id or base.
+type CacheGuard<'a, T> = std::sync::MutexGuard<'a, HashMap<String, T>>;
+
 /// What became of a data key.
 /// (The AES key schedule is built once per data key, not once per value.)
 #[derive(Clone)]
@@ -447,14 +450,7 @@ impl FieldCipher {
         let base = Self::key_base(tenant, subject);
         let subjects = format!("s/{tenant}/");
         let now = sealtrail_core::time_format::now_micros();
-        let mut cache = self
-            .cache
-            .lock()
-            .expect("data key cache lock is never poisoned");
-        let mut active = self
-            .active
-            .lock()
-            .expect("active key lock is never poisoned");
+        let (mut cache, mut active) = self.caches();
         let bases_under = subject.is_none().then_some(subjects.as_str());
         let destroyed = self.keys.destroy(&base, bases_under, now)?;
         let own = format!("{base}#");
@@ -489,16 +485,26 @@ impl FieldCipher {
 
     /// Drops every cached data key; they are loaded from the key store again as needed.
     pub fn forget_cached_keys(&self) {
-        let mut cache = self
-            .cache
-            .lock()
-            .expect("data key cache lock is never poisoned");
-        let mut active = self
-            .active
-            .lock()
-            .expect("active key lock is never poisoned");
+        let (mut cache, mut active) = self.caches();
         cache.clear();
         active.clear();
+    }
+
+    /// Both key caches, locked in the one order every caller takes them.
+    fn caches(
+        &self,
+    ) -> (
+        CacheGuard<'_, KeyState>,
+        CacheGuard<'_, (u32, Arc<LessSafeKey>)>,
+    ) {
+        (
+            self.cache
+                .lock()
+                .expect("data key cache lock is never poisoned"),
+            self.active
+                .lock()
+                .expect("active key lock is never poisoned"),
+        )
     }
 }
 

@@ -36,8 +36,11 @@ pub struct SharedWindows {
 struct WindowState {
     /// The current second (Unix).
     second: i64,
-    /// Requests let through and not yet added to the shared counts, by (second, key).
-    pending: HashMap<(i64, String), i64>,
+    /// Requests let through in `second` and not yet added to the shared counts, by key
+    /// (a key's entry is made once per second, not once per request).
+    pending: HashMap<String, i64>,
+    /// The same, of seconds that ended before the last exchange: (key, second, requests).
+    ended: Vec<(String, i64, i64)>,
     /// Keys whose shared count reached the cap in `second`.
     over: HashSet<String>,
     /// Whether the last exchange with the database failed (logged once).
@@ -55,36 +58,37 @@ impl SharedWindows {
         let second = unix_second();
         let mut state = self.state.lock().expect("window lock is never poisoned");
         if state.second != second {
+            let ended = state.second;
+            let counts: Vec<_> = state.pending.drain().map(|(k, n)| (k, ended, n)).collect();
+            state.ended.extend(counts);
             state.second = second;
             state.over.clear();
         }
         if state.over.contains(key_id) {
             return false;
         }
-        *state
-            .pending
-            .entry((second, key_id.to_owned()))
-            .or_default() += 1;
+        match state.pending.get_mut(key_id) {
+            Some(count) => *count += 1,
+            None => {
+                state.pending.insert(key_id.to_owned(), 1);
+            }
+        }
         true
     }
 
     /// Adds the pending counts to the database's and learns which keys are over the cap;
     /// on failure the counts are dropped (the local buckets still apply).
     fn share(&self, clean: bool) {
-        let pending = std::mem::take(
-            &mut self
-                .state
-                .lock()
-                .expect("window lock is never poisoned")
-                .pending,
-        );
-        if pending.is_empty() && !clean {
+        let mut counts = {
+            let mut state = self.state.lock().expect("window lock is never poisoned");
+            let second = state.second;
+            let mut counts = std::mem::take(&mut state.ended);
+            counts.extend(state.pending.drain().map(|(k, n)| (k, second, n)));
+            counts
+        };
+        if counts.is_empty() && !clean {
             return;
         }
-        let mut counts: Vec<(String, i64, i64)> = pending
-            .into_iter()
-            .map(|((second, key), count)| (key, second, count))
-            .collect();
         // Every server locks the rows in one order: two upserts never deadlock.
         counts.sort_unstable();
         let totals = self.counts.add(&counts, clean, unix_second());
@@ -165,10 +169,16 @@ impl KeyRateLimiter {
             .buckets
             .lock()
             .expect("rate limit lock is never poisoned");
-        let bucket = buckets.entry(key_id.to_owned()).or_insert(Bucket {
-            tokens: self.burst,
-            at: now,
-        });
+        if !buckets.contains_key(key_id) {
+            buckets.insert(
+                key_id.to_owned(),
+                Bucket {
+                    tokens: self.burst,
+                    at: now,
+                },
+            );
+        }
+        let bucket = buckets.get_mut(key_id).expect("inserted above");
         let refill = now.duration_since(bucket.at).as_secs_f64() * self.rate_per_sec;
         bucket.tokens = (bucket.tokens + refill).min(self.burst);
         bucket.at = now;

@@ -452,41 +452,26 @@ impl SinkStore {
         limit: usize,
     ) -> Result<Vec<DeadLetter>, StoreFailure> {
         let rows: Vec<StoredDeadLetter> = if let Some(conn) = self.sqlite() {
-            let mut stmt = conn.prepare(
-                "SELECT sink, seq, event_id, error, attempts, created_at, replay_requested
-                 FROM dead_letters WHERE sink = ?1 AND (replay_requested = 1 OR NOT ?2)
-                 ORDER BY seq LIMIT ?3",
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters
+                 WHERE sink = ?1 AND (replay_requested = 1 OR NOT ?2) ORDER BY seq LIMIT ?3"
+            ))?;
+            let rows = stmt.query_map(
+                params![sink, requested_only, limit as i64],
+                StoredDeadLetter::from_sqlite,
             )?;
-            let rows = stmt.query_map(params![sink, requested_only, limit as i64], |r| {
-                Ok(StoredDeadLetter {
-                    sink: r.get(0)?,
-                    seq: r.get::<_, i64>(1)? as u64,
-                    event_id: r.get(2)?,
-                    error: r.get(3)?,
-                    attempts: r.get(4)?,
-                    created_micros: r.get(5)?,
-                    replay_requested: r.get(6)?,
-                })
-            })?;
             rows.collect::<Result<_, _>>()?
         } else {
             self.pg(|c| {
                 Ok(c.query(
-                    "SELECT sink, seq, event_id, error, attempts, created_at, replay_requested
-                     FROM sink_dead_letters WHERE sink = $1 AND (replay_requested OR NOT $2)
-                     ORDER BY seq LIMIT $3",
+                    &format!(
+                        "SELECT {DEAD_LETTER_COLUMNS} FROM sink_dead_letters
+                         WHERE sink = $1 AND (replay_requested OR NOT $2) ORDER BY seq LIMIT $3"
+                    ),
                     &[&sink, &requested_only, &(limit as i64)],
                 )?
                 .iter()
-                .map(|r| StoredDeadLetter {
-                    sink: r.get(0),
-                    seq: r.get::<_, i64>(1) as u64,
-                    event_id: r.get(2),
-                    error: r.get(3),
-                    attempts: r.get::<_, i32>(4) as u32,
-                    created_micros: r.get(5),
-                    replay_requested: r.get(6),
-                })
+                .map(StoredDeadLetter::from_postgres)
                 .collect())
             })?
         };
@@ -688,21 +673,8 @@ impl SinkStore {
             .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?
             .collect::<Result<_, _>>()?;
         let dead = conn
-            .prepare(
-                "SELECT sink, seq, event_id, error, attempts, created_at, replay_requested
-                 FROM dead_letters",
-            )?
-            .query_map([], |r| {
-                Ok(StoredDeadLetter {
-                    sink: r.get(0)?,
-                    seq: r.get::<_, i64>(1)? as u64,
-                    event_id: r.get(2)?,
-                    error: r.get(3)?,
-                    attempts: r.get(4)?,
-                    created_micros: r.get(5)?,
-                    replay_requested: r.get(6)?,
-                })
-            })?
+            .prepare(&format!("SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters"))?
+            .query_map([], StoredDeadLetter::from_sqlite)?
             .collect::<Result<_, _>>()?;
         let held = conn
             .prepare("SELECT sink, route, seq, event_id, headline FROM digest_pending")?
@@ -733,7 +705,35 @@ struct StoredDeadLetter {
     replay_requested: bool,
 }
 
+/// The columns [`StoredDeadLetter`] is read from, in its fields' order.
+const DEAD_LETTER_COLUMNS: &str =
+    "sink, seq, event_id, error, attempts, created_at, replay_requested";
+
 impl StoredDeadLetter {
+    fn from_sqlite(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            sink: r.get(0)?,
+            seq: r.get::<_, i64>(1)? as u64,
+            event_id: r.get(2)?,
+            error: r.get(3)?,
+            attempts: r.get(4)?,
+            created_micros: r.get(5)?,
+            replay_requested: r.get(6)?,
+        })
+    }
+
+    fn from_postgres(r: &postgres::Row) -> Self {
+        Self {
+            sink: r.get(0),
+            seq: r.get::<_, i64>(1) as u64,
+            event_id: r.get(2),
+            error: r.get(3),
+            attempts: r.get::<_, i32>(4) as u32,
+            created_micros: r.get(5),
+            replay_requested: r.get(6),
+        }
+    }
+
     fn shown(self) -> DeadLetter {
         DeadLetter {
             sink: self.sink,

@@ -7,6 +7,7 @@
 //! that was acknowledged must not vanish in a power cut. A hold is never deleted; releasing
 //! it sets `released_at`, so the table is the hold's whole history.
 
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -233,6 +234,11 @@ impl HoldStore {
         reason: &str,
         at: i64,
     ) -> Result<Release, StoreError> {
+        let release = HoldRelease {
+            at,
+            by: by.to_owned(),
+            reason: reason.to_owned(),
+        };
         let Some(mut conn) = self.conn() else {
             return self.pg(|c| {
                 let mut tx = c.transaction()?;
@@ -242,24 +248,17 @@ impl HoldStore {
                         &[&id],
                     )?
                     .map(|r| pg_hold_of(&r));
-                let Some(mut hold) = found else {
-                    return Ok(Release::NotFound);
+                let hold = match releasable(found) {
+                    ControlFlow::Continue(hold) => hold,
+                    ControlFlow::Break(answer) => return Ok(answer),
                 };
-                if !hold.is_active() {
-                    return Ok(Release::AlreadyReleased(hold));
-                }
                 tx.execute(
                     "UPDATE holds SET released_at = $2, released_by = $3, release_reason = $4 \
                      WHERE id = $1 AND released_at IS NULL",
                     &[&id, &at, &by, &reason],
                 )?;
                 tx.commit()?;
-                hold.release = Some(HoldRelease {
-                    at,
-                    by: by.to_owned(),
-                    reason: reason.to_owned(),
-                });
-                Ok(Release::Released(hold))
+                Ok(released(hold, release.clone()))
             });
         };
         let tx = conn.transaction()?;
@@ -270,24 +269,17 @@ impl HoldStore {
                 hold_of,
             )
             .optional()?;
-        let Some(mut hold) = found else {
-            return Ok(Release::NotFound);
+        let hold = match releasable(found) {
+            ControlFlow::Continue(hold) => hold,
+            ControlFlow::Break(answer) => return Ok(answer),
         };
-        if !hold.is_active() {
-            return Ok(Release::AlreadyReleased(hold));
-        }
         tx.execute(
             "UPDATE holds SET released_at = ?2, released_by = ?3, release_reason = ?4 \
              WHERE id = ?1 AND released_at IS NULL",
             params![id, at, by, reason],
         )?;
         tx.commit()?;
-        hold.release = Some(HoldRelease {
-            at,
-            by: by.to_owned(),
-            reason: reason.to_owned(),
-        });
-        Ok(Release::Released(hold))
+        Ok(released(hold, release))
     }
 
     /// Holds of `tenant` (or of every tenant), the active ones only unless
@@ -391,6 +383,21 @@ impl HoldStore {
             .filter(|h| h.covers(tenant, resource_type, resource_id))
             .collect())
     }
+}
+
+/// The hold found, if it can be released now; else the answer to give.
+fn releasable(found: Option<Hold>) -> ControlFlow<Release, Hold> {
+    match found {
+        None => ControlFlow::Break(Release::NotFound),
+        Some(hold) if !hold.is_active() => ControlFlow::Break(Release::AlreadyReleased(hold)),
+        Some(hold) => ControlFlow::Continue(hold),
+    }
+}
+
+/// `hold` as it is once `release` is stored.
+fn released(mut hold: Hold, release: HoldRelease) -> Release {
+    hold.release = Some(release);
+    Release::Released(hold)
 }
 
 /// [`hold_of`] for a PostgreSQL row of [`COLUMNS`].
