@@ -8,6 +8,7 @@ mod filter;
 mod holds;
 mod ingest;
 mod keys;
+mod log;
 mod migrate;
 mod progress;
 mod query;
@@ -98,6 +99,11 @@ enum Command {
         #[command(subcommand)]
         command: holds::HoldsCommand,
     },
+    /// The log's signing key: rotate it, or prepare the next one for several servers.
+    Log {
+        #[command(subcommand)]
+        command: log::LogCommand,
+    },
     /// Check a configuration file (sinks, routes, secrets, limits) without starting.
     Config {
         #[command(subcommand)]
@@ -175,6 +181,7 @@ fn main() -> ExitCode {
             Command::Spool { command } => spool::run(command).await,
             Command::Tenants { command } => tenants::run(command).await,
             Command::Holds { command } => holds::run(command).await,
+            Command::Log { command } => log::run(command).await,
             Command::Config { command } => serve::check_config(command),
             Command::Retention { command } => retention::run(command).await,
         }

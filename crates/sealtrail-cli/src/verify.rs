@@ -43,23 +43,29 @@ pub struct VerifyArgs {
     database_url: Option<String>,
 }
 
-/// `--public-key`: a vkey, or a file holding a vkey or `GET /v1/public-key`'s JSON.
+/// `--public-key`: a vkey, or a file holding a vkey or `GET /v1/public-key`'s JSON (whose
+/// `rotations`, when the log's key was rotated, give the whole key chain the pinned key
+/// belongs to).
 pub(crate) fn pinned_key(arg: &str) -> anyhow::Result<CheckpointVerifier> {
+    let (key, rotations) = pinned_key_and_rotations(arg)?;
+    key.anchored(&rotations).context("--public-key's rotations")
+}
+
+/// The pinned key alone, and the rotations given with it.
+fn pinned_key_and_rotations(arg: &str) -> anyhow::Result<(CheckpointVerifier, Vec<String>)> {
     let path = Path::new(arg);
-    let text = if !arg.contains('+') && path.is_file() {
+    let (text, rotations) = if !arg.contains('+') && path.is_file() {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading --public-key {}", path.display()))?;
-        match serde_json::from_str::<serde_json::Value>(&text) {
-            Ok(answer) if answer.is_object() => answer["vkey"]
-                .as_str()
-                .with_context(|| format!("{} has no \"vkey\"", path.display()))?
-                .to_owned(),
-            _ => text,
+        match serde_json::from_str::<sealtrail_core::api::PublicKey>(&text) {
+            Ok(answer) => (answer.vkey, answer.rotations),
+            Err(_) => (text, Vec::new()),
         }
     } else {
-        arg.to_owned()
+        (arg.to_owned(), Vec::new())
     };
-    CheckpointVerifier::from_vkey(&text).context("--public-key")
+    let key = CheckpointVerifier::from_vkey(&text).context("--public-key")?;
+    Ok((key, rotations))
 }
 
 pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
@@ -73,7 +79,18 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     }
     let dir = &args.data.data_dir;
     let verifier = match &args.public_key {
-        Some(vkey) => pinned_key(vkey)?,
+        // The pinned key is trusted; the store's rotations (each signed by both its keys)
+        // extend the trust to the log's other keys only if they pass through it.
+        Some(vkey) => {
+            let stored = match &args.database_url {
+                Some(url) => sealtrail_store::postgres::stored_key_rotations(url)?,
+                None => sealtrail_store::sqlite::stored_key_rotations(dir)?,
+            };
+            let (key, given) = pinned_key_and_rotations(vkey)?;
+            let rotations = if stored.is_empty() { given } else { stored };
+            key.anchored(&rotations)
+                .context("the log's key rotations and --public-key")?
+        }
         None => match &args.database_url {
             Some(url) => sealtrail_store::postgres::log_verifier(url, dir)?,
             None => sealtrail_store::sqlite::log_verifier(dir)?,

@@ -274,6 +274,17 @@ impl Client {
         .await
     }
 
+    /// Rotates the log's signing key (`POST /v1/log/signing-key/rotate`; admin key): the
+    /// event recording it, the size from which the new key signs, both keys and the
+    /// statement signed by both.
+    pub async fn rotate_signing_key(&self, reason: &str) -> Result<Value, ClientError> {
+        let body = serde_json::json!({ "reason": reason })
+            .to_string()
+            .into_bytes();
+        self.send_body("/v1/log/signing-key/rotate", "application/json", body)
+            .await
+    }
+
     /// Runs retention now, or with `dry_run` shows what a run would do (as of `at`, RFC
     /// 3339, for a dry run) (`POST /v1/retention/run`; admin key bound to no tenant).
     pub async fn retention_run(

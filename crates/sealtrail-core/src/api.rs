@@ -297,6 +297,12 @@ pub struct PublicKey {
     pub public_key: String,
     /// Signed-note verifier key (`name+id+key`), for note-verifying tools.
     pub vkey: String,
+    /// The key rotations the log went through, oldest first: signed notes handing the log
+    /// from one key to the next at a tree size, each signed by both keys. With them, a
+    /// verifier that trusts any one key of the log (say, the first) accepts checkpoints
+    /// signed by the later ones.
+    #[serde(default)]
+    pub rotations: Vec<String>,
 }
 
 /// One count.

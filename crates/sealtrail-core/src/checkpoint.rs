@@ -246,6 +246,12 @@ impl CheckpointSigner {
         Ok(())
     }
 
+    /// The public half of the key this signer signs with (the chain's current key, unless
+    /// another server rotated the log and this one has not followed yet).
+    pub fn signing_public_key(&self) -> [u8; 32] {
+        self.key.verifying_key().to_bytes()
+    }
+
     /// The matching verifier (public halves of every key the log has had).
     pub fn verifier(&self) -> &CheckpointVerifier {
         &self.verifier
@@ -470,6 +476,23 @@ impl CheckpointVerifier {
             verifier.accept_rotation(note)?;
         }
         Ok(verifier)
+    }
+
+    /// The log's whole chain, trusted through this (single, pinned) key: with no rotations,
+    /// this verifier; else the chain the rotations form, which must hold this key.
+    pub fn anchored(&self, rotations: &[String]) -> Result<Self, CheckpointError> {
+        if rotations.is_empty() {
+            return Ok(self.clone());
+        }
+        let chain = Self::from_rotations(rotations)?;
+        if chain.name != self.name || !chain.has_key(&self.public_key()) {
+            return Err(CheckpointError::KeyChain(format!(
+                "the log's key rotations do not pass through {} (they end at {})",
+                self.vkey(),
+                chain.vkey()
+            )));
+        }
+        Ok(chain)
     }
 
     /// Follows a rotation from the current key (shared by every clone). The statement must

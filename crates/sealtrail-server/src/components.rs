@@ -108,7 +108,16 @@ impl Parts {
             limits: config.limits.event.clone(),
         };
         let holds = LegalHolds::new(self.holds, self.log.clone(), config.limits.event.clone());
+        let signing_keys = crate::app::signing::SigningKeys {
+            sequencer: self.sequencer.clone(),
+            verifier: self.verifier.clone(),
+            data_dir: config.data_dir.clone(),
+            tenant: config.access_log.global_tenant.clone(),
+            limits: config.limits.event.clone(),
+            changes: tokio::sync::Mutex::new(()),
+        };
         AppState::new(Inner {
+            signing_keys,
             streams: self.streams,
             sequencer: self.sequencer,
             reader: self.reader,
@@ -453,6 +462,7 @@ fn sequencer_config(config: &Config) -> SequencerConfig {
         max_group_events: config.log.max_group_events,
         max_queued_requests: config.log.max_queued_requests,
         checkpoint_history_interval: Duration::from_secs(config.log.checkpoint_history_secs),
+        signing_key_dir: Some(config.data_dir.clone()),
     }
 }
 

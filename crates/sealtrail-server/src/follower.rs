@@ -135,7 +135,18 @@ fn catch_up(
     if latest.tree_size <= *published {
         return Ok(());
     }
-    let signed = verifier.verify(&latest.note).map_err(|e| {
+    // A checkpoint the chain does not accept may follow a rotation made by another
+    // server: follow the stored rotations (each checked against the chain) and try again.
+    let mut signed = verifier.verify(&latest.note);
+    if signed.is_err() {
+        for statement in reader.key_rotations()? {
+            verifier.accept_rotation(&statement).map_err(|e| {
+                StoreError::Integrity(format!("a stored key rotation does not chain on: {e}"))
+            })?;
+        }
+        signed = verifier.verify(&latest.note);
+    }
+    let signed = signed.map_err(|e| {
         StoreError::Integrity(format!(
             "the newest checkpoint in the database (tree size {}) does not verify: {e}",
             latest.tree_size

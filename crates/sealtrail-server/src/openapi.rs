@@ -20,6 +20,7 @@ use utoipa::{Modify, OpenApi};
         crate::routes::integrity::checkpoint,
         crate::routes::integrity::consistency_proof,
         crate::routes::integrity::public_key,
+        crate::routes::integrity::rotate_signing_key,
         crate::routes::ops::readyz,
         crate::stream::sse::stream,
         crate::stream::ws::ws,

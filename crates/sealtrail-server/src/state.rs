@@ -39,6 +39,8 @@ pub struct Inner {
     pub shredder: crate::app::shred::Shredder,
     /// Legal holds.
     pub holds: crate::app::holds::LegalHolds,
+    /// Rotation of the log's signing key.
+    pub signing_keys: crate::app::signing::SigningKeys,
     /// Reads of the log (each recorded in the access log).
     pub reads: crate::app::reads::Reads,
     /// Records reads (streams' subscriptions; `reads` records its own).

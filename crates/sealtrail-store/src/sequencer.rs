@@ -48,6 +48,10 @@ pub struct SequencerConfig {
     /// Every commit signs a checkpoint, but only one per this interval is kept as history;
     /// the newest is always kept.
     pub checkpoint_history_interval: Duration,
+    /// The data directory holding the signing key. A server sharing its store follows a
+    /// rotation made by another one by switching to the next seed waiting there
+    /// ([`identity::NEXT_SIGNING_KEY_FILE`](crate::identity::NEXT_SIGNING_KEY_FILE)).
+    pub signing_key_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for SequencerConfig {
@@ -56,6 +60,7 @@ impl Default for SequencerConfig {
             max_group_events: 20_000,
             max_queued_requests: 4096,
             checkpoint_history_interval: Duration::from_secs(60),
+            signing_key_dir: None,
         }
     }
 }
@@ -192,6 +197,18 @@ impl CommittedEvent {
 struct AppendRequest {
     events: Vec<PreparedEvent>,
     reply: oneshot::Sender<Result<AppendOutcome, AppendError>>,
+    /// Set for a signing-key rotation, which is committed as a group of its own.
+    rotation: Option<RotationAsk>,
+}
+
+/// Builds the rotation's record from its statement and the tree size it takes effect at.
+pub type RotationRecord =
+    Box<dyn FnOnce(&str, u64) -> Result<PreparedEvent, String> + Send + 'static>;
+
+/// A rotation of the log's signing key to the seed `next`.
+struct RotationAsk {
+    next: [u8; 32],
+    record: RotationRecord,
 }
 
 /// Committed groups waiting for the flusher; the writer waits when this many are pending.
@@ -294,7 +311,40 @@ impl SequencerHandle {
             });
         }
         let (reply, answer) = oneshot::channel();
-        Ok((AppendRequest { events, reply }, answer))
+        Ok((
+            AppendRequest {
+                events,
+                reply,
+                rotation: None,
+            },
+            answer,
+        ))
+    }
+
+    /// Hands the log to the signing key `next`: appends the rotation record `record` makes
+    /// from the statement (signed by the current and the next key) as the next leaf, signs
+    /// the tree that holds it with both keys and every later one with `next` alone, and
+    /// files the statement with the log. Answers once that is durable; the caller then
+    /// makes `next` the key in the data directory
+    /// ([`promote_next_signing_key`](crate::identity::promote_next_signing_key)).
+    pub async fn rotate_signing_key(
+        &self,
+        next: [u8; 32],
+        record: RotationRecord,
+    ) -> Result<AppendOutcome, AppendError> {
+        let (reply, answer) = oneshot::channel();
+        let request = AppendRequest {
+            events: Vec::new(),
+            reply,
+            rotation: Some(RotationAsk { next, record }),
+        };
+        self.tx
+            .send(request)
+            .await
+            .map_err(|_| AppendError::Unavailable("the sequencer has stopped".into()))?;
+        answer.await.map_err(|_| {
+            AppendError::Unavailable("the sequencer stopped before answering".into())
+        })?
     }
 
     /// The tree size after the latest durable commit: everything up to it is acknowledged,
@@ -398,6 +448,8 @@ impl Sequencer {
         let writer = Writer {
             publish: hooks_publish,
             unverified: false,
+            waiting: None,
+            rotating: None,
             backend,
             signer,
             frontier,
@@ -560,6 +612,10 @@ struct Writer<B: LogBackend> {
     /// A commit failed and the stored log could not be read since (the database is
     /// unreachable): it must be found unchanged before anything more is written.
     unverified: bool,
+    /// A rotation that arrived while a group was being gathered: it goes next, alone.
+    waiting: Option<AppendRequest>,
+    /// The rotation being committed: its next seed and statement.
+    rotating: Option<([u8; 32], String)>,
 }
 
 /// A committed group: each request's resolution, the leaf hash of every new seq, and the
@@ -588,12 +644,16 @@ enum Slot {
 
 impl<B: LogBackend> Writer<B> {
     fn run(mut self, mut rx: mpsc::Receiver<AppendRequest>) {
-        while let Some(first) = rx.blocking_recv() {
+        while let Some(first) = self.waiting.take().or_else(|| rx.blocking_recv()) {
             let started = Instant::now();
             let mut group = vec![first];
             let mut events = group[0].events.len();
-            while events < self.config.max_group_events {
+            while events < self.config.max_group_events && group[0].rotation.is_none() {
                 match rx.try_recv() {
+                    Ok(next) if next.rotation.is_some() => {
+                        self.waiting = Some(next);
+                        break;
+                    }
                     Ok(next) => {
                         events += next.events.len();
                         group.push(next);
@@ -622,9 +682,14 @@ impl<B: LogBackend> Writer<B> {
         tracing::info!(tree_size = self.frontier.size(), "sequencer stopped");
     }
 
-    fn commit_group(&mut self, group: Vec<AppendRequest>, started: Instant) {
+    fn commit_group(&mut self, mut group: Vec<AppendRequest>, started: Instant) {
         let before = self.frontier.clone();
-        match self.write_group(&group) {
+        let written = match group[0].rotation.take() {
+            Some(rotation) => self.write_rotation(&mut group[0], rotation),
+            None => self.write_group(&group),
+        };
+        self.rotating = None;
+        match written {
             Ok((resolutions, leaf_hashes, events)) => {
                 let stats = CommitStats {
                     requests: group.len(),
@@ -714,7 +779,7 @@ impl<B: LogBackend> Writer<B> {
             .latest_checkpoint
             .as_ref()
             .filter(|c| c.tree_size == state.size)
-            .and_then(|c| self.signer.verifier().verify(&c.note).ok());
+            .and_then(|c| self.verify_stored(&c.note));
         let loaded = Frontier::load(&mut BackendSubtrees(&mut self.backend), state.size).and_then(
             |frontier| {
                 // The stored tree must extend ours, not replace it.
@@ -784,14 +849,127 @@ impl<B: LogBackend> Writer<B> {
         }
     }
 
+    /// Verifies a checkpoint another server (or a lost commit) stored. One this server's
+    /// key chain does not accept, or one signed twice (the tree of a rotation), may come
+    /// after a rotation made elsewhere: the stored rotations are followed first.
+    fn verify_stored(&mut self, note: &str) -> Option<sealtrail_core::Checkpoint> {
+        let first = self.signer.verifier().verify(note);
+        let cosigned = note.matches("\n\u{2014} ").count() > 1;
+        if first.is_ok() && !cosigned {
+            return first.ok();
+        }
+        if let Err(error) = self.follow_stored_rotations() {
+            tracing::error!(%error, "the log's stored key rotations cannot be followed");
+            return None;
+        }
+        self.signer.verifier().verify(note).ok()
+    }
+
+    /// Follows the rotations filed in the store (by another server) that this server's
+    /// chain lacks. When the chain then ends at a key other than the signer's, switches to
+    /// the next seed waiting in the data directory (promoted there); without it the chain
+    /// is still followed (reads verify) but this server must not sign again with a
+    /// retired key, so writing stops.
+    fn follow_stored_rotations(&mut self) -> Result<(), StoreError> {
+        let stored = self.backend.key_rotations()?;
+        let chain = self.signer.verifier().clone();
+        for statement in &stored {
+            chain
+                .accept_rotation(statement)
+                .map_err(|e| StoreError::Integrity(format!("a stored key rotation: {e}")))?;
+        }
+        let current = chain.public_key();
+        if current == self.signer.signing_public_key() {
+            return Ok(());
+        }
+        let dir = self.config.signing_key_dir.clone();
+        let next = match &dir {
+            Some(dir) => crate::identity::read_next_signing_key(dir)?,
+            None => None,
+        }
+        .filter(|seed| {
+            CheckpointSigner::new(chain.origin(), seed)
+                .is_ok_and(|s| s.verifier().public_key() == current)
+        });
+        match (next, dir, stored.last()) {
+            (Some(seed), Some(dir), Some(statement)) => {
+                self.signer
+                    .switch_to(&seed, statement)
+                    .map_err(|e| StoreError::Integrity(format!("a stored key rotation: {e}")))?;
+                crate::identity::promote_next_signing_key(&dir)?;
+                tracing::warn!(
+                    key = %chain.vkey(),
+                    "followed a signing-key rotation made by another server"
+                );
+            }
+            _ => {
+                tracing::error!(
+                    key = %chain.vkey(),
+                    "the log's signing key was rotated (by another server) and this data \
+                     directory has no log-signing.next with the new key: refusing further \
+                     writes (copy the key in and restart)"
+                );
+                self.shared.fail();
+            }
+        }
+        Ok(())
+    }
+
     /// Resolves, writes and commits one group; returns each request's resolution and the
     /// leaf hash of every new seq.
     fn write_group(&mut self, group: &[AppendRequest]) -> Result<GroupWritten, StoreError> {
+        self.begin_group()?;
+        self.write_resolved(group)
+    }
+
+    /// Opens the group's transaction; on a shared store, holding the writers' lock now,
+    /// catches up with what other servers appended.
+    fn begin_group(&mut self) -> Result<(), StoreError> {
         self.backend.begin()?;
         if self.backend.shared() {
-            // Holding the writers' lock now: catch up with what other servers appended.
             self.catch_up_with_shared_log()?;
         }
+        Ok(())
+    }
+
+    /// A rotation as a group of one: its record is made at the size it will have, then
+    /// written like any event; [`commit_leaves`](Self::commit_leaves) files the statement
+    /// and co-signs the checkpoint, and the signer switches once the commit is through.
+    fn write_rotation(
+        &mut self,
+        request: &mut AppendRequest,
+        rotation: RotationAsk,
+    ) -> Result<GroupWritten, StoreError> {
+        self.begin_group()?;
+        let size = self.frontier.size() + 1;
+        let statement = self
+            .signer
+            .rotation_note(&rotation.next, size)
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let event = (rotation.record)(&statement, size).map_err(StoreError::Invalid)?;
+        if event.content_hash.is_some() {
+            return Err(StoreError::Invalid(
+                "a rotation record takes a server-generated id".into(),
+            ));
+        }
+        request.events = vec![event];
+        self.rotating = Some((rotation.next, statement));
+        let written = self.write_resolved(std::slice::from_ref(request))?;
+        if let Some((next, statement)) = self.rotating.take() {
+            self.signer
+                .switch_to(&next, &statement)
+                .map_err(|e| StoreError::Integrity(format!("switching signing keys: {e}")))?;
+            tracing::warn!(
+                tree_size = size,
+                key = %self.signer.verifier().vkey(),
+                "the log's signing key was rotated"
+            );
+        }
+        Ok(written)
+    }
+
+    /// The rest of [`write_group`](Self::write_group), inside the open transaction.
+    fn write_resolved(&mut self, group: &[AppendRequest]) -> Result<GroupWritten, StoreError> {
         let stored = self.find_stored_producer_ids(group)?;
         let (resolutions, next_seq) = resolve_group(group, &stored, self.frontier.size() + 1);
         let (leaves, nodes) = self.place_new_events(group, &resolutions, next_seq);
@@ -885,7 +1063,27 @@ impl<B: LogBackend> Writer<B> {
         if !nodes.is_empty() {
             self.backend.insert_nodes(nodes)?;
         }
-        let (checkpoint, is_history) = self.next_checkpoint();
+        let (checkpoint, is_history) = match &self.rotating {
+            Some((next, statement)) => {
+                // The tree holding the rotation record: signed by the next key and the
+                // current one, so verifiers that know either accept it. Kept as history.
+                let size = self.frontier.size();
+                self.backend.insert_key_rotation(size, statement)?;
+                let next = CheckpointSigner::new(self.signer.verifier().origin(), next)
+                    .map_err(|e| StoreError::Invalid(e.to_string()))?;
+                let signed = self
+                    .signer
+                    .cosign(&next.sign(size, self.frontier.root()));
+                let row = CheckpointRow {
+                    tree_size: size,
+                    root: signed.checkpoint.root,
+                    note: signed.note,
+                    created_at: now_micros(),
+                };
+                (row, true)
+            }
+            None => self.next_checkpoint(),
+        };
         self.backend.insert_checkpoint(&checkpoint, is_history)?;
         if !self.latest_is_history {
             self.backend.supersede_checkpoint(self.latest.tree_size)?;

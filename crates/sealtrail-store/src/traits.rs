@@ -80,6 +80,11 @@ pub trait LogBackend: Send + 'static {
         checkpoint: &CheckpointRow,
         history: bool,
     ) -> Result<(), StoreError>;
+    /// Files the key-rotation statement taking effect at tree size `size` (its record is
+    /// the leaf at `size`), in the group's transaction.
+    fn insert_key_rotation(&mut self, size: u64, note: &str) -> Result<(), StoreError>;
+    /// The stored key-rotation statements, oldest first.
+    fn key_rotations(&mut self) -> Result<Vec<String>, StoreError>;
     /// Drops the superseded checkpoint (not the newest, and not kept for history). The only
     /// deletion of a checkpoint there is; PostgreSQL refuses any other.
     fn supersede_checkpoint(&mut self, tree_size: u64) -> Result<(), StoreError>;
@@ -159,6 +164,8 @@ pub trait LogReader: Send + Sync + 'static {
     fn stats(&self, request: &StatsRequest) -> Result<Vec<StatsRow>, StoreError>;
     /// The newest signed checkpoint.
     fn latest_checkpoint(&self) -> Result<Option<CheckpointRow>, StoreError>;
+    /// The log's key-rotation statements, oldest first.
+    fn key_rotations(&self) -> Result<Vec<String>, StoreError>;
     /// RFC 9162 inclusion proof of a leaf in the tree of `tree_size` leaves.
     fn inclusion_proof(&self, leaf_index: u64, tree_size: u64) -> Result<Vec<Hash>, StoreError>;
     /// RFC 9162 consistency proof between two tree sizes.

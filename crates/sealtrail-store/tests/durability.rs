@@ -80,6 +80,12 @@ impl LogBackend for GatedBackend {
     fn supersede_checkpoint(&mut self, tree_size: u64) -> Result<(), StoreError> {
         self.inner.supersede_checkpoint(tree_size)
     }
+    fn insert_key_rotation(&mut self, size: u64, note: &str) -> Result<(), StoreError> {
+        self.inner.insert_key_rotation(size, note)
+    }
+    fn key_rotations(&mut self) -> Result<Vec<String>, StoreError> {
+        self.inner.key_rotations()
+    }
     fn commit(&mut self) -> Result<(), StoreError> {
         self.inner.commit()
     }

@@ -19,6 +19,7 @@ pub mod receipts;
 pub mod retention;
 pub mod retention_run;
 pub mod shred;
+pub mod signing;
 pub mod system;
 
 pub use error::AppError;

@@ -219,6 +219,63 @@ impl HoldRecord<'_> {
     }
 }
 
+/// The record of a signing-key rotation (`log.signing_key_rotated`), in the server's own
+/// tenant: the statement handing the log to the new key, signed by both keys.
+pub struct RotationRecord<'a> {
+    /// The server's own tenant.
+    pub tenant: &'a str,
+    /// Who asked: `key:<id>`.
+    pub by: &'a str,
+    /// Why.
+    pub reason: &'a str,
+    /// The signed statement (a signed note).
+    pub statement: &'a str,
+    /// The tree size from which the new key signs: this record's seq.
+    pub from_size: u64,
+    /// The retired key.
+    pub old_vkey: &'a str,
+    /// The new key.
+    pub new_vkey: &'a str,
+}
+
+#[derive(Serialize)]
+struct RotationDetails<'a> {
+    statement: &'a str,
+    from_size: u64,
+    old_vkey: &'a str,
+    new_vkey: &'a str,
+}
+
+impl RotationRecord<'_> {
+    /// The event. Not sealed: it holds public keys only.
+    pub fn prepare(
+        &self,
+        received_at: i64,
+        limits: &EventLimits,
+    ) -> Result<PreparedEvent, FieldError> {
+        Input {
+            tenant_id: self.tenant,
+            action: "log.signing_key_rotated",
+            actor_type: "service",
+            user_id: self.by.to_owned(),
+            resource_type: "log",
+            resource_id: None,
+            severity: "warning",
+            outcome: Some("success"),
+            ip_address: None,
+            user_agent: None,
+            reason: Some(self.reason),
+            details: RotationDetails {
+                statement: self.statement,
+                from_size: self.from_size,
+                old_vkey: self.old_vkey,
+                new_vkey: self.new_vkey,
+            },
+        }
+        .prepare(received_at, limits, None)
+    }
+}
+
 /// The record of a retention run (`retention.run`): in each tenant whose events it
 /// changed, that tenant's counts; in the server's own tenant, the totals.
 pub struct RetentionRecord<'a> {

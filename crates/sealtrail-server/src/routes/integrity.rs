@@ -133,5 +133,61 @@ pub async fn public_key(
         algorithm: "ed25519".into(),
         public_key: base64::engine::general_purpose::STANDARD.encode(state.verifier.public_key()),
         vkey: state.verifier.vkey(),
+        rotations: state.verifier.rotations(),
+    }))
+}
+
+/// Why the signing key is rotated.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateSigningKeyRequest {
+    /// Why: 1 to 1024 characters, recorded in the log.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// A signing-key rotation done.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct SigningKeyRotation {
+    /// The `log.signing_key_rotated` event, in the server's own tenant.
+    pub event_id: String,
+    /// Its seq: the tree of this size is signed by both keys, later ones by the new key.
+    pub from_size: u64,
+    /// The retired key.
+    pub old_vkey: String,
+    /// The key signing from now on.
+    pub new_vkey: String,
+    /// The statement handing the log over, signed by both keys.
+    pub statement: String,
+}
+
+/// Rotates the log's signing key (admin): the log is handed to a new Ed25519 key by a
+/// statement signed by the old and the new key, recorded in the log. The new key is the
+/// one in `log-signing.next` of the data directory when there is one (copy it to every
+/// server of a shared database first), else a new one.
+#[utoipa::path(post, path = "/v1/log/signing-key/rotate", tag = "integrity", security(("api_key" = [])),
+    request_body = RotateSigningKeyRequest,
+    responses(
+        (status = 200, description = "Rotated", body = SigningKeyRotation),
+        (status = 409, description = "log-signing.next holds a key the log has used"),
+    ))]
+pub async fn rotate_signing_key(
+    auth: Auth,
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Json<SigningKeyRotation>, ApiError> {
+    auth.require(Scope::Admin)?;
+    let request: RotateSigningKeyRequest =
+        serde_json::from_slice(&body).map_err(|e| ApiError::invalid_json(e.to_string()))?;
+    let reason = request
+        .reason
+        .ok_or_else(|| ApiError::invalid_parameter(FieldError::new("reason", "is required")))?;
+    let rotated = state.signing_keys.rotate(&auth.0.key_id, &reason).await?;
+    Ok(Json(SigningKeyRotation {
+        event_id: rotated.receipt.id.to_string(),
+        from_size: rotated.from_size,
+        old_vkey: rotated.old_vkey,
+        new_vkey: rotated.new_vkey,
+        statement: rotated.statement,
     }))
 }

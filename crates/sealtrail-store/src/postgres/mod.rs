@@ -131,9 +131,27 @@ pub fn open_log(
             origin
         }
     };
-    let signer =
-        CheckpointSigner::new(&origin, &secret).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let signer = identity::log_signer(data_dir, &origin, &key_rotations(&mut client)?, true)?;
     Ok((PgBackend::new(client, url)?, signer))
+}
+
+/// The key-rotation statements of the log at `url`, oldest first.
+pub fn stored_key_rotations(url: &str) -> Result<Vec<String>, StoreError> {
+    key_rotations(&mut connect(url)?)
+}
+
+/// The log's key-rotation statements, oldest first (`sealtrail_meta`).
+pub(crate) fn key_rotations(
+    client: &mut impl postgres::GenericClient,
+) -> Result<Vec<String>, StoreError> {
+    Ok(client
+        .query(
+            "SELECT value FROM sealtrail_meta WHERE key LIKE $1 ORDER BY key",
+            &[&format!("{}%", identity::ROTATION_META_PREFIX)],
+        )?
+        .iter()
+        .map(|row| row.get(0))
+        .collect())
 }
 
 /// The verifier of the log at `url`, from its stored origin and the key in `data_dir`.
@@ -147,10 +165,7 @@ pub fn log_verifier(
         .query_opt("SELECT value FROM sealtrail_meta WHERE key = 'origin'", &[])?
         .map(|row| row.get(0))
         .ok_or_else(|| StoreError::Integrity("the log has no origin in sealtrail_meta".into()))?;
-    let seed = identity::read_signing_key(data_dir)?;
-    let signer =
-        CheckpointSigner::new(&origin, &seed).map_err(|e| StoreError::Invalid(e.to_string()))?;
-    Ok(signer.verifier().clone())
+    identity::log_verifier(data_dir, &origin, &key_rotations(&mut client)?)
 }
 
 /// Creates the partitions for this month and the next [`PARTITIONS_AHEAD_MONTHS`].

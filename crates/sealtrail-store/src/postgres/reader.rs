@@ -464,6 +464,10 @@ impl LogReader for PgReader {
         self.with_client(super::writer::latest_checkpoint)
     }
 
+    fn key_rotations(&self) -> Result<Vec<String>, StoreError> {
+        self.with_client(|client| super::key_rotations(client))
+    }
+
     fn inclusion_proof(&self, leaf_index: u64, tree_size: u64) -> Result<Vec<Hash>, StoreError> {
         self.with_client(|client| {
             let mut tx = client

@@ -361,6 +361,21 @@ impl LogBackend for PgBackend {
         Ok(())
     }
 
+    fn insert_key_rotation(&mut self, size: u64, note: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO sealtrail_meta (key, value) VALUES ($1, $2)",
+            &[&crate::identity::rotation_meta_key(size), &note],
+        )?;
+        Ok(())
+    }
+
+    fn key_rotations(&mut self) -> Result<Vec<String>, StoreError> {
+        if !self.in_transaction {
+            self.reconnect_if_closed()?;
+        }
+        super::key_rotations(&mut self.client)
+    }
+
     fn supersede_checkpoint(&mut self, tree_size: u64) -> Result<(), StoreError> {
         // Not a DELETE: the service role holds none on checkpoints (migration 5).
         self.conn().execute(

@@ -86,8 +86,7 @@ pub fn open_log(
             origin
         }
     };
-    let signer =
-        CheckpointSigner::new(&origin, &secret).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let signer = identity::log_signer(data_dir, &origin, &key_rotations(&conn)?, true)?;
     Ok((SqliteBackend::new(conn, &log_db_path(data_dir))?, signer))
 }
 
@@ -109,10 +108,25 @@ pub fn log_verifier(data_dir: &Path) -> Result<sealtrail_core::CheckpointVerifie
         })
         .optional()?
         .ok_or_else(|| StoreError::Integrity("the log has no origin in its meta table".into()))?;
-    let seed = identity::read_signing_key(data_dir)?;
-    let signer =
-        CheckpointSigner::new(&origin, &seed).map_err(|e| StoreError::Invalid(e.to_string()))?;
-    Ok(signer.verifier().clone())
+    identity::log_verifier(data_dir, &origin, &key_rotations(&conn)?)
+}
+
+/// The key-rotation statements of the embedded log in `data_dir`, oldest first (for a
+/// verifier pinned to one of its keys: [`CheckpointVerifier::anchored`]).
+///
+/// [`CheckpointVerifier::anchored`]: sealtrail_core::CheckpointVerifier::anchored
+pub fn stored_key_rotations(data_dir: &Path) -> Result<Vec<String>, StoreError> {
+    key_rotations(&open_connection(&log_db_path(data_dir), true)?)
+}
+
+/// The log's key-rotation statements, oldest first (the `meta` table).
+pub(crate) fn key_rotations(conn: &rusqlite::Connection) -> Result<Vec<String>, StoreError> {
+    let mut statement = conn.prepare("SELECT value FROM meta WHERE key LIKE ?1 ORDER BY key")?;
+    let rows = statement.query_map(
+        params![format!("{}%", identity::ROTATION_META_PREFIX)],
+        |row| row.get(0),
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// Makes everything committed to the embedded log so far durable, from any process: an

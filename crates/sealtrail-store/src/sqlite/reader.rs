@@ -519,6 +519,10 @@ impl LogReader for SqliteReader {
         })
     }
 
+    fn key_rotations(&self) -> Result<Vec<String>, StoreError> {
+        self.with_conn(|conn| super::key_rotations(conn))
+    }
+
     fn latest_checkpoint(&self) -> Result<Option<CheckpointRow>, StoreError> {
         self.with_conn(|conn| {
             Ok(conn

@@ -174,6 +174,18 @@ impl LogBackend for SqliteBackend {
         Ok(())
     }
 
+    fn insert_key_rotation(&mut self, size: u64, note: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2)",
+            params![crate::identity::rotation_meta_key(size), note],
+        )?;
+        Ok(())
+    }
+
+    fn key_rotations(&mut self) -> Result<Vec<String>, StoreError> {
+        super::key_rotations(&self.conn)
+    }
+
     fn supersede_checkpoint(&mut self, tree_size: u64) -> Result<(), StoreError> {
         self.conn
             .prepare_cached("DELETE FROM checkpoints WHERE tree_size = ?1")?
