@@ -929,6 +929,16 @@ impl<B: LogBackend> Writer<B> {
         if self.backend.shared() {
             self.catch_up_with_shared_log()?;
         }
+        if self.signer.signing_public_key() != self.signer.verifier().public_key() {
+            // The chain moved on (a rotation this server's reader followed first).
+            self.follow_stored_rotations()?;
+            if self.signer.signing_public_key() != self.signer.verifier().public_key() {
+                return Err(StoreError::Integrity(
+                    "this server's signing key was retired by a rotation; see the server log"
+                        .into(),
+                ));
+            }
+        }
         Ok(())
     }
 
