@@ -54,8 +54,8 @@ pub async fn run(command: LogCommand) -> anyhow::Result<ExitCode> {
                 move || identity::prepare_next_signing_key(&dir)
             })
             .await??;
-            let signer = sealtrail_core::CheckpointSigner::new(&origin, &seed)
-                .context("--origin")?;
+            let signer =
+                sealtrail_core::CheckpointSigner::new(&origin, &seed).context("--origin")?;
             println!(
                 "{}\n(the next signing key, in {})",
                 signer.verifier().vkey(),

@@ -170,7 +170,10 @@ fn the_signing_key_is_rotated_under_ingest_and_verify_follows_the_chain() {
         ]);
         assert!(out.status.success(), "{out:?}");
         let said = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(said.starts_with("rotated the signing key at tree size "), "{said}");
+        assert!(
+            said.starts_with("rotated the signing key at tree size "),
+            "{said}"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
         stop.store(true, Ordering::Relaxed);
         let mut acked = Vec::new();
@@ -222,8 +225,18 @@ fn the_signing_key_is_rotated_under_ingest_and_verify_follows_the_chain() {
     // (the store's rotations extend it), and against the checkpoint kept before it.
     for args in [
         vec!["--data-dir", dir],
-        vec!["--data-dir", dir, "--public-key", first_key_file.to_str().unwrap()],
-        vec!["--data-dir", dir, "--checkpoint", kept_file.to_str().unwrap()],
+        vec![
+            "--data-dir",
+            dir,
+            "--public-key",
+            first_key_file.to_str().unwrap(),
+        ],
+        vec![
+            "--data-dir",
+            dir,
+            "--checkpoint",
+            kept_file.to_str().unwrap(),
+        ],
     ] {
         let (ok, said) = verify(&args);
         assert!(ok && said.starts_with("ok: "), "{args:?}: {said}");
@@ -260,6 +273,30 @@ fn the_signing_key_is_rotated_under_ingest_and_verify_follows_the_chain() {
     let (ok, said) = verify(&["--data-dir", dir]);
     assert!(!ok, "{said}");
     assert!(said.contains("key chain"), "{said}");
+
+    // A rotation filed without its record in the log (made with the current key, as one
+    // who stole it could) is found too: the log, not the index of rotations, is the truth.
+    let current = std::fs::read_to_string(data.join("log-signing.key")).unwrap();
+    let current: [u8; 32] = hex::decode(current.trim()).unwrap().try_into().unwrap();
+    let origin = CheckpointVerifier::from_rotations(std::slice::from_ref(&rotation))
+        .unwrap()
+        .origin()
+        .to_owned();
+    let holder = sealtrail_core::CheckpointSigner::new(&origin, &current).unwrap();
+    let unrecorded = holder.rotation_note(&[44u8; 32], 1_000_000).unwrap();
+    let log = rusqlite::Connection::open(data.join("log.sqlite")).unwrap();
+    log.execute(
+        "UPDATE meta SET value = ?1 WHERE key = 'signing_key_rotation/00000000000000999999'",
+        [&unrecorded],
+    )
+    .unwrap();
+    drop(log);
+    let (ok, said) = verify(&["--data-dir", dir]);
+    assert!(!ok, "{said}");
+    assert!(
+        said.contains("a key rotation is filed for tree size 1000000"),
+        "{said}"
+    );
 }
 
 #[test]
@@ -292,7 +329,12 @@ fn servers_on_one_database_follow_a_rotation_with_the_next_key_and_others_stop_w
         &origin,
     ]);
     assert!(out.status.success(), "{out:?}");
-    let next_vkey = String::from_utf8(out.stdout).unwrap().lines().next().unwrap().to_owned();
+    let next_vkey = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_owned();
     std::fs::copy(
         dirs[0].path().join("log-signing.next"),
         dirs[1].path().join("log-signing.next"),
@@ -326,7 +368,9 @@ fn servers_on_one_database_follow_a_rotation_with_the_next_key_and_others_stop_w
         // C holds only the retired key: it refuses to sign with it (the event is kept in
         // its outage spool, 202), and it still reads (its verifier followed the chain).
         assert_eq!(c_api.post_status(12).await.unwrap().0, 202);
-        let (status, _) = c_api.get("/v1/events/0192f1c4-0000-7000-8000-000000000011").await;
+        let (status, _) = c_api
+            .get("/v1/events/0192f1c4-0000-7000-8000-000000000011")
+            .await;
         assert_eq!(status, 200);
         let (status, ready) = c_api.get("/readyz").await;
         println!("server without the next key: /readyz {status} {ready}");
@@ -339,7 +383,13 @@ fn servers_on_one_database_follow_a_rotation_with_the_next_key_and_others_stop_w
     // event it spooled enters the log. verify passes across the rotation.
     let start_c = || {
         std::process::Command::new(common::BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &db.url])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--database-url",
+                &db.url,
+            ])
             .args(["--data-dir", dirs[2].path().to_str().unwrap()])
             .output()
             .unwrap()

@@ -49,7 +49,9 @@ pub enum CheckpointError {
     MalformedKey(String),
     /// The only valid signature is by a key of this log that does not sign trees of this
     /// size (retired before it, or taking over after it).
-    #[error("checkpoint of size {size} is signed only by a key that does not sign trees of that size (see the log's key rotations)")]
+    #[error(
+        "checkpoint of size {size} is signed only by a key that does not sign trees of that size (see the log's key rotations)"
+    )]
     RetiredKey {
         /// The checkpoint's tree size.
         size: u64,
@@ -259,11 +261,7 @@ impl CheckpointSigner {
 
     /// The current key's vkey (`name+id+key`).
     fn single_vkey(&self) -> String {
-        vkey_string(
-            &self.verifier.name,
-            &self.key_id,
-            &self.key.verifying_key(),
-        )
+        vkey_string(&self.verifier.name, &self.key_id, &self.key.verifying_key())
     }
 }
 
@@ -288,14 +286,20 @@ impl KeyRotation {
     fn parse(note: &str) -> Result<Self, CheckpointError> {
         let malformed = |why: &str| CheckpointError::KeyChain(format!("malformed rotation: {why}"));
         let (body, _) = split_note(note)?;
-        let lines: Vec<&str> = body.strip_suffix('\n').unwrap_or(body).split('\n').collect();
+        let lines: Vec<&str> = body
+            .strip_suffix('\n')
+            .unwrap_or(body)
+            .split('\n')
+            .collect();
         let [header, origin, size, old, new] = lines[..] else {
             return Err(malformed("expected five lines"));
         };
         if header != ROTATION_HEADER {
             return Err(malformed("not a key rotation"));
         }
-        let size: u64 = size.parse().map_err(|_| malformed("size is not a number"))?;
+        let size: u64 = size
+            .parse()
+            .map_err(|_| malformed("size is not a number"))?;
         let key = |vkey: &str| -> Result<LogKey, CheckpointError> {
             let v = CheckpointVerifier::from_vkey(vkey)?;
             if v.name != origin {
@@ -419,7 +423,9 @@ impl CheckpointVerifier {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, KeyChain> {
-        self.chain.read().expect("the key chain lock is never poisoned")
+        self.chain
+            .read()
+            .expect("the key chain lock is never poisoned")
     }
 
     fn current(&self) -> LogKey {
@@ -468,7 +474,9 @@ impl CheckpointVerifier {
     /// with [`has_key`](Self::has_key).
     pub fn from_rotations(rotations: &[String]) -> Result<Self, CheckpointError> {
         let Some(first) = rotations.first() else {
-            return Err(CheckpointError::KeyChain("no rotation to start from".into()));
+            return Err(CheckpointError::KeyChain(
+                "no rotation to start from".into(),
+            ));
         };
         let first = KeyRotation::parse(first)?;
         let verifier = Self::single(&first.origin, first.old.key_id, first.old.key);
@@ -501,7 +509,10 @@ impl CheckpointVerifier {
     pub fn accept_rotation(&self, note: &str) -> Result<(), CheckpointError> {
         let rotation = KeyRotation::parse(note)?;
         rotation.check_signatures(note)?;
-        let mut chain = self.chain.write().expect("the key chain lock is never poisoned");
+        let mut chain = self
+            .chain
+            .write()
+            .expect("the key chain lock is never poisoned");
         if chain.rotations.iter().any(|kept| kept == note) {
             return Ok(());
         }

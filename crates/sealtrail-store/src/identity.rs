@@ -128,7 +128,8 @@ pub fn log_signer(
     } else {
         read_signing_key(data_dir)?
     };
-    let invalid = |e: sealtrail_core::checkpoint::CheckpointError| StoreError::Invalid(e.to_string());
+    let invalid =
+        |e: sealtrail_core::checkpoint::CheckpointError| StoreError::Invalid(e.to_string());
     let signer = CheckpointSigner::new(origin, &seed).map_err(invalid)?;
     if rotations.is_empty() {
         return Ok(signer);
@@ -145,22 +146,24 @@ pub fn log_signer(
             return next.with_history(chain).map_err(invalid);
         }
     }
-    Err(StoreError::Invalid(if chain.has_key(&signer.verifier().public_key()) {
-        format!(
-            "the log's signing key was rotated to {}; {} holds a retired key. Copy the new \
+    Err(StoreError::Invalid(
+        if chain.has_key(&signer.verifier().public_key()) {
+            format!(
+                "the log's signing key was rotated to {}; {} holds a retired key. Copy the new \
              key's {NEXT_SIGNING_KEY_FILE} from the server that rotated it into {} (or its \
              {SIGNING_KEY_FILE} over this one)",
-            chain.vkey(),
-            data_dir.join(SIGNING_KEY_FILE).display(),
-            data_dir.display()
-        )
-    } else {
-        format!(
-            "{} is none of this log's signing keys (current: {})",
-            data_dir.join(SIGNING_KEY_FILE).display(),
-            chain.vkey()
-        )
-    }))
+                chain.vkey(),
+                data_dir.join(SIGNING_KEY_FILE).display(),
+                data_dir.display()
+            )
+        } else {
+            format!(
+                "{} is none of this log's signing keys (current: {})",
+                data_dir.join(SIGNING_KEY_FILE).display(),
+                chain.vkey()
+            )
+        },
+    ))
 }
 
 /// The verifier of a log's checkpoints under all its keys, anchored by the key in
@@ -170,7 +173,8 @@ pub fn log_verifier(
     origin: &str,
     rotations: &[String],
 ) -> Result<CheckpointVerifier, StoreError> {
-    let invalid = |e: sealtrail_core::checkpoint::CheckpointError| StoreError::Invalid(e.to_string());
+    let invalid =
+        |e: sealtrail_core::checkpoint::CheckpointError| StoreError::Invalid(e.to_string());
     let own = CheckpointSigner::new(origin, &read_signing_key(data_dir)?).map_err(invalid)?;
     match own.verifier().anchored(rotations) {
         Ok(chain) => Ok(chain),
@@ -195,8 +199,8 @@ fn parse_seed(text: &str) -> Option<[u8; 32]> {
 
 /// A default log origin unique to this key: `sealtrail/<first 16 hex of SHA-256(public key)>`.
 pub fn default_origin(seed: &[u8; 32]) -> String {
-    let signer = CheckpointSigner::new("sealtrail", seed)
-        .expect("the literal origin is a valid key name");
+    let signer =
+        CheckpointSigner::new("sealtrail", seed).expect("the literal origin is a valid key name");
     let digest = Sha256::digest(signer.verifier().public_key());
     format!("sealtrail/{}", hex::encode(&digest[..8]))
 }

@@ -1081,9 +1081,7 @@ impl<B: LogBackend> Writer<B> {
                 self.backend.insert_key_rotation(size, statement)?;
                 let next = CheckpointSigner::new(self.signer.verifier().origin(), next)
                     .map_err(|e| StoreError::Invalid(e.to_string()))?;
-                let signed = self
-                    .signer
-                    .cosign(&next.sign(size, self.frontier.root()));
+                let signed = self.signer.cosign(&next.sign(size, self.frontier.root()));
                 let row = CheckpointRow {
                     tree_size: size,
                     root: signed.checkpoint.root,

@@ -20,6 +20,7 @@
 //! tree, so the log still verifies; an empty record the ledger does not account for is an
 //! edit.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 
@@ -218,16 +219,36 @@ pub struct LogAudit {
     checkpoints: u64,
     latest_signed: u64,
     bodies_removed: u64,
+    /// The key rotations, by the seq of their record (= the tree size they take effect at).
+    rotations: HashMap<u64, String>,
 }
 
 impl LogAudit {
     /// Starts an audit against the stored checkpoints (notes, in any order) and optionally
-    /// a checkpoint kept outside the server. Returns a finding at once if a signature fails.
+    /// a checkpoint kept outside the server. The store's key rotations extend `verifier`
+    /// (a pinned key, or the log's chain) to the log's other keys, if they pass through its
+    /// key; each must also be the statement of the record at its seq. Returns a finding at
+    /// once if a signature fails.
     pub fn new(
         verifier: &CheckpointVerifier,
+        stored_rotations: &[String],
         stored_notes: impl IntoIterator<Item = (u64, String)>,
         external_note: Option<&str>,
     ) -> Result<Self, Finding> {
+        let verifier = &verifier
+            .anchored(stored_rotations)
+            .map_err(|e| Finding::BadSignature {
+                tree_size: 0,
+                detail: format!("the log's stored key rotations: {e}"),
+            })?;
+        // Key i + 1 signs from the size of rotation i on.
+        let rotations = verifier
+            .keys()
+            .iter()
+            .skip(1)
+            .map(|(_, from, _)| *from)
+            .zip(verifier.rotations())
+            .collect();
         let mut anchors = Vec::new();
         let mut checkpoints = 0;
         for (tree_size, note) in stored_notes {
@@ -273,6 +294,7 @@ impl LogAudit {
             checkpoints,
             latest_signed,
             bodies_removed: 0,
+            rotations,
         };
         audit.check_anchors()?;
         Ok(audit)
@@ -311,10 +333,12 @@ impl LogAudit {
                 Ok(leaf) => leaf,
                 Err(finding) => return Ok(Some(finding)),
             },
-            false => match check_record(row) {
-                Ok(leaf) => leaf,
-                Err(finding) => return Ok(Some(finding)),
-            },
+            false => {
+                match check_record(row).and_then(|leaf| self.check_rotation(row).map(|()| leaf)) {
+                    Ok(leaf) => leaf,
+                    Err(finding) => return Ok(Some(finding)),
+                }
+            }
         };
         let mut completed = Vec::new();
         self.frontier.push(leaf, |level, index, hash| {
@@ -345,6 +369,25 @@ impl LogAudit {
             }
         }
         Ok(self.check_anchors().err())
+    }
+
+    /// A key rotation takes effect at the seq of its record: the record there must carry it.
+    fn check_rotation(&self, row: &AuditRow) -> Result<(), Finding> {
+        let Some(statement) = self.rotations.get(&row.seq) else {
+            return Ok(());
+        };
+        let record: serde_json::Value = serde_json::from_slice(&row.record).unwrap_or_default();
+        if row.action == "log.signing_key_rotated"
+            && record["details"]["statement"].as_str() == Some(statement.as_str())
+        {
+            return Ok(());
+        }
+        Err(Finding::Edited {
+            seq: row.seq,
+            detail: "the log's key rotation filed for this tree size is not this record's \
+                     (log.signing_key_rotated) statement"
+                .into(),
+        })
     }
 
     /// The leaf hash of a row whose body is gone: only a retention run may have removed it.
@@ -396,6 +439,7 @@ impl LogAudit {
     /// Ends the audit once every row was fed.
     pub fn finish(self, events: u64) -> VerifyReport {
         let size = self.frontier.size();
+        let unrecorded = self.rotations.keys().filter(|at| **at > size).min();
         let problem = self
             .anchors
             .get(self.next_anchor)
@@ -407,6 +451,14 @@ impl LogAudit {
                     anchor.size,
                     size + 1
                 ),
+            })
+            .or_else(|| {
+                unrecorded.map(|at| Finding::Missing {
+                    seq: *at,
+                    detail: format!(
+                        "a key rotation is filed for tree size {at}, but the log has no record there"
+                    ),
+                })
             });
         VerifyReport {
             events,
@@ -597,7 +649,8 @@ pub fn verify_sqlite(
         .prepare("SELECT tree_size, note FROM checkpoints ORDER BY tree_size")?
         .query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
-    let mut audit = match LogAudit::new(verifier, notes, external_note) {
+    let rotations = crate::sqlite::key_rotations(&conn)?;
+    let mut audit = match LogAudit::new(verifier, &rotations, notes, external_note) {
         Ok(audit) => audit,
         Err(finding) => {
             return Ok(VerifyReport {

@@ -62,7 +62,9 @@ impl SigningKeys {
         if next_vkey == old_vkey || self.verifier.has_key(&parse_public(&next_vkey)?) {
             return Err(AppError::Conflict(format!(
                 "{} holds a key this log has already used; remove it to rotate to a new one",
-                self.data_dir.join(identity::NEXT_SIGNING_KEY_FILE).display()
+                self.data_dir
+                    .join(identity::NEXT_SIGNING_KEY_FILE)
+                    .display()
             )));
         }
         let (tenant, limits) = (self.tenant.clone(), self.limits.clone());
@@ -92,7 +94,8 @@ impl SigningKeys {
             .next()
             .ok_or_else(|| AppError::Internal("the rotation has no receipt".into()))?;
         let data_dir = self.data_dir.clone();
-        if let Err(error) = blocking(move || Ok(identity::promote_next_signing_key(&data_dir)?)).await
+        if let Err(error) =
+            blocking(move || Ok(identity::promote_next_signing_key(&data_dir)?)).await
         {
             // The rotation is in the log and the server signs with the new key; the next
             // start finishes the rename (the next seed is the chain's current key).

@@ -33,7 +33,10 @@ pub fn router(state: AppState) -> Router {
         .route("/checkpoint", get(integrity::checkpoint))
         .route("/proofs/consistency", get(integrity::consistency_proof))
         .route("/public-key", get(integrity::public_key))
-        .route("/log/signing-key/rotate", post(integrity::rotate_signing_key))
+        .route(
+            "/log/signing-key/rotate",
+            post(integrity::rotate_signing_key),
+        )
         .route("/stream", get(crate::stream::sse::stream))
         .route("/ws", get(crate::stream::ws::ws))
         .route("/keys", get(keys::list_keys).post(keys::create_key))

@@ -50,7 +50,8 @@ pub(crate) fn verify_in(
         .iter()
         .map(|r| (r.get::<_, i64>(0) as u64, r.get(1)))
         .collect();
-    let mut audit = match LogAudit::new(verifier, notes, external_note) {
+    let rotations = super::key_rotations(tx)?;
+    let mut audit = match LogAudit::new(verifier, &rotations, notes, external_note) {
         Ok(audit) => audit,
         Err(finding) => {
             return Ok(VerifyReport {
