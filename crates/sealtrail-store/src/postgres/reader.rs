@@ -465,7 +465,7 @@ impl LogReader for PgReader {
     }
 
     fn key_rotations(&self) -> Result<Vec<String>, StoreError> {
-        self.with_client(|client| super::key_rotations(client))
+        self.with_client(super::key_rotations)
     }
 
     fn inclusion_proof(&self, leaf_index: u64, tree_size: u64) -> Result<Vec<Hash>, StoreError> {

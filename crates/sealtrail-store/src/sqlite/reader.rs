@@ -520,7 +520,7 @@ impl LogReader for SqliteReader {
     }
 
     fn key_rotations(&self) -> Result<Vec<String>, StoreError> {
-        self.with_conn(|conn| super::key_rotations(conn))
+        self.with_conn(super::key_rotations)
     }
 
     fn latest_checkpoint(&self) -> Result<Option<CheckpointRow>, StoreError> {
