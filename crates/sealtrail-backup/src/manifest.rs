@@ -52,7 +52,10 @@ const fn file(name: &'static str, method: Method, required: bool) -> StateFile {
 ///   restored cursor is ahead of the restored log (a cursor behind it only redelivers);
 /// - `data-keys.sqlite` AFTER the log, so every data key an event of the snapshot was
 ///   sealed with is in the copy (a key is filed before the event it seals is appended);
-/// - the spool's cursor before the spool (a cursor never past what it counts).
+/// - the spool's cursor before the spool (a cursor never past what it counts);
+/// - the signing key (and a rotation's next key) BEFORE the log, so the copied key is one
+///   of the copied log's chain: a rotation committed in between is in the log copy, whose
+///   chain then holds the copied key too (the next key, if copied, is promoted at start).
 ///
 /// `index.sqlite` is derived from the log and rebuilt at start; it is never packed.
 pub const STATE_FILES: &[StateFile] = &[
@@ -64,6 +67,16 @@ pub const STATE_FILES: &[StateFile] = &[
     ),
     file("spool.cursor", Method::Plain, false),
     file("spool.ndjson", Method::Plain, false),
+    file(
+        sealtrail_store::identity::SIGNING_KEY_FILE,
+        Method::Plain,
+        true,
+    ),
+    file(
+        sealtrail_store::identity::NEXT_SIGNING_KEY_FILE,
+        Method::Plain,
+        false,
+    ),
     file(sealtrail_store::sqlite::LOG_DB_FILE, Method::Sqlite, true),
     file(
         sealtrail_store::data_keys::DATA_KEYS_FILE,
@@ -71,11 +84,6 @@ pub const STATE_FILES: &[StateFile] = &[
         false,
     ),
     file(sealtrail_store::keys::KEYS_DB_FILE, Method::Sqlite, false),
-    file(
-        sealtrail_store::identity::SIGNING_KEY_FILE,
-        Method::Plain,
-        true,
-    ),
 ];
 
 /// The embedded store's log, which a PostgreSQL backup never holds.

@@ -165,22 +165,37 @@ fn the_master_key_is_rotated_online_and_the_old_one_is_then_not_needed() {
     // new data keys wrapped by the new key; rotate-master runs while the server does.
     let rotating = config(work.path(), &new, &[&old]);
     let server = ServeProcess::start_with_config(&data, &rotating);
-    runtime.block_on(async {
+    let under_ingest = runtime.block_on(async {
         let api = api(&server, &key);
         assert_eq!(api.post(&change(ids[1], "g2")).await.0, 201);
-        let out = sealtrail(&[
-            "keys",
-            "rotate-master",
-            "--config",
-            rotating.to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-        ]);
+        // Events keep coming (other guests, new data keys) while the rotation runs.
+        let (config, dir) = (rotating.clone(), data.clone());
+        let rotation = tokio::task::spawn_blocking(move || {
+            sealtrail(&[
+                "keys",
+                "rotate-master",
+                "--config",
+                config.to_str().unwrap(),
+                "--data-dir",
+                dir.to_str().unwrap(),
+            ])
+        });
+        let mut sent = 0;
+        while !rotation.is_finished() || sent < 20 {
+            let id = format!("0192f1c4-0000-7000-8001-{sent:012}");
+            let mut seated = change(&id, &format!("x{sent}"));
+            seated["action"] = json!("seating.guest.moved");
+            let (status, body) = api.post(&seated).await;
+            assert_eq!(status, 201, "{body}");
+            sent += 1;
+        }
+        let out = rotation.await.unwrap();
         assert!(out.status.success(), "{out:?}");
         let said = String::from_utf8_lossy(&out.stdout).to_string();
-        // g1's key and the root key were wrapped by the old key; g2's by the new one.
+        // g1's key and the root key were wrapped by the old key; g2's (and those of the
+        // guests sent meanwhile) by the new one.
         assert!(
-            said.starts_with("2 data keys wrapped by the new master key, 1 were already"),
+            said.starts_with("2 data keys wrapped by the new master key, "),
             "{said}"
         );
         assert_eq!(api.post(&change(ids[2], "g3")).await.0, 201);
@@ -188,6 +203,7 @@ fn the_master_key_is_rotated_online_and_the_old_one_is_then_not_needed() {
             api.notes().await,
             ["g1: no shellfish", "g2: no shellfish", "g3: no shellfish"]
         );
+        sent
     });
     server.stop();
 
@@ -210,8 +226,24 @@ fn the_master_key_is_rotated_online_and_the_old_one_is_then_not_needed() {
             3,
             "a retry, not a new event: {body}"
         );
+        // What was sent while the rotation ran opens under the new key alone.
+        let page = api
+            .get("/v1/events?tenant_id=acme&action=seating.*&limit=1000")
+            .await;
+        let seated = page["events"].as_array().unwrap();
+        assert_eq!(seated.len(), under_ingest);
+        for event in seated {
+            let notes = event["details"]["guest"]["dietary_notes"].as_str().unwrap();
+            assert!(notes.ends_with(": no shellfish"), "{event}");
+        }
+        println!("{under_ingest} events sent while rotate-master ran");
     });
     server.stop();
+    let out = sealtrail(&["verify", "--data-dir", data.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "verify passes across the rotation: {out:?}"
+    );
 
     // The old key alone opens nothing any more: the server says so and does not start.
     let out = std::process::Command::new(common::BIN)

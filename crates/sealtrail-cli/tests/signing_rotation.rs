@@ -135,6 +135,7 @@ fn the_signing_key_is_rotated_under_ingest_and_verify_follows_the_chain() {
     std::fs::create_dir(&data).unwrap();
     let dir = data.to_str().unwrap();
     let key = admin_key(&["--data-dir", dir]);
+    let tenant_admin = admin_key(&["--data-dir", dir, "--tenant", "acme"]);
     let runtime = runtime();
     let server = ServeProcess::start(&data);
     let first_key_file = work.path().join("first-key.json");
@@ -153,10 +154,30 @@ fn the_signing_key_is_rotated_under_ingest_and_verify_follows_the_chain() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         std::fs::write(&kept_file, api.checkpoint_note().await).unwrap();
 
-        // Bad input names the field; nothing changes.
+        // Bad input names the field; nothing changes. A tenant's admin may not rotate the
+        // whole log's key, and producers may not write the action of its record.
         let (status, body) = api.rotate("").await;
         assert_eq!(status, 400, "{body}");
         assert!(body.to_string().contains("reason"), "{body}");
+        let (status, body) = Api::new(&server.url, &tenant_admin).rotate("mine").await;
+        assert_eq!(status, 403, "{body}");
+        let response = api
+            .http
+            .post(format!("{}/v1/events", api.url))
+            .bearer_auth(&key)
+            .json(
+                &json!({"events": [{"tenant_id": "acme", "action": "log.signing_key_rotated",
+                                      "resource_type": "log"}]}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400);
+        let body: Value = response.json().await.unwrap();
+        assert!(
+            body["field"].as_str().unwrap().ends_with("action"),
+            "{body}"
+        );
 
         let out = sealtrail(&[
             "log",
@@ -242,7 +263,8 @@ fn the_signing_key_is_rotated_under_ingest_and_verify_follows_the_chain() {
         assert!(ok && said.starts_with("ok: "), "{args:?}: {said}");
     }
 
-    // Restarted on the new key: every acknowledged event is there, and it goes on.
+    // Restarted on the new key: every acknowledged event is there, and it goes on; a
+    // second rotation extends the chain, which verify still follows from the first key.
     let server = ServeProcess::start(&data);
     runtime.block_on(async {
         let api = Api::new(&server.url, &key);
@@ -250,8 +272,20 @@ fn the_signing_key_is_rotated_under_ingest_and_verify_follows_the_chain() {
             assert_eq!(api.get(&format!("/v1/events/{id}")).await.0, 200, "{id}");
         }
         assert!(api.post(9_999_999).await.is_some());
+        let (status, body) = api.rotate("second rotation").await;
+        assert_eq!(status, 200, "{body}");
+        assert!(api.post(9_999_998).await.is_some());
+        let (_, now) = api.get("/v1/public-key").await;
+        assert_eq!(now["rotations"].as_array().unwrap().len(), 2);
     });
     server.stop();
+    let (ok, said) = verify(&[
+        "--data-dir",
+        dir,
+        "--public-key",
+        first_key_file.to_str().unwrap(),
+    ]);
+    assert!(ok, "{said}");
 
     // A rotation forged in the store (from a key nobody holds for this log) is refused: the
     // chain no longer leads to the data directory's key.
@@ -264,8 +298,22 @@ fn the_signing_key_is_rotated_under_ingest_and_verify_follows_the_chain() {
     .unwrap();
     let forged = stranger.rotation_note(&[43u8; 32], 1_000_000).unwrap();
     let log = rusqlite::Connection::open(data.join("log.sqlite")).unwrap();
+    // A row under the prefix that is not filed under its statement's size is not the
+    // sequencer's: ignored (and logged), it changes nothing.
+    for (key, value) in [
+        ("signing_key_rotation/00000000000000000001", "garbage"),
+        ("signing_key_rotation_0", forged.as_str()),
+    ] {
+        log.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2)",
+            [key, value],
+        )
+        .unwrap();
+    }
+    let (ok, said) = verify(&["--data-dir", dir]);
+    assert!(ok, "{said}");
     log.execute(
-        "INSERT INTO meta (key, value) VALUES ('signing_key_rotation/00000000000000999999', ?1)",
+        "INSERT INTO meta (key, value) VALUES ('signing_key_rotation/00000000000001000000', ?1)",
         [&forged],
     )
     .unwrap();
@@ -286,7 +334,7 @@ fn the_signing_key_is_rotated_under_ingest_and_verify_follows_the_chain() {
     let unrecorded = holder.rotation_note(&[44u8; 32], 1_000_000).unwrap();
     let log = rusqlite::Connection::open(data.join("log.sqlite")).unwrap();
     log.execute(
-        "UPDATE meta SET value = ?1 WHERE key = 'signing_key_rotation/00000000000000999999'",
+        "UPDATE meta SET value = ?1 WHERE key = 'signing_key_rotation/00000000000001000000'",
         [&unrecorded],
     )
     .unwrap();

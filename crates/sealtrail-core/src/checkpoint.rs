@@ -265,6 +265,9 @@ impl CheckpointSigner {
     }
 }
 
+/// The action of the record a rotation appends to the log; producers may not use it.
+pub const SIGNING_KEY_ROTATED_ACTION: &str = "log.signing_key_rotated";
+
 /// The first line of a key-rotation statement.
 const ROTATION_HEADER: &str = "sealtrail/signing-key-rotation";
 
@@ -272,6 +275,12 @@ fn vkey_string(name: &str, key_id: &[u8; 4], key: &VerifyingKey) -> String {
     let mut raw = vec![ED25519_ALGORITHM];
     raw.extend_from_slice(key.as_bytes());
     format!("{name}+{}+{}", hex::encode(key_id), BASE64.encode(raw))
+}
+
+/// The tree size a key-rotation statement hands the log over at (its signatures are not
+/// checked here).
+pub fn rotation_size(note: &str) -> Result<u64, CheckpointError> {
+    KeyRotation::parse(note).map(|r| r.size)
 }
 
 /// A parsed key-rotation statement (not yet verified).

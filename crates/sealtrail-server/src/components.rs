@@ -108,14 +108,14 @@ impl Parts {
             limits: config.limits.event.clone(),
         };
         let holds = LegalHolds::new(self.holds, self.log.clone(), config.limits.event.clone());
-        let signing_keys = crate::app::signing::SigningKeys {
+        let signing_keys = Arc::new(crate::app::signing::SigningKeys {
             sequencer: self.sequencer.clone(),
             verifier: self.verifier.clone(),
             data_dir: config.data_dir.clone(),
             tenant: config.access_log.global_tenant.clone(),
             limits: config.limits.event.clone(),
             changes: tokio::sync::Mutex::new(()),
-        };
+        });
         AppState::new(Inner {
             signing_keys,
             streams: self.streams,

@@ -40,7 +40,7 @@ pub struct Inner {
     /// Legal holds.
     pub holds: crate::app::holds::LegalHolds,
     /// Rotation of the log's signing key.
-    pub signing_keys: crate::app::signing::SigningKeys,
+    pub signing_keys: std::sync::Arc<crate::app::signing::SigningKeys>,
     /// Reads of the log (each recorded in the access log).
     pub reads: crate::app::reads::Reads,
     /// Records reads (streams' subscriptions; `reads` records its own).

@@ -26,6 +26,33 @@ pub fn rotation_meta_key(size: u64) -> String {
     format!("{ROTATION_META_PREFIX}{size:020}")
 }
 
+/// The range query's bounds of the rotation meta keys: `[prefix, prefix + 1)` (no LIKE,
+/// whose `_` would match any character).
+pub(crate) const ROTATION_META_RANGE: (&str, &str) =
+    (ROTATION_META_PREFIX, "signing_key_rotation0");
+
+/// The filed rotations among meta rows `(key, statement)`: those filed under the key of
+/// the size they state, by size. Anything else under the prefix (a row the service role
+/// could insert) is not the sequencer's and is left out, so it can neither break the
+/// chain nor reorder it; a statement left out that a checkpoint needs still fails that
+/// checkpoint.
+pub(crate) fn filed_rotations(rows: Vec<(String, String)>) -> Vec<String> {
+    let mut filed: Vec<(u64, String)> = rows
+        .into_iter()
+        .filter_map(|(key, statement)| {
+            match sealtrail_core::checkpoint::rotation_size(&statement) {
+                Ok(size) if key == rotation_meta_key(size) => Some((size, statement)),
+                _ => {
+                    tracing::warn!(%key, "a meta row under the rotations' prefix is not a filed key rotation; ignored");
+                    None
+                }
+            }
+        })
+        .collect();
+    filed.sort_by_key(|(size, _)| *size);
+    filed.into_iter().map(|(_, statement)| statement).collect()
+}
+
 /// Reads the signing key seed, creating one from the OS's random source if there is none.
 pub fn load_or_create_signing_key(data_dir: &Path) -> Result<[u8; 32], StoreError> {
     let path = data_dir.join(SIGNING_KEY_FILE);

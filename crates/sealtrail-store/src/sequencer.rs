@@ -951,6 +951,17 @@ impl<B: LogBackend> Writer<B> {
         rotation: RotationAsk,
     ) -> Result<GroupWritten, StoreError> {
         self.begin_group()?;
+        // Checked here, holding the writers' lock: a rotation another server made with
+        // the same copied key may have been followed just now.
+        let next_key = CheckpointSigner::new(self.signer.verifier().origin(), &rotation.next)
+            .map_err(|e| StoreError::Invalid(e.to_string()))?
+            .verifier()
+            .public_key();
+        if self.signer.verifier().has_key(&next_key) {
+            return Err(StoreError::Invalid(
+                "the next signing key is one this log already has".into(),
+            ));
+        }
         let size = self.frontier.size() + 1;
         let statement = self
             .signer
@@ -1078,6 +1089,11 @@ impl<B: LogBackend> Writer<B> {
                 // The tree holding the rotation record: signed by the next key and the
                 // current one, so verifiers that know either accept it. Kept as history.
                 let size = self.frontier.size();
+                if sealtrail_core::checkpoint::rotation_size(statement).ok() != Some(size) {
+                    return Err(StoreError::Integrity(
+                        "the rotation record did not land at the size its statement names".into(),
+                    ));
+                }
                 self.backend.insert_key_rotation(size, statement)?;
                 let next = CheckpointSigner::new(self.signer.verifier().origin(), next)
                     .map_err(|e| StoreError::Invalid(e.to_string()))?;

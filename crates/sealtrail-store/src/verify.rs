@@ -25,6 +25,7 @@ use std::fmt;
 use std::path::Path;
 
 use rusqlite::{OptionalExtension, params};
+use sealtrail_core::checkpoint::SIGNING_KEY_ROTATED_ACTION;
 use sealtrail_core::merkle::{self, Frontier, Hash};
 use sealtrail_core::time_format::format_micros;
 use sealtrail_core::{CheckpointVerifier, Severity, StoredRecord};
@@ -371,22 +372,29 @@ impl LogAudit {
         Ok(self.check_anchors().err())
     }
 
-    /// A key rotation takes effect at the seq of its record: the record there must carry it.
+    /// A key rotation takes effect at the seq of its record: the record there must carry
+    /// it, and every rotation record (an action producers may not use) must be filed — a
+    /// filing deleted would let a retired key sign again.
     fn check_rotation(&self, row: &AuditRow) -> Result<(), Finding> {
-        let Some(statement) = self.rotations.get(&row.seq) else {
-            return Ok(());
+        let is_record = row.action == SIGNING_KEY_ROTATED_ACTION;
+        let detail = match self.rotations.get(&row.seq) {
+            None if !is_record => return Ok(()),
+            None => {
+                "this key rotation record is not among the log's filed rotations (its \
+                     filing was removed, or the record was not written by the sequencer)"
+            }
+            Some(statement) => {
+                let record: serde_json::Value =
+                    serde_json::from_slice(&row.record).unwrap_or_default();
+                if is_record && record["details"]["statement"].as_str() == Some(statement) {
+                    return Ok(());
+                }
+                "the log's key rotation filed for this tree size is not this record's statement"
+            }
         };
-        let record: serde_json::Value = serde_json::from_slice(&row.record).unwrap_or_default();
-        if row.action == "log.signing_key_rotated"
-            && record["details"]["statement"].as_str() == Some(statement.as_str())
-        {
-            return Ok(());
-        }
         Err(Finding::Edited {
             seq: row.seq,
-            detail: "the log's key rotation filed for this tree size is not this record's \
-                     (log.signing_key_rotated) statement"
-                .into(),
+            detail: detail.into(),
         })
     }
 

@@ -130,6 +130,7 @@ impl Ingest {
                             sealer,
                         )
                     })
+                    .and_then(refuse_reserved_action)
                 })
                 .collect()
         };
@@ -140,4 +141,19 @@ impl Ingest {
             .await
             .map_err(|e| IngestError::Internal(e.to_string()))
     }
+}
+
+/// Refuses producer events with an action only the server writes: the record of a
+/// signing-key rotation, which `verify` requires to be one the sequencer filed.
+fn refuse_reserved_action(event: PreparedEvent) -> Result<PreparedEvent, FieldError> {
+    if event.action == sealtrail_core::checkpoint::SIGNING_KEY_ROTATED_ACTION {
+        return Err(FieldError::new(
+            "action",
+            format!(
+                "{} is reserved for the server's own record of a signing-key rotation",
+                event.action
+            ),
+        ));
+    }
+    Ok(event)
 }

@@ -5,6 +5,7 @@
 //! key follows the chain ([`sealtrail_core::CheckpointVerifier::from_rotations`]).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use sealtrail_core::time_format::now_micros;
 use sealtrail_core::{CheckpointVerifier, EventLimits};
@@ -47,26 +48,25 @@ pub struct Rotated {
 impl SigningKeys {
     /// Hands the log to the next key, on behalf of the admin key `key_id`, with `reason`.
     /// The next seed is the one waiting in the data directory (copied to every server of a
-    /// shared database beforehand) or a new one.
-    pub async fn rotate(&self, key_id: &str, reason: &str) -> Result<Rotated, AppError> {
+    /// shared database beforehand) or a new one. Runs to its end even if the caller goes
+    /// away: a rotation committed must also be promoted in the data directory.
+    pub async fn rotate(self: &Arc<Self>, key_id: &str, reason: &str) -> Result<Rotated, AppError> {
         // The same bound as a hold's reason: an admin's sentence, recorded in the log.
         sealtrail_core::holds::validate_hold_reason("reason", reason).map_err(AppError::Invalid)?;
+        let (this, key_id, reason) = (self.clone(), key_id.to_owned(), reason.to_owned());
+        tokio::spawn(async move { this.rotate_to_end(&key_id, &reason).await })
+            .await
+            .map_err(|e| AppError::Internal(e.to_string()))?
+    }
+
+    async fn rotate_to_end(&self, key_id: &str, reason: &str) -> Result<Rotated, AppError> {
         let _one = self.changes.lock().await;
-        let data_dir = self.data_dir.clone();
-        let next = blocking(move || Ok(identity::prepare_next_signing_key(&data_dir)?)).await?;
+        let next = self.next_seed().await?;
         let next_vkey = sealtrail_core::CheckpointSigner::new(self.verifier.origin(), &next)
             .map_err(|e| AppError::Internal(e.to_string()))?
             .verifier()
             .vkey();
         let old_vkey = self.verifier.vkey();
-        if next_vkey == old_vkey || self.verifier.has_key(&parse_public(&next_vkey)?) {
-            return Err(AppError::Conflict(format!(
-                "{} holds a key this log has already used; remove it to rotate to a new one",
-                self.data_dir
-                    .join(identity::NEXT_SIGNING_KEY_FILE)
-                    .display()
-            )));
-        }
         let (tenant, limits) = (self.tenant.clone(), self.limits.clone());
         let (by, why) = (format!("key:{key_id}"), reason.to_owned());
         let (old, new) = (old_vkey.clone(), next_vkey.clone());
@@ -98,13 +98,15 @@ impl SigningKeys {
             blocking(move || Ok(identity::promote_next_signing_key(&data_dir)?)).await
         {
             // The rotation is in the log and the server signs with the new key; the next
-            // start finishes the rename (the next seed is the chain's current key).
+            // start, or the next rotation, finishes the rename (the next seed is the
+            // chain's current key).
             tracing::error!(%error, "the rotated key could not be made the data directory's key yet");
         }
         let statement = self
             .verifier
             .rotations()
-            .pop()
+            .into_iter()
+            .find(|s| sealtrail_core::checkpoint::rotation_size(s).ok() == Some(receipt.seq))
             .ok_or_else(|| AppError::Internal("the rotation was not followed".into()))?;
         Ok(Rotated {
             from_size: receipt.seq,
@@ -114,10 +116,32 @@ impl SigningKeys {
             statement,
         })
     }
-}
 
-fn parse_public(vkey: &str) -> Result<[u8; 32], AppError> {
-    CheckpointVerifier::from_vkey(vkey)
-        .map(|v| v.public_key())
-        .map_err(|e| AppError::Internal(e.to_string()))
+    /// The seed to rotate to. A waiting next seed that is the log's current key (a rotation
+    /// whose rename did not happen) is promoted first and a new one made; one that is a
+    /// retired key of the log is refused.
+    async fn next_seed(&self) -> Result<[u8; 32], AppError> {
+        let data_dir = self.data_dir.clone();
+        let verifier = self.verifier.clone();
+        blocking(move || {
+            let next = identity::prepare_next_signing_key(&data_dir)?;
+            let public = sealtrail_core::CheckpointSigner::new(verifier.origin(), &next)
+                .map_err(|e| AppError::Internal(e.to_string()))?
+                .verifier()
+                .public_key();
+            if public == verifier.public_key() {
+                identity::promote_next_signing_key(&data_dir)?;
+                return Ok(identity::prepare_next_signing_key(&data_dir)?);
+            }
+            if verifier.has_key(&public) {
+                return Err(AppError::Conflict(format!(
+                    "{} holds a key this log retired; delete that file (the key signs nothing \
+                     any more) to rotate to a new one",
+                    data_dir.join(identity::NEXT_SIGNING_KEY_FILE).display()
+                )));
+            }
+            Ok(next)
+        })
+        .await
+    }
 }

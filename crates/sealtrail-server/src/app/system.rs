@@ -255,7 +255,7 @@ impl RotationRecord<'_> {
     ) -> Result<PreparedEvent, FieldError> {
         Input {
             tenant_id: self.tenant,
-            action: "log.signing_key_rotated",
+            action: sealtrail_core::checkpoint::SIGNING_KEY_ROTATED_ACTION,
             actor_type: "service",
             user_id: self.by.to_owned(),
             resource_type: "log",

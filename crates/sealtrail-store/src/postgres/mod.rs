@@ -144,14 +144,16 @@ pub fn stored_key_rotations(url: &str) -> Result<Vec<String>, StoreError> {
 pub(crate) fn key_rotations(
     client: &mut impl postgres::GenericClient,
 ) -> Result<Vec<String>, StoreError> {
-    Ok(client
+    let (from, to) = identity::ROTATION_META_RANGE;
+    let rows = client
         .query(
-            "SELECT value FROM sealtrail_meta WHERE key LIKE $1 ORDER BY key",
-            &[&format!("{}%", identity::ROTATION_META_PREFIX)],
+            "SELECT key, value FROM sealtrail_meta WHERE key >= $1 AND key < $2",
+            &[&from, &to],
         )?
         .iter()
-        .map(|row| row.get(0))
-        .collect())
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    Ok(identity::filed_rotations(rows))
 }
 
 /// The verifier of the log at `url`, from its stored origin and the key in `data_dir`.

@@ -121,12 +121,11 @@ pub fn stored_key_rotations(data_dir: &Path) -> Result<Vec<String>, StoreError> 
 
 /// The log's key-rotation statements, oldest first (the `meta` table).
 pub(crate) fn key_rotations(conn: &rusqlite::Connection) -> Result<Vec<String>, StoreError> {
-    let mut statement = conn.prepare("SELECT value FROM meta WHERE key LIKE ?1 ORDER BY key")?;
-    let rows = statement.query_map(
-        params![format!("{}%", identity::ROTATION_META_PREFIX)],
-        |row| row.get(0),
-    )?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let (from, to) = identity::ROTATION_META_RANGE;
+    let mut statement =
+        conn.prepare("SELECT key, CAST(value AS TEXT) FROM meta WHERE key >= ?1 AND key < ?2")?;
+    let rows = statement.query_map(params![from, to], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    Ok(identity::filed_rotations(rows.collect::<Result<_, _>>()?))
 }
 
 /// Makes everything committed to the embedded log so far durable, from any process: an
