@@ -23,10 +23,11 @@ const PACKABLE: &[&str] = &[
     "blind-index.sqlite",
     "spool.cursor",
     "spool.ndjson",
+    "log-signing.key",
+    "log-signing.next",
     "log.sqlite",
     "data-keys.sqlite",
     "keys.sqlite",
-    "log-signing.key",
 ];
 
 /// The names above are the ones the owners of those files use, and all a backup packs.
