@@ -344,7 +344,12 @@ impl SegmentWriter {
             checkpoint: ManifestCheckpoint {
                 tree_size: checkpoint.size,
                 note: note.to_owned(),
-                public_key: verifier.vkey(),
+                // The key that signed this note, which after a rotation need not be the
+                // log's current one (a manifest is checked with its key alone).
+                public_key: verifier
+                    .verify_signer(note)
+                    .map(|(_, vkey)| vkey)
+                    .unwrap_or_else(|_| verifier.vkey()),
             },
             boundary: boundary.iter().map(hex::encode).collect(),
             created_at: format_micros(now_micros()),

@@ -220,7 +220,10 @@ fn verify_evidence(bundle: &Path, pinned: Option<CheckpointVerifier>) -> anyhow:
         None => {
             CheckpointVerifier::from_vkey(&evidence.log.vkey).context("log.vkey in the bundle")?
         }
-    };
+    }
+    // The bundle's rotations extend the key only if they pass through it.
+    .anchored(&evidence.log.rotations)
+    .context("log.rotations in the bundle")?;
     let report = crate::evidence::check::check(&evidence, &key);
     for problem in &report.problems {
         println!("FAILED: {problem}");

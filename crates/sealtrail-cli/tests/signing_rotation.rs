@@ -278,6 +278,29 @@ fn the_signing_key_is_rotated_under_ingest_and_verify_follows_the_chain() {
         let (_, now) = api.get("/v1/public-key").await;
         assert_eq!(now["rotations"].as_array().unwrap().len(), 2);
     });
+    // An evidence bundle made now carries the rotations: an auditor who pinned the first
+    // key checks it.
+    let bundle = work.path().join("evidence.json");
+    let out = sealtrail(&[
+        "export",
+        "--evidence",
+        "--url",
+        &server.url,
+        "--key",
+        &key,
+        "--tenant",
+        "acme",
+        "--output",
+        bundle.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let (ok, said) = verify(&[
+        "--evidence",
+        bundle.to_str().unwrap(),
+        "--public-key",
+        first_key_file.to_str().unwrap(),
+    ]);
+    assert!(ok && said.starts_with("ok: "), "{said}");
     server.stop();
     let (ok, said) = verify(&[
         "--data-dir",

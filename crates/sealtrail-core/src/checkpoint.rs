@@ -595,6 +595,12 @@ impl CheckpointVerifier {
     /// Verifies a signed note and returns the checkpoint it carries: one of its signatures
     /// must be by a key of this log that signs trees of its size.
     pub fn verify(&self, note: &str) -> Result<Checkpoint, CheckpointError> {
+        self.verify_signer(note).map(|(checkpoint, _)| checkpoint)
+    }
+
+    /// [`verify`](Self::verify), also naming the key (vkey) whose signature was accepted:
+    /// what a single-key verifier of that checkpoint needs (an archive manifest's key).
+    pub fn verify_signer(&self, note: &str) -> Result<(Checkpoint, String), CheckpointError> {
         let (body, signatures) = split_note(note)?;
         let checkpoint = Checkpoint::parse_body(body)?;
         if checkpoint.origin != self.name {
@@ -611,7 +617,8 @@ impl CheckpointVerifier {
             }
             for key in chain.keys.iter().filter(|k| k.signed(body, &blob)) {
                 if key.covers(checkpoint.size) {
-                    return Ok(checkpoint);
+                    let vkey = vkey_string(&self.name, &key.key_id, &key.key);
+                    return Ok((checkpoint, vkey));
                 }
                 retired = true;
             }

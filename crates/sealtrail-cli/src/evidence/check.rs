@@ -37,7 +37,8 @@ impl Report {
 /// Checks `evidence` with `key` (pinned, or the bundle's own).
 pub fn check(evidence: &Evidence, key: &CheckpointVerifier) -> Report {
     let mut report = Report::default();
-    if key.vkey() != evidence.log.vkey.trim() {
+    let named = CheckpointVerifier::from_vkey(&evidence.log.vkey).map(|k| k.public_key());
+    if !named.is_ok_and(|public| key.has_key(&public)) {
         report.problems.push(format!(
             "log.vkey: the bundle names key {:?}, not the pinned {:?}",
             evidence.log.vkey,

@@ -118,6 +118,7 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
         log: LogKey {
             origin: public_key.origin,
             vkey: public_key.vkey,
+            rotations: public_key.rotations,
         },
         checkpoint: Note {
             tree_size: checkpoint.tree_size,

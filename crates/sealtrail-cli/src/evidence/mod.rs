@@ -77,6 +77,10 @@ pub struct LogKey {
     pub origin: String,
     /// Signed-note verifier key `origin+keyid+base64(0x01 || key)`.
     pub vkey: String,
+    /// The log's key rotations (`GET /v1/public-key`), when it had any: with them a key
+    /// pinned from before a rotation still verifies the bundle.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rotations: Vec<String>,
 }
 
 /// A signed checkpoint.
