@@ -294,9 +294,10 @@ const SHRED_BLIND_AFTER: std::time::Duration = std::time::Duration::from_secs(2)
 
 /// On PostgreSQL, where every server shares the data keys: drops the keys this server
 /// cached whenever another server shredded some, so a shredding on one server reads as
-/// `[shredded]` on all within [`SHRED_POLL`] (and is no longer sealed with). Searches
-/// check the keys too (`Reads::search`), so a blind-index entry this server kept of a
-/// value shredded elsewhere never matches.
+/// `[shredded]` on all within [`SHRED_POLL`] (and is no longer sealed with). The blind
+/// index is shared too (the shredding server drops its entries), and searches check the
+/// keys (`Reads::search`), so an entry another server's indexer added from a key it still
+/// had cached never matches.
 fn spawn_shred_watcher(
     cipher: Arc<sealtrail_crypto::FieldCipher>,
     shutdown: Shutdown,
@@ -440,6 +441,12 @@ async fn open_blind_index(
         .is_some_and(|e| !e.blind_index.is_empty());
     if !wanted || opener.cipher().is_none() {
         return Ok(None);
+    }
+    // On PostgreSQL one index for every server: a shredding's entries go for all at once.
+    if let Some(url) = &config.database_url {
+        return Ok(Some(Arc::new(
+            sealtrail_store::blind_index::PgBlindIndex::open(url),
+        )));
     }
     let dir = config.data_dir.clone();
     Ok(Some(Arc::new(

@@ -1,6 +1,7 @@
-//! The blind index's table, in `blind-index.sqlite` in the data directory: the SQLite side
-//! of `sealtrail-crypto`'s [`BlindIndexStore`] (tokens → seqs, and the index's cursor on
-//! the log, written in one transaction).
+//! The blind index's table: in `blind-index.sqlite` in the data directory, or in
+//! PostgreSQL for every server on the database — the stores of `sealtrail-crypto`'s
+//! [`BlindIndexStore`] (tokens → seqs, and the index's cursor on the log, written in one
+//! transaction).
 //!
 //! Commits are not fsync'd: entries lost with a power cut are indexed again from the
 //! cursor, which was lost with them.
@@ -135,6 +136,111 @@ impl BlindIndexStore for SqliteBlindIndex {
         }
         .map_err(failed)?;
         Ok(())
+    }
+}
+
+/// The blind index in PostgreSQL (migration 11), shared by every server on the database:
+/// a shredding's entries are gone for all of them at once, and each server's indexer
+/// adds what it reads of the shared log (an entry another server added is kept once).
+pub struct PgBlindIndex {
+    session: crate::postgres::PgSession,
+}
+
+impl std::fmt::Debug for PgBlindIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgBlindIndex").finish_non_exhaustive()
+    }
+}
+
+impl PgBlindIndex {
+    /// The index in the database at `url` (its tables made by `sealtrail migrate`).
+    pub fn open(url: &str) -> Self {
+        Self {
+            session: crate::postgres::PgSession::new(url),
+        }
+    }
+
+    fn run<T: Send>(
+        &self,
+        f: impl Fn(&mut postgres::Client) -> Result<T, StoreError> + Send + Sync,
+    ) -> Result<T, CryptoError> {
+        self.session.run(f).map_err(CryptoError::storage)
+    }
+}
+
+impl BlindIndexStore for PgBlindIndex {
+    fn cursor(&self) -> Result<u64, CryptoError> {
+        self.run(|client| {
+            let seq: Option<i64> = client
+                .query_opt("SELECT seq FROM blind_cursor WHERE id = 1", &[])?
+                .map(|row| row.get(0));
+            Ok(seq.unwrap_or(0) as u64)
+        })
+    }
+
+    fn add(&self, entries: &[BlindEntry], through: u64) -> Result<(), CryptoError> {
+        // In key order, so two servers adding the same entries wait on each other instead
+        // of deadlocking.
+        let mut sorted: Vec<&BlindEntry> = entries.iter().collect();
+        sorted.sort_by(|a, b| {
+            (&a.tenant, &a.field, &a.token, a.seq).cmp(&(&b.tenant, &b.field, &b.token, b.seq))
+        });
+        let tenants: Vec<&str> = sorted.iter().map(|e| e.tenant.as_str()).collect();
+        let fields: Vec<&str> = sorted.iter().map(|e| e.field.as_str()).collect();
+        let tokens: Vec<&str> = sorted.iter().map(|e| e.token.as_str()).collect();
+        let seqs: Vec<i64> = sorted.iter().map(|e| e.seq as i64).collect();
+        let subjects: Vec<Option<&str>> = sorted.iter().map(|e| e.subject_tag.as_deref()).collect();
+        self.run(|client| {
+            let mut tx = client.transaction()?;
+            if !seqs.is_empty() {
+                tx.execute(
+                    "INSERT INTO blind_tokens (tenant, field, token, seq, subject_tag)
+                     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[])
+                     ON CONFLICT DO NOTHING",
+                    &[&tenants, &fields, &tokens, &seqs, &subjects],
+                )?;
+            }
+            tx.execute(
+                "INSERT INTO blind_cursor (id, seq) VALUES (1, $1)
+                 ON CONFLICT (id) DO UPDATE SET seq = GREATEST(blind_cursor.seq, excluded.seq)",
+                &[&(through as i64)],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn find(
+        &self,
+        tenant: &str,
+        field: &str,
+        token: &str,
+        limit: usize,
+    ) -> Result<Vec<u64>, CryptoError> {
+        self.run(|client| {
+            Ok(client
+                .query(
+                    "SELECT seq FROM blind_tokens WHERE tenant = $1 AND field = $2 AND token = $3
+                     ORDER BY seq DESC LIMIT $4",
+                    &[&tenant, &field, &token, &(limit as i64)],
+                )?
+                .iter()
+                .map(|row| row.get::<_, i64>(0) as u64)
+                .collect())
+        })
+    }
+
+    fn forget(&self, tenant: &str, subject_tag: Option<&str>) -> Result<(), CryptoError> {
+        self.run(|client| {
+            match subject_tag {
+                None => client.execute("DELETE FROM blind_tokens WHERE tenant = $1", &[&tenant])?,
+                Some(tag) => client.execute(
+                    "DELETE FROM blind_tokens WHERE tenant = $1 AND subject_tag = $2",
+                    &[&tenant, &tag],
+                )?,
+            };
+            Ok(())
+        })
     }
 }
 

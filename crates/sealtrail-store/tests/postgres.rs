@@ -745,3 +745,70 @@ fn refused_to_the_service_role(app_url: &str, statements: &[&str]) {
         );
     }
 }
+
+fn blind_entry(
+    tenant: &str,
+    token: &str,
+    seq: u64,
+    subject: Option<&str>,
+) -> sealtrail_crypto::BlindEntry {
+    sealtrail_crypto::BlindEntry {
+        tenant: tenant.into(),
+        field: "/details/guest/email".into(),
+        token: token.into(),
+        seq,
+        subject_tag: subject.map(str::to_owned),
+    }
+}
+
+#[test]
+fn the_blind_index_in_postgres_is_one_for_every_server_and_a_shredding_empties_it_for_all() {
+    use sealtrail_crypto::BlindIndexStore as _;
+    use sealtrail_store::blind_index::PgBlindIndex;
+    let (db, _) = stopped_log();
+    let url = service_role(&db);
+    // Two servers' indexers, through the service role.
+    let (a, b) = (PgBlindIndex::open(&url), PgBlindIndex::open(&url));
+    let entries = [
+        blind_entry("acme", "t1", 3, Some("s1")),
+        blind_entry("acme", "t1", 9, Some("s2")),
+        blind_entry("acme", "t2", 4, Some("s1")),
+        blind_entry("globex", "t1", 5, None),
+    ];
+    a.add(&entries, 10).unwrap();
+    // The other indexer read the same log: its entries are kept once, the cursor only
+    // moves forwards.
+    b.add(&entries[..2], 9).unwrap();
+    assert_eq!(b.cursor().unwrap(), 10);
+    assert_eq!(
+        b.find("acme", "/details/guest/email", "t1", 10).unwrap(),
+        [9, 3]
+    );
+    assert_eq!(
+        b.find("acme", "/details/guest/email", "t1", 1).unwrap(),
+        [9]
+    );
+    assert_eq!(
+        b.find("acme", "/other", "t1", 10).unwrap(),
+        Vec::<u64>::new()
+    );
+    // A subject shredded through one server is gone from the other's searches.
+    a.forget("acme", Some("s1")).unwrap();
+    assert_eq!(
+        b.find("acme", "/details/guest/email", "t1", 10).unwrap(),
+        [9]
+    );
+    assert_eq!(
+        b.find("acme", "/details/guest/email", "t2", 10).unwrap(),
+        Vec::<u64>::new()
+    );
+    a.forget("acme", None).unwrap();
+    assert_eq!(
+        b.find("acme", "/details/guest/email", "t1", 10).unwrap(),
+        Vec::<u64>::new()
+    );
+    assert_eq!(
+        b.find("globex", "/details/guest/email", "t1", 10).unwrap(),
+        [5]
+    );
+}

@@ -421,6 +421,23 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER holds_only_released BEFORE UPDATE ON holds
         FOR EACH ROW EXECUTE FUNCTION sealtrail_hold_only_released();
     "#,
+    // 11: the blind index shared by every server (blind_index.rs): derived from the log,
+    // so backups leave it out and a restore indexes again from seq 0.
+    r#"
+    CREATE TABLE blind_cursor (
+        id  integer PRIMARY KEY CHECK (id = 1),
+        seq bigint  NOT NULL
+    );
+    CREATE TABLE blind_tokens (
+        tenant      text   NOT NULL,
+        field       text   NOT NULL,
+        token       text   NOT NULL,
+        seq         bigint NOT NULL,
+        subject_tag text,
+        PRIMARY KEY (tenant, field, token, seq)
+    );
+    CREATE INDEX blind_tokens_by_subject ON blind_tokens (tenant, subject_tag);
+    "#,
 ];
 
 /// The `sealtrail_meta` key counting partition drops (migration 4).
@@ -443,7 +460,8 @@ pub fn grant_service_role(client: &mut Client, role: &str) -> Result<(), StoreEr
         )));
     }
     client.batch_execute(&format!(
-        "REVOKE ALL ON events, event_ids, merkle_nodes, checkpoints, retention, dropped_partitions, sealtrail_meta, sealtrail_schema, api_keys, sink_cursors, sink_dead_letters, sink_digest_pending, sink_leases, data_keys, key_request_windows, holds FROM {role};
+        "REVOKE ALL ON events, event_ids, merkle_nodes, checkpoints, retention, dropped_partitions, sealtrail_meta, sealtrail_schema, api_keys, sink_cursors, sink_dead_letters, sink_digest_pending, sink_leases, data_keys, key_request_windows, holds, blind_cursor, blind_tokens FROM {role};
+         GRANT SELECT, INSERT, UPDATE, DELETE ON blind_cursor, blind_tokens TO {role};
          GRANT SELECT, INSERT ON holds TO {role};
          GRANT UPDATE (released_at, released_by, release_reason) ON holds TO {role};
          GRANT SELECT, INSERT, UPDATE, DELETE ON key_request_windows TO {role};
