@@ -242,6 +242,19 @@ fn the_signing_key_is_rotated_under_ingest_and_verify_follows_the_chain() {
     assert_ne!(seed, first_seed);
     server.stop();
 
+    // A crash after the rotation was durable but before the rename leaves the retired seed
+    // as the key and the new one waiting: tools accept it, and the next start finishes it.
+    std::fs::write(data.join("log-signing.key"), &first_seed).unwrap();
+    std::fs::write(data.join("log-signing.next"), &seed).unwrap();
+    let (ok, said) = verify(&["--data-dir", dir]);
+    assert!(ok, "{said}");
+    ServeProcess::start(&data).stop();
+    assert!(!data.join("log-signing.next").exists());
+    assert_eq!(
+        std::fs::read_to_string(data.join("log-signing.key")).unwrap(),
+        seed
+    );
+
     // verify passes across the rotation: from the data directory, pinned to the first key
     // (the store's rotations extend it), and against the checkpoint kept before it.
     for args in [
