@@ -248,6 +248,16 @@ pub(super) async fn http_batched(
     key: &str,
     total: usize,
 ) -> anyhow::Result<(f64, usize)> {
+    http_batched_across(&[server], key, total).await
+}
+
+/// [`http_batched`] with the clients spread over `servers` (client `c` sends to server
+/// `c % n`), all on one store.
+pub(super) async fn http_batched_across(
+    servers: &[&Server],
+    key: &str,
+    total: usize,
+) -> anyhow::Result<(f64, usize)> {
     let mut source = EventSource::new(3);
     let now = now_micros();
     let bodies: Vec<Vec<u8>> = (0..total / BATCH)
@@ -261,18 +271,13 @@ pub(super) async fn http_batched(
     let bodies = Arc::new(bodies);
     let next = Arc::new(AtomicUsize::new(0));
     let http = sealtrail_testkit::http_client();
-    let url = format!("{}/v1/events", server.url);
     eprintln!("bench: burst of {} requests starts", bodies.len());
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..CLIENTS {
-        let (bodies, next, http, url, key) = (
-            bodies.clone(),
-            next.clone(),
-            http.clone(),
-            url.clone(),
-            key.to_owned(),
-        );
+    for client in 0..CLIENTS {
+        let url = format!("{}/v1/events", servers[client % servers.len()].url);
+        let (bodies, next, http, key) =
+            (bodies.clone(), next.clone(), http.clone(), key.to_owned());
         tasks.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);

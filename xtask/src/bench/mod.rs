@@ -45,6 +45,9 @@ pub struct BenchArgs {
     /// Only the PostgreSQL store's benchmarks.
     #[arg(long)]
     pub postgres_only: bool,
+    /// Only the run of several servers on one PostgreSQL database.
+    #[arg(long)]
+    pub pg_servers_only: bool,
     /// Events sent in the PostgreSQL batched-ingest run (and the COPY ceiling).
     #[arg(long, default_value_t = 200_000)]
     pub pg_ingest_events: usize,
@@ -104,6 +107,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         || args.query_only
         || args.stream_only
         || args.postgres_only
+        || args.pg_servers_only
         || args.sinks_only
         || args.encryption_only
         || args.archive_only;
@@ -118,6 +122,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.postgres_only || !only {
         report.push_str(&postgres::run(&args)?);
+    } else if args.pg_servers_only {
+        report.push_str(&postgres::run_servers(&args)?);
     }
     if args.sinks_only || !only {
         report.push_str(&sinks::run(&args)?);

@@ -44,10 +44,27 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
     let ceilings = copy_ceilings(&pg, events)?;
     let ingest = http_ingest(&pg, &runtime, events)?;
     write_ingest_rows(&mut out, naive, ceilings, ingest)?;
+    let servers = several_servers(&pg, &runtime, events)?;
+    write_several_servers(&mut out, &servers)?;
 
     let count = args.pg_query_events;
     let queries = query_latency(&pg, &runtime, count)?;
     write_query_rows(&mut out, count, queries)?;
+    Ok(out)
+}
+
+/// Only the run of several servers on one database (`--pg-servers-only`).
+pub fn run_servers(args: &BenchArgs) -> anyhow::Result<String> {
+    let pg = PgCluster::start(100)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let mut out = String::from(
+        "## PostgreSQL store: several servers
+",
+    );
+    let servers = several_servers(&pg, &runtime, args.pg_ingest_events)?;
+    write_several_servers(&mut out, &servers)?;
     Ok(out)
 }
 
@@ -140,6 +157,124 @@ fn http_ingest(
         concurrent,
         concurrent_rate,
     })
+}
+
+/// Servers on one database in the run of [`several_servers`].
+const MAX_SERVERS: usize = 3;
+
+/// One row of [`several_servers`].
+struct ServersRun {
+    servers: usize,
+    /// Events sent.
+    events: usize,
+    /// Durable events per second.
+    rate: f64,
+    /// Group commits, all servers together.
+    commits: f64,
+    /// CPU seconds of all servers during the run.
+    cpu_seconds: f64,
+}
+
+/// Durable batched ingest with 1..=[`MAX_SERVERS`] servers on one database, the clients
+/// spread over them: every group commit takes the writers' advisory lock, so the servers
+/// take turns as the one writer. Each count gets a database of its own.
+fn several_servers(
+    pg: &PgCluster,
+    runtime: &tokio::runtime::Runtime,
+    events: usize,
+) -> anyhow::Result<Vec<ServersRun>> {
+    let mut runs = Vec::new();
+    for n in 1..=MAX_SERVERS {
+        eprintln!("bench: postgres: {n} servers on one database, {events} events");
+        let url = pg.database(&format!("servers_{n}"))?;
+        let dirs: Vec<tempfile::TempDir> = (0..n)
+            .map(|_| tempfile::tempdir())
+            .collect::<Result<_, _>>()?;
+        let mut servers = vec![Server::start_with(
+            dirs[0].path(),
+            &["--database-url", &url],
+        )?];
+        for dir in &dirs[1..] {
+            std::fs::copy(
+                dirs[0].path().join("log-signing.key"),
+                dir.path().join("log-signing.key"),
+            )?;
+            servers.push(Server::start_with(dir.path(), &["--database-url", &url])?);
+        }
+        let out = std::process::Command::new(super::server::binary())
+            .args([
+                "keys",
+                "create",
+                "--scopes",
+                "ingest,read",
+                "--database-url",
+                &url,
+            ])
+            .output()?;
+        anyhow::ensure!(out.status.success(), "keys create: {out:?}");
+        let key = String::from_utf8(out.stdout)?.trim().to_owned();
+        let cpu = |servers: &[Server]| servers.iter().map(|s| cpu_seconds(s.pid())).sum::<f64>();
+        let cpu_before = cpu(&servers);
+        let all: Vec<&Server> = servers.iter().collect();
+        let (rate, sent) =
+            runtime.block_on(super::ingest::http_batched_across(&all, &key, events))?;
+        let cpu_seconds = cpu(&servers) - cpu_before;
+        let mut commits = 0.0;
+        for server in &servers {
+            commits += runtime.block_on(commit_count(server))?;
+        }
+        runs.push(ServersRun {
+            servers: n,
+            events: sent,
+            rate,
+            commits,
+            cpu_seconds,
+        });
+    }
+    Ok(runs)
+}
+
+/// Group commits a server made (its `sealtrail_commit_events_count`).
+async fn commit_count(server: &Server) -> anyhow::Result<f64> {
+    let text = sealtrail_testkit::http_client()
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix("sealtrail_commit_events_count "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0))
+}
+
+fn write_several_servers(out: &mut String, runs: &[ServersRun]) -> anyhow::Result<()> {
+    let one = runs.first().map_or(1.0, |r| r.rate);
+    writeln!(
+        out,
+        "
+Several servers on one database (the same batches, {CLIENTS} clients spread over the servers; each group commit holds the writers' advisory lock):
+"
+    )?;
+    writeln!(
+        out,
+        "| servers | events/s | against 1 server | group commits | events per commit | server CPU (all servers) |"
+    )?;
+    writeln!(out, "|---|---|---|---|---|---|")?;
+    for run in runs {
+        writeln!(
+            out,
+            "| {} | {:.0} | {:.2}× | {:.0} | {:.0} | {:.1} s |",
+            run.servers,
+            run.rate,
+            run.rate / one,
+            run.commits,
+            run.events as f64 / run.commits.max(1.0),
+            run.cpu_seconds
+        )?;
+    }
+    Ok(())
 }
 
 /// The table's header and its ingest rows, each against its baseline.
