@@ -47,12 +47,6 @@ pub struct VerifyArgs {
 /// `rotations`, when the log's key was rotated, give the whole key chain the pinned key
 /// belongs to).
 pub(crate) fn pinned_key(arg: &str) -> anyhow::Result<CheckpointVerifier> {
-    let (key, rotations) = pinned_key_and_rotations(arg)?;
-    key.anchored(&rotations).context("--public-key's rotations")
-}
-
-/// The pinned key alone, and the rotations given with it.
-fn pinned_key_and_rotations(arg: &str) -> anyhow::Result<(CheckpointVerifier, Vec<String>)> {
     let path = Path::new(arg);
     let (text, rotations) = if !arg.contains('+') && path.is_file() {
         let text = std::fs::read_to_string(path)
@@ -65,7 +59,7 @@ fn pinned_key_and_rotations(arg: &str) -> anyhow::Result<(CheckpointVerifier, Ve
         (arg.to_owned(), Vec::new())
     };
     let key = CheckpointVerifier::from_vkey(&text).context("--public-key")?;
-    Ok((key, rotations))
+    key.anchored(&rotations).context("--public-key's rotations")
 }
 
 pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
@@ -79,18 +73,9 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     }
     let dir = &args.data.data_dir;
     let verifier = match &args.public_key {
-        // The pinned key is trusted; the store's rotations (each signed by both its keys)
-        // extend the trust to the log's other keys only if they pass through it.
-        Some(vkey) => {
-            let stored = match &args.database_url {
-                Some(url) => sealtrail_store::postgres::stored_key_rotations(url)?,
-                None => sealtrail_store::sqlite::stored_key_rotations(dir)?,
-            };
-            let (key, given) = pinned_key_and_rotations(vkey)?;
-            let rotations = if stored.is_empty() { given } else { stored };
-            key.anchored(&rotations)
-                .context("the log's key rotations and --public-key")?
-        }
+        // The pinned key is trusted; `verify_*` extend it by the store's rotations (each
+        // signed by both its keys) only if they pass through it.
+        Some(vkey) => pinned_key(vkey)?,
         None => match &args.database_url {
             Some(url) => sealtrail_store::postgres::log_verifier(url, dir)?,
             None => sealtrail_store::sqlite::log_verifier(dir)?,

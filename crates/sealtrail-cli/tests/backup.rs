@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 mod common;
 
-use common::{ServeProcess, all_events, sealtrail};
+use common::{ServeProcess, all_events, runtime, sealtrail};
 
 /// Every name a backup may hold (the manifest and `sealtrail_backup::STATE_FILES`).
 const PACKABLE: &[&str] = &[
@@ -79,15 +79,6 @@ fn age_identity(dir: &Path, name: &str) -> (PathBuf, age::x25519::Identity) {
     )
     .unwrap();
     (file, identity)
-}
-
-/// A `sealtrail serve` child on a port the OS chose.
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 async fn post(url: &str, key: &str, events: Vec<Value>) -> Value {

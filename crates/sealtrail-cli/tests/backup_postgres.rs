@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 mod common;
 
-use common::{ServeProcess, all_events, sealtrail};
+use common::{ServeProcess, all_events, runtime, sealtrail};
 
 use sealtrail_testkit::pg::TestDatabase as Database;
 
@@ -78,14 +78,6 @@ fn age_identity(dir: &Path, name: &str) -> (PathBuf, age::x25519::Identity) {
     )
     .unwrap();
     (file, identity)
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 async fn post(url: &str, key: &str, events: Vec<Value>) -> Value {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{ServeProcess, sealtrail};
+use common::{ServeProcess, runtime, sealtrail};
 use sealtrail_core::CheckpointVerifier;
 use sealtrail_core::checkpoint::CheckpointError;
 use serde_json::{Value, json};
@@ -101,11 +101,7 @@ async fn ingest_until(api: Arc<Api>, first: usize, stop: Arc<AtomicBool>) -> Vec
 }
 
 fn admin_key(args: &[&str]) -> String {
-    let mut all = vec!["keys", "create", "--scopes", "ingest,read,admin"];
-    all.extend_from_slice(args);
-    let out = sealtrail(&all);
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    common::create_key(&[&["--scopes", "ingest,read,admin"], args].concat())
 }
 
 fn verify(args: &[&str]) -> (bool, String) {
@@ -118,14 +114,6 @@ fn verify(args: &[&str]) -> (bool, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.success(), said)
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 #[test]

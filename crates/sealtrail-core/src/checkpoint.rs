@@ -559,13 +559,19 @@ impl CheckpointVerifier {
         self.read().rotations.clone()
     }
 
-    /// The tree size from which each key signs, oldest key first, with its vkey.
-    pub fn keys(&self) -> Vec<(String, u64, Option<u64>)> {
-        self.read()
-            .keys
-            .iter()
-            .map(|k| (vkey_string(&self.name, &k.key_id, &k.key), k.from, k.until))
-            .collect()
+    /// Whether the note carries a signature under this log's name by a key the chain does
+    /// not know (yet): the tree of a rotation made elsewhere, or a later one.
+    pub fn signed_by_unknown_key(&self, note: &str) -> bool {
+        let Ok((_, signatures)) = split_note(note) else {
+            return false;
+        };
+        let Ok(lines) = signature_lines(signatures) else {
+            return false;
+        };
+        let chain = self.read();
+        lines
+            .filter(|(name, blob)| *name == self.name && blob.len() == 4 + 64)
+            .any(|(_, blob)| !chain.keys.iter().any(|k| blob[..4] == k.key_id))
     }
 
     /// Whether `public_key` is one of this log's keys.
@@ -687,6 +693,11 @@ mod tests {
         let rotation = signer.rotation_note(&[8u8; 32], 10).unwrap();
         let next = CheckpointSigner::new("sealtrail.test/log", &[8u8; 32]).unwrap();
         let transition = signer.cosign(&next.sign(10, [2; 32])).note;
+        // A verifier that does not know the next key yet sees the transition as signed by
+        // a key it does not know; the tree before it, not.
+        let unaware = CheckpointVerifier::from_vkey(&kept.vkey()).unwrap();
+        assert!(unaware.signed_by_unknown_key(&transition));
+        assert!(!unaware.signed_by_unknown_key(&old_note));
         signer.switch_to(&[8u8; 32], &rotation).unwrap();
         let new_note = signer.sign(11, [3; 32]).note;
         // The clone taken before the rotation follows it.
@@ -710,7 +721,7 @@ mod tests {
         assert!(rebuilt.has_key(&next.verifier().public_key()));
         assert_eq!(rebuilt.vkey(), next.verifier().vkey());
         assert_eq!(rebuilt.verify(&new_note).unwrap().size, 11);
-        assert_eq!(rebuilt.keys()[0].2, Some(10));
+        assert_eq!(rotation_size(&rebuilt.rotations()[0]), Ok(10));
     }
 
     #[test]

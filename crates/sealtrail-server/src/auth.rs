@@ -63,6 +63,19 @@ impl Auth {
         }
     }
 
+    /// Refuses unless the key is an admin key bound to no tenant: for what spans every
+    /// tenant (`why` says what, for the answer).
+    pub fn require_unbound_admin(&self, why: &str) -> Result<(), ApiError> {
+        self.require(Scope::Admin)?;
+        if let Some(tenant) = &self.0.tenant_id {
+            return Err(ApiError::forbidden(format!(
+                "API key {} is bound to tenant {tenant}; {why}",
+                self.0.key_id
+            )));
+        }
+        Ok(())
+    }
+
     /// Refuses unless the key carries any of `scopes`.
     pub fn require_any(&self, scopes: &[Scope]) -> Result<(), ApiError> {
         if scopes.iter().any(|s| self.0.allows(*s)) {

@@ -850,12 +850,12 @@ impl<B: LogBackend> Writer<B> {
     }
 
     /// Verifies a checkpoint another server (or a lost commit) stored. One this server's
-    /// key chain does not accept, or one signed twice (the tree of a rotation), may come
-    /// after a rotation made elsewhere: the stored rotations are followed first.
+    /// key chain does not accept, or one also signed by a key it does not know (the tree of
+    /// a rotation, which the retired key signs too), comes after a rotation made
+    /// elsewhere: the stored rotations are followed first.
     fn verify_stored(&mut self, note: &str) -> Option<sealtrail_core::Checkpoint> {
         let first = self.signer.verifier().verify(note);
-        let cosigned = note.matches("\n\u{2014} ").count() > 1;
-        if first.is_ok() && !cosigned {
+        if first.is_ok() && !self.signer.verifier().signed_by_unknown_key(note) {
             return first.ok();
         }
         if let Err(error) = self.follow_stored_rotations() {

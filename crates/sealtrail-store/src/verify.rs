@@ -242,13 +242,10 @@ impl LogAudit {
                 tree_size: 0,
                 detail: format!("the log's stored key rotations: {e}"),
             })?;
-        // Key i + 1 signs from the size of rotation i on.
         let rotations = verifier
-            .keys()
-            .iter()
-            .skip(1)
-            .map(|(_, from, _)| *from)
-            .zip(verifier.rotations())
+            .rotations()
+            .into_iter()
+            .filter_map(|r| Some((sealtrail_core::checkpoint::rotation_size(&r).ok()?, r)))
             .collect();
         let mut anchors = Vec::new();
         let mut checkpoints = 0;

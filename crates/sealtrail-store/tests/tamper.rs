@@ -276,3 +276,27 @@ fn a_row_with_a_seq_the_sequencer_never_writes_is_named() {
     assert_eq!(finding.kind(), "inserted", "{finding}");
     assert!(finding.to_string().contains("seq 0"), "{finding}");
 }
+
+/// A record of a key rotation must be one the sequencer filed: producers may not write the
+/// action, so one that is not filed is a rotation whose filing was removed (which would let
+/// a retired key sign again) or a record written past the server.
+#[test]
+fn a_key_rotation_record_that_is_not_filed_is_found() {
+    let log = TestLog::new();
+    log.append((0..10).map(event).collect());
+    let mut unfiled = event(10);
+    unfiled["action"] = serde_json::json!(sealtrail_core::checkpoint::SIGNING_KEY_ROTATED_ACTION);
+    log.append(vec![unfiled]);
+    log.append((11..20).map(event).collect());
+    let verifier = log.verifier.clone();
+    let dir = log.stop();
+    match verify(&dir, &verifier) {
+        Some(Finding::Edited { seq: 11, detail }) => {
+            assert!(
+                detail.contains("not among the log's filed rotations"),
+                "{detail}"
+            )
+        }
+        other => panic!("expected the unfiled rotation record at seq 11, got {other:?}"),
+    }
+}

@@ -27,6 +27,23 @@ pub fn sealtrail(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// `sealtrail keys create ARGS` (the scopes and where, e.g. `--data-dir DIR`): the key.
+pub fn create_key(args: &[&str]) -> String {
+    let out = sealtrail(&[&["keys", "create"], args].concat());
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// A runtime for a test's HTTP clients: two workers, so a client task and a blocking
+/// call can run side by side.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// A `sealtrail serve` child; killed when dropped.
 pub struct ServeProcess {
     pub child: Child,

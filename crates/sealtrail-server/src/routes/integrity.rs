@@ -176,14 +176,7 @@ pub async fn rotate_signing_key(
     State(state): State<AppState>,
     body: axum::body::Bytes,
 ) -> Result<Json<SigningKeyRotation>, ApiError> {
-    auth.require(Scope::Admin)?;
-    if let Some(tenant) = &auth.0.tenant_id {
-        return Err(ApiError::forbidden(format!(
-            "API key {} is bound to tenant {tenant}; the signing key is the whole log's and \
-             needs an admin key bound to no tenant",
-            auth.0.key_id
-        )));
-    }
+    auth.require_unbound_admin("the signing key is the whole log's")?;
     let request: RotateSigningKeyRequest =
         serde_json::from_slice(&body).map_err(|e| ApiError::invalid_json(e.to_string()))?;
     let reason = request

@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use sealtrail_core::{FieldError, Scope};
+use sealtrail_core::FieldError;
 use sealtrail_sinks::{DeadLetter, SinkError, SinkStatus};
 use serde::{Deserialize, Serialize};
 
@@ -17,14 +17,7 @@ use crate::state::AppState;
 pub const MAX_DEAD_LETTERS_LISTED: usize = 1000;
 
 fn require_global_admin(auth: &Auth) -> Result<(), ApiError> {
-    auth.require(Scope::Admin)?;
-    if let Some(tenant) = &auth.0.tenant_id {
-        return Err(ApiError::forbidden(format!(
-            "API key {} is bound to tenant {tenant}; sinks carry every tenant's events",
-            auth.0.key_id
-        )));
-    }
-    Ok(())
+    auth.require_unbound_admin("sinks carry every tenant's events")
 }
 
 fn sink_error(error: SinkError) -> ApiError {

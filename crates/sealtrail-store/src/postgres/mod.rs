@@ -135,11 +135,6 @@ pub fn open_log(
     Ok((PgBackend::new(client, url)?, signer))
 }
 
-/// The key-rotation statements of the log at `url`, oldest first.
-pub fn stored_key_rotations(url: &str) -> Result<Vec<String>, StoreError> {
-    key_rotations(&mut connect(url)?)
-}
-
 /// The log's key-rotation statements, oldest first (`sealtrail_meta`).
 pub(crate) fn key_rotations(
     client: &mut impl postgres::GenericClient,

@@ -111,14 +111,6 @@ pub fn log_verifier(data_dir: &Path) -> Result<sealtrail_core::CheckpointVerifie
     identity::log_verifier(data_dir, &origin, &key_rotations(&conn)?)
 }
 
-/// The key-rotation statements of the embedded log in `data_dir`, oldest first (for a
-/// verifier pinned to one of its keys: [`CheckpointVerifier::anchored`]).
-///
-/// [`CheckpointVerifier::anchored`]: sealtrail_core::CheckpointVerifier::anchored
-pub fn stored_key_rotations(data_dir: &Path) -> Result<Vec<String>, StoreError> {
-    key_rotations(&open_connection(&log_db_path(data_dir), true)?)
-}
-
 /// The log's key-rotation statements, oldest first (the `meta` table).
 pub(crate) fn key_rotations(conn: &rusqlite::Connection) -> Result<Vec<String>, StoreError> {
     let (from, to) = identity::ROTATION_META_RANGE;
