@@ -14,6 +14,7 @@ pub mod holds;
 pub mod merkle;
 pub mod query;
 pub mod retention_policy;
+pub mod sources;
 pub mod stored;
 pub mod time_format;
 

@@ -65,7 +65,14 @@ pub(crate) enum FieldKind {
     Changes,
     /// A JSON object of at most `max_details_bytes`, `max_json_depth` deep (see `freeform`).
     Details,
+    /// A producer's own sequence number: an integer from 1 to [`MAX_SOURCE_SEQ`], sent
+    /// together with `source`.
+    SourceSeq,
 }
+
+/// The largest `source_seq`: 2^53 − 1, so every client (JavaScript's numbers too) can
+/// count to it exactly.
+pub const MAX_SOURCE_SEQ: u64 = (1 << 53) - 1;
 
 const fn field(name: &'static str, kind: FieldKind, presence: Presence) -> Field {
     Field {
@@ -76,7 +83,7 @@ const fn field(name: &'static str, kind: FieldKind, presence: Presence) -> Field
 }
 
 /// Every field a producer may send, in validation order.
-pub(crate) const FIELDS: [Field; 16] = {
+pub(crate) const FIELDS: [Field; 18] = {
     use FieldKind::*;
     use Presence::*;
     [
@@ -117,6 +124,8 @@ pub(crate) const FIELDS: [Field; 16] = {
         ),
         field("changes", Changes, Optional),
         field("details", Details, Optional),
+        field("source", Name(|l| l.max_source_chars), Optional),
+        field("source_seq", SourceSeq, Optional),
     ]
 };
 
@@ -143,6 +152,8 @@ pub(crate) fn is_producer_field(name: &str) -> bool {
             | "reason"
             | "changes"
             | "details"
+            | "source"
+            | "source_seq"
     );
     debug_assert_eq!(known, FIELDS.iter().any(|f| f.name == name));
     known

@@ -32,6 +32,7 @@ use crate::merkle::Hash;
 
 pub use record::StoredRecord;
 pub use seal::FieldSealer;
+pub use fields::MAX_SOURCE_SEQ;
 pub use validate::validate_tenant_id;
 
 /// How bad an event is. Ordered: `info < warning < critical`.
@@ -145,6 +146,8 @@ pub struct EventLimits {
     pub max_json_depth: usize,
     /// How far in the future `occurred_at` may be, for producers with skewed clocks.
     pub max_future_skew_secs: i64,
+    /// `source`: characters.
+    pub max_source_chars: usize,
 }
 
 impl Default for EventLimits {
@@ -161,6 +164,7 @@ impl Default for EventLimits {
             max_details_bytes: 64 * 1024,
             max_json_depth: 32,
             max_future_skew_secs: 24 * 3600,
+            max_source_chars: 200,
         }
     }
 }

@@ -157,10 +157,12 @@ fn valid_event(wide_floats: bool) -> impl Strategy<Value = (Value, TenantScope)>
         of(changes(wide_floats)),
         of(details(wide_floats)),
     );
-    (scope, who, how, any::<bool>()).prop_map(|((scope, tenant), who, how, nulls)| {
+    let source = of((dotted_name(), 1..=crate::event::MAX_SOURCE_SEQ));
+    (scope, who, how, source, any::<bool>()).prop_map(|((scope, tenant), who, how, source, nulls)| {
         let (id, occurred, user_id, actor_type, action, resource_type, resource_id) = who;
         let (severity, outcome, ip, user_agent, request_id, reason, changes, details) = how;
-        let members: [(&str, Option<Value>); 16] = [
+        let (source, source_seq) = source.unzip();
+        let members: [(&str, Option<Value>); 18] = [
             ("id", id.map(Value::from)),
             ("tenant_id", tenant.map(Value::from)),
             ("occurred_at", occurred.map(Value::from)),
@@ -177,6 +179,8 @@ fn valid_event(wide_floats: bool) -> impl Strategy<Value = (Value, TenantScope)>
             ("reason", reason.map(Value::from)),
             ("changes", changes),
             ("details", details),
+            ("source", source.map(Value::from)),
+            ("source_seq", source_seq.map(Value::from)),
         ];
         let mut event = Map::new();
         for (name, value) in members {

@@ -32,6 +32,8 @@ fn the_record_is_canonical_json_with_the_seq_spliced_in() {
         "details": {"z": 1, "a": {"y": true, "b": null}},
         "changes": [{"field": "dietary_restriction", "before": "none", "after": "vegan"}],
         "reason": "guest called",
+        "source": "wedding-api/0190f0e4",
+        "source_seq": 7,
     }))
     .unwrap();
     let record = String::from_utf8(event.record(42)).unwrap();
@@ -45,6 +47,7 @@ fn the_record_is_canonical_json_with_the_seq_spliced_in() {
             r#""occurred_at":"2026-11-18T11:06:40.000000Z","outcome":"success","#,
             r#""reason":"guest called","received_at":"2026-11-18T11:06:40.000000Z","#,
             r#""resource_id":"4711","resource_type":"guest","seq":42,"severity":"info","#,
+            r#""source":"wedding-api/0190f0e4","source_seq":7,"#,
             r#""tenant_id":"bloom-weddings","user_id":"coord-17"}"#
         )
     );
@@ -126,6 +129,16 @@ fn every_rule_names_its_field() {
             json!({"action": "a", "resource_type": "g", "colour": 1}),
             "colour",
             "unknown field",
+        ),
+        (
+            json!({"action": "a", "resource_type": "g", "source": "api/1"}),
+            "source_seq",
+            "required with source",
+        ),
+        (
+            json!({"action": "a", "resource_type": "g", "source_seq": 4}),
+            "source",
+            "required with source_seq",
         ),
         (
             json!({"action": "a", "resource_type": "g", "seq": 1}),
@@ -526,6 +539,18 @@ fn edges(field: &fields::Field, limits: &EventLimits) -> Vec<Edge> {
             refused("192.0.2", name, "not an IPv4 or IPv6 address"),
         ],
         Changes => change_edges(limits),
+        SourceSeq => {
+            let max = crate::event::MAX_SOURCE_SEQ;
+            vec![
+                accepted(1),
+                accepted(max),
+                refused(max + 1, name, "out of range"),
+                refused(0, name, "out of range"),
+                refused(-1, name, "out of range"),
+                refused(1.5, name, "out of range"),
+                refused("1", name, "not a string"),
+            ]
+        }
         Details => {
             let bytes = limits.max_details_bytes;
             let deepest = limits.max_json_depth - 2; // `details` is 1 and its members 2
@@ -588,7 +613,9 @@ fn every_field_is_accepted_at_its_limit_and_refused_one_past_it() {
     let limits = EventLimits::default();
     for field in &fields::FIELDS {
         for edge in edges(field, &limits) {
-            let mut event = json!({"action": "a", "resource_type": "g", "tenant_id": "t"});
+            // `source` and `source_seq` come together.
+            let mut event = json!({"action": "a", "resource_type": "g", "tenant_id": "t",
+                                   "source": "s", "source_seq": 1});
             event[field.name] = edge.value.clone();
             let result = prepare_event_value(event, &TenantScope::Any, NOW, &limits);
             let shown: String = edge.value.to_string().chars().take(60).collect();

@@ -9,7 +9,9 @@ use std::net::IpAddr;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::fields::{FIELDS, Field, FieldKind, Presence, SERVER_FIELDS, is_producer_field};
+use super::fields::{
+    FIELDS, Field, FieldKind, MAX_SOURCE_SEQ, Presence, SERVER_FIELDS, is_producer_field,
+};
 use super::freeform::{validate_changes, validate_details};
 use super::{ActorType, EventLimits, FieldError, Outcome, Severity, TenantScope};
 use crate::time_format::{MICROS_PER_SECOND, parse_rfc3339_micros};
@@ -40,6 +42,8 @@ pub(crate) struct ValidEvent {
     pub(crate) changes: Option<Vec<u8>>,
     /// Canonical JSON; `None` when absent or empty, which the record leaves out.
     pub(crate) details: Option<Vec<u8>>,
+    /// The producer instance and its sequence number for this event, always both or neither.
+    pub(crate) source: Option<(String, u64)>,
 }
 
 /// Validates a producer's event against [`FIELDS`].
@@ -68,7 +72,7 @@ pub(crate) fn validate(
         members.is_empty(),
         "every producer field was taken: {members:?}"
     );
-    Ok(ValidEvent::from_checked(checked, received_at))
+    ValidEvent::from_checked(checked, received_at)
 }
 
 fn reject_unknown_fields(members: &Map<String, Value>) -> Result<(), FieldError> {
@@ -94,6 +98,8 @@ enum Checked {
     Choice(usize),
     /// Canonical JSON.
     Json(Vec<u8>),
+    /// A positive integer.
+    Count(u64),
 }
 
 /// What every rule may consult besides the value itself.
@@ -138,6 +144,7 @@ impl Rules<'_> {
             FieldKind::Details => {
                 return Ok(validate_details(value, self.limits)?.map(Checked::Json));
             }
+            FieldKind::SourceSeq => Checked::Count(check_source_seq(name, value)?),
         };
         Ok(Some(checked))
     }
@@ -190,8 +197,12 @@ impl Rules<'_> {
 }
 
 impl ValidEvent {
-    /// Puts each checked value in its place; `checked` is in [`FIELDS`] order.
-    fn from_checked(checked: [Option<Checked>; FIELDS.len()], received_at: i64) -> Self {
+    /// Puts each checked value in its place; `checked` is in [`FIELDS`] order. Refuses a
+    /// `source` without its `source_seq` and the other way round.
+    fn from_checked(
+        checked: [Option<Checked>; FIELDS.len()],
+        received_at: i64,
+    ) -> Result<Self, FieldError> {
         let [
             id,
             tenant_id,
@@ -209,8 +220,26 @@ impl ValidEvent {
             reason,
             changes,
             details,
+            source,
+            source_seq,
         ] = checked;
-        Self {
+        let source = match (source, source_seq) {
+            (Some(source), Some(seq)) => Some((source.into_text(), seq.into_count())),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(FieldError::new(
+                    "source_seq",
+                    "required with source: the producer's sequence number of this event",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(FieldError::new(
+                    "source",
+                    "required with source_seq: the producer instance the number counts for",
+                ));
+            }
+        };
+        Ok(Self {
             producer_id: id.map(Checked::into_id),
             tenant_id: present(tenant_id).into_text(),
             occurred_at: occurred_at.map(Checked::into_micros),
@@ -228,7 +257,8 @@ impl ValidEvent {
             reason: reason.map(Checked::into_text),
             changes: changes.map(Checked::into_json),
             details: details.map(Checked::into_json),
-        }
+            source,
+        })
     }
 }
 
@@ -263,6 +293,13 @@ impl Checked {
         match self {
             Checked::Text(text) => text,
             other => unreachable!("the table's kind for this field gives text, not {other:?}"),
+        }
+    }
+
+    fn into_count(self) -> u64 {
+        match self {
+            Checked::Count(count) => count,
+            other => unreachable!("the table's kind for this field gives a count, not {other:?}"),
         }
     }
 
@@ -388,6 +425,23 @@ pub(crate) fn check_text(
         ));
     }
     Ok(())
+}
+
+fn check_source_seq(name: &str, value: Value) -> Result<u64, FieldError> {
+    let out_of_range = || format!("must be an integer from 1 to {MAX_SOURCE_SEQ}");
+    match value {
+        Value::Number(n) => match n.as_u64() {
+            Some(seq @ 1..=MAX_SOURCE_SEQ) => Ok(seq),
+            _ => Err(FieldError::new(
+                name,
+                format!("{n} is out of range: {}", out_of_range()),
+            )),
+        },
+        other => Err(FieldError::new(
+            name,
+            format!("{}, not {}", out_of_range(), json_kind(&other)),
+        )),
+    }
 }
 
 fn check_choice(name: &str, value: Value, names: &[&str]) -> Result<usize, FieldError> {
