@@ -65,6 +65,12 @@ pub const STATE_FILES: &[StateFile] = &[
         Method::Sqlite,
         false,
     ),
+    // Before the log, so the tracker's cursor is never ahead of the restored log.
+    file(
+        sealtrail_store::sources::SOURCES_FILE,
+        Method::Sqlite,
+        false,
+    ),
     file("spool.cursor", Method::Plain, false),
     file("spool.ndjson", Method::Plain, false),
     file(

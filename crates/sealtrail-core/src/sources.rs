@@ -168,7 +168,13 @@ mod tests {
         assert_eq!(p.highest(), highest);
         assert_eq!(p.received(), seqs.len() as u64);
         assert_eq!(p.missing(), highest - seqs.len() as u64);
-        assert_eq!(p.holes(1)[0], Hole { from: p.floor + 1, to: p.floor + 1 });
+        assert_eq!(
+            p.holes(1)[0],
+            Hole {
+                from: p.floor + 1,
+                to: p.floor + 1
+            }
+        );
         assert!(!p.record(1), "below the floor: no longer tracked");
         assert_eq!(p.missing(), highest - seqs.len() as u64);
     }
@@ -179,6 +185,9 @@ mod tests {
         let shuffled = progress(&[9, 5, 1, 6, 3, 2, 5]);
         assert_eq!(forward, shuffled);
         let json = serde_json::to_string(&forward).unwrap();
-        assert_eq!(serde_json::from_str::<SourceProgress>(&json).unwrap(), forward);
+        assert_eq!(
+            serde_json::from_str::<SourceProgress>(&json).unwrap(),
+            forward
+        );
     }
 }

@@ -59,6 +59,7 @@ pub(crate) struct Parts {
     retention: Arc<Retention>,
     archive: Option<Arc<sealtrail_archive::ArchiveLocation>>,
     witnesses: Arc<crate::witness::WitnessBoard>,
+    sources: Arc<dyn sealtrail_store::sources::SourceStore>,
 }
 
 impl Parts {
@@ -137,6 +138,7 @@ impl Parts {
             rate_limits,
             retention: self.retention,
             witnesses: self.witnesses,
+            sources: crate::app::sources::Sources::new(self.sources),
         })
     }
 }
@@ -203,6 +205,8 @@ impl Components {
         if let Some(index) = blind.clone() {
             tasks.push(spawn_blind_indexer(index, &store, &opener, &shutdown));
         }
+        let sources = open_sources(config).await?;
+        tasks.push(spawn_source_tracker(sources.clone(), &store, &shutdown));
         if let (Some(cipher), Some(_)) = (opener.shared_cipher(), &config.database_url) {
             tasks.push(spawn_shred_watcher(cipher, shutdown.clone()));
         }
@@ -246,6 +250,7 @@ impl Components {
             retention,
             archive,
             witnesses,
+            sources,
         };
         Ok((components, parts))
     }
@@ -394,6 +399,35 @@ fn spawn_blind_indexer(
         opener: opener.clone(),
     };
     tokio::spawn(async move { follower.run(consumer).await })
+}
+
+/// The per-source tracker, a follower of the log until `shutdown`.
+fn spawn_source_tracker(
+    sources: Arc<dyn sealtrail_store::sources::SourceStore>,
+    store: &Store,
+    shutdown: &Shutdown,
+) -> tokio::task::JoinHandle<()> {
+    let follower = LogFollower::new(
+        store.reader.clone(),
+        store.sequencer.durable_size(),
+        shutdown.clone(),
+    );
+    let consumer = crate::app::sources::SourceTracker { store: sources };
+    tokio::spawn(async move { follower.run(consumer).await })
+}
+
+/// Where per-source progress is kept: PostgreSQL, shared by the servers, or the data
+/// directory.
+async fn open_sources(
+    config: &Config,
+) -> Result<Arc<dyn sealtrail_store::sources::SourceStore>, ServerError> {
+    if let Some(url) = &config.database_url {
+        return Ok(Arc::new(sealtrail_store::sources::PgSources::open(url)));
+    }
+    let dir = config.data_dir.clone();
+    Ok(Arc::new(
+        blocking_store(move || sealtrail_store::sources::SqliteSources::open(&dir)).await?,
+    ))
 }
 
 async fn join_thread(

@@ -60,6 +60,10 @@ pub struct Metrics {
     pub spool_events: Gauge,
     /// Spooled (acknowledged) events the log refused while draining, kept in the rejected list.
     pub spool_rejected_events: Gauge,
+    /// Producer instances that stamped `source` on their events.
+    pub sources: Gauge,
+    /// Events producers numbered (`source_seq`) that never reached the log.
+    pub source_missing_events: Gauge,
     /// Stream subscriptions (SSE streams and WebSocket subscriptions).
     pub stream_subscribers: Gauge,
     /// Subscriptions in live delivery (the others are catching up from the store).
@@ -159,6 +163,18 @@ impl Metrics {
             "spool_rejected_events",
             "Acknowledged events the log refused while the spool drained (sealtrail spool rejected)",
             spool_rejected_events.clone(),
+        );
+        let sources = Gauge::default();
+        registry.register(
+            "sources",
+            "Producer instances known by their source stamp (GET /v1/sources)",
+            sources.clone(),
+        );
+        let source_missing_events = Gauge::default();
+        registry.register(
+            "source_missing_events",
+            "Events producers numbered with source_seq that never reached the log: holes below each source's highest number",
+            source_missing_events.clone(),
         );
         let store_bytes = Gauge::default();
         registry.register(
@@ -270,6 +286,8 @@ impl Metrics {
             store_bytes,
             spool_events,
             spool_rejected_events,
+            sources,
+            source_missing_events,
         }
     }
 

@@ -39,6 +39,7 @@ use utoipa::{Modify, OpenApi};
         crate::routes::sinks::list_sinks,
         crate::routes::sinks::dead_letters,
         crate::routes::sinks::replay,
+        crate::routes::sources::list_sources,
     ),
     modifiers(&BearerKey, &ErrorResponses),
     tags(
@@ -50,6 +51,7 @@ use utoipa::{Modify, OpenApi};
         (name = "holds", description = "Legal holds: retention and archival delete nothing a hold covers until it is released (admin)"),
         (name = "retention", description = "Retention runs: archive, remove archived bodies from the hot store, delete past retention (admin)"),
         (name = "sinks", description = "Delivery to other systems: state, dead letters, replay"),
+        (name = "sources", description = "Per-source sequence numbers: events producers numbered that never reached the log"),
         (name = "operations", description = "Health"),
     )
 )]

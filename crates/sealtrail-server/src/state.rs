@@ -55,6 +55,8 @@ pub struct Inner {
     pub retention: Arc<crate::app::retention::Retention>,
     /// The witnesses the log's checkpoints are pushed to, and what each holds.
     pub witnesses: Arc<crate::witness::WitnessBoard>,
+    /// Per-source sequence numbers (`GET /v1/sources`).
+    pub sources: crate::app::sources::Sources,
 }
 
 impl AppState {

@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{SseClient, TestServer};
+use common::{SseClient, TestServer, another_server, another_server_with};
 use sealtrail_core::Scope;
 use serde_json::json;
 
@@ -111,33 +111,6 @@ async fn two_servers_share_one_log_and_every_stream_sees_every_event() {
     drop(streams);
     b.stop().await;
     a.stop().await;
-}
-
-/// A server on `url` sharing the signing key of `first`.
-async fn another_server(first: &TestServer, url: &str) -> (TestServer, tempfile::TempDir) {
-    another_server_with(first, url, |_| {}).await
-}
-
-/// [`another_server`] with more configuration.
-async fn another_server_with(
-    first: &TestServer,
-    url: &str,
-    more: impl FnOnce(&mut sealtrail_server::Config) + Send + 'static,
-) -> (TestServer, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        first.dir.path().join("log-signing.key"),
-        dir.path().join("log-signing.key"),
-    )
-    .unwrap();
-    let (url, path) = (url.to_owned(), dir.path().to_owned());
-    let server = TestServer::start_with(move |c| {
-        c.database_url = Some(url);
-        c.data_dir = path;
-        more(c);
-    })
-    .await;
-    (server, dir)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,6 +23,7 @@ pub mod retention;
 pub mod sequencer;
 pub mod sidecar;
 pub mod snapshot;
+pub mod sources;
 pub mod spool;
 pub mod sqlite;
 pub mod traits;

@@ -30,9 +30,9 @@ use uuid::Uuid;
 
 use crate::merkle::Hash;
 
+pub use fields::MAX_SOURCE_SEQ;
 pub use record::StoredRecord;
 pub use seal::FieldSealer;
-pub use fields::MAX_SOURCE_SEQ;
 pub use validate::validate_tenant_id;
 
 /// How bad an event is. Ordered: `info < warning < critical`.

@@ -158,40 +158,42 @@ fn valid_event(wide_floats: bool) -> impl Strategy<Value = (Value, TenantScope)>
         of(details(wide_floats)),
     );
     let source = of((dotted_name(), 1..=crate::event::MAX_SOURCE_SEQ));
-    (scope, who, how, source, any::<bool>()).prop_map(|((scope, tenant), who, how, source, nulls)| {
-        let (id, occurred, user_id, actor_type, action, resource_type, resource_id) = who;
-        let (severity, outcome, ip, user_agent, request_id, reason, changes, details) = how;
-        let (source, source_seq) = source.unzip();
-        let members: [(&str, Option<Value>); 18] = [
-            ("id", id.map(Value::from)),
-            ("tenant_id", tenant.map(Value::from)),
-            ("occurred_at", occurred.map(Value::from)),
-            ("user_id", user_id),
-            ("actor_type", actor_type.map(Value::from)),
-            ("action", Some(action.into())),
-            ("resource_type", Some(resource_type.into())),
-            ("resource_id", resource_id),
-            ("severity", severity.map(Value::from)),
-            ("outcome", outcome.map(Value::from)),
-            ("ip_address", ip.map(Value::from)),
-            ("user_agent", user_agent.map(Value::from)),
-            ("request_id", request_id.map(Value::from)),
-            ("reason", reason.map(Value::from)),
-            ("changes", changes),
-            ("details", details),
-            ("source", source.map(Value::from)),
-            ("source_seq", source_seq.map(Value::from)),
-        ];
-        let mut event = Map::new();
-        for (name, value) in members {
-            match value {
-                Some(value) => event.insert(name.to_owned(), value),
-                None if nulls => event.insert(name.to_owned(), Value::Null),
-                None => None,
-            };
-        }
-        (Value::Object(event), scope)
-    })
+    (scope, who, how, source, any::<bool>()).prop_map(
+        |((scope, tenant), who, how, source, nulls)| {
+            let (id, occurred, user_id, actor_type, action, resource_type, resource_id) = who;
+            let (severity, outcome, ip, user_agent, request_id, reason, changes, details) = how;
+            let (source, source_seq) = source.unzip();
+            let members: [(&str, Option<Value>); 18] = [
+                ("id", id.map(Value::from)),
+                ("tenant_id", tenant.map(Value::from)),
+                ("occurred_at", occurred.map(Value::from)),
+                ("user_id", user_id),
+                ("actor_type", actor_type.map(Value::from)),
+                ("action", Some(action.into())),
+                ("resource_type", Some(resource_type.into())),
+                ("resource_id", resource_id),
+                ("severity", severity.map(Value::from)),
+                ("outcome", outcome.map(Value::from)),
+                ("ip_address", ip.map(Value::from)),
+                ("user_agent", user_agent.map(Value::from)),
+                ("request_id", request_id.map(Value::from)),
+                ("reason", reason.map(Value::from)),
+                ("changes", changes),
+                ("details", details),
+                ("source", source.map(Value::from)),
+                ("source_seq", source_seq.map(Value::from)),
+            ];
+            let mut event = Map::new();
+            for (name, value) in members {
+                match value {
+                    Some(value) => event.insert(name.to_owned(), value),
+                    None if nulls => event.insert(name.to_owned(), Value::Null),
+                    None => None,
+                };
+            }
+            (Value::Object(event), scope)
+        },
+    )
 }
 
 fn prepare(event: Value, scope: &TenantScope, received_at: i64) -> PreparedEvent {

@@ -83,7 +83,11 @@ pub(crate) fn write_record(sealed: SealedEvent<'_>) -> PreparedEvent {
     record.str("severity", event.severity.as_str(), Source::Producer);
     if let Some((source, source_seq)) = &event.source {
         record.str("source", source, Source::Producer);
-        record.raw("source_seq", source_seq.to_string().as_bytes(), Source::Producer);
+        record.raw(
+            "source_seq",
+            source_seq.to_string().as_bytes(),
+            Source::Producer,
+        );
     }
     record.str("tenant_id", &event.tenant_id, Source::Producer);
     if let Some(user_agent) = &event.user_agent {

@@ -20,6 +20,7 @@ pub mod retention;
 pub mod retention_run;
 pub mod shred;
 pub mod signing;
+pub mod sources;
 pub mod system;
 
 pub use error::AppError;

@@ -9,6 +9,7 @@ pub mod query;
 pub mod receipts;
 pub mod retention;
 pub mod sinks;
+pub mod sources;
 pub mod tenants;
 
 use axum::Router;
@@ -52,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .route("/retention/run", post(retention::run_retention))
         .route("/receipts/{id}", get(receipts::receipt))
         .route("/spool/rejected", get(receipts::rejected))
+        .route("/sources", get(sources::list_sources))
         .route("/sinks", get(sinks::list_sinks))
         .route("/sinks/{name}/dead-letters", get(sinks::dead_letters))
         .route("/sinks/{name}/dead-letters/replay", post(sinks::replay))

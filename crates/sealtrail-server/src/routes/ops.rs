@@ -68,6 +68,12 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     m.spool_events.set(state.log.spooled_events() as i64);
     m.spool_rejected_events
         .set(state.log.rejected_events().len() as i64);
+    // Counted from the store at each scrape: on PostgreSQL other servers advance it too.
+    // A store that cannot answer leaves the last counts.
+    if let Ok(totals) = state.sources.totals().await {
+        m.sources.set(totals.sources as i64);
+        m.source_missing_events.set(totals.missing as i64);
+    }
     for sink in state.sinks.status() {
         let label = crate::metrics::SinkLabel { sink: sink.name };
         let set = |family: &prometheus_client::metrics::family::Family<_, _>, value: i64| {

@@ -337,3 +337,30 @@ pub async fn postgres_with_schema() -> (std::sync::Arc<sealtrail_testkit::PgClus
     .await
     .unwrap()
 }
+
+/// A server on `url` sharing the signing key of `first`.
+pub async fn another_server(first: &TestServer, url: &str) -> (TestServer, tempfile::TempDir) {
+    another_server_with(first, url, |_| {}).await
+}
+
+/// [`another_server`] with more configuration.
+pub async fn another_server_with(
+    first: &TestServer,
+    url: &str,
+    more: impl FnOnce(&mut sealtrail_server::Config) + Send + 'static,
+) -> (TestServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        first.dir.path().join("log-signing.key"),
+        dir.path().join("log-signing.key"),
+    )
+    .unwrap();
+    let (url, path) = (url.to_owned(), dir.path().to_owned());
+    let server = TestServer::start_with(move |c| {
+        c.database_url = Some(url);
+        c.data_dir = path;
+        more(c);
+    })
+    .await;
+    (server, dir)
+}

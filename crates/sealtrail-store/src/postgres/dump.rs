@@ -70,12 +70,16 @@ pub fn is_plain_table_name(name: &str) -> bool {
 /// Tables the dump leaves out: the migration record is written again by the restore's own
 /// migrations (the dump's schema version is recorded instead); the request counts of the
 /// last seconds mean nothing in a restore; the blind index is derived from the log (and
-/// from data keys a restore may no longer hold), so it is built again from seq 0.
+/// from data keys a restore may no longer hold), so it is built again from seq 0; the
+/// sources' progress may be ahead of the dump's checkpoint, so it is counted again from
+/// the restored log.
 const NOT_COPIED: &[&str] = &[
     "sealtrail_schema",
     "key_request_windows",
     "blind_cursor",
     "blind_tokens",
+    "source_cursor",
+    "source_positions",
 ];
 
 /// The rows of a log table that belong to the tree of size `n` (`None`: copy every row).

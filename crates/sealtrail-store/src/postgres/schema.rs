@@ -438,6 +438,27 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX blind_tokens_by_subject ON blind_tokens (tenant, subject_tag);
     "#,
+    // 12: per-source sequence numbers (sources.rs), shared by every server: what each
+    // producer instance's `source_seq` numbers say reached the log.
+    r#"
+    CREATE TABLE source_cursor (
+        id  integer PRIMARY KEY CHECK (id = 1),
+        seq bigint  NOT NULL
+    );
+    CREATE TABLE source_positions (
+        tenant        text   NOT NULL,
+        source        text   NOT NULL,
+        progress      jsonb  NOT NULL,
+        highest       bigint NOT NULL,
+        received      bigint NOT NULL,
+        missing       bigint NOT NULL,
+        first_seen_at bigint NOT NULL,
+        last_seen_at  bigint NOT NULL,
+        through       bigint NOT NULL,
+        PRIMARY KEY (tenant, source)
+    );
+    CREATE INDEX source_positions_with_holes ON source_positions (tenant, source) WHERE missing > 0;
+    "#,
 ];
 
 /// The `sealtrail_meta` key counting partition drops (migration 4).
@@ -460,8 +481,9 @@ pub fn grant_service_role(client: &mut Client, role: &str) -> Result<(), StoreEr
         )));
     }
     client.batch_execute(&format!(
-        "REVOKE ALL ON events, event_ids, merkle_nodes, checkpoints, retention, dropped_partitions, sealtrail_meta, sealtrail_schema, api_keys, sink_cursors, sink_dead_letters, sink_digest_pending, sink_leases, data_keys, key_request_windows, holds, blind_cursor, blind_tokens FROM {role};
+        "REVOKE ALL ON events, event_ids, merkle_nodes, checkpoints, retention, dropped_partitions, sealtrail_meta, sealtrail_schema, api_keys, sink_cursors, sink_dead_letters, sink_digest_pending, sink_leases, data_keys, key_request_windows, holds, blind_cursor, blind_tokens, source_cursor, source_positions FROM {role};
          GRANT SELECT, INSERT, UPDATE, DELETE ON blind_cursor, blind_tokens TO {role};
+         GRANT SELECT, INSERT, UPDATE ON source_cursor, source_positions TO {role};
          GRANT SELECT, INSERT ON holds TO {role};
          GRANT UPDATE (released_at, released_by, release_reason) ON holds TO {role};
          GRANT SELECT, INSERT, UPDATE, DELETE ON key_request_windows TO {role};
