@@ -23,6 +23,9 @@
 
 #![deny(missing_docs)]
 
+pub mod event;
+pub mod producer;
+
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -417,22 +420,108 @@ impl Client {
                             reason: e.to_string(),
                         });
                     }
-                    let body =
-                        serde_json::from_slice::<ErrorBody>(&bytes).unwrap_or_else(|_| ErrorBody {
-                            code: "http_error".into(),
-                            message: String::from_utf8_lossy(&bytes).into_owned(),
-                            field: None,
-                            reason: None,
-                            errors: Vec::new(),
-                        });
                     return Err(ClientError::Api {
                         status: status.as_u16(),
-                        body: Box::new(body),
+                        body: Box::new(error_body(&bytes)),
                     });
                 }
             }
         }
     }
+}
+
+/// What one attempt at `POST /v1/events` came to.
+#[derive(Debug)]
+pub(crate) enum Attempt {
+    /// Stored (or spooled by the server): durable.
+    Accepted(IngestResponse),
+    /// Worth trying again: unreachable, timed out, overloaded, or the key not (yet) valid.
+    Transient {
+        /// What happened, for the producer's `last_error`.
+        reason: String,
+        /// The server's `Retry-After`.
+        retry_after: Option<Duration>,
+    },
+    /// The server will never take this request as it is.
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// The server's error.
+        body: Box<ErrorBody>,
+    },
+}
+
+impl Client {
+    /// One attempt at sending `{"events": [...]}` (already serialised) with per-event
+    /// results (`partial=true`), so one bad event does not hold back the others.
+    pub(crate) async fn send_events_once(&self, body: Vec<u8>) -> Attempt {
+        let url = format!("{}/v1/events?partial=true", self.base);
+        let sent = self
+            .http
+            .post(&url)
+            .bearer_auth(&self.key)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(error) => {
+                return Attempt::Transient {
+                    reason: format!("cannot reach {url}: {error}"),
+                    retry_after: None,
+                };
+            }
+        };
+        let status = response.status();
+        let retry_after = retry_after(&response);
+        let bytes = match response.bytes().await {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                return Attempt::Transient {
+                    reason: format!("the answer from {url} was cut off: {error}"),
+                    retry_after: None,
+                };
+            }
+        };
+        if status.is_success() {
+            return match serde_json::from_slice(&bytes) {
+                Ok(answer) => Attempt::Accepted(answer),
+                // Stored, but the answer is unreadable: sending again is safe (same ids).
+                Err(error) => Attempt::Transient {
+                    reason: format!("unexpected answer from {url}: {error}"),
+                    retry_after: None,
+                },
+            };
+        }
+        let body = error_body(&bytes);
+        // 401/403: a revoked or mistyped key is fixed by an operator, and the events must
+        // wait for that rather than be lost.
+        let waits = is_transient(status)
+            || status.is_server_error()
+            || matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN);
+        if waits {
+            Attempt::Transient {
+                reason: format!("{status}: {}", body.message),
+                retry_after,
+            }
+        } else {
+            Attempt::Refused {
+                status: status.as_u16(),
+                body: Box::new(body),
+            }
+        }
+    }
+}
+
+fn error_body(bytes: &[u8]) -> ErrorBody {
+    serde_json::from_slice::<ErrorBody>(bytes).unwrap_or_else(|_| ErrorBody {
+        code: "http_error".into(),
+        message: String::from_utf8_lossy(bytes).into_owned(),
+        field: None,
+        reason: None,
+        errors: Vec::new(),
+    })
 }
 
 fn is_transient(status: StatusCode) -> bool {

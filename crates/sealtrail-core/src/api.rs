@@ -52,6 +52,12 @@ pub struct EventInput {
     /// Free-form JSON object, at most 64 KiB of canonical JSON and 32 levels deep.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub details: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The producer instance that numbered this event (with `source_seq`).
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Its gapless number from that producer: 1, 2, 3… (with `source`; see `GET /v1/sources`).
+    #[serde(default)]
+    pub source_seq: Option<u64>,
 }
 
 /// One changed field.
@@ -153,6 +159,12 @@ pub struct Event {
     /// Free-form details.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub details: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The producer instance that numbered it.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Its number from that producer.
+    #[serde(default)]
+    pub source_seq: Option<u64>,
     /// `SHA-256(0x00 || canonical record)`, hex.
     pub leaf_hash: String,
 }
