@@ -8,7 +8,8 @@
 //! the evidence checker (`SEALTRAIL_TEST_EVIDENCE_PYTHON`), and moto (`moto[server]` from
 //! PyPI, likewise), the S3-compatible server of the archive's tests, whose `moto_server`
 //! they read from `SEALTRAIL_TEST_MOTO_SERVER`. Every other server a test
-//! talks to it starts itself. Last, schemathesis checks the API against its OpenAPI
+//! talks to it starts itself. The TypeScript client's tests run under Node's test runner
+//! against the debug `sealtrail` binary (`SEALTRAIL_TEST_BIN`). Last, schemathesis checks the API against its OpenAPI
 //! document (`api_fuzz.rs`), and each fuzz target runs for a bounded time (`fuzz.rs`).
 
 use crate::run_step;
@@ -64,9 +65,20 @@ pub fn run() -> anyhow::Result<()> {
     unsafe { std::env::set_var(sealtrail_testkit::s3::MOTO_SERVER_ENV, &moto) };
     run_step("cargo", &["test", "--workspace", "--all-targets"])?;
     run_step("cargo", &["test", "--workspace", "--doc"])?;
+    typescript_client()?;
     crate::api_fuzz::run()?;
     crate::fuzz::run(FUZZ_SECONDS_PER_TARGET)?;
     drop(postgres);
     eprintln!("xtask: all checks passed");
     Ok(())
+}
+
+/// The TypeScript client's tests (Node's own test runner, no npm install: the package has
+/// no dependencies), against the server binary the Rust tests just built.
+fn typescript_client() -> anyhow::Result<()> {
+    let bin = crate::root().join("target/debug/sealtrail");
+    anyhow::ensure!(bin.exists(), "{} was not built", bin.display());
+    // SAFETY: single-threaded here; read by the node process we spawn.
+    unsafe { std::env::set_var("SEALTRAIL_TEST_BIN", &bin) };
+    run_step("node", &["--test", "clients/typescript/test/"])
 }
