@@ -379,3 +379,24 @@ async fn unavailable_and_rate_limited_answers_are_retried_honouring_retry_after(
     assert_eq!((metrics.delivered, metrics.retries), (1, 2));
     assert!(metrics.last_error.unwrap().contains("429"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_spool_a_shutdown_stops_retrying_at_its_deadline_and_counts_what_is_lost() {
+    let server = Server::configured(free_addr());
+    let mut settings = config(None);
+    settings.max_retry_delay = Duration::from_secs(5);
+    let producer = Producer::start(server.client(), settings).unwrap();
+    for n in 0..350 {
+        producer.send(guest_event(n)).await.unwrap();
+    }
+    // Let the delivery task get into its retries.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let report = producer.shutdown(Duration::from_millis(500)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!((report.undelivered, report.spooled), (350, 0), "{report:?}");
+}

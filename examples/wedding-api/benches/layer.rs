@@ -52,23 +52,33 @@ fn bench(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
     let data = tempfile::tempdir().expect("a temp dir");
     let spool = tempfile::tempdir().expect("a temp dir");
-    let (server, up, down) = runtime.block_on(async {
+    let (server, up, down, held) = runtime.block_on(async {
         let mut config = sealtrail_server::Config {
             listen: "127.0.0.1:0".parse().expect("an address"),
             data_dir: data.path().to_owned(),
             ..sealtrail_server::Config::default()
         };
         config.access_log.enabled = false;
-        let server = sealtrail_server::start(config).await.expect("sealtrail starts");
+        let server = sealtrail_server::start(config)
+            .await
+            .expect("sealtrail starts");
         let keys = sealtrail_store::ApiKeyStore::open(data.path()).expect("keys");
         let key = keys.create(&[Scope::Ingest], None, None).expect("a key").1;
         let url = format!("http://{}", server.local_addr());
-        let up = Producer::start(Client::new(&url, &key).expect("client"), producer_config(None))
-            .expect("producer");
+        let up = Producer::start(
+            Client::new(&url, &key).expect("client"),
+            producer_config(None),
+        )
+        .expect("producer");
         // Nothing listens on port 9 (discard) here: Sealtrail is down.
         let gone = Client::new("http://127.0.0.1:9", &key).expect("client");
-        let down = Producer::start(gone, producer_config(Some(spool.path()))).expect("producer");
-        (server, up, down)
+        let down =
+            Producer::start(gone.clone(), producer_config(Some(spool.path()))).expect("producer");
+        // The layer and the queue alone: nothing is delivered or spooled while it runs.
+        let mut held = producer_config(None);
+        held.queue_capacity = 20_000_000;
+        let held = Producer::start(gone, held).expect("producer");
+        (server, up, down, held)
     });
     let mut group = c.benchmark_group("wedding-api GET /guests/{id}");
     group
@@ -78,6 +88,7 @@ fn bench(c: &mut Criterion) {
         ("without the layer", None),
         ("layer, Sealtrail up", Some(up.clone())),
         ("layer, Sealtrail down", Some(down.clone())),
+        ("layer, events held in the queue", Some(held.clone())),
     ] {
         let router = app(producer);
         group.bench_function(name, |b| {
@@ -97,6 +108,7 @@ fn bench(c: &mut Criterion) {
     runtime.block_on(async {
         up.shutdown(Duration::from_secs(30)).await;
         down.shutdown(Duration::from_secs(1)).await;
+        held.shutdown(Duration::ZERO).await;
         server.shutdown().await.expect("sealtrail stops");
     });
 }

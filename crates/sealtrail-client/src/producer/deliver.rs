@@ -49,8 +49,8 @@ pub(super) struct Deliverer {
     failures: u32,
     /// When the spool is next tried after a failure.
     spool_retry_at: Instant,
-    /// Set once shutting down: retries stop here.
-    deadline: Option<Instant>,
+    /// Events given up on at a shutdown's deadline.
+    undelivered: u64,
 }
 
 impl Deliverer {
@@ -73,7 +73,7 @@ impl Deliverer {
             max_retry_delay: config.max_retry_delay,
             failures: 0,
             spool_retry_at: Instant::now(),
-            deadline: None,
+            undelivered: 0,
         };
         deliverer.publish_spool();
         deliverer
@@ -113,8 +113,9 @@ impl Deliverer {
                     let report = self.deliver_everything().await;
                     let _ = done.send(report);
                 }
-                Some(Message::Shutdown(deadline, done)) => {
-                    self.deadline = Some(deadline);
+                Some(Message::Shutdown(done)) => {
+                    // The deadline was set by `shutdown` already, so a retry that was
+                    // under way when it was called has stopped at it.
                     self.queue.close();
                     while let Some(message) = self.queue.recv().await {
                         match message {
@@ -124,7 +125,7 @@ impl Deliverer {
                                     self.send_batch().await;
                                 }
                             }
-                            Message::Flush(flushed) | Message::Shutdown(_, flushed) => {
+                            Message::Flush(flushed) | Message::Shutdown(flushed) => {
                                 // Answered with the final report's worth below.
                                 drop(flushed);
                             }
@@ -136,7 +137,8 @@ impl Deliverer {
                 }
                 // Every handle dropped without a shutdown: deliver what is left, briefly.
                 None => {
-                    self.deadline = Some(Instant::now() + Duration::from_secs(5));
+                    self.shared
+                        .stop_retrying_at(Instant::now() + Duration::from_secs(5));
                     self.deliver_everything().await;
                     return;
                 }
@@ -159,12 +161,22 @@ impl Deliverer {
                 break;
             }
         }
-        let undelivered = self.batch.len() as u64;
-        self.batch.clear();
+        self.give_up_batch();
         FlushReport {
             spooled: self.spool.as_ref().map_or(0, Spool::events),
-            undelivered,
+            undelivered: self.undelivered,
         }
+    }
+
+    /// Whether a shutdown's deadline has passed.
+    fn out_of_time(&self) -> bool {
+        self.shared.deadline().is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// Counts the batch in memory as undelivered and lets it go.
+    fn give_up_batch(&mut self) {
+        self.undelivered += self.batch.len() as u64;
+        self.batch.clear();
     }
 
     /// Sends the batch in memory (behind the spool, if it holds anything).
@@ -175,10 +187,17 @@ impl Deliverer {
         if self.spool.as_ref().is_some_and(|s| !s.is_empty()) && self.spool_batch() {
             return;
         }
+        if self.out_of_time() && self.failures > 0 {
+            // Past the deadline with the server failing: no more attempts.
+            if !self.spool_batch() {
+                self.give_up_batch();
+            }
+            return;
+        }
         let started = Instant::now();
         let mut spool_has_room = self.spool.is_some();
         loop {
-            let stop_at = match (spool_has_room, self.deadline) {
+            let stop_at = match (spool_has_room, self.shared.deadline()) {
                 (true, Some(deadline)) => Some(deadline.min(started + self.spool_after)),
                 (true, None) => Some(started + self.spool_after),
                 (false, deadline) => deadline,
@@ -191,8 +210,9 @@ impl Deliverer {
                     if spool_has_room && self.spool_batch() {
                         return;
                     }
-                    if self.deadline.is_some_and(|d| Instant::now() >= d) {
+                    if self.out_of_time() {
                         // Shutting down and out of time: reported as undelivered.
+                        self.give_up_batch();
                         return;
                     }
                     // The spool is full or failing: retry in memory (the queue fills
@@ -317,6 +337,11 @@ impl Deliverer {
                     self.shared.failed(reason);
                     self.shared.retries.fetch_add(1, Ordering::Relaxed);
                     let wait = self.backoff(retry_after);
+                    // A shutdown called meanwhile stops the retries too.
+                    let stop_at = match (stop_at, self.shared.deadline()) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
                     if stop_at.is_some_and(|at| Instant::now() + wait > at) {
                         return Sent::Failing(wait);
                     }

@@ -178,7 +178,7 @@ impl FlushReport {
 enum Message {
     Event(Vec<u8>),
     Flush(oneshot::Sender<FlushReport>),
-    Shutdown(tokio::time::Instant, oneshot::Sender<FlushReport>),
+    Shutdown(oneshot::Sender<FlushReport>),
 }
 
 /// Counters the delivery task and the senders share.
@@ -194,9 +194,20 @@ struct Shared {
     spool_bytes: AtomicU64,
     last_error: Mutex<Option<String>>,
     refusals: Mutex<VecDeque<Refusal>>,
+    /// Set by a shutdown: no retry goes on past it.
+    deadline: Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Shared {
+    fn deadline(&self) -> Option<tokio::time::Instant> {
+        *self.deadline.lock().expect("never poisoned")
+    }
+
+    fn stop_retrying_at(&self, at: tokio::time::Instant) {
+        let mut deadline = self.deadline.lock().expect("never poisoned");
+        *deadline = Some(deadline.map_or(at, |d| d.min(at)));
+    }
+
     fn failed(&self, reason: String) {
         *self.last_error.lock().expect("never poisoned") = Some(reason);
     }
@@ -311,12 +322,8 @@ impl Producer {
         self.inner.closed.store(true, Ordering::SeqCst);
         let (done, report) = oneshot::channel();
         let deadline = tokio::time::Instant::now() + timeout;
-        let report = match self
-            .inner
-            .queue
-            .send(Message::Shutdown(deadline, done))
-            .await
-        {
+        self.inner.shared.stop_retrying_at(deadline);
+        let report = match self.inner.queue.send(Message::Shutdown(done)).await {
             Ok(()) => report.await.unwrap_or_default(),
             Err(_) => FlushReport::default(),
         };
