@@ -24,6 +24,7 @@
 #![deny(missing_docs)]
 
 pub mod event;
+pub mod ids;
 pub mod producer;
 
 use std::time::Duration;

@@ -314,7 +314,7 @@ impl Settings {
         let request_id = match parts.headers.get(&REQUEST_ID_HEADER) {
             Some(value) if is_usable_request_id(value) => value.clone(),
             _ => {
-                let id = HeaderValue::from_str(&uuid::Uuid::now_v7().to_string())
+                let id = HeaderValue::from_str(&sealtrail_client::ids::new_v7().to_string())
                     .expect("a UUID is a header value");
                 parts.headers.insert(REQUEST_ID_HEADER, id.clone());
                 id

@@ -41,6 +41,9 @@ struct Args {
         default_value = "ines-token=coord:ines.marques,bruno-token=coord:bruno.costa"
     )]
     sessions: String,
+    /// Serve without auditing (the baseline of `cargo xtask bench`'s overhead figures).
+    #[arg(long)]
+    no_audit: bool,
     /// Proxies whose X-Forwarded-For is believed (addresses or CIDR ranges, comma-separated).
     #[arg(long, env = "WEDDING_TRUSTED_PROXIES", value_delimiter = ',')]
     trusted_proxies: Vec<String>,
@@ -58,7 +61,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let producer = Producer::start(client, config)?;
     let app = wedding_api::router(
         wedding_api::WeddingApp::new(sessions),
-        Some(producer.clone()),
+        (!args.no_audit).then(|| producer.clone()),
         proxies,
     );
     let listener = tokio::net::TcpListener::bind(args.listen).await?;

@@ -7,6 +7,7 @@
 
 mod archive;
 pub mod broadcaster;
+mod clients;
 mod data;
 mod encryption;
 mod ingest;
@@ -76,6 +77,12 @@ pub struct BenchArgs {
     /// Subscriber counts of the stream benchmark.
     #[arg(long, value_delimiter = ',', default_values_t = [100, 1000, 10000])]
     pub stream_subscribers: Vec<usize>,
+    /// Only the clients' and the middleware's benchmarks.
+    #[arg(long)]
+    pub clients_only: bool,
+    /// Events the Rust producer queues in the client benchmark.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub client_events: usize,
     /// Write the report here as well as printing it.
     #[arg(long)]
     pub report: Option<PathBuf>,
@@ -110,7 +117,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         || args.pg_servers_only
         || args.sinks_only
         || args.encryption_only
-        || args.archive_only;
+        || args.archive_only
+        || args.clients_only;
     if args.ingest_only || !only {
         report.push_str(&ingest::run(&args)?);
     }
@@ -133,6 +141,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.archive_only || !only {
         report.push_str(&archive::run(&args)?);
+    }
+    if args.clients_only || !only {
+        report.push_str(&clients::run(&args)?);
     }
     println!("\n{report}");
     if let Some(path) = &args.report {

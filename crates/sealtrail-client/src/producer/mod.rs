@@ -365,7 +365,7 @@ impl Producer {
             return Err(ProducerError::Closed);
         }
         if event.id.is_none() {
-            event.id = Some(uuid::Uuid::now_v7());
+            event.id = Some(crate::ids::new_v7());
         }
         if event.occurred_at.is_none() {
             event.occurred_at = Some(sealtrail_core::time_format::format_micros(
