@@ -242,6 +242,16 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Audit {
     }
 }
 
+/// `Option<Audit>`: `None` on a route without the layer (a handler that audits only
+/// when auditing is configured).
+impl<S: Send + Sync> axum::extract::OptionalFromRequestParts<S> for Audit {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts.extensions.get::<Audit>().cloned())
+    }
+}
+
 /// What the request told before it was handled.
 struct Pending {
     started: Instant,
