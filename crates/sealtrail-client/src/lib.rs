@@ -431,11 +431,25 @@ impl Client {
     }
 }
 
+/// Of an ingest answer, what the producer reads: which events were refused (the ids,
+/// seqs and hashes of the stored ones are skipped, not built).
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct BatchAnswer {
+    pub(crate) events: Vec<BatchResult>,
+}
+
+/// One event's result in a [`BatchAnswer`].
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct BatchResult {
+    pub(crate) index: Option<usize>,
+    pub(crate) error: Option<sealtrail_core::api::EventError>,
+}
+
 /// What one attempt at `POST /v1/events` came to.
 #[derive(Debug)]
 pub(crate) enum Attempt {
     /// Stored (or spooled by the server): durable.
-    Accepted(IngestResponse),
+    Accepted(BatchAnswer),
     /// Worth trying again: unreachable, timed out, overloaded, or the key not (yet) valid.
     Transient {
         /// What happened, for the producer's `last_error`.

@@ -389,16 +389,11 @@ fn spawn_blind_indexer(
     opener: &Opener,
     shutdown: &Shutdown,
 ) -> tokio::task::JoinHandle<()> {
-    let follower = LogFollower::new(
-        store.reader.clone(),
-        store.sequencer.durable_size(),
-        shutdown.clone(),
-    );
     let consumer = blind::BlindIndexer {
         index,
         opener: opener.clone(),
     };
-    tokio::spawn(async move { follower.run(consumer).await })
+    spawn_follower(consumer, store, shutdown)
 }
 
 /// The per-source tracker, a follower of the log until `shutdown`.
@@ -407,12 +402,21 @@ fn spawn_source_tracker(
     store: &Store,
     shutdown: &Shutdown,
 ) -> tokio::task::JoinHandle<()> {
+    let consumer = crate::app::sources::SourceTracker { store: sources };
+    spawn_follower(consumer, store, shutdown)
+}
+
+/// `consumer` driven by a follower of the durable log until `shutdown`.
+fn spawn_follower(
+    consumer: impl sealtrail_store::follow::LogConsumer + Send + Sync + 'static,
+    store: &Store,
+    shutdown: &Shutdown,
+) -> tokio::task::JoinHandle<()> {
     let follower = LogFollower::new(
         store.reader.clone(),
         store.sequencer.durable_size(),
         shutdown.clone(),
     );
-    let consumer = crate::app::sources::SourceTracker { store: sources };
     tokio::spawn(async move { follower.run(consumer).await })
 }
 

@@ -169,7 +169,8 @@ fn node_version() -> String {
 
 /// A release Sealtrail on CPU 1, and a key for it.
 struct PinnedSealtrail {
-    child: Child,
+    /// Stopped when dropped.
+    _server: Server,
     url: String,
     key: String,
 }
@@ -177,32 +178,13 @@ struct PinnedSealtrail {
 impl PinnedSealtrail {
     fn start(dir: &Path) -> anyhow::Result<Self> {
         let key = create_key(dir)?;
-        let mut child = Command::new("taskset")
-            .args(["-c", "1"])
-            .arg(super::server::binary())
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir)
-            .env("SEALTRAIL_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("taskset -c 1 sealtrail serve")?;
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
-        let url = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .with_context(|| format!("no address in {line:?}"))?
-            .to_owned();
-        Ok(Self { child, url, key })
-    }
-}
-
-impl Drop for PinnedSealtrail {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
+        let server = Server::start_pinned(dir, 1)?;
+        let url = server.url.clone();
+        Ok(Self {
+            _server: server,
+            url,
+            key,
+        })
     }
 }
 

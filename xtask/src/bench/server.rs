@@ -31,7 +31,23 @@ impl Server {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
-        let mut child = Command::new(binary())
+        Self::spawn(Command::new(binary()), data_dir, extra, env)
+    }
+
+    /// Starts on one CPU only (`taskset -c CPU`), as on a machine of its own.
+    pub fn start_pinned(data_dir: &Path, cpu: usize) -> anyhow::Result<Self> {
+        let mut taskset = Command::new("taskset");
+        taskset.args(["-c", &cpu.to_string()]).arg(binary());
+        Self::spawn(taskset, data_dir, &[], &[])
+    }
+
+    fn spawn(
+        mut command: Command,
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let mut child = command
             .args(["serve", "--data-dir"])
             .arg(data_dir)
             .args(["--listen", "127.0.0.1:0"])

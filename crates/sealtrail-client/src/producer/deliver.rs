@@ -22,7 +22,9 @@ use crate::{Attempt, Client};
 /// The first retry delay; doubled per failure up to `max_retry_delay`.
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(50);
 /// Spool files sent per turn before the queue is looked at again.
-const SPOOL_FILES_PER_TURN: usize = 16;
+const SPOOL_FILES_PER_TURN: usize = 4;
+/// Events gathered from the queue into one spool file: one fsync for many batches.
+const SPOOL_FILE_EVENTS: usize = 5000;
 
 /// What became of one batch.
 enum Sent {
@@ -51,6 +53,9 @@ pub(super) struct Deliverer {
     spool_retry_at: Instant,
     /// Events given up on at a shutdown's deadline.
     undelivered: u64,
+    /// A flush or shutdown taken off the queue while gathering events for the spool,
+    /// handled next.
+    deferred: Option<Message>,
 }
 
 impl Deliverer {
@@ -74,6 +79,7 @@ impl Deliverer {
             failures: 0,
             spool_retry_at: Instant::now(),
             undelivered: 0,
+            deferred: None,
         };
         deliverer.publish_spool();
         deliverer
@@ -88,9 +94,10 @@ impl Deliverer {
                 (true, true) => Some(self.spool_retry_at),
                 (true, false) => None,
             };
-            let message = match wake_at {
-                None => self.queue.recv().await,
-                Some(at) => match tokio::time::timeout_at(at, self.queue.recv()).await {
+            let message = match (self.deferred.take(), wake_at) {
+                (Some(deferred), _) => Some(deferred),
+                (None, None) => self.queue.recv().await,
+                (None, Some(at)) => match tokio::time::timeout_at(at, self.queue.recv()).await {
                     Ok(message) => message,
                     Err(_elapsed) => {
                         self.send_batch().await;
@@ -184,12 +191,12 @@ impl Deliverer {
         if self.batch.is_empty() {
             return;
         }
-        if self.spool.as_ref().is_some_and(|s| !s.is_empty()) && self.spool_batch() {
+        if self.spool.as_ref().is_some_and(|s| !s.is_empty()) && self.spool_batch().await {
             return;
         }
         if self.out_of_time() && self.failures > 0 {
             // Past the deadline with the server failing: no more attempts.
-            if !self.spool_batch() {
+            if !self.spool_batch().await {
                 self.give_up_batch();
             }
             return;
@@ -207,7 +214,7 @@ impl Deliverer {
                 Sent::Done | Sent::Refused => return,
                 Sent::Failing(_) => {
                     self.batch = batch;
-                    if spool_has_room && self.spool_batch() {
+                    if spool_has_room && self.spool_batch().await {
                         return;
                     }
                     if self.out_of_time() {
@@ -223,68 +230,112 @@ impl Deliverer {
         }
     }
 
-    /// Moves the batch to the spool; false if it would not fit (or the disk failed).
-    fn spool_batch(&mut self) -> bool {
-        let Some(spool) = &mut self.spool else {
+    /// Moves the batch to the spool, with what else waits in the queue (up to
+    /// [`SPOOL_FILE_EVENTS`]); false if it would not fit (or the disk failed), the batch
+    /// then still in memory.
+    async fn spool_batch(&mut self) -> bool {
+        if self.spool.is_none() {
             return false;
-        };
-        match spool.push(&self.batch) {
+        }
+        let mut batch = std::mem::take(&mut self.batch);
+        while batch.len() < SPOOL_FILE_EVENTS && self.deferred.is_none() {
+            match self.queue.try_recv() {
+                Ok(Message::Event(event)) => batch.push(event),
+                Ok(control) => self.deferred = Some(control),
+                Err(_) => break,
+            }
+        }
+        let (written, batch) = self
+            .with_spool(move |spool| (spool.push(&batch), batch))
+            .await
+            .expect("spool present");
+        match written {
             Ok(true) => {
-                let events = self.batch.len() as u64;
-                self.shared.spooled.fetch_add(events, Ordering::Relaxed);
-                self.batch.clear();
+                self.shared
+                    .spooled
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 self.publish_spool();
                 true
             }
-            Ok(false) => false,
+            Ok(false) => {
+                self.batch = batch;
+                false
+            }
             Err(error) => {
                 self.shared
                     .failed(format!("cannot write the spool: {error}"));
+                self.batch = batch;
                 false
             }
         }
     }
 
-    /// Sends up to `files` spool files, oldest first, stopping at the first failure (and
-    /// trying again after a backoff).
+    /// Runs `work` on the spool off the async workers (fsyncs block), handing the spool
+    /// to a blocking thread and back; `None` without a spool.
+    async fn with_spool<T: Send + 'static>(
+        &mut self,
+        work: impl FnOnce(&mut Spool) -> T + Send + 'static,
+    ) -> Option<T> {
+        let mut spool = self.spool.take()?;
+        let (spool, out) = tokio::task::spawn_blocking(move || {
+            let out = work(&mut spool);
+            (spool, out)
+        })
+        .await
+        .expect("spool work does not panic");
+        self.spool = Some(spool);
+        Some(out)
+    }
+
+    /// Sends up to `files` spool files, oldest first, each in batches of `batch_size`,
+    /// stopping at the first failure (and trying again after a backoff; batches of the
+    /// file sent already are sent again then, which their ids make harmless).
     async fn drain_spool(&mut self, files: usize) {
         for _ in 0..files {
-            let Some(oldest) = self.spool.as_ref().and_then(Spool::oldest) else {
+            if self.spool.as_ref().is_none_or(Spool::is_empty) {
                 return;
-            };
-            let batch = match oldest {
-                Ok(batch) => batch,
+            }
+            let oldest = self
+                .with_spool(|spool| spool.oldest().expect("not empty"))
+                .await
+                .expect("spool present");
+            let events = match oldest {
+                Ok(events) => events,
                 Err(error) => {
                     self.shared
                         .failed(format!("cannot read the spool: {error}"));
                     return;
                 }
             };
-            // One attempt: a failure leaves the file for the next turn.
-            match self.send(&batch, Some(Instant::now())).await {
-                Sent::Done => {
-                    let spool = self.spool.as_mut().expect("spool present");
-                    if let Err(error) = spool.remove_oldest() {
-                        self.shared
-                            .failed(format!("cannot remove a delivered spool file: {error}"));
+            let mut refused = false;
+            for batch in events.chunks(self.batch_size) {
+                // One attempt: a failure leaves the file for the next turn.
+                match self.send(batch, Some(Instant::now())).await {
+                    Sent::Done => {}
+                    Sent::Refused => refused = true,
+                    Sent::Failing(wait) => {
+                        self.spool_retry_at = Instant::now() + wait;
                         return;
                     }
-                    self.publish_spool();
-                }
-                Sent::Refused => {
-                    let spool = self.spool.as_mut().expect("spool present");
-                    if let Err(error) = spool.refuse_oldest() {
-                        self.shared
-                            .failed(format!("cannot move a refused spool file: {error}"));
-                        return;
-                    }
-                    self.publish_spool();
-                }
-                Sent::Failing(wait) => {
-                    self.spool_retry_at = Instant::now() + wait;
-                    return;
                 }
             }
+            let (done, what) = if refused {
+                (
+                    self.with_spool(Spool::refuse_oldest).await,
+                    "move a refused",
+                )
+            } else {
+                (
+                    self.with_spool(Spool::remove_oldest).await,
+                    "remove a delivered",
+                )
+            };
+            if let Some(Err(error)) = done {
+                self.shared
+                    .failed(format!("cannot {what} spool file: {error}"));
+                return;
+            }
+            self.publish_spool();
         }
     }
 
