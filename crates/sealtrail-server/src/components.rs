@@ -408,7 +408,7 @@ fn spawn_source_tracker(
 
 /// `consumer` driven by a follower of the durable log until `shutdown`.
 fn spawn_follower(
-    consumer: impl sealtrail_store::follow::LogConsumer + Send + Sync + 'static,
+    consumer: impl sealtrail_store::follow::LogConsumer + Sync + 'static,
     store: &Store,
     shutdown: &Shutdown,
 ) -> tokio::task::JoinHandle<()> {
