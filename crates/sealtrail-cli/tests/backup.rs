@@ -21,6 +21,7 @@ const PACKABLE: &[&str] = &[
     "manifest.json",
     "sinks.sqlite",
     "blind-index.sqlite",
+    "sources.sqlite",
     "spool.cursor",
     "spool.ndjson",
     "log-signing.key",
@@ -41,6 +42,7 @@ fn a_backup_packs_the_state_files_by_their_owners_names() {
     assert_eq!(names, PACKABLE);
     assert!(names.contains(&sealtrail_sinks::store::SINKS_DB_FILE));
     assert!(names.contains(&sealtrail_store::blind_index::BLIND_INDEX_FILE));
+    assert!(names.contains(&sealtrail_store::sources::SOURCES_FILE));
 }
 
 fn ok(out: &std::process::Output) -> String {
