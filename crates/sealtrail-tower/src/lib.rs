@@ -226,8 +226,8 @@ impl Audit {
 
     /// Queues `event` with what it leaves unset taken from the request.
     pub async fn record(&self, event: Event) -> Result<(), ProducerError> {
-        let context = self.context();
-        self.producer.send(event.in_context(&context)).await
+        let event = event.in_context(&self.context.lock().expect("never poisoned"));
+        self.producer.send(event).await
     }
 }
 
@@ -397,8 +397,8 @@ impl Settings {
         if panicked {
             details.insert("panicked".into(), true.into());
         }
-        let context = context.lock().expect("never poisoned").clone();
         let failed = panicked || status.is_client_error() || status.is_server_error();
+        // Filled under the lock: one copy of the context, not two.
         let mut event = Event::new("http.request", "http.route")
             .resource_id(route)
             .severity((self.severity)(status, panicked))
@@ -407,7 +407,7 @@ impl Settings {
             } else {
                 Outcome::Success
             })
-            .in_context(&context);
+            .in_context(&context.lock().expect("never poisoned"));
         event.details = details;
         // A closed producer (the service shutting down) records nothing more; the request
         // is answered all the same.

@@ -377,7 +377,9 @@ impl Producer {
         }
         event.source = Some(self.inner.source.clone());
         event.source_seq = Some(self.inner.next_seq.fetch_add(1, Ordering::Relaxed));
-        let bytes = serde_json::to_vec(&event).expect("an event serialises");
+        // Room for a typical event, so serialising rarely grows the buffer.
+        let mut bytes = Vec::with_capacity(512);
+        serde_json::to_writer(&mut bytes, &event).expect("an event serialises");
         Ok(Message::Event(bytes))
     }
 
