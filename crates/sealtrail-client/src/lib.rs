@@ -159,6 +159,28 @@ impl Client {
         self.get("/v1/events", params).await
     }
 
+    /// Every event matching `params` (the filters of `GET /v1/events`), oldest first,
+    /// read page by page.
+    pub async fn query_all(
+        &self,
+        params: &[(String, String)],
+    ) -> Result<Vec<sealtrail_core::api::Event>, ClientError> {
+        let mut events = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut page_params = params.to_vec();
+            page_params.push(("order".into(), "asc".into()));
+            page_params.push(("limit".into(), "1000".into()));
+            page_params.extend(cursor.take().map(|c| ("cursor".to_owned(), c)));
+            let page = self.query(&page_params).await?;
+            events.extend(page.events);
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => return Ok(events),
+            }
+        }
+    }
+
     /// One event with its inclusion proof.
     pub async fn event(&self, id: &str) -> Result<EventWithProof, ClientError> {
         self.get(&format!("/v1/events/{id}"), &[]).await

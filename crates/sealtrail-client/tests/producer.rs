@@ -85,23 +85,11 @@ fn guest_event(n: u64) -> Event {
 
 /// Every event of the tenant, oldest first.
 async fn stored(client: &Client) -> Vec<Value> {
-    let mut events = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut params = vec![
-            ("limit".to_owned(), "1000".to_owned()),
-            ("order".to_owned(), "asc".to_owned()),
-        ];
-        if let Some(cursor) = &cursor {
-            params.push(("cursor".into(), cursor.clone()));
-        }
-        let page = client.query(&params).await.unwrap();
-        events.extend(page.events.iter().map(|e| serde_json::to_value(e).unwrap()));
-        match page.next_cursor {
-            Some(next) => cursor = Some(next),
-            None => return events,
-        }
-    }
+    let events = client.query_all(&[]).await.unwrap();
+    events
+        .iter()
+        .map(|e| serde_json::to_value(e).unwrap())
+        .collect()
 }
 
 /// Asserts the ids are distinct and a source's numbers are exactly `1..=n`.

@@ -84,12 +84,8 @@ async fn serve(app: Router) -> SocketAddr {
 
 /// The tenant's events, oldest first.
 async fn stored(client: &Client) -> Vec<Value> {
-    let params = [
-        ("limit".to_owned(), "1000".to_owned()),
-        ("order".to_owned(), "asc".to_owned()),
-    ];
-    let page = client.query(&params).await.unwrap();
-    page.events
+    let events = client.query_all(&[]).await.unwrap();
+    events
         .iter()
         .map(|e| serde_json::to_value(e).unwrap())
         .collect()

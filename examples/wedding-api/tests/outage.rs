@@ -128,25 +128,13 @@ async fn with_sealtrail_down_the_service_answers_and_every_event_arrives_once_la
     );
 
     let client = sealtrail_client::Client::new(&sealtrail, &key).unwrap();
-    let mut events = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut params = vec![
-            ("limit".to_owned(), "1000".to_owned()),
-            ("order".to_owned(), "asc".to_owned()),
-        ];
-        params.extend(cursor.iter().map(|c| ("cursor".to_owned(), c.clone())));
-        let page = client.query(&params).await.unwrap();
-        events.extend(
-            page.events
-                .into_iter()
-                .map(|e| serde_json::to_value(e).unwrap()),
-        );
-        match page.next_cursor {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
-    }
+    let events: Vec<Value> = client
+        .query_all(&[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| serde_json::to_value(e).unwrap())
+        .collect();
     // Per run: 101 requests and 101 domain events (a guest added, 100 diet changes).
     assert_eq!(events.len(), 2 * 202);
     let ids: std::collections::HashSet<&str> =
