@@ -402,7 +402,10 @@ fn spawn_source_tracker(
     store: &Store,
     shutdown: &Shutdown,
 ) -> tokio::task::JoinHandle<()> {
-    let consumer = crate::app::sources::SourceTracker { store: sources };
+    let consumer = crate::app::sources::SourceTracker {
+        store: sources,
+        stored_cursor: 0,
+    };
     spawn_follower(consumer, store, shutdown)
 }
 

@@ -18,6 +18,10 @@ use sealtrail_store::sources::{SourceQuery, SourceRow, SourceStamp, SourceStore,
 
 /// Events read from the log per step.
 const STEP_EVENTS: usize = 5000;
+/// How far the cursor may run ahead of the stored one over events without stamps before it
+/// is written: a log without stamps costs no write per step, and what a restart reads again
+/// changes nothing (each row applies only events after its `through`).
+const CURSOR_WRITE_EVERY: u64 = 100_000;
 
 /// The stamp members of a stored record; the rest is skipped.
 #[derive(serde::Deserialize)]
@@ -30,10 +34,7 @@ struct Stamped {
 /// The stamp of a stored event, if it carries one.
 fn stamp_of(event: &sealtrail_core::StoredEvent) -> Option<SourceStamp> {
     // Most records carry none: a substring search is far cheaper than a parse.
-    const MEMBER: &[u8] = b"\"source_seq\":";
-    if !event.record.windows(MEMBER.len()).any(|w| w == MEMBER) {
-        return None;
-    }
+    memchr::memmem::find(&event.record, b"\"source_seq\":")?;
     let stamped: Stamped = serde_json::from_slice(&event.record).ok()?;
     Some(SourceStamp {
         tenant: event.tenant_id.clone(),
@@ -48,6 +49,8 @@ fn stamp_of(event: &sealtrail_core::StoredEvent) -> Option<SourceStamp> {
 pub struct SourceTracker {
     /// Where progress is kept.
     pub store: Arc<dyn SourceStore>,
+    /// The cursor as last stored.
+    pub stored_cursor: u64,
 }
 
 impl LogConsumer for SourceTracker {
@@ -61,6 +64,7 @@ impl LogConsumer for SourceTracker {
             .await
             .map_err(|e| StepError::Fatal(e.to_string()))?
             .map_err(|e| StepError::Fatal(format!("cannot read its cursor: {e}")))?;
+        self.stored_cursor = cursor;
         // A database restored from a dump holds no progress; a data directory's is never
         // ahead of its log (backups take it first). Should it be, it waits for the log.
         Ok(cursor.min(through))
@@ -75,18 +79,25 @@ impl LogConsumer for SourceTracker {
 
     async fn step(&mut self, step: Step) -> Result<u64, StepError> {
         let page = step.page.expect("the plan reads events");
+        let stored_cursor = self.stored_cursor;
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || -> Result<u64, StoreError> {
+        let (scanned, written) = tokio::task::spawn_blocking(move || {
             let stamps: Vec<SourceStamp> = page.events.iter().filter_map(stamp_of).collect();
             let scanned = page.scanned_through.max(step.cursor);
-            if !stamps.is_empty() || scanned > step.cursor {
+            let due = scanned >= stored_cursor + CURSOR_WRITE_EVERY;
+            if !stamps.is_empty() || due {
                 store.apply(&stamps, scanned)?;
+                return Ok::<_, StoreError>((scanned, true));
             }
-            Ok(scanned)
+            Ok((scanned, false))
         })
         .await
         .map_err(|e| StepError::Fatal(format!("the sources task failed: {e}")))?
-        .map_err(|e| StepError::Retry(e.to_string()))
+        .map_err(|e| StepError::Retry(e.to_string()))?;
+        if written {
+            self.stored_cursor = scanned;
+        }
+        Ok(scanned)
     }
 }
 
