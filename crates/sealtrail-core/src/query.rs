@@ -78,6 +78,20 @@ pub struct EventFilter {
     pub from: Option<i64>,
     /// `occurred_at < to`, UTC microseconds.
     pub to: Option<i64>,
+    /// Free text: a substring of the action, the resource type or the resource id, ASCII
+    /// letters matched without regard to case. Held lowercased.
+    pub text: Option<String>,
+}
+
+/// Whether `haystack` contains `needle_lower` (already ASCII-lowercased), ASCII letters
+/// compared without case: the rule of the `text` filter, which the stores apply in SQL too.
+pub fn contains_ascii_nocase(haystack: &str, needle_lower: &str) -> bool {
+    let needle = needle_lower.as_bytes();
+    needle.is_empty()
+        || haystack
+            .as_bytes()
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 /// The columns of one event a filter is evaluated on (without parsing its record).
@@ -116,6 +130,11 @@ impl EventFilter {
                 .is_none_or(|r| Some(r) == e.resource_id)
             && self.from.is_none_or(|from| e.occurred_at >= from)
             && self.to.is_none_or(|to| e.occurred_at < to)
+            && self.text.as_deref().is_none_or(|t| {
+                contains_ascii_nocase(e.action, t)
+                    || contains_ascii_nocase(e.resource_type, t)
+                    || e.resource_id.is_some_and(|id| contains_ascii_nocase(id, t))
+            })
     }
 }
 
@@ -242,7 +261,7 @@ pub struct FilterParam {
 /// `openapi`) and the CLI flags of `sealtrail query` and `sealtrail tail` (built from it in
 /// the CLI crate, which keeps clap out of this crate). Every value is bounded by
 /// [`MAX_FILTER_VALUE_CHARS`].
-pub const EVENT_FILTER_PARAMS: [FilterParam; 8] = [
+pub const EVENT_FILTER_PARAMS: [FilterParam; 9] = [
     FilterParam {
         name: "tenant_id",
         flag: "tenant",
@@ -327,6 +346,16 @@ pub const EVENT_FILTER_PARAMS: [FilterParam; 8] = [
         on_streams: false,
         apply: |filter, value| {
             filter.to = Some(parse_rfc3339_micros(value)?);
+            Ok(())
+        },
+    },
+    FilterParam {
+        name: "text",
+        flag: "text",
+        description: "Free text found in the action, resource type or resource id (ASCII letters without regard to case)",
+        on_streams: true,
+        apply: |filter, value| {
+            filter.text = Some(non_empty(value)?.to_ascii_lowercase());
             Ok(())
         },
     },
@@ -534,6 +563,8 @@ pub enum StatsGroup {
     Action,
     /// Count per resource type.
     ResourceType,
+    /// Count per acting user (`""` for events without one): the most active actors.
+    UserId,
 }
 
 impl StatsGroup {
@@ -543,6 +574,7 @@ impl StatsGroup {
             StatsGroup::Severity => "severity",
             StatsGroup::Action => "action",
             StatsGroup::ResourceType => "resource_type",
+            StatsGroup::UserId => "user_id",
         }
     }
 }
@@ -607,10 +639,13 @@ impl StatsRequest {
                         "severity" => StatsGroup::Severity,
                         "action" => StatsGroup::Action,
                         "resource_type" => StatsGroup::ResourceType,
+                        "user_id" => StatsGroup::UserId,
                         other => {
                             return Err(FieldError::new(
                                 "group_by",
-                                format!("{other:?} is not severity, action or resource_type"),
+                                format!(
+                                    "{other:?} is not severity, action, resource_type or user_id"
+                                ),
                             ));
                         }
                     }

@@ -197,6 +197,16 @@ impl Conditions {
         if let Some(to) = filter.to {
             self.push("occurred_at < {}", vec![Box::new(to)]);
         }
+        if let Some(needle) = &filter.text {
+            // lower() under the C collation folds ASCII letters only: the rule of
+            // `contains_ascii_nocase`. One parameter, referred to three times.
+            let p = self.param(Box::new(needle.clone()));
+            self.clauses.push(format!(
+                "(strpos(lower(action COLLATE \"C\"), {p}) > 0 \
+                  OR strpos(lower(resource_type COLLATE \"C\"), {p}) > 0 \
+                  OR strpos(lower(resource_id COLLATE \"C\"), {p}) > 0)"
+            ));
+        }
     }
 
     fn severities(&mut self, severities: &[Severity]) {
@@ -293,6 +303,7 @@ fn stats_sql(request: &StatsRequest) -> (String, Conditions) {
         StatsGroup::Severity => "severity::text",
         StatsGroup::Action => "action",
         StatsGroup::ResourceType => "resource_type",
+        StatsGroup::UserId => "COALESCE(user_id, '')",
     };
     let bucket = match request.interval {
         Some(interval) => {

@@ -150,6 +150,14 @@ impl Conditions {
         if let Some(to) = filter.to {
             c.push("occurred_at < ?", [SqlValue::Integer(to)]);
         }
+        if let Some(needle) = &filter.text {
+            // SQLite's lower() folds ASCII letters only: the rule of `contains_ascii_nocase`.
+            c.push(
+                "(instr(lower(action), ?) > 0 OR instr(lower(resource_type), ?) > 0 \
+                  OR instr(lower(resource_id), ?) > 0)",
+                [text(needle), text(needle), text(needle)],
+            );
+        }
         c
     }
 
@@ -281,13 +289,15 @@ fn floor_to(at: i64, width: i64) -> i64 {
 
 /// Stats read whole hours from the rollup table and count only the partial hours at the
 /// edges of the range (from the index) and the rows the indexer has not reached (from the
-/// log). Filters the rollup cannot answer (user, resource id) count from the index alone.
+/// log). What the rollup cannot answer (a user or resource id, free text, counts per user)
+/// is counted from the index alone.
 pub(crate) fn stats_sql(request: &StatsRequest) -> (String, Vec<SqlValue>) {
     let filter = &request.filter;
     let column = match request.group_by {
         StatsGroup::Severity => "severity",
         StatsGroup::Action => "action",
         StatsGroup::ResourceType => "resource_type",
+        StatsGroup::UserId => "COALESCE(user_id, '')",
     };
     let bucket_of = |time: &str| match request.interval {
         Some(interval) => {
@@ -308,7 +318,12 @@ pub(crate) fn stats_sql(request: &StatsRequest) -> (String, Vec<SqlValue>) {
     let mut parts = Vec::new();
     let mut params = Vec::new();
 
-    if filter.user_id.is_none() && filter.resource_id.is_none() {
+    // The rollup has no user or resource id, and free text may match a resource id.
+    let rollup_answers = filter.user_id.is_none()
+        && filter.resource_id.is_none()
+        && filter.text.is_none()
+        && request.group_by != StatsGroup::UserId;
+    if rollup_answers {
         // Whole hours inside [from, to) come from the rollup.
         let first_hour = filter
             .from
