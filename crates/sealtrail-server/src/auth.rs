@@ -1,7 +1,9 @@
 //! Who is calling: the `Authorization: Bearer <key>` of every `/v1` request, resolved to a
-//! [`Grant`] (scopes and tenant binding) before any handler runs.
+//! [`Grant`] (scopes and tenant binding) before any handler runs; without it, the web
+//! console's session cookie stands for the key it was signed in with.
 
 use axum::extract::FromRequestParts;
+use axum::http::Method;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use sealtrail_core::{Grant, Scope};
@@ -17,10 +19,9 @@ impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <API key>"))?;
+        let Some(header) = parts.headers.get(AUTHORIZATION) else {
+            return console_session(parts, state);
+        };
         let text = header
             .to_str()
             .map_err(|_| ApiError::unauthorized("the Authorization header is not text"))?;
@@ -33,19 +34,54 @@ impl FromRequestParts<AppState> for Auth {
             }
         };
         // A hash and a map probe behind one pragma read: cheap enough to do inline.
-        match state.keys.authenticate(key).map_err(ApiError::internal)? {
-            Some(grant) => match state.rate_limits.check(&grant.key_id) {
-                Ok(()) => Ok(Auth(grant)),
-                Err(retry_after_secs) => Err(ApiError::rate_limited(
-                    &grant.key_id,
-                    state.config.limits.key_requests_per_sec,
-                    retry_after_secs,
-                )),
-            },
-            None => Err(ApiError::unauthorized(
-                "unknown, revoked or expired API key",
+        let grant = state.keys.authenticate(key).map_err(ApiError::internal)?;
+        admit(state, grant)
+    }
+}
+
+/// A request without `Authorization`: the console's session cookie, if it has a live one.
+/// Anything but a read must also carry the console's header (see `console::WRITE_HEADER`).
+fn console_session(parts: &Parts, state: &AppState) -> Result<Auth, ApiError> {
+    let missing = || ApiError::unauthorized("missing Authorization: Bearer <API key>");
+    if !state.config.console.enabled || crate::console::sessions::token_in(&parts.headers).is_none()
+    {
+        return Err(missing());
+    }
+    let reads_only = parts.method == Method::GET || parts.method == Method::HEAD;
+    if !reads_only
+        && parts
+            .headers
+            .get(crate::console::WRITE_HEADER)
+            .is_none_or(|v| v != "1")
+    {
+        return Err(ApiError::forbidden(format!(
+            "a request signed in by the console's cookie that changes anything must carry the \
+             {}: 1 header",
+            crate::console::WRITE_HEADER
+        )));
+    }
+    match crate::console::session_grant(state, &parts.headers)? {
+        Some((grant, _)) => admit(state, Some(grant)),
+        None => Err(ApiError::unauthorized(
+            "the console session has ended, expired or its key was revoked; sign in again",
+        )),
+    }
+}
+
+/// The caller of a live key, within its request rate.
+fn admit(state: &AppState, grant: Option<Grant>) -> Result<Auth, ApiError> {
+    match grant {
+        Some(grant) => match state.rate_limits.check(&grant.key_id) {
+            Ok(()) => Ok(Auth(grant)),
+            Err(retry_after_secs) => Err(ApiError::rate_limited(
+                &grant.key_id,
+                state.config.limits.key_requests_per_sec,
+                retry_after_secs,
             )),
-        }
+        },
+        None => Err(ApiError::unauthorized(
+            "unknown, revoked or expired API key",
+        )),
     }
 }
 

@@ -60,6 +60,7 @@ pub(crate) struct Parts {
     archive: Option<Arc<sealtrail_archive::ArchiveLocation>>,
     witnesses: Arc<crate::witness::WitnessBoard>,
     sources: Arc<dyn sealtrail_store::sources::SourceStore>,
+    integrity: Arc<crate::app::integrity::IntegrityAudits>,
 }
 
 impl Parts {
@@ -117,6 +118,10 @@ impl Parts {
             limits: config.limits.event.clone(),
             changes: tokio::sync::Mutex::new(()),
         });
+        let console = crate::console::Sessions::new(
+            std::time::Duration::from_secs(config.console.session_ttl_secs),
+            config.console.max_sessions,
+        );
         AppState::new(Inner {
             signing_keys,
             streams: self.streams,
@@ -139,6 +144,8 @@ impl Parts {
             retention: self.retention,
             witnesses: self.witnesses,
             sources: crate::app::sources::Sources::new(self.sources),
+            console,
+            integrity: self.integrity,
         })
     }
 }
@@ -227,6 +234,17 @@ impl Components {
         )
         .map_err(|e| ServerError::Serve(std::io::Error::other(e)))?;
         threads.extend(witness_threads);
+        let integrity = crate::app::integrity::IntegrityAudits::new(
+            match &config.database_url {
+                Some(url) => crate::app::integrity::Target::Postgres(url.clone()),
+                None => crate::app::integrity::Target::Embedded(config.data_dir.clone()),
+            },
+            store.verifier.clone(),
+        );
+        tasks.extend(integrity.clone().spawn_schedule(
+            std::time::Duration::from_secs(config.integrity.verify_every_secs),
+            shutdown.clone(),
+        ));
         let components = Self {
             shutdown,
             sinks: sinks.clone(),
@@ -251,6 +269,7 @@ impl Components {
             archive,
             witnesses,
             sources,
+            integrity,
         };
         Ok((components, parts))
     }

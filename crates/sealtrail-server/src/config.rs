@@ -64,6 +64,49 @@ pub struct Config {
     pub retention_run: RetentionRunSettings,
     /// Places outside the server that keep the log's signed checkpoints (`[[witnesses]]`).
     pub witnesses: Vec<WitnessConfig>,
+    /// The server's own full verifications of the log (`[integrity]`).
+    pub integrity: IntegritySettings,
+    /// The web console at `/console/` (`[console]`).
+    pub console: ConsoleSettings,
+}
+
+/// Full verifications of the log by the server itself (`app::integrity`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IntegritySettings {
+    /// Seconds between full verifications, the first when the server starts; 0: only on
+    /// request (`POST /v1/integrity/verify`).
+    pub verify_every_secs: u64,
+}
+
+impl Default for IntegritySettings {
+    fn default() -> Self {
+        Self {
+            verify_every_secs: 6 * 3600,
+        }
+    }
+}
+
+/// The web console (`console` module).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsoleSettings {
+    /// Serve `/console/` (the API answers either way).
+    pub enabled: bool,
+    /// A sign-in lasts this many seconds (the key's own expiry or revocation ends it sooner).
+    pub session_ttl_secs: u64,
+    /// Sessions held at once; signing in beyond it ends the oldest.
+    pub max_sessions: usize,
+}
+
+impl Default for ConsoleSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            session_ttl_secs: 8 * 3600,
+            max_sessions: 10_000,
+        }
+    }
 }
 
 /// A witness (`[[witnesses]]`): every newer signed checkpoint is pushed to it, and what it
@@ -190,6 +233,8 @@ impl Default for Config {
             retention: Default::default(),
             retention_run: RetentionRunSettings::default(),
             witnesses: Vec::new(),
+            integrity: IntegritySettings::default(),
+            console: ConsoleSettings::default(),
         }
     }
 }
@@ -390,6 +435,15 @@ impl Config {
         }
         if let Some(encryption) = &self.encryption {
             check_encryption(encryption)?;
+        }
+        if !(60..=30 * 86_400).contains(&self.console.session_ttl_secs) {
+            return Err(invalid(
+                "console.session_ttl_secs",
+                "must be from 60 (a minute) to 2592000 (30 days)",
+            ));
+        }
+        if self.console.max_sessions == 0 {
+            return Err(invalid("console.max_sessions", "must be at least 1"));
         }
         if let Some(origin) = &self.log_origin {
             check_log_origin(origin)?;

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod blind;
 mod components;
 pub mod config;
+pub mod console;
 pub mod error;
 mod follower;
 pub mod limits;

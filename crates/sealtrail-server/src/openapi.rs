@@ -21,6 +21,8 @@ use utoipa::{Modify, OpenApi};
         crate::routes::integrity::consistency_proof,
         crate::routes::integrity::public_key,
         crate::routes::integrity::rotate_signing_key,
+        crate::routes::integrity::integrity_status,
+        crate::routes::integrity::verify_now,
         crate::routes::ops::readyz,
         crate::stream::sse::stream,
         crate::stream::ws::ws,

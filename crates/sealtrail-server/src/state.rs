@@ -57,6 +57,10 @@ pub struct Inner {
     pub witnesses: Arc<crate::witness::WitnessBoard>,
     /// Per-source sequence numbers (`GET /v1/sources`).
     pub sources: crate::app::sources::Sources,
+    /// The web console's sign-ins.
+    pub console: crate::console::Sessions,
+    /// The server's full verifications of the log.
+    pub integrity: Arc<crate::app::integrity::IntegrityAudits>,
 }
 
 impl AppState {

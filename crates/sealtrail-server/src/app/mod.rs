@@ -13,6 +13,7 @@ mod drain;
 mod error;
 pub mod holds;
 pub mod ingest;
+pub mod integrity;
 pub mod log;
 pub mod reads;
 pub mod receipts;

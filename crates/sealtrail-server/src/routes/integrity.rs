@@ -191,3 +191,60 @@ pub async fn rotate_signing_key(
         statement: rotated.statement,
     }))
 }
+
+/// The log's integrity at a glance: the latest signed checkpoint and the server's last full
+/// verification.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct IntegrityStatus {
+    /// The latest durable signed checkpoint.
+    pub checkpoint: CheckpointView,
+    /// The last full verification (`null` until the first has ended).
+    pub verification: Option<crate::app::integrity::Verification>,
+    /// Seconds between scheduled verifications (0: only on request).
+    pub verify_every_secs: u64,
+}
+
+/// The latest checkpoint and the last full verification of the log by this server (every
+/// record rehashed, the tree rebuilt, every signed checkpoint reproduced; `[integrity]`).
+#[utoipa::path(get, path = "/v1/integrity", tag = "integrity", security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The log's integrity", body = IntegrityStatus),
+        (status = 401, description = "No or unknown API key", body = crate::error::ErrorBody),
+    ))]
+pub async fn integrity_status(
+    State(state): State<AppState>,
+    auth: Auth,
+) -> Result<Json<IntegrityStatus>, ApiError> {
+    auth.require_any(&EVIDENCE_SCOPES)?;
+    Ok(Json(status(&state, state.integrity.latest())))
+}
+
+/// Verifies the whole log now (admin; or waits for the verification under way) and answers
+/// with its result.
+#[utoipa::path(post, path = "/v1/integrity/verify", tag = "integrity", security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The verification's result (ok false: the log is not intact)", body = IntegrityStatus),
+        (status = 403, description = "Not an admin key bound to no tenant", body = crate::error::ErrorBody),
+    ))]
+pub async fn verify_now(
+    State(state): State<AppState>,
+    auth: Auth,
+) -> Result<Json<IntegrityStatus>, ApiError> {
+    auth.require_unbound_admin("a verification reads every tenant's records")?;
+    let verification = state.integrity.run().await?;
+    Ok(Json(status(&state, Some(verification))))
+}
+
+fn status(
+    state: &AppState,
+    verification: Option<crate::app::integrity::Verification>,
+) -> IntegrityStatus {
+    IntegrityStatus {
+        checkpoint: checkpoint_view(
+            state.verifier.origin(),
+            &state.sequencer.durable_checkpoint(),
+        ),
+        verification,
+        verify_every_secs: state.config.integrity.verify_every_secs,
+    }
+}

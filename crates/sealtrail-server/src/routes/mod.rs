@@ -34,6 +34,8 @@ pub fn router(state: AppState) -> Router {
         .route("/checkpoint", get(integrity::checkpoint))
         .route("/proofs/consistency", get(integrity::consistency_proof))
         .route("/public-key", get(integrity::public_key))
+        .route("/integrity", get(integrity::integrity_status))
+        .route("/integrity/verify", post(integrity::verify_now))
         .route(
             "/log/signing-key/rotate",
             post(integrity::rotate_signing_key),
@@ -60,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(ops::openapi));
     Router::new()
         .nest("/v1", v1)
+        .merge(crate::console::router(&state))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -212,7 +212,7 @@ fn event_params(params: &Params) -> Result<EventParams, ApiError> {
     path = "/v1/stats",
     tag = "events",
     params(
-        ("group_by" = Option<String>, Query, description = "severity (default), action, resource_type or user_id (the most active actors; "" counts events without a user)"),
+        ("group_by" = Option<String>, Query, description = "severity (default), action, resource_type or user_id (the most active actors; an empty key counts events without a user)"),
         ("interval" = Option<String>, Query, description = "hour or day buckets"),
         EventFilterParams,
     ),
