@@ -728,9 +728,43 @@ mod tests {
             );
             seen.push(filter);
         }
+        let on_streams: Vec<&str> = FILTER_PARAMS
+            .iter()
+            .copied()
+            .filter(|n| !matches!(*n, "from" | "to"))
+            .collect();
         assert_eq!(
             stream_filter_params().map(|p| p.name).collect::<Vec<_>>(),
-            FILTER_PARAMS[..6]
+            on_streams
+        );
+    }
+
+    #[test]
+    fn free_text_is_a_substring_of_action_resource_type_or_id_without_case() {
+        let mut filter = EventFilter::default();
+        assert_eq!(filter.apply_param("text", "Dietary"), Ok(true));
+        assert_eq!(filter.text.as_deref(), Some("dietary"));
+        let columns = |action, resource_type, resource_id| EventColumns {
+            tenant_id: "bloom",
+            occurred_at: 0,
+            severity: Severity::Info,
+            action,
+            user_id: None,
+            resource_type,
+            resource_id,
+        };
+        assert!(filter.matches(&columns("guest.dietary_restriction.updated", "guest", None)));
+        assert!(!filter.matches(&columns("guest.rsvp.updated", "guest", Some("g-1"))));
+        filter.apply_param("text", "G-1").unwrap();
+        assert!(filter.matches(&columns("guest.rsvp.updated", "guest", Some("g-17"))));
+        filter.apply_param("text", "VENDOR").unwrap();
+        assert!(filter.matches(&columns("caterer.booked", "vendor", None)));
+        assert!(!contains_ascii_nocase("straße", "strasse"));
+        assert!(contains_ascii_nocase("anything", ""));
+        assert_eq!(
+            filter.apply_param("text", "").unwrap_err().field,
+            "text",
+            "empty is refused, naming the field"
         );
     }
 

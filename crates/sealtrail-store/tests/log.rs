@@ -188,6 +188,18 @@ fn every_filter_selects_exactly_the_matching_events_newest_first(kind: Kind) {
             Box::new(|e| s(e, "resource_type") == "guest" && s(e, "resource_id") == "5"),
         ),
         (
+            vec![("text", "Dietary")],
+            Box::new(|e| s(e, "action").contains("dietary")),
+        ),
+        (
+            vec![("tenant_id", "lakeside"), ("text", "VEND")],
+            Box::new(|e| s(e, "tenant_id") == "lakeside" && s(e, "resource_type") == "vendor"),
+        ),
+        (
+            vec![("text", "6")],
+            Box::new(|e| s(e, "resource_id").contains('6')),
+        ),
+        (
             vec![
                 ("from", "2026-11-01T02:00:00Z"),
                 ("to", "2026-11-01T03:00:00Z"),
@@ -404,11 +416,13 @@ fn stats_equal_a_naive_count_for_any_range_and_filter(kind: Kind) {
         vec![("action", "guest.*")],
         vec![("resource_type", "vendor")],
         vec![("user_id", "coord-3")],
+        vec![("text", "RSVP")],
+        vec![("tenant_id", "bloom"), ("text", "1")],
     ];
     at_every_index_stage(&mut log, |log, stage| {
         for (from, to) in &ranges {
             for filter in &filters {
-                for group_by in ["severity", "action", "resource_type"] {
+                for group_by in ["severity", "action", "resource_type", "user_id"] {
                     for interval in [
                         None,
                         Some(("hour", 3_600_000_000i64)),
@@ -466,7 +480,12 @@ fn stats_equal_a_naive_count_for_any_range_and_filter(kind: Kind) {
                                     .filter
                                     .user_id
                                     .as_ref()
-                                    .is_none_or(|x| *x == s("user_id"));
+                                    .is_none_or(|x| *x == s("user_id"))
+                                && request.filter.text.as_ref().is_none_or(|x| {
+                                    ["action", "resource_type", "resource_id"]
+                                        .iter()
+                                        .any(|k| s(k).to_lowercase().contains(x.as_str()))
+                                });
                             if keep {
                                 let bucket = interval.map(|(_, w)| t - t.rem_euclid(w));
                                 *want.entry((bucket, s(group_by))).or_default() += 1;

@@ -5,8 +5,7 @@
 //!
 //! A run reads one snapshot of the store on a thread of its own (never an async worker,
 //! and never one the runtime waits for at shutdown: a run over a large log may take
-//! minutes, and the next start runs again). Runs do not overlap: a request while one is
-//! under way waits for it and gets its result.
+//! minutes, and the next start runs again). Runs do not overlap.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -80,19 +79,10 @@ impl IntegrityAudits {
         self.latest.borrow().clone()
     }
 
-    /// Runs a full verification now (or waits for the one under way) and returns its result.
+    /// Runs a full verification now and returns its result. Runs do not overlap: one under
+    /// way is waited for first (it may have begun before events this caller wants covered).
     pub async fn run(&self) -> Result<Verification, AppError> {
-        let before = self.latest.subscribe().borrow().clone();
-        let Ok(_running) = self.running.try_lock() else {
-            // One is under way: its result is the answer.
-            let _ = self.running.lock().await;
-            return self
-                .latest()
-                .filter(|v| Some(v) != before.as_ref())
-                .ok_or_else(|| {
-                    AppError::Internal("the verification under way ended without a result".into())
-                });
-        };
+        let _running = self.running.lock().await;
         let started_at = now_micros();
         let (target, verifier) = (self.target.clone(), self.verifier.clone());
         let (done, result) = tokio::sync::oneshot::channel();
