@@ -9,7 +9,10 @@
 //! PyPI, likewise), the S3-compatible server of the archive's tests, whose `moto_server`
 //! they read from `SEALTRAIL_TEST_MOTO_SERVER`. Every other server a test
 //! talks to it starts itself. The TypeScript client's tests run under Node's test runner
-//! against the debug `sealtrail` binary (`SEALTRAIL_TEST_BIN`). Last, schemathesis checks the API against its OpenAPI
+//! against the debug `sealtrail` binary (`SEALTRAIL_TEST_BIN`), and the web console's
+//! end-to-end tests drive Debian's Chromium (installed with apt if missing) with
+//! playwright-core (`npm ci` in `console/e2e`), writing screenshots to
+//! `target/console-screenshots`. Last, schemathesis checks the API against its OpenAPI
 //! document (`api_fuzz.rs`), and each fuzz target runs for a bounded time (`fuzz.rs`).
 
 use crate::run_step;
@@ -66,6 +69,7 @@ pub fn run() -> anyhow::Result<()> {
     run_step("cargo", &["test", "--workspace", "--all-targets"])?;
     run_step("cargo", &["test", "--workspace", "--doc"])?;
     typescript_client()?;
+    console_e2e()?;
     crate::api_fuzz::run()?;
     crate::fuzz::run(FUZZ_SECONDS_PER_TARGET)?;
     drop(postgres);
@@ -81,4 +85,42 @@ fn typescript_client() -> anyhow::Result<()> {
     // SAFETY: single-threaded here; read by the node process we spawn.
     unsafe { std::env::set_var("SEALTRAIL_TEST_BIN", &bin) };
     run_step("node", &["--test", "clients/typescript/test/"])
+}
+
+/// Where the console's end-to-end tests live (their own npm package).
+const CONSOLE_E2E: &str = "crates/sealtrail-server/console/e2e";
+/// The browser they drive: Debian's, never one a test tool downloads.
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// The web console's end-to-end tests in a real headless Chromium, against the debug binary.
+fn console_e2e() -> anyhow::Result<()> {
+    let bin = crate::root().join("target/debug/sealtrail");
+    anyhow::ensure!(bin.exists(), "{} was not built", bin.display());
+    if !std::path::Path::new(CHROMIUM).exists() {
+        eprintln!("xtask: installing Chromium (apt-get install chromium)");
+        let install = || {
+            std::process::Command::new("apt-get")
+                .args(["install", "-y", "-q", "chromium"])
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status()
+        };
+        if !install()?.success() {
+            run_step("apt-get", &["update", "-q"])?;
+            anyhow::ensure!(install()?.success(), "apt-get install chromium failed");
+        }
+    }
+    run_step(
+        "npm",
+        &["ci", "--prefix", CONSOLE_E2E, "--no-audit", "--no-fund"],
+    )?;
+    let screenshots = crate::root().join("target/console-screenshots");
+    // SAFETY: single-threaded here; read by the node process we spawn.
+    unsafe {
+        std::env::set_var("SEALTRAIL_TEST_BIN", &bin);
+        std::env::set_var("SEALTRAIL_CHROMIUM", CHROMIUM);
+        std::env::set_var("SEALTRAIL_CONSOLE_SCREENSHOTS", &screenshots);
+    }
+    run_step("node", &["--test", &format!("{CONSOLE_E2E}/")])?;
+    eprintln!("xtask: console screenshots in {}", screenshots.display());
+    Ok(())
 }
