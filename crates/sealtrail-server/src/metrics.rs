@@ -64,6 +64,10 @@ pub struct Metrics {
     pub sources: Gauge,
     /// Events producers numbered (`source_seq`) that never reached the log.
     pub source_missing_events: Gauge,
+    /// Full verifications since start that found the log not intact.
+    pub verification_failures: Gauge,
+    /// The tree size the last full verification found intact.
+    pub verified_tree_size: Gauge,
     /// Stream subscriptions (SSE streams and WebSocket subscriptions).
     pub stream_subscribers: Gauge,
     /// Subscriptions in live delivery (the others are catching up from the store).
@@ -175,6 +179,18 @@ impl Metrics {
             "source_missing_events",
             "Events producers numbered with source_seq that never reached the log: holes below each source's highest number",
             source_missing_events.clone(),
+        );
+        let verification_failures = Gauge::default();
+        registry.register(
+            "verification_failures",
+            "Full verifications of the log since the server started that found it not intact (GET /v1/integrity says why)",
+            verification_failures.clone(),
+        );
+        let verified_tree_size = Gauge::default();
+        registry.register(
+            "verified_tree_size",
+            "The tree size the last full verification found intact (0: none yet, or the last one failed)",
+            verified_tree_size.clone(),
         );
         let store_bytes = Gauge::default();
         registry.register(
@@ -288,6 +304,8 @@ impl Metrics {
             spool_rejected_events,
             sources,
             source_missing_events,
+            verification_failures,
+            verified_tree_size,
         }
     }
 

@@ -301,6 +301,11 @@ async fn the_server_verifies_the_whole_log_and_finds_an_edited_record() {
     assert_eq!(status, 200);
     assert_eq!(status_body["verification"], body["verification"]);
     assert_eq!(status_body["checkpoint"]["tree_size"], 50);
+    let metrics = server.get_open("/metrics").await.1;
+    assert!(
+        metrics.contains("sealtrail_verified_tree_size 50"),
+        "{metrics}"
+    );
 
     edit_record_of_seq_7(&server).await;
     let (_, body) = server
@@ -309,10 +314,20 @@ async fn the_server_verifies_the_whole_log_and_finds_an_edited_record() {
     assert_eq!(body["verification"]["ok"], false, "{body}");
     let problem = body["verification"]["problem"].as_str().unwrap();
     assert!(problem.contains("seq 7"), "{problem}");
-    eventually("the latest result is the failed one", async || {
-        server.get(&reader, "/v1/integrity").await.1["verification"]["ok"] == false
-    })
-    .await;
+    let (_, status_body) = server.get(&reader, "/v1/integrity").await;
+    assert_eq!(
+        status_body["verification"]["ok"], false,
+        "the latest result is the failed one"
+    );
+    let metrics = server.get_open("/metrics").await.1;
+    assert!(
+        metrics.contains("sealtrail_verification_failures 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sealtrail_verified_tree_size 0"),
+        "{metrics}"
+    );
     server.stop().await;
 }
 

@@ -74,6 +74,15 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         m.sources.set(totals.sources as i64);
         m.source_missing_events.set(totals.missing as i64);
     }
+    m.verification_failures
+        .set(state.integrity.failed_runs() as i64);
+    m.verified_tree_size.set(
+        state
+            .integrity
+            .latest()
+            .filter(|v| v.ok)
+            .map_or(0, |v| v.tree_size as i64),
+    );
     for sink in state.sinks.status() {
         let label = crate::metrics::SinkLabel { sink: sink.name };
         let set = |family: &prometheus_client::metrics::family::Family<_, _>, value: i64| {
