@@ -346,3 +346,57 @@ async fn edit_record_of_seq_7(server: &TestServer) {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn signing_in_and_out_is_in_the_access_log() {
+    let server = TestServer::start_with(|c| c.access_log.enabled = true).await;
+    let bound = server.key(&[Scope::Read], Some("bloom"));
+    let (status, _, set_cookie) = sign_in(&server, &bound).await;
+    assert_eq!(status, StatusCode::OK);
+    let cookie = cookie_pair(&set_cookie.unwrap());
+    let signed_out = server
+        .http
+        .delete(server.url("/console/session"))
+        .header("cookie", &cookie)
+        .header("x-sealtrail-console", "1")
+        .header("user-agent", "compliance-browser/1.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_out.status(), StatusCode::NO_CONTENT);
+    let admin = server.key(&[Scope::Admin], None);
+    let key_id = bound.split('_').nth(1).unwrap().to_owned();
+    eventually("both are recorded in the key's tenant", async || {
+        let (_, page) = server
+            .get(
+                &admin,
+                "/v1/events?tenant_id=bloom&action=audit_log.console_*&order=asc",
+            )
+            .await;
+        let events = page["events"].as_array().unwrap();
+        let actions: Vec<&str> = events
+            .iter()
+            .map(|e| e["action"].as_str().unwrap())
+            .collect();
+        if actions.len() < 2 {
+            return false;
+        }
+        assert_eq!(
+            actions,
+            [
+                "audit_log.console_signed_in",
+                "audit_log.console_signed_out"
+            ]
+        );
+        assert!(
+            events
+                .iter()
+                .all(|e| e["user_id"] == format!("key:{key_id}"))
+        );
+        assert_eq!(events[1]["user_agent"], "compliance-browser/1.0");
+        assert_eq!(events[0]["ip_address"], "127.0.0.1");
+        true
+    })
+    .await;
+    server.stop().await;
+}

@@ -21,6 +21,8 @@ use sha2::{Digest, Sha256};
 
 pub use sessions::Sessions;
 
+use crate::access::{Read, Requester};
+use crate::auth::Auth;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -109,6 +111,7 @@ pub fn session_grant(
 
 async fn sign_in(
     State(state): State<AppState>,
+    requester: Requester,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let request: SignIn =
@@ -139,6 +142,8 @@ async fn sign_in(
             Scope::join(&grant.scopes)
         )));
     }
+    // Recorded before the session exists: a sign-in that cannot be recorded does not happen.
+    record_session(&state, &requester, &grant, SIGNED_IN).await?;
     let session = state.console.start(key);
     let secure = if state.config.tls.is_some() {
         "; Secure"
@@ -172,14 +177,25 @@ async fn session_info(
     Ok(response)
 }
 
-async fn sign_out(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn sign_out(
+    State(state): State<AppState>,
+    requester: Requester,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     if headers.get(WRITE_HEADER).is_none_or(|v| v != "1") {
         return Err(ApiError::forbidden(format!(
             "signing out takes the {WRITE_HEADER}: 1 header"
         )));
     }
-    if let Some(token) = sessions::token_in(&headers) {
-        state.console.end(token);
+    let grant = session_grant(&state, &headers)?;
+    if let Some(token) = sessions::token_in(&headers)
+        && state.console.end(token)
+        && let Some((grant, _)) = grant
+    {
+        // The session is gone either way; a sign-out that cannot be recorded is logged.
+        if let Err(e) = record_session(&state, &requester, &grant, SIGNED_OUT).await {
+            tracing::warn!(error = ?e, key_id = %grant.key_id, "a console sign-out was not recorded");
+        }
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
     response.headers_mut().insert(
@@ -191,6 +207,35 @@ async fn sign_out(State(state): State<AppState>, headers: HeaderMap) -> Result<R
         .expect("ASCII"),
     );
     Ok(response)
+}
+
+/// The access-log actions of console sessions (under `audit_log.*`, with the reads).
+const SIGNED_IN: &str = "audit_log.console_signed_in";
+const SIGNED_OUT: &str = "audit_log.console_signed_out";
+
+/// Records a sign-in or sign-out in the access log: the key, from where, with which browser,
+/// in the key's tenant (or the global one for an unbound key).
+async fn record_session(
+    state: &AppState,
+    requester: &Requester,
+    grant: &Grant,
+    action: &'static str,
+) -> Result<(), ApiError> {
+    let auth = Auth(grant.clone());
+    let read = Read {
+        action,
+        filter: serde_json::Value::Object(Default::default()),
+        confined_to: grant.tenant_id.as_deref(),
+        returned: Default::default(),
+        result_count: None,
+        resource: None,
+        event_id: None,
+    };
+    state
+        .access_log
+        .record(&requester.who(&auth), read)
+        .await
+        .map_err(ApiError::from)
 }
 
 async fn login_page() -> Response {
