@@ -5,7 +5,9 @@
 //! sniffs each connection for an HTTP/2 preface, and the 24 sniffed bytes make hyper grow
 //! the connection's read buffer from 8 to 16 KiB — memory that every idle stream
 //! subscriber then holds for as long as it stays connected. Serving ourselves also lets
-//! us bound how long a client may take to send its request head.
+//! us bound how long a client may take to send its request head, and serve a connection
+//! whose first request is an SSE stream without hyper's per-connection buffers
+//! (`first_request`).
 
 use std::future::Future;
 use std::time::Duration;
@@ -17,6 +19,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
+
+mod first_request;
+use first_request::{FirstRequest, Rewind};
 
 /// How long to wait before accepting again after the process ran out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -50,6 +55,7 @@ pub async fn serve(
     http.timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout)
         .max_buf_size(limits.max_header_bytes.max(8192));
+    let max_head = limits.max_header_bytes;
     let connections = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
     // Every connection task holds a sender; when all are gone, recv() returns None.
@@ -83,13 +89,33 @@ pub async fn serve(
         tokio::spawn(async move {
             let (_alive, _permit) = (alive, permit);
             let Some(acceptor) = tls else {
-                return drive(&http, socket, peer, app, stop).await;
+                return drive(
+                    &http,
+                    socket,
+                    peer,
+                    app,
+                    stop,
+                    header_read_timeout,
+                    max_head,
+                )
+                .await;
             };
             // Boxed: a TLS session's state is kilobytes, which would otherwise size every
             // connection's task, plain ones included (idle stream subscribers count them).
             Box::pin(async move {
                 match tokio::time::timeout(header_read_timeout, acceptor.accept(socket)).await {
-                    Ok(Ok(stream)) => drive(&http, stream, peer, app, stop).await,
+                    Ok(Ok(stream)) => {
+                        drive(
+                            &http,
+                            stream,
+                            peer,
+                            app,
+                            stop,
+                            header_read_timeout,
+                            max_head,
+                        )
+                        .await
+                    }
                     Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
                     Err(_) => tracing::debug!("TLS handshake timed out"),
                 }
@@ -105,16 +131,34 @@ pub async fn serve(
 }
 
 /// Serves one connection (plain or TLS) until it ends, closing it gracefully on `stop`.
-/// Every request carries the client's address (for the access log).
+/// Every request carries the client's address (for the access log). A connection whose
+/// first request is a stream is answered without hyper (`first_request`).
 async fn drive<IO>(
     http: &http1::Builder,
-    io: IO,
+    mut io: IO,
     peer: std::net::SocketAddr,
     app: Router,
     mut stop: watch::Receiver<bool>,
+    header_read_timeout: Duration,
+    max_head: usize,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let first = tokio::select! {
+        first = first_request::classify(&mut io, header_read_timeout, max_head) => first,
+        // A connection that has not sent a request yet is closed at once, as hyper does.
+        _ = stop.wait_for(|stop| *stop) => return,
+    };
+    let io = match first {
+        FirstRequest::Other(prefix) => Rewind::new(prefix, io),
+        FirstRequest::Stream(head) => {
+            // Boxed: the stream's state stays out of every other connection's task.
+            let client = crate::access::ClientAddr(peer);
+            return Box::pin(first_request::serve_stream(io, head, client, app)).await;
+        }
+        FirstRequest::TooLarge => return first_request::refuse_large_head(io).await,
+        FirstRequest::Gone => return,
+    };
     let client = crate::access::ClientAddr(peer);
     let service =
         hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {

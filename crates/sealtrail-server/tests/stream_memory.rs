@@ -1,9 +1,9 @@
 //! What an idle subscriber costs the server: heap bytes, counted by a global allocator,
 //! for SSE and WebSocket subscribers that connect, subscribe and then wait. The target is
-//! at most 20 KiB each, so that 10,000 watchers fit in 200 MiB. A WebSocket meets it. An
-//! SSE stream stays an HTTP/1.1 response for its whole life, and hyper gives every such
-//! connection an 8 KiB read buffer and an 8 KiB write buffer that a server cannot shrink;
-//! what Sealtrail adds on top of those is held to 8 KiB.
+//! at most 20 KiB each, so that 10,000 watchers fit in 200 MiB. A WebSocket leaves hyper
+//! after its upgrade; an SSE stream opened as a connection's first request is served
+//! without hyper (`serve/first_request.rs`), whose fixed 8 KiB read and 8 KiB write buffers
+//! per connection would otherwise be most of it. Measured: ≈ 8 KiB (SSE), ≈ 12 KiB (WS).
 //!
 //! The clients are plain blocking sockets on their own thread that allocate nothing while
 //! they are measured, so every byte counted belongs to the server. Both transports run in
@@ -51,10 +51,9 @@ static ALLOCATOR: Counting = Counting;
 const SUBSCRIBERS: usize = 500;
 const TENANTS: usize = 100;
 const LIMIT_BYTES: isize = 20 * 1024;
-/// hyper's fixed buffers for an HTTP/1.1 connection (`INIT_BUFFER_SIZE`, read and write).
-const HYPER_CONNECTION_BYTES: isize = 2 * 8 * 1024;
-/// What an SSE subscription may add to hyper's connection buffers.
-const SSE_OWN_LIMIT_BYTES: isize = 8 * 1024;
+/// An SSE subscriber's bound: what it measured (≈ 8 KiB) with room for allocator noise,
+/// well under hyper's 16 KiB of buffers alone, so a stream falling back to hyper fails it.
+const SSE_LIMIT_BYTES: isize = 10 * 1024;
 
 /// Opens an SSE stream and reads its headers; the socket then stays idle.
 fn sse_subscriber(address: &str, key: &str, tenant: usize) -> TcpStream {
@@ -172,7 +171,7 @@ async fn an_idle_subscriber_costs_little_server_memory() {
     let (ws, ws_sockets) = bytes_per_idle_subscriber(&address, &key, ws_subscriber).await;
     println!("heap per idle subscriber: SSE {sse} bytes, WebSocket {ws} bytes");
     assert!(
-        sse <= HYPER_CONNECTION_BYTES + SSE_OWN_LIMIT_BYTES,
+        sse <= SSE_LIMIT_BYTES,
         "an idle SSE subscriber holds {sse} bytes"
     );
     assert!(

@@ -122,3 +122,51 @@ async fn a_key_that_does_not_fit_the_certificate_is_named_at_start() {
         "{error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_is_served_over_tls_too() {
+    use futures_util::StreamExt as _;
+    let certs = certificates();
+    let s = TestServer::start_with(|c| {
+        c.tls = Some(TlsSettings {
+            cert_file: certs.path().join("cert.pem"),
+            key_file: certs.path().join("key.pem"),
+        });
+    })
+    .await;
+    let https = s.base.replace("http://", "https://");
+    let ca = std::fs::read(certs.path().join("ca.pem")).unwrap();
+    let client = sealtrail_testkit::http_client_builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .build()
+        .unwrap();
+    let key = s.key(&[Scope::Ingest, Scope::Stream], Some("acme"));
+    // A fresh connection whose first request is the stream (served without hyper).
+    let stream = client
+        .get(format!("{https}/v1/stream?since=0"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    let stored = client
+        .post(format!("{https}/v1/events"))
+        .bearer_auth(&key)
+        .json(&guest_event(7))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stored.status(), 201);
+    let mut body = stream.bytes_stream();
+    let mut text = String::new();
+    while !text.contains("guest-7") {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), body.next())
+            .await
+            .expect("the event arrives")
+            .expect("the stream goes on")
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(text.contains("id: 1\n"), "{text}");
+}

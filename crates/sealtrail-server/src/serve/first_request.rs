@@ -1,0 +1,352 @@
+//! A connection whose first request is `GET /v1/stream` is served without hyper.
+//!
+//! An SSE stream is an HTTP/1.1 response that may last for days, and hyper gives every
+//! connection it serves an 8 KiB read buffer and an 8 KiB write buffer for its whole life —
+//! 16 KiB of every idle subscriber, fixed in hyper (`INIT_BUFFER_SIZE`), twice what the
+//! subscription itself holds. So the accept loop reads a connection's first bytes itself:
+//! a stream request is parsed here (httparse, the parser hyper uses), answered by the same
+//! router as every request, and its body written straight to the socket in chunked
+//! encoding, after which the connection closes; the head's buffer is freed before the
+//! response starts. Any other connection goes to hyper with the bytes already read put
+//! back in front of it ([`Rewind`]), so hyper sees exactly what the client sent.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, Response, Version};
+use futures_util::StreamExt as _;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
+
+/// The request line a stream served here starts with (query or not).
+const STREAM_PREFIX: &[u8] = b"GET /v1/stream";
+/// Headers a stream request may have (hyper's default is 100).
+const MAX_HEADERS: usize = 100;
+
+/// What the first bytes of a connection turned out to be.
+pub enum FirstRequest {
+    /// A `GET /v1/stream` request head, complete (it and anything after it).
+    Stream(Vec<u8>),
+    /// Something else: the bytes read so far, for hyper.
+    Other(Vec<u8>),
+    /// A stream request whose head is larger than allowed.
+    TooLarge,
+    /// The client closed or timed out before the request was known.
+    Gone,
+}
+
+/// Reads until the first request is known to be a stream request (and its head is
+/// complete) or not; `max_head` bounds a stream request's head.
+pub async fn classify<IO: AsyncRead + Unpin>(
+    io: &mut IO,
+    timeout: Duration,
+    max_head: usize,
+) -> FirstRequest {
+    let mut bytes = Vec::with_capacity(512);
+    let read = async {
+        loop {
+            let compared = bytes.len().min(STREAM_PREFIX.len());
+            if bytes[..compared] != STREAM_PREFIX[..compared] {
+                return FirstRequest::Other(std::mem::take(&mut bytes));
+            }
+            if bytes.len() > STREAM_PREFIX.len() {
+                // `GET /v1/streamx` is not the stream endpoint.
+                if !matches!(bytes[STREAM_PREFIX.len()], b'?' | b' ') {
+                    return FirstRequest::Other(std::mem::take(&mut bytes));
+                }
+                if memchr::memmem::find(&bytes, b"\r\n\r\n").is_some() {
+                    return FirstRequest::Stream(std::mem::take(&mut bytes));
+                }
+            }
+            if bytes.len() >= max_head {
+                return FirstRequest::TooLarge;
+            }
+            bytes.reserve(512);
+            match io.read_buf(&mut bytes).await {
+                Ok(0) | Err(_) => return FirstRequest::Gone,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .unwrap_or(FirstRequest::Gone)
+}
+
+/// Answers the stream request in `head` on `io`, then closes the connection.
+pub async fn serve_stream<IO>(
+    mut io: IO,
+    head: Vec<u8>,
+    client: crate::access::ClientAddr,
+    app: Router,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let request = match parse(&head, client) {
+        Ok(request) => request,
+        Err(reason) => {
+            let body = format!("{{\"code\":\"bad_request\",\"message\":\"{reason}\"}}");
+            let answer = format!(
+                "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n\
+                 content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = io.write_all(answer.as_bytes()).await;
+            let _ = io.shutdown().await;
+            return;
+        }
+    };
+    drop(head);
+    let response = match tower_service::Service::call(&mut app.clone(), request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    drop(app);
+    let (mut reader, mut writer) = tokio::io::split(io);
+    let written = write_response(&mut writer, response, &mut reader).await;
+    if written.is_ok() {
+        let _ = writer.shutdown().await;
+    }
+}
+
+/// Answers a stream request whose head is over `limits.max_header_bytes` with 431, as
+/// hyper answers any other, and closes.
+pub async fn refuse_large_head<IO: AsyncWrite + Unpin>(mut io: IO) {
+    let body = r#"{"code":"header_too_large","message":"the request head is larger than limits.max_header_bytes"}"#;
+    let answer = format!(
+        "HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = io.write_all(answer.as_bytes()).await;
+    let _ = io.shutdown().await;
+}
+
+/// The request in a complete head; the error is the reason, for a 400.
+fn parse(head: &[u8], client: crate::access::ClientAddr) -> Result<Request<Body>, &'static str> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    match parsed.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err("incomplete request head"),
+        Err(_) => return Err("malformed request head"),
+    }
+    let mut request = Request::builder()
+        .method(parsed.method.ok_or("no method")?)
+        .uri(parsed.path.ok_or("no path")?)
+        .version(if parsed.version == Some(0) {
+            Version::HTTP_10
+        } else {
+            Version::HTTP_11
+        });
+    for header in parsed.headers.iter() {
+        request = request.header(header.name, header.value);
+    }
+    let mut request = request
+        .body(Body::empty())
+        .map_err(|_| "malformed request line or header")?;
+    request.extensions_mut().insert(client);
+    Ok(request)
+}
+
+/// Writes the head, then the body as chunks until it ends, the client goes away (a read
+/// that ends or fails) or a write fails.
+async fn write_response<R, W>(
+    writer: &mut W,
+    response: Response<Body>,
+    reader: &mut R,
+) -> io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let (parts, body) = response.into_parts();
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\n",
+        parts.status.as_u16(),
+        parts.status.canonical_reason().unwrap_or("")
+    )
+    .into_bytes();
+    for (name, value) in &parts.headers {
+        if name == axum::http::header::CONNECTION || name == axum::http::header::TRANSFER_ENCODING {
+            continue;
+        }
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"transfer-encoding: chunked\r\nconnection: close\r\n\r\n");
+    writer.write_all(&head).await?;
+    writer.flush().await?;
+    drop(head);
+    let mut frames = body.into_data_stream();
+    let mut probe = [0u8; 1];
+    loop {
+        let data = tokio::select! {
+            next = frames.next() => match next {
+                Some(Ok(data)) => data,
+                Some(Err(_)) => return Err(io::Error::other("the response body failed")),
+                None => break,
+            },
+            // The client sends nothing more on a stream; a read ending means it has gone.
+            read = reader.read(&mut probe) => match read {
+                Ok(0) | Err(_) => return Err(io::ErrorKind::ConnectionAborted.into()),
+                Ok(_) => continue,
+            },
+        };
+        if data.is_empty() {
+            continue;
+        }
+        let mut chunk = Vec::with_capacity(data.len() + 12);
+        chunk.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        chunk.extend_from_slice(&data);
+        chunk.extend_from_slice(b"\r\n");
+        writer.write_all(&chunk).await?;
+        writer.flush().await?;
+    }
+    writer.write_all(b"0\r\n\r\n").await?;
+    writer.flush().await
+}
+
+/// `io` with bytes already read from it put back in front.
+pub struct Rewind<IO> {
+    prefix: Vec<u8>,
+    at: usize,
+    io: IO,
+}
+
+impl<IO> Rewind<IO> {
+    /// `io`, whose next reads return `prefix` first.
+    pub fn new(prefix: Vec<u8>, io: IO) -> Self {
+        Self { prefix, at: 0, io }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Rewind<IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.at < this.prefix.len() {
+            let n = buf.remaining().min(this.prefix.len() - this.at);
+            buf.put_slice(&this.prefix[this.at..this.at + n]);
+            this.at += n;
+            if this.at == this.prefix.len() {
+                // Replayed: the buffer is not kept for the connection's life.
+                this.prefix = Vec::new();
+                this.at = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Rewind<IO> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn classify_bytes(chunks: &[&[u8]]) -> FirstRequest {
+        let mut io = std::io::Cursor::new(chunks.concat());
+        classify(&mut io, Duration::from_secs(1), 16 * 1024).await
+    }
+
+    #[tokio::test]
+    async fn only_a_complete_stream_request_is_kept_here() {
+        let stream = b"GET /v1/stream?tenant_id=bloom HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert!(matches!(classify_bytes(&[stream]).await, FirstRequest::Stream(b) if b == stream));
+        let plain = b"GET /v1/stream HTTP/1.1\r\n\r\n";
+        assert!(matches!(
+            classify_bytes(&[plain]).await,
+            FirstRequest::Stream(_)
+        ));
+        for other in [
+            &b"GET /v1/events HTTP/1.1\r\n\r\n"[..],
+            b"GET /v1/streamx HTTP/1.1\r\n\r\n",
+            b"POST /v1/stream HTTP/1.1\r\n\r\n",
+            b"HEAD /v1/stream HTTP/1.1\r\n\r\n",
+        ] {
+            assert!(
+                matches!(classify_bytes(&[other]).await, FirstRequest::Other(b) if b == other),
+                "{}",
+                String::from_utf8_lossy(other)
+            );
+        }
+        // A head cut off by the client is not waited for; one too large is refused.
+        assert!(matches!(
+            classify_bytes(&[b"GET /v1/stream HTTP/1.1\r\nHost: x\r\n"]).await,
+            FirstRequest::Gone
+        ));
+        let huge = format!(
+            "GET /v1/stream HTTP/1.1\r\nX: {}\r\n\r\n",
+            "a".repeat(20_000)
+        );
+        assert!(matches!(
+            classify_bytes(&[huge.as_bytes()]).await,
+            FirstRequest::TooLarge
+        ));
+    }
+
+    #[tokio::test]
+    async fn rewind_replays_the_prefix_then_reads_on() {
+        let mut io = Rewind::new(
+            b"GET /".to_vec(),
+            std::io::Cursor::new(b"v1/events".to_vec()),
+        );
+        let mut all = String::new();
+        io.read_to_string(&mut all).await.unwrap();
+        assert_eq!(all, "GET /v1/events");
+    }
+
+    #[test]
+    fn a_head_is_parsed_into_a_request_with_the_client_address() {
+        let head = b"GET /v1/stream?since=5 HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 7\r\n\r\n";
+        let client = crate::access::ClientAddr("127.0.0.1:9".parse().unwrap());
+        let request = parse(head, client).unwrap();
+        assert_eq!(request.uri(), "/v1/stream?since=5");
+        assert_eq!(request.headers()["last-event-id"], "7");
+        assert!(
+            request
+                .extensions()
+                .get::<crate::access::ClientAddr>()
+                .is_some()
+        );
+        assert!(parse(b"GET /v1/stream HTTP/1.1\r\nBad Header\r\n\r\n", client).is_err());
+    }
+}
