@@ -12,7 +12,6 @@
 
 use std::sync::Arc;
 
-use sealtrail_core::EventFilter;
 use sealtrail_crypto::{BlindEntry, BlindIndexStore, CryptoError, Opener};
 use sealtrail_store::follow::{LogConsumer, ReadPlan, Step, StepError};
 
@@ -44,7 +43,7 @@ impl LogConsumer for BlindIndexer {
 
     fn plan(&self) -> ReadPlan {
         ReadPlan::Events {
-            filter: EventFilter::default(),
+            filter: Box::default(),
             max_events: STEP_EVENTS,
         }
     }

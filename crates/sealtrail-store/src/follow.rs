@@ -61,7 +61,7 @@ pub enum ReadPlan {
     /// The events matching `filter` after the cursor, at most `max_events` per step.
     Events {
         /// Which events the consumer wants (it still sees how far the scan got).
-        filter: EventFilter,
+        filter: Box<EventFilter>,
         /// Most events per step.
         max_events: usize,
     },
@@ -281,7 +281,7 @@ impl<H: Horizon + Clone> LogFollower<H> {
         }
         let page = match consumer.plan() {
             ReadPlan::Events { filter, max_events } => {
-                Some(self.read_page(cursor, through, filter, max_events).await?)
+                Some(self.read_page(cursor, through, *filter, max_events).await?)
             }
             ReadPlan::Range => None,
         };

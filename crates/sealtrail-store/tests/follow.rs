@@ -38,7 +38,7 @@ impl LogConsumer for Collector {
 
     fn plan(&self) -> ReadPlan {
         ReadPlan::Events {
-            filter: self.filter.clone(),
+            filter: Box::new(self.filter.clone()),
             max_events: self.page_events,
         }
     }

@@ -9,7 +9,6 @@
 
 use std::sync::Arc;
 
-use sealtrail_core::EventFilter;
 use sealtrail_core::sources::Hole;
 use sealtrail_core::time_format::parse_rfc3339_micros;
 use sealtrail_store::StoreError;
@@ -72,7 +71,7 @@ impl LogConsumer for SourceTracker {
 
     fn plan(&self) -> ReadPlan {
         ReadPlan::Events {
-            filter: EventFilter::default(),
+            filter: Box::default(),
             max_events: STEP_EVENTS,
         }
     }
