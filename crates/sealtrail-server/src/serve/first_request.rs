@@ -18,13 +18,15 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, Response, Version};
-use futures_util::StreamExt as _;
+use futures_util::{FutureExt as _, StreamExt as _};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 
 /// The request line a stream served here starts with (query or not).
 const STREAM_PREFIX: &[u8] = b"GET /v1/stream";
 /// Headers a stream request may have (hyper's default is 100).
 const MAX_HEADERS: usize = 100;
+/// Waiting frames gathered into one write, up to about this much.
+const COALESCE_BYTES: usize = 64 * 1024;
 
 /// What the first bytes of a connection turned out to be.
 pub enum FirstRequest {
@@ -198,18 +200,40 @@ where
                 Ok(_) => continue,
             },
         };
-        if data.is_empty() {
-            continue;
+        // Frames already waiting go out in the same write, as hyper coalesces them: one
+        // system call for a burst rather than one per event.
+        let mut chunks = Vec::with_capacity(data.len() + 16);
+        push_chunk(&mut chunks, &data);
+        let mut ended = false;
+        while chunks.len() < COALESCE_BYTES {
+            match frames.next().now_or_never() {
+                Some(Some(Ok(more))) => push_chunk(&mut chunks, &more),
+                Some(Some(Err(_))) => return Err(io::Error::other("the response body failed")),
+                Some(None) => {
+                    ended = true;
+                    break;
+                }
+                None => break,
+            }
         }
-        let mut chunk = Vec::with_capacity(data.len() + 12);
-        chunk.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-        chunk.extend_from_slice(&data);
-        chunk.extend_from_slice(b"\r\n");
-        writer.write_all(&chunk).await?;
+        writer.write_all(&chunks).await?;
         writer.flush().await?;
+        if ended {
+            break;
+        }
     }
     writer.write_all(b"0\r\n\r\n").await?;
     writer.flush().await
+}
+
+/// One chunk of chunked transfer coding (nothing for an empty frame, which would end it).
+fn push_chunk(out: &mut Vec<u8>, data: &[u8]) {
+    if data.is_empty() {
+        return;
+    }
+    out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// `io` with bytes already read from it put back in front.
