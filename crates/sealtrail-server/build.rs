@@ -11,7 +11,8 @@ const SERVED: [&str; 4] = ["html", "js", "css", "svg"];
 
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("console");
-    println!("cargo:rerun-if-changed=console");
+    // The served files only: `console/e2e` (tests, node_modules) must not rebuild the server.
+    println!("cargo:rerun-if-changed=console/assets");
     let mut files: Vec<(String, PathBuf)> = Vec::new();
     for (dir, prefix) in [(root.clone(), ""), (root.join("assets"), "assets/")] {
         let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -24,6 +25,9 @@ fn main() {
                 .and_then(|e| e.to_str())
                 .is_some_and(|e| SERVED.contains(&e));
             if path.is_file() && served {
+                if prefix.is_empty() {
+                    println!("cargo:rerun-if-changed={}", path.display());
+                }
                 let name = path.file_name().unwrap().to_string_lossy().into_owned();
                 files.push((format!("{prefix}{name}"), path));
             }

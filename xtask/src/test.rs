@@ -117,8 +117,8 @@ fn console_e2e() -> anyhow::Result<()> {
     // SAFETY: single-threaded here; read by the node process we spawn.
     unsafe {
         std::env::set_var("SEALTRAIL_TEST_BIN", &bin);
-        std::env::set_var("SEALTRAIL_CHROMIUM", CHROMIUM);
-        std::env::set_var("SEALTRAIL_CONSOLE_SCREENSHOTS", &screenshots);
+        std::env::set_var("SEALTRAIL_TEST_CHROMIUM", CHROMIUM);
+        std::env::set_var("SEALTRAIL_TEST_CONSOLE_SCREENSHOTS", &screenshots);
     }
     run_step("node", &["--test", &format!("{CONSOLE_E2E}/")])?;
     eprintln!("xtask: console screenshots in {}", screenshots.display());

@@ -68,6 +68,8 @@ pub struct EventFilter {
     pub severities: Vec<Severity>,
     /// Action name or prefix.
     pub action: Option<ActionMatch>,
+    /// Action name or prefix left out.
+    pub exclude_action: Option<ActionMatch>,
     /// Acting user.
     pub user_id: Option<String>,
     /// Resource type.
@@ -119,6 +121,10 @@ impl EventFilter {
         self.tenant_id.as_deref().is_none_or(|t| t == e.tenant_id)
             && (self.severities.is_empty() || self.severities.contains(&e.severity))
             && self.action.as_ref().is_none_or(|a| a.matches(e.action))
+            && self
+                .exclude_action
+                .as_ref()
+                .is_none_or(|a| !a.matches(e.action))
             && self.user_id.as_deref().is_none_or(|u| Some(u) == e.user_id)
             && self
                 .resource_type
@@ -261,7 +267,7 @@ pub struct FilterParam {
 /// `openapi`) and the CLI flags of `sealtrail query` and `sealtrail tail` (built from it in
 /// the CLI crate, which keeps clap out of this crate). Every value is bounded by
 /// [`MAX_FILTER_VALUE_CHARS`].
-pub const EVENT_FILTER_PARAMS: [FilterParam; 9] = [
+pub const EVENT_FILTER_PARAMS: [FilterParam; 10] = [
     FilterParam {
         name: "tenant_id",
         flag: "tenant",
@@ -296,6 +302,16 @@ pub const EVENT_FILTER_PARAMS: [FilterParam; 9] = [
         on_streams: true,
         apply: |filter, value| {
             filter.action = Some(ActionMatch::parse(value)?);
+            Ok(())
+        },
+    },
+    FilterParam {
+        name: "exclude_action",
+        flag: "exclude-action",
+        description: "Leave out this action, or every action with this prefix ending in * (audit_log.*: the access log's own records)",
+        on_streams: true,
+        apply: |filter, value| {
+            filter.exclude_action = Some(ActionMatch::parse(value)?);
             Ok(())
         },
     },
@@ -712,7 +728,7 @@ mod tests {
         let valid = |name: &str| match name {
             "tenant_id" => "bloom",
             "severity" => "info",
-            "action" => "guest.*",
+            "action" | "exclude_action" => "guest.*",
             "from" | "to" => "2026-11-01T00:00:00Z",
             _ => "x",
         };

@@ -283,14 +283,14 @@ async fn sse_replays_then_goes_live_with_ids_heartbeats_and_caught_up() {
         .await
         .unwrap();
     assert_eq!(response.status(), 403);
-    let reader = server.key(&[Scope::Read], None);
+    let producer = server.key(&[Scope::Ingest], None);
     let response = sealtrail_testkit::http_client()
         .get(format!("{}/v1/stream", server.base))
-        .bearer_auth(&reader)
+        .bearer_auth(&producer)
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 403);
+    assert_eq!(response.status(), 403, "neither stream nor read");
     let response = sealtrail_testkit::http_client()
         .get(format!("{}/v1/stream?since=9999", server.base))
         .bearer_auth(&key)

@@ -188,6 +188,14 @@ fn every_filter_selects_exactly_the_matching_events_newest_first(kind: Kind) {
             Box::new(|e| s(e, "resource_type") == "guest" && s(e, "resource_id") == "5"),
         ),
         (
+            vec![("exclude_action", "guest.*")],
+            Box::new(|e| !s(e, "action").starts_with("guest.")),
+        ),
+        (
+            vec![("tenant_id", "bloom"), ("exclude_action", "vendor.added")],
+            Box::new(|e| s(e, "tenant_id") == "bloom" && s(e, "action") != "vendor.added"),
+        ),
+        (
             vec![("text", "Dietary")],
             Box::new(|e| s(e, "action").contains("dietary")),
         ),
@@ -417,6 +425,7 @@ fn stats_equal_a_naive_count_for_any_range_and_filter(kind: Kind) {
         vec![("resource_type", "vendor")],
         vec![("user_id", "coord-3")],
         vec![("text", "RSVP")],
+        vec![("tenant_id", "lakeside"), ("exclude_action", "guest.*")],
         vec![("tenant_id", "bloom"), ("text", "1")],
     ];
     at_every_index_stage(&mut log, |log, stage| {
@@ -471,6 +480,11 @@ fn stats_equal_a_naive_count_for_any_range_and_filter(kind: Kind) {
                                     .action
                                     .as_ref()
                                     .is_none_or(|a| a.matches(&s("action")))
+                                && request
+                                    .filter
+                                    .exclude_action
+                                    .as_ref()
+                                    .is_none_or(|a| !a.matches(&s("action")))
                                 && request
                                     .filter
                                     .resource_type

@@ -182,6 +182,18 @@ impl Conditions {
             }
             _ => {}
         }
+        match &filter.exclude_action {
+            Some(ActionMatch::Exact(action)) => {
+                self.push("action <> {}", vec![Box::new(action.clone())])
+            }
+            Some(ActionMatch::Prefix(prefix)) if !prefix.is_empty() => self.push(
+                "NOT starts_with(action, {})",
+                vec![Box::new(prefix.clone())],
+            ),
+            // `*` alone leaves every action out.
+            Some(ActionMatch::Prefix(_)) => self.push("false", vec![]),
+            None => {}
+        }
         if let Some(user) = &filter.user_id {
             self.push("user_id = {}", vec![Box::new(user.clone())]);
         }

@@ -125,15 +125,26 @@ impl Conditions {
                 // from reading the action index for it: a prefix can match most of a tenant,
                 // and sorting all of that by time costs far more than walking the time index
                 // and skipping non-matches until the page is full.
-                let mut upper = prefix.clone().into_bytes();
-                *upper.last_mut().expect("prefix is not empty") += 1;
-                let upper = String::from_utf8(upper).expect("an ASCII byte + 1 is ASCII");
+                let (lower, upper) = prefix_range(prefix);
                 c.push(
                     "+action >= ? AND +action < ?",
-                    [text(prefix), SqlValue::Text(upper)],
+                    [SqlValue::Text(lower), SqlValue::Text(upper)],
                 );
             }
             _ => {}
+        }
+        match &filter.exclude_action {
+            Some(ActionMatch::Exact(action)) => c.push("action <> ?", [text(action)]),
+            Some(ActionMatch::Prefix(prefix)) if !prefix.is_empty() => {
+                let (lower, upper) = prefix_range(prefix);
+                c.push(
+                    "NOT (+action >= ? AND +action < ?)",
+                    [SqlValue::Text(lower), SqlValue::Text(upper)],
+                );
+            }
+            // `*` alone leaves every action out.
+            Some(ActionMatch::Prefix(_)) => c.push("0", []),
+            None => {}
         }
         if let Some(user) = &filter.user_id {
             c.push("user_id = ?", [text(user)]);
@@ -278,6 +289,15 @@ pub(crate) fn page_sql(request: &PageRequest) -> (String, Vec<SqlValue>) {
     );
     params.push(fetch);
     (sql, params)
+}
+
+/// The range of every action starting with `prefix` (not empty): action names are ASCII,
+/// so bumping the last byte gives the first string past every extension.
+fn prefix_range(prefix: &str) -> (String, String) {
+    let mut upper = prefix.to_owned().into_bytes();
+    *upper.last_mut().expect("prefix is not empty") += 1;
+    let upper = String::from_utf8(upper).expect("an ASCII byte + 1 is ASCII");
+    (prefix.to_owned(), upper)
 }
 
 /// One UTC hour in microseconds.

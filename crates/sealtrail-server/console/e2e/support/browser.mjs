@@ -6,8 +6,8 @@ import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 import { REPO_ROOT } from './sealtrail.mjs';
 
-export const CHROMIUM = process.env.SEALTRAIL_CHROMIUM || '/usr/bin/chromium';
-export const SCREENSHOT_DIR = process.env.SEALTRAIL_CONSOLE_SCREENSHOTS || join(REPO_ROOT, 'target/console-screenshots');
+export const CHROMIUM = process.env.SEALTRAIL_TEST_CHROMIUM || '/usr/bin/chromium';
+export const SCREENSHOT_DIR = process.env.SEALTRAIL_TEST_CONSOLE_SCREENSHOTS || join(REPO_ROOT, 'target/console-screenshots');
 
 export const DESKTOP = { width: 1280, height: 800 };
 const WAIT_MS = 10_000;

@@ -34,7 +34,7 @@ process.once('exit', () => {
 
 /**
  * The server's environment: every SEALTRAIL_* variable is its configuration, so the test
- * runner's own (SEALTRAIL_CHROMIUM, SEALTRAIL_CONSOLE_SCREENSHOTS…) are left out.
+ * runner's own (SEALTRAIL_TEST_CHROMIUM, SEALTRAIL_TEST_CONSOLE_SCREENSHOTS…) are left out.
  */
 function serverEnv() {
   const env = {};
