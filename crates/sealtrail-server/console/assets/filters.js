@@ -4,7 +4,7 @@
 // parameters, so only the known ones, with values, ever leave here.
 
 /** The filter parameters of GET /v1/events (EVENT_FILTER_PARAMS in sealtrail-core). */
-export const FILTER_PARAMS = ['tenant_id', 'severity', 'action', 'user_id', 'resource_type', 'resource_id', 'from', 'to', 'text'];
+export const FILTER_PARAMS = ['tenant_id', 'severity', 'action', 'exclude_action', 'user_id', 'resource_type', 'resource_id', 'from', 'to', 'text'];
 
 /** Those the live stream takes too (from and to are not: a stream has no end). */
 export const STREAM_FILTER_PARAMS = FILTER_PARAMS.filter((p) => p !== 'from' && p !== 'to');

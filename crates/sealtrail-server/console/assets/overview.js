@@ -2,9 +2,8 @@
 // integrity (latest signed checkpoint, checked here, and the last full verification).
 //
 // Every read the console makes is itself recorded as an audit_log.* event, so left alone the
-// console's own reads would fill these charts. By default they are left out: the counts of
-// audit_log.* are asked for separately and subtracted (the API has no "not this action"
-// filter). All of them are severity info and recorded with the reading key as user_id.
+// console's own reads would fill these charts. By default they are left out
+// (exclude_action=audit_log.*); a switch brings them back.
 
 import { api } from './api.js';
 import { barList, stackedBarChart } from './charts.js';
@@ -85,18 +84,6 @@ export function render(main, { session }) {
 
 // -- Counts ------------------------------------------------------------------------------
 
-/** Counts by key, minus the access records' counts when they are left out. */
-function subtract(rows, minus) {
-  const out = new Map();
-  const key = (row) => `${row.bucket ?? ''}\u0000${row.key}`;
-  for (const row of rows) out.set(key(row), { ...row });
-  for (const row of minus ?? []) {
-    const kept = out.get(key(row));
-    if (kept) kept.count = Math.max(0, kept.count - row.count);
-  }
-  return [...out.values()].filter((row) => row.count > 0);
-}
-
 /** Every bucket start from `start` up to now, so quiet periods show as gaps, not nothing. */
 function bucketStarts(start, interval, now) {
   const step = interval === 'hour' ? HOUR_MS : DAY_MS;
@@ -117,17 +104,18 @@ async function loadStats({ state, bound, volume, actions, actors, totals }) {
   const range = RANGES[state.range];
   const now = Date.now();
   const start = floorTo(now - range.span, range.interval) + (range.interval === 'hour' ? HOUR_MS : DAY_MS);
-  const base = { from: new Date(start).toISOString(), ...(bound || !state.tenant ? {} : { tenant_id: state.tenant }) };
+  const base = {
+    from: new Date(start).toISOString(),
+    ...(bound || !state.tenant ? {} : { tenant_id: state.tenant }),
+    ...(state.includeAccess ? {} : { exclude_action: ACCESS_ACTIONS }),
+  };
   const stats = (query) => api('/v1/stats', { query: { ...base, ...query } });
-  const access = (query) => (state.includeAccess ? Promise.resolve(null) : stats({ ...query, action: ACCESS_ACTIONS }));
   let results;
   try {
     results = await Promise.all([
       stats({ group_by: 'severity', interval: range.interval }),
-      access({ group_by: 'severity', interval: range.interval }),
       stats({ group_by: 'action' }),
       stats({ group_by: 'user_id' }),
-      access({ group_by: 'user_id' }),
     ]);
   } catch (error) {
     for (const section of [volume, actions, actors]) {
@@ -135,10 +123,10 @@ async function loadStats({ state, bound, volume, actions, actors, totals }) {
     }
     return;
   }
-  const [bySeverity, accessBySeverity, byAction, byUser, accessByUser] = results;
+  const [bySeverity, byAction, byUser] = results;
 
   // Volume.
-  const rows = subtract(bySeverity.rows, accessBySeverity?.rows);
+  const rows = bySeverity.rows;
   const counts = new Map();
   const sums = Object.fromEntries(SEVERITIES.map((k) => [k, 0]));
   for (const row of rows) {
@@ -178,14 +166,13 @@ async function loadStats({ state, bound, volume, actions, actors, totals }) {
 
   // Top actions.
   const actionRows = byAction.rows
-    .filter((row) => state.includeAccess || !row.key.startsWith('audit_log.'))
     .sort((a, b) => b.count - a.count)
     .slice(0, TOP_ENTRIES)
     .map((row) => ({ ...row, href: `/console/events?${new URLSearchParams({ ...eventsScope(state, bound), action: row.key })}` }));
   replace(actions, h('h2', { id: 'actions-title' }, 'Top actions'), barList({ label: 'Top actions', rows: actionRows, empty: 'No actions in this period.' }));
 
   // Top actors.
-  const actorRows = subtract(byUser.rows, accessByUser?.rows)
+  const actorRows = byUser.rows
     .sort((a, b) => b.count - a.count)
     .slice(0, TOP_ENTRIES)
     .map((row) =>
