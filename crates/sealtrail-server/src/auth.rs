@@ -43,22 +43,13 @@ impl FromRequestParts<AppState> for Auth {
 /// Anything but a read must also carry the console's header (see `console::WRITE_HEADER`).
 fn console_session(parts: &Parts, state: &AppState) -> Result<Auth, ApiError> {
     let missing = || ApiError::unauthorized("missing Authorization: Bearer <API key>");
-    if !state.config.console.enabled || crate::console::sessions::token_in(&parts.headers).is_none()
-    {
+    if !state.config.console.enabled || state.console.token_in(&parts.headers).is_none() {
         return Err(missing());
     }
+    crate::console::check_same_origin(&parts.headers)?;
     let reads_only = parts.method == Method::GET || parts.method == Method::HEAD;
-    if !reads_only
-        && parts
-            .headers
-            .get(crate::console::WRITE_HEADER)
-            .is_none_or(|v| v != "1")
-    {
-        return Err(ApiError::forbidden(format!(
-            "a request signed in by the console's cookie that changes anything must carry the \
-             {}: 1 header",
-            crate::console::WRITE_HEADER
-        )));
+    if !reads_only {
+        crate::console::require_write_header(&parts.headers, "that changes anything")?;
     }
     match crate::console::session_grant(state, &parts.headers)? {
         Some((grant, _)) => admit(state, Some(grant)),

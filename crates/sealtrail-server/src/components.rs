@@ -121,6 +121,7 @@ impl Parts {
         let console = crate::console::Sessions::new(
             std::time::Duration::from_secs(config.console.session_ttl_secs),
             config.console.max_sessions,
+            config.console.secure_cookie || config.tls.is_some(),
         );
         AppState::new(Inner {
             signing_keys,

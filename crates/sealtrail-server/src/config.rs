@@ -97,6 +97,10 @@ pub struct ConsoleSettings {
     pub session_ttl_secs: u64,
     /// Sessions held at once; signing in beyond it ends the oldest.
     pub max_sessions: usize,
+    /// Mark the cookie `Secure` (and name it `__Host-sealtrail_session`) although this
+    /// server speaks plain HTTP: for a server behind a proxy that terminates TLS. With
+    /// `[tls]` it is always.
+    pub secure_cookie: bool,
 }
 
 impl Default for ConsoleSettings {
@@ -105,6 +109,7 @@ impl Default for ConsoleSettings {
             enabled: true,
             session_ttl_secs: 8 * 3600,
             max_sessions: 10_000,
+            secure_cookie: false,
         }
     }
 }

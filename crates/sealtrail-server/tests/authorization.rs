@@ -206,8 +206,7 @@ fn allows(scopes: &[Scope], bound: bool, need: Need) -> bool {
     match need {
         Need::Ingest => has(Scope::Ingest),
         Need::Read => has(Scope::Read),
-        // Following new events shows a reader nothing it could not query.
-        Need::Stream => has(Scope::Stream) || has(Scope::Read),
+        Need::Stream => has(Scope::Stream),
         Need::Admin => scopes.contains(&Scope::Admin),
         Need::GlobalAdmin => scopes.contains(&Scope::Admin) && !bound,
         Need::Evidence => has(Scope::Ingest) || has(Scope::Read),

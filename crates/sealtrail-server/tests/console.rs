@@ -15,6 +15,7 @@ async fn sign_in(server: &TestServer, key: &str) -> (StatusCode, Value, Option<S
     let response = server
         .http
         .post(server.url("/console/session"))
+        .header("x-sealtrail-console", "1")
         .json(&json!({ "api_key": key }))
         .send()
         .await
@@ -114,6 +115,44 @@ async fn a_session_stands_for_its_key_until_signed_out() {
         "{message}"
     );
     assert!(write(true).await.unwrap().status().is_success());
+
+    // Only the console's own pages may use the cookie: a page of another origin of the same
+    // site (another port, a sibling subdomain) is refused, for reads and WebSockets too.
+    for (name, value) in [
+        ("sec-fetch-site", "same-site"),
+        ("sec-fetch-site", "cross-site"),
+        ("origin", "http://evil.localhost:9999"),
+    ] {
+        let response = server
+            .http
+            .get(server.url("/v1/events"))
+            .header("cookie", &cookie)
+            .header(name, value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{name}: {value}");
+    }
+    let own_origin = server.base.clone();
+    let response = server
+        .http
+        .get(server.url("/v1/events"))
+        .header("cookie", &cookie)
+        .header("sec-fetch-site", "same-origin")
+        .header("origin", own_origin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    // Another page cannot sign the browser in with a key of its own.
+    let forced = server
+        .http
+        .post(server.url("/console/session"))
+        .json(&json!({ "api_key": reader }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forced.status(), StatusCode::FORBIDDEN);
 
     // Signed out: the cookie is cleared, and the old value no longer opens anything.
     let signed_out = server
@@ -398,5 +437,25 @@ async fn signing_in_and_out_is_in_the_access_log() {
         true
     })
     .await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn producers_cannot_write_access_log_records() {
+    let server = TestServer::start().await;
+    let writer = server.key(&[Scope::Ingest], Some("bloom"));
+    let (status, body) = server
+        .post_json(
+            &writer,
+            "/v1/events",
+            &json!({"action": "audit_log.read", "resource_type": "audit_log"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["field"], "action");
+    assert!(
+        body["reason"].as_str().unwrap().contains("reserved"),
+        "{body}"
+    );
     server.stop().await;
 }

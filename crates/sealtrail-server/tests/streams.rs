@@ -283,14 +283,16 @@ async fn sse_replays_then_goes_live_with_ids_heartbeats_and_caught_up() {
         .await
         .unwrap();
     assert_eq!(response.status(), 403);
-    let producer = server.key(&[Scope::Ingest], None);
+    // A replay is recorded as one subscription, not per tenant and page as queries are:
+    // following takes its own scope.
+    let reader = server.key(&[Scope::Read], None);
     let response = sealtrail_testkit::http_client()
         .get(format!("{}/v1/stream", server.base))
-        .bearer_auth(&producer)
+        .bearer_auth(&reader)
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 403, "neither stream nor read");
+    assert_eq!(response.status(), 403);
     let response = sealtrail_testkit::http_client()
         .get(format!("{}/v1/stream?since=9999", server.base))
         .bearer_auth(&key)
@@ -583,4 +585,40 @@ async fn shutting_down_ends_every_stream_so_the_server_stops_promptly() {
         matches!(closed, Ok(None)),
         "the WebSocket is closed (1001, going away)"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_1_0_client_gets_the_stream_unchunked() {
+    use std::io::{Read as _, Write as _};
+    let server = TestServer::start().await;
+    let key = server.key(&[Scope::Ingest, Scope::Stream], Some("bloom"));
+    let (status, _) = server.post_batch(&key, 0..1).await;
+    assert!((200..300).contains(&status));
+    let address = server.base.trim_start_matches("http://").to_owned();
+    let text = tokio::task::spawn_blocking(move || {
+        let mut socket = std::net::TcpStream::connect(address).unwrap();
+        socket
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let request =
+            format!("GET /v1/stream?since=0 HTTP/1.0\r\nAuthorization: Bearer {key}\r\n\r\n");
+        socket.write_all(request.as_bytes()).unwrap();
+        let mut text = String::new();
+        let mut buffer = [0u8; 4096];
+        while !text.contains("caught_up") {
+            let n = socket.read(&mut buffer).unwrap();
+            assert!(n > 0, "the stream ended early: {text}");
+            text.push_str(&String::from_utf8_lossy(&buffer[..n]));
+        }
+        text
+    })
+    .await
+    .unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        !head.to_ascii_lowercase().contains("transfer-encoding"),
+        "{head}"
+    );
+    assert!(body.contains("id: 1\n"), "{body:?}");
 }

@@ -329,6 +329,13 @@ class EventsPage {
       'aria-describedby': 'live-status',
       onchange: () => this.toggleLive(this.liveSwitch.checked),
     });
+    // Following takes the stream scope: a replay is recorded as one subscription, not per
+    // tenant and page as queries are, so read alone does not allow it.
+    this.canStream = Boolean(this.session?.scopes?.some((s) => s === 'stream' || s === 'admin'));
+    if (!this.canStream) {
+      this.liveSwitch.disabled = true;
+      this.liveStatus.textContent = 'Live tail needs a key with the stream scope.';
+    }
     return h(
       'div',
       { class: 'live-control' },
@@ -355,6 +362,7 @@ class EventsPage {
 
   startLive(shownEvents) {
     this.stopLive();
+    if (!this.canStream) return;
     // Resume after the newest event shown, so nothing that arrived since the page was read
     // is missed; with none shown, only new events come.
     const since = shownEvents.reduce((max, e) => (e.seq > max ? e.seq : max), 0);
@@ -373,8 +381,10 @@ class EventsPage {
       this.live.stop();
       this.live = null;
     }
-    this.liveStatus.textContent = '';
-    this.liveStatus.dataset.state = 'off';
+    if (this.canStream) {
+      this.liveStatus.textContent = '';
+      this.liveStatus.dataset.state = 'off';
+    }
   }
 
   showLiveState(state, detail) {

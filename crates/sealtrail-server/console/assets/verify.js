@@ -1,7 +1,8 @@
 // Checks, in the reader's own browser, that one event is in the log exactly as it is shown.
 //
-// The server's word is not taken for anything: the leaf hash is computed here from the
-// verbatim record, the inclusion proof is walked here to a root, that root is compared with
+// The server's word is taken for one thing only, the log's public key (GET /v1/public-key,
+// shown for the reader to compare with a copy kept elsewhere): the leaf hash is computed here
+// from the verbatim record, the inclusion proof is walked here to a root, that root is compared with
 // the one in the signed checkpoint note (the note's text, which the signature covers — not
 // the JSON beside it), and the note's Ed25519 signature is checked here with the log's key.
 // Finally the record must describe the event the page shows, field by field.
@@ -261,18 +262,10 @@ export function compareRecordWithEvent(record, event) {
   }
   if (event === null || typeof event !== 'object') return { problem: 'no event to compare', sealed };
   for (const [field, value] of Object.entries(record)) {
-    if (isSealed(value)) {
-      // Encrypted at rest: the hash covers the ciphertext; the event shows it opened.
-      if (!Object.prototype.hasOwnProperty.call(event, field)) {
-        return { problem: `the shown event lacks the field ${field} the record holds`, sealed };
-      }
-      sealed.push(field);
-      continue;
-    }
     if (!Object.prototype.hasOwnProperty.call(event, field)) {
       return { problem: `the shown event lacks the field ${field} the record holds`, sealed };
     }
-    if (!sameJson(value, event[field])) {
+    if (!matchesRecord(value, event[field], field, sealed)) {
       return {
         problem: `${field} differs: the record says ${shortJson(value)}, the page shows ${shortJson(event[field])}`,
         sealed,
@@ -285,6 +278,30 @@ export function compareRecordWithEvent(record, event) {
     }
   }
   return { problem: null, sealed };
+}
+
+/**
+ * Whether a value of the record equals the one shown, a sealed value at any depth (a
+ * top-level field or one inside `details`) standing for whatever the page shows opened: its
+ * place is recorded in `sealed`, as what this browser could not check.
+ */
+function matchesRecord(recorded, shown, path, sealed) {
+  if (isSealed(recorded)) {
+    sealed.push(path);
+    return shown !== undefined;
+  }
+  if (recorded === null || shown === null || typeof recorded !== 'object' || typeof shown !== 'object') {
+    return recorded === shown;
+  }
+  if (Array.isArray(recorded) !== Array.isArray(shown)) return false;
+  if (Array.isArray(recorded)) {
+    return recorded.length === shown.length && recorded.every((item, i) => matchesRecord(item, shown[i], `${path}[${i}]`, sealed));
+  }
+  const keys = Object.keys(recorded);
+  if (keys.length !== Object.keys(shown).length) return false;
+  return keys.every(
+    (k) => Object.prototype.hasOwnProperty.call(shown, k) && matchesRecord(recorded[k], shown[k], `${path}.${k}`, sealed),
+  );
 }
 
 /**
@@ -436,7 +453,7 @@ export async function verifyEvent(proven, logKey, expectedId) {
     if (problem) return { ok: false, detail: problem };
     const fields = Object.keys(parsed).length;
     const sealedNote = sealed.length
-      ? `; ${sealed.join(', ')} encrypted at rest (their ciphertext is what is hashed)`
+      ? `; ${sealed.join(', ')} encrypted at rest: their ciphertext is what is hashed and proven, and the opened values shown cannot be checked in the browser`
       : '';
     return { ok: true, detail: `all ${fields} fields of the record equal the event shown${sealedNote}` };
   });

@@ -235,6 +235,14 @@ describe('the record against the event shown', () => {
     assert.match(compareRecordWithEvent(record, { id: 'x', seq: 3, severity: 'info' }).problem, /lacks the field reason/);
   });
 
+  test('sealed values inside details are skipped too, and named by their place', () => {
+    const record = { id: 'x', details: { wedding_id: `${SEALED_PREFIX}t.1:/details/wedding_id:AAAA`, table: 7 } };
+    const event = { id: 'x', details: { wedding_id: 'w-42', table: 7 } };
+    assert.deepEqual(compareRecordWithEvent(record, event), { problem: null, sealed: ['details.wedding_id'] });
+    assert.match(compareRecordWithEvent(record, { id: 'x', details: { wedding_id: 'w-42', table: 8 } }).problem, /details differs/);
+    assert.match(compareRecordWithEvent(record, { id: 'x', details: { table: 7 } }).problem, /details differs/);
+  });
+
   test('objects compare by members, not by order', () => {
     const record = { id: 'x', details: { a: 1, b: [1, { c: null }] } };
     assert.equal(compareRecordWithEvent(record, { details: { b: [1, { c: null }], a: 1 }, id: 'x' }).problem, null);

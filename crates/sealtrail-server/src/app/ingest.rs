@@ -143,9 +143,23 @@ impl Ingest {
     }
 }
 
+/// The actions of the access log (`audit_log.*`), which only the server writes: a producer's
+/// event under them would show a read that never happened.
+pub const ACCESS_LOG_PREFIX: &str = "audit_log.";
+
 /// Refuses producer events with an action only the server writes: the record of a
-/// signing-key rotation, which `verify` requires to be one the sequencer filed.
+/// signing-key rotation, which `verify` requires to be one the sequencer filed, and the
+/// access log's records.
 fn refuse_reserved_action(event: PreparedEvent) -> Result<PreparedEvent, FieldError> {
+    if event.action.starts_with(ACCESS_LOG_PREFIX) {
+        return Err(FieldError::new(
+            "action",
+            format!(
+                "{} is reserved: {ACCESS_LOG_PREFIX}* actions are the server's own access log",
+                event.action
+            ),
+        ));
+    }
     if event.action == sealtrail_core::checkpoint::SIGNING_KEY_ROTATED_ACTION {
         return Err(FieldError::new(
             "action",

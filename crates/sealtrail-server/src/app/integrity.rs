@@ -5,7 +5,8 @@
 //!
 //! A run reads one snapshot of the store on a thread of its own (never an async worker,
 //! and never one the runtime waits for at shutdown: a run over a large log may take
-//! minutes, and the next start runs again). Runs do not overlap.
+//! minutes, and the next start runs again). Runs do not overlap, even when the caller
+//! that asked for one gives up: the thread holds the lock and records the result.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -56,8 +57,9 @@ pub struct IntegrityAudits {
     verifier: CheckpointVerifier,
     /// The latest finished run; `None` until the first ends.
     latest: watch::Sender<Option<Verification>>,
-    /// Held while a run is under way.
-    running: tokio::sync::Mutex<()>,
+    /// Held while a run is under way, by the thread doing it (so a caller that gives up
+    /// does not let a second scan start beside the first).
+    running: Arc<tokio::sync::Mutex<()>>,
     /// Runs that ended without the log intact (for the metric).
     failed_runs: AtomicU64,
 }
@@ -69,7 +71,7 @@ impl IntegrityAudits {
             target,
             verifier,
             latest: watch::channel(None).0,
-            running: tokio::sync::Mutex::new(()),
+            running: Arc::new(tokio::sync::Mutex::new(())),
             failed_runs: AtomicU64::new(0),
         })
     }
@@ -81,33 +83,38 @@ impl IntegrityAudits {
 
     /// Runs a full verification now and returns its result. Runs do not overlap: one under
     /// way is waited for first (it may have begun before events this caller wants covered).
-    pub async fn run(&self) -> Result<Verification, AppError> {
-        let _running = self.running.lock().await;
-        let started_at = now_micros();
-        let (target, verifier) = (self.target.clone(), self.verifier.clone());
+    /// The thread doing it records the result, so a caller that gives up loses nothing.
+    pub async fn run(self: &Arc<Self>) -> Result<Verification, AppError> {
+        let running = self.running.clone().lock_owned().await;
         let (done, result) = tokio::sync::oneshot::channel();
+        let audits = self.clone();
         std::thread::Builder::new()
             .name("sealtrail-verify".into())
             .spawn(move || {
-                let _ = done.send(verify(&target, &verifier));
+                let started_at = now_micros();
+                let verification = summary(started_at, verify(&audits.target, &audits.verifier));
+                audits.record(&verification);
+                drop(running);
+                let _ = done.send(verification);
             })
             .map_err(|e| AppError::Internal(format!("cannot start a verification: {e}")))?;
-        let outcome = result
+        result
             .await
-            .unwrap_or_else(|_| Err("the verification thread panicked".into()));
-        let verification = summary(started_at, outcome);
-        if !verification.ok {
-            self.failed_runs.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(problem = ?verification.problem, "full verification of the log FAILED");
-        } else {
+            .map_err(|_| AppError::Internal("the verification thread panicked".into()))
+    }
+
+    fn record(&self, verification: &Verification) {
+        if verification.ok {
             tracing::info!(
                 events = verification.events,
                 tree_size = verification.tree_size,
                 "full verification of the log: intact"
             );
+        } else {
+            self.failed_runs.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(problem = ?verification.problem, "full verification of the log FAILED");
         }
         self.latest.send_replace(Some(verification.clone()));
-        Ok(verification)
     }
 
     /// Runs that found the log not intact, since the server started.

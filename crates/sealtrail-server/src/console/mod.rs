@@ -61,6 +61,52 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/console/{*path}", get(page))
 }
 
+/// Refuses a console request without `X-Sealtrail-Console: 1` (`what` it was, for the answer).
+pub fn require_write_header(headers: &HeaderMap, what: &str) -> Result<(), ApiError> {
+    if headers.get(WRITE_HEADER).is_some_and(|v| v == "1") {
+        return Ok(());
+    }
+    Err(ApiError::forbidden(format!(
+        "a console request {what} must carry the {WRITE_HEADER}: 1 header"
+    )))
+}
+
+/// Refuses a cookie-authenticated request that a browser says came from another origin.
+/// SameSite=Strict keeps other sites' requests from carrying the cookie, but not other
+/// origins of the same site (another port, a sibling subdomain) — and WebSockets have no
+/// CORS. `Sec-Fetch-Site` (every current browser sends it) must be `same-origin` (or
+/// `none`: typed or bookmarked); without it, an `Origin` must name this host.
+pub fn check_same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
+    let refuse = |why: String| {
+        Err(ApiError::forbidden(format!(
+            "the console's cookie is accepted from the console's own pages only: {why}"
+        )))
+    };
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return match site.as_bytes() {
+            b"same-origin" | b"none" => Ok(()),
+            other => refuse(format!(
+                "the request came from a {} page",
+                String::from_utf8_lossy(other)
+            )),
+        };
+    }
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let host = headers.get(header::HOST).map(HeaderValue::as_bytes);
+    let own = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://"))
+        .is_some_and(|(_, authority)| Some(authority.as_bytes()) == host);
+    if own {
+        Ok(())
+    } else {
+        refuse(format!("Origin {origin:?} is not this server"))
+    }
+}
+
 /// The signed-in caller, as the pages see it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SessionView {
@@ -99,7 +145,7 @@ pub fn session_grant(
     state: &AppState,
     headers: &HeaderMap,
 ) -> Result<Option<(Grant, i64)>, ApiError> {
-    let Some(token) = sessions::token_in(headers) else {
+    let Some(token) = state.console.token_in(headers) else {
         return Ok(None);
     };
     let Some((key, expires_at)) = state.console.key(token) else {
@@ -112,8 +158,12 @@ pub fn session_grant(
 async fn sign_in(
     State(state): State<AppState>,
     requester: Requester,
+    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
+    // Another page of the same site must not sign the browser in with a key of its own.
+    require_write_header(&headers, "signing in")?;
+    check_same_origin(&headers)?;
     let request: SignIn =
         serde_json::from_slice(&body).map_err(|e| ApiError::invalid_json(e.to_string()))?;
     let key = request.api_key.trim();
@@ -144,17 +194,17 @@ async fn sign_in(
     }
     // Recorded before the session exists: a sign-in that cannot be recorded does not happen.
     record_session(&state, &requester, &grant, SIGNED_IN).await?;
-    let session = state.console.start(key);
-    let secure = if state.config.tls.is_some() {
-        "; Secure"
-    } else {
-        ""
-    };
+    let session = state.console.start(key, &grant.key_id);
     let cookie = format!(
-        "{}={}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}",
-        sessions::COOKIE,
+        "{}={}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{}",
+        state.console.cookie_name(),
         session.token,
-        state.console.ttl().as_secs()
+        state.console.ttl().as_secs(),
+        if state.console.secure() {
+            "; Secure"
+        } else {
+            ""
+        },
     );
     let mut response = Json(SessionView::new(&grant, session.expires_at)).into_response();
     response.headers_mut().insert(
@@ -182,13 +232,9 @@ async fn sign_out(
     requester: Requester,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    if headers.get(WRITE_HEADER).is_none_or(|v| v != "1") {
-        return Err(ApiError::forbidden(format!(
-            "signing out takes the {WRITE_HEADER}: 1 header"
-        )));
-    }
+    require_write_header(&headers, "signing out")?;
     let grant = session_grant(&state, &headers)?;
-    if let Some(token) = sessions::token_in(&headers)
+    if let Some(token) = state.console.token_in(&headers)
         && state.console.end(token)
         && let Some((grant, _)) = grant
     {
@@ -201,8 +247,13 @@ async fn sign_out(
     response.headers_mut().insert(
         header::SET_COOKIE,
         HeaderValue::from_str(&format!(
-            "{}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0",
-            sessions::COOKIE
+            "{}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0{}",
+            state.console.cookie_name(),
+            if state.console.secure() {
+                "; Secure"
+            } else {
+                ""
+            },
         ))
         .expect("ASCII"),
     );

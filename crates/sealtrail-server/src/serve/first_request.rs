@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::{Request, Response, Version};
+use axum::http::{Request, Response, Version, header};
 use futures_util::{FutureExt as _, StreamExt as _};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 
@@ -59,8 +59,12 @@ pub async fn classify<IO: AsyncRead + Unpin>(
                 if !matches!(bytes[STREAM_PREFIX.len()], b'?' | b' ') {
                     return FirstRequest::Other(std::mem::take(&mut bytes));
                 }
-                if memchr::memmem::find(&bytes, b"\r\n\r\n").is_some() {
-                    return FirstRequest::Stream(std::mem::take(&mut bytes));
+                match head_end(&bytes) {
+                    Some(end) if end <= max_head => {
+                        return FirstRequest::Stream(std::mem::take(&mut bytes));
+                    }
+                    Some(_) => return FirstRequest::TooLarge,
+                    None => {}
                 }
             }
             if bytes.len() >= max_head {
@@ -76,6 +80,16 @@ pub async fn classify<IO: AsyncRead + Unpin>(
     tokio::time::timeout(timeout, read)
         .await
         .unwrap_or(FirstRequest::Gone)
+}
+
+/// Where a request head ends: after its blank line (CRLF, or a bare LF as httparse allows).
+fn head_end(bytes: &[u8]) -> Option<usize> {
+    let crlf = memchr::memmem::find(bytes, b"\r\n\r\n").map(|at| at + 4);
+    let lf = memchr::memmem::find(bytes, b"\n\n").map(|at| at + 2);
+    match (crlf, lf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// Answers the stream request in `head` on `io`, then closes the connection.
@@ -102,13 +116,14 @@ pub async fn serve_stream<IO>(
         }
     };
     drop(head);
+    let chunked = request.version() != Version::HTTP_10;
     let response = match tower_service::Service::call(&mut app.clone(), request).await {
         Ok(response) => response,
         Err(never) => match never {},
     };
     drop(app);
     let (mut reader, mut writer) = tokio::io::split(io);
-    let written = write_response(&mut writer, response, &mut reader).await;
+    let written = write_response(&mut writer, response, &mut reader, chunked).await;
     if written.is_ok() {
         let _ = writer.shutdown().await;
     }
@@ -154,12 +169,15 @@ fn parse(head: &[u8], client: crate::access::ClientAddr) -> Result<Request<Body>
     Ok(request)
 }
 
-/// Writes the head, then the body as chunks until it ends, the client goes away (a read
-/// that ends or fails) or a write fails.
+/// Writes the head, then the body until it ends, the client goes away (a read that ends,
+/// fails or brings anything: a stream request has no body) or a write fails. The body is
+/// chunked for HTTP/1.1 and ended by the close for an HTTP/1.0 client, which knows no
+/// chunks.
 async fn write_response<R, W>(
     writer: &mut W,
     response: Response<Body>,
     reader: &mut R,
+    chunked: bool,
 ) -> io::Result<()>
 where
     R: AsyncRead + Unpin,
@@ -173,7 +191,11 @@ where
     )
     .into_bytes();
     for (name, value) in &parts.headers {
-        if name == axum::http::header::CONNECTION || name == axum::http::header::TRANSFER_ENCODING {
+        // The framing is this function's: whatever the handler said about it is replaced.
+        if name == header::CONNECTION
+            || name == header::TRANSFER_ENCODING
+            || name == header::CONTENT_LENGTH
+        {
             continue;
         }
         head.extend_from_slice(name.as_str().as_bytes());
@@ -181,7 +203,10 @@ where
         head.extend_from_slice(value.as_bytes());
         head.extend_from_slice(b"\r\n");
     }
-    head.extend_from_slice(b"transfer-encoding: chunked\r\nconnection: close\r\n\r\n");
+    if chunked {
+        head.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    head.extend_from_slice(b"connection: close\r\n\r\n");
     writer.write_all(&head).await?;
     writer.flush().await?;
     drop(head);
@@ -195,19 +220,16 @@ where
                 None => break,
             },
             // The client sends nothing more on a stream; a read ending means it has gone.
-            read = reader.read(&mut probe) => match read {
-                Ok(0) | Err(_) => return Err(io::ErrorKind::ConnectionAborted.into()),
-                Ok(_) => continue,
-            },
+            _ = reader.read(&mut probe) => return Err(io::ErrorKind::ConnectionAborted.into()),
         };
         // Frames already waiting go out in the same write, as hyper coalesces them: one
         // system call for a burst rather than one per event.
         let mut chunks = Vec::with_capacity(data.len() + 16);
-        push_chunk(&mut chunks, &data);
+        push_chunk(&mut chunks, &data, chunked);
         let mut ended = false;
         while chunks.len() < COALESCE_BYTES {
             match frames.next().now_or_never() {
-                Some(Some(Ok(more))) => push_chunk(&mut chunks, &more),
+                Some(Some(Ok(more))) => push_chunk(&mut chunks, &more, chunked),
                 Some(Some(Err(_))) => return Err(io::Error::other("the response body failed")),
                 Some(None) => {
                     ended = true;
@@ -222,13 +244,20 @@ where
             break;
         }
     }
-    writer.write_all(b"0\r\n\r\n").await?;
+    if chunked {
+        writer.write_all(b"0\r\n\r\n").await?;
+    }
     writer.flush().await
 }
 
-/// One chunk of chunked transfer coding (nothing for an empty frame, which would end it).
-fn push_chunk(out: &mut Vec<u8>, data: &[u8]) {
+/// One frame of the body: a chunk of chunked transfer coding, or the bytes as they are
+/// (nothing for an empty frame, which as a chunk would end the body).
+fn push_chunk(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
     if data.is_empty() {
+        return;
+    }
+    if !chunked {
+        out.extend_from_slice(data);
         return;
     }
     out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());

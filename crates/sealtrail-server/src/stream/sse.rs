@@ -81,7 +81,7 @@ impl Outbox for SseOutbox {
         (status = 200, description = "An endless text/event-stream: `id: <seq>` + `data: <event>` per event, `event: caught_up` when replay ends, `: heartbeat` comments", content_type = "text/event-stream", body = serde_json::Value),
         (status = 400, description = "A parameter is invalid", body = crate::error::ErrorBody),
         (status = 401, description = "No or unknown API key", body = crate::error::ErrorBody),
-        (status = 403, description = "Key has neither the stream nor the read scope, or asks for another tenant", body = crate::error::ErrorBody),
+        (status = 403, description = "Key lacks the stream scope, or asks for another tenant", body = crate::error::ErrorBody),
         (status = 503, description = "Too many subscribers", body = crate::error::ErrorBody),
     ),
     security(("api_key" = []))
@@ -93,8 +93,7 @@ pub async fn stream(
     headers: HeaderMap,
     params: Params,
 ) -> Result<Response, ApiError> {
-    // A reader may follow what it may query (the console's live tail signs in with read).
-    auth.require_any(&[Scope::Stream, Scope::Read])?;
+    auth.require(Scope::Stream)?;
     let StreamParams {
         mut filter,
         extra: rest,

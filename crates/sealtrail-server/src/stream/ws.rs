@@ -58,8 +58,7 @@ pub async fn ws(
 ) -> Result<Response, ApiError> {
     // The key is judged before the upgrade request, so a key without the scope learns
     // nothing more than 403.
-    // A reader may follow what it may query (the console's live tail signs in with read).
-    auth.require_any(&[Scope::Stream, Scope::Read])?;
+    auth.require(Scope::Stream)?;
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
         Err(rejection) => {
