@@ -631,6 +631,8 @@ pub struct StatsRequest {
     pub group_by: StatsGroup,
     /// Bucketed by.
     pub interval: Option<StatsInterval>,
+    /// Only this many of the largest counts, largest first (not with `interval`).
+    pub top: Option<usize>,
     /// Count no event with a higher seq (see [`PageRequest::visible_through`]).
     pub visible_through: Option<u64>,
     /// The tenant the caller's key is bound to (see [`PageRequest::scope`]).
@@ -645,6 +647,7 @@ impl StatsRequest {
         let mut filter = EventFilter::default();
         let mut group_by = StatsGroup::Severity;
         let mut interval = None;
+        let mut top = None;
         for (key, value) in params {
             if filter.apply_param(key, value)? {
                 continue;
@@ -678,14 +681,35 @@ impl StatsRequest {
                         }
                     })
                 }
-                other => return Err(unknown_param(other, &["group_by", "interval"])),
+                "top" => {
+                    top = Some(
+                        value
+                            .parse::<usize>()
+                            .ok()
+                            .filter(|n| (1..=MAX_PAGE_LIMIT).contains(n))
+                            .ok_or_else(|| {
+                                FieldError::new(
+                                    "top",
+                                    format!("{value:?} is not a number from 1 to {MAX_PAGE_LIMIT}"),
+                                )
+                            })?,
+                    )
+                }
+                other => return Err(unknown_param(other, &["group_by", "interval", "top"])),
             }
         }
         filter.check()?;
+        if top.is_some() && interval.is_some() {
+            return Err(FieldError::new(
+                "top",
+                "applies to counts without an interval (the largest groups overall)",
+            ));
+        }
         Ok(Self {
             filter,
             group_by,
             interval,
+            top,
             visible_through: None,
             scope: None,
         })

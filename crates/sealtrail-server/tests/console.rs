@@ -459,3 +459,52 @@ async fn producers_cannot_write_access_log_records() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn stats_give_the_top_actors_and_actions_only_when_asked() {
+    let server = TestServer::start().await;
+    let writer = server.key(&[Scope::Ingest], Some("bloom"));
+    let reader = server.key(&[Scope::Read], None);
+    let events: Vec<serde_json::Value> = ["ines", "ines", "ines", "bruno", "bruno", "marta"]
+        .iter()
+        .map(|user| json!({"action": "guest.viewed", "resource_type": "guest", "user_id": user}))
+        .chain([json!({"action": "guest.viewed", "resource_type": "guest"})])
+        .collect();
+    let (status, body) = server
+        .post_json(&writer, "/v1/events", &json!({ "events": events }))
+        .await;
+    assert!((200..300).contains(&status), "{body}");
+    eventually("the top two actors, the total of all", async || {
+        let (status, stats) = server
+            .get(&reader, "/v1/stats?group_by=user_id&top=2")
+            .await;
+        assert_eq!(status, 200, "{stats}");
+        stats["total"] == 7
+            && stats["rows"]
+                == json!([
+                    {"key": "ines", "count": 3},
+                    {"key": "bruno", "count": 2},
+                ])
+    })
+    .await;
+    let (_, all) = server.get(&reader, "/v1/stats?group_by=user_id").await;
+    let keys: Vec<&str> = all["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        ["", "bruno", "ines", "marta"],
+        "an empty key: no user"
+    );
+    for bad in ["top=0", "top=1001", "top=2&interval=hour"] {
+        let (status, body) = server
+            .get(&reader, &format!("/v1/stats?group_by=action&{bad}"))
+            .await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(body["field"], "top", "{bad}");
+    }
+    server.stop().await;
+}

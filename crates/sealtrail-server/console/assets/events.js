@@ -412,7 +412,11 @@ class EventsPage {
     this.tableBody.prepend(row);
     this.emptyNote.classList.add('hidden');
     while (this.tableBody.rows.length > MAX_TABLE_ROWS) {
-      this.tableBody.lastElementChild.remove();
+      // The oldest rows leave the page and the set of ids seen, which so stays bounded (a
+      // resumed stream starts after the newest, so those never come back).
+      const oldest = this.tableBody.lastElementChild;
+      this.seen.delete(oldest.dataset.eventId);
+      oldest.remove();
       if (!this.rowsDropped) {
         // The next page would start after rows no longer shown.
         this.rowsDropped = true;

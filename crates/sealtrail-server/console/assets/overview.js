@@ -114,8 +114,8 @@ async function loadStats({ state, bound, volume, actions, actors, totals }) {
   try {
     results = await Promise.all([
       stats({ group_by: 'severity', interval: range.interval }),
-      stats({ group_by: 'action' }),
-      stats({ group_by: 'user_id' }),
+      stats({ group_by: 'action', top: TOP_ENTRIES }),
+      stats({ group_by: 'user_id', top: TOP_ENTRIES }),
     ]);
   } catch (error) {
     for (const section of [volume, actions, actors]) {

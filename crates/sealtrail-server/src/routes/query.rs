@@ -212,6 +212,7 @@ fn event_params(params: &Params) -> Result<EventParams, ApiError> {
     path = "/v1/stats",
     tag = "events",
     params(
+        ("top" = Option<u32>, Query, description = "Only the N largest counts (1 to 1000), largest first; total still counts every group; not with interval"),
         ("group_by" = Option<String>, Query, description = "severity (default), action, resource_type or user_id (the most active actors; an empty key counts events without a user)"),
         ("interval" = Option<String>, Query, description = "hour or day buckets"),
         EventFilterParams,
@@ -235,16 +236,21 @@ pub async fn stats(
         StatsRequest::from_params(params.pairs()).map_err(ApiError::invalid_parameter)?;
     request.filter.tenant_id = auth.confine_tenant(request.filter.tenant_id.take())?;
     request.scope = auth.0.tenant_id.clone();
-    let (group_by, interval) = (request.group_by, request.interval);
+    let (group_by, interval, top) = (request.group_by, request.interval, request.top);
     let recorded = access::params_object(params.pairs());
-    let rows = state
+    let mut rows = state
         .reads
         .stats(&requester.who(&auth), request, recorded)
         .await?;
+    let total = rows.iter().map(|r| r.count).sum();
+    if let Some(top) = top {
+        rows.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key)));
+        rows.truncate(top);
+    }
     Ok(axum::Json(StatsResponse {
         group_by: group_by.as_str().to_owned(),
         interval: interval.map(|i| i.as_str().to_owned()),
-        total: rows.iter().map(|r| r.count).sum(),
+        total,
         rows: rows
             .into_iter()
             .map(|r| StatsRow {
