@@ -16,15 +16,18 @@ fn certificates() -> tempfile::TempDir {
     dir
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_api_is_served_over_tls_to_a_client_that_trusts_the_ca() {
-    let certs = certificates();
+/// A server with the test certificate (and `adjust`), its https:// base, and a client that
+/// trusts the test CA.
+async fn tls_server(
+    certs: &tempfile::TempDir,
+    adjust: impl FnOnce(&mut sealtrail_server::Config),
+) -> (TestServer, String, reqwest::Client) {
     let s = TestServer::start_with(|c| {
         c.tls = Some(TlsSettings {
             cert_file: certs.path().join("cert.pem"),
             key_file: certs.path().join("key.pem"),
         });
-        c.limits.request_timeout_secs = 1;
+        adjust(c);
     })
     .await;
     let https = s.base.replace("http://", "https://");
@@ -33,6 +36,13 @@ async fn the_api_is_served_over_tls_to_a_client_that_trusts_the_ca() {
         .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
         .build()
         .unwrap();
+    (s, https, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_is_served_over_tls_to_a_client_that_trusts_the_ca() {
+    let certs = certificates();
+    let (s, https, client) = tls_server(&certs, |c| c.limits.request_timeout_secs = 1).await;
 
     let health = client.get(format!("{https}/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
@@ -127,19 +137,7 @@ async fn a_key_that_does_not_fit_the_certificate_is_named_at_start() {
 async fn a_stream_is_served_over_tls_too() {
     use futures_util::StreamExt as _;
     let certs = certificates();
-    let s = TestServer::start_with(|c| {
-        c.tls = Some(TlsSettings {
-            cert_file: certs.path().join("cert.pem"),
-            key_file: certs.path().join("key.pem"),
-        });
-    })
-    .await;
-    let https = s.base.replace("http://", "https://");
-    let ca = std::fs::read(certs.path().join("ca.pem")).unwrap();
-    let client = sealtrail_testkit::http_client_builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
-        .build()
-        .unwrap();
+    let (s, https, client) = tls_server(&certs, |_| {}).await;
     let key = s.key(&[Scope::Ingest, Scope::Stream], Some("acme"));
     // A fresh connection whose first request is the stream (served without hyper).
     let stream = client
