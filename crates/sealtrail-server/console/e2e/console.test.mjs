@@ -10,6 +10,7 @@ import { after, before, test } from 'node:test';
 import { DESKTOP, PHONE, launchBrowser, openPage, screenshot, signIn } from './support/browser.mjs';
 import { startCuttableProxy } from './support/proxy.mjs';
 import { createSealtrailServer, editLogDatabase, tempDir } from './support/sealtrail.mjs';
+import { FILTER_PARAMS, STREAM_FILTER_PARAMS } from '../assets/filters.js';
 
 /** How long a live event may take from the ingest answer to its row (the issue's bound). */
 const LIVE_ROW_WITHIN_MS = 1000;
@@ -230,6 +231,15 @@ test('sign in: a wrong key is told so, a key without read is refused, a right ke
   await phoneVisitor.context.close();
   assertNoProblems(visitor);
   await context.close();
+});
+
+test('the console knows every filter the API has (its list is a copy of the server\'s)', async () => {
+  const { body } = await server.request('admin', '/v1/openapi.json');
+  const names = (path) =>
+    body.paths[path].get.parameters.filter((p) => p.in === 'query').map((p) => p.name);
+  const notFilters = new Set(['order', 'limit', 'cursor', 'include_archived', 'since']);
+  assert.deepEqual(names('/v1/events').filter((n) => !notFilters.has(n)).sort(), [...FILTER_PARAMS].sort());
+  assert.deepEqual(names('/v1/stream').filter((n) => !notFilters.has(n)).sort(), [...STREAM_FILTER_PARAMS].sort());
 });
 
 test('events: the filter lives in the URL, a reload shows the same fields and rows, and the next page continues', async () => {
