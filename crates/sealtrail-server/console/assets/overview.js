@@ -257,7 +257,7 @@ function verificationSummary(verification) {
       'div',
       {},
       h('p', { class: 'status-line status-ok big' }, '✓ Passed'),
-      h('p', {}, `${plural(verification.events, 'event')} rehashed, the tree rebuilt to size ${formatCount(verification.tree_size)}, ${plural(verification.checkpoints ?? 0, 'signed checkpoint')} reproduced.`),
+      h('p', {}, `${plural(verification.events - (verification.bodies_removed ?? 0), 'event')} rehashed${verification.bodies_removed ? ` and ${plural(verification.bodies_removed, 'event')} whose bodies retention removed checked by their leaf hashes` : ''}, the tree rebuilt to size ${formatCount(verification.tree_size)}, ${plural(verification.checkpoints ?? 0, 'signed checkpoint')} reproduced.`),
       when,
     );
   }

@@ -42,6 +42,8 @@ pub struct Verification {
     pub tree_size: u64,
     /// Events it checked.
     pub events: u64,
+    /// Of them, events whose body retention removed (checked by their leaf hash only).
+    pub bodies_removed: u64,
     /// Signed checkpoints it reproduced.
     pub checkpoints: u64,
     /// Whether the whole log was intact.
@@ -169,6 +171,7 @@ fn summary(started_at: i64, outcome: Result<VerifyReport, String>) -> Verificati
             finished_at,
             tree_size: report.tree_size,
             events: report.events,
+            bodies_removed: report.bodies_removed,
             checkpoints: report.checkpoints,
             ok: report.problem.is_none(),
             problem: report.problem.map(|p| p.to_string()),
@@ -178,6 +181,7 @@ fn summary(started_at: i64, outcome: Result<VerifyReport, String>) -> Verificati
             finished_at,
             tree_size: 0,
             events: 0,
+            bodies_removed: 0,
             checkpoints: 0,
             ok: false,
             problem: Some(reason),
