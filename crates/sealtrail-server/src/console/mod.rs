@@ -349,11 +349,6 @@ fn embedded(path: &str) -> Option<(&'static [u8], &'static str)> {
     Some((files::FILES[i].1, ETAGS[i].as_str()))
 }
 
-/// Whether the binary holds the page `name` (`index.html`, `login.html`).
-pub fn has_page(name: &str) -> bool {
-    embedded(name).is_some()
-}
-
 fn html_file(name: &str) -> Response {
     let Some((bytes, _)) = embedded(name) else {
         return ApiError::internal(format!("this build has no console page {name}"))
@@ -387,4 +382,19 @@ fn no_store(response: &mut Response) {
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_pages_are_compiled_in() {
+        for page in [
+            "index.html",
+            "login.html",
+            "assets/app.js",
+            "assets/verify.js",
+        ] {
+            assert!(super::embedded(page).is_some(), "{page} is not embedded");
+        }
+    }
 }
